@@ -1,0 +1,128 @@
+/**
+ * The contract between the migration machine and a hypervisor. Every method looks at or
+ * changes the real world; every method that changes it is idempotent where the doc says so,
+ * because a restored migration re-runs the step that was in flight.
+ *
+ * Paths are absolute paths on the host the driver talks to. Callers (the machine) only pass
+ * paths that lie inside a declared storage location; drivers check it again with
+ * `assertInside` before any write or delete.
+ */
+
+export type DomainState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'pmsuspended' | 'other';
+
+export interface DomainDisk {
+  /** target device: vda, sdb, ... */
+  target: string;
+  /** libvirt disk type: file | block | network | volume | dir | nvme ... */
+  type: string;
+  /** libvirt disk device: disk | cdrom | floppy | lun */
+  device: string;
+  /** source file path for type=file, undefined otherwise */
+  path?: string;
+  /** driver format: qcow2 | raw | ... */
+  format?: string;
+  readonly: boolean;
+  /** true when the domain XML already shows a <backingStore> with a source */
+  hasBackingStore: boolean;
+}
+
+export interface DomainInfo {
+  name: string;
+  uuid: string;
+  state: DomainState;
+  persistent: boolean;
+  memoryBytes: number;
+  vcpus: number;
+  disks: DomainDisk[];
+  /** raw XML of the live definition (or inactive, when shut off) */
+  xml: string;
+}
+
+export interface ImageInfo {
+  path: string;
+  format: string;
+  virtualBytes: number;
+  /** bytes actually allocated on the filesystem */
+  allocatedBytes: number;
+  /** file size in bytes (apparent size) */
+  fileBytes: number;
+  /** backing file path as recorded in the image, if any */
+  backingFile?: string;
+  /** number of images in the chain including this one */
+  chainLength: number;
+}
+
+export interface FsInfo {
+  capacityBytes: number;
+  freeBytes: number;
+}
+
+export interface CpuInfo {
+  vendor?: string;
+  model?: string;
+}
+
+export interface ProgressFn {
+  (bytesDone: number, bytesTotal: number): void;
+}
+
+/** Runs programs on one host, locally or through ssh. */
+export interface HostExec {
+  /** a short label for logs, e.g. `local` or `root@10.0.0.1` */
+  readonly label: string;
+  run(
+    argv: readonly string[],
+    opts?: { input?: string | Buffer; timeoutMs?: number; allowExitCodes?: number[] },
+  ): Promise<{ stdout: string; stderr: string; exitCode: number }>;
+  close(): Promise<void>;
+}
+
+export interface HypervisorDriver {
+  readonly hostName: string;
+  readonly exec: HostExec;
+
+  // ---- observation
+  listDomains(): Promise<string[]>;
+  /** undefined when no domain of that name is defined */
+  getDomain(name: string): Promise<DomainInfo | undefined>;
+  imageInfo(path: string, opts?: { forceShare?: boolean }): Promise<ImageInfo>;
+  fsInfo(path: string): Promise<FsInfo>;
+  hostCpu(): Promise<CpuInfo>;
+  fileExists(path: string): Promise<boolean>;
+  /** apparent size in bytes; undefined when missing */
+  fileSize(path: string): Promise<number | undefined>;
+
+  // ---- disk chain operations
+  /** atomic external disk-only snapshot of the given disks, without libvirt metadata */
+  snapshotDisks(domain: string, overlays: { target: string; path: string }[]): Promise<void>;
+  /** merge the active overlay of `target` into its backing image and pivot (blockcommit --active --pivot --wait) */
+  blockCommit(domain: string, target: string): Promise<void>;
+  /** mirror `target` to `destPath` and pivot to it, no pause (blockcopy --pivot --wait --transient-job) */
+  blockCopy(domain: string, target: string, destPath: string, format: string): Promise<void>;
+  /** qemu-img rebase -u: point `overlay` at `newBacking` without copying data */
+  rebaseUnsafe(overlay: string, newBacking: string, backingFormat: string): Promise<void>;
+  /** qemu-img commit: merge an offline overlay into its backing file */
+  commitOffline(overlay: string): Promise<void>;
+  /** qemu-img check; resolves with problems found (empty when clean) */
+  checkImage(path: string): Promise<string[]>;
+
+  // ---- lifecycle
+  save(domain: string, stateFile: string): Promise<void>;
+  /** XML stored in a saved state file */
+  savedStateXml(stateFile: string): Promise<string>;
+  restore(stateFile: string, xml?: string): Promise<void>;
+  dumpXml(domain: string, opts?: { inactive?: boolean }): Promise<string>;
+  define(xml: string): Promise<void>;
+  undefine(domain: string): Promise<void>;
+  start(domain: string): Promise<void>;
+  destroy(domain: string): Promise<void>;
+
+  // ---- files (inside declared storage or the state dir only)
+  copyFile(src: string, dst: string, onProgress?: ProgressFn): Promise<void>;
+  /** sha256 of a file's contents, hex */
+  checksum(path: string): Promise<string>;
+  removeFile(path: string): Promise<void>;
+  makeDir(path: string): Promise<void>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,241 @@
+/**
+ * The typed model shared by every layer: desired state (from manifests), actual state (from
+ * status files or drivers), and the plan. Pure data; no behaviour.
+ */
+
+export const API_VERSION = 'vmplace.dev/v1alpha1';
+
+export type Kind = 'Host' | 'Cluster' | 'VirtualMachine';
+export type Strategy = 'quick' | 'live' | 'cold' | 'auto';
+export type DriverName = 'libvirt' | 'hyperv';
+
+/** Where a manifest object came from, for FILE:LINE:COL messages. */
+export interface SourceRef {
+  /** path relative to the repository root, with forward slashes */
+  file: string;
+  line: number;
+  col: number;
+}
+
+export interface ObjectMeta {
+  name: string;
+  labels?: Record<string, string>;
+}
+
+export interface StorageLocation {
+  name: string;
+  /** absolute path, normalised, no `..` */
+  path: string;
+}
+
+export interface SshSpec {
+  host: string;
+  user?: string;
+  port?: number;
+  identityFile?: string;
+  knownHostsFile?: string;
+}
+
+export interface HostSpec {
+  driver: DriverName;
+  uri: string;
+  ssh?: SshSpec;
+  cluster?: string;
+  transferAddress?: string;
+  storage?: StorageLocation[];
+}
+
+export interface ClusterSpec {
+  storage?: StorageLocation[];
+}
+
+export interface VirtualMachineSpec {
+  host: string;
+  storage: string;
+  disks?: Record<string, { storage: string }>;
+  strategy?: Strategy;
+  suspend?: boolean;
+  /** maximum pause, e.g. "1s"; used by later strategies */
+  maxPause?: string;
+}
+
+interface ObjectBase<K extends Kind, S> {
+  apiVersion: typeof API_VERSION;
+  kind: K;
+  metadata: ObjectMeta;
+  spec: S;
+  /** where this object was declared */
+  source: SourceRef;
+}
+
+export type Host = ObjectBase<'Host', HostSpec>;
+export type Cluster = ObjectBase<'Cluster', ClusterSpec>;
+export type VirtualMachine = ObjectBase<'VirtualMachine', VirtualMachineSpec>;
+export type ManifestObject = Host | Cluster | VirtualMachine;
+
+/** One problem found in the repository, printed as `file:line:col: Kind/name: message`. */
+export interface Problem {
+  file: string;
+  line: number;
+  col: number;
+  /** `Kind/name` when known */
+  object?: string;
+  message: string;
+}
+
+/** The desired state: valid objects only, plus every problem found. */
+export interface DesiredState {
+  hosts: Map<string, Host>;
+  clusters: Map<string, Cluster>;
+  vms: Map<string, VirtualMachine>;
+  problems: Problem[];
+  /** files that had at least one problem (relative paths) */
+  invalidFiles: Set<string>;
+}
+
+// ---------------------------------------------------------------- status (actual state)
+
+export type Phase = 'Placed' | 'Pending' | 'Migrating' | 'Blocked' | 'Failed' | 'Unknown';
+
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+}
+
+export interface DiskPlacement {
+  /** target device: vda, vdb, sda, ... */
+  target: string;
+  path: string;
+  /** name of the storage location holding `path`, if any matches */
+  storage?: string;
+  format: string;
+  virtualBytes: number;
+  allocatedBytes: number;
+}
+
+export interface Placement {
+  host: string;
+  memoryBytes: number;
+  disks: DiskPlacement[];
+}
+
+export type MigrationStep =
+  | 'Pending'
+  | 'Preflight'
+  | 'Snapshotting'
+  | 'CopyingBase'
+  | 'Saving'
+  | 'CopyingDelta'
+  | 'Restoring'
+  | 'Merging'
+  | 'Verifying'
+  | 'Finalizing'
+  | 'CleaningUp'
+  | 'Completed'
+  | 'RollingBack'
+  | 'RolledBack'
+  | 'Failed';
+
+export interface MigrationStatus {
+  id: string;
+  strategy: Strategy;
+  from: { host: string; storage?: string };
+  to: { host: string; storage?: string };
+  step: MigrationStep;
+  bytesDone: number;
+  bytesTotal: number;
+  startedAt?: string;
+  finishedAt?: string;
+  pauseMs?: number;
+  attempts: number;
+  lastError?: { reason: string; message: string };
+}
+
+export interface VirtualMachineStatus {
+  apiVersion: typeof API_VERSION;
+  kind: 'VirtualMachineStatus';
+  metadata: { name: string };
+  observedRevision?: string;
+  placement?: Placement;
+  phase: Phase;
+  conditions: Condition[];
+  migration?: MigrationStatus;
+}
+
+export interface StorageStatus {
+  name: string;
+  path: string;
+  capacityBytes: number;
+  freeBytes: number;
+}
+
+export interface HostStatus {
+  apiVersion: typeof API_VERSION;
+  kind: 'HostStatus';
+  metadata: { name: string };
+  observedAt: string;
+  cpu?: { vendor?: string; model?: string };
+  storage: StorageStatus[];
+}
+
+/** The actual state as the planner sees it. */
+export interface ActualState {
+  vms: Map<string, VirtualMachineStatus>;
+  hosts: Map<string, HostStatus>;
+}
+
+// ---------------------------------------------------------------- plan
+
+export type MigrationKind = 'same-host' | 'cross-host' | 'cross-cluster';
+
+export interface Finding {
+  severity: 'error' | 'warning' | 'info';
+  reason: string;
+  message: string;
+}
+
+export interface PlannedDiskMove {
+  target: string;
+  from: string;
+  to: string;
+  /** allocated bytes that will be copied (0 when the disk stays on shared storage) */
+  bytes: number;
+}
+
+export interface PlannedMigration {
+  vm: string;
+  kind: MigrationKind;
+  strategy: Strategy;
+  from: { host: string };
+  to: { host: string };
+  disks: PlannedDiskMove[];
+  /** true for moves between hosts of one cluster whose disks stay on shared storage */
+  stateOnly: boolean;
+  blocked: boolean;
+  findings: Finding[];
+  /** 1-based execution order; moves that free space come before moves that need it */
+  order: number;
+}
+
+export interface Plan {
+  revision?: string;
+  migrations: PlannedMigration[];
+  unchanged: string[];
+  unknown: string[];
+  suspended: string[];
+}
+
+export interface PlanPolicy {
+  /** bytes kept free on a target after all moves (default 1 GiB) */
+  targetMarginBytes: number;
+  /** fraction of a disk's virtual size reserved on the source for the differencing disk (default 0.1) */
+  sourceHeadroomRatio: number;
+}
+
+export const DEFAULT_POLICY: PlanPolicy = {
+  targetMarginBytes: 1024 * 1024 * 1024,
+  sourceHeadroomRatio: 0.1,
+};
