@@ -1,0 +1,214 @@
+import { assign, fromPromise, setup, type AnyEventObject } from 'xstate';
+import type { MigrationContext, MigrationInput, StepOutput } from './types';
+import type { MigrationStep } from '../types';
+
+/**
+ * The names of the effects the machine invokes. Each takes the whole (JSON) context as input
+ * and resolves with the context fields it changed. Real implementations come from
+ * `createStepActors` (src/machine/steps.ts) through `machine.provide({ actors })`; tests inject
+ * stand-ins the same way.
+ *
+ * Every effect must be idempotent and look at the actual state first: a restored machine runs
+ * the step that was in flight again from its start.
+ */
+export const STEP_ACTORS = [
+  'preflight',
+  'snapshotDisks',
+  'copyBase',
+  'saveVm',
+  'copyDelta',
+  'restoreVm',
+  'mergeOverlays',
+  'verifyTarget',
+  'finalizeDefinition',
+  'cleanUpSource',
+  'rollBack',
+] as const;
+export type StepActorName = (typeof STEP_ACTORS)[number];
+
+/** A step error as it reaches the machine. */
+export interface StepErrorLike {
+  reason?: string;
+  kind?: string;
+  message?: string;
+}
+
+/** Bumped whenever states or context change incompatibly; stored beside each snapshot. */
+export const MACHINE_VERSION = 1;
+
+const placeholder = fromPromise<StepOutput, MigrationContext>(async () => {
+  throw new Error('step actor not provided');
+});
+
+function errorInfo(error: unknown): { reason: string; message: string; stalled: boolean } {
+  const e = (error ?? {}) as StepErrorLike;
+  const reason = typeof e.reason === 'string' ? e.reason : 'InternalError';
+  const message = typeof e.message === 'string' ? e.message : String(error);
+  return { reason, message, stalled: e.kind === 'stalled' };
+}
+
+type Ev = AnyEventObject;
+
+function strategyOf(context: MigrationContext, event: Ev): string | undefined {
+  const out = (event as { output?: StepOutput }).output;
+  return out?.effectiveStrategy ?? context.effectiveStrategy;
+}
+
+/**
+ * The per-VM migration machine, strategy by strategy:
+ *
+ * - quick: Preflight → Snapshotting → CopyingBase → Saving → CopyingDelta → Restoring →
+ *   Merging → Verifying → Finalizing → CleaningUp → Completed
+ * - cold (VM shut off): Preflight → CopyingBase → Verifying → Finalizing → CleaningUp → Completed
+ * - live (same host, mirror): Preflight → CopyingBase (mirror + pivot) → Verifying → Finalizing →
+ *   CleaningUp → Completed
+ *
+ * A pre-flight finding ends in Blocked with nothing changed. Any failure before the point of
+ * no return (`committed`: the VM runs from the target) goes to RollingBack → RolledBack; after
+ * it the step is retried (only forward, never back to stale source data) up to
+ * `maxForwardAttempts`, then Failed with the VM still running on the target.
+ */
+export const migrationMachine = setup({
+  types: {
+    context: {} as MigrationContext,
+    input: {} as MigrationInput & { startedAt: string },
+    events: {} as Ev,
+  },
+  actors: Object.fromEntries(STEP_ACTORS.map((n) => [n, placeholder])) as {
+    [K in StepActorName]: typeof placeholder;
+  },
+  guards: {
+    committed: ({ context }) => context.committed,
+    canRetryForward: ({ context }) => context.attempts < context.maxForwardAttempts,
+    // On Preflight's onDone the strategy is in the output, not yet in the context.
+    isCold: ({ context, event }) => strategyOf(context, event) === 'cold',
+    isLive: ({ context, event }) => strategyOf(context, event) === 'live',
+    isStalled: (_, params: { error: unknown }) => errorInfo(params.error).stalled,
+  },
+  actions: {
+    applyOutput: assign(({ event }) => {
+      const out = (event as { output?: StepOutput }).output ?? {};
+      return { ...out, attempts: 0 } as Partial<MigrationContext>;
+    }),
+    recordError: assign(({ context, event }, params: { step: MigrationStep }) => {
+      const info = errorInfo((event as { error?: unknown }).error);
+      return {
+        lastError: { reason: info.reason, message: info.message },
+        failedStep: params.step,
+        attempts: context.attempts + 1,
+      };
+    }),
+    recordBlocked: assign(({ event }) => {
+      const info = errorInfo((event as { error?: unknown }).error);
+      return { lastError: { reason: info.reason, message: info.message }, blockedReason: info.reason };
+    }),
+    finish: assign(() => ({ finishedAt: new Date().toISOString() })),
+  },
+}).createMachine({
+  id: 'migration',
+  context: ({ input }) => ({
+    ...input,
+    disks: [],
+    memoryBytes: 0,
+    bytesDone: 0,
+    bytesTotal: 0,
+    committed: false,
+    attempts: 0,
+  }),
+  initial: 'Preflight',
+  states: {
+    Preflight: {
+      invoke: {
+        src: 'preflight',
+        input: ({ context }) => context,
+        onDone: [
+          { guard: 'isLive', target: 'CopyingBase', actions: 'applyOutput' },
+          { guard: 'isCold', target: 'CopyingBase', actions: 'applyOutput' },
+          { target: 'Snapshotting', actions: 'applyOutput' },
+        ],
+        onError: [
+          {
+            guard: { type: 'isStalled', params: ({ event }) => ({ error: event.error }) },
+            target: 'Blocked',
+            actions: 'recordBlocked',
+          },
+          // Preflight changes nothing, but a transient error may leave our own leftovers
+          // from an earlier attempt: roll back cleans them.
+          { target: 'RollingBack', actions: { type: 'recordError', params: { step: 'Preflight' } } },
+        ],
+      },
+    },
+    Snapshotting: forwardStep('snapshotDisks', 'CopyingBase', 'Snapshotting'),
+    CopyingBase: {
+      invoke: {
+        src: 'copyBase',
+        input: ({ context }) => context,
+        onDone: [
+          { guard: 'isCold', target: 'Verifying', actions: 'applyOutput' },
+          { guard: 'isLive', target: 'Verifying', actions: 'applyOutput' },
+          { target: 'Saving', actions: 'applyOutput' },
+        ],
+        onError: errorRoute('CopyingBase'),
+      },
+    },
+    Saving: forwardStep('saveVm', 'CopyingDelta', 'Saving'),
+    CopyingDelta: forwardStep('copyDelta', 'Restoring', 'CopyingDelta'),
+    Restoring: forwardStep('restoreVm', 'Merging', 'Restoring'),
+    Merging: forwardStep('mergeOverlays', 'Verifying', 'Merging'),
+    Verifying: forwardStep('verifyTarget', 'Finalizing', 'Verifying'),
+    Finalizing: forwardStep('finalizeDefinition', 'CleaningUp', 'Finalizing'),
+    CleaningUp: forwardStep('cleanUpSource', 'Completed', 'CleaningUp'),
+    Completed: { type: 'final', entry: 'finish' },
+    RollingBack: {
+      invoke: {
+        src: 'rollBack',
+        input: ({ context }) => context,
+        onDone: { target: 'RolledBack', actions: assign(() => ({ attempts: 0 })) },
+        onError: [
+          {
+            guard: 'canRetryForward',
+            target: 'RollingBack',
+            reenter: true,
+            actions: { type: 'recordError', params: { step: 'RollingBack' } },
+          },
+          { target: 'Failed', actions: { type: 'recordError', params: { step: 'RollingBack' } } },
+        ],
+      },
+    },
+    RolledBack: { type: 'final', entry: 'finish' },
+    Blocked: { type: 'final', entry: 'finish' },
+    Failed: { type: 'final', entry: 'finish' },
+  },
+});
+
+/** Where an error in `step` leads: before the point of no return back, after it forward again. */
+function errorRoute(step: MigrationStep) {
+  const record = { type: 'recordError' as const, params: { step } };
+  return [
+    {
+      guard: ({ context }: { context: MigrationContext }) =>
+        context.committed && context.attempts < context.maxForwardAttempts,
+      target: step,
+      reenter: true,
+      actions: record,
+    },
+    { guard: 'committed' as const, target: 'Failed', actions: record },
+    { target: 'RollingBack', actions: record },
+  ];
+}
+
+function forwardStep(src: StepActorName, next: string, step: MigrationStep) {
+  return {
+    invoke: {
+      src,
+      input: ({ context }: { context: MigrationContext }) => context,
+      onDone: { target: next, actions: 'applyOutput' as const },
+      onError: errorRoute(step),
+    },
+  };
+}
+
+export type MigrationMachine = typeof migrationMachine;
+
+/** Steps in which the machine has come to rest. */
+export const FINAL_STEPS: ReadonlySet<string> = new Set(['Completed', 'RolledBack', 'Blocked', 'Failed']);

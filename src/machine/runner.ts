@@ -1,0 +1,81 @@
+import { createActor, type Snapshot } from 'xstate';
+import { migrationMachine, FINAL_STEPS, type StepActorName } from './migration-machine';
+import type { MigrationContext, MigrationInput } from './types';
+import type { MigrationStore } from './store';
+import type { fromPromise } from 'xstate';
+import type { StepOutput } from './types';
+
+export type StepActors = Record<StepActorName, ReturnType<typeof fromPromise<StepOutput, MigrationContext>>>;
+
+export interface RunResult {
+  step: string;
+  context: MigrationContext;
+}
+
+export interface RunOptions {
+  actors: StepActors;
+  store: MigrationStore;
+  /** called after each transition, once the snapshot is persisted */
+  onTransition?: (step: string, context: MigrationContext) => void | Promise<void>;
+}
+
+/**
+ * Run one migration to a final state: start from `input`, or resume from a persisted
+ * snapshot (the step that was in flight runs again from its start). The snapshot is
+ * persisted after every transition before `onTransition` sees it; the next transition's
+ * persist waits for the previous one, so the file always holds the latest step.
+ */
+export async function runMigration(
+  start: { input: MigrationInput; startedAt?: string } | { snapshot: unknown },
+  opts: RunOptions,
+): Promise<RunResult> {
+  const machine = migrationMachine.provide({ actors: opts.actors });
+  const actor =
+    'snapshot' in start
+      ? createActor(machine, {
+          snapshot: start.snapshot as Snapshot<unknown> as never,
+          // ignored when a snapshot is given; the types want it
+          input: (start.snapshot as { context: MigrationInput & { startedAt: string } }).context,
+        })
+      : createActor(machine, {
+          input: { ...start.input, startedAt: start.startedAt ?? new Date().toISOString() },
+        });
+
+  let chain: Promise<void> = Promise.resolve();
+  let lastValue: string | undefined;
+  let failure: unknown;
+
+  return await new Promise<RunResult>((resolve, reject) => {
+    const persist = (): void => {
+      const snap = actor.getSnapshot();
+      const value = String(snap.value);
+      const context = snap.context;
+      const persisted = actor.getPersistedSnapshot();
+      const changed = value !== lastValue;
+      lastValue = value;
+      chain = chain.then(async () => {
+        await opts.store.save(context.vm, context.id, JSON.parse(JSON.stringify(persisted)));
+        if (changed && opts.onTransition) await opts.onTransition(value, context);
+      });
+      chain.catch((err) => {
+        failure ??= err;
+      });
+      if (FINAL_STEPS.has(value)) {
+        chain
+          .then(() => opts.store.finish(context.vm, context.id))
+          .then(() => {
+            actor.stop();
+            if (failure) reject(failure);
+            else resolve({ step: value, context });
+          }, reject);
+      }
+    };
+    actor.subscribe({
+      next: persist,
+      error: (err) => reject(err),
+    });
+    actor.start();
+    // A restored snapshot in a final state emits nothing new.
+    if (lastValue === undefined) persist();
+  });
+}

@@ -1,0 +1,130 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { MACHINE_VERSION } from './migration-machine';
+
+/**
+ * One file per migration under `<stateDir>/migrations/`: the machine's persisted snapshot, the
+ * machine version, and the VM it belongs to. Written atomically (temp file, fsync, rename,
+ * fsync of the directory) after every transition, so a crash at any moment leaves either the
+ * previous or the next snapshot, never a torn one. Finished migrations move to
+ * `<stateDir>/done/`. All migration state is per VM and lives here, so a later lease per VM
+ * (git or etcd) can hand a VM and its file to another daemon.
+ */
+export interface StoredMigration {
+  version: number;
+  vm: string;
+  id: string;
+  updatedAt: string;
+  snapshot: unknown;
+}
+
+export class MigrationStore {
+  readonly activeDir: string;
+  readonly doneDir: string;
+
+  constructor(readonly stateDir: string) {
+    this.activeDir = path.join(stateDir, 'migrations');
+    this.doneDir = path.join(stateDir, 'done');
+  }
+
+  async init(): Promise<void> {
+    await fs.mkdir(this.activeDir, { recursive: true, mode: 0o700 });
+    await fs.mkdir(this.doneDir, { recursive: true, mode: 0o700 });
+  }
+
+  private fileFor(dir: string, vm: string, id: string): string {
+    return path.join(dir, `${vm}.${id}.json`);
+  }
+
+  /** Persist a snapshot atomically. */
+  async save(vm: string, id: string, snapshot: unknown): Promise<void> {
+    const record: StoredMigration = {
+      version: MACHINE_VERSION,
+      vm,
+      id,
+      updatedAt: new Date().toISOString(),
+      snapshot,
+    };
+    await writeFileAtomic(this.fileFor(this.activeDir, vm, id), JSON.stringify(record, null, 1) + '\n');
+  }
+
+  /** Move a finished migration out of the active set. */
+  async finish(vm: string, id: string): Promise<void> {
+    const from = this.fileFor(this.activeDir, vm, id);
+    await fs.rename(from, this.fileFor(this.doneDir, vm, id)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+    await fsyncDir(this.activeDir);
+  }
+
+  /** Every migration that has not finished, oldest first. Unreadable files are reported, not thrown. */
+  async listActive(): Promise<{ records: StoredMigration[]; problems: { file: string; message: string }[] }> {
+    const records: StoredMigration[] = [];
+    const problems: { file: string; message: string }[] = [];
+    let names: string[] = [];
+    try {
+      names = (await fs.readdir(this.activeDir)).filter((n) => n.endsWith('.json')).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    for (const name of names) {
+      const file = path.join(this.activeDir, name);
+      try {
+        const rec = JSON.parse(await fs.readFile(file, 'utf8')) as StoredMigration;
+        if (rec.version !== MACHINE_VERSION) {
+          problems.push({ file, message: `machine version ${rec.version} is not ${MACHINE_VERSION}` });
+          continue;
+        }
+        records.push(rec);
+      } catch (err) {
+        problems.push({ file, message: (err as Error).message });
+      }
+    }
+    records.sort((a, b) => a.updatedAt.localeCompare(b.updatedAt));
+    return { records, problems };
+  }
+
+  /** The most recent finished migration of a VM, if any. */
+  async lastDone(vm: string): Promise<StoredMigration | undefined> {
+    let names: string[];
+    try {
+      names = (await fs.readdir(this.doneDir)).filter((n) => n.startsWith(`${vm}.`) && n.endsWith('.json'));
+    } catch {
+      return undefined;
+    }
+    let best: StoredMigration | undefined;
+    for (const n of names) {
+      try {
+        const rec = JSON.parse(await fs.readFile(path.join(this.doneDir, n), 'utf8')) as StoredMigration;
+        if (rec.vm === vm && (!best || rec.updatedAt > best.updatedAt)) best = rec;
+      } catch {
+        // a damaged record of a finished migration is history only
+      }
+    }
+    return best;
+  }
+}
+
+/** Write a file so that readers see the old or the new content, never a mix. */
+export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
+  const fh = await fs.open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fs.rename(tmp, file);
+  await fsyncDir(dir);
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const dh = await fs.open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}

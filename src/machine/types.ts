@@ -1,0 +1,71 @@
+import type { MigrationStep, Strategy } from '../types';
+
+/** One disk that moves, with every path the migration will touch, fixed at Preflight. */
+export interface DiskMove {
+  /** target device: vda, vdb, ... */
+  target: string;
+  format: string;
+  fromStorage: string;
+  toStorage: string;
+  /** the disk image at the start (becomes the read-only base after Snapshotting) */
+  srcPath: string;
+  /** the base's copy on the target; the disk's final path */
+  dstPath: string;
+  /** overlay created beside the source by Snapshotting (quick only) */
+  srcOverlay: string;
+  /** the overlay's copy on the target, rebased onto dstPath (quick only) */
+  dstOverlay: string;
+  virtualBytes: number;
+  allocatedBytes: number;
+  /** sha256 of the base, recorded once the copy is verified */
+  baseChecksum?: string;
+}
+
+/** What the caller hands a new migration. Pure data: it is persisted with the snapshot. */
+export interface MigrationInput {
+  id: string;
+  vm: string;
+  strategy: Strategy;
+  fromHost: string;
+  toHost: string;
+  /** desired storage per target device, for the disks that move */
+  moves: { target: string; toStorage: string; toPath: string; fromStorage: string }[];
+  /** bytes kept free on the target beyond the disks and the memory state */
+  targetMarginBytes: number;
+  /** fraction of virtual size needed on the source for the differencing disk */
+  sourceHeadroomRatio: number;
+  /** retries of a forward step after the point of no return */
+  maxForwardAttempts: number;
+}
+
+/** The migration's whole memory. JSON-safe: it is persisted after every transition. */
+export interface MigrationContext extends MigrationInput {
+  /** strategy actually executed: `quick` degrades to `cold` for a shut-off VM */
+  effectiveStrategy?: 'quick' | 'cold' | 'live';
+  disks: DiskMove[];
+  memoryBytes: number;
+  /** saved memory state file on the target storage */
+  stateFile?: string;
+  /** the VM was running when the migration started */
+  wasRunning?: boolean;
+  bytesDone: number;
+  bytesTotal: number;
+  startedAt: string;
+  finishedAt?: string;
+  /** ms since epoch when the VM went offline (save started) */
+  pausedAt?: number;
+  /** ms since epoch when the VM ran again on the target */
+  resumedAt?: number;
+  pauseMs?: number;
+  /** true once the VM runs from the target: from here only forward */
+  committed: boolean;
+  attempts: number;
+  /** step in which the last error happened */
+  failedStep?: MigrationStep;
+  lastError?: { reason: string; message: string };
+  /** reason for a stop that needs a human (e.g. Blocked by a pre-flight finding) */
+  blockedReason?: string;
+}
+
+/** What a step returns: the context fields it changed. */
+export type StepOutput = Partial<MigrationContext>;

@@ -1,0 +1,185 @@
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fromPromise } from 'xstate';
+import { STEP_ACTORS, type StepActorName } from '../../../src/machine/migration-machine';
+import { runMigration, type StepActors } from '../../../src/machine/runner';
+import { MigrationStore } from '../../../src/machine/store';
+import type { MigrationContext, MigrationInput, StepOutput } from '../../../src/machine/types';
+import { StalledError, VmplaceError } from '../../../src/errors';
+
+const input: MigrationInput = {
+  id: 'm1',
+  vm: 'web-01',
+  strategy: 'quick',
+  fromHost: 'hv-a',
+  toHost: 'hv-a',
+  moves: [{ target: 'vda', fromStorage: 'a', toStorage: 'b', toPath: '/srv/b' }],
+  targetMarginBytes: 0,
+  sourceHeadroomRatio: 0.1,
+  maxForwardAttempts: 2,
+};
+
+type Behaviour = (ctx: MigrationContext, call: number) => Promise<StepOutput> | StepOutput;
+
+/** Stand-in actors that record the order of calls and do what `overrides` says. */
+function standIns(overrides: Partial<Record<StepActorName, Behaviour>> = {}) {
+  const calls: StepActorName[] = [];
+  const counts = new Map<StepActorName, number>();
+  const actors = Object.fromEntries(
+    STEP_ACTORS.map((name) => [
+      name,
+      fromPromise<StepOutput, MigrationContext>(async ({ input: ctx }) => {
+        calls.push(name);
+        const n = (counts.get(name) ?? 0) + 1;
+        counts.set(name, n);
+        const b = overrides[name];
+        if (b) return await b(ctx, n);
+        if (name === 'preflight') return { effectiveStrategy: 'quick', memoryBytes: 1 };
+        if (name === 'restoreVm') return { committed: true, pauseMs: 5 };
+        return {};
+      }),
+    ]),
+  ) as StepActors;
+  return { actors, calls };
+}
+
+let dir: string;
+let store: MigrationStore;
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmplace-machine-'));
+  store = new MigrationStore(dir);
+  await store.init();
+});
+afterEach(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe('migration machine', () => {
+  it('runs the quick sequence in the order of Quick Storage Migration', async () => {
+    const { actors, calls } = standIns();
+    const steps: string[] = [];
+    const res = await runMigration({ input }, { actors, store, onTransition: (s) => void steps.push(s) });
+    expect(res.step).toBe('Completed');
+    expect(calls).toEqual([
+      'preflight',
+      'snapshotDisks',
+      'copyBase',
+      'saveVm',
+      'copyDelta',
+      'restoreVm',
+      'mergeOverlays',
+      'verifyTarget',
+      'finalizeDefinition',
+      'cleanUpSource',
+    ]);
+    expect(steps[0]).toBe('Preflight');
+    expect(steps.at(-1)).toBe('Completed');
+    expect(res.context.pauseMs).toBe(5);
+    expect(res.context.finishedAt).toBeDefined();
+    // finished migrations leave the active set
+    expect((await store.listActive()).records).toHaveLength(0);
+    expect(await store.lastDone('web-01')).toBeDefined();
+  });
+
+  it.each([
+    ['cold', ['preflight', 'copyBase', 'verifyTarget', 'finalizeDefinition', 'cleanUpSource']],
+    ['live', ['preflight', 'copyBase', 'verifyTarget', 'finalizeDefinition', 'cleanUpSource']],
+  ] as const)('runs the %s route', async (strategy, expected) => {
+    const { actors, calls } = standIns({ preflight: () => ({ effectiveStrategy: strategy }) });
+    const res = await runMigration({ input }, { actors, store });
+    expect(res.step).toBe('Completed');
+    expect(calls).toEqual(expected);
+  });
+
+  it('ends Blocked on a stalled pre-flight finding and changes nothing', async () => {
+    const { actors, calls } = standIns({
+      preflight: () => {
+        throw new StalledError('TargetSpaceInsufficient', 'no room');
+      },
+    });
+    const res = await runMigration({ input }, { actors, store });
+    expect(res.step).toBe('Blocked');
+    expect(res.context.blockedReason).toBe('TargetSpaceInsufficient');
+    expect(calls).toEqual(['preflight']);
+  });
+
+  it.each(['snapshotDisks', 'copyBase', 'saveVm', 'copyDelta', 'restoreVm'] as const)(
+    'rolls back on a failure in %s (before the point of no return)',
+    async (failing) => {
+      const { actors, calls } = standIns({
+        [failing]: () => {
+          throw new VmplaceError('Boom', `failed in ${failing}`);
+        },
+      });
+      const res = await runMigration({ input }, { actors, store });
+      expect(res.step).toBe('RolledBack');
+      expect(res.context.lastError).toEqual({ reason: 'Boom', message: `failed in ${failing}` });
+      expect(calls.at(-1)).toBe('rollBack');
+      expect(calls).not.toContain('cleanUpSource');
+    },
+  );
+
+  it.each(['mergeOverlays', 'verifyTarget', 'finalizeDefinition', 'cleanUpSource'] as const)(
+    'after the point of no return retries %s forward and never rolls back',
+    async (failing) => {
+      const { actors, calls } = standIns({
+        [failing]: (_ctx: MigrationContext, call: number) => {
+          if (call === 1) throw new VmplaceError('Flaky', 'once');
+          return {};
+        },
+      });
+      const res = await runMigration({ input }, { actors, store });
+      expect(res.step).toBe('Completed');
+      expect(calls.filter((c) => c === failing)).toHaveLength(2);
+      expect(calls).not.toContain('rollBack');
+    },
+  );
+
+  it('fails (without rolling back) when a forward step keeps failing after the point of no return', async () => {
+    const { actors, calls } = standIns({
+      mergeOverlays: () => {
+        throw new VmplaceError('Stuck', 'always');
+      },
+    });
+    const res = await runMigration({ input }, { actors, store });
+    expect(res.step).toBe('Failed');
+    expect(res.context.committed).toBe(true);
+    expect(calls.filter((c) => c === 'mergeOverlays')).toHaveLength(3);
+    expect(calls).not.toContain('rollBack');
+  });
+
+  it('survives a JSON round-trip of the persisted snapshot mid-migration and re-runs the interrupted step', async () => {
+    // First process: copyBase never finishes (the process "dies" during CopyingBase).
+    let reached!: () => void;
+    const atCopy = new Promise<void>((r) => (reached = r));
+    const first = standIns({
+      preflight: () => ({ effectiveStrategy: 'quick', memoryBytes: 42, bytesTotal: 100 }),
+      copyBase: () => {
+        reached();
+        return new Promise<StepOutput>(() => undefined);
+      },
+    });
+    void runMigration({ input }, { actors: first.actors, store });
+    await atCopy;
+    // wait for the persist of the CopyingBase transition
+    let records = (await store.listActive()).records;
+    for (let i = 0; i < 50 && !String(JSON.stringify(records[0]?.snapshot ?? null)).includes('CopyingBase'); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      records = (await store.listActive()).records;
+    }
+    expect(records).toHaveLength(1);
+    const persisted = JSON.parse(JSON.stringify(records[0]!.snapshot)) as { value: string; context: MigrationContext };
+    expect(persisted.value).toBe('CopyingBase');
+    expect(persisted.context.memoryBytes).toBe(42);
+
+    // Second process: restore from the file; copyBase runs again from its start.
+    const second = standIns();
+    const res = await runMigration({ snapshot: persisted }, { actors: second.actors, store });
+    expect(res.step).toBe('Completed');
+    expect(second.calls[0]).toBe('copyBase');
+    expect(second.calls).not.toContain('preflight');
+    expect(second.calls).not.toContain('snapshotDisks');
+    expect(res.context.memoryBytes).toBe(42);
+  });
+});
