@@ -1,0 +1,47 @@
+import type { Logger } from 'pino';
+import type { HypervisorDriver } from '../drivers/driver';
+import { LibvirtDriver } from '../drivers/libvirt/driver';
+import { parseDomainXml, rewriteDiskPaths } from '../drivers/libvirt/xml';
+import type { DesiredState } from '../types';
+
+export interface DriverSet {
+  get: (host: string) => HypervisorDriver | undefined;
+  rewriteDiskPaths: (xml: string, paths: Record<string, string>) => string;
+  diskPathsOf: (xml: string) => Record<string, string | undefined>;
+  closeAll: () => Promise<void>;
+}
+
+/**
+ * One driver per declared host, created on first use. A driver may write and delete only
+ * inside the host's declared storage (its own and its cluster's) and vmplace's state dir.
+ */
+export function createDrivers(desired: DesiredState, opts: { stateDir: string; logger: Logger }): DriverSet {
+  const cache = new Map<string, HypervisorDriver>();
+  const get = (hostName: string): HypervisorDriver | undefined => {
+    const cached = cache.get(hostName);
+    if (cached) return cached;
+    const host = desired.hosts.get(hostName);
+    if (!host || host.spec.driver !== 'libvirt') return undefined;
+    const cluster = host.spec.cluster ? desired.clusters.get(host.spec.cluster) : undefined;
+    const allowedRoots = [
+      ...(host.spec.storage ?? []).map((s) => s.path),
+      ...(cluster?.spec.storage ?? []).map((s) => s.path),
+      opts.stateDir,
+    ];
+    const drv = new LibvirtDriver(hostName, host.spec, {
+      allowedRoots,
+      stateDir: opts.stateDir,
+      logger: opts.logger.child({ host: hostName }),
+    });
+    cache.set(hostName, drv);
+    return drv;
+  };
+  return {
+    get,
+    rewriteDiskPaths: (xml, paths) => rewriteDiskPaths(xml, paths),
+    diskPathsOf: (xml) => Object.fromEntries(parseDomainXml(xml).disks.map((d) => [d.target, d.path])),
+    closeAll: async () => {
+      await Promise.all([...cache.values()].map((d) => d.close().catch(() => undefined)));
+    },
+  };
+}

@@ -1,0 +1,181 @@
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import * as readline from 'node:readline/promises';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { loadActualState, loadDesiredState, formatProblem } from '../manifests';
+import { writeStatusFiles } from '../status/files';
+import { planHasChanges, planMigrations } from '../planner/plan';
+import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/render';
+import { createLogger } from '../log';
+import { applyOnce } from '../reconciler/apply';
+import { MigrationStore } from '../machine/store';
+import { createDrivers } from './drivers';
+import { ProgressView } from './progress';
+import type { DesiredState, Problem } from '../types';
+
+/** Exit codes: 0 fine, 1 changes (plan --detailed-exitcode) or a failed/blocked migration, 2 bad input or error. */
+export const EXIT = { ok: 0, changes: 1, failed: 1, invalid: 2 } as const;
+
+interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  isTTY: boolean;
+}
+
+const defaultIo: Io = {
+  out: (s) => process.stdout.write(s),
+  err: (s) => process.stderr.write(s),
+  isTTY: Boolean(process.stdin.isTTY && process.stdout.isTTY),
+};
+
+function printProblems(io: Io, problems: Problem[]): void {
+  for (const p of problems) io.err(formatProblem(p) + '\n');
+}
+
+async function gitRevision(repo: string): Promise<string | undefined> {
+  return await new Promise((resolve) => {
+    execFile('git', ['-C', repo, 'rev-parse', '--verify', '--quiet', 'HEAD'], { timeout: 5000 }, (err, stdout) =>
+      resolve(err ? undefined : stdout.trim() || undefined),
+    );
+  });
+}
+
+function parsePositiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError('expected a whole number from 1 to 1000');
+  return n;
+}
+
+/** Build the program. `io` and `exit` are injectable for tests. */
+export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void = () => undefined): Command {
+  const program = new Command('vmplace')
+    .description("Move virtual machines' storage by pull request")
+    .version(require('../../package.json').version as string)
+    .exitOverride()
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
+    .showHelpAfterError();
+
+  program
+    .command('validate')
+    .description('check manifests against the schemas and each other; print every problem as FILE:LINE:COL')
+    .argument('[repo]', 'the GitOps repository', '.')
+    .action(async (repo: string) => {
+      const desired = await loadDesiredState(path.resolve(repo));
+      printProblems(io, desired.problems);
+      if (desired.problems.length) {
+        io.err(`${desired.problems.length} problem(s) in ${desired.invalidFiles.size} file(s)\n`);
+        return setExit(EXIT.invalid);
+      }
+      io.out(`valid: ${desired.hosts.size} host(s), ${desired.clusters.size} cluster(s), ${desired.vms.size} VM(s)\n`);
+      setExit(EXIT.ok);
+    });
+
+  program
+    .command('plan')
+    .description('compare manifests with status/ (offline) and print the migrations needed')
+    .argument('[repo]', 'the GitOps repository', '.')
+    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'markdown']).default('table'))
+    .option('--detailed-exitcode', 'exit 0 when nothing changes, 1 when migrations are planned, 2 on error')
+    .action(async (repo: string, opts: { format: 'table' | 'json' | 'markdown'; detailedExitcode?: boolean }) => {
+      const root = path.resolve(repo);
+      const desired = await loadDesiredState(root);
+      const actual = await loadActualState(root);
+      const problems = [...desired.problems, ...actual.problems];
+      printProblems(io, problems);
+      if (problems.length) return setExit(EXIT.invalid);
+      const plan = planMigrations(desired, actual.state, undefined, { revision: await gitRevision(root) });
+      const render = { table: renderPlanTable, json: renderPlanJson, markdown: renderPlanMarkdown }[opts.format];
+      const text = render(plan);
+      io.out(text.endsWith('\n') ? text : text + '\n');
+      setExit(opts.detailedExitcode && planHasChanges(plan) ? EXIT.changes : EXIT.ok);
+    });
+
+  program
+    .command('apply')
+    .description('one pass: observe the hosts, plan, run the migrations, write status/ (no git commit)')
+    .argument('[repo]', 'the GitOps repository', '.')
+    .option('-y, --yes', 'do not ask before migrating')
+    .option('--state-dir <dir>', 'where migration state is kept (resumed from here after a crash)', '/var/lib/vmplace')
+    .addOption(new Option('--log-format <format>', 'log format on stderr').choices(['json', 'pretty']).default('pretty'))
+    .option('--parallel <n>', 'migrations at once', parsePositiveInt, 2)
+    .action(
+      async (
+        repo: string,
+        opts: { yes?: boolean; stateDir: string; logFormat: 'json' | 'pretty'; parallel: number },
+      ) => {
+        const root = path.resolve(repo);
+        const logger = createLogger({ format: opts.logFormat });
+        const desired: DesiredState = await loadDesiredState(root);
+        const previous = await loadActualState(root);
+        const problems = [...desired.problems, ...previous.problems];
+        printProblems(io, problems);
+        if (problems.length) return setExit(EXIT.invalid);
+        if (!opts.yes && !io.isTTY) {
+          io.err('vmplace apply: not a terminal; pass --yes to migrate without asking\n');
+          return setExit(EXIT.invalid);
+        }
+        const stateDir = path.resolve(opts.stateDir);
+        const store = new MigrationStore(stateDir);
+        await store.init();
+        const drivers = createDrivers(desired, { stateDir, logger });
+        const progress = io.isTTY && opts.logFormat === 'pretty' ? new ProgressView() : undefined;
+        try {
+          const result = await applyOnce({
+            desired,
+            previous: previous.state,
+            driverFor: drivers.get,
+            store,
+            logger,
+            parallel: opts.parallel,
+            revision: await gitRevision(root),
+            stepDeps: {
+              rewriteDiskPaths: drivers.rewriteDiskPaths,
+              diskPathsOf: drivers.diskPathsOf,
+              onProgress: (ctx, done, total) => progress?.update(ctx.vm, done, total),
+            },
+            writeStatus: async (vms, hosts) => {
+              await writeStatusFiles(root, { vms, hosts: [...hosts.values()] });
+            },
+            confirm: opts.yes
+              ? undefined
+              : async (plan) => {
+                  io.out(renderPlanTable(plan) + '\n');
+                  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+                  const answer = await rl.question('Run these migrations? [y/N] ');
+                  rl.close();
+                  return /^y(es)?$/i.test(answer.trim());
+                },
+            onMigrationStart: (m) => progress?.start(m.vm, m.disks.reduce((a, d) => a + d.bytes, 0)),
+            onMigrationEnd: (vm, r) => progress?.stop(vm, r.step),
+          });
+          progress?.close();
+          for (const s of result.statuses) {
+            const m = s.migration;
+            const extra = m ? ` migration ${m.step}${m.pauseMs !== undefined ? `, pause ${m.pauseMs} ms` : ''}` : '';
+            const why = s.phase === 'Placed' ? '' : ` (${s.conditions[0]?.reason}: ${s.conditions[0]?.message})`;
+            io.out(`${s.metadata.name}: ${s.phase}${why}${extra}\n`);
+          }
+          setExit(result.anyFailed || !result.converged ? EXIT.failed : EXIT.ok);
+        } finally {
+          progress?.close();
+          await drivers.closeAll();
+        }
+      },
+    );
+
+  return program;
+}
+
+/** Entry point of the `vmplace` binary; resolves with the exit code. */
+export async function main(argv: string[], io: Io = defaultIo): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = buildProgram(io, (c) => (code = c));
+  try {
+    await program.parseAsync(argv);
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : EXIT.invalid;
+    io.err(`vmplace: ${(err as Error).message}\n`);
+    return EXIT.invalid;
+  }
+}

@@ -1,0 +1,467 @@
+import * as path from 'node:path';
+import { fromPromise } from 'xstate';
+import type { Logger } from 'pino';
+import { StalledError, VmplaceError } from '../errors';
+import type { DomainInfo, HypervisorDriver } from '../drivers/driver';
+import type { StepActorName } from './migration-machine';
+import type { StepActors } from './runner';
+import type { DiskMove, MigrationContext, StepOutput } from './types';
+
+/** What the real steps need from the world. */
+export interface StepDeps {
+  /** the driver of a host by manifest name */
+  driverFor(host: string): HypervisorDriver;
+  /** rewrite the disk sources of a domain XML (by target device); removes stale backing stores */
+  rewriteDiskPaths(xml: string, paths: Record<string, string>): string;
+  /** disk target → source path of a domain XML (file disks only) */
+  diskPathsOf(xml: string): Record<string, string | undefined>;
+  logger?: Logger;
+  onProgress?(ctx: MigrationContext, bytesDone: number, bytesTotal: number): void;
+  now?(): number;
+  /** base of the retry backoff after a failed step, ms (default 1000) */
+  retryBaseMs?: number;
+}
+
+type Step = (ctx: MigrationContext, deps: StepDeps) => Promise<StepOutput>;
+
+/** The file name vmplace gives a migration's own files, so leftovers are recognisable. */
+export function ownFileName(vm: string, id: string, what: string): string {
+  return `${vm}.${what}.vmplace-${id}`;
+}
+
+function diskOf(dom: DomainInfo, target: string): DomainInfo['disks'][number] | undefined {
+  return dom.disks.find((d) => d.target === target);
+}
+
+const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+
+// ------------------------------------------------------------------ Preflight
+
+const preflight: Step = async (ctx, deps) => {
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  if (ctx.fromHost !== ctx.toHost) {
+    throw new StalledError(
+      'CrossHostNotSupported',
+      `moving ${ctx.vm} from host ${ctx.fromHost} to ${ctx.toHost} needs the cross-host driver, which this version does not have`,
+    );
+  }
+  const dom = await src.getDomain(ctx.vm);
+  if (!dom) throw new StalledError('DomainNotFound', `no domain ${ctx.vm} is defined on host ${ctx.fromHost}`);
+
+  let effective: 'quick' | 'cold' | 'live';
+  if (dom.state === 'shutoff') effective = 'cold';
+  else if (dom.state === 'running') {
+    if (ctx.strategy === 'cold')
+      throw new StalledError('DomainRunning', `strategy cold needs ${ctx.vm} shut off; it is running`);
+    effective = ctx.strategy === 'live' ? 'live' : 'quick';
+  } else {
+    throw new StalledError('DomainStateUnsupported', `${ctx.vm} is ${dom.state}; vmplace moves running or shut-off VMs`);
+  }
+
+  const disks: DiskMove[] = [];
+  for (const m of ctx.moves) {
+    const d = diskOf(dom, m.target);
+    if (!d) throw new StalledError('DiskNotFound', `${ctx.vm} has no disk ${m.target}`);
+    if (d.type !== 'file' || !d.path)
+      throw new StalledError('DiskNotFile', `${ctx.vm} disk ${m.target} is a ${d.type} disk, not a file`);
+    if (d.device !== 'disk')
+      throw new StalledError('DiskNotFile', `${ctx.vm} disk ${m.target} is a ${d.device}, not a disk`);
+    if (d.hasBackingStore)
+      throw new StalledError(
+        'DiskHasBackingChain',
+        `${ctx.vm} disk ${m.target} already has a backing chain (an external snapshot?); merge it first`,
+      );
+    const info = await src.imageInfo(d.path, { forceShare: true });
+    if (info.chainLength > 1 || info.backingFile)
+      throw new StalledError('DiskHasBackingChain', `${d.path} has a backing file ${info.backingFile ?? ''}`.trim());
+    const base = path.posix.basename(d.path);
+    const dstPath = path.posix.join(m.toPath, base);
+    if (dstPath === d.path) continue;
+    if (await dst.fileExists(dstPath))
+      throw new StalledError('TargetFileExists', `${dstPath} already exists on ${ctx.toHost}; vmplace never overwrites it`);
+    disks.push({
+      target: m.target,
+      format: info.format || d.format || 'raw',
+      fromStorage: m.fromStorage,
+      toStorage: m.toStorage,
+      srcPath: d.path,
+      dstPath,
+      srcOverlay: path.posix.join(path.posix.dirname(d.path), ownFileName(ctx.vm, ctx.id, `${m.target}.overlay`)),
+      dstOverlay: path.posix.join(m.toPath, ownFileName(ctx.vm, ctx.id, `${m.target}.overlay`)),
+      virtualBytes: info.virtualBytes,
+      allocatedBytes: info.allocatedBytes,
+    });
+  }
+  if (disks.length === 0) throw new StalledError('NothingToMove', `${ctx.vm}'s disks are already where they should be`);
+
+  const firstTo = ctx.moves[0]!.toPath;
+  const stateFile = effective === 'quick' ? path.posix.join(firstTo, ownFileName(ctx.vm, ctx.id, 'state')) : undefined;
+
+  // Space: the target holds every moved base and overlay (estimated by the headroom ratio)
+  // and the memory state, plus the margin; the source holds the overlays.
+  const need = new Map<string, number>();
+  for (const d of disks) {
+    const dir = path.posix.dirname(d.dstPath);
+    const overlay = effective === 'quick' ? Math.ceil(d.virtualBytes * ctx.sourceHeadroomRatio) : 0;
+    need.set(dir, (need.get(dir) ?? 0) + d.allocatedBytes + overlay);
+  }
+  if (stateFile) need.set(firstTo, (need.get(firstTo) ?? 0) + dom.memoryBytes);
+  for (const [dir, bytes] of need) {
+    const fs = await dst.fsInfo(dir).catch((err: unknown) => {
+      throw new StalledError('TargetStorageMissing', `target storage ${dir} on ${ctx.toHost} is not usable`, {
+        cause: err,
+      });
+    });
+    if (fs.freeBytes < bytes + ctx.targetMarginBytes)
+      throw new StalledError(
+        'TargetSpaceInsufficient',
+        `${dir} on ${ctx.toHost} has ${fs.freeBytes} bytes free; the move needs ${bytes} plus a margin of ${ctx.targetMarginBytes}`,
+      );
+    await probeWritable(dst, dir, ctx);
+  }
+  if (effective === 'quick') {
+    const srcNeed = new Map<string, number>();
+    for (const d of disks) {
+      const dir = path.posix.dirname(d.srcPath);
+      srcNeed.set(dir, (srcNeed.get(dir) ?? 0) + Math.ceil(d.virtualBytes * ctx.sourceHeadroomRatio));
+    }
+    for (const [dir, bytes] of srcNeed) {
+      const fs = await src.fsInfo(dir);
+      if (fs.freeBytes < bytes)
+        throw new StalledError(
+          'SourceHeadroomInsufficient',
+          `${dir} on ${ctx.fromHost} has ${fs.freeBytes} bytes free; the differencing disks may need ${bytes}`,
+        );
+    }
+  }
+  const bytesTotal = sum(disks.map((d) => d.allocatedBytes));
+  deps.logger?.info({ strategy: effective, disks: disks.length, bytesTotal }, 'preflight passed');
+  return {
+    effectiveStrategy: effective,
+    disks,
+    memoryBytes: dom.memoryBytes,
+    stateFile,
+    wasRunning: dom.state === 'running',
+    bytesTotal,
+    bytesDone: 0,
+  };
+};
+
+async function probeWritable(drv: HypervisorDriver, dir: string, ctx: MigrationContext): Promise<void> {
+  const probe = path.posix.join(dir, ownFileName(ctx.vm, ctx.id, 'probe'));
+  try {
+    await drv.exec.run(['touch', '--', probe]);
+  } catch (err) {
+    throw new StalledError('TargetNotWritable', `cannot write to ${dir} on ${ctx.toHost}`, { cause: err });
+  }
+  await drv.removeFile(probe);
+}
+
+// ------------------------------------------------------------------ quick: forward steps
+
+const snapshotDisks: Step = async (ctx, deps) => {
+  const drv = deps.driverFor(ctx.fromHost);
+  const dom = await mustGetDomain(drv, ctx);
+  const onOverlay = ctx.disks.filter((d) => diskOf(dom, d.target)?.path === d.srcOverlay);
+  if (onOverlay.length === ctx.disks.length) return {};
+  if (onOverlay.length > 0)
+    throw new StalledError('InconsistentSnapshot', `only some of ${ctx.vm}'s disks run on overlays`);
+  // A leftover overlay file from a snapshot that failed must not make libvirt refuse.
+  for (const d of ctx.disks) await drv.removeFile(d.srcOverlay);
+  await drv.snapshotDisks(
+    ctx.vm,
+    ctx.disks.map((d) => ({ target: d.target, path: d.srcOverlay })),
+  );
+  return {};
+};
+
+const copyBase: Step = async (ctx, deps) => {
+  if (ctx.effectiveStrategy === 'live') return mirrorDisks(ctx, deps);
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  if (ctx.effectiveStrategy === 'cold') {
+    const dom = await mustGetDomain(src, ctx);
+    if (dom.state !== 'shutoff')
+      throw new VmplaceError('DomainStarted', `${ctx.vm} was started during a cold move`);
+  }
+  const disks: DiskMove[] = [];
+  let done = 0;
+  for (const d of ctx.disks) {
+    if (d.baseChecksum && (await dst.fileExists(d.dstPath)) && (await dst.checksum(d.dstPath)) === d.baseChecksum) {
+      done += d.allocatedBytes;
+      disks.push(d);
+      continue;
+    }
+    const before = done;
+    await src.copyFile(d.srcPath, d.dstPath, (n) => deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal));
+    const [a, b] = await Promise.all([src.checksum(d.srcPath), dst.checksum(d.dstPath)]);
+    if (a !== b) {
+      await dst.removeFile(d.dstPath);
+      throw new VmplaceError('ChecksumMismatch', `copy of ${d.srcPath} to ${d.dstPath} differs (sha256 ${a} != ${b})`);
+    }
+    done += d.allocatedBytes;
+    deps.onProgress?.(ctx, done, ctx.bytesTotal);
+    disks.push({ ...d, baseChecksum: a });
+  }
+  return { disks, bytesDone: done };
+};
+
+async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepOutput> {
+  const drv = deps.driverFor(ctx.fromHost);
+  let committed = ctx.committed;
+  let done = 0;
+  for (const d of ctx.disks) {
+    const dom = await mustGetDomain(drv, ctx);
+    if (diskOf(dom, d.target)?.path !== d.dstPath) {
+      await drv.blockCopy(ctx.vm, d.target, d.dstPath, d.format);
+    }
+    // From the first pivot on the VM runs (partly) from the target: only forward.
+    committed = true;
+    done += d.allocatedBytes;
+    deps.onProgress?.(ctx, done, ctx.bytesTotal);
+  }
+  return { committed, bytesDone: done, pauseMs: 0 };
+}
+
+const saveVm: Step = async (ctx, deps) => {
+  const drv = deps.driverFor(ctx.fromHost);
+  const stateFile = ctx.stateFile!;
+  const dom = await mustGetDomain(drv, ctx);
+  const now = deps.now ?? Date.now;
+  if (dom.state === 'shutoff' && (await drv.fileExists(stateFile))) {
+    return { pausedAt: ctx.pausedAt ?? now() };
+  }
+  if (dom.state !== 'running') throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
+  await drv.removeFile(stateFile); // a partial file from an interrupted save
+  const pausedAt = now();
+  await drv.save(ctx.vm, stateFile);
+  return { pausedAt };
+};
+
+const copyDelta: Step = async (ctx, deps) => {
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  for (const d of ctx.disks) {
+    const [a, b] = await Promise.all([
+      src.checksum(d.srcOverlay),
+      dst.fileExists(d.dstOverlay).then((e) => (e ? dst.checksum(d.dstOverlay) : undefined)),
+    ]);
+    if (a !== b) {
+      await src.copyFile(d.srcOverlay, d.dstOverlay);
+      const c = await dst.checksum(d.dstOverlay);
+      if (a !== c) throw new VmplaceError('ChecksumMismatch', `copy of ${d.srcOverlay} to ${d.dstOverlay} differs`);
+    }
+    await dst.rebaseUnsafe(d.dstOverlay, d.dstPath, d.format);
+  }
+  return {};
+};
+
+const restoreVm: Step = async (ctx, deps) => {
+  const drv = deps.driverFor(ctx.toHost);
+  const now = deps.now ?? Date.now;
+  const dom = await drv.getDomain(ctx.vm);
+  const onTarget = (x: DomainInfo): boolean =>
+    ctx.disks.every((d) => {
+      const p = diskOf(x, d.target)?.path;
+      return p === d.dstOverlay || p === d.dstPath;
+    });
+  if (dom && dom.state === 'running' && onTarget(dom)) {
+    const resumedAt = ctx.resumedAt ?? now();
+    return { committed: true, resumedAt, pauseMs: ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined };
+  }
+  if (dom && dom.state === 'running')
+    throw new VmplaceError('DomainRunningOnSource', `${ctx.vm} runs, but not from the target's disks`);
+  const xml = await drv.savedStateXml(ctx.stateFile!);
+  const rewritten = deps.rewriteDiskPaths(
+    xml,
+    Object.fromEntries(ctx.disks.map((d) => [d.target, d.dstOverlay])),
+  );
+  await drv.restore(ctx.stateFile!, rewritten);
+  const resumedAt = now();
+  const pauseMs = ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined;
+  deps.logger?.info({ pauseMs }, 'VM resumed on the target');
+  return { committed: true, resumedAt, pauseMs };
+};
+
+const mergeOverlays: Step = async (ctx, deps) => {
+  const drv = deps.driverFor(ctx.toHost);
+  for (const d of ctx.disks) {
+    const dom = await mustGetDomain(drv, ctx);
+    const disk = diskOf(dom, d.target);
+    if (disk?.path === d.dstPath && !disk.hasBackingStore) continue;
+    if (disk?.path !== d.dstOverlay)
+      throw new VmplaceError('UnexpectedDiskSource', `${ctx.vm} disk ${d.target} is ${disk?.path}, expected ${d.dstOverlay}`);
+    await drv.blockCommit(ctx.vm, d.target);
+  }
+  return {};
+};
+
+const verifyTarget: Step = async (ctx, deps) => {
+  const drv = deps.driverFor(ctx.toHost);
+  const dom = await mustGetDomain(drv, ctx);
+  if (ctx.effectiveStrategy === 'cold') {
+    if (dom.state !== 'shutoff') throw new VmplaceError('DomainStarted', `${ctx.vm} was started during a cold move`);
+    for (const d of ctx.disks) {
+      const sum = await drv.checksum(d.dstPath);
+      if (sum !== d.baseChecksum) throw new VmplaceError('ChecksumMismatch', `${d.dstPath} changed after its copy`);
+    }
+  } else {
+    if (dom.state !== 'running') throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state} on the target`);
+    for (const d of ctx.disks) {
+      const disk = diskOf(dom, d.target);
+      if (disk?.path !== d.dstPath || disk.hasBackingStore)
+        throw new VmplaceError('VerifyFailed', `${ctx.vm} disk ${d.target} runs from ${disk?.path}, expected ${d.dstPath}`);
+    }
+  }
+  for (const d of ctx.disks) {
+    const info = await drv.imageInfo(d.dstPath, { forceShare: true });
+    if (info.chainLength !== 1 || info.backingFile)
+      throw new VmplaceError('VerifyFailed', `${d.dstPath} still has a backing file`);
+    const problems = await drv.checkImage(d.dstPath);
+    if (problems.length) throw new VmplaceError('ImageCheckFailed', `${d.dstPath}: ${problems.join('; ')}`);
+  }
+  return {};
+};
+
+const finalizeDefinition: Step = async (ctx, deps) => {
+  const drv = deps.driverFor(ctx.toHost);
+  const want = Object.fromEntries(ctx.disks.map((d) => [d.target, d.dstPath]));
+  const named = (xml: string): boolean => {
+    const paths = deps.diskPathsOf(xml);
+    return ctx.disks.every((d) => paths[d.target] === d.dstPath);
+  };
+  const inactive = await drv.dumpXml(ctx.vm, { inactive: true });
+  if (!named(inactive)) {
+    // Running: the live definition already names the target; shut off: rewrite the inactive one.
+    const xml = ctx.effectiveStrategy === 'cold' ? deps.rewriteDiskPaths(inactive, want) : await drv.dumpXml(ctx.vm);
+    await drv.define(xml);
+    if (!named(await drv.dumpXml(ctx.vm, { inactive: true })))
+      throw new VmplaceError('DefineFailed', `the persistent definition of ${ctx.vm} does not name the new paths`);
+  }
+  return { committed: true };
+};
+
+const cleanUpSource: Step = async (ctx, deps) => {
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  // Nothing lost: never remove a file that either definition still uses.
+  const inUse = new Set<string>();
+  const dom = await mustGetDomain(dst, ctx);
+  for (const d of dom.disks) if (d.path) inUse.add(d.path);
+  for (const p of Object.values(deps.diskPathsOf(await dst.dumpXml(ctx.vm, { inactive: true })))) if (p) inUse.add(p);
+  for (const d of ctx.disks) {
+    if (!inUse.has(d.dstPath)) throw new VmplaceError('VerifyFailed', `${ctx.vm} does not use ${d.dstPath}; source kept`);
+    for (const p of [d.srcPath, d.srcOverlay]) {
+      if (inUse.has(p)) throw new VmplaceError('SourceStillInUse', `${p} is still in use by ${ctx.vm}`);
+      await src.removeFile(p);
+    }
+    if (!inUse.has(d.dstOverlay)) await dst.removeFile(d.dstOverlay);
+  }
+  if (ctx.stateFile) await dst.removeFile(ctx.stateFile);
+  return {};
+};
+
+// ------------------------------------------------------------------ rollback
+
+/**
+ * Back to the start, by looking at the world: the VM runs on the source again (restored from
+ * its state file if it was saved), every overlay is merged back into the source base, the
+ * persistent definition names the source paths, and every file this migration made on the
+ * target is removed. Source data is never touched except by merging our own overlay into it.
+ */
+const rollBack: Step = async (ctx, deps) => {
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  const log = deps.logger;
+  let dom = await src.getDomain(ctx.vm);
+  if (dom && ctx.disks.length > 0) {
+    if (dom.state === 'shutoff' && ctx.stateFile && ctx.wasRunning && (await src.fileExists(ctx.stateFile))) {
+      // The state file's own XML names the source overlays, whose backing is the source base.
+      log?.warn('restoring the VM on the source from its saved state');
+      await src.restore(ctx.stateFile);
+      dom = await mustGetDomain(src, ctx);
+    }
+    if (dom.state === 'running' || dom.state === 'paused') {
+      for (const d of ctx.disks) {
+        const disk = diskOf(dom, d.target);
+        if (disk?.path === d.srcOverlay) await src.blockCommit(ctx.vm, d.target);
+        else if (disk?.path === d.dstOverlay || disk?.path === d.dstPath)
+          throw new StalledError('RollbackImpossible', `${ctx.vm} already runs from the target; it cannot go back`);
+      }
+    } else {
+      // Shut off with overlays in its definition (e.g. it stopped after the snapshot): merge offline.
+      const paths = deps.diskPathsOf(await src.dumpXml(ctx.vm, { inactive: true }));
+      for (const d of ctx.disks) {
+        if (paths[d.target] === d.srcOverlay && (await src.fileExists(d.srcOverlay))) await src.commitOffline(d.srcOverlay);
+      }
+    }
+    const inactive = await src.dumpXml(ctx.vm, { inactive: true });
+    const paths = deps.diskPathsOf(inactive);
+    if (ctx.disks.some((d) => paths[d.target] !== d.srcPath)) {
+      await src.define(
+        deps.rewriteDiskPaths(inactive, Object.fromEntries(ctx.disks.map((d) => [d.target, d.srcPath]))),
+      );
+    }
+    if (dom.state === 'shutoff' && ctx.wasRunning && ctx.effectiveStrategy !== 'cold') await src.start(ctx.vm);
+  }
+  // Our own files only: the target copies, overlays and the state file.
+  const live = dom ? await src.getDomain(ctx.vm) : undefined;
+  const used = new Set((live?.disks ?? []).map((d) => d.path));
+  for (const d of ctx.disks) {
+    for (const p of [d.dstPath, d.dstOverlay]) if (!used.has(p)) await dst.removeFile(p);
+    if (!used.has(d.srcOverlay)) await src.removeFile(d.srcOverlay);
+  }
+  if (ctx.stateFile) await dst.removeFile(ctx.stateFile);
+  return {};
+};
+
+async function mustGetDomain(drv: HypervisorDriver, ctx: MigrationContext): Promise<DomainInfo> {
+  const dom = await drv.getDomain(ctx.vm);
+  if (!dom) throw new VmplaceError('DomainNotFound', `${ctx.vm} is not defined on ${drv.hostName}`);
+  return dom;
+}
+
+const STEPS: Record<StepActorName, Step> = {
+  preflight,
+  snapshotDisks,
+  copyBase,
+  saveVm,
+  copyDelta,
+  restoreVm,
+  mergeOverlays,
+  verifyTarget,
+  finalizeDefinition,
+  cleanUpSource,
+  rollBack,
+};
+
+/**
+ * The real step actors. A step that runs again after a failure first waits a backoff that
+ * grows with the attempts (the wait lives in the step, not in an `after` timer, because
+ * timers do not survive a restore).
+ */
+export function createStepActors(deps: StepDeps): StepActors {
+  const base = deps.retryBaseMs ?? 1000;
+  return Object.fromEntries(
+    Object.entries(STEPS).map(([name, step]) => [
+      name,
+      fromPromise<StepOutput, MigrationContext>(async ({ input }) => {
+        if (input.attempts > 0) {
+          const delay = Math.min(base * 2 ** (input.attempts - 1), 60_000) * (0.5 + Math.random() / 2);
+          await new Promise((r) => setTimeout(r, delay));
+        }
+        const log = deps.logger?.child({ step: name });
+        log?.debug('step start');
+        try {
+          const out = await step(input, { ...deps, logger: log ?? deps.logger });
+          log?.debug('step done');
+          return out;
+        } catch (err) {
+          log?.warn({ err }, 'step failed');
+          throw err;
+        }
+      }),
+    ]),
+  ) as StepActors;
+}
