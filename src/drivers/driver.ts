@@ -95,8 +95,12 @@ export interface HypervisorDriver {
   // ---- disk chain operations
   /** atomic external disk-only snapshot of the given disks, without libvirt metadata */
   snapshotDisks(domain: string, overlays: { target: string; path: string }[]): Promise<void>;
-  /** merge the active overlay of `target` into its backing image and pivot (blockcommit --active --pivot --wait) */
-  blockCommit(domain: string, target: string): Promise<void>;
+  /**
+   * merge the active overlay of `target` into its backing image and pivot (blockcommit --active --pivot --wait).
+   * Pass `opts.overlay` (the overlay the snapshot created): a re-run then does nothing once the active
+   * layer is no longer that overlay, so a disk that legitimately sits on a base image is never merged into it.
+   */
+  blockCommit(domain: string, target: string, opts?: { overlay?: string }): Promise<void>;
   /** mirror `target` to `destPath` and pivot to it, no pause (blockcopy --pivot --wait --transient-job) */
   blockCopy(domain: string, target: string, destPath: string, format: string): Promise<void>;
   /** qemu-img rebase -u: point `overlay` at `newBacking` without copying data */

@@ -1,0 +1,347 @@
+/**
+ * Running programs on a host: locally (`LocalExec`) or through OpenSSH (`SshExec`).
+ *
+ * Both take an argument vector and never hand a command line to a local shell. Over ssh the
+ * remote side always runs a shell (that is how OpenSSH works), so `SshExec` quotes every
+ * argument with POSIX single quotes in {@link quoteShellArgs}; the remote login shell must be
+ * POSIX-compatible (sh, bash, dash, zsh, ksh — not csh/tcsh or fish).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { CommandError, redact } from '../errors';
+import type { SshSpec } from '../types';
+import type { HostExec } from './driver';
+
+/** Options accepted by `HostExec.run`, plus the additive `onStdout` used for progress parsing. */
+export interface RunOptions {
+  input?: string | Buffer;
+  timeoutMs?: number;
+  allowExitCodes?: number[];
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+/** Largest stdout or stderr kept per command; more is an error (64 MiB covers any virsh XML). */
+export const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
+/** Grace between SIGTERM and SIGKILL when a command times out. */
+const KILL_GRACE_MS = 2000;
+
+/**
+ * Spawn `argv[0]` with `argv.slice(1)` (no shell), feed `input`, collect output, and turn any
+ * failure into a `CommandError` whose `command` is `displayArgv` (defaults to `argv`) with
+ * secrets removed.
+ */
+export function runProcess(
+  argv: readonly string[],
+  opts: RunOptions = {},
+  displayArgv: readonly string[] = argv,
+): Promise<RunResult> {
+  const [file, ...args] = argv;
+  if (file === undefined) return Promise.reject(new TypeError('runProcess: empty argv'));
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let outLen = 0;
+    let errLen = 0;
+    let overflow = false;
+    let timedOut = false;
+    let settled = false;
+    let killTimer: NodeJS.Timeout | undefined;
+    const timer =
+      opts.timeoutMs !== undefined && opts.timeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            child.kill('SIGTERM');
+            killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS);
+          }, opts.timeoutMs)
+        : undefined;
+    const finish = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      if (timer) clearTimeout(timer);
+      if (killTimer) clearTimeout(killTimer);
+      fn();
+    };
+    child.stdout.on('data', (b: Buffer) => {
+      outLen += b.length;
+      if (outLen > MAX_OUTPUT_BYTES) {
+        overflow = true;
+        child.kill('SIGKILL');
+        return;
+      }
+      out.push(b);
+    });
+    child.stderr.on('data', (b: Buffer) => {
+      errLen += b.length;
+      // keep the head of stderr only; it is for error messages
+      if (errLen <= 1024 * 1024) err.push(b);
+    });
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      finish(() =>
+        reject(
+          new CommandError(
+            e.code === 'ENOENT' ? 'CommandNotFound' : 'CommandSpawnFailed',
+            displayArgv,
+            null,
+            e.message,
+            { cause: e },
+          ),
+        ),
+      );
+    });
+    child.on('close', (code, signal) => {
+      const stdout = Buffer.concat(out).toString('utf8');
+      const stderr = Buffer.concat(err).toString('utf8');
+      finish(() => {
+        if (timedOut) {
+          reject(
+            new CommandError(
+              'CommandTimedOut',
+              displayArgv,
+              code,
+              `timed out after ${opts.timeoutMs} ms; ${stderr}`,
+            ),
+          );
+        } else if (overflow) {
+          reject(
+            new CommandError(
+              'CommandOutputTooLarge',
+              displayArgv,
+              code,
+              `stdout over ${MAX_OUTPUT_BYTES} bytes`,
+            ),
+          );
+        } else if (code === null) {
+          reject(new CommandError('CommandKilled', displayArgv, null, `killed by ${signal}; ${stderr}`));
+        } else if (code !== 0 && !(opts.allowExitCodes ?? []).includes(code)) {
+          reject(new CommandError('CommandFailed', displayArgv, code, stderr));
+        } else {
+          resolve({ stdout, stderr, exitCode: code });
+        }
+      });
+    });
+    // a child that exits without reading stdin makes write() fail with EPIPE; that is not our error
+    child.stdin.on('error', () => undefined);
+    if (opts.input !== undefined) child.stdin.end(opts.input);
+    else child.stdin.end();
+  });
+}
+
+/** Runs programs on the machine vmplace itself runs on. */
+export class LocalExec implements HostExec {
+  readonly label = 'local';
+  run(argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
+    return runProcess(argv, opts);
+  }
+  async close(): Promise<void> {}
+}
+
+// ---------------------------------------------------------------- quoting
+
+/**
+ * Quote one argument for a POSIX shell: wrap in single quotes, and write each `'` as `'\''`.
+ * Inside single quotes nothing is special (no `$`, backtick, `\`, newline or glob handling),
+ * so the remote shell passes the exact bytes through. The empty string becomes `''`.
+ */
+export function shellQuote(arg: string): string {
+  if (arg.includes('\0')) throw new TypeError('shellQuote: argument contains a NUL byte');
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The one remote command line built from an argv: every argument quoted, even "safe" ones. */
+export function quoteShellArgs(argv: readonly string[]): string {
+  if (argv.length === 0) throw new TypeError('quoteShellArgs: empty argv');
+  return argv.map(shellQuote).join(' ');
+}
+
+// ---------------------------------------------------------------- ssh
+
+export interface SshExecOptions {
+  /** seconds; default 10 */
+  connectTimeoutSec?: number;
+  /** seconds; default 15 (with ServerAliveCountMax 3: a dead peer is noticed in ~45 s) */
+  serverAliveIntervalSec?: number;
+  /** how long an idle master connection stays; default `60s` */
+  controlPersist?: string;
+  /** the ssh client binary; default `ssh` */
+  sshBinary?: string;
+  /** directory for the ControlPath socket; default a fresh private (0700) temp dir */
+  controlDir?: string;
+}
+
+/**
+ * The `-o`/`-i`/`-p`/`-l` options every ssh invocation for `spec` uses, in a stable order.
+ * Host keys are always checked (`StrictHostKeyChecking=yes`) and no prompt can hang us
+ * (`BatchMode=yes`).
+ */
+export function sshOptions(spec: SshSpec, controlPath: string, opts: SshExecOptions = {}): string[] {
+  const o: string[] = [
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    `ConnectTimeout=${opts.connectTimeoutSec ?? 10}`,
+    '-o',
+    `ServerAliveInterval=${opts.serverAliveIntervalSec ?? 15}`,
+    '-o',
+    'ServerAliveCountMax=3',
+    '-o',
+    'ControlMaster=auto',
+    '-o',
+    `ControlPath=${controlPath}`,
+    '-o',
+    `ControlPersist=${opts.controlPersist ?? '60s'}`,
+  ];
+  if (spec.knownHostsFile) o.push('-o', `UserKnownHostsFile=${spec.knownHostsFile}`);
+  if (spec.identityFile) o.push('-i', spec.identityFile, '-o', 'IdentitiesOnly=yes');
+  if (spec.port !== undefined) o.push('-p', String(spec.port));
+  if (spec.user) o.push('-l', spec.user);
+  return o;
+}
+
+/**
+ * Runs programs on a remote host through OpenSSH with connection reuse (ControlMaster). The
+ * first command opens the master connection; later ones reuse it (a few ms instead of a
+ * handshake). `close()` ends the master.
+ */
+export class SshExec implements HostExec {
+  readonly label: string;
+  readonly spec: SshSpec;
+  /** `%C` expands to a hash of local host, remote host, port and user: one socket per target */
+  readonly controlPath: string;
+  private readonly controlDir: string;
+  private readonly ownsControlDir: boolean;
+  private readonly opts: SshExecOptions;
+
+  constructor(spec: SshSpec, opts: SshExecOptions = {}) {
+    if (!spec.host || spec.host.startsWith('-'))
+      throw new TypeError(`SshExec: bad host ${JSON.stringify(spec.host)}`);
+    if (spec.user?.startsWith('-')) throw new TypeError(`SshExec: bad user ${JSON.stringify(spec.user)}`);
+    this.spec = spec;
+    this.opts = opts;
+    this.label = `${spec.user ? `${spec.user}@` : ''}${spec.host}${spec.port !== undefined ? `:${spec.port}` : ''}`;
+    this.ownsControlDir = opts.controlDir === undefined;
+    // short base path: unix socket paths are limited to ~108 bytes and %C is 40 hex chars
+    this.controlDir = opts.controlDir ?? mkdtempSync(join(tmpdir(), 'vmplace-ssh-'));
+    this.controlPath = join(this.controlDir, '%C');
+  }
+
+  /** The full local argv that runs `argv` on the remote host. */
+  sshArgv(argv: readonly string[]): string[] {
+    return [
+      this.opts.sshBinary ?? 'ssh',
+      ...sshOptions(this.spec, this.controlPath, this.opts),
+      '-T',
+      '--',
+      this.spec.host,
+      quoteShellArgs(argv),
+    ];
+  }
+
+  /** ssh options without the binary, host or command: for rsync `-e` and libvirt's transport */
+  options(): string[] {
+    return sshOptions(this.spec, this.controlPath, this.opts);
+  }
+
+  /**
+   * Path of an executable ssh wrapper (in the private control dir) that adds this host's
+   * options; give it to libvirt as `command=` so its qemu+ssh transport shares the master
+   * connection and the host-key policy. Written on first use.
+   */
+  libvirtSshCommand(): string {
+    const path = join(this.controlDir, 'libvirt-ssh');
+    if (!existsSync(path)) {
+      writeFileSync(path, sshWrapperScript(this.options(), this.opts.sshBinary), { mode: 0o700 });
+    }
+    return path;
+  }
+
+  run(argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
+    // errors name the remote command (what failed), prefixed by where it ran
+    return runProcess(this.sshArgv(argv), opts, [`ssh:${this.label}`, ...argv]);
+  }
+
+  async close(): Promise<void> {
+    try {
+      await runProcess(
+        [
+          this.opts.sshBinary ?? 'ssh',
+          '-o',
+          `ControlPath=${this.controlPath}`,
+          ...(this.spec.port !== undefined ? ['-p', String(this.spec.port)] : []),
+          ...(this.spec.user ? ['-l', this.spec.user] : []),
+          '-O',
+          'exit',
+          '--',
+          this.spec.host,
+        ],
+        { timeoutMs: 10_000, allowExitCodes: [255] },
+      );
+    } catch {
+      // no master running: nothing to close
+    }
+    if (this.ownsControlDir) rmSync(this.controlDir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- libvirt URIs
+
+/**
+ * Add `ssh`'s options to a libvirt URI for `virsh -c`, so libvirt's qemu+ssh transport
+ * authenticates and checks host keys exactly like `SshExec`:
+ * - `keyfile=` (→ `ssh -i`), `known_hosts=` (used by the libssh/libssh2 transports),
+ *   `no_verify=0` (never auto-accept host keys), `no_tty=1` (BatchMode: never prompt);
+ * - the user and port go into the authority when the URI has none;
+ * - `command=` names an ssh wrapper (see `writeSshWrapper`) that adds the remaining `-o`
+ *   options (UserKnownHostsFile, StrictHostKeyChecking, ControlMaster/ControlPath...), which
+ *   libvirt's plain `ssh` transport has no parameters for.
+ * A local URI (`qemu:///system`) given together with `ssh` becomes `qemu+ssh://HOST/system`:
+ * the host's libvirt is reached through ssh. URIs of other transports are returned unchanged.
+ */
+export function libvirtUriWithSsh(
+  uri: string,
+  ssh: SshSpec | undefined,
+  opts: { command?: string } = {},
+): string {
+  if (!ssh) return uri;
+  let u: URL;
+  try {
+    u = new URL(uri);
+  } catch {
+    throw new TypeError(`not a libvirt URI: ${redact(uri)}`);
+  }
+  const scheme = u.protocol.replace(/:$/, '');
+  const [driver, transport] = scheme.split('+');
+  if (transport === undefined && u.hostname === '') {
+    u = new URL(`${driver}+ssh://${ssh.host}${u.pathname}${u.search}`);
+  } else if (transport !== 'ssh') {
+    return uri;
+  }
+  if (u.hostname === '') u.hostname = ssh.host;
+  if (!u.username && ssh.user) u.username = ssh.user;
+  if (!u.port && ssh.port !== undefined) u.port = String(ssh.port);
+  const p = u.searchParams;
+  if (ssh.identityFile) p.set('keyfile', ssh.identityFile);
+  if (ssh.knownHostsFile) p.set('known_hosts', ssh.knownHostsFile);
+  p.set('no_verify', '0');
+  p.set('no_tty', '1');
+  if (opts.command) p.set('command', opts.command);
+  return u.toString();
+}
+
+/**
+ * The content of an executable wrapper that runs `ssh` with `options` before libvirt's own
+ * arguments; pass its path as `command=` in the URI. Options are quoted like remote args.
+ */
+export function sshWrapperScript(options: readonly string[], sshBinary = 'ssh'): string {
+  return `#!/bin/sh\n# written by vmplace: ssh with the host's options, for libvirt's qemu+ssh transport\nexec ${quoteShellArgs([sshBinary, ...options])} "$@"\n`;
+}

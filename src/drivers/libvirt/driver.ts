@@ -1,0 +1,571 @@
+/**
+ * `HypervisorDriver` for libvirt/QEMU.
+ *
+ * Where things run:
+ * - `virsh` runs on the management box (where vmplace runs), with the host's URI. For a host
+ *   with `ssh:` the URI becomes `qemu+ssh://...` carrying the same key, known_hosts and (via a
+ *   small ssh wrapper given as `command=`) the same ControlMaster socket as the file
+ *   operations, so libvirt's transport reuses the connection `SshExec` opened.
+ * - file operations (qemu-img, cp, sha256sum, df, rm, stat, realpath) run on the host through
+ *   its `HostExec` (`SshExec` for a host with `ssh:`, else `LocalExec`).
+ * - XML that virsh must read (`define`, `restore --xml`) is read by the virsh *client*, so it is
+ *   written to a file in a private (0700) temp dir on the management box and removed right
+ *   after. (`/dev/stdin` does not work: Node gives children a socketpair, which cannot be
+ *   opened by path — ENXIO.) A `virshExec` must therefore share the local filesystem.
+ *
+ * Paths that are written, copied to or deleted pass `assertInside` twice: lexically, and after
+ * `realpath -m` on the host (symlinks resolved) against the resolved roots.
+ *
+ * Idempotency: every method that changes the world first looks at the world and returns when
+ * the change is already there (see each method). Where it cannot tell its own leftovers from
+ * someone else's file it stops with a `StalledError` rather than deleting (`OverlayExists`,
+ * `DestinationExists`): the caller, which knows what it created, removes such files.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import type { Logger } from 'pino';
+
+import { CommandError, StalledError, VmplaceError } from '../../errors';
+import type { HostSpec } from '../../types';
+import { copyLocal, sha256, statSize } from '../../transfer/copy-local';
+import type {
+  CpuInfo,
+  DomainInfo,
+  DomainState,
+  FsInfo,
+  HostExec,
+  HypervisorDriver,
+  ImageInfo,
+  ProgressFn,
+} from '../driver';
+import { LocalExec, SshExec, libvirtUriWithSsh } from '../exec';
+import { assertInside } from '../paths';
+import {
+  parseBlockJobRaw,
+  parseCapabilitiesCpu,
+  parseDf,
+  parseDomInfo,
+  parseDomState,
+  parseNameList,
+  parseQemuImgCheck,
+  parseQemuImgInfo,
+} from './parsers';
+import { type ParsedDisk, parseDomainXml } from './xml';
+
+export interface LibvirtDriverOptions {
+  /** absolute paths the driver may write, copy to or delete inside: storage locations + state dir */
+  allowedRoots: string[];
+  /** vmplace's state directory on the host (state files); added to `allowedRoots` */
+  stateDir?: string;
+  /** used as given: pass a child logger that already names the host */
+  logger?: Logger;
+  /** runs file operations on the host; default `SshExec(spec.ssh)` or `LocalExec` */
+  exec?: HostExec;
+  /** runs virsh; default `LocalExec` (virsh on the management box) */
+  virshExec?: HostExec;
+  /** timeout of observation commands and quick changes; default 120 s */
+  quickTimeoutMs?: number;
+  /** how often to poll block jobs left over from an interrupted run; default 500 ms */
+  blockJobPollMs?: number;
+}
+
+/** The disk of a domain, as `getDomain` returns it (the contract's `DomainDisk` plus details). */
+export type LibvirtDisk = ParsedDisk;
+
+const ACTIVE: readonly DomainState[] = ['running', 'paused', 'pmsuspended'];
+
+/** virsh's `--diskspec` splits on `,`; a literal comma in a value is written `,,`. */
+export function escapeDiskspecValue(v: string): string {
+  return v.replace(/,/g, ',,');
+}
+
+export class LibvirtDriver implements HypervisorDriver {
+  readonly hostName: string;
+  readonly exec: HostExec;
+  readonly virshExec: HostExec;
+  /** the URI virsh is given (may contain paths of keys, never secrets) */
+  readonly uri: string;
+  private readonly roots: string[];
+  private readonly log: Logger | undefined;
+  private readonly quickMs: number;
+  private readonly pollMs: number;
+
+  constructor(hostName: string, spec: HostSpec, opts: LibvirtDriverOptions) {
+    if (spec.driver !== 'libvirt')
+      throw new TypeError(`host ${hostName}: driver ${spec.driver} is not libvirt`);
+    this.hostName = hostName;
+    const roots = [...opts.allowedRoots, ...(opts.stateDir !== undefined ? [opts.stateDir] : [])];
+    this.roots = [...new Set(roots.map((r) => assertInside(r, ['/'], { allowRoot: true })))];
+    this.log = opts.logger;
+    this.quickMs = opts.quickTimeoutMs ?? 120_000;
+    this.pollMs = opts.blockJobPollMs ?? 500;
+    const ssh = spec.ssh ? new SshExec(spec.ssh) : undefined;
+    this.exec = opts.exec ?? ssh ?? new LocalExec();
+    this.virshExec = opts.virshExec ?? new LocalExec();
+    const wrapper = this.exec instanceof SshExec ? this.exec.libvirtSshCommand() : undefined;
+    this.uri = libvirtUriWithSsh(spec.uri, spec.ssh, wrapper ? { command: wrapper } : {});
+    // an SshExec we made but do not use (exec was injected) must not leak its control dir
+    if (ssh && this.exec !== ssh) void ssh.close();
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  private async run(
+    exec: HostExec,
+    argv: string[],
+    opts: { input?: string; timeoutMs?: number; allowExitCodes?: number[] } = {},
+  ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+    const t0 = Date.now();
+    try {
+      const r = await exec.run(argv, opts);
+      this.log?.debug({ exec: exec.label, argv: argv.slice(0, 6), ms: Date.now() - t0 }, 'command finished');
+      return r;
+    } catch (err) {
+      this.log?.debug(
+        { exec: exec.label, argv: argv.slice(0, 6), ms: Date.now() - t0, err },
+        'command failed',
+      );
+      throw err;
+    }
+  }
+
+  /** `virsh -c URI ARGS...` on the management box; C locale so output parses the same everywhere. */
+  virsh(
+    args: string[],
+    opts: { input?: string; timeoutMs?: number | null; allowExitCodes?: number[] } = {},
+  ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+    const { timeoutMs, ...rest } = opts;
+    return this.run(this.virshExec, ['env', 'LC_ALL=C', 'virsh', '-c', this.uri, ...args], {
+      ...rest,
+      ...(timeoutMs === null ? {} : { timeoutMs: timeoutMs ?? this.quickMs }),
+    });
+  }
+
+  /** Run virsh with `xml` in a private local temp file whose path replaces `{XML}` in `args`. */
+  private async virshWithXmlFile(
+    args: string[],
+    xml: string,
+    opts: { timeoutMs?: number | null } = {},
+  ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+    const dir = await mkdtemp(join(tmpdir(), 'vmplace-xml-'));
+    try {
+      const file = join(dir, 'domain.xml');
+      await writeFile(file, xml, { mode: 0o600 });
+      return await this.virsh(
+        args.map((a) => (a === '{XML}' ? file : a)),
+        opts,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Lexical check, then the same check on the host after resolving symlinks. */
+  private async guard(path: string, opts: { allowRoot?: boolean } = {}): Promise<string> {
+    const p = assertInside(path, this.roots, opts);
+    const r = await this.run(this.exec, ['realpath', '-m', '-z', '--', p, ...this.roots], {
+      timeoutMs: this.quickMs,
+    });
+    const [resolved, ...resolvedRoots] = r.stdout.split('\0').filter((s) => s !== '');
+    if (resolved === undefined || resolvedRoots.length !== this.roots.length) {
+      throw new VmplaceError(
+        'UnexpectedOutput',
+        `realpath printed ${JSON.stringify(r.stdout.slice(0, 200))}`,
+      );
+    }
+    assertInside(resolved, resolvedRoots, opts);
+    return p;
+  }
+
+  private async domState(name: string): Promise<DomainState | undefined> {
+    const names = await this.listDomains();
+    if (!names.includes(name)) return undefined;
+    return parseDomState((await this.virsh(['domstate', '--domain', name])).stdout);
+  }
+
+  private async liveDisks(domain: string): Promise<ParsedDisk[]> {
+    return parseDomainXml((await this.virsh(['dumpxml', '--domain', domain])).stdout).disks;
+  }
+
+  private findDisk(disks: ParsedDisk[], domain: string, target: string): ParsedDisk {
+    const d = disks.find((x) => x.target === target);
+    if (!d) throw new StalledError('DiskNotFound', `domain ${domain} has no disk ${target}`);
+    return d;
+  }
+
+  // ---------------------------------------------------------------- observation
+
+  async listDomains(): Promise<string[]> {
+    return parseNameList((await this.virsh(['list', '--all', '--name'])).stdout);
+  }
+
+  /**
+   * Name, state, persistence, memory, vcpus and disks. Disks of every kind are returned as
+   * they are (block, network, volume, empty cdrom); nothing here opens the image files.
+   * `xml` is the plain `dumpxml` (no `--security-info`: safe to log or store).
+   */
+  async getDomain(name: string): Promise<DomainInfo | undefined> {
+    let infoText: string;
+    let xml: string;
+    try {
+      [infoText, xml] = await Promise.all([
+        this.virsh(['dominfo', '--domain', name]).then((r) => r.stdout),
+        this.virsh(['dumpxml', '--domain', name]).then((r) => r.stdout),
+      ]);
+    } catch (err) {
+      // route on the world, not on virsh's message: is the domain there at all?
+      if (err instanceof CommandError && !(await this.listDomains()).includes(name)) return undefined;
+      throw err;
+    }
+    const info = parseDomInfo(infoText);
+    const dom = parseDomainXml(xml);
+    return {
+      name: dom.name || info.name,
+      uuid: dom.uuid || info.uuid,
+      state: info.state,
+      persistent: info.persistent,
+      memoryBytes: dom.memoryBytes,
+      vcpus: dom.vcpus,
+      disks: dom.disks,
+      xml,
+    };
+  }
+
+  /**
+   * `qemu-img info --output=json --backing-chain` plus `stat` for the apparent size.
+   * `forceShare` defaults to TRUE (`-U`): observation must work on disks of running VMs,
+   * which hold qcow2 write locks; allocation figures may then lag by QEMU's unflushed
+   * metadata. Pass `forceShare: false` to get an error when someone holds the image.
+   */
+  async imageInfo(path: string, opts: { forceShare?: boolean } = {}): Promise<ImageInfo> {
+    const argv = [
+      'qemu-img',
+      'info',
+      '--output=json',
+      '--backing-chain',
+      ...(opts.forceShare === false ? [] : ['-U']),
+      '--',
+      path,
+    ];
+    const [r, size] = await Promise.all([
+      this.run(this.exec, argv, { timeoutMs: this.quickMs }),
+      statSize(this.exec, path),
+    ]);
+    return parseQemuImgInfo(r.stdout, path, size);
+  }
+
+  async fsInfo(path: string): Promise<FsInfo> {
+    const r = await this.run(this.exec, ['df', '-B1', '--output=size,avail', '--', path], {
+      timeoutMs: this.quickMs,
+    });
+    return parseDf(r.stdout);
+  }
+
+  async hostCpu(): Promise<CpuInfo> {
+    return parseCapabilitiesCpu((await this.virsh(['capabilities'])).stdout);
+  }
+
+  async fileExists(path: string): Promise<boolean> {
+    const r = await this.run(this.exec, ['test', '-e', path], {
+      allowExitCodes: [1],
+      timeoutMs: this.quickMs,
+    });
+    return r.exitCode === 0;
+  }
+
+  fileSize(path: string): Promise<number | undefined> {
+    return statSize(this.exec, path);
+  }
+
+  // ---------------------------------------------------------------- disk chain operations
+
+  /**
+   * `snapshot-create-as --disk-only --no-metadata --atomic` with an external qcow2 overlay for
+   * each listed disk and `snapshot=no` for every other disk (cdroms, shared disks...).
+   * Idempotent: when every listed disk already has its overlay as active layer it returns.
+   * Stops with `SnapshotPartial` if only some do (cannot happen with --atomic), and with
+   * `OverlayExists` when an overlay file exists but the domain does not use it (a leftover:
+   * the caller removes it if it is its own).
+   */
+  async snapshotDisks(domain: string, overlays: { target: string; path: string }[]): Promise<void> {
+    if (overlays.length === 0) return;
+    for (const o of overlays) await this.guard(o.path);
+    const disks = await this.liveDisks(domain);
+    const done = overlays.filter((o) => this.findDisk(disks, domain, o.target).path === o.path);
+    if (done.length === overlays.length) return;
+    if (done.length > 0) {
+      throw new StalledError(
+        'SnapshotPartial',
+        `domain ${domain}: ${done.map((o) => o.target).join(',')} already on overlays but not the others`,
+      );
+    }
+    for (const o of overlays) {
+      const disk = this.findDisk(disks, domain, o.target);
+      if (disk.type !== 'file')
+        throw new StalledError('DiskNotFile', `domain ${domain}: disk ${o.target} is type=${disk.type}`);
+      if (await this.fileExists(o.path)) {
+        throw new StalledError(
+          'OverlayExists',
+          `overlay ${o.path} exists but domain ${domain} does not use it`,
+        );
+      }
+    }
+    const listed = new Set(overlays.map((o) => o.target));
+    const specs: string[] = [];
+    for (const o of overlays) {
+      specs.push(
+        '--diskspec',
+        `${o.target},snapshot=external,driver=qcow2,file=${escapeDiskspecValue(o.path)}`,
+      );
+    }
+    for (const d of disks) {
+      if (d.target && !listed.has(d.target)) specs.push('--diskspec', `${d.target},snapshot=no`);
+    }
+    await this.virsh([
+      'snapshot-create-as',
+      '--domain',
+      domain,
+      '--disk-only',
+      '--no-metadata',
+      '--atomic',
+      ...specs,
+    ]);
+  }
+
+  /** The block job on `target`, if any (`blockjob --info --raw`). */
+  async blockJob(
+    domain: string,
+    target: string,
+  ): Promise<{ type: string; cur: number; end: number } | undefined> {
+    return parseBlockJobRaw(
+      (await this.virsh(['blockjob', '--domain', domain, '--path', target, '--info', '--raw'])).stdout,
+    );
+  }
+
+  /** A job left by an interrupted run (virsh killed while `--wait`ing): wait until ready, then pivot. */
+  private async finishLeftoverJob(domain: string, target: string, kind: 'Commit' | 'Copy'): Promise<boolean> {
+    let job = await this.blockJob(domain, target);
+    if (!job) return false;
+    if (!job.type.includes(kind)) {
+      throw new StalledError(
+        'BlockJobBusy',
+        `domain ${domain} disk ${target} runs another block job: ${job.type}`,
+      );
+    }
+    while (job && !(job.end > 0 && job.cur === job.end)) {
+      await new Promise((r) => setTimeout(r, this.pollMs));
+      job = await this.blockJob(domain, target);
+    }
+    if (job)
+      await this.virsh(['blockjob', '--domain', domain, '--path', target, '--pivot'], { timeoutMs: null });
+    return true;
+  }
+
+  /**
+   * `blockcommit --active --pivot --wait`. Idempotent: returns when the disk has no backing
+   * chain, or — with `opts.overlay`, which the machine should pass — when the active layer is
+   * no longer that overlay (so a disk that legitimately sits on a base image is never merged
+   * into it by a re-run). A commit job left by an interrupted run is finished and pivoted.
+   */
+  async blockCommit(domain: string, target: string, opts: { overlay?: string } = {}): Promise<void> {
+    if (await this.finishLeftoverJob(domain, target, 'Commit')) return;
+    const disk = this.findDisk(await this.liveDisks(domain), domain, target);
+    if (!disk.hasBackingStore) return;
+    if (opts.overlay !== undefined && disk.path !== opts.overlay) return;
+    await this.virsh(['blockcommit', '--domain', domain, '--path', target, '--active', '--pivot', '--wait'], {
+      timeoutMs: null,
+    });
+  }
+
+  /**
+   * `blockcopy --pivot --wait --transient-job --format FMT`: a full copy (no `--shallow`: the
+   * destination is self-contained even when the source sits on a base image), created by
+   * libvirt (no `--reuse-external`). Idempotent: returns when the disk already uses
+   * `destPath`; finishes a copy job left by an interrupted run; stops with
+   * `DestinationExists` when `destPath` exists but is not in use. Afterwards the persistent
+   * definition still names the old path: redefine from `dumpXml` as after a restore.
+   */
+  async blockCopy(domain: string, target: string, destPath: string, format: string): Promise<void> {
+    await this.guard(destPath);
+    if (await this.finishLeftoverJob(domain, target, 'Copy')) return;
+    const disk = this.findDisk(await this.liveDisks(domain), domain, target);
+    if (disk.path === destPath) return;
+    if (await this.fileExists(destPath)) {
+      throw new StalledError('DestinationExists', `${destPath} exists but domain ${domain} does not use it`);
+    }
+    await this.virsh(
+      [
+        'blockcopy',
+        '--domain',
+        domain,
+        '--path',
+        target,
+        '--dest',
+        destPath,
+        '--format',
+        format,
+        '--pivot',
+        '--wait',
+        '--transient-job',
+      ],
+      { timeoutMs: null },
+    );
+  }
+
+  /** `qemu-img rebase -u -f qcow2 -F FMT -b NEW OVERLAY`: rewrites a header field; idempotent. */
+  async rebaseUnsafe(overlay: string, newBacking: string, backingFormat: string): Promise<void> {
+    await this.guard(overlay);
+    await this.run(
+      this.exec,
+      ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F', backingFormat, '-b', newBacking, '--', overlay],
+      {
+        timeoutMs: this.quickMs,
+      },
+    );
+  }
+
+  /** `qemu-img commit`: the overlay stays (emptied); re-running writes the same data again. */
+  async commitOffline(overlay: string): Promise<void> {
+    await this.guard(overlay);
+    const info = await this.imageInfo(overlay, { forceShare: false });
+    if (info.backingFile !== undefined) await this.guard(info.backingFile);
+    await this.run(this.exec, ['qemu-img', 'commit', '-f', 'qcow2', '--', overlay]);
+  }
+
+  /**
+   * `qemu-img check --output=json`. An image a running VM holds cannot be opened normally
+   * (exit 1, lock); it is then checked with `-U`, and leaks are not reported: on a live image
+   * clusters being allocated look leaked, and leaks lose no data. Corruptions and check
+   * errors are always reported. Returns problems; empty when clean.
+   */
+  async checkImage(path: string): Promise<string[]> {
+    const base = ['qemu-img', 'check', '--output=json'];
+    const r = await this.run(this.exec, [...base, '--', path], { allowExitCodes: [1, 2, 3] });
+    if (r.exitCode !== 1) return parseQemuImgCheck(r.stdout);
+    const u = await this.run(this.exec, [...base, '-U', '--', path], { allowExitCodes: [2, 3] });
+    return parseQemuImgCheck(u.stdout, { ignoreLeaks: true });
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /**
+   * `virsh save` with neither `--running` nor `--paused`: restore brings the domain back in the
+   * state it had (a running VM resumes running; one the user had paused stays paused).
+   * Idempotent: when the domain is no longer active and `stateFile` holds a complete save of
+   * it (libvirt marks incomplete saves, so `save-image-dumpxml` refuses them), it returns.
+   */
+  async save(domain: string, stateFile: string): Promise<void> {
+    await this.guard(stateFile);
+    const state = await this.domState(domain);
+    if (state !== undefined && ACTIVE.includes(state)) {
+      await this.virsh(['save', '--domain', domain, '--file', stateFile], { timeoutMs: null });
+      return;
+    }
+    if (await this.fileExists(stateFile)) {
+      const saved = parseDomainXml(await this.savedStateXml(stateFile));
+      if (saved.name === domain) return;
+    }
+    throw new StalledError(
+      'DomainNotRunning',
+      `domain ${domain} is ${state ?? 'not defined'} and ${stateFile} holds no save of it`,
+    );
+  }
+
+  /**
+   * The domain XML inside a saved state, WITH security info (e.g. VNC passwords) so that a
+   * restore with rewritten XML keeps them: do not log or store this XML.
+   */
+  async savedStateXml(stateFile: string): Promise<string> {
+    return (await this.virsh(['save-image-dumpxml', '--file', stateFile, '--security-info'])).stdout;
+  }
+
+  /**
+   * `virsh restore STATE [--xml FILE]` (FILE: a private local temp file). Idempotent: returns when the domain named in the
+   * XML is already active.
+   */
+  async restore(stateFile: string, xml?: string): Promise<void> {
+    const name = parseDomainXml(xml ?? (await this.savedStateXml(stateFile))).name;
+    const state = await this.domState(name);
+    if (state !== undefined && ACTIVE.includes(state)) return;
+    if (xml === undefined) await this.virsh(['restore', '--file', stateFile], { timeoutMs: null });
+    else
+      await this.virshWithXmlFile(['restore', '--file', stateFile, '--xml', '{XML}'], xml, {
+        timeoutMs: null,
+      });
+  }
+
+  /**
+   * `dumpxml --security-info [--inactive]`: complete enough to `define` again without losing
+   * passwords. Contains secrets: do not log or store it.
+   */
+  async dumpXml(domain: string, opts: { inactive?: boolean } = {}): Promise<string> {
+    return (
+      await this.virsh([
+        'dumpxml',
+        '--domain',
+        domain,
+        '--security-info',
+        ...(opts.inactive ? ['--inactive'] : []),
+      ])
+    ).stdout;
+  }
+
+  /** `define --file FILE` (a private local temp file): defining the same XML again changes nothing. */
+  async define(xml: string): Promise<void> {
+    await this.virshWithXmlFile(['define', '--file', '{XML}'], xml);
+  }
+
+  /**
+   * `undefine --keep-nvram` (NVRAM files are data; never removed implicitly). A domain that is
+   * not defined is fine. An active persistent domain becomes transient (it keeps running).
+   */
+  async undefine(domain: string): Promise<void> {
+    if (!(await this.listDomains()).includes(domain)) return;
+    const info = parseDomInfo((await this.virsh(['dominfo', '--domain', domain])).stdout);
+    if (!info.persistent) return;
+    await this.virsh(['undefine', '--domain', domain, '--keep-nvram']);
+  }
+
+  async start(domain: string): Promise<void> {
+    const state = await this.domState(domain);
+    if (state === undefined) throw new StalledError('DomainNotFound', `domain ${domain} is not defined`);
+    if (ACTIVE.includes(state)) return;
+    await this.virsh(['start', '--domain', domain]);
+  }
+
+  async destroy(domain: string): Promise<void> {
+    const state = await this.domState(domain);
+    if (state === undefined || !ACTIVE.includes(state)) return;
+    await this.virsh(['destroy', '--domain', domain]);
+  }
+
+  // ---------------------------------------------------------------- files
+
+  /** `copyLocal` (sparse cp to DST.vmplace-part, sync, sha256 both, rename); see transfer/. */
+  async copyFile(src: string, dst: string, onProgress?: ProgressFn): Promise<void> {
+    await this.guard(dst);
+    await copyLocal(this.exec, src, dst, onProgress ? { onProgress } : {});
+  }
+
+  checksum(path: string): Promise<string> {
+    return sha256(this.exec, path);
+  }
+
+  /** `rm -f`: a missing file is fine; a directory is an error. */
+  async removeFile(path: string): Promise<void> {
+    const p = await this.guard(path);
+    await this.run(this.exec, ['rm', '-f', '--', p], { timeoutMs: this.quickMs });
+  }
+
+  /** `mkdir -p`; a storage root itself is allowed here. */
+  async makeDir(path: string): Promise<void> {
+    const p = await this.guard(path, { allowRoot: true });
+    await this.run(this.exec, ['mkdir', '-p', '--', p], { timeoutMs: this.quickMs });
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.exec.close(), this.virshExec.close()]);
+  }
+}

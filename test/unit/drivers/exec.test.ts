@@ -1,0 +1,248 @@
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { CommandError } from '../../../src/errors';
+import {
+  LocalExec,
+  SshExec,
+  libvirtUriWithSsh,
+  quoteShellArgs,
+  runProcess,
+  shellQuote,
+  sshOptions,
+  sshWrapperScript,
+} from '../../../src/drivers/exec';
+
+const HOSTILE = [
+  '$(rm -rf /)',
+  '`id`',
+  'a;b',
+  'a && b || c',
+  "it's",
+  "''",
+  "'",
+  '"double"',
+  'back\\slash',
+  'line1\nline2',
+  '-rf',
+  '--',
+  '',
+  ' lead and trail ',
+  '*',
+  '~root',
+  '$HOME ${PATH}',
+  'tab\there',
+  '!event',
+  '#comment',
+  'ünïcødé',
+  '> /tmp/x',
+];
+
+describe('shellQuote', () => {
+  it.each([
+    ['plain', "'plain'"],
+    ['', "''"],
+    ["it's", "'it'\\''s'"],
+    ['$(rm -rf /)', "'$(rm -rf /)'"],
+    ['-rf', "'-rf'"],
+  ])('quotes %j as %s', (input, expected) => {
+    expect(shellQuote(input)).toBe(expected);
+  });
+
+  it('refuses NUL bytes', () => {
+    expect(() => shellQuote('a\0b')).toThrow(TypeError);
+  });
+
+  it('quotes every argument, even safe ones', () => {
+    expect(quoteShellArgs(['ls', '-l', '/tmp'])).toBe("'ls' '-l' '/tmp'");
+  });
+
+  it('round-trips hostile arguments through a real POSIX shell byte for byte', async () => {
+    const cmd = quoteShellArgs(['printf', '%s\\0', ...HOSTILE]);
+    for (const shell of ['/bin/sh', '/bin/bash']) {
+      const r = await runProcess([shell, '-c', cmd]);
+      expect(r.stdout.split('\0').slice(0, -1)).toEqual(HOSTILE);
+    }
+  });
+});
+
+describe('runProcess / LocalExec', () => {
+  const exec = new LocalExec();
+
+  it('passes argv without a shell', async () => {
+    const r = await exec.run(['printf', '%s|', '$(echo no)', 'a;b']);
+    expect(r.stdout).toBe('$(echo no)|a;b|');
+    expect(r.exitCode).toBe(0);
+  });
+
+  it('feeds stdin', async () => {
+    const r = await exec.run(['cat'], { input: 'hello\n' });
+    expect(r.stdout).toBe('hello\n');
+  });
+
+  it('accepts allowed exit codes', async () => {
+    const r = await exec.run(['sh', '-c', 'exit 3'], { allowExitCodes: [3] });
+    expect(r.exitCode).toBe(3);
+  });
+
+  it('turns failure into CommandError with argv, exit code and redacted stderr', async () => {
+    const err = await exec
+      .run(['sh', '-c', 'echo "boom password=hunter2 token=abc" >&2; exit 4', 'x', 'secret=s3'])
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandError);
+    const ce = err as CommandError;
+    expect(ce.reason).toBe('CommandFailed');
+    expect(ce.exitCode).toBe(4);
+    expect(ce.stderr).toContain('boom');
+    expect(ce.stderr).not.toContain('hunter2');
+    expect(ce.stderr).not.toContain('abc');
+    expect(ce.message).not.toContain('hunter2');
+    expect(ce.command).toContain('secret=[REDACTED]');
+    expect(ce.kind).toBe('transient');
+  });
+
+  it('reports a missing program as CommandNotFound', async () => {
+    const err = (await exec.run(['/nonexistent/prog']).catch((e: unknown) => e)) as CommandError;
+    expect(err).toBeInstanceOf(CommandError);
+    expect(err.reason).toBe('CommandNotFound');
+    expect(err.exitCode).toBeNull();
+  });
+
+  it('kills a command that runs past its timeout', async () => {
+    const t0 = Date.now();
+    const err = (await exec
+      .run(['sleep', '10'], { timeoutMs: 200 })
+      .catch((e: unknown) => e)) as CommandError;
+    expect(err.reason).toBe('CommandTimedOut');
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
+  it('does not fail when the child ignores stdin', async () => {
+    const r = await exec.run(['true'], { input: Buffer.alloc(1024 * 1024) });
+    expect(r.exitCode).toBe(0);
+  });
+});
+
+describe('ssh options', () => {
+  const spec = {
+    host: 'hv1.example',
+    user: 'root',
+    port: 2222,
+    identityFile: '/keys/id_ed25519',
+    knownHostsFile: '/keys/known_hosts',
+  };
+
+  it('checks host keys, never prompts, reuses connections', () => {
+    const o = sshOptions(spec, '/run/x/%C').join(' ');
+    expect(o).toContain('-o BatchMode=yes');
+    expect(o).toContain('-o StrictHostKeyChecking=yes');
+    expect(o).toContain('-o UserKnownHostsFile=/keys/known_hosts');
+    expect(o).toContain('-i /keys/id_ed25519 -o IdentitiesOnly=yes');
+    expect(o).toContain('-o ControlMaster=auto -o ControlPath=/run/x/%C -o ControlPersist=60s');
+    expect(o).toContain('-o ConnectTimeout=10');
+    expect(o).toContain('-o ServerAliveInterval=15');
+    expect(o).toContain('-p 2222');
+    expect(o).toContain('-l root');
+  });
+
+  it('omits options that are not given', () => {
+    const o = sshOptions({ host: 'h' }, '/c/%C');
+    expect(o).not.toContain('-i');
+    expect(o).not.toContain('-p');
+    expect(o).not.toContain('-l');
+    expect(o.join(' ')).not.toContain('UserKnownHostsFile');
+  });
+
+  it('builds argv: options, --, host, one quoted remote command', async () => {
+    const ssh = new SshExec(spec);
+    try {
+      const argv = ssh.sshArgv(['rm', '-f', '--', "/srv/it's here"]);
+      expect(argv[0]).toBe('ssh');
+      const dd = argv.indexOf('--');
+      expect(argv[dd + 1]).toBe('hv1.example');
+      expect(argv[dd + 2]).toBe("'rm' '-f' '--' '/srv/it'\\''s here'");
+      expect(argv).toHaveLength(dd + 3);
+      expect(ssh.label).toBe('root@hv1.example:2222');
+      expect(ssh.controlPath.endsWith('/%C')).toBe(true);
+      expect(statSync(ssh.controlPath.slice(0, -3)).mode & 0o777).toBe(0o700);
+    } finally {
+      await ssh.close();
+    }
+  });
+
+  it('refuses hosts and users that ssh would read as options', () => {
+    expect(() => new SshExec({ host: '-oProxyCommand=evil' })).toThrow(TypeError);
+    expect(() => new SshExec({ host: 'h', user: '-x' })).toThrow(TypeError);
+  });
+
+  it('writes a private ssh wrapper for libvirt', async () => {
+    const ssh = new SshExec(spec);
+    try {
+      const path = ssh.libvirtSshCommand();
+      expect(statSync(path).mode & 0o777).toBe(0o700);
+      const text = readFileSync(path, 'utf8');
+      expect(text).toContain("'StrictHostKeyChecking=yes'");
+      expect(text.trimEnd().endsWith('"$@"')).toBe(true);
+    } finally {
+      await ssh.close();
+    }
+  });
+
+  it('wrapper passes its arguments through verbatim', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmp-wrap-'));
+    try {
+      // 'printf' stands in for ssh: its first option is the format, the rest are libvirt's args
+      const path = join(dir, 'w');
+      writeFileSync(path, sshWrapperScript(['%s|'], 'printf'), { mode: 0o700 });
+      const r = await runProcess([path, 'x', 'y z', '$(q)', "it's"]);
+      expect(r.stdout).toBe("x|y z|$(q)|it's|");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('libvirtUriWithSsh', () => {
+  const ssh = {
+    host: 'hv1',
+    user: 'root',
+    port: 2222,
+    identityFile: '/k/id',
+    knownHostsFile: '/k/known hosts',
+  };
+
+  it('adds keyfile, known_hosts, no_verify=0, no_tty=1, user and port to qemu+ssh', () => {
+    const u = new URL(libvirtUriWithSsh('qemu+ssh://hv1/system', ssh, { command: '/tmp/w/libvirt-ssh' }));
+    expect(u.protocol).toBe('qemu+ssh:');
+    expect(u.username).toBe('root');
+    expect(u.port).toBe('2222');
+    expect(u.pathname).toBe('/system');
+    expect(u.searchParams.get('keyfile')).toBe('/k/id');
+    expect(u.searchParams.get('known_hosts')).toBe('/k/known hosts');
+    expect(u.searchParams.get('no_verify')).toBe('0');
+    expect(u.searchParams.get('no_tty')).toBe('1');
+    expect(u.searchParams.get('command')).toBe('/tmp/w/libvirt-ssh');
+  });
+
+  it('keeps user, port and params already in the URI', () => {
+    const u = new URL(libvirtUriWithSsh('qemu+ssh://admin@hv1:22/system?socket=/x.sock', ssh));
+    expect(u.username).toBe('admin');
+    expect(u.port).toBe('22');
+    expect(u.searchParams.get('socket')).toBe('/x.sock');
+  });
+
+  it('turns a local URI into qemu+ssh to the ssh host', () => {
+    const u = new URL(libvirtUriWithSsh('qemu:///system', { host: '10.0.0.5' }));
+    expect(`${u.protocol}//${u.host}${u.pathname}`).toBe('qemu+ssh://10.0.0.5/system');
+  });
+
+  it('leaves URIs alone without ssh or for other transports', () => {
+    expect(libvirtUriWithSsh('qemu:///system', undefined)).toBe('qemu:///system');
+    expect(libvirtUriWithSsh('qemu+tls://hv1/system', ssh)).toBe('qemu+tls://hv1/system');
+  });
+
+  it('rejects garbage', () => {
+    expect(() => libvirtUriWithSsh('not a uri', ssh)).toThrow(TypeError);
+  });
+});
