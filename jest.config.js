@@ -13,6 +13,8 @@ module.exports = {
       testEnvironment: 'node',
       transform: { '^.+\\.ts$': tsJest },
       testMatch: ['<rootDir>/test/lab/**/*.test.ts'],
+      // lab tests use the real CLI from dist/
+      globalSetup: '<rootDir>/test/lab/global-setup.js',
     },
   ],
 };

@@ -7,6 +7,7 @@ import { writeStatusFiles } from '../status/files';
 import { planHasChanges, planMigrations } from '../planner/plan';
 import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/render';
 import { createLogger } from '../log';
+import { loadSettings } from '../settings';
 import { applyOnce } from '../reconciler/apply';
 import { MigrationStore } from '../machine/store';
 import { createDrivers } from './drivers';
@@ -80,10 +81,11 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
       const root = path.resolve(repo);
       const desired = await loadDesiredState(root);
       const actual = await loadActualState(root);
-      const problems = [...desired.problems, ...actual.problems];
+      const { settings, problems: settingsProblems } = await loadSettings(root);
+      const problems = [...desired.problems, ...actual.problems, ...settingsProblems];
       printProblems(io, problems);
       if (problems.length) return setExit(EXIT.invalid);
-      const plan = planMigrations(desired, actual.state, undefined, { revision: await gitRevision(root) });
+      const plan = planMigrations(desired, actual.state, settings.policy, { revision: await gitRevision(root) });
       const render = { table: renderPlanTable, json: renderPlanJson, markdown: renderPlanMarkdown }[opts.format];
       const text = render(plan);
       io.out(text.endsWith('\n') ? text : text + '\n');
@@ -107,7 +109,8 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         const logger = createLogger({ format: opts.logFormat });
         const desired: DesiredState = await loadDesiredState(root);
         const previous = await loadActualState(root);
-        const problems = [...desired.problems, ...previous.problems];
+        const { settings, problems: settingsProblems } = await loadSettings(root);
+        const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
         printProblems(io, problems);
         if (problems.length) return setExit(EXIT.invalid);
         if (!opts.yes && !io.isTTY) {
@@ -127,6 +130,7 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
             store,
             logger,
             parallel: opts.parallel,
+            policy: settings.policy,
             revision: await gitRevision(root),
             stepDeps: {
               rewriteDiskPaths: drivers.rewriteDiskPaths,

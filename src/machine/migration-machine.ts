@@ -163,7 +163,7 @@ export const migrationMachine = setup({
       invoke: {
         src: 'rollBack',
         input: ({ context }) => context,
-        onDone: { target: 'RolledBack', actions: assign(() => ({ attempts: 0 })) },
+        onDone: { target: 'RolledBack', actions: 'applyOutput' },
         onError: [
           {
             guard: 'canRetryForward',

@@ -292,7 +292,7 @@ const mergeOverlays: Step = async (ctx, deps) => {
     if (disk?.path === d.dstPath && !disk.hasBackingStore) continue;
     if (disk?.path !== d.dstOverlay)
       throw new VmplaceError('UnexpectedDiskSource', `${ctx.vm} disk ${d.target} is ${disk?.path}, expected ${d.dstOverlay}`);
-    await drv.blockCommit(ctx.vm, d.target);
+    await drv.blockCommit(ctx.vm, d.target, { overlay: d.dstOverlay });
   }
   return {};
 };
@@ -385,7 +385,7 @@ const rollBack: Step = async (ctx, deps) => {
     if (dom.state === 'running' || dom.state === 'paused') {
       for (const d of ctx.disks) {
         const disk = diskOf(dom, d.target);
-        if (disk?.path === d.srcOverlay) await src.blockCommit(ctx.vm, d.target);
+        if (disk?.path === d.srcOverlay) await src.blockCommit(ctx.vm, d.target, { overlay: d.srcOverlay });
         else if (disk?.path === d.dstOverlay || disk?.path === d.dstPath)
           throw new StalledError('RollbackImpossible', `${ctx.vm} already runs from the target; it cannot go back`);
       }
@@ -405,14 +405,28 @@ const rollBack: Step = async (ctx, deps) => {
     }
     if (dom.state === 'shutoff' && ctx.wasRunning && ctx.effectiveStrategy !== 'cold') await src.start(ctx.vm);
   }
-  // Our own files only: the target copies, overlays and the state file.
+  // Our own files only: the target copies, overlays and the state file. The VM is safe on
+  // the source by now, so a target that refuses deletion (read-only, gone) leaves leftovers
+  // that are reported, not a failed rollback.
   const live = dom ? await src.getDomain(ctx.vm) : undefined;
   const used = new Set((live?.disks ?? []).map((d) => d.path));
+  const leftovers: string[] = [];
+  const remove = async (drv: HypervisorDriver, p: string): Promise<void> => {
+    if (used.has(p)) return;
+    await drv.removeFile(p).catch((err: unknown) => {
+      log?.warn({ err, path: p }, 'could not remove a file of the rolled-back migration');
+      leftovers.push(p);
+    });
+  };
   for (const d of ctx.disks) {
-    for (const p of [d.dstPath, d.dstOverlay]) if (!used.has(p)) await dst.removeFile(p);
-    if (!used.has(d.srcOverlay)) await src.removeFile(d.srcOverlay);
+    await remove(dst, d.dstPath);
+    await remove(dst, d.dstOverlay);
+    await remove(src, d.srcOverlay);
   }
-  if (ctx.stateFile) await dst.removeFile(ctx.stateFile);
+  if (ctx.stateFile) await remove(dst, ctx.stateFile);
+  if (leftovers.length && ctx.lastError) {
+    return { lastError: { ...ctx.lastError, message: `${ctx.lastError.message} (left behind: ${leftovers.join(', ')})` } };
+  }
   return {};
 };
 

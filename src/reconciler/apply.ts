@@ -15,6 +15,7 @@ import {
   type DesiredState,
   type Plan,
   type PlannedMigration,
+  type PlanPolicy,
   type VirtualMachineStatus,
 } from '../types';
 import { composeVmStatus, type MigrationView } from './compose-status';
@@ -37,6 +38,8 @@ export interface ApplyDeps {
   /** at most this many migrations at once (default 2) */
   parallel?: number;
   revision?: string;
+  /** space margins for planning and pre-flight (default DEFAULT_POLICY) */
+  policy?: PlanPolicy;
   now?: () => Date;
 }
 
@@ -71,12 +74,11 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
     return d;
   };
   const stepDeps: StepDeps = { ...deps.stepDeps, driverFor };
+  const policy = deps.policy ?? DEFAULT_POLICY;
 
   // Status written while migrations run reflects the latest observation plus their progress.
   let observation: Observation = await observe(deps.desired, deps.driverFor, now);
-  let plan = planMigrations(deps.desired, toActual(observation, deps.previous), DEFAULT_POLICY, {
-    revision: deps.revision,
-  });
+  let plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, { revision: deps.revision });
   const writeAll = async (): Promise<VirtualMachineStatus[]> => {
     const statuses = composeAll(deps, observation, plan, views, now());
     await deps.writeStatus(statuses, observation.hosts);
@@ -120,7 +122,7 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
   }
 
   // 2. Plan against what is there now.
-  plan = planMigrations(deps.desired, toActual(observation, deps.previous), DEFAULT_POLICY, { revision: deps.revision });
+  plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, { revision: deps.revision });
   for (const [host, why] of observation.unreachable) log.error({ host, reason: why.reason }, why.message);
   await writeAll();
   const runnable = plan.migrations.filter((m) => !m.blocked);
@@ -135,7 +137,7 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
   const workers = Array.from({ length: Math.min(parallel, queue.length) }, async () => {
     for (let m = queue.shift(); m; m = queue.shift()) {
       const id = newMigrationId(now());
-      const input = migrationInput(m, id, topo);
+      const input = migrationInput(m, id, topo, policy);
       deps.onMigrationStart?.(m, id);
       await run({ input, startedAt: now().toISOString() }, m.vm, id).catch((err: unknown) => {
         log.error({ err, vm: m.vm }, 'migration crashed');
@@ -146,7 +148,7 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
 
   // 4. Observe again and write the final status.
   observation = await observe(deps.desired, deps.driverFor, now);
-  plan = planMigrations(deps.desired, toActual(observation, deps.previous), DEFAULT_POLICY, { revision: deps.revision });
+  plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, { revision: deps.revision });
   return finish(true);
 
   async function finish(_ran: boolean): Promise<ApplyResult> {
@@ -159,7 +161,12 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
 }
 
 /** The machine's input for a planned migration: storage names resolved to paths on the target. */
-export function migrationInput(m: PlannedMigration, id: string, topo: Topology): MigrationInput {
+export function migrationInput(
+  m: PlannedMigration,
+  id: string,
+  topo: Topology,
+  policy: PlanPolicy = DEFAULT_POLICY,
+): MigrationInput {
   return {
     id,
     vm: m.vm,
@@ -171,8 +178,8 @@ export function migrationInput(m: PlannedMigration, id: string, topo: Topology):
       if (!loc) throw new Error(`storage ${d.to} is not known on host ${m.to.host}`);
       return { target: d.target, fromStorage: d.from, toStorage: d.to, toPath: path.posix.normalize(loc.path) };
     }),
-    targetMarginBytes: DEFAULT_POLICY.targetMarginBytes,
-    sourceHeadroomRatio: DEFAULT_POLICY.sourceHeadroomRatio,
+    targetMarginBytes: policy.targetMarginBytes,
+    sourceHeadroomRatio: policy.sourceHeadroomRatio,
     maxForwardAttempts: 5,
   };
 }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install what the tests need (as root, from Debian's
+# packages), install the project, start the local libvirt lab, run typecheck + lint + format
+# check + unit tests + lab tests on real libvirt, QEMU, qemu-img, git and sshd, then stop
+# what was started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/lab/install.sh
+else
+  echo "test-all: not root: skipping package installation (lab tests need root)" >&2
+fi
+
+npm ci --no-audit --no-fund
+bash scripts/lab/up.sh
+trap 'bash scripts/lab/down.sh || true' EXIT
+
+export VMPLACE_REQUIRE_LAB=1
+npm run verify
+echo "test-all: done in $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,184 @@
+/**
+ * Loading the desired state: every `manifests/**\/*.yaml|yml` of a repository, validated
+ * document by document against `schemas/`, then cross-checked. Bad input never throws; it
+ * becomes a {@link Problem} with a file, line and column.
+ */
+import * as fs from 'node:fs';
+import { StalledError } from '../errors';
+import { API_VERSION, type Cluster, type DesiredState, type Host, type Kind, type Problem, type VirtualMachine } from '../types';
+import { checkHostValues } from './checks';
+import { objectLabel, resolveReferences, type Declaration } from './references';
+import { quote, validateAgainstSchema, type DataPath, type SchemaFinding } from './schemas';
+import {
+  DEFAULT_LIMITS,
+  locate,
+  newBudget,
+  parseYamlFile,
+  readYamlFiles,
+  type ParsedDoc,
+  type ReadLimits,
+} from './yaml-source';
+
+/** Directory of the manifests, relative to the repository root. */
+export const MANIFESTS_DIR = 'manifests';
+
+/** Limits for one load; every field is optional and defaults to {@link DEFAULT_LIMITS}. */
+export type LoadOptions = Partial<ReadLimits>;
+
+const KINDS: readonly Kind[] = ['Host', 'Cluster', 'VirtualMachine'];
+
+/**
+ * Load and validate the desired state of the GitOps repository at `repoDir`.
+ *
+ * Granularity of rejection:
+ * - **file level**: a file that cannot be read or parsed as YAML (too large, binary, invalid
+ *   UTF-8, merge-conflict markers, syntax or tab errors, duplicate keys, unknown tags, alias
+ *   bombs) contributes no objects at all, because its document boundaries cannot be trusted;
+ * - **document level**: a document that fails its schema or value checks is dropped, while
+ *   the other valid documents of the same file are kept (the file is still listed in
+ *   `invalidFiles`);
+ * - **reference level**: an object whose references do not resolve is dropped, see
+ *   {@link resolveReferences}; duplicated names drop every declaration of that name.
+ *
+ * Empty documents (a lone `---`, only comments) are ignored; a document that is a list or a
+ * scalar is a problem. A missing `manifests/` directory is a problem too (an empty desired
+ * state would otherwise look intentional). Defaults (`strategy: quick`, `suspend: false`) are
+ * not filled in: absent optional fields stay absent.
+ *
+ * @throws StalledError `RepositoryNotFound` when `repoDir` itself does not exist.
+ */
+export async function loadDesiredState(repoDir: string, opts: LoadOptions = {}): Promise<DesiredState> {
+  const limits: ReadLimits = { ...DEFAULT_LIMITS, ...opts };
+  assertRepo(repoDir);
+  const problems: Problem[] = [];
+  const budget = newBudget();
+  const { files, found } = readYamlFiles(
+    repoDir,
+    MANIFESTS_DIR,
+    { recursive: true, extensions: ['.yaml', '.yml'] },
+    limits,
+    budget,
+    problems,
+  );
+  if (!found && !problems.some((p) => p.file === MANIFESTS_DIR)) {
+    problems.push({ file: MANIFESTS_DIR, line: 1, col: 1, message: 'manifests/ directory not found' });
+  }
+  let skippedFiles = new Set(problems.map((p) => p.file)).size;
+  const declarations: Declaration[] = [];
+  for (const file of files) {
+    const { docs, ok } = parseYamlFile(file, limits, budget, problems);
+    if (!ok) {
+      skippedFiles++;
+      continue;
+    }
+    for (const parsed of docs) {
+      const d = checkDocument(parsed, problems);
+      if (d) declarations.push(d);
+    }
+  }
+  const resolved = resolveReferences(declarations, skippedFiles);
+  problems.push(...resolved.problems);
+  sortProblems(problems);
+  return {
+    hosts: resolved.hosts,
+    clusters: resolved.clusters,
+    vms: resolved.vms,
+    problems,
+    invalidFiles: new Set(problems.map((p) => p.file)),
+  };
+}
+
+/** @throws StalledError when the repository directory is missing or not a directory. */
+export function assertRepo(repoDir: string): void {
+  let ok = false;
+  try {
+    ok = fs.statSync(repoDir).isDirectory();
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new StalledError('RepositoryNotFound', `repository directory not found: ${repoDir}`);
+}
+
+/** Sort by file, then line, then column; stable, so equal positions keep discovery order. */
+export function sortProblems(problems: Problem[]): void {
+  problems.sort((a, b) =>
+    a.file !== b.file ? (a.file < b.file ? -1 : 1) : a.line !== b.line ? a.line - b.line : a.col - b.col,
+  );
+}
+
+/** Short description of a YAML value's type, for messages. */
+export function describeType(v: unknown): string {
+  if (v === null || v === undefined) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `a ${typeof v} ${quote(v, 40)}`;
+}
+
+/**
+ * Check one document: shape, `apiVersion`, `kind`, schema, value checks. Returns a declaration
+ * when the document names a known kind and a string name (even if invalid, so references to it
+ * can say "has problems" rather than "not found"), with the typed object when fully valid.
+ */
+function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | undefined {
+  const data = parsed.data;
+  const at = (p: DataPath, atKey = false) => locate(parsed, p, atKey);
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    problems.push({
+      ...at([]),
+      message: `document must be a mapping with apiVersion, kind, metadata and spec; got ${describeType(data)}`,
+    });
+    return undefined;
+  }
+  const obj = data as Record<string, unknown>;
+  const rawName = (obj.metadata as Record<string, unknown> | undefined)?.name;
+  const kind = obj.kind;
+  const knownKind = typeof kind === 'string' && (KINDS as readonly string[]).includes(kind) ? (kind as Kind) : undefined;
+  const label = knownKind && rawName !== undefined ? objectLabel(knownKind, rawName) : undefined;
+  const push = (f: SchemaFinding): void => {
+    problems.push({ ...at(f.path, f.atKey), ...(label ? { object: label } : {}), message: f.message });
+  };
+  let envelopeOk = true;
+  if (obj.apiVersion !== API_VERSION) {
+    const msg =
+      obj.apiVersion === undefined ? 'apiVersion: missing required field' : `apiVersion: must be ${quote(API_VERSION)} (got ${quote(obj.apiVersion)})`;
+    push({ path: obj.apiVersion === undefined ? [] : ['apiVersion'], atKey: false, message: msg });
+    envelopeOk = false;
+  }
+  if (!knownKind) {
+    const msg =
+      kind === undefined
+        ? 'kind: missing required field'
+        : `kind: unknown kind ${quote(kind)}; expected one of ${KINDS.join(', ')}`;
+    push({ path: kind === undefined ? [] : ['kind'], atKey: false, message: msg });
+    return undefined;
+  }
+  if (!envelopeOk) return undefined;
+  const findings = validateAgainstSchema(knownKind, data);
+  if (knownKind === 'Host') {
+    // value checks only where the schema had nothing to say (one message per field)
+    const failed = findings.map((f) => f.path.join('\u0000') + '\u0000');
+    const skip = (p: DataPath): boolean => failed.some((f) => (p.join('\u0000') + '\u0000').startsWith(f));
+    findings.push(...checkHostValues(data, skip));
+  }
+  for (const f of findings) push(f);
+  if (typeof rawName !== 'string') return undefined;
+  const nameOk = !findings.some((f) => f.path[0] === 'metadata' && f.path[1] === 'name');
+  if (!nameOk) return undefined;
+  const decl: Declaration = {
+    kind: knownKind,
+    name: rawName,
+    at: at(['metadata', 'name']),
+    locate: at,
+  };
+  if (findings.length === 0) decl.object = buildObject(knownKind, obj, at([]));
+  return decl;
+}
+
+/**
+ * The typed object, as a fresh copy: YAML aliases can make several places share one JS
+ * object, and callers must be able to treat each object as their own.
+ */
+function buildObject(kind: Kind, data: Record<string, unknown>, source: Host['source']): Host | Cluster | VirtualMachine {
+  const copy = structuredClone(data) as Omit<Host | Cluster | VirtualMachine, 'source'>;
+  return { ...copy, kind, apiVersion: API_VERSION, source } as Host | Cluster | VirtualMachine;
+}

@@ -1,0 +1,230 @@
+/**
+ * Cross-reference checks over all documents of a repository: unique names per kind, hosts
+ * naming existing clusters, VMs naming existing hosts and storage locations, and storage
+ * locations that neither share a name nor overlap on disk within a host and its cluster. Every
+ * check is a map lookup, so the whole pass is linear in the number of objects.
+ */
+import type { Cluster, Host, Kind, Problem, SourceRef, StorageLocation, VirtualMachine } from '../types';
+import type { DataPath } from './schemas';
+import { displayPath, quote } from './schemas';
+
+/** One document that declared `kind`/`name`, valid or not. */
+export interface Declaration {
+  kind: Kind;
+  name: string;
+  /** where `metadata.name` is */
+  at: SourceRef;
+  /** the typed object when the document passed its schema and value checks */
+  object?: Host | Cluster | VirtualMachine;
+  /** position of a path inside the declaring document */
+  locate: (p: DataPath, atKey?: boolean) => SourceRef;
+}
+
+type Status = 'ok' | 'missing' | 'invalid' | 'duplicate';
+
+/** The result: only objects whose references all resolve. */
+export interface Resolved {
+  hosts: Map<string, Host>;
+  clusters: Map<string, Cluster>;
+  vms: Map<string, VirtualMachine>;
+  problems: Problem[];
+}
+
+/** `Kind/name` for messages; odd names are quoted so they cannot forge output. */
+export function objectLabel(kind: string, name: unknown): string {
+  if (typeof name === 'string' && /^[a-z0-9][-a-z0-9.]{0,62}$/.test(name)) return `${kind}/${name}`;
+  return `${kind}/${quote(name, 40)}`;
+}
+
+function where(ref: SourceRef): string {
+  return `${ref.file}:${ref.line}:${ref.col}`;
+}
+
+/**
+ * Resolve references between declarations (in file order). Rules:
+ * - a name declared more than once for one kind is reported at every later declaration and
+ *   **all** its declarations are dropped: which one the operator meant is unknown, and acting
+ *   on a guess could move a VM to the wrong place;
+ * - an object whose reference does not resolve (missing, invalid or duplicated target) is
+ *   dropped, so a broken Host takes its VMs out of the desired state instead of letting them
+ *   be planned against partial information.
+ *
+ * @param skippedFiles number of manifest files that could not be parsed at all, for hints
+ */
+export function resolveReferences(declarations: Declaration[], skippedFiles: number): Resolved {
+  const problems: Problem[] = [];
+  const byKind: Record<Kind, Map<string, Declaration[]>> = {
+    Host: new Map(),
+    Cluster: new Map(),
+    VirtualMachine: new Map(),
+  };
+  for (const d of declarations) {
+    const m = byKind[d.kind];
+    const list = m.get(d.name);
+    if (list) list.push(d);
+    else m.set(d.name, [d]);
+  }
+  const status: Record<Kind, Map<string, Status>> = { Host: new Map(), Cluster: new Map(), VirtualMachine: new Map() };
+  for (const kind of Object.keys(byKind) as Kind[]) {
+    for (const [name, list] of byKind[kind]) {
+      if (list.length > 1) {
+        const first = list[0]!;
+        for (const d of list.slice(1)) {
+          problems.push({
+            ...d.at,
+            object: objectLabel(kind, name),
+            message: `metadata.name: duplicate ${kind} name ${quote(name)}; first declared at ${where(first.at)} (all declarations ignored)`,
+          });
+        }
+        status[kind].set(name, 'duplicate');
+      } else status[kind].set(name, list[0]!.object ? 'ok' : 'invalid');
+    }
+  }
+  const hint = skippedFiles ? ` (${skippedFiles} manifest file(s) could not be loaded; it may be declared there)` : '';
+  const refProblem = (kind: Kind, name: string): string => {
+    const s = status[kind].get(name) ?? 'missing';
+    if (s === 'missing') return `${kind} ${quote(name)} not found${hint}`;
+    if (s === 'duplicate') return `${kind} ${quote(name)} is declared more than once`;
+    return `${kind} ${quote(name)} has problems (see above)`;
+  };
+  const single = <T>(kind: Kind): { d: Declaration; obj: T }[] => {
+    const out: { d: Declaration; obj: T }[] = [];
+    for (const [name, list] of byKind[kind]) {
+      if (status[kind].get(name) === 'ok') out.push({ d: list[0]!, obj: list[0]!.object as T });
+    }
+    return out;
+  };
+
+  // clusters: their own storage must be consistent
+  const clusters = new Map<string, Cluster>();
+  for (const { d, obj } of single<Cluster>('Cluster')) {
+    const found = checkStorage(obj.spec.storage ?? [], [], d, problems);
+    if (found) status.Cluster.set(obj.metadata.name, 'invalid');
+    else clusters.set(obj.metadata.name, obj);
+  }
+
+  // hosts: cluster exists; local storage consistent with the cluster's shared storage
+  const hosts = new Map<string, Host>();
+  const storageNames = new Map<string, { names: Set<string>; cluster?: string }>();
+  for (const { d, obj } of single<Host>('Host')) {
+    const label = objectLabel('Host', obj.metadata.name);
+    let bad = false;
+    let shared: StorageLocation[] = [];
+    const clusterName = obj.spec.cluster;
+    if (clusterName !== undefined) {
+      const c = clusters.get(clusterName);
+      if (!c) {
+        problems.push({ ...d.locate(['spec', 'cluster']), object: label, message: `spec.cluster: ${refProblem('Cluster', clusterName)}` });
+        bad = true;
+      } else shared = c.spec.storage ?? [];
+    }
+    if (!bad && checkStorage(obj.spec.storage ?? [], shared, d, problems, clusterName)) bad = true;
+    if (bad) {
+      status.Host.set(obj.metadata.name, 'invalid');
+      continue;
+    }
+    hosts.set(obj.metadata.name, obj);
+    const names = new Set<string>();
+    for (const s of obj.spec.storage ?? []) names.add(s.name);
+    for (const s of shared) names.add(s.name);
+    storageNames.set(obj.metadata.name, { names, cluster: clusterName });
+  }
+
+  // virtual machines: host exists; every storage named is one of the host's or its cluster's
+  const vms = new Map<string, VirtualMachine>();
+  for (const { d, obj } of single<VirtualMachine>('VirtualMachine')) {
+    const label = objectLabel('VirtualMachine', obj.metadata.name);
+    const hostName = obj.spec.host;
+    const host = storageNames.get(hostName);
+    if (!host) {
+      problems.push({ ...d.locate(['spec', 'host']), object: label, message: `spec.host: ${refProblem('Host', hostName)}` });
+      continue;
+    }
+    let bad = false;
+    const wants: [DataPath, string][] = [[['spec', 'storage'], obj.spec.storage]];
+    for (const [dev, o] of Object.entries(obj.spec.disks ?? {})) wants.push([['spec', 'disks', dev, 'storage'], o.storage]);
+    for (const [p, name] of wants) {
+      if (host.names.has(name)) continue;
+      const owner = host.cluster ? `Host ${quote(hostName)} or of its Cluster ${quote(host.cluster)}` : `Host ${quote(hostName)}`;
+      const known = [...host.names].sort();
+      const avail = known.length ? `available: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''}` : 'it has none';
+      problems.push({
+        ...d.locate(p),
+        object: label,
+        message: `${displayPath(p)}: ${quote(name)} is not a storage location of ${owner} (${avail})`,
+      });
+      bad = true;
+    }
+    if (!bad) vms.set(obj.metadata.name, obj);
+  }
+  return { hosts, clusters, vms, problems };
+}
+
+/**
+ * Check `own` storage locations (of the declaring object) against each other and against the
+ * `shared` locations of its cluster: names unique, paths neither equal nor nested (a file under
+ * a nested path would belong to two locations). Reports at the own location; returns true when
+ * something was wrong.
+ */
+function checkStorage(
+  own: StorageLocation[],
+  shared: StorageLocation[],
+  d: Declaration,
+  problems: Problem[],
+  clusterName?: string,
+): boolean {
+  const label = objectLabel(d.kind, d.name);
+  let bad = false;
+  const report = (i: number, field: 'name' | 'path', message: string): void => {
+    const p: DataPath = ['spec', 'storage', i, field];
+    problems.push({ ...d.locate(p), object: label, message: `${displayPath(p)}: ${message}` });
+    bad = true;
+  };
+  const sharedNames = new Map<string, StorageLocation>();
+  for (const s of shared) sharedNames.set(s.name, s);
+  const ownNames = new Map<string, number>();
+  own.forEach((s, i) => {
+    const first = ownNames.get(s.name);
+    if (first !== undefined) report(i, 'name', `duplicate storage name ${quote(s.name)} (first at spec.storage[${first}])`);
+    else ownNames.set(s.name, i);
+    if (sharedNames.has(s.name)) {
+      report(i, 'name', `storage name ${quote(s.name)} clashes with the shared storage of Cluster ${quote(clusterName)}`);
+    }
+  });
+
+  // every path, with who declares it; own index or -1 for shared
+  const byPath = new Map<string, { name: string; own: number }[]>();
+  const add = (p: string, v: { name: string; own: number }): void => {
+    const list = byPath.get(p);
+    if (list) list.push(v);
+    else byPath.set(p, [v]);
+  };
+  own.forEach((s, i) => add(s.path, { name: s.name, own: i }));
+  for (const s of shared) add(s.path, { name: s.name, own: -1 });
+  const describe = (v: { name: string; own: number }): string =>
+    v.own >= 0 ? `storage ${quote(v.name)}` : `shared storage ${quote(v.name)} of Cluster ${quote(clusterName)}`;
+  for (const [p, list] of byPath) {
+    // equal paths; own locations come first in each list
+    const head = list[0]!;
+    for (const v of list.slice(1)) {
+      if (v.own >= 0) report(v.own, 'path', `same path as ${describe(head)}`);
+      else if (head.own >= 0) report(head.own, 'path', `same path as ${describe(v)}`);
+    }
+    // nested paths: look up every ancestor directory (linear in path depth)
+    let cut = p.lastIndexOf('/');
+    while (cut > 0) {
+      const ancestor = p.slice(0, cut);
+      const outer = byPath.get(ancestor);
+      if (outer) {
+        for (const inner of list) {
+          for (const o of outer) {
+            if (inner.own >= 0) report(inner.own, 'path', `${quote(p)} is inside ${describe(o)} (${quote(ancestor)})`);
+            else if (o.own >= 0) report(o.own, 'path', `${quote(ancestor)} contains ${describe(inner)} (${quote(p)})`);
+          }
+        }
+      }
+      cut = ancestor.lastIndexOf('/');
+    }
+  }
+  return bad;
+}

@@ -1,0 +1,167 @@
+/**
+ * The JSON Schemas in `schemas/`, compiled once per process with ajv (draft 2020-12), and the
+ * translation of ajv errors into short, field-named messages.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import Ajv2020, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2020';
+import addFormats from 'ajv-formats';
+
+/** The directory holding the schema files; resolves the same from `src/manifests` and `dist/manifests`. */
+export const SCHEMA_DIR = path.resolve(__dirname, '../../schemas');
+
+/** Base of every schema `$id`. */
+export const SCHEMA_ID_BASE = 'https://vmplace.dev/schemas/';
+
+/** The schema files owned by this module, by the `kind` they validate. */
+export const SCHEMA_FILES = {
+  Host: 'host.schema.json',
+  Cluster: 'cluster.schema.json',
+  VirtualMachine: 'virtualmachine.schema.json',
+  VirtualMachineStatus: 'virtualmachinestatus.schema.json',
+  HostStatus: 'hoststatus.schema.json',
+} as const;
+
+export type SchemaKind = keyof typeof SCHEMA_FILES;
+
+/** A path into a document: map keys and sequence indexes. */
+export type DataPath = (string | number)[];
+
+/** One schema violation, located by data path. */
+export interface SchemaFinding {
+  path: DataPath;
+  /** point at the key of the last path segment rather than at its value */
+  atKey: boolean;
+  message: string;
+}
+
+let validators: Map<SchemaKind, ValidateFunction> | undefined;
+
+/**
+ * The compiled validator for `kind`. All schemas are compiled on first use and reused for the
+ * life of the process (compiling costs tens of milliseconds; validating is cheap).
+ */
+export function getValidator(kind: SchemaKind): ValidateFunction {
+  if (!validators) {
+    const ajv = new Ajv2020({
+      allErrors: true,
+      strict: true,
+      // verbose: errors carry the failing data and parent schema, for "got ..." and patternErrorMessage
+      verbose: true,
+      // an annotation editors (VS Code, yaml-language-server) show instead of the raw regex
+      keywords: ['patternErrorMessage'],
+    });
+    addFormats(ajv);
+    const compiled = new Map<SchemaKind, ValidateFunction>();
+    for (const [k, file] of Object.entries(SCHEMA_FILES) as [SchemaKind, string][]) {
+      const schema = JSON.parse(fs.readFileSync(path.join(SCHEMA_DIR, file), 'utf8')) as object;
+      compiled.set(k, ajv.compile(schema));
+    }
+    validators = compiled;
+  }
+  return validators.get(kind)!;
+}
+
+/** Validate `data` against the schema of `kind`; returns every violation (empty when valid). */
+export function validateAgainstSchema(kind: SchemaKind, data: unknown): SchemaFinding[] {
+  const validate = getValidator(kind);
+  if (validate(data)) return [];
+  return (validate.errors ?? []).flatMap((e) => {
+    const f = translateAjvError(e);
+    return f ? [f] : [];
+  });
+}
+
+function decodePointer(pointer: string): DataPath {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^(0|[1-9][0-9]*)$/.test(s) ? Number(s) : s));
+}
+
+/**
+ * `spec.storage[0].path`; keys that are not identifiers are quoted: `metadata.labels["a b"]`.
+ * Control characters are escaped, so hostile keys cannot forge output lines.
+ */
+export function displayPath(p: DataPath): string {
+  if (p.length === 0) return 'document';
+  let out = '';
+  for (const seg of p) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(seg)) out += out ? `.${seg}` : seg;
+    else out += `[${quote(seg)}]`;
+  }
+  return out;
+}
+
+/** JSON-quote a value for a message, truncated; never contains raw control characters. */
+export function quote(value: unknown, max = 80): string {
+  let s: string;
+  try {
+    s = JSON.stringify(value) ?? String(value);
+  } catch {
+    s = String(value);
+  }
+  // JSON.stringify leaves U+2028/2029 and C1 controls raw; escape them too
+  s = s.replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}
+
+function got(data: unknown): string {
+  if (data === null) return ' (got null)';
+  if (Array.isArray(data)) return ' (got a list)';
+  if (typeof data === 'object') return ' (got a mapping)';
+  return ` (got ${quote(data)})`;
+}
+
+function translateAjvError(e: ErrorObject): SchemaFinding | undefined {
+  const at = decodePointer(e.instancePath);
+  const params = e.params as Record<string, unknown>;
+  const parent = (e.parentSchema ?? {}) as Record<string, unknown>;
+  // wrapper errors: the interesting error is reported separately
+  if (e.keyword === 'if' || e.keyword === 'propertyNames') return undefined;
+  const propertyName = (e as { propertyName?: string }).propertyName;
+  if (propertyName !== undefined) {
+    const why = typeof parent.patternErrorMessage === 'string' ? parent.patternErrorMessage : e.message;
+    return {
+      path: [...at, propertyName],
+      atKey: true,
+      message: `${displayPath(at)}: key ${quote(propertyName)} is not allowed: ${why}`,
+    };
+  }
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const key = String(params.additionalProperty);
+      const p = [...at, key];
+      return { path: p, atKey: true, message: `${displayPath(p)}: unknown field` };
+    }
+    case 'required': {
+      const p = [...at, String(params.missingProperty)];
+      return { path: at, atKey: false, message: `${displayPath(p)}: missing required field` };
+    }
+    case 'type':
+      return { path: at, atKey: false, message: `${displayPath(at)}: must be ${String(params.type)}${got(e.data)}` };
+    case 'enum': {
+      const allowed = (params.allowedValues as unknown[]).map((v) => String(v)).join(', ');
+      return { path: at, atKey: false, message: `${displayPath(at)}: must be one of ${allowed}${got(e.data)}` };
+    }
+    case 'const':
+      return {
+        path: at,
+        atKey: false,
+        message: `${displayPath(at)}: must be ${quote(params.allowedValue)}${got(e.data)}`,
+      };
+    case 'pattern': {
+      const why = typeof parent.patternErrorMessage === 'string' ? parent.patternErrorMessage : e.message;
+      return { path: at, atKey: false, message: `${displayPath(at)}: ${why}${got(e.data)}` };
+    }
+    default:
+      return {
+        path: at,
+        atKey: false,
+        message: `${displayPath(at)}: ${e.message ?? e.keyword}${typeof e.data === 'object' ? '' : got(e.data)}`,
+      };
+  }
+}

@@ -1,0 +1,288 @@
+/**
+ * Status files: `status/vms/<name>.yaml` (VirtualMachineStatus) and `status/hosts/<name>.yaml`
+ * (HostStatus). Reading validates them against `schemas/`; writing renders them in a fixed key
+ * order so identical state gives byte-identical files and git sees no noise.
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Document } from 'yaml';
+import { StalledError } from '../errors';
+import { assertRepo, describeType, sortProblems } from '../manifests/load';
+import { objectLabel } from '../manifests/references';
+import { quote, validateAgainstSchema, type DataPath } from '../manifests/schemas';
+import {
+  DEFAULT_LIMITS,
+  locate,
+  newBudget,
+  parseYamlFile,
+  readYamlFiles,
+  type ParsedDoc,
+  type ReadLimits,
+} from '../manifests/yaml-source';
+import { type ActualState, type HostStatus, type Problem, type VirtualMachineStatus } from '../types';
+
+/** Directory of the status files, relative to the repository root. */
+export const STATUS_DIR = 'status';
+
+const SUBDIRS = { VirtualMachineStatus: 'vms', HostStatus: 'hosts' } as const;
+type StatusKind = keyof typeof SUBDIRS;
+
+/**
+ * Read every `status/vms/*.yaml` and `status/hosts/*.yaml` (not recursive; `.yaml` only, as
+ * written by {@link writeStatusFiles}). Each file holds exactly one document of the kind its
+ * directory implies, and its name must be `<metadata.name>.yaml`. A file with any problem is
+ * skipped whole and reported as `FILE:LINE:COL`; a missing `status/` means nothing observed yet.
+ * The same read limits and hostile-input protections as {@link loadDesiredState} apply.
+ *
+ * @throws StalledError `RepositoryNotFound` when `repoDir` itself does not exist.
+ */
+export async function loadActualState(
+  repoDir: string,
+  opts: Partial<ReadLimits> = {},
+): Promise<{ state: ActualState; problems: Problem[] }> {
+  assertRepo(repoDir);
+  const limits: ReadLimits = { ...DEFAULT_LIMITS, maxFiles: 100_000, ...opts };
+  const problems: Problem[] = [];
+  const budget = newBudget();
+  const state: ActualState = { vms: new Map(), hosts: new Map() };
+  for (const kind of ['VirtualMachineStatus', 'HostStatus'] as const) {
+    const sub = `${STATUS_DIR}/${SUBDIRS[kind]}`;
+    const { files } = readYamlFiles(repoDir, sub, { recursive: false, extensions: ['.yaml'] }, limits, budget, problems);
+    for (const file of files) {
+      const { docs, ok } = parseYamlFile(file, limits, budget, problems);
+      if (!ok) continue;
+      if (docs.length !== 1) {
+        const at = docs[1] ? locate(docs[1], []) : { file: file.rel, line: 1, col: 1 };
+        problems.push({ ...at, message: `a status file holds exactly one document; found ${docs.length}` });
+        continue;
+      }
+      const parsed = docs[0]!;
+      const stem = path.posix.basename(file.rel, '.yaml');
+      const obj = checkStatusDocument(parsed, kind, stem, problems);
+      if (!obj) continue;
+      if (kind === 'VirtualMachineStatus') state.vms.set(obj.metadata.name, obj as VirtualMachineStatus);
+      else state.hosts.set(obj.metadata.name, obj as HostStatus);
+    }
+  }
+  sortProblems(problems);
+  return { state, problems };
+}
+
+function checkStatusDocument(
+  parsed: ParsedDoc,
+  kind: StatusKind,
+  stem: string,
+  problems: Problem[],
+): VirtualMachineStatus | HostStatus | undefined {
+  const data = parsed.data;
+  const at = (p: DataPath, atKey = false) => locate(parsed, p, atKey);
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    problems.push({ ...at([]), message: `status file must hold a ${kind} mapping; got ${describeType(data)}` });
+    return undefined;
+  }
+  const obj = data as Record<string, unknown>;
+  const object = objectLabel(kind, (obj.metadata as Record<string, unknown> | undefined)?.name ?? stem);
+  if (obj.kind !== kind) {
+    problems.push({
+      ...at(obj.kind === undefined ? [] : ['kind']),
+      object,
+      message: `kind: must be ${quote(kind)} in ${STATUS_DIR}/${SUBDIRS[kind]}/ (got ${quote(obj.kind)})`,
+    });
+    return undefined;
+  }
+  const findings = validateAgainstSchema(kind, data);
+  for (const f of findings) problems.push({ ...at(f.path, f.atKey), object, message: f.message });
+  if (findings.length) return undefined;
+  const name = (obj.metadata as { name: string }).name;
+  if (name !== stem) {
+    problems.push({
+      ...at(['metadata', 'name']),
+      object,
+      message: `metadata.name: ${quote(name)} does not match the file name ${quote(stem + '.yaml')}`,
+    });
+    return undefined;
+  }
+  return structuredClone(data) as VirtualMachineStatus | HostStatus;
+}
+
+// ---------------------------------------------------------------- rendering
+
+/** Key order of each object, as declared in src/types.ts; nested objects by key. */
+interface Shape {
+  keys: readonly string[];
+  nested?: Record<string, Shape>;
+}
+const WHERE: Shape = { keys: ['host', 'storage'] };
+const VM_SHAPE: Shape = {
+  keys: ['apiVersion', 'kind', 'metadata', 'observedRevision', 'placement', 'phase', 'conditions', 'migration'],
+  nested: {
+    metadata: { keys: ['name'] },
+    placement: {
+      keys: ['host', 'memoryBytes', 'disks'],
+      nested: { disks: { keys: ['target', 'path', 'storage', 'format', 'virtualBytes', 'allocatedBytes'] } },
+    },
+    conditions: { keys: ['type', 'status', 'reason', 'message', 'lastTransitionTime'] },
+    migration: {
+      keys: [
+        'id',
+        'strategy',
+        'from',
+        'to',
+        'step',
+        'bytesDone',
+        'bytesTotal',
+        'startedAt',
+        'finishedAt',
+        'pauseMs',
+        'attempts',
+        'lastError',
+      ],
+      nested: { from: WHERE, to: WHERE, lastError: { keys: ['reason', 'message'] } },
+    },
+  },
+};
+const HOST_SHAPE: Shape = {
+  keys: ['apiVersion', 'kind', 'metadata', 'observedAt', 'cpu', 'storage'],
+  nested: {
+    metadata: { keys: ['name'] },
+    cpu: { keys: ['vendor', 'model'] },
+    storage: { keys: ['name', 'path', 'capacityBytes', 'freeBytes'] },
+  },
+};
+
+function ordered(value: unknown, shape: Shape): unknown {
+  if (Array.isArray(value)) return value.map((v) => ordered(v, shape));
+  if (typeof value !== 'object' || value === null) return value;
+  const src = value as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of shape.keys) {
+    const v = src[k];
+    if (v === undefined) continue;
+    const sub = shape.nested?.[k];
+    out[k] = sub ? ordered(v, sub) : v;
+  }
+  return out;
+}
+
+/**
+ * Plain data of a status object in the fixed key order of src/types.ts, without undefined
+ * fields and without fields the type does not declare.
+ */
+export function normaliseStatus<T extends VirtualMachineStatus | HostStatus>(obj: T): T {
+  return ordered(obj, obj.kind === 'HostStatus' ? HOST_SHAPE : VM_SHAPE) as T;
+}
+
+/**
+ * The YAML text of a status object: keys in the order of src/types.ts (not sorted), undefined
+ * fields omitted, fields not in the type dropped, no timestamps or comments added, no line
+ * folding. Identical input gives byte-identical output, ending with one newline.
+ */
+export function renderStatusYaml(obj: VirtualMachineStatus | HostStatus): string {
+  const doc = new Document(normaliseStatus(obj), { version: '1.2' });
+  return doc.toString({ lineWidth: 0, minContentWidth: 0, indentSeq: true, singleQuote: true });
+}
+
+// ---------------------------------------------------------------- writing
+
+/**
+ * Write status files for the given objects, each atomically (temporary file in the same
+ * directory, fsync, rename, fsync of the directory) and only when the rendered content differs
+ * from what is on disk. Files of objects not given are left alone (nothing is deleted).
+ *
+ * Everything is validated first: an object that fails its schema, or a name given twice, throws
+ * before any file is written, so a bug upstream cannot leave half an update or a path outside
+ * `status/` (names are DNS labels, so they cannot contain `/` or `..`).
+ *
+ * @returns the changed files, relative to `repoDir` with forward slashes, sorted.
+ * @throws StalledError `InvalidStatus` for invalid objects, `StatusDirOutsideRepository` when
+ *   `status/vms` or `status/hosts` resolves outside the repository (symbolic link).
+ */
+export async function writeStatusFiles(
+  repoDir: string,
+  actual: { vms?: VirtualMachineStatus[]; hosts?: HostStatus[] },
+): Promise<string[]> {
+  assertRepo(repoDir);
+  const jobs: { kind: StatusKind; name: string; text: string }[] = [];
+  const seen = new Set<string>();
+  const all: (VirtualMachineStatus | HostStatus)[] = [...(actual.vms ?? []), ...(actual.hosts ?? [])];
+  for (const raw of all) {
+    const obj = normaliseStatus(raw);
+    const kind = obj.kind as StatusKind;
+    const schemaKind = kind in SUBDIRS ? kind : 'VirtualMachineStatus';
+    const findings = validateAgainstSchema(schemaKind, obj);
+    const name = (obj.metadata as { name?: unknown } | undefined)?.name;
+    if (findings.length) {
+      throw new StalledError(
+        'InvalidStatus',
+        `refusing to write ${schemaKind} ${quote(name)}: ${findings.map((f) => f.message).join('; ')}`,
+      );
+    }
+    const key = `${kind}/${String(name)}`;
+    if (seen.has(key)) throw new StalledError('InvalidStatus', `refusing to write ${key} twice in one update`);
+    seen.add(key);
+    jobs.push({ kind, name: String(name), text: renderStatusYaml(obj) });
+  }
+  const repoReal = fs.realpathSync(repoDir);
+  const changed: string[] = [];
+  for (const kind of ['VirtualMachineStatus', 'HostStatus'] as const) {
+    const mine = jobs.filter((j) => j.kind === kind);
+    if (mine.length === 0) continue;
+    const dir = path.join(repoReal, STATUS_DIR, SUBDIRS[kind]);
+    fs.mkdirSync(dir, { recursive: true });
+    const dirReal = fs.realpathSync(dir);
+    if (dirReal !== dir) {
+      throw new StalledError(
+        'StatusDirOutsideRepository',
+        `${STATUS_DIR}/${SUBDIRS[kind]} resolves to ${dirReal}; refusing to follow a symbolic link`,
+      );
+    }
+    let wrote = false;
+    for (const j of mine) {
+      const file = path.join(dir, `${j.name}.yaml`);
+      if (sameContent(file, j.text)) continue;
+      writeAtomically(dir, file, j.text);
+      wrote = true;
+      changed.push(`${STATUS_DIR}/${SUBDIRS[kind]}/${j.name}.yaml`);
+    }
+    if (wrote) fsyncDir(dir);
+  }
+  return changed.sort();
+}
+
+function sameContent(file: string, text: string): boolean {
+  try {
+    const st = fs.lstatSync(file);
+    if (!st.isFile() || st.size !== Buffer.byteLength(text)) return false;
+    return fs.readFileSync(file, 'utf8') === text;
+  } catch {
+    return false;
+  }
+}
+
+function writeAtomically(dir: string, file: string, text: string): void {
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = undefined;
+    // rename replaces a symbolic link at `file` itself, never its target
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    if (fd !== undefined) fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY);
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}

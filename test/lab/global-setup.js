@@ -1,0 +1,11 @@
+// The lab tests run the real `vmplace` binary (bin/vmplace.js -> dist/): build it first.
+const { execFileSync } = require('node:child_process');
+const path = require('node:path');
+
+module.exports = async function globalSetup() {
+  const root = path.resolve(__dirname, '..', '..');
+  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+};
