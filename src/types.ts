@@ -137,6 +137,7 @@ export type MigrationStep =
   | 'Completed'
   | 'RollingBack'
   | 'RolledBack'
+  | 'Blocked'
   | 'Failed';
 
 export interface MigrationStatus {

@@ -119,6 +119,8 @@ export interface HypervisorDriver {
   define(xml: string): Promise<void>;
   undefine(domain: string): Promise<void>;
   start(domain: string): Promise<void>;
+  /** resume a paused domain; a running one is left alone */
+  resume(domain: string): Promise<void>;
   destroy(domain: string): Promise<void>;
 
   // ---- files (inside declared storage or the state dir only)

@@ -3,6 +3,7 @@ import { fromPromise } from 'xstate';
 import type { Logger } from 'pino';
 import { StalledError, VmplaceError } from '../errors';
 import type { DomainInfo, HypervisorDriver } from '../drivers/driver';
+import { PART_SUFFIX } from '../transfer/copy-local';
 import type { StepActorName } from './migration-machine';
 import type { StepActors } from './runner';
 import type { DiskMove, MigrationContext, StepOutput } from './types';
@@ -382,6 +383,12 @@ const rollBack: Step = async (ctx, deps) => {
       await src.restore(ctx.stateFile);
       dom = await mustGetDomain(src, ctx);
     }
+    if (dom.state === 'paused' && ctx.wasRunning) {
+      // e.g. a save that failed on a full target can leave the VM paused
+      log?.warn('resuming the VM on the source');
+      await src.resume(ctx.vm);
+      dom = await mustGetDomain(src, ctx);
+    }
     if (dom.state === 'running' || dom.state === 'paused') {
       for (const d of ctx.disks) {
         const disk = diskOf(dom, d.target);
@@ -419,8 +426,10 @@ const rollBack: Step = async (ctx, deps) => {
     });
   };
   for (const d of ctx.disks) {
-    await remove(dst, d.dstPath);
-    await remove(dst, d.dstOverlay);
+    for (const p of [d.dstPath, d.dstOverlay]) {
+      await remove(dst, p);
+      await remove(dst, p + PART_SUFFIX);
+    }
     await remove(src, d.srcOverlay);
   }
   if (ctx.stateFile) await remove(dst, ctx.stateFile);

@@ -16,7 +16,11 @@ export function checkHostLiteral(s: string): string | undefined {
   if (s.includes(':')) return isIPv6(s) ? undefined : 'is not a valid IPv6 address';
   if (/^[0-9.]+$/.test(s)) return isIPv4(s) ? undefined : 'is not a valid IPv4 address';
   if (s.length > 253) return 'is longer than 253 characters';
-  if (!/^[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$/.test(s)) {
+  if (
+    !/^[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$/.test(
+      s,
+    )
+  ) {
     return 'is not a valid hostname';
   }
   return undefined;

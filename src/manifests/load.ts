@@ -5,7 +5,15 @@
  */
 import * as fs from 'node:fs';
 import { StalledError } from '../errors';
-import { API_VERSION, type Cluster, type DesiredState, type Host, type Kind, type Problem, type VirtualMachine } from '../types';
+import {
+  API_VERSION,
+  type Cluster,
+  type DesiredState,
+  type Host,
+  type Kind,
+  type Problem,
+  type VirtualMachine,
+} from '../types';
 import { checkHostValues } from './checks';
 import { objectLabel, resolveReferences, type Declaration } from './references';
 import { quote, validateAgainstSchema, type DataPath, type SchemaFinding } from './schemas';
@@ -106,6 +114,19 @@ export function sortProblems(problems: Problem[]): void {
   );
 }
 
+/** Problems reported per document; locating each costs a scan of its mapping, so keep it bounded. */
+export const MAX_FINDINGS_PER_DOCUMENT = 20;
+
+/** The first {@link MAX_FINDINGS_PER_DOCUMENT} findings, then one summarising the rest. */
+export function capFindings(findings: SchemaFinding[]): SchemaFinding[] {
+  if (findings.length <= MAX_FINDINGS_PER_DOCUMENT) return findings;
+  const rest = findings.length - MAX_FINDINGS_PER_DOCUMENT;
+  return [
+    ...findings.slice(0, MAX_FINDINGS_PER_DOCUMENT),
+    { path: [], atKey: false, message: `${rest} more problem(s) in this document not shown` },
+  ];
+}
+
 /** Short description of a YAML value's type, for messages. */
 export function describeType(v: unknown): string {
   if (v === null || v === undefined) return 'null';
@@ -132,7 +153,8 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | un
   const obj = data as Record<string, unknown>;
   const rawName = (obj.metadata as Record<string, unknown> | undefined)?.name;
   const kind = obj.kind;
-  const knownKind = typeof kind === 'string' && (KINDS as readonly string[]).includes(kind) ? (kind as Kind) : undefined;
+  const knownKind =
+    typeof kind === 'string' && (KINDS as readonly string[]).includes(kind) ? (kind as Kind) : undefined;
   const label = knownKind && rawName !== undefined ? objectLabel(knownKind, rawName) : undefined;
   const push = (f: SchemaFinding): void => {
     problems.push({ ...at(f.path, f.atKey), ...(label ? { object: label } : {}), message: f.message });
@@ -140,7 +162,9 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | un
   let envelopeOk = true;
   if (obj.apiVersion !== API_VERSION) {
     const msg =
-      obj.apiVersion === undefined ? 'apiVersion: missing required field' : `apiVersion: must be ${quote(API_VERSION)} (got ${quote(obj.apiVersion)})`;
+      obj.apiVersion === undefined
+        ? 'apiVersion: missing required field'
+        : `apiVersion: must be ${quote(API_VERSION)} (got ${quote(obj.apiVersion)})`;
     push({ path: obj.apiVersion === undefined ? [] : ['apiVersion'], atKey: false, message: msg });
     envelopeOk = false;
   }
@@ -160,7 +184,7 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | un
     const skip = (p: DataPath): boolean => failed.some((f) => (p.join('\u0000') + '\u0000').startsWith(f));
     findings.push(...checkHostValues(data, skip));
   }
-  for (const f of findings) push(f);
+  for (const f of capFindings(findings)) push(f);
   if (typeof rawName !== 'string') return undefined;
   const nameOk = !findings.some((f) => f.path[0] === 'metadata' && f.path[1] === 'name');
   if (!nameOk) return undefined;
@@ -170,15 +194,33 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | un
     at: at(['metadata', 'name']),
     locate: at,
   };
-  if (findings.length === 0) decl.object = buildObject(knownKind, obj, at([]));
+  if (findings.length === 0)
+    decl.object = buildObject(knownKind, parsed.shared ? cloneTree(obj) : obj, at([]));
   return decl;
 }
 
 /**
- * The typed object, as a fresh copy: YAML aliases can make several places share one JS
- * object, and callers must be able to treat each object as their own.
+ * A deep copy in which nothing is shared (unlike `structuredClone`, which keeps shared
+ * references shared). For validated YAML data: plain objects, arrays and scalars.
  */
-function buildObject(kind: Kind, data: Record<string, unknown>, source: Host['source']): Host | Cluster | VirtualMachine {
-  const copy = structuredClone(data) as Omit<Host | Cluster | VirtualMachine, 'source'>;
-  return { ...copy, kind, apiVersion: API_VERSION, source } as Host | Cluster | VirtualMachine;
+export function cloneTree<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v: unknown) => cloneTree(v)) as T;
+  if (typeof value === 'object' && value !== null) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = cloneTree(v);
+    return out as T;
+  }
+  return value;
+}
+
+/**
+ * The typed object. `data` must not share parts with other objects: documents with aliases
+ * (where yaml shares one JS object between places) are copied by the caller first.
+ */
+function buildObject(
+  kind: Kind,
+  data: Record<string, unknown>,
+  source: Host['source'],
+): Host | Cluster | VirtualMachine {
+  return { ...data, kind, apiVersion: API_VERSION, source } as Host | Cluster | VirtualMachine;
 }

@@ -33,7 +33,7 @@ export interface Resolved {
 /** `Kind/name` for messages; odd names are quoted so they cannot forge output. */
 export function objectLabel(kind: string, name: unknown): string {
   if (typeof name === 'string' && /^[a-z0-9][-a-z0-9.]{0,62}$/.test(name)) return `${kind}/${name}`;
-  return `${kind}/${quote(name, 40)}`;
+  return typeof name === 'string' ? `${kind}/${quote(name, 40)}` : `${kind}/?`;
 }
 
 function where(ref: SourceRef): string {
@@ -64,7 +64,11 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
     if (list) list.push(d);
     else m.set(d.name, [d]);
   }
-  const status: Record<Kind, Map<string, Status>> = { Host: new Map(), Cluster: new Map(), VirtualMachine: new Map() };
+  const status: Record<Kind, Map<string, Status>> = {
+    Host: new Map(),
+    Cluster: new Map(),
+    VirtualMachine: new Map(),
+  };
   for (const kind of Object.keys(byKind) as Kind[]) {
     for (const [name, list] of byKind[kind]) {
       if (list.length > 1) {
@@ -80,7 +84,9 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
       } else status[kind].set(name, list[0]!.object ? 'ok' : 'invalid');
     }
   }
-  const hint = skippedFiles ? ` (${skippedFiles} manifest file(s) could not be loaded; it may be declared there)` : '';
+  const hint = skippedFiles
+    ? ` (${skippedFiles} manifest file(s) could not be loaded; it may be declared there)`
+    : '';
   const refProblem = (kind: Kind, name: string): string => {
     const s = status[kind].get(name) ?? 'missing';
     if (s === 'missing') return `${kind} ${quote(name)} not found${hint}`;
@@ -114,7 +120,11 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
     if (clusterName !== undefined) {
       const c = clusters.get(clusterName);
       if (!c) {
-        problems.push({ ...d.locate(['spec', 'cluster']), object: label, message: `spec.cluster: ${refProblem('Cluster', clusterName)}` });
+        problems.push({
+          ...d.locate(['spec', 'cluster']),
+          object: label,
+          message: `spec.cluster: ${refProblem('Cluster', clusterName)}`,
+        });
         bad = true;
       } else shared = c.spec.storage ?? [];
     }
@@ -137,17 +147,26 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
     const hostName = obj.spec.host;
     const host = storageNames.get(hostName);
     if (!host) {
-      problems.push({ ...d.locate(['spec', 'host']), object: label, message: `spec.host: ${refProblem('Host', hostName)}` });
+      problems.push({
+        ...d.locate(['spec', 'host']),
+        object: label,
+        message: `spec.host: ${refProblem('Host', hostName)}`,
+      });
       continue;
     }
     let bad = false;
     const wants: [DataPath, string][] = [[['spec', 'storage'], obj.spec.storage]];
-    for (const [dev, o] of Object.entries(obj.spec.disks ?? {})) wants.push([['spec', 'disks', dev, 'storage'], o.storage]);
+    for (const [dev, o] of Object.entries(obj.spec.disks ?? {}))
+      wants.push([['spec', 'disks', dev, 'storage'], o.storage]);
     for (const [p, name] of wants) {
       if (host.names.has(name)) continue;
-      const owner = host.cluster ? `Host ${quote(hostName)} or of its Cluster ${quote(host.cluster)}` : `Host ${quote(hostName)}`;
+      const owner = host.cluster
+        ? `Host ${quote(hostName)} or of its Cluster ${quote(host.cluster)}`
+        : `Host ${quote(hostName)}`;
       const known = [...host.names].sort();
-      const avail = known.length ? `available: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''}` : 'it has none';
+      const avail = known.length
+        ? `available: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''}`
+        : 'it has none';
       problems.push({
         ...d.locate(p),
         object: label,
@@ -185,10 +204,15 @@ function checkStorage(
   const ownNames = new Map<string, number>();
   own.forEach((s, i) => {
     const first = ownNames.get(s.name);
-    if (first !== undefined) report(i, 'name', `duplicate storage name ${quote(s.name)} (first at spec.storage[${first}])`);
+    if (first !== undefined)
+      report(i, 'name', `duplicate storage name ${quote(s.name)} (first at spec.storage[${first}])`);
     else ownNames.set(s.name, i);
     if (sharedNames.has(s.name)) {
-      report(i, 'name', `storage name ${quote(s.name)} clashes with the shared storage of Cluster ${quote(clusterName)}`);
+      report(
+        i,
+        'name',
+        `storage name ${quote(s.name)} clashes with the shared storage of Cluster ${quote(clusterName)}`,
+      );
     }
   });
 
@@ -202,7 +226,9 @@ function checkStorage(
   own.forEach((s, i) => add(s.path, { name: s.name, own: i }));
   for (const s of shared) add(s.path, { name: s.name, own: -1 });
   const describe = (v: { name: string; own: number }): string =>
-    v.own >= 0 ? `storage ${quote(v.name)}` : `shared storage ${quote(v.name)} of Cluster ${quote(clusterName)}`;
+    v.own >= 0
+      ? `storage ${quote(v.name)}`
+      : `shared storage ${quote(v.name)} of Cluster ${quote(clusterName)}`;
   for (const [p, list] of byPath) {
     // equal paths; own locations come first in each list
     const head = list[0]!;
@@ -218,8 +244,10 @@ function checkStorage(
       if (outer) {
         for (const inner of list) {
           for (const o of outer) {
-            if (inner.own >= 0) report(inner.own, 'path', `${quote(p)} is inside ${describe(o)} (${quote(ancestor)})`);
-            else if (o.own >= 0) report(o.own, 'path', `${quote(ancestor)} contains ${describe(inner)} (${quote(p)})`);
+            if (inner.own >= 0)
+              report(inner.own, 'path', `${quote(p)} is inside ${describe(o)} (${quote(ancestor)})`);
+            else if (o.own >= 0)
+              report(o.own, 'path', `${quote(ancestor)} contains ${describe(inner)} (${quote(p)})`);
           }
         }
       }

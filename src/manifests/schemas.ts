@@ -142,10 +142,18 @@ function translateAjvError(e: ErrorObject): SchemaFinding | undefined {
       return { path: at, atKey: false, message: `${displayPath(p)}: missing required field` };
     }
     case 'type':
-      return { path: at, atKey: false, message: `${displayPath(at)}: must be ${String(params.type)}${got(e.data)}` };
+      return {
+        path: at,
+        atKey: false,
+        message: `${displayPath(at)}: must be ${String(params.type)}${got(e.data)}`,
+      };
     case 'enum': {
       const allowed = (params.allowedValues as unknown[]).map((v) => String(v)).join(', ');
-      return { path: at, atKey: false, message: `${displayPath(at)}: must be one of ${allowed}${got(e.data)}` };
+      return {
+        path: at,
+        atKey: false,
+        message: `${displayPath(at)}: must be one of ${allowed}${got(e.data)}`,
+      };
     }
     case 'const':
       return {

@@ -55,6 +55,8 @@ export interface ParsedDoc {
   doc: Document.Parsed;
   lineCounter: LineCounter;
   data: unknown;
+  /** the document uses aliases, so parts of `data` may be shared between places */
+  shared: boolean;
 }
 
 /** Running totals over one load, shared by every file. */
@@ -142,7 +144,8 @@ export function readYamlFiles(
     for (const name of names) {
       if (name.startsWith('.')) continue;
       if (++entries > MAX_ENTRIES) {
-        if (!budget.exhausted) problems.push(problem(rel, `more than ${MAX_ENTRIES} directory entries; rest skipped`));
+        if (!budget.exhausted)
+          problems.push(problem(rel, `more than ${MAX_ENTRIES} directory entries; rest skipped`));
         budget.exhausted = true;
         return;
       }
@@ -222,7 +225,8 @@ function readOne(
   problems: Problem[],
 ): SourceFile | undefined {
   if (budget.files >= limits.maxFiles) {
-    if (!budget.exhausted) problems.push(problem(rel, `more than ${limits.maxFiles} YAML files; this and later files skipped`));
+    if (!budget.exhausted)
+      problems.push(problem(rel, `more than ${limits.maxFiles} YAML files; this and later files skipped`));
     budget.exhausted = true;
     return undefined;
   }
@@ -267,7 +271,12 @@ function readOne(
   }
   if (budget.bytes + buf.length > limits.maxTotalBytes) {
     if (!budget.exhausted) {
-      problems.push(problem(rel, `more than ${limits.maxTotalBytes} bytes of YAML in total; this and later files skipped`));
+      problems.push(
+        problem(
+          rel,
+          `more than ${limits.maxTotalBytes} bytes of YAML in total; this and later files skipped`,
+        ),
+      );
     }
     budget.exhausted = true;
     return undefined;
@@ -314,7 +323,8 @@ function firstInvalidUtf8(buf: Uint8Array): number {
   let i = 0;
   while (i < buf.length) {
     const b = buf[i]!;
-    const len = b < 0x80 ? 1 : b >= 0xc2 && b < 0xe0 ? 2 : b >= 0xe0 && b < 0xf0 ? 3 : b >= 0xf0 && b < 0xf5 ? 4 : 0;
+    const len =
+      b < 0x80 ? 1 : b >= 0xc2 && b < 0xe0 ? 2 : b >= 0xe0 && b < 0xf0 ? 3 : b >= 0xf0 && b < 0xf5 ? 4 : 0;
     if (len === 0) return i;
     try {
       utf8.decode(buf.subarray(i, i + len));
@@ -348,7 +358,12 @@ function prescan(file: SourceFile, limits: ReadLimits, budget: Budget, problems:
     if (CONFLICT_MARKER.test(line)) {
       if (++markers <= MAX_ERRORS_PER_FILE) {
         problems.push(
-          problem(file.rel, `merge conflict marker ${quote(line.slice(0, 7))}: resolve the conflict first`, i + 1, 1),
+          problem(
+            file.rel,
+            `merge conflict marker ${quote(line.slice(0, 7))}: resolve the conflict first`,
+            i + 1,
+            1,
+          ),
         );
       }
       ok = false;
@@ -358,7 +373,12 @@ function prescan(file: SourceFile, limits: ReadLimits, budget: Budget, problems:
   if (!ok) return false;
   if (budget.documents + docStarts > limits.maxDocuments) {
     if (!budget.exhausted) {
-      problems.push(problem(file.rel, `more than ${limits.maxDocuments} YAML documents in total; this and later files skipped`));
+      problems.push(
+        problem(
+          file.rel,
+          `more than ${limits.maxDocuments} YAML documents in total; this and later files skipped`,
+        ),
+      );
     }
     budget.exhausted = true;
     return false;
@@ -372,8 +392,8 @@ function prescan(file: SourceFile, limits: ReadLimits, budget: Budget, problems:
  *
  * Any YAML-level problem (syntax error, tab indentation, duplicate key, unresolved tag, too many
  * aliases) rejects the whole file: when the syntax is broken, the document boundaries and
- * therefore every document of the file are suspect. Empty documents (a stray `---`, only
- * comments) are ignored.
+ * therefore every document of the file are suspect. Documents whose value is null (a stray
+ * `---`, only comments, an explicit `null`) are ignored.
  */
 export function parseYamlFile(
   file: SourceFile,
@@ -398,6 +418,8 @@ export function parseYamlFile(
       uniqueKeys: false,
       prettyErrors: false,
       strict: true,
+      // !!binary, !!set, !!omap, !!timestamp would otherwise resolve even in the core schema
+      resolveKnownTags: false,
     }) as Document.Parsed[];
   } catch (err) {
     problems.push(problem(file.rel, `cannot parse YAML: ${(err as Error).message}`));
@@ -408,6 +430,7 @@ export function parseYamlFile(
   if (!Array.isArray(docs)) docs = [docs];
   budget.documents += docs.length;
   let reported = 0;
+  const aliased = new Set<Document.Parsed>();
   const report = (offset: number, message: string): void => {
     if (++reported > MAX_ERRORS_PER_FILE) return;
     const { line, col } = lineCounter.linePos(offset);
@@ -416,21 +439,22 @@ export function parseYamlFile(
   for (const doc of docs) {
     for (const e of doc.errors) report(e.pos[0], `YAML syntax error: ${firstLine(e.message)}`);
     for (const w of doc.warnings) report(w.pos[0], `YAML: ${firstLine(w.message)}`);
-    if (doc.errors.length === 0) findDuplicateKeys(doc, report);
+    if (doc.errors.length === 0 && findDuplicateKeys(doc, report)) aliased.add(doc);
   }
   const out: ParsedDoc[] = [];
   if (reported === 0) {
     for (const doc of docs) {
-      if (doc.contents === null) continue;
       try {
         const data: unknown = doc.toJS({ maxAliasCount: limits.maxAliasCount });
-        out.push({ file: file.rel, doc, lineCounter, data });
+        // empty, comment-only and explicit-null documents carry nothing: ignored
+        if (data === null) continue;
+        out.push({ file: file.rel, doc, lineCounter, data, shared: aliased.has(doc) });
       } catch (err) {
         const msg = err instanceof Error ? err.message : String(err);
         const why = /alias/i.test(msg)
           ? `too many alias expansions (more than ${limits.maxAliasCount}); looks like an alias bomb`
           : `cannot convert YAML: ${firstLine(msg)}`;
-        report(doc.contents.range?.[0] ?? 0, why);
+        report(doc.contents?.range?.[0] ?? 0, why);
       }
     }
   }
@@ -442,28 +466,42 @@ export function parseYamlFile(
 
 function firstLine(s: string): string {
   const line = s.split('\n')[0] ?? '';
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   return line.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ').slice(0, 300);
 }
 
-/** Report repeated keys in every mapping; linear in the size of the document (no alias expansion). */
-function findDuplicateKeys(doc: Document.Parsed, report: (offset: number, message: string) => void): void {
+/**
+ * Report repeated keys in every mapping; linear in the size of the document (aliases are not
+ * expanded). Returns whether the document uses aliases at all.
+ */
+function findDuplicateKeys(doc: Document.Parsed, report: (offset: number, message: string) => void): boolean {
+  let aliases = false;
   const stack: unknown[] = [doc.contents];
   while (stack.length) {
     const node = stack.pop();
     if (isMap(node)) {
       const seen = new Set<string>();
       for (const pair of node.items) {
-        if (isScalar(pair.key)) {
-          const k = String(pair.key.value);
-          if (seen.has(k)) report(pair.key.range?.[0] ?? 0, `duplicate key ${quote(k)}`);
+        const key = pair.key;
+        if (isScalar(key)) {
+          const k = String(key.value);
+          if (seen.has(k)) report(key.range?.[0] ?? 0, `duplicate key ${quote(k)}`);
           seen.add(k);
-        }
-        stack.push(pair.key, pair.value);
+        } else pushCollection(stack, key);
+        if (pushCollection(stack, pair.value)) aliases = true;
       }
     } else if (isSeq(node)) {
-      for (const item of node.items) stack.push(isPair(item) ? item.value : item);
+      for (const item of node.items)
+        if (pushCollection(stack, isPair(item) ? item.value : item)) aliases = true;
     }
   }
+  return aliases;
+}
+
+/** Push `node` when it is a collection; returns true when it is an alias. */
+function pushCollection(stack: unknown[], node: unknown): boolean {
+  if (isMap(node) || isSeq(node)) stack.push(node);
+  return isAlias(node);
 }
 
 /**

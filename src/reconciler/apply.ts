@@ -80,7 +80,7 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
   let observation: Observation = await observe(deps.desired, deps.driverFor, now);
   let plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, { revision: deps.revision });
   const writeAll = async (): Promise<VirtualMachineStatus[]> => {
-    const statuses = composeAll(deps, observation, plan, views, now());
+    const statuses = composeAll(deps, observation, plan, views, now(), new Set(results.keys()));
     await deps.writeStatus(statuses, observation.hosts);
     return statuses;
   };
@@ -209,6 +209,7 @@ function composeAll(
   plan: Plan,
   views: Map<string, MigrationView>,
   now: Date,
+  thisPass: ReadonlySet<string> = new Set(),
 ): VirtualMachineStatus[] {
   const planned = new Map(plan.migrations.map((m) => [m.vm, m]));
   const unchanged = new Set(plan.unchanged);
@@ -219,6 +220,7 @@ function composeAll(
         vm,
         observed: obs.vms.get(name),
         migration: views.get(name),
+        migrationThisPass: thisPass.has(name),
         planned: planned.get(name),
         atDesired: unchanged.has(name),
         previous: deps.previous.vms.get(name),

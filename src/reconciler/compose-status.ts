@@ -22,6 +22,8 @@ export interface ComposeInput {
   observed?: ObservedVm;
   /** the current or last migration of this VM */
   migration?: MigrationView;
+  /** the migration ran in this pass: its failure outranks what the plan says now */
+  migrationThisPass?: boolean;
   /** the plan's entry for this VM, when a move is still needed */
   planned?: PlannedMigration;
   /** true when the VM's actual placement matches its desired placement */
@@ -77,6 +79,9 @@ export function composeVmStatus(input: ComposeInput): VirtualMachineStatus {
   } else if (vm.spec.suspend) {
     phase = 'Pending';
     placed = { type: 'Placed', status: 'False', reason: 'Suspended', message: 'spec.suspend is true; vmplace does not move it' };
+  } else if (input.migrationThisPass && (step === 'RolledBack' || step === 'Failed')) {
+    phase = 'Failed';
+    placed = failedCondition(migration!);
   } else if (planned?.blocked) {
     const f = planned.findings.find((x) => x.severity === 'error');
     phase = 'Blocked';
@@ -87,13 +92,7 @@ export function composeVmStatus(input: ComposeInput): VirtualMachineStatus {
     placed = { type: 'Placed', status: 'False', reason: e?.reason ?? 'Blocked', message: e?.message ?? 'blocked' };
   } else if (step === 'RolledBack' || step === 'Failed') {
     phase = 'Failed';
-    const e = migration!.context.lastError;
-    placed = {
-      type: 'Placed',
-      status: 'False',
-      reason: e?.reason ?? 'MigrationFailed',
-      message: `${step === 'RolledBack' ? 'rolled back' : 'failed'}: ${e?.message ?? 'unknown error'}`,
-    };
+    placed = failedCondition(migration!);
   } else {
     phase = 'Pending';
     placed = { type: 'Placed', status: 'False', reason: 'MigrationPlanned', message: 'a migration is planned' };
@@ -117,4 +116,14 @@ export function composeVmStatus(input: ComposeInput): VirtualMachineStatus {
   if (migration) status.migration = migrationStatus(migration);
   else if (input.previous?.migration) status.migration = input.previous.migration;
   return status;
+}
+
+function failedCondition(m: MigrationView): Omit<Condition, 'lastTransitionTime'> {
+  const e = m.context.lastError;
+  return {
+    type: 'Placed',
+    status: 'False',
+    reason: e?.reason ?? 'MigrationFailed',
+    message: `${m.step === 'RolledBack' ? 'rolled back' : 'failed'}: ${e?.message ?? 'unknown error'}`,
+  };
 }

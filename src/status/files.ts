@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Document } from 'yaml';
 import { StalledError } from '../errors';
-import { assertRepo, describeType, sortProblems } from '../manifests/load';
+import { assertRepo, capFindings, cloneTree, describeType, sortProblems } from '../manifests/load';
 import { objectLabel } from '../manifests/references';
 import { quote, validateAgainstSchema, type DataPath } from '../manifests/schemas';
 import {
@@ -48,7 +48,14 @@ export async function loadActualState(
   const state: ActualState = { vms: new Map(), hosts: new Map() };
   for (const kind of ['VirtualMachineStatus', 'HostStatus'] as const) {
     const sub = `${STATUS_DIR}/${SUBDIRS[kind]}`;
-    const { files } = readYamlFiles(repoDir, sub, { recursive: false, extensions: ['.yaml'] }, limits, budget, problems);
+    const { files } = readYamlFiles(
+      repoDir,
+      sub,
+      { recursive: false, extensions: ['.yaml'] },
+      limits,
+      budget,
+      problems,
+    );
     for (const file of files) {
       const { docs, ok } = parseYamlFile(file, limits, budget, problems);
       if (!ok) continue;
@@ -78,7 +85,10 @@ function checkStatusDocument(
   const data = parsed.data;
   const at = (p: DataPath, atKey = false) => locate(parsed, p, atKey);
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-    problems.push({ ...at([]), message: `status file must hold a ${kind} mapping; got ${describeType(data)}` });
+    problems.push({
+      ...at([]),
+      message: `status file must hold a ${kind} mapping; got ${describeType(data)}`,
+    });
     return undefined;
   }
   const obj = data as Record<string, unknown>;
@@ -92,7 +102,8 @@ function checkStatusDocument(
     return undefined;
   }
   const findings = validateAgainstSchema(kind, data);
-  for (const f of findings) problems.push({ ...at(f.path, f.atKey), object, message: f.message });
+  for (const f of capFindings(findings))
+    problems.push({ ...at(f.path, f.atKey), object, message: f.message });
   if (findings.length) return undefined;
   const name = (obj.metadata as { name: string }).name;
   if (name !== stem) {
@@ -103,7 +114,7 @@ function checkStatusDocument(
     });
     return undefined;
   }
-  return structuredClone(data) as VirtualMachineStatus | HostStatus;
+  return (parsed.shared ? cloneTree(data) : data) as VirtualMachineStatus | HostStatus;
 }
 
 // ---------------------------------------------------------------- rendering
@@ -115,7 +126,16 @@ interface Shape {
 }
 const WHERE: Shape = { keys: ['host', 'storage'] };
 const VM_SHAPE: Shape = {
-  keys: ['apiVersion', 'kind', 'metadata', 'observedRevision', 'placement', 'phase', 'conditions', 'migration'],
+  keys: [
+    'apiVersion',
+    'kind',
+    'metadata',
+    'observedRevision',
+    'placement',
+    'phase',
+    'conditions',
+    'migration',
+  ],
   nested: {
     metadata: { keys: ['name'] },
     placement: {
@@ -219,7 +239,8 @@ export async function writeStatusFiles(
       );
     }
     const key = `${kind}/${String(name)}`;
-    if (seen.has(key)) throw new StalledError('InvalidStatus', `refusing to write ${key} twice in one update`);
+    if (seen.has(key))
+      throw new StalledError('InvalidStatus', `refusing to write ${key} twice in one update`);
     seen.add(key);
     jobs.push({ kind, name: String(name), text: renderStatusYaml(obj) });
   }

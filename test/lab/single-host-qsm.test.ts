@@ -135,7 +135,10 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
       } else await new Promise((r) => setTimeout(r, 10));
     }
     expect(filled).toBe(true);
+    let stderr = '';
+    child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    await fs.writeFile(path.join(f.root, 'apply.log'), stderr);
     expect(code).toBe(1);
 
     expect(await domState(f.vm)).toBe('running');
@@ -159,7 +162,7 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     await writeManifests(f, 'b');
     await fs.writeFile(path.join(f.repo, 'vmplace.yaml'), 'policy:\n  targetMarginBytes: 1048576\n');
     const res = await applyCli(f);
-    expect(res.code).toBe(1);
+    expect({ code: res.code, stderr: res.code === 1 ? '' : res.stderr }).toEqual({ code: 1, stderr: '' });
     const status = await readVmStatus(f);
     expect(status.phase).toBe('Blocked');
     expect(status.conditions[0]?.reason).toBe('TargetNotWritable');
@@ -170,7 +173,7 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
   it.each(['CopyingBase', 'Saving', 'CopyingDelta'])(
     'kill -9 of vmplace apply during %s: the rerun completes with nothing lost, the VM running once',
     async (step) => {
-      const f = await newFleet(`kill${step.toLowerCase().slice(0, 6)}`, { fillBytes: 128 * 1024 * 1024 });
+      const f = await newFleet(`kill-${step.toLowerCase()}`, { fillBytes: 128 * 1024 * 1024 });
       await writeManifests(f, 'b');
       const child = spawnApply(f);
       const exited = new Promise<void>((r) => child.on('exit', () => r()));

@@ -535,6 +535,13 @@ export class LibvirtDriver implements HypervisorDriver {
     await this.virsh(['start', '--domain', domain]);
   }
 
+  async resume(domain: string): Promise<void> {
+    const state = await this.domState(domain);
+    if (state === undefined) throw new StalledError('DomainNotFound', `domain ${domain} is not defined`);
+    if (state !== 'paused') return;
+    await this.virsh(['resume', '--domain', domain]);
+  }
+
   async destroy(domain: string): Promise<void> {
     const state = await this.domState(domain);
     if (state === undefined || !ACTIVE.includes(state)) return;

@@ -1,0 +1,456 @@
+/**
+ * The local libvirt lab for end-to-end tests: bring libvirt up, build and run a real guest that
+ * writes verifiable records to its disks, and check from the host that nothing acknowledged was
+ * lost.
+ *
+ * The guest (scripts/lab/guest/init) writes, on every virtio disk, 4 KiB records at offset
+ * `seq * 4096` (seq = 1, 2, ...) with O_DIRECT + fsync, and only after a record is durable
+ * prints `ACK <disk> <seq>` on its serial console, which libvirt appends to `serialLog`.
+ * So: every sequence number acked in the serial log must be readable in the disk image.
+ *
+ * Every external command runs through execFile with an argument array; nothing goes through a
+ * shell. Needs root (qemu:///system).
+ */
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { XMLBuilder, XMLParser } from 'fast-xml-parser';
+
+/** The connection URI of the lab's libvirt. */
+export const LAB_URI = 'qemu:///system';
+/** Repository root (this file is test/lab/support/lab.ts). */
+export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
+export const LAB_SCRIPTS_DIR = path.join(REPO_ROOT, 'scripts', 'lab');
+/** Where buildGuest() caches kernel + initramfs (content-addressed subdirectories). */
+export const GUEST_CACHE_DIR = process.env.VMPLACE_LAB_GUEST_CACHE ?? '/var/cache/vmplace-lab/guest';
+
+/** Size of one record and the first sequence number, as written by the guest. */
+export const RECORD_SIZE = 4096;
+/** Default last sequence number per disk in the guest (16 MiB region); disks must be larger. */
+export const DEFAULT_MAX_SEQ = 4095;
+
+/** A failed external command, with what is needed to understand it. */
+export class LabCommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly args: readonly string[],
+    readonly exitCode: number | string | null,
+    readonly stdout: string,
+    readonly stderr: string,
+  ) {
+    super(`${command} ${args.join(' ')} failed (exit ${String(exitCode)}): ${stderr.trim() || stdout.trim()}`);
+    this.name = 'LabCommandError';
+  }
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  /** Kill the command after this long (default 60 s). */
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Run a command (no shell) and return its output; throws LabCommandError on failure. */
+export function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      command,
+      args as string[],
+      {
+        timeout: opts.timeoutMs ?? 60_000,
+        maxBuffer: 64 * 1024 * 1024,
+        env: opts.env ?? { ...process.env, LC_ALL: 'C' },
+        encoding: 'utf8',
+      },
+      (err, stdout, stderr) => {
+        if (err) {
+          const code = (err as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
+          const signal = (err as { signal?: string | null }).signal;
+          reject(new LabCommandError(command, args, signal ? `signal ${signal}` : code, stdout, stderr));
+        } else {
+          resolve({ stdout, stderr });
+        }
+      },
+    );
+  });
+}
+
+/** `virsh -c qemu:///system ARGS...`, returning stdout. */
+export async function virsh(args: readonly string[], opts: RunOptions = {}): Promise<string> {
+  return (await run('virsh', ['-c', LAB_URI, ...args], opts)).stdout;
+}
+
+/** True when libvirt answers on the lab URI (`virsh version` and `virsh list` both work). */
+export async function virshOk(): Promise<boolean> {
+  try {
+    await virsh(['version'], { timeoutMs: 5_000 });
+    await virsh(['list'], { timeoutMs: 5_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let labUp: Promise<string> | undefined;
+
+/**
+ * Make sure the lab's libvirt is running: when `virsh` does not answer, run
+ * scripts/lab/install.sh and scripts/lab/up.sh (both idempotent). Returns the connection URI.
+ */
+export function ensureLab(): Promise<string> {
+  labUp ??= (async () => {
+    if (await virshOk()) return LAB_URI;
+    await run('bash', [path.join(LAB_SCRIPTS_DIR, 'install.sh')], { timeoutMs: 600_000 });
+    await run('bash', [path.join(LAB_SCRIPTS_DIR, 'up.sh')], { timeoutMs: 60_000 });
+    if (!(await virshOk())) throw new Error(`libvirt does not answer on ${LAB_URI} after scripts/lab/up.sh`);
+    return LAB_URI;
+  })().catch((err: unknown) => {
+    labUp = undefined;
+    throw err;
+  });
+  return labUp;
+}
+
+export interface GuestImage {
+  kernel: string;
+  initrd: string;
+}
+
+let guestBuilt: Promise<GuestImage> | undefined;
+
+/** Build (or reuse from the cache) the guest kernel + initramfs. */
+export function buildGuest(outDir: string = GUEST_CACHE_DIR): Promise<GuestImage> {
+  const build = async (): Promise<GuestImage> => {
+    const { stdout } = await run('bash', [path.join(LAB_SCRIPTS_DIR, 'build-guest.sh'), outDir], {
+      timeoutMs: 120_000,
+    });
+    const kv = new Map(
+      stdout
+        .split('\n')
+        .filter((l) => l.includes('='))
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const),
+    );
+    const kernel = kv.get('kernel');
+    const initrd = kv.get('initrd');
+    if (!kernel || !initrd) throw new Error(`build-guest.sh printed no kernel/initrd: ${stdout}`);
+    return { kernel, initrd };
+  };
+  if (outDir !== GUEST_CACHE_DIR) return build();
+  guestBuilt ??= build().catch((err: unknown) => {
+    guestBuilt = undefined;
+    throw err;
+  });
+  return guestBuilt;
+}
+
+export type DiskFormat = 'qcow2' | 'raw';
+
+/** Create a disk image with `qemu-img create` (parent directory is created). */
+export async function createDisk(file: string, sizeBytes: number, format: DiskFormat = 'qcow2'): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await run('qemu-img', ['create', '-q', '-f', format, file, String(sizeBytes)]);
+}
+
+export interface GuestDisk {
+  /** Guest device name, e.g. `vda`; also the disk name in records and acks. */
+  target: string;
+  /** Image file on the host. */
+  path: string;
+  format?: DiskFormat;
+}
+
+export interface GuestVmSpec {
+  name: string;
+  disks: GuestDisk[];
+  /** File the serial console is appended to (`<serial type='file'>`, append='on'). */
+  serialLog: string;
+  memoryMiB?: number;
+  vcpus?: number;
+  /** Writes per second per disk (kernel cmdline `vmplace.rate`); 0 = the guest writes nothing. */
+  rateHz?: number;
+  /** Last sequence number per disk (kernel cmdline `vmplace.maxseq`). */
+  maxSeq?: number;
+  /** Kernel/initrd to boot; default buildGuest(). */
+  guest?: GuestImage;
+  /** Start after defining (default true). */
+  start?: boolean;
+}
+
+const builder = new XMLBuilder({
+  ignoreAttributes: false,
+  attributeNamePrefix: '@_',
+  format: true,
+  suppressEmptyNode: true,
+});
+
+/**
+ * Domain XML for the lab guest (pure). TCG (`type='qemu'`): nested KVM hangs this kernel here.
+ * Any reboot, power-off or crash destroys the domain instead of looping (`panic=-1` turns a
+ * guest panic into a reboot, `on_reboot=destroy` ends it). Values are escaped by XMLBuilder.
+ */
+export function guestDomainXml(spec: GuestVmSpec & { guest: GuestImage }): string {
+  const cmdline = [
+    'console=ttyS0',
+    'panic=-1',
+    'loglevel=4',
+    `vmplace.rate=${spec.rateHz ?? 20}`,
+    `vmplace.maxseq=${spec.maxSeq ?? DEFAULT_MAX_SEQ}`,
+  ].join(' ');
+  const serialSource = { '@_path': spec.serialLog, '@_append': 'on' };
+  return builder.build({
+    domain: {
+      '@_type': 'qemu',
+      name: spec.name,
+      memory: { '@_unit': 'MiB', '#text': String(spec.memoryMiB ?? 128) },
+      vcpu: String(spec.vcpus ?? 1),
+      os: {
+        type: { '@_arch': 'x86_64', '@_machine': 'pc', '#text': 'hvm' },
+        kernel: spec.guest.kernel,
+        initrd: spec.guest.initrd,
+        cmdline,
+      },
+      on_poweroff: 'destroy',
+      on_reboot: 'destroy',
+      on_crash: 'destroy',
+      devices: {
+        disk: spec.disks.map((d) => ({
+          '@_type': 'file',
+          '@_device': 'disk',
+          driver: { '@_name': 'qemu', '@_type': d.format ?? 'qcow2' },
+          source: { '@_file': d.path },
+          target: { '@_dev': d.target, '@_bus': 'virtio' },
+        })),
+        serial: { '@_type': 'file', source: serialSource, target: { '@_port': '0' } },
+        console: { '@_type': 'file', source: serialSource, target: { '@_type': 'serial', '@_port': '0' } },
+        memballoon: { '@_model': 'none' },
+      },
+    },
+  });
+}
+
+/** Define the guest persistently (`virsh define`) and, unless `start: false`, start it. */
+export async function defineGuestVm(spec: GuestVmSpec): Promise<void> {
+  await ensureLab();
+  const guest = spec.guest ?? (await buildGuest());
+  await fs.mkdir(path.dirname(spec.serialLog), { recursive: true });
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmplace-lab-xml-'));
+  try {
+    const xmlFile = path.join(dir, `${spec.name}.xml`);
+    await fs.writeFile(xmlFile, guestDomainXml({ ...spec, guest }));
+    await virsh(['define', xmlFile]);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+  if (spec.start ?? true) await virsh(['start', spec.name]);
+}
+
+/** `virsh domstate NAME` (e.g. `running`, `shut off`, `paused`), or undefined if no such domain. */
+export async function domState(name: string): Promise<string | undefined> {
+  try {
+    return (await virsh(['domstate', name])).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** `virsh dumpxml [--inactive] NAME`. */
+export async function dumpXml(name: string, opts: { inactive?: boolean } = {}): Promise<string> {
+  return virsh(['dumpxml', ...(opts.inactive ? ['--inactive'] : []), name]);
+}
+
+const parser = new XMLParser({
+  ignoreAttributes: false,
+  attributeNamePrefix: '@_',
+  isArray: (tagName) => ['disk', 'serial', 'console', 'backingStore'].includes(tagName),
+});
+
+interface XmlNode {
+  [key: string]: unknown;
+}
+
+function asNode(v: unknown): XmlNode | undefined {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as XmlNode) : undefined;
+}
+
+/** Host files a domain XML refers to: disk sources (with backing chains) and file consoles. */
+export function domainFiles(xml: string): { disks: string[]; logs: string[] } {
+  const doc = asNode(parser.parse(xml));
+  const devices = asNode(asNode(doc?.domain)?.devices);
+  const disks: string[] = [];
+  const logs: string[] = [];
+  const walk = (d: XmlNode | undefined): void => {
+    if (!d) return;
+    const src = asNode(d.source);
+    const file = src?.['@_file'];
+    if (typeof file === 'string') disks.push(file);
+    for (const b of (d.backingStore as unknown[] | undefined) ?? []) walk(asNode(b));
+  };
+  for (const disk of (devices?.disk as unknown[] | undefined) ?? []) {
+    const d = asNode(disk);
+    if (d?.['@_device'] === 'cdrom') continue;
+    walk(d);
+  }
+  for (const kind of ['serial', 'console']) {
+    for (const s of (devices?.[kind] as unknown[] | undefined) ?? []) {
+      const p = asNode(asNode(s)?.source)?.['@_path'];
+      if (asNode(s)?.['@_type'] === 'file' && typeof p === 'string') logs.push(p);
+    }
+  }
+  return { disks: [...new Set(disks)], logs: [...new Set(logs)] };
+}
+
+/**
+ * Destroy (if running) and undefine a domain, then remove the regular files its live and
+ * persistent XML name as disks (with backing chains) and file consoles, plus `extraFiles`.
+ * Idempotent: a missing domain or file is fine.
+ */
+export async function destroyVm(
+  name: string,
+  opts: { removeFiles?: boolean; extraFiles?: string[] } = {},
+): Promise<void> {
+  const files = new Set<string>(opts.extraFiles ?? []);
+  if (opts.removeFiles ?? true) {
+    for (const inactive of [false, true]) {
+      try {
+        const f = domainFiles(await dumpXml(name, { inactive }));
+        for (const p of [...f.disks, ...f.logs]) files.add(p);
+      } catch {
+        // no such domain (or not running): nothing to collect
+      }
+    }
+  }
+  const state = await domState(name);
+  if (state !== undefined && state !== 'shut off') {
+    await virsh(['destroy', name]).catch(() => undefined);
+  }
+  if (state !== undefined) {
+    await virsh(['undefine', name, '--managed-save', '--snapshots-metadata', '--checkpoints-metadata']).catch(
+      async (err: unknown) => {
+        if ((await domState(name)) !== undefined) throw err;
+      },
+    );
+  }
+  for (const f of files) {
+    try {
+      const st = await fs.lstat(f);
+      if (st.isFile()) await fs.rm(f, { force: true });
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Parse serial console text into disk -> highest acked sequence number. */
+export function parseAcks(text: string): Map<string, number> {
+  const acks = new Map<string, number>();
+  // anchored at a line start but tolerant of kernel messages interleaved on other lines
+  for (const m of text.matchAll(/^ACK (vd[a-z]+) (\d+)\r?$/gm)) {
+    const disk = m[1] as string;
+    const seq = Number(m[2]);
+    if (seq > (acks.get(disk) ?? 0)) acks.set(disk, seq);
+  }
+  return acks;
+}
+
+/** Disk -> highest acked sequence number in the serial log (empty if the log does not exist yet). */
+export async function ackedSequences(serialLog: string): Promise<Map<string, number>> {
+  try {
+    return parseAcks(await fs.readFile(serialLog, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
+    throw err;
+  }
+}
+
+/**
+ * Wait until `disk` has an ack with sequence >= atLeast (default 1) in the serial log; resolves
+ * to the highest acked sequence. Rejects after timeoutMs (default 30 s) with the log's tail.
+ */
+export async function waitForAcks(
+  serialLog: string,
+  opts: { disk: string; atLeast?: number; timeoutMs?: number; pollMs?: number },
+): Promise<number> {
+  const atLeast = opts.atLeast ?? 1;
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    const seq = (await ackedSequences(serialLog)).get(opts.disk) ?? 0;
+    if (seq >= atLeast) return seq;
+    if (Date.now() >= deadline) {
+      const tail = await fs.readFile(serialLog, 'utf8').then(
+        (t) => t.split('\n').slice(-15).join('\n'),
+        () => '(no serial log)',
+      );
+      throw new Error(
+        `timed out waiting for ${opts.disk} ack >= ${atLeast} (have ${seq}) in ${serialLog}; tail:\n${tail}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, opts.pollMs ?? 100));
+  }
+}
+
+/** The exact 4096 bytes the guest writes for `seq` on `disk`. */
+export function expectedRecord(disk: string, seq: number): Buffer {
+  const header = `VMPLACE-REC disk=${disk} seq=${String(seq).padStart(10, '0')}`;
+  return Buffer.from(header.padEnd(RECORD_SIZE - 1, ' ') + '\n', 'latin1');
+}
+
+export interface RecordCheck {
+  /** Sequence numbers checked: fromSeq..upToSeq. */
+  checked: number;
+  /** Records that were not as written, with the first bytes found instead. */
+  bad: Array<{ seq: number; found: string }>;
+}
+
+/**
+ * Check that records fromSeq..upToSeq of `disk` are in the image (read through its whole
+ * backing chain with `qemu-img dd -U`, so it also works on an overlay). Read after the VM is
+ * destroyed or paused, or rely on the guest's flush: every acked record was flushed.
+ */
+export async function verifyRecords(
+  imagePath: string,
+  disk: string,
+  upToSeq: number,
+  opts: { fromSeq?: number; format?: DiskFormat } = {},
+): Promise<RecordCheck> {
+  const fromSeq = opts.fromSeq ?? 1;
+  if (upToSeq < fromSeq) return { checked: 0, bad: [] };
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmplace-lab-verify-'));
+  try {
+    const raw = path.join(dir, 'region.raw');
+    await run('qemu-img', [
+      'dd',
+      '-U',
+      '-f',
+      opts.format ?? 'qcow2',
+      '-O',
+      'raw',
+      `bs=${RECORD_SIZE}`,
+      // from offset 0: qemu-img 7.2 counts `count` from block 0 even with `skip`
+      `count=${upToSeq + 1}`,
+      `if=${imagePath}`,
+      `of=${raw}`,
+    ]);
+    const data = await fs.readFile(raw);
+    const bad: RecordCheck['bad'] = [];
+    for (let seq = fromSeq; seq <= upToSeq; seq++) {
+      const off = seq * RECORD_SIZE;
+      const got = data.subarray(off, off + RECORD_SIZE);
+      if (!got.equals(expectedRecord(disk, seq))) {
+        bad.push({ seq, found: JSON.stringify(got.subarray(0, 40).toString('latin1')) });
+      }
+    }
+    return { checked: upToSeq - fromSeq + 1, bad };
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** A fresh scratch directory for one test (remove it with fs.rm when done). */
+export function labTempDir(prefix = 'vmplace-lab-'): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), prefix));
+}
