@@ -115,7 +115,7 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     await expectNothingLost(f, f.storage.b);
   });
 
-  it('rolls back when the target fills up during the base copy: VM on a, all data, status Failed', async () => {
+  it('rolls back when the target fills up during the migration: VM on a, all data, status Failed', async () => {
     const mnt = await fs.mkdtemp('/tmp/vmplace-small-');
     await labRun('mount', ['-t', 'tmpfs', '-o', 'size=1600m', 'vmplace-test', mnt]);
     mounts.push(mnt);
@@ -125,6 +125,12 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     await fs.writeFile(path.join(f.repo, 'vmplace.yaml'), 'policy:\n  targetMarginBytes: 1048576\n');
     // The disk fills up for real once the base copy has begun (a real ENOSPC, test-chosen time).
     const child = spawnApply(f);
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    let stderr = '';
+    child.stderr!.on('data', (b: Buffer) => {
+      stderr += b.toString();
+      void fs.writeFile(path.join(f.root, '..', `${f.vm}.apply.log`), stderr);
+    });
     let filled = false;
     for (let i = 0; i < 3000 && !filled; i++) {
       if ((await persistedStep(f)) === 'CopyingBase') {
@@ -135,9 +141,7 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
       } else await new Promise((r) => setTimeout(r, 10));
     }
     expect(filled).toBe(true);
-    let stderr = '';
-    child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const code = await exited;
     await fs.writeFile(path.join(f.root, 'apply.log'), stderr);
     expect(code).toBe(1);
 

@@ -71,7 +71,8 @@ export async function makeFleet(
   await fs.mkdir(f.storage.b, { recursive: true });
   f.disks = ['vda', 'vdb'].map((target) => ({ target, path: path.join(f.storage.a, `${name}-${target}.qcow2`) }));
   for (const d of f.disks) {
-    await createDisk(d.path, opts.diskBytes ?? 64 * 1024 * 1024);
+    // the guest's records use the first 16 MiB; host-written fill goes from 32 MiB on
+    await createDisk(d.path, opts.diskBytes ?? 48 * 1024 * 1024 + (opts.fillBytes ?? 0));
     if (opts.fillBytes) await fillImage(d.path, opts.fillBytes);
   }
   await writeManifests(f, 'a');
@@ -82,7 +83,8 @@ export async function makeFleet(
 /** Put data into a disk image from the host before the guest starts (beyond the guest's record region). */
 async function fillImage(image: string, bytes: number): Promise<void> {
   const offset = 32 * 1024 * 1024;
-  await run('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x5a ${offset} ${bytes}`, image]);
+  const res = await run('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x5a ${offset} ${bytes}`, image]);
+  if (res.code !== 0 || /error|fail/i.test(res.stdout + res.stderr)) throw new Error(`qemu-io fill of ${image}: ${res.stdout}${res.stderr}`);
 }
 
 export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
