@@ -61,15 +61,24 @@ async function cleanup(repo) {
 async function main() {
   const t0 = Date.now();
   await cleanup();
-  const { stdout } = await run('bash', [path.join(ROOT, 'scripts/lab/build-guest.sh'), '/var/cache/vmplace-lab/guest']);
-  const guest = Object.fromEntries(stdout.trim().split('\n').map((l) => l.split('=', 2)));
+  const { stdout } = await run('bash', [
+    path.join(ROOT, 'scripts/lab/build-guest.sh'),
+    '/var/cache/vmplace-lab/guest',
+  ]);
+  const guest = Object.fromEntries(
+    stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('=', 2)),
+  );
 
   // The operator's GitOps repository: the project's demo manifests in a fresh git repo.
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-demo-'));
   const repo = path.join(work, 'fleet');
   fs.mkdirSync(repo);
   fs.cpSync(path.join(ROOT, 'manifests'), path.join(repo, 'manifests'), { recursive: true });
-  const git = (...a) => run('git', ['-C', repo, '-c', 'user.name=demo', '-c', 'user.email=demo@vmplace.invalid', ...a]);
+  const git = (...a) =>
+    run('git', ['-C', repo, '-c', 'user.name=demo', '-c', 'user.email=demo@vmplace.invalid', ...a]);
   await git('init', '-q', '-b', 'main');
   await git('add', '-A');
   await git('commit', '-q', '-m', 'Demo fleet: vmplace-demo on storage a');
@@ -147,11 +156,18 @@ async function main() {
     console.log((await virsh('domblklist', VM)).stdout.trim());
     console.log(`storage a: ${fs.readdirSync(path.join(STORAGE, 'a')).join(', ') || '(empty)'}`);
     console.log(`storage b: ${fs.readdirSync(path.join(STORAGE, 'b')).join(', ')}`);
-    console.log(`guest acks before the move ${JSON.stringify(before)}, after ${JSON.stringify(after)}: it kept writing`);
-    console.log(`\ndemo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s, vmplace apply exited ${code}`);
+    console.log(
+      `guest acks before the move ${JSON.stringify(before)}, after ${JSON.stringify(after)}: it kept writing`,
+    );
+    console.log(
+      `\ndemo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s, vmplace apply exited ${code}`,
+    );
     if (code !== 0) process.exitCode = 1;
   } finally {
-    if (keep) console.log(`\n--keep: the VM ${VM}, ${STORAGE} and ${repo} are left; remove with: node scripts/demo.js --clean`);
+    if (keep)
+      console.log(
+        `\n--keep: the VM ${VM}, ${STORAGE} and ${repo} are left; remove with: node scripts/demo.js --clean`,
+      );
     else {
       await cleanup(repo);
       console.log('cleaned up: VM undefined, demo storage and repository removed');

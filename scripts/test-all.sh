@@ -19,4 +19,5 @@ trap 'bash scripts/lab/down.sh || true' EXIT
 
 export VMPLACE_REQUIRE_LAB=1
 npm run verify
+npm run --silent bench:smoke
 echo "test-all: done in $(( $(date +%s) - t0 )) s"

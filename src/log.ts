@@ -25,7 +25,10 @@ export function createLogger(opts: { format?: 'json' | 'pretty'; level?: string 
     // pino-pretty as a synchronous stream: no worker thread, nothing lost on exit
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const pretty = require('pino-pretty') as (o: object) => NodeJS.WritableStream;
-    return pino(base, pretty({ destination: 2, colorize: process.stderr.isTTY, ignore: 'pid,hostname', sync: true }));
+    return pino(
+      base,
+      pretty({ destination: 2, colorize: process.stderr.isTTY, ignore: 'pid,hostname', sync: true }),
+    );
   }
   return pino(base, pino.destination({ dest: 2, sync: true }));
 }

@@ -44,7 +44,12 @@ export async function loadSettings(repo: string): Promise<{ settings: Settings; 
   if (doc.errors.length) {
     return {
       settings: defaults,
-      problems: doc.errors.map((e) => ({ file, line: e.linePos?.[0].line ?? 1, col: e.linePos?.[0].col ?? 1, message: e.message })),
+      problems: doc.errors.map((e) => ({
+        file,
+        line: e.linePos?.[0].line ?? 1,
+        col: e.linePos?.[0].col ?? 1,
+        message: e.message,
+      })),
     };
   }
   const value: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
@@ -55,7 +60,8 @@ export async function loadSettings(repo: string): Promise<{ settings: Settings; 
         const keys = e.instancePath.split('/').filter(Boolean);
         const node = doc.getIn(keys, true) as { range?: [number, number] } | undefined;
         const pos = node?.range ? at(node.range[0]) : { line: 1, col: 1 };
-        const field = keys.join('.') || (e.params as { additionalProperty?: string }).additionalProperty || '(root)';
+        const field =
+          keys.join('.') || (e.params as { additionalProperty?: string }).additionalProperty || '(root)';
         return { file, line: pos.line, col: pos.col, message: `${field}: ${e.message ?? 'invalid'}` };
       }),
     };

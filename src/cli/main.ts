@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -35,23 +36,32 @@ function printProblems(io: Io, problems: Problem[]): void {
 
 async function gitRevision(repo: string): Promise<string | undefined> {
   return await new Promise((resolve) => {
-    execFile('git', ['-C', repo, 'rev-parse', '--verify', '--quiet', 'HEAD'], { timeout: 5000 }, (err, stdout) =>
-      resolve(err ? undefined : stdout.trim() || undefined),
+    execFile(
+      'git',
+      ['-C', repo, 'rev-parse', '--verify', '--quiet', 'HEAD'],
+      { timeout: 5000 },
+      (err, stdout) => resolve(err ? undefined : stdout.trim() || undefined),
     );
   });
 }
 
 function parsePositiveInt(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError('expected a whole number from 1 to 1000');
+  if (!Number.isInteger(n) || n < 1 || n > 1000)
+    throw new InvalidArgumentError('expected a whole number from 1 to 1000');
   return n;
+}
+
+function packageVersion(): string {
+  const file = path.resolve(__dirname, '../../package.json');
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
 }
 
 /** Build the program. `io` and `exit` are injectable for tests. */
 export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void = () => undefined): Command {
   const program = new Command('vmplace')
     .description("Move virtual machines' storage by pull request")
-    .version(require('../../package.json').version as string)
+    .version(packageVersion())
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err })
     .showHelpAfterError();
@@ -67,7 +77,9 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         io.err(`${desired.problems.length} problem(s) in ${desired.invalidFiles.size} file(s)\n`);
         return setExit(EXIT.invalid);
       }
-      io.out(`valid: ${desired.hosts.size} host(s), ${desired.clusters.size} cluster(s), ${desired.vms.size} VM(s)\n`);
+      io.out(
+        `valid: ${desired.hosts.size} host(s), ${desired.clusters.size} cluster(s), ${desired.vms.size} VM(s)\n`,
+      );
       setExit(EXIT.ok);
     });
 
@@ -75,30 +87,48 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
     .command('plan')
     .description('compare manifests with status/ (offline) and print the migrations needed')
     .argument('[repo]', 'the GitOps repository', '.')
-    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'markdown']).default('table'))
+    .addOption(
+      new Option('--format <format>', 'output format')
+        .choices(['table', 'json', 'markdown'])
+        .default('table'),
+    )
     .option('--detailed-exitcode', 'exit 0 when nothing changes, 1 when migrations are planned, 2 on error')
-    .action(async (repo: string, opts: { format: 'table' | 'json' | 'markdown'; detailedExitcode?: boolean }) => {
-      const root = path.resolve(repo);
-      const desired = await loadDesiredState(root);
-      const actual = await loadActualState(root);
-      const { settings, problems: settingsProblems } = await loadSettings(root);
-      const problems = [...desired.problems, ...actual.problems, ...settingsProblems];
-      printProblems(io, problems);
-      if (problems.length) return setExit(EXIT.invalid);
-      const plan = planMigrations(desired, actual.state, settings.policy, { revision: await gitRevision(root) });
-      const render = { table: renderPlanTable, json: renderPlanJson, markdown: renderPlanMarkdown }[opts.format];
-      const text = render(plan);
-      io.out(text.endsWith('\n') ? text : text + '\n');
-      setExit(opts.detailedExitcode && planHasChanges(plan) ? EXIT.changes : EXIT.ok);
-    });
+    .action(
+      async (repo: string, opts: { format: 'table' | 'json' | 'markdown'; detailedExitcode?: boolean }) => {
+        const root = path.resolve(repo);
+        const desired = await loadDesiredState(root);
+        const actual = await loadActualState(root);
+        const { settings, problems: settingsProblems } = await loadSettings(root);
+        const problems = [...desired.problems, ...actual.problems, ...settingsProblems];
+        printProblems(io, problems);
+        if (problems.length) return setExit(EXIT.invalid);
+        const plan = planMigrations(desired, actual.state, settings.policy, {
+          revision: await gitRevision(root),
+        });
+        const render = { table: renderPlanTable, json: renderPlanJson, markdown: renderPlanMarkdown }[
+          opts.format
+        ];
+        const text = render(plan);
+        io.out(text.endsWith('\n') ? text : text + '\n');
+        setExit(opts.detailedExitcode && planHasChanges(plan) ? EXIT.changes : EXIT.ok);
+      },
+    );
 
   program
     .command('apply')
     .description('one pass: observe the hosts, plan, run the migrations, write status/ (no git commit)')
     .argument('[repo]', 'the GitOps repository', '.')
     .option('-y, --yes', 'do not ask before migrating')
-    .option('--state-dir <dir>', 'where migration state is kept (resumed from here after a crash)', '/var/lib/vmplace')
-    .addOption(new Option('--log-format <format>', 'log format on stderr').choices(['json', 'pretty']).default('pretty'))
+    .option(
+      '--state-dir <dir>',
+      'where migration state is kept (resumed from here after a crash)',
+      '/var/lib/vmplace',
+    )
+    .addOption(
+      new Option('--log-format <format>', 'log format on stderr')
+        .choices(['json', 'pretty'])
+        .default('pretty'),
+    )
     .option('--parallel <n>', 'migrations at once', parsePositiveInt, 2)
     .action(
       async (
@@ -149,14 +179,21 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
                   rl.close();
                   return /^y(es)?$/i.test(answer.trim());
                 },
-            onMigrationStart: (m) => progress?.start(m.vm, m.disks.reduce((a, d) => a + d.bytes, 0)),
+            onMigrationStart: (m) =>
+              progress?.start(
+                m.vm,
+                m.disks.reduce((a, d) => a + d.bytes, 0),
+              ),
             onMigrationEnd: (vm, r) => progress?.stop(vm, r.step),
           });
           progress?.close();
           for (const s of result.statuses) {
             const m = s.migration;
-            const extra = m ? ` migration ${m.step}${m.pauseMs !== undefined ? `, pause ${m.pauseMs} ms` : ''}` : '';
-            const why = s.phase === 'Placed' ? '' : ` (${s.conditions[0]?.reason}: ${s.conditions[0]?.message})`;
+            const extra = m
+              ? ` migration ${m.step}${m.pauseMs !== undefined ? `, pause ${m.pauseMs} ms` : ''}`
+              : '';
+            const why =
+              s.phase === 'Placed' ? '' : ` (${s.conditions[0]?.reason}: ${s.conditions[0]?.message})`;
             io.out(`${s.metadata.name}: ${s.phase}${why}${extra}\n`);
           }
           setExit(result.anyFailed || !result.converged ? EXIT.failed : EXIT.ok);

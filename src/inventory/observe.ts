@@ -49,7 +49,12 @@ export async function observe(
         for (const loc of topo.locationsOf(hostName)) {
           try {
             const fs = await drv.fsInfo(loc.path);
-            storage.push({ name: loc.name, path: loc.path, capacityBytes: fs.capacityBytes, freeBytes: fs.freeBytes });
+            storage.push({
+              name: loc.name,
+              path: loc.path,
+              capacityBytes: fs.capacityBytes,
+              freeBytes: fs.freeBytes,
+            });
           } catch {
             // a location that does not exist yet is reported with no capacity
             storage.push({ name: loc.name, path: loc.path, capacityBytes: 0, freeBytes: 0 });

@@ -48,7 +48,8 @@ const preflight: Step = async (ctx, deps) => {
     );
   }
   const dom = await src.getDomain(ctx.vm);
-  if (!dom) throw new StalledError('DomainNotFound', `no domain ${ctx.vm} is defined on host ${ctx.fromHost}`);
+  if (!dom)
+    throw new StalledError('DomainNotFound', `no domain ${ctx.vm} is defined on host ${ctx.fromHost}`);
 
   let effective: 'quick' | 'cold' | 'live';
   if (dom.state === 'shutoff') effective = 'cold';
@@ -57,7 +58,10 @@ const preflight: Step = async (ctx, deps) => {
       throw new StalledError('DomainRunning', `strategy cold needs ${ctx.vm} shut off; it is running`);
     effective = ctx.strategy === 'live' ? 'live' : 'quick';
   } else {
-    throw new StalledError('DomainStateUnsupported', `${ctx.vm} is ${dom.state}; vmplace moves running or shut-off VMs`);
+    throw new StalledError(
+      'DomainStateUnsupported',
+      `${ctx.vm} is ${dom.state}; vmplace moves running or shut-off VMs`,
+    );
   }
 
   const disks: DiskMove[] = [];
@@ -75,12 +79,18 @@ const preflight: Step = async (ctx, deps) => {
       );
     const info = await src.imageInfo(d.path, { forceShare: true });
     if (info.chainLength > 1 || info.backingFile)
-      throw new StalledError('DiskHasBackingChain', `${d.path} has a backing file ${info.backingFile ?? ''}`.trim());
+      throw new StalledError(
+        'DiskHasBackingChain',
+        `${d.path} has a backing file ${info.backingFile ?? ''}`.trim(),
+      );
     const base = path.posix.basename(d.path);
     const dstPath = path.posix.join(m.toPath, base);
     if (dstPath === d.path) continue;
     if (await dst.fileExists(dstPath))
-      throw new StalledError('TargetFileExists', `${dstPath} already exists on ${ctx.toHost}; vmplace never overwrites it`);
+      throw new StalledError(
+        'TargetFileExists',
+        `${dstPath} already exists on ${ctx.toHost}; vmplace never overwrites it`,
+      );
     disks.push({
       target: m.target,
       format: info.format || d.format || 'raw',
@@ -88,16 +98,21 @@ const preflight: Step = async (ctx, deps) => {
       toStorage: m.toStorage,
       srcPath: d.path,
       dstPath,
-      srcOverlay: path.posix.join(path.posix.dirname(d.path), ownFileName(ctx.vm, ctx.id, `${m.target}.overlay`)),
+      srcOverlay: path.posix.join(
+        path.posix.dirname(d.path),
+        ownFileName(ctx.vm, ctx.id, `${m.target}.overlay`),
+      ),
       dstOverlay: path.posix.join(m.toPath, ownFileName(ctx.vm, ctx.id, `${m.target}.overlay`)),
       virtualBytes: info.virtualBytes,
       allocatedBytes: info.allocatedBytes,
     });
   }
-  if (disks.length === 0) throw new StalledError('NothingToMove', `${ctx.vm}'s disks are already where they should be`);
+  if (disks.length === 0)
+    throw new StalledError('NothingToMove', `${ctx.vm}'s disks are already where they should be`);
 
   const firstTo = ctx.moves[0]!.toPath;
-  const stateFile = effective === 'quick' ? path.posix.join(firstTo, ownFileName(ctx.vm, ctx.id, 'state')) : undefined;
+  const stateFile =
+    effective === 'quick' ? path.posix.join(firstTo, ownFileName(ctx.vm, ctx.id, 'state')) : undefined;
 
   // Space: the target holds every moved base and overlay (estimated by the headroom ratio)
   // and the memory state, plus the margin; the source holds the overlays.
@@ -189,17 +204,26 @@ const copyBase: Step = async (ctx, deps) => {
   const disks: DiskMove[] = [];
   let done = 0;
   for (const d of ctx.disks) {
-    if (d.baseChecksum && (await dst.fileExists(d.dstPath)) && (await dst.checksum(d.dstPath)) === d.baseChecksum) {
+    if (
+      d.baseChecksum &&
+      (await dst.fileExists(d.dstPath)) &&
+      (await dst.checksum(d.dstPath)) === d.baseChecksum
+    ) {
       done += d.allocatedBytes;
       disks.push(d);
       continue;
     }
     const before = done;
-    await src.copyFile(d.srcPath, d.dstPath, (n) => deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal));
+    await src.copyFile(d.srcPath, d.dstPath, (n) =>
+      deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal),
+    );
     const [a, b] = await Promise.all([src.checksum(d.srcPath), dst.checksum(d.dstPath)]);
     if (a !== b) {
       await dst.removeFile(d.dstPath);
-      throw new VmplaceError('ChecksumMismatch', `copy of ${d.srcPath} to ${d.dstPath} differs (sha256 ${a} != ${b})`);
+      throw new VmplaceError(
+        'ChecksumMismatch',
+        `copy of ${d.srcPath} to ${d.dstPath} differs (sha256 ${a} != ${b})`,
+      );
     }
     done += d.allocatedBytes;
     deps.onProgress?.(ctx, done, ctx.bytesTotal);
@@ -233,7 +257,8 @@ const saveVm: Step = async (ctx, deps) => {
   if (dom.state === 'shutoff' && (await drv.fileExists(stateFile))) {
     return { pausedAt: ctx.pausedAt ?? now() };
   }
-  if (dom.state !== 'running') throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
+  if (dom.state !== 'running')
+    throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
   await drv.removeFile(stateFile); // a partial file from an interrupted save
   const pausedAt = now();
   await drv.save(ctx.vm, stateFile);
@@ -251,7 +276,8 @@ const copyDelta: Step = async (ctx, deps) => {
     if (a !== b) {
       await src.copyFile(d.srcOverlay, d.dstOverlay);
       const c = await dst.checksum(d.dstOverlay);
-      if (a !== c) throw new VmplaceError('ChecksumMismatch', `copy of ${d.srcOverlay} to ${d.dstOverlay} differs`);
+      if (a !== c)
+        throw new VmplaceError('ChecksumMismatch', `copy of ${d.srcOverlay} to ${d.dstOverlay} differs`);
     }
     await dst.rebaseUnsafe(d.dstOverlay, d.dstPath, d.format);
   }
@@ -292,7 +318,10 @@ const mergeOverlays: Step = async (ctx, deps) => {
     const disk = diskOf(dom, d.target);
     if (disk?.path === d.dstPath && !disk.hasBackingStore) continue;
     if (disk?.path !== d.dstOverlay)
-      throw new VmplaceError('UnexpectedDiskSource', `${ctx.vm} disk ${d.target} is ${disk?.path}, expected ${d.dstOverlay}`);
+      throw new VmplaceError(
+        'UnexpectedDiskSource',
+        `${ctx.vm} disk ${d.target} is ${disk?.path}, expected ${d.dstOverlay}`,
+      );
     await drv.blockCommit(ctx.vm, d.target, { overlay: d.dstOverlay });
   }
   return {};
@@ -302,17 +331,23 @@ const verifyTarget: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.toHost);
   const dom = await mustGetDomain(drv, ctx);
   if (ctx.effectiveStrategy === 'cold') {
-    if (dom.state !== 'shutoff') throw new VmplaceError('DomainStarted', `${ctx.vm} was started during a cold move`);
+    if (dom.state !== 'shutoff')
+      throw new VmplaceError('DomainStarted', `${ctx.vm} was started during a cold move`);
     for (const d of ctx.disks) {
       const sum = await drv.checksum(d.dstPath);
-      if (sum !== d.baseChecksum) throw new VmplaceError('ChecksumMismatch', `${d.dstPath} changed after its copy`);
+      if (sum !== d.baseChecksum)
+        throw new VmplaceError('ChecksumMismatch', `${d.dstPath} changed after its copy`);
     }
   } else {
-    if (dom.state !== 'running') throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state} on the target`);
+    if (dom.state !== 'running')
+      throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state} on the target`);
     for (const d of ctx.disks) {
       const disk = diskOf(dom, d.target);
       if (disk?.path !== d.dstPath || disk.hasBackingStore)
-        throw new VmplaceError('VerifyFailed', `${ctx.vm} disk ${d.target} runs from ${disk?.path}, expected ${d.dstPath}`);
+        throw new VmplaceError(
+          'VerifyFailed',
+          `${ctx.vm} disk ${d.target} runs from ${disk?.path}, expected ${d.dstPath}`,
+        );
     }
   }
   for (const d of ctx.disks) {
@@ -335,10 +370,14 @@ const finalizeDefinition: Step = async (ctx, deps) => {
   const inactive = await drv.dumpXml(ctx.vm, { inactive: true });
   if (!named(inactive)) {
     // Running: the live definition already names the target; shut off: rewrite the inactive one.
-    const xml = ctx.effectiveStrategy === 'cold' ? deps.rewriteDiskPaths(inactive, want) : await drv.dumpXml(ctx.vm);
+    const xml =
+      ctx.effectiveStrategy === 'cold' ? deps.rewriteDiskPaths(inactive, want) : await drv.dumpXml(ctx.vm);
     await drv.define(xml);
     if (!named(await drv.dumpXml(ctx.vm, { inactive: true })))
-      throw new VmplaceError('DefineFailed', `the persistent definition of ${ctx.vm} does not name the new paths`);
+      throw new VmplaceError(
+        'DefineFailed',
+        `the persistent definition of ${ctx.vm} does not name the new paths`,
+      );
   }
   return { committed: true };
 };
@@ -350,9 +389,11 @@ const cleanUpSource: Step = async (ctx, deps) => {
   const inUse = new Set<string>();
   const dom = await mustGetDomain(dst, ctx);
   for (const d of dom.disks) if (d.path) inUse.add(d.path);
-  for (const p of Object.values(deps.diskPathsOf(await dst.dumpXml(ctx.vm, { inactive: true })))) if (p) inUse.add(p);
+  for (const p of Object.values(deps.diskPathsOf(await dst.dumpXml(ctx.vm, { inactive: true }))))
+    if (p) inUse.add(p);
   for (const d of ctx.disks) {
-    if (!inUse.has(d.dstPath)) throw new VmplaceError('VerifyFailed', `${ctx.vm} does not use ${d.dstPath}; source kept`);
+    if (!inUse.has(d.dstPath))
+      throw new VmplaceError('VerifyFailed', `${ctx.vm} does not use ${d.dstPath}; source kept`);
     for (const p of [d.srcPath, d.srcOverlay]) {
       if (inUse.has(p)) throw new VmplaceError('SourceStillInUse', `${p} is still in use by ${ctx.vm}`);
       await src.removeFile(p);
@@ -394,13 +435,17 @@ const rollBack: Step = async (ctx, deps) => {
         const disk = diskOf(dom, d.target);
         if (disk?.path === d.srcOverlay) await src.blockCommit(ctx.vm, d.target, { overlay: d.srcOverlay });
         else if (disk?.path === d.dstOverlay || disk?.path === d.dstPath)
-          throw new StalledError('RollbackImpossible', `${ctx.vm} already runs from the target; it cannot go back`);
+          throw new StalledError(
+            'RollbackImpossible',
+            `${ctx.vm} already runs from the target; it cannot go back`,
+          );
       }
     } else {
       // Shut off with overlays in its definition (e.g. it stopped after the snapshot): merge offline.
       const paths = deps.diskPathsOf(await src.dumpXml(ctx.vm, { inactive: true }));
       for (const d of ctx.disks) {
-        if (paths[d.target] === d.srcOverlay && (await src.fileExists(d.srcOverlay))) await src.commitOffline(d.srcOverlay);
+        if (paths[d.target] === d.srcOverlay && (await src.fileExists(d.srcOverlay)))
+          await src.commitOffline(d.srcOverlay);
       }
     }
     const inactive = await src.dumpXml(ctx.vm, { inactive: true });
@@ -410,7 +455,8 @@ const rollBack: Step = async (ctx, deps) => {
         deps.rewriteDiskPaths(inactive, Object.fromEntries(ctx.disks.map((d) => [d.target, d.srcPath]))),
       );
     }
-    if (dom.state === 'shutoff' && ctx.wasRunning && ctx.effectiveStrategy !== 'cold') await src.start(ctx.vm);
+    if (dom.state === 'shutoff' && ctx.wasRunning && ctx.effectiveStrategy !== 'cold')
+      await src.start(ctx.vm);
   }
   // Our own files only: the target copies, overlays and the state file. The VM is safe on
   // the source by now, so a target that refuses deletion (read-only, gone) leaves leftovers
@@ -434,7 +480,12 @@ const rollBack: Step = async (ctx, deps) => {
   }
   if (ctx.stateFile) await remove(dst, ctx.stateFile);
   if (leftovers.length && ctx.lastError) {
-    return { lastError: { ...ctx.lastError, message: `${ctx.lastError.message} (left behind: ${leftovers.join(', ')})` } };
+    return {
+      lastError: {
+        ...ctx.lastError,
+        message: `${ctx.lastError.message} (left behind: ${leftovers.join(', ')})`,
+      },
+    };
   }
   return {};
 };

@@ -78,13 +78,19 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
 
   // Status written while migrations run reflects the latest observation plus their progress.
   let observation: Observation = await observe(deps.desired, deps.driverFor, now);
-  let plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, { revision: deps.revision });
+  let plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, {
+    revision: deps.revision,
+  });
   const writeAll = async (): Promise<VirtualMachineStatus[]> => {
     const statuses = composeAll(deps, observation, plan, views, now(), new Set(results.keys()));
     await deps.writeStatus(statuses, observation.hosts);
     return statuses;
   };
-  const run = async (start: Parameters<typeof runMigration>[0], vm: string, id: string): Promise<RunResult> => {
+  const run = async (
+    start: Parameters<typeof runMigration>[0],
+    vm: string,
+    id: string,
+  ): Promise<RunResult> => {
     const vlog = log.child({ vm, migration: id });
     const actors = createStepActors({ ...stepDeps, logger: vlog });
     const res = await runMigration(start, {
@@ -122,7 +128,9 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
   }
 
   // 2. Plan against what is there now.
-  plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, { revision: deps.revision });
+  plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, {
+    revision: deps.revision,
+  });
   for (const [host, why] of observation.unreachable) log.error({ host, reason: why.reason }, why.message);
   await writeAll();
   const runnable = plan.migrations.filter((m) => !m.blocked);
@@ -148,7 +156,9 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
 
   // 4. Observe again and write the final status.
   observation = await observe(deps.desired, deps.driverFor, now);
-  plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, { revision: deps.revision });
+  plan = planMigrations(deps.desired, toActual(observation, deps.previous), policy, {
+    revision: deps.revision,
+  });
   return finish(true);
 
   async function finish(_ran: boolean): Promise<ApplyResult> {
@@ -176,7 +186,12 @@ export function migrationInput(
     moves: m.disks.map((d) => {
       const loc = topo.resolve(m.to.host, d.to);
       if (!loc) throw new Error(`storage ${d.to} is not known on host ${m.to.host}`);
-      return { target: d.target, fromStorage: d.from, toStorage: d.to, toPath: path.posix.normalize(loc.path) };
+      return {
+        target: d.target,
+        fromStorage: d.from,
+        toStorage: d.to,
+        toPath: path.posix.normalize(loc.path),
+      };
     }),
     targetMarginBytes: policy.targetMarginBytes,
     sourceHeadroomRatio: policy.sourceHeadroomRatio,
@@ -199,7 +214,8 @@ function toActual(obs: Observation, previous: ActualState): ActualState {
   }
   // a host that could not be observed keeps its last known status
   const hosts = new Map(obs.hosts);
-  for (const [name, h] of previous.hosts) if (!hosts.has(name) && obs.unreachable.has(name)) hosts.set(name, h);
+  for (const [name, h] of previous.hosts)
+    if (!hosts.has(name) && obs.unreachable.has(name)) hosts.set(name, h);
   return { vms, hosts };
 }
 

@@ -69,33 +69,68 @@ export function composeVmStatus(input: ComposeInput): VirtualMachineStatus {
 
   if (!observed?.placement) {
     phase = 'Unknown';
-    placed = { type: 'Placed', status: 'Unknown', reason: 'DomainNotFound', message: `no declared host has a domain ${name}` };
+    placed = {
+      type: 'Placed',
+      status: 'Unknown',
+      reason: 'DomainNotFound',
+      message: `no declared host has a domain ${name}`,
+    };
   } else if (inFlight) {
     phase = 'Migrating';
-    placed = { type: 'Placed', status: 'False', reason: 'Migrating', message: `migration ${migration!.context.id} is at ${step}` };
+    placed = {
+      type: 'Placed',
+      status: 'False',
+      reason: 'Migrating',
+      message: `migration ${migration!.context.id} is at ${step}`,
+    };
   } else if (atDesired) {
     phase = 'Placed';
-    placed = { type: 'Placed', status: 'True', reason: 'AtDesiredPlacement', message: 'every disk is where the manifest says' };
+    placed = {
+      type: 'Placed',
+      status: 'True',
+      reason: 'AtDesiredPlacement',
+      message: 'every disk is where the manifest says',
+    };
   } else if (vm.spec.suspend) {
     phase = 'Pending';
-    placed = { type: 'Placed', status: 'False', reason: 'Suspended', message: 'spec.suspend is true; vmplace does not move it' };
+    placed = {
+      type: 'Placed',
+      status: 'False',
+      reason: 'Suspended',
+      message: 'spec.suspend is true; vmplace does not move it',
+    };
   } else if (input.migrationThisPass && (step === 'RolledBack' || step === 'Failed')) {
     phase = 'Failed';
     placed = failedCondition(migration!);
   } else if (planned?.blocked) {
     const f = planned.findings.find((x) => x.severity === 'error');
     phase = 'Blocked';
-    placed = { type: 'Placed', status: 'False', reason: f?.reason ?? 'Blocked', message: f?.message ?? 'blocked' };
+    placed = {
+      type: 'Placed',
+      status: 'False',
+      reason: f?.reason ?? 'Blocked',
+      message: f?.message ?? 'blocked',
+    };
   } else if (step === 'Blocked') {
     phase = 'Blocked';
     const e = migration!.context.lastError;
-    placed = { type: 'Placed', status: 'False', reason: e?.reason ?? 'Blocked', message: e?.message ?? 'blocked' };
+    placed = {
+      type: 'Placed',
+      status: 'False',
+      reason: e?.reason ?? 'Blocked',
+      message: e?.message ?? 'blocked',
+    };
   } else if (step === 'RolledBack' || step === 'Failed') {
     phase = 'Failed';
     placed = failedCondition(migration!);
   } else {
     phase = 'Pending';
-    placed = { type: 'Placed', status: 'False', reason: 'MigrationPlanned', message: 'a migration is planned' };
+    placed = {
+      type: 'Placed',
+      status: 'False',
+      reason: 'MigrationPlanned',
+      message: 'a migration is planned',
+    };
   }
 
   const prevPlaced = input.previous?.conditions.find((c) => c.type === 'Placed');

@@ -73,7 +73,11 @@ async function expectNothingLost(f: Fleet, dir: string): Promise<void> {
   // let the guest write on for a moment where it now runs, then stop it so the images are quiescent
   const before = await ackedSequences(f.serialLog);
   for (const d of f.disks) {
-    await waitForAcks(f.serialLog, { disk: d.target, atLeast: (before.get(d.target) ?? 0) + 3, timeoutMs: 30_000 });
+    await waitForAcks(f.serialLog, {
+      disk: d.target,
+      atLeast: (before.get(d.target) ?? 0) + 3,
+      timeoutMs: 30_000,
+    });
   }
   await virsh(['destroy', f.vm]);
   const acked = await ackedSequences(f.serialLog);
@@ -135,7 +139,9 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     for (let i = 0; i < 3000 && !filled; i++) {
       if ((await persistedStep(f)) === 'CopyingBase') {
         await labRun('fallocate', ['-l', String(1590 * 1024 * 1024), path.join(mnt, 'ballast')]).catch(() =>
-          labRun('dd', ['if=/dev/zero', `of=${path.join(mnt, 'ballast')}`, 'bs=1M', 'count=1590']).catch(() => undefined),
+          labRun('dd', ['if=/dev/zero', `of=${path.join(mnt, 'ballast')}`, 'bs=1M', 'count=1590']).catch(
+            () => undefined,
+          ),
         );
         filled = true;
       } else await new Promise((r) => setTimeout(r, 10));

@@ -69,14 +69,23 @@ export async function makeFleet(
   };
   await fs.mkdir(f.storage.a, { recursive: true });
   await fs.mkdir(f.storage.b, { recursive: true });
-  f.disks = ['vda', 'vdb'].map((target) => ({ target, path: path.join(f.storage.a, `${name}-${target}.qcow2`) }));
+  f.disks = ['vda', 'vdb'].map((target) => ({
+    target,
+    path: path.join(f.storage.a, `${name}-${target}.qcow2`),
+  }));
   for (const d of f.disks) {
     // the guest's records use the first 16 MiB; host-written fill goes from 32 MiB on
     await createDisk(d.path, opts.diskBytes ?? 48 * 1024 * 1024 + (opts.fillBytes ?? 0));
     if (opts.fillBytes) await fillImage(d.path, opts.fillBytes);
   }
   await writeManifests(f, 'a');
-  await defineGuestVm({ name, disks: f.disks, serialLog: f.serialLog, memoryMiB: 128, rateHz: opts.rateHz ?? 20 });
+  await defineGuestVm({
+    name,
+    disks: f.disks,
+    serialLog: f.serialLog,
+    memoryMiB: 128,
+    rateHz: opts.rateHz ?? 20,
+  });
   return f;
 }
 
@@ -84,13 +93,22 @@ export async function makeFleet(
 async function fillImage(image: string, bytes: number): Promise<void> {
   const offset = 32 * 1024 * 1024;
   const res = await run('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x5a ${offset} ${bytes}`, image]);
-  if (res.code !== 0 || /error|fail/i.test(res.stdout + res.stderr)) throw new Error(`qemu-io fill of ${image}: ${res.stdout}${res.stderr}`);
+  if (res.code !== 0 || /error|fail/i.test(res.stdout + res.stderr))
+    throw new Error(`qemu-io fill of ${image}: ${res.stdout}${res.stderr}`);
 }
 
-export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function run(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(cmd, args, { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      const code = err
+        ? typeof (err as { code?: unknown }).code === 'number'
+          ? (err as { code: number }).code
+          : 1
+        : 0;
       resolve({ code, stdout, stderr });
     });
   });
@@ -98,15 +116,28 @@ export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): P
 
 /** Run the real CLI: `vmplace apply REPO --yes --state-dir DIR --log-format json`. */
 export function applyCli(f: Fleet): Promise<{ code: number; stdout: string; stderr: string }> {
-  return run(process.execPath, [VMPLACE_BIN, 'apply', f.repo, '--yes', '--state-dir', f.stateDir, '--log-format', 'json']);
+  return run(process.execPath, [
+    VMPLACE_BIN,
+    'apply',
+    f.repo,
+    '--yes',
+    '--state-dir',
+    f.stateDir,
+    '--log-format',
+    'json',
+  ]);
 }
 
 /** Start the CLI in its own process group, so that a test can kill it and its children at once. */
 export function spawnApply(f: Fleet): ChildProcess {
-  return spawn(process.execPath, [VMPLACE_BIN, 'apply', f.repo, '--yes', '--state-dir', f.stateDir, '--log-format', 'json'], {
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  return spawn(
+    process.execPath,
+    [VMPLACE_BIN, 'apply', f.repo, '--yes', '--state-dir', f.stateDir, '--log-format', 'json'],
+    {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
 }
 
 /** The step of the migration in flight, as persisted in the state dir. */
@@ -126,7 +157,9 @@ export async function persistedStep(f: Fleet): Promise<string | undefined> {
 }
 
 export async function readVmStatus(f: Fleet): Promise<VirtualMachineStatus> {
-  return parse(await fs.readFile(path.join(f.repo, 'status', 'vms', `${f.vm}.yaml`), 'utf8')) as VirtualMachineStatus;
+  return parse(
+    await fs.readFile(path.join(f.repo, 'status', 'vms', `${f.vm}.yaml`), 'utf8'),
+  ) as VirtualMachineStatus;
 }
 
 export async function exists(p: string): Promise<boolean> {

@@ -39,7 +39,9 @@ export class LabCommandError extends Error {
     readonly stdout: string,
     readonly stderr: string,
   ) {
-    super(`${command} ${args.join(' ')} failed (exit ${String(exitCode)}): ${stderr.trim() || stdout.trim()}`);
+    super(
+      `${command} ${args.join(' ')} failed (exit ${String(exitCode)}): ${stderr.trim() || stdout.trim()}`,
+    );
     this.name = 'LabCommandError';
   }
 }
@@ -151,7 +153,11 @@ export function buildGuest(outDir: string = GUEST_CACHE_DIR): Promise<GuestImage
 export type DiskFormat = 'qcow2' | 'raw';
 
 /** Create a disk image with `qemu-img create` (parent directory is created). */
-export async function createDisk(file: string, sizeBytes: number, format: DiskFormat = 'qcow2'): Promise<void> {
+export async function createDisk(
+  file: string,
+  sizeBytes: number,
+  format: DiskFormat = 'qcow2',
+): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   await run('qemu-img', ['create', '-q', '-f', format, file, String(sizeBytes)]);
 }

@@ -164,12 +164,19 @@ describe('migration machine', () => {
     await atCopy;
     // wait for the persist of the CopyingBase transition
     let records = (await store.listActive()).records;
-    for (let i = 0; i < 50 && !String(JSON.stringify(records[0]?.snapshot ?? null)).includes('CopyingBase'); i++) {
+    for (
+      let i = 0;
+      i < 50 && !String(JSON.stringify(records[0]?.snapshot ?? null)).includes('CopyingBase');
+      i++
+    ) {
       await new Promise((r) => setTimeout(r, 10));
       records = (await store.listActive()).records;
     }
     expect(records).toHaveLength(1);
-    const persisted = JSON.parse(JSON.stringify(records[0]!.snapshot)) as { value: string; context: MigrationContext };
+    const persisted = JSON.parse(JSON.stringify(records[0]!.snapshot)) as {
+      value: string;
+      context: MigrationContext;
+    };
     expect(persisted.value).toBe('CopyingBase');
     expect(persisted.context.memoryBytes).toBe(42);
 
