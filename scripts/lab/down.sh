@@ -2,20 +2,45 @@
 # Stop the daemons that scripts/lab/up.sh started (and only those), idempotently.
 # Running domains are left alone: their QEMU processes keep running and libvirtd reconnects
 # to them on the next up.sh. Pass --destroy-domains to destroy all running domains first.
+# Leases (see up.sh): drops the caller's lease ($VMPLACE_LAB_OWNER_PID or the parent process)
+# and leaves the daemons running while another live process holds one; --force ignores leases.
 set -euo pipefail
+FORCE=0; DESTROY=0
+for a in "$@"; do
+  case "$a" in
+    --force) FORCE=1 ;;
+    --destroy-domains) DESTROY=1 ;;
+    *) echo "usage: down.sh [--force] [--destroy-domains]" >&2; exit 2 ;;
+  esac
+done
 
 URI=qemu:///system
 STATE_DIR=${VMPLACE_LAB_STATE_DIR:-/run/vmplace-lab}
 log() { printf 'lab/down: %s\n' "$*" >&2; }
 
-if [ "${1:-}" = "--destroy-domains" ] && timeout 5 virsh -c "$URI" version >/dev/null 2>&1 </dev/null; then
+proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+
+owner=${VMPLACE_LAB_OWNER_PID:-$PPID}
+rm -f "$STATE_DIR/leases/$owner"
+if [ "$FORCE" = 0 ] && [ -d "$STATE_DIR/leases" ]; then
+  holders=()
+  for f in "$STATE_DIR"/leases/*; do
+    [ -e "$f" ] || continue
+    p=$(basename "$f")
+    if [ "$(proc_start "$p")" = "$(cat "$f")" ]; then holders+=("$p"); else rm -f "$f"; fi
+  done
+  if [ ${#holders[@]} -gt 0 ]; then
+    log "leaving libvirt running: still leased by pid ${holders[*]} (use --force to stop anyway)"
+    exit 0
+  fi
+fi
+
+if [ "$DESTROY" = 1 ] && timeout 5 virsh -c "$URI" version >/dev/null 2>&1 </dev/null; then
   for d in $(virsh -c "$URI" list --name </dev/null); do
     log "destroying running domain $d"
     virsh -c "$URI" destroy "$d" >/dev/null </dev/null || true
   done
 fi
-
-proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 
 stop() {
   local name=$1 pidf="$STATE_DIR/$1.pid" startf="$STATE_DIR/$1.start" pid

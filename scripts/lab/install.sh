@@ -11,7 +11,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   openssh-server rsync tini busybox-static linux-image-amd64 cpio iproute2 xz-utils zstd
 )
-QEMU_CONF=/etc/libvirt/qemu.conf
+QEMU_CONF=${VMPLACE_LAB_QEMU_CONF:-/etc/libvirt/qemu.conf}
 BEGIN_MARK='# BEGIN vmplace-lab (managed by scripts/lab/install.sh)'
 END_MARK='# END vmplace-lab'
 MANAGED_KEYS=(user group security_driver dynamic_ownership)

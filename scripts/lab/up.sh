@@ -9,6 +9,11 @@
 #
 # What this script starts is recorded in $VMPLACE_LAB_STATE_DIR (default /run/vmplace-lab) as
 # NAME.pid / NAME.start (pid and kernel start time); down.sh stops only those.
+#
+# Leases: every up.sh leaves a lease for its caller (the parent process, or
+# $VMPLACE_LAB_OWNER_PID) in $STATE_DIR/leases/. down.sh drops its caller's lease and stops the
+# daemons only when no lease of a still-running process remains, so parallel test runs on one
+# machine do not pull libvirt from under each other. down.sh --force ignores leases.
 # Safe with no TTY and no stdin (CI): daemons get /dev/null as stdin and log to files.
 set -euo pipefail
 
@@ -24,8 +29,15 @@ now_ms() { date +%s%3N; }
 t0=$(now_ms)
 
 virsh_ok() { timeout 5 virsh -c "$URI" version >/dev/null 2>&1 </dev/null; }
+proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+
+take_lease() {
+  local owner=${VMPLACE_LAB_OWNER_PID:-$PPID}
+  mkdir -p "$STATE_DIR/leases" 2>/dev/null && proc_start "$owner" >"$STATE_DIR/leases/$owner" 2>/dev/null || true
+}
 
 if virsh_ok; then
+  take_lease
   log "libvirt already answers on $URI; nothing started ($(( $(now_ms) - t0 )) ms)"
   exit 0
 fi
@@ -42,11 +54,10 @@ mkdir -p "$STATE_DIR" "$LOG_DIR" /var/run/libvirt /var/log/libvirt/qemu /var/lib
 exec 9>"$STATE_DIR/lock"
 flock -w "$TIMEOUT_S" 9 || die "another up.sh holds $STATE_DIR/lock"
 if virsh_ok; then
+  take_lease
   log "libvirt came up meanwhile on $URI; nothing started ($(( $(now_ms) - t0 )) ms)"
   exit 0
 fi
-
-proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 
 # alive NAME: the process recorded under NAME is still the one we started
 alive() {
@@ -97,4 +108,5 @@ until virsh_ok && timeout 5 virsh -c "$URI" list >/dev/null 2>&1 </dev/null; do
   fi
   sleep 0.1
 done
+take_lease
 log "libvirt answers on $URI; startup took $(( $(now_ms) - t0 )) ms"

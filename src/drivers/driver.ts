@@ -19,6 +19,8 @@ export interface DomainDisk {
   device: string;
   /** source file path for type=file, undefined otherwise */
   path?: string;
+  /** source device path for type=block (a passthrough LUN or a host block device) */
+  sourceDev?: string;
   /** driver format: qcow2 | raw | ... */
   format?: string;
   readonly: boolean;

@@ -76,8 +76,13 @@ export async function observe(
           if (!dom) continue;
           const disks: DiskPlacement[] = [];
           for (const d of dom.disks) {
-            if (d.device !== 'disk') continue; // cdroms and floppies are media, not the VM's storage
-            const path = d.path ?? '';
+            // cdroms and floppies are media, not the VM's storage
+            if (d.device !== 'disk' && d.device !== 'lun') continue;
+            // A block device (or LUN) is recorded by its device path, outside every storage
+            // location: a plan that wants it elsewhere meets the DiskNotFile pre-flight finding.
+            // Network disks have no path on the host and are not placed anywhere.
+            const path = d.type === 'file' ? (d.path ?? '') : d.type === 'block' ? (d.sourceDev ?? '') : '';
+            if (!path.startsWith('/')) continue;
             const placed: DiskPlacement = {
               target: d.target,
               path,

@@ -237,6 +237,7 @@ function composeAll(
         observed: obs.vms.get(name),
         migration: views.get(name),
         migrationThisPass: thisPass.has(name),
+        allHostsObserved: obs.unreachable.size === 0,
         planned: planned.get(name),
         atDesired: unchanged.has(name),
         previous: deps.previous.vms.get(name),

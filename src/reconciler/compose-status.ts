@@ -29,6 +29,8 @@ export interface ComposeInput {
   /** true when the VM's actual placement matches its desired placement */
   atDesired: boolean;
   previous?: VirtualMachineStatus;
+  /** every declared host was observed: a VM found on none of them is known to be absent */
+  allHostsObserved?: boolean;
   revision?: string;
   now: Date;
 }
@@ -67,13 +69,22 @@ export function composeVmStatus(input: ComposeInput): VirtualMachineStatus {
   const step = migration?.step;
   const inFlight = step !== undefined && !['Completed', 'RolledBack', 'Blocked', 'Failed'].includes(step);
 
-  if (!observed?.placement) {
+  if (!observed?.placement && input.allHostsObserved) {
+    // known to be absent: a human has to define it (or fix the manifest's name)
+    phase = 'Blocked';
+    placed = {
+      type: 'Placed',
+      status: 'False',
+      reason: 'DomainNotFound',
+      message: `no declared host has a domain ${name}`,
+    };
+  } else if (!observed?.placement) {
     phase = 'Unknown';
     placed = {
       type: 'Placed',
       status: 'Unknown',
-      reason: 'DomainNotFound',
-      message: `no declared host has a domain ${name}`,
+      reason: 'HostUnreachable',
+      message: `${name} was not found, and not every host could be observed`,
     };
   } else if (inFlight) {
     phase = 'Migrating';

@@ -101,14 +101,20 @@ export async function virshOk(): Promise<boolean> {
 let labUp: Promise<string> | undefined;
 
 /**
- * Make sure the lab's libvirt is running: when `virsh` does not answer, run
- * scripts/lab/install.sh and scripts/lab/up.sh (both idempotent). Returns the connection URI.
+ * Make sure the lab's libvirt is running and return its connection URI. Always runs
+ * scripts/lab/up.sh, which is idempotent and cheap when libvirt already answers, so this
+ * process holds a lease and a parallel `down.sh` leaves libvirt up until this process exits;
+ * when libvirt does not answer, scripts/lab/install.sh runs first (needs root).
  */
 export function ensureLab(): Promise<string> {
   labUp ??= (async () => {
-    if (await virshOk()) return LAB_URI;
+    const up = () => run('bash', [path.join(LAB_SCRIPTS_DIR, 'up.sh')], { timeoutMs: 60_000 });
+    if (await virshOk()) {
+      await up().catch(() => undefined); // only the lease is at stake here
+      return LAB_URI;
+    }
     await run('bash', [path.join(LAB_SCRIPTS_DIR, 'install.sh')], { timeoutMs: 600_000 });
-    await run('bash', [path.join(LAB_SCRIPTS_DIR, 'up.sh')], { timeoutMs: 60_000 });
+    await up();
     if (!(await virshOk())) throw new Error(`libvirt does not answer on ${LAB_URI} after scripts/lab/up.sh`);
     return LAB_URI;
   })().catch((err: unknown) => {
