@@ -126,7 +126,7 @@ export interface HypervisorDriver {
   destroy(domain: string): Promise<void>;
 
   // ---- files (inside declared storage or the state dir only)
-  copyFile(src: string, dst: string, onProgress?: ProgressFn): Promise<void>;
+  copyFile(src: string, dst: string, onProgress?: ProgressFn, opts?: { bwlimitKiBps?: number }): Promise<void>;
   /** sha256 of a file's contents, hex */
   checksum(path: string): Promise<string>;
   removeFile(path: string): Promise<void>;

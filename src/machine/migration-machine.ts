@@ -98,6 +98,12 @@ export const migrationMachine = setup({
         attempts: context.attempts + 1,
       };
     }),
+    recordCancel: assign(({ event }) => ({
+      lastError: {
+        reason: 'Cancelled',
+        message: String((event as { reason?: unknown }).reason ?? 'the desired placement changed before the VM was paused'),
+      },
+    })),
     recordBlocked: assign(({ event }) => {
       const info = errorInfo((event as { error?: unknown }).error);
       return { lastError: { reason: info.reason, message: info.message }, blockedReason: info.reason };
@@ -118,6 +124,7 @@ export const migrationMachine = setup({
   initial: 'Preflight',
   states: {
     Preflight: {
+      on: { CANCEL: { target: 'RollingBack', actions: 'recordCancel' } },
       invoke: {
         src: 'preflight',
         input: ({ context }) => context,
@@ -138,8 +145,13 @@ export const migrationMachine = setup({
         ],
       },
     },
-    Snapshotting: forwardStep('snapshotDisks', 'CopyingBase', 'Snapshotting'),
+    Snapshotting: {
+      ...forwardStep('snapshotDisks', 'CopyingBase', 'Snapshotting'),
+      on: { CANCEL: { target: 'RollingBack', actions: 'recordCancel' } },
+    },
     CopyingBase: {
+      // a live mirror may already have pivoted a disk: then only forward
+      on: { CANCEL: { guard: ({ context }) => !context.committed, target: 'RollingBack', actions: 'recordCancel' } },
       invoke: {
         src: 'copyBase',
         input: ({ context }) => context,

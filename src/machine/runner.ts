@@ -10,6 +10,8 @@ export type StepActors = Record<StepActorName, ReturnType<typeof fromPromise<Ste
 export interface RunResult {
   step: string;
   context: MigrationContext;
+  /** true when the run stopped at a checkpoint for a shutdown (the migration is not finished) */
+  stopped?: boolean;
 }
 
 export interface RunOptions {
@@ -17,6 +19,21 @@ export interface RunOptions {
   store: MigrationStore;
   /** called after each transition, once the snapshot is persisted */
   onTransition?: (step: string, context: MigrationContext) => void | Promise<void>;
+  /** when true at a transition into a step where the VM runs, the run stops there (shutdown) */
+  shouldStop?: () => boolean;
+}
+
+/** Steps during which the VM is offline or half-moved: a shutdown waits until they are done. */
+export const MUST_FINISH_STEPS: ReadonlySet<string> = new Set(['CopyingDelta', 'Restoring', 'RollingBack']);
+
+export interface MigrationHandle {
+  readonly id: string;
+  readonly vm: string;
+  done: Promise<RunResult>;
+  /** roll back if the VM has not been paused yet; ignored otherwise */
+  cancel(reason: string): void;
+  step(): string;
+  context(): MigrationContext;
 }
 
 /**
@@ -25,10 +42,10 @@ export interface RunOptions {
  * persisted after every transition before `onTransition` sees it; the next transition's
  * persist waits for the previous one, so the file always holds the latest step.
  */
-export async function runMigration(
+export function startMigration(
   start: { input: MigrationInput; startedAt?: string } | { snapshot: unknown },
   opts: RunOptions,
-): Promise<RunResult> {
+): MigrationHandle {
   const machine = migrationMachine.provide({ actors: opts.actors });
   const actor =
     'snapshot' in start
@@ -44,9 +61,11 @@ export async function runMigration(
   let chain: Promise<void> = Promise.resolve();
   let lastValue: string | undefined;
   let failure: unknown;
+  let settled = false;
 
-  return await new Promise<RunResult>((resolve, reject) => {
+  const done = new Promise<RunResult>((resolve, reject) => {
     const persist = (): void => {
+      if (settled) return;
       const snap = actor.getSnapshot();
       const value = String(snap.value);
       const context = snap.context;
@@ -61,6 +80,7 @@ export async function runMigration(
         failure ??= err;
       });
       if (FINAL_STEPS.has(value)) {
+        settled = true;
         chain
           .then(() => opts.store.finish(context.vm, context.id))
           .then(() => {
@@ -68,14 +88,33 @@ export async function runMigration(
             if (failure) reject(failure);
             else resolve({ step: value, context });
           }, reject);
+      } else if (changed && opts.shouldStop?.() && !MUST_FINISH_STEPS.has(value)) {
+        // A checkpoint: the snapshot names this step, which runs again from its start on resume.
+        settled = true;
+        actor.stop();
+        chain.then(() => resolve({ step: value, context, stopped: true }), reject);
       }
     };
-    actor.subscribe({
-      next: persist,
-      error: (err) => reject(err),
-    });
+    actor.subscribe({ next: persist, error: (err) => reject(err) });
     actor.start();
     // A restored snapshot in a final state emits nothing new.
     if (lastValue === undefined) persist();
   });
+  const ctx0 = actor.getSnapshot().context;
+  return {
+    id: ctx0.id,
+    vm: ctx0.vm,
+    done,
+    cancel: (reason) => actor.send({ type: 'CANCEL', reason }),
+    step: () => String(actor.getSnapshot().value),
+    context: () => actor.getSnapshot().context,
+  };
+}
+
+/** Run one migration to a final state (or a shutdown checkpoint); see `startMigration`. */
+export async function runMigration(
+  start: { input: MigrationInput; startedAt?: string } | { snapshot: unknown },
+  opts: RunOptions,
+): Promise<RunResult> {
+  return startMigration(start, opts).done;
 }

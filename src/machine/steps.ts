@@ -21,6 +21,10 @@ export interface StepDeps {
   now?(): number;
   /** base of the retry backoff after a failed step, ms (default 1000) */
   retryBaseMs?: number;
+  /** true once a shutdown began: steps that can wait do not start (the runner checkpoints) */
+  stopping?(): boolean;
+  /** bandwidth limit for copies, KiB/s */
+  bwlimitKiBps?: number;
 }
 
 type Step = (ctx: MigrationContext, deps: StepDeps) => Promise<StepOutput>;
@@ -214,8 +218,11 @@ const copyBase: Step = async (ctx, deps) => {
       continue;
     }
     const before = done;
-    await src.copyFile(d.srcPath, d.dstPath, (n) =>
-      deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal),
+    await src.copyFile(
+      d.srcPath,
+      d.dstPath,
+      (n) => deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal),
+      { bwlimitKiBps: deps.bwlimitKiBps },
     );
     const [a, b] = await Promise.all([src.checksum(d.srcPath), dst.checksum(d.dstPath)]);
     if (a !== b) {
@@ -274,7 +281,7 @@ const copyDelta: Step = async (ctx, deps) => {
       dst.fileExists(d.dstOverlay).then((e) => (e ? dst.checksum(d.dstOverlay) : undefined)),
     ]);
     if (a !== b) {
-      await src.copyFile(d.srcOverlay, d.dstOverlay);
+      await src.copyFile(d.srcOverlay, d.dstOverlay, undefined, { bwlimitKiBps: deps.bwlimitKiBps });
       const c = await dst.checksum(d.dstOverlay);
       if (a !== c)
         throw new VmplaceError('ChecksumMismatch', `copy of ${d.srcOverlay} to ${d.dstOverlay} differs`);
@@ -496,6 +503,9 @@ async function mustGetDomain(drv: HypervisorDriver, ctx: MigrationContext): Prom
   return dom;
 }
 
+/** Steps that run even during a shutdown: the VM is offline or half-moved while they have not finished. */
+const MUST_FINISH_ACTORS: ReadonlySet<string> = new Set(['copyDelta', 'restoreVm', 'rollBack']);
+
 const STEPS: Record<StepActorName, Step> = {
   preflight,
   snapshotDisks,
@@ -521,6 +531,10 @@ export function createStepActors(deps: StepDeps): StepActors {
     Object.entries(STEPS).map(([name, step]) => [
       name,
       fromPromise<StepOutput, MigrationContext>(async ({ input }) => {
+        if (deps.stopping?.() && !MUST_FINISH_ACTORS.has(name)) {
+          // Shutting down: do not start work that can wait; the runner stops at this checkpoint.
+          return await new Promise<StepOutput>(() => undefined);
+        }
         if (input.attempts > 0) {
           const delay = Math.min(base * 2 ** (input.attempts - 1), 60_000) * (0.5 + Math.random() / 2);
           await new Promise((r) => setTimeout(r, delay));

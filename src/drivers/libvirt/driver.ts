@@ -551,9 +551,17 @@ export class LibvirtDriver implements HypervisorDriver {
   // ---------------------------------------------------------------- files
 
   /** `copyLocal` (sparse cp to DST.vmplace-part, sync, sha256 both, rename); see transfer/. */
-  async copyFile(src: string, dst: string, onProgress?: ProgressFn): Promise<void> {
+  async copyFile(
+    src: string,
+    dst: string,
+    onProgress?: ProgressFn,
+    opts: { bwlimitKiBps?: number } = {},
+  ): Promise<void> {
     await this.guard(dst);
-    await copyLocal(this.exec, src, dst, onProgress ? { onProgress } : {});
+    await copyLocal(this.exec, src, dst, {
+      ...(onProgress ? { onProgress } : {}),
+      ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
+    });
   }
 
   checksum(path: string): Promise<string> {

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fromPromise } from 'xstate';
 import { STEP_ACTORS, type StepActorName } from '../../../src/machine/migration-machine';
-import { runMigration, type StepActors } from '../../../src/machine/runner';
+import { runMigration, startMigration, type StepActors } from '../../../src/machine/runner';
 import { MigrationStore } from '../../../src/machine/store';
 import type { MigrationContext, MigrationInput, StepOutput } from '../../../src/machine/types';
 import { StalledError, VmplaceError } from '../../../src/errors';
@@ -188,5 +188,70 @@ describe('migration machine', () => {
     expect(second.calls).not.toContain('preflight');
     expect(second.calls).not.toContain('snapshotDisks');
     expect(res.context.memoryBytes).toBe(42);
+  });
+});
+
+describe('cancel and shutdown checkpoints', () => {
+  it('a CANCEL before the VM is paused rolls back', async () => {
+    let reached!: () => void;
+    const atCopy = new Promise<void>((r) => (reached = r));
+    let release!: (v: StepOutput) => void;
+    const { actors, calls } = standIns({
+      copyBase: () => {
+        reached();
+        return new Promise<StepOutput>((r) => (release = r));
+      },
+    });
+    const handle = startMigration({ input }, { actors, store });
+    await atCopy;
+    handle.cancel('desired placement changed');
+    release({});
+    const res = await handle.done;
+    expect(res.step).toBe('RolledBack');
+    expect(res.context.lastError?.reason).toBe('Cancelled');
+    expect(calls).not.toContain('saveVm');
+    expect(calls.at(-1)).toBe('rollBack');
+  });
+
+  it('a CANCEL after the VM was paused is ignored: the migration completes', async () => {
+    let reached!: () => void;
+    const atDelta = new Promise<void>((r) => (reached = r));
+    let release!: (v: StepOutput) => void;
+    const { actors } = standIns({
+      copyDelta: () => {
+        reached();
+        return new Promise<StepOutput>((r) => (release = r));
+      },
+    });
+    const handle = startMigration({ input }, { actors, store });
+    await atDelta;
+    handle.cancel('too late');
+    release({});
+    expect((await handle.done).step).toBe('Completed');
+  });
+
+  it('a shutdown stops at the next step where the VM runs, never while it is offline', async () => {
+    let stopping = false;
+    const { actors, calls } = standIns({
+      saveVm: async () => {
+        await new Promise((r) => setTimeout(r, 5));
+        stopping = true; // SIGTERM arrives while the VM is being saved
+        return { pausedAt: 1 };
+      },
+    });
+    const res = await startMigration({ input }, { actors, store, shouldStop: () => stopping }).done;
+    // CopyingDelta and Restoring must finish (the VM is offline); the run stops at Merging
+    expect(res.stopped).toBe(true);
+    expect(res.step).toBe('Merging');
+    expect(calls.slice(0, 6)).toEqual(['preflight', 'snapshotDisks', 'copyBase', 'saveVm', 'copyDelta', 'restoreVm']);
+    // (stand-ins do not check `stopping`; the real step wrapper does not start the next step)
+    expect(calls).not.toContain('verifyTarget');
+    const persisted = (await store.listActive()).records[0]!.snapshot as { value: string };
+    expect(persisted.value).toBe('Merging');
+    // a new process resumes from the checkpoint
+    const second = standIns();
+    const done = await runMigration({ snapshot: JSON.parse(JSON.stringify(persisted)) }, { actors: second.actors, store });
+    expect(done.step).toBe('Completed');
+    expect(second.calls[0]).toBe('mergeOverlays');
   });
 });
