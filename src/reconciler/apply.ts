@@ -199,7 +199,7 @@ export function migrationInput(
   };
 }
 
-function toActual(obs: Observation, previous: ActualState): ActualState {
+export function toActual(obs: Observation, previous: ActualState): ActualState {
   const vms = new Map<string, VirtualMachineStatus>();
   for (const [name, o] of obs.vms) {
     if (!o.placement) continue;
@@ -219,8 +219,8 @@ function toActual(obs: Observation, previous: ActualState): ActualState {
   return { vms, hosts };
 }
 
-function composeAll(
-  deps: ApplyDeps,
+export function composeAll(
+  deps: Pick<ApplyDeps, 'desired' | 'previous' | 'revision'>,
   obs: Observation,
   plan: Plan,
   views: Map<string, MigrationView>,

@@ -1,0 +1,256 @@
+/**
+ * The daemon's reconciler with a labelled fake: an in-memory hypervisor that answers the
+ * observation calls, and stand-in step actors that move a VM's disks in that memory when the
+ * test lets them. The real steps are proven on real libvirt in test/lab.
+ */
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pino from 'pino';
+import { fromPromise } from 'xstate';
+import type { DomainInfo, HypervisorDriver } from '../../../src/drivers/driver';
+import { STEP_ACTORS } from '../../../src/machine/migration-machine';
+import type { StepActors } from '../../../src/machine/runner';
+import { MigrationStore } from '../../../src/machine/store';
+import type { MigrationContext, StepOutput } from '../../../src/machine/types';
+import { Reconciler, stabiliseHosts } from '../../../src/reconciler/reconciler';
+import { defaultSettings, insideMaintenanceWindow, type Settings } from '../../../src/settings';
+import type { ActualState, HostStatus } from '../../../src/types';
+import { desiredState, host, vm } from '../planner/builders';
+
+const GiB = 1024 ** 3;
+
+/** FAKE hypervisor: domains with file disks in memory; only what observation asks. */
+class FakeHost {
+  readonly domains = new Map<string, { disks: { target: string; path: string }[] }>();
+  driver(name: string): HypervisorDriver {
+    const self = this;
+    const unsupported = (): never => {
+      throw new Error('fake driver: not used by observation');
+    };
+    return {
+      hostName: name,
+      exec: { label: 'fake', run: unsupported, close: async () => undefined },
+      listDomains: async () => [...self.domains.keys()],
+      getDomain: async (vmName: string): Promise<DomainInfo | undefined> => {
+        const d = self.domains.get(vmName);
+        if (!d) return undefined;
+        return {
+          name: vmName,
+          uuid: vmName,
+          state: 'running',
+          persistent: true,
+          memoryBytes: 256 * 1024 * 1024,
+          vcpus: 1,
+          xml: '',
+          disks: d.disks.map((x) => ({
+            ...x,
+            type: 'file',
+            device: 'disk',
+            format: 'qcow2',
+            readonly: false,
+            hasBackingStore: false,
+          })),
+        };
+      },
+      imageInfo: async (p: string) => ({
+        path: p,
+        format: 'qcow2',
+        virtualBytes: GiB,
+        allocatedBytes: GiB / 2,
+        fileBytes: GiB / 2,
+        chainLength: 1,
+      }),
+      fsInfo: async () => ({ capacityBytes: 1000 * GiB, freeBytes: 900 * GiB }),
+      hostCpu: async () => ({ vendor: 'Intel', model: 'Skylake' }),
+      fileExists: unsupported,
+      fileSize: unsupported,
+      snapshotDisks: unsupported,
+      blockCommit: unsupported,
+      blockCopy: unsupported,
+      rebaseUnsafe: unsupported,
+      commitOffline: unsupported,
+      checkImage: unsupported,
+      save: unsupported,
+      savedStateXml: unsupported,
+      restore: unsupported,
+      dumpXml: unsupported,
+      define: unsupported,
+      undefine: unsupported,
+      start: unsupported,
+      resume: unsupported,
+      destroy: unsupported,
+      copyFile: unsupported,
+      checksum: unsupported,
+      removeFile: unsupported,
+      makeDir: unsupported,
+      close: async () => undefined,
+    };
+  }
+}
+
+/** Stand-in steps: copyBase waits for the test; cleanUpSource moves the fake disks. */
+function stepsFor(
+  fake: FakeHost,
+  gate: Map<string, () => void>,
+  calls: string[],
+): (vm: string) => StepActors {
+  return (vmName) =>
+    Object.fromEntries(
+      STEP_ACTORS.map((name) => [
+        name,
+        fromPromise<StepOutput, MigrationContext>(async ({ input }) => {
+          calls.push(`${vmName}:${name}`);
+          if (name === 'preflight') return { effectiveStrategy: 'quick' };
+          if (name === 'copyBase') await new Promise<void>((r) => gate.set(vmName, r));
+          if (name === 'restoreVm') return { committed: true, pauseMs: 7 };
+          if (name === 'cleanUpSource') {
+            const d = fake.domains.get(vmName)!;
+            d.disks = d.disks.map((x) => ({
+              ...x,
+              path: path.posix.join(input.moves[0]!.toPath, path.posix.basename(x.path)),
+            }));
+          }
+          return {};
+        }),
+      ]),
+    ) as StepActors;
+}
+
+let dir: string;
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmplace-rec-'));
+});
+afterEach(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+function fleet(n: number, desired: 'a' | 'b' = 'b') {
+  const fake = new FakeHost();
+  const objects = [host('hv', { storage: { a: '/srv/a', b: '/srv/b' } })];
+  for (let i = 0; i < n; i++) {
+    const name = `vm-${i}`;
+    objects.push(vm(name, 'hv', desired) as never);
+    fake.domains.set(name, { disks: [{ target: 'vda', path: `/srv/a/${name}.qcow2` }] });
+  }
+  return { fake, desired: desiredState(objects) };
+}
+
+const previous: ActualState = { vms: new Map(), hosts: new Map() };
+const until = async (cond: () => boolean) => {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+  expect(cond()).toBe(true);
+};
+
+async function setup(n: number, settings: Partial<Settings> = {}, now?: () => Date) {
+  const { fake, desired } = fleet(n);
+  const gate = new Map<string, () => void>();
+  const calls: string[] = [];
+  const store = new MigrationStore(dir);
+  await store.init();
+  const rec = new Reconciler({
+    driverFor: (h) => (h === 'hv' ? fake.driver('hv') : undefined),
+    store,
+    stepDeps: { rewriteDiskPaths: (x) => x, diskPathsOf: () => ({}) },
+    logger: pino({ level: 'silent' }),
+    actorsFor: stepsFor(fake, gate, calls),
+    backoffBaseMs: 10,
+    ...(now ? { now } : {}),
+  });
+  const input = { desired, previous, settings: { ...defaultSettings(), ...settings } };
+  return { fake, desired, gate, calls, store, rec, input };
+}
+
+describe('reconciler (fake hypervisor, stand-in steps)', () => {
+  it('starts at most `perHost` migrations on one host, then the next ones as they finish', async () => {
+    const { rec, input, gate } = await setup(5);
+    const first = await rec.pass(input);
+    expect(first.started).toEqual(['vm-0', 'vm-1']);
+    expect([...first.deferred.keys()].sort()).toEqual(['vm-2', 'vm-3', 'vm-4']);
+    expect(first.deferred.get('vm-2')).toMatch(/per host/);
+    expect(first.phases.Migrating).toBe(2);
+    await until(() => gate.has('vm-0') && gate.has('vm-1'));
+    gate.get('vm-0')!();
+    await until(() => !rec.inFlight().includes('vm-0'));
+    const second = await rec.pass(input);
+    expect(second.started).toEqual(['vm-2']);
+    const placed = second.statuses.find((s) => s.metadata.name === 'vm-0')!;
+    expect(placed.phase).toBe('Placed');
+    expect(placed.migration?.pauseMs).toBe(7);
+    // drain
+    for (let i = 0; i < 100 && rec.inFlight().length; i++) {
+      for (const release of gate.values()) release();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(rec.inFlight()).toEqual([]);
+  });
+
+  it('starts nothing when suspended in vmplace.yaml, or outside every maintenance window', async () => {
+    const a = await setup(2, { suspend: true });
+    expect((await a.rec.pass(a.input)).started).toEqual([]);
+    expect((await a.rec.pass(a.input)).deferred.get('vm-0')).toMatch(/suspended/);
+    const b = await setup(
+      2,
+      { maintenanceWindows: [{ start: '01:00', end: '02:00' }] },
+      () => new Date('2026-11-26T12:00:00Z'),
+    );
+    const res = await b.rec.pass(b.input);
+    expect(res.started).toEqual([]);
+    expect(res.deferred.get('vm-0')).toMatch(/maintenance window/);
+  });
+
+  it('cancels a migration whose desired placement changed before the pause: it rolls back', async () => {
+    const { rec, input, gate, calls, desired } = await setup(1);
+    await rec.pass(input);
+    await until(() => gate.has('vm-0'));
+    // the manifests now want storage a again: nothing to do, the running move is cancelled
+    const back = { ...input, desired: fleet(1, 'a').desired };
+    const res = await rec.pass(back);
+    expect(res.cancelled).toEqual(['vm-0']);
+    gate.get('vm-0')!();
+    await until(() => rec.inFlight().length === 0);
+    expect(calls).toContain('vm-0:rollBack');
+    expect(calls).not.toContain('vm-0:saveVm');
+    void desired;
+  });
+});
+
+describe('maintenance windows', () => {
+  it.each([
+    ['2026-11-26T22:30:00Z', [{ start: '22:00', end: '06:00' }], true],
+    ['2026-11-26T05:59:00Z', [{ start: '22:00', end: '06:00' }], true],
+    ['2026-11-26T06:00:00Z', [{ start: '22:00', end: '06:00' }], false],
+    ['2026-11-26T12:00:00Z', [{ start: '09:00', end: '17:00', days: ['thu'] }], true], // a Thursday
+    ['2026-11-26T12:00:00Z', [{ start: '09:00', end: '17:00', days: ['fri'] }], false],
+    ['2026-11-27T01:00:00Z', [{ start: '22:00', end: '06:00', days: ['thu'] }], true], // Thursday's night
+    ['2026-11-26T12:00:00Z', [{ start: '13:00', end: '14:00', timezone: 'Europe/Berlin' }], true],
+    ['2026-11-26T12:00:00Z', [], true],
+  ] as const)('%s in %j -> %s', (at, windows, expected) => {
+    expect(insideMaintenanceWindow(windows as never, new Date(at))).toBe(expected);
+  });
+});
+
+describe('host status stabilisation', () => {
+  const h = (free: number, at: string): HostStatus => ({
+    apiVersion: 'vmplace.dev/v1alpha1',
+    kind: 'HostStatus',
+    metadata: { name: 'hv' },
+    observedAt: at,
+    storage: [{ name: 'a', path: '/srv/a', capacityBytes: 100 * GiB, freeBytes: free }],
+  });
+  it('keeps the committed host status while only free bytes moved by < 1%, for up to 10 minutes', () => {
+    const prev = new Map([['hv', h(50 * GiB, '2026-11-26T12:00:00Z')]]);
+    expect(
+      stabiliseHosts([h(50 * GiB + 1e6, '2026-11-26T12:01:00Z')], prev, new Date('2026-11-26T12:01:00Z'))[0]!
+        .observedAt,
+    ).toBe('2026-11-26T12:00:00Z');
+    expect(
+      stabiliseHosts([h(45 * GiB, '2026-11-26T12:01:00Z')], prev, new Date('2026-11-26T12:01:00Z'))[0]!
+        .observedAt,
+    ).toBe('2026-11-26T12:01:00Z');
+    expect(
+      stabiliseHosts([h(50 * GiB, '2026-11-26T12:11:00Z')], prev, new Date('2026-11-26T12:11:00Z'))[0]!
+        .observedAt,
+    ).toBe('2026-11-26T12:11:00Z');
+  });
+});
