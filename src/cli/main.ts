@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -13,6 +14,8 @@ import { applyOnce } from '../reconciler/apply';
 import { MigrationStore } from '../machine/store';
 import { createDrivers } from './drivers';
 import { ProgressView } from './progress';
+import { Daemon } from '../daemon/daemon';
+import { parseDuration } from '../daemon/duration';
 import type { DesiredState, Problem } from '../types';
 
 /** Exit codes: 0 fine, 1 changes (plan --detailed-exitcode) or a failed/blocked migration, 2 bad input or error. */
@@ -201,6 +204,89 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
           progress?.close();
           await drivers.closeAll();
         }
+      },
+    );
+
+  program
+    .command('daemon')
+    .description(
+      'follow a GitOps repository: fetch, plan, migrate, commit status; serve health, metrics, webhooks',
+    )
+    .requiredOption('--repo <url-or-path>', 'the GitOps repository to follow (a URL or a local path)')
+    .option('--branch <name>', 'branch to follow and to push status to', 'main')
+    .option('--workdir <dir>', "the daemon's own clone", '/var/lib/vmplace/repo')
+    .option('--state-dir <dir>', 'where migration state is kept', '/var/lib/vmplace')
+    .option('--interval <duration>', 'poll interval (500ms, 2s, 5m)', '30s')
+    .option('--listen <host:port>', 'health, readiness, metrics and webhook address', '127.0.0.1:9464')
+    .option(
+      '--webhook-secret-file <file>',
+      'require GitHub-style X-Hub-Signature-256 webhooks signed with this secret',
+    )
+    .option('--author-name <name>', 'author of status commits', 'vmplace')
+    .option('--author-email <email>', 'email of status commits', 'vmplace@localhost')
+    .option(
+      '--signing-key <key>',
+      'sign status commits (a GnuPG key id, or an ssh public key with --signing-format ssh)',
+    )
+    .addOption(
+      new Option('--signing-format <format>', 'gpg.format for signing').choices(['openpgp', 'ssh', 'x509']),
+    )
+    .option(
+      '--shutdown-timeout <duration>',
+      'how long SIGTERM waits for migrations to reach a checkpoint',
+      '120s',
+    )
+    .addOption(
+      new Option('--log-format <format>', 'log format on stderr').choices(['json', 'pretty']).default('json'),
+    )
+    .action(
+      async (opts: {
+        repo: string;
+        branch: string;
+        workdir: string;
+        stateDir: string;
+        interval: string;
+        listen: string;
+        webhookSecretFile?: string;
+        authorName: string;
+        authorEmail: string;
+        signingKey?: string;
+        signingFormat?: 'openpgp' | 'ssh' | 'x509';
+        shutdownTimeout: string;
+        logFormat: 'json' | 'pretty';
+      }) => {
+        const logger = createLogger({ format: opts.logFormat });
+        const secret = opts.webhookSecretFile
+          ? Buffer.from((await readFile(opts.webhookSecretFile, 'utf8')).trim())
+          : undefined;
+        const repo =
+          /^[a-z][a-z0-9+.-]*:\/\//i.test(opts.repo) || /^[^/]+@[^:]+:/.test(opts.repo)
+            ? opts.repo
+            : path.resolve(opts.repo);
+        const daemon = new Daemon({
+          repo,
+          branch: opts.branch,
+          workdir: path.resolve(opts.workdir),
+          stateDir: path.resolve(opts.stateDir),
+          intervalMs: parseDuration(opts.interval),
+          listen: opts.listen,
+          ...(secret ? { webhookSecret: secret } : {}),
+          author: { name: opts.authorName, email: opts.authorEmail },
+          ...(opts.signingKey ? { signingKey: opts.signingKey } : {}),
+          ...(opts.signingFormat ? { signingFormat: opts.signingFormat } : {}),
+          shutdownTimeoutMs: parseDuration(opts.shutdownTimeout),
+          logger,
+        });
+        await daemon.start();
+        await new Promise<void>((resolve) => {
+          const onSignal = (sig: string) => {
+            logger.info({ signal: sig }, 'signal received');
+            void daemon.stop().then(resolve);
+          };
+          process.once('SIGTERM', () => onSignal('SIGTERM'));
+          process.once('SIGINT', () => onSignal('SIGINT'));
+        });
+        setExit(EXIT.ok);
       },
     );
 

@@ -1,0 +1,297 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import { stringify } from 'yaml';
+import { createDrivers, type DriverSet } from '../cli/drivers';
+import { describeError } from '../errors';
+import { MigrationStore } from '../machine/store';
+import { formatProblem, loadActualState, loadDesiredState, writeStatusFiles } from '../manifests';
+import { Reconciler, type PassResult } from '../reconciler/reconciler';
+import { loadSettings } from '../settings';
+import { GitSync } from '../status/git';
+import type { DesiredState, HostStatus, Problem, VirtualMachineStatus } from '../types';
+import { startHttpServer, type HttpServer } from './http';
+import { acquireLock, workdirLockLocation, type Lock } from './lock';
+import { DaemonMetrics, type MigrationResult } from './metrics';
+import { watchManifests, type ManifestWatcher } from './watch';
+
+export interface DaemonOptions {
+  repo: string;
+  branch: string;
+  workdir: string;
+  stateDir: string;
+  intervalMs: number;
+  listen: string;
+  webhookSecret?: Buffer;
+  author: { name: string; email: string };
+  signingKey?: string;
+  signingFormat?: 'openpgp' | 'ssh' | 'x509';
+  /** how long SIGTERM waits for migrations to reach a checkpoint (default 120 s) */
+  shutdownTimeoutMs: number;
+  logger: Logger;
+}
+
+/**
+ * `vmplace daemon`: follow a GitOps repository and converge. One pass at a time: fetch,
+ * load the manifests at the fetched revision, observe, plan, cancel/start migrations (they run
+ * in the background), write status and commit it (one commit per pass that changed
+ * something). A pass runs every interval, on a webhook, on a change of a local working copy,
+ * and when a migration finishes. A failing pass is logged and retried at the next trigger;
+ * one bad VM or host never stops the others.
+ */
+export class Daemon {
+  private readonly log: Logger;
+  private readonly metrics = new DaemonMetrics();
+  private readonly store: MigrationStore;
+  private git!: GitSync;
+  private http?: HttpServer;
+  private watcher?: ManifestWatcher;
+  private locks: Lock[] = [];
+  private drivers?: DriverSet;
+  private driversKey = '';
+  private reconciler!: Reconciler;
+  private ready = false;
+  private stopping = false;
+  private wake?: () => void;
+  private pending = false;
+  private loop?: Promise<void>;
+  private lastPass?: PassResult;
+  private lastProblems: Problem[] = [];
+  private desired?: DesiredState;
+  /** when each migration finished, for the completion → status commit latency log */
+  private finishedAt = new Map<string, number>();
+
+  constructor(private readonly opts: DaemonOptions) {
+    this.log = opts.logger;
+    this.store = new MigrationStore(opts.stateDir);
+  }
+
+  /** Take the locks, start serving, run the first pass, then keep going until `stop`. */
+  async start(): Promise<void> {
+    const wl = workdirLockLocation(this.opts.workdir);
+    this.locks.push(await acquireLock(wl.dir, wl.name));
+    this.locks.push(await acquireLock(this.opts.stateDir, 'daemon'));
+    await this.store.init();
+    this.git = new GitSync({
+      repo: this.opts.repo,
+      branch: this.opts.branch,
+      workdir: this.opts.workdir,
+      author: this.opts.author,
+      logger: this.log.child({ component: 'git' }),
+      ...(this.opts.signingKey ? { signingKey: this.opts.signingKey } : {}),
+      ...(this.opts.signingFormat ? { signingFormat: this.opts.signingFormat } : {}),
+    });
+    this.reconciler = new Reconciler({
+      driverFor: (h) => this.drivers?.get(h),
+      store: this.store,
+      logger: this.log,
+      stepDeps: {
+        rewriteDiskPaths: (x, p) => this.drivers!.rewriteDiskPaths(x, p),
+        diskPathsOf: (x) => this.drivers!.diskPathsOf(x),
+      },
+      onFinished: (vm, result) => {
+        if (result.stopped) return;
+        const c = result.context;
+        const outcome: Record<string, MigrationResult> = {
+          Completed: 'completed',
+          RolledBack: 'rolled_back',
+          Failed: 'failed',
+          Blocked: 'blocked',
+        };
+        const r = outcome[result.step];
+        if (r)
+          this.metrics.recordMigration(
+            r,
+            c.strategy,
+            c.pauseMs,
+            result.step === 'Completed' ? c.bytesDone : undefined,
+          );
+        this.finishedAt.set(vm, Date.now());
+        this.trigger('migration finished');
+      },
+    });
+    this.http = await startHttpServer({
+      listen: this.opts.listen,
+      metrics: this.metrics,
+      onWebhook: () => this.trigger('webhook'),
+      ...(this.opts.webhookSecret ? { webhookSecret: this.opts.webhookSecret } : {}),
+      isReady: () => this.ready,
+      logger: this.log.child({ component: 'http' }),
+    });
+    this.log.info({ listen: this.http.address.url }, 'serving health, readiness, metrics and webhooks');
+    if (await isLocalWorkingCopy(this.opts.repo)) {
+      try {
+        this.watcher = await watchManifests(this.opts.repo, () => this.trigger('local change'));
+        this.log.info({ repo: this.opts.repo }, 'watching the local working copy');
+      } catch (err) {
+        this.log.warn({ err }, 'cannot watch the local working copy; polling only');
+      }
+    }
+    this.loop = this.run();
+  }
+
+  /** The address the HTTP server listens on. */
+  get address(): { host: string; port: number; url: string } | undefined {
+    return this.http?.address;
+  }
+
+  /** Ask for a pass as soon as the current one (if any) is done. */
+  trigger(reason: string): void {
+    this.log.debug({ reason }, 'pass requested');
+    this.pending = true;
+    this.wake?.();
+  }
+
+  /**
+   * SIGTERM: stop starting migrations, let the ones in flight reach a checkpoint where the VM
+   * runs (bounded), write a last status, release everything.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.log.info('stopping: letting migrations reach a checkpoint');
+    this.wake?.();
+    await this.loop;
+    const { unfinished } = await this.reconciler.shutdown(this.opts.shutdownTimeoutMs);
+    if (unfinished.length) this.log.warn({ vms: unfinished }, 'stopped with migrations between checkpoints');
+    await this.commit('vmplace: status at shutdown').catch((err: unknown) =>
+      this.log.error({ err }, 'last status commit failed'),
+    );
+    await this.watcher?.close();
+    await this.http?.close();
+    await this.drivers?.closeAll();
+    for (const l of this.locks.reverse()) await l.release();
+    this.log.info('stopped');
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopping) {
+      this.pending = false;
+      await this.pass();
+      if (this.stopping) break;
+      if (!this.pending) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, this.opts.intervalMs);
+          this.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wake = undefined;
+      }
+    }
+  }
+
+  /** One level-based pass. Never throws: a failed pass is logged and the next one tries again. */
+  async pass(): Promise<void> {
+    const t0 = process.hrtime.bigint();
+    const log = this.log;
+    try {
+      let revision: string;
+      try {
+        revision = (await this.git.sync()).revision;
+        this.metrics.markGitSync(new Date());
+      } catch (err) {
+        this.metrics.gitSyncFailed();
+        log.error({ err }, 'git sync failed; no pass until it works');
+        return;
+      }
+      const root = this.opts.workdir;
+      const desired = await loadDesiredState(root);
+      const previous = await loadActualState(root);
+      const { settings, problems: settingsProblems } = await loadSettings(root);
+      const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
+      for (const p of problems) log.error({ file: p.file, line: p.line, col: p.col }, formatProblem(p));
+      this.lastProblems = problems;
+      this.desired = desired;
+      this.refreshDrivers(desired);
+      const manifestRevision = (await this.git.lastManifestRevision().catch(() => undefined)) ?? revision;
+      const result = await this.reconciler.pass({
+        desired,
+        previous: previous.state,
+        settings,
+        revision: manifestRevision,
+      });
+      this.lastPass = result;
+      this.metrics.setVmPhases(result.phases);
+      if (result.started.length) log.info({ vms: result.started, revision }, 'migrations started');
+      await this.commit(`vmplace: status of ${manifestRevision.slice(0, 12)}`);
+      this.ready = true;
+    } catch (err) {
+      log.error({ err, ...describeError(err) }, 'pass failed');
+    } finally {
+      this.metrics.observeReconcile(Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+  }
+
+  private async commit(message: string): Promise<void> {
+    if (!this.lastPass) return;
+    const res = await this.git.commitStatus(async (wd) => {
+      // Recomputed from memory on every attempt: a rejected push loses no update.
+      const statuses = this.reconciler.statuses();
+      await writeStatusFiles(wd, { vms: statuses, hosts: this.lastPass!.hosts });
+      await writeSummary(wd, this.lastProblems, statuses, this.lastPass!.hosts, this.desired);
+    }, message);
+    if (res.committed) {
+      this.metrics.statusCommitted();
+      const now = Date.now();
+      for (const [vm, at] of this.finishedAt) {
+        this.log.info(
+          { vm, ms: now - at, revision: res.revision },
+          'status commit pushed after migration finished',
+        );
+      }
+      this.finishedAt.clear();
+      this.log.info({ revision: res.revision, attempts: res.attempts }, 'status committed');
+    }
+  }
+
+  /** One driver per host; rebuilt when the hosts' manifests change. */
+  private refreshDrivers(desired: DesiredState): void {
+    const key = JSON.stringify(
+      [...desired.hosts.values(), ...desired.clusters.values()].map((o) => [o.kind, o.metadata.name, o.spec]),
+    );
+    if (key === this.driversKey && this.drivers) return;
+    const old = this.drivers;
+    this.drivers = createDrivers(desired, { stateDir: this.opts.stateDir, logger: this.log });
+    this.driversKey = key;
+    // in-flight migrations keep their old drivers' connections until they finish
+    if (old && this.reconciler.inFlight().length === 0) void old.closeAll();
+  }
+}
+
+/** `status/summary.yaml`: the problems of the manifests and the counts by phase. */
+async function writeSummary(
+  root: string,
+  problems: Problem[],
+  statuses: VirtualMachineStatus[],
+  hosts: HostStatus[],
+  desired?: DesiredState,
+): Promise<void> {
+  const phases: Record<string, number> = {};
+  for (const s of statuses) phases[s.phase] = (phases[s.phase] ?? 0) + 1;
+  const doc = {
+    apiVersion: 'vmplace.dev/v1alpha1',
+    kind: 'Summary',
+    vms: statuses.length,
+    hosts: hosts.length,
+    phases: Object.fromEntries(Object.entries(phases).sort()),
+    invalidFiles: [...(desired?.invalidFiles ?? [])].sort(),
+    problems: problems.map(formatProblem),
+  };
+  const file = path.join(root, 'status', 'summary.yaml');
+  const text = stringify(doc);
+  const old = await fs.readFile(file, 'utf8').catch(() => undefined);
+  if (old === text) return;
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await fs.writeFile(`${file}.tmp`, text);
+  await fs.rename(`${file}.tmp`, file);
+}
+
+async function isLocalWorkingCopy(repo: string): Promise<boolean> {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || /^[^/]+@[^:]+:/.test(repo)) return false;
+  return fs
+    .stat(path.join(repo, 'manifests'))
+    .then((s) => s.isDirectory())
+    .catch(() => false);
+}
