@@ -1,32 +1,98 @@
 /**
- * Copying a disk image from one host to another. DESIGN ONLY — not implemented yet.
+ * Copying a disk image from one hypervisor host to another, agentless: the hosts need only
+ * OpenSSH, rsync and coreutils.
  *
- * Plan (TODO): the data flows host to host, never through the management box:
+ * **direct** (default): the data flows host to host, never through the management box. Through
+ * the source host's `HostExec` (an `SshExec`) this runs, as one argv quoted by `quoteShellArgs`:
  *
- *   ssh SRC  rsync -a --sparse --partial --partial-dir=.vmplace-partial --info=progress2
- *            [--bwlimit=K] -e 'ssh -o BatchMode=yes -o StrictHostKeyChecking=yes
- *            -o UserKnownHostsFile=KH -i KEY -o IdentitiesOnly=yes -p PORT -l USER'
- *            -- SRCPATH DSTADDR:DST.vmplace-part
+ *     env LC_ALL=C rsync --inplace --sparse --ignore-times -s --perms --stats
+ *         --info=progress2 --timeout=IO [--bwlimit=K]
+ *         -e 'ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=KH
+ *             -i KEY -o IdentitiesOnly=yes -p PORT -l USER ...'
+ *         -- SRC DSTADDR:DST.vmplace-part
  *
- * - run through the source host's `SshExec` (argv quoted by `quoteShellArgs`; the `-e` value
- *   is itself built with `quoteShellArgs` because rsync splits it like a shell would);
- * - `DSTADDR` is the target's `transferAddress`; the source host needs its own key and
- *   known_hosts entry for the target (provisioned, never auto-accepted);
- * - progress: parse `--info=progress2` lines (`  1,073,741,824 100%  928.35MB/s  0:00:01`),
- *   which needs a streaming variant of `HostExec.run` (an `onStdout` callback);
- * - resume: `--partial` keeps the part file; a re-run sends only what is missing (rsync's
- *   delta algorithm reads both sides; add `--append-verify` for pure appends);
- * - finish exactly like `copyLocal`: sync, sha256 on both hosts (in parallel), `mv -T` on the
- *   target, sync the directory.
+ * - `targetSsh` names how the *source host* reaches the target: address, user, port, and the
+ *   paths of its key and known_hosts **on the source host** (provisioned, never auto-accepted:
+ *   a wrong host key fails the copy with `StalledError('TargetHostKeyMismatch')`).
+ * - `--inplace --sparse` (rsync >= 3.1.3 allows both; Debian 12 ships 3.2.7/3.5.0): holes are
+ *   kept on the target, and an interrupted copy leaves its data in `DST.vmplace-part`. A re-run
+ *   uses that part file as the basis of rsync's delta transfer, so only what is missing or
+ *   different crosses the wire (`bytesSent` in the result); both files are read once more.
+ *   Chosen over `--partial` (rebuilds into a second temp file: twice the space) and over
+ *   `--append-verify` (sends every byte after the part's length, zeros included, and trusts
+ *   an equal-length part). `--ignore-times`: a part file is never skipped by rsync's
+ *   size+mtime quick check. `-s` (--protect-args, spelled --secluded-args since 3.2.4): the
+ *   remote path is sent inside rsync's protocol, never through the target's shell.
+ * - `--timeout` (default 60 s) ends a copy whose link went quiet; rsync exits 30 and the part
+ *   file stays for the next run.
+ * - `--info=progress2` is parsed as it streams (`rsync-progress.ts`); its byte count is the
+ *   position in the file, so a resumed copy's progress jumps over the part it already had.
+ *
+ * **relay**: for hosts that cannot reach each other. The management box streams the file:
+ * `dd` on the source (from the part file's length on) -> this process -> `dd conv=sparse` on
+ * the target (all-zero 64 KiB blocks become holes). Resume works the same way (from the part
+ * file's length; the final sha256 catches a part that was not a prefix), `bwlimitKiBps` is
+ * applied in this process, and the result says `mode: 'relay'`. Every byte, zeros included,
+ * crosses the management box's links twice. Needs both execs to be `SshExec` or `LocalExec`.
+ *
+ * **auto**: probe from the source host whether the target's ssh port accepts a TCP connection
+ * (bash's `/dev/tcp`, 5 s): direct when it does, relay when it does not.
+ *
+ * Finish exactly like `copyLocal`: `sync` the part, sha256 on both hosts in parallel, `mv -T`
+ * on the target, `sync` the directory. A file named DST is always complete and verified.
+ * Idempotent: a DST that already matches returns `alreadyDone`; a DST that differs is not
+ * overwritten (`DestinationDiffers`, stalled).
  */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { posix } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+import { CommandError, StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../drivers/driver';
+import { LocalExec, SshExec, quoteShellArgs } from '../drivers/exec';
 import type { SshSpec } from '../types';
+import { PART_SUFFIX, sha256, statSize } from './copy-local';
+import { RsyncProgressParser, parseRsyncStats } from './rsync-progress';
+
+export type TransferMode = 'direct' | 'relay';
 
 export interface CopyBetweenHostsOptions {
   onProgress?: ProgressFn;
+  /** KiB/s; rsync `--bwlimit` (direct) or a throttle in this process (relay) */
   bwlimitKiBps?: number;
-  /** how the source host reaches the target (address, user, key, known_hosts on the SOURCE host) */
-  targetSsh: SshSpec;
+  /**
+   * How the source host reaches the target for `direct` (and the probe of `auto`): address,
+   * user, port, and key and known_hosts paths ON THE SOURCE HOST. Not used by `relay`.
+   */
+  targetSsh?: SshSpec;
+  /** default `direct` */
+  mode?: TransferMode | 'auto';
+  /** seconds without data before rsync gives up (rsync `--timeout`); default 60 */
+  ioTimeoutSec?: number;
+  /** verify with sha256 on both hosts before the rename; default true */
+  verify?: boolean;
+  /** aborting kills the transfer; the part file stays for a later resume */
+  signal?: AbortSignal;
+}
+
+export interface CopyBetweenHostsResult {
+  /** size of the file */
+  bytes: number;
+  /** sha256 of the copied content, when verified (or already done) */
+  sha256?: string;
+  /** true when DST already held an identical copy and nothing was copied */
+  alreadyDone: boolean;
+  /** how the data went: host to host, or through the management box */
+  mode: TransferMode;
+  /** length of the part file found on the target at the start; 0 for a fresh copy */
+  resumedFromBytes: number;
+  /**
+   * file data that crossed the wire in this run: rsync's literal data (direct), bytes streamed
+   * through this process (relay); 0 when already done
+   */
+  bytesSent: number;
+  durationMs: number;
 }
 
 export interface CopyBetweenHosts {
@@ -36,13 +102,363 @@ export interface CopyBetweenHosts {
     src: string,
     dst: string,
     opts: CopyBetweenHostsOptions,
-  ): Promise<{
-    bytes: number;
-    sha256: string;
-  }>;
+  ): Promise<CopyBetweenHostsResult>;
 }
 
-/** Not implemented yet: see the design note at the top of this file. */
-export const copyBetweenHosts: CopyBetweenHosts = async () => {
-  throw new Error('copyBetweenHosts is not implemented yet (see src/transfer/between-hosts.ts)');
+const DEFAULT_IO_TIMEOUT_SEC = 60;
+
+/** ssh options the source host uses to reach the target (for rsync `-e`). */
+export function hopSshOptions(spec: SshSpec): string[] {
+  const o = [
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    'ConnectTimeout=10',
+    '-o',
+    'ServerAliveInterval=15',
+    '-o',
+    'ServerAliveCountMax=3',
+  ];
+  if (spec.knownHostsFile) o.push('-o', `UserKnownHostsFile=${spec.knownHostsFile}`);
+  if (spec.identityFile) o.push('-i', spec.identityFile, '-o', 'IdentitiesOnly=yes');
+  if (spec.port !== undefined) o.push('-p', String(spec.port));
+  if (spec.user) o.push('-l', spec.user);
+  return o;
+}
+
+/**
+ * The argv the source host runs for a direct copy (pure). rsync splits its `-e` value itself,
+ * honouring single quotes but not the `'\''` idiom, so values containing `'` are refused.
+ */
+export function rsyncArgv(
+  src: string,
+  part: string,
+  target: SshSpec,
+  opts: { bwlimitKiBps?: number; ioTimeoutSec?: number } = {},
+): string[] {
+  if (!target.host || target.host.startsWith('-') || /[\s@/]/.test(target.host))
+    throw new TypeError(`bad target host ${JSON.stringify(target.host)}`);
+  const hop = hopSshOptions(target);
+  if (hop.some((a) => a.includes("'")))
+    throw new TypeError("target ssh options must not contain a single quote (rsync's -e splitting)");
+  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
+  return [
+    'env',
+    'LC_ALL=C',
+    'rsync',
+    '--inplace',
+    '--sparse',
+    '--ignore-times',
+    '-s',
+    '--perms',
+    '--stats',
+    '--info=progress2',
+    `--timeout=${Math.max(1, Math.floor(opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC))}`,
+    ...(opts.bwlimitKiBps !== undefined ? [`--bwlimit=${Math.max(1, Math.floor(opts.bwlimitKiBps))}`] : []),
+    '-e',
+    quoteShellArgs(['ssh', ...hop]),
+    '--',
+    src,
+    `${host}:${part}`,
+  ];
+}
+
+/** The argv to spawn locally for running `argv` through `exec`, when it can be streamed. */
+function localArgv(exec: HostExec, argv: readonly string[]): string[] | undefined {
+  if (exec instanceof SshExec) return exec.sshArgv(argv);
+  if (exec instanceof LocalExec) return [...argv];
+  return undefined;
+}
+
+function displayArgv(exec: HostExec, argv: readonly string[]): string[] {
+  return exec instanceof SshExec ? [`ssh:${exec.label}`, ...argv] : [...argv];
+}
+
+interface Spawned {
+  child: ChildProcess;
+  done: Promise<{ exitCode: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+}
+
+function spawnArgv(argv: readonly string[], stdio: ('pipe' | 'ignore')[]): Spawned {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new TypeError('empty argv');
+  const child = spawn(file, args, { stdio: stdio as ['pipe', 'pipe', 'pipe'], env: process.env });
+  const err: Buffer[] = [];
+  let errLen = 0;
+  child.stderr?.on('data', (b: Buffer) => {
+    errLen += b.length;
+    if (errLen <= 256 * 1024) err.push(b);
+  });
+  const done = new Promise<{ exitCode: number | null; signal: NodeJS.Signals | null; stderr: string }>(
+    (resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (exitCode, signal) =>
+        resolve({ exitCode, signal, stderr: Buffer.concat(err).toString('utf8') }),
+      );
+    },
+  );
+  return { child, done };
+}
+
+/**
+ * Run `argv` on `exec`, passing stdout to `onStdout` as it arrives. Streams for `SshExec` and
+ * `LocalExec`; any other `HostExec` runs it with `run()` and hands over stdout at the end.
+ */
+async function runStreaming(
+  exec: HostExec,
+  argv: readonly string[],
+  onStdout: (chunk: string) => void,
+  signal?: AbortSignal,
+): Promise<{ exitCode: number; stderr: string }> {
+  const local = localArgv(exec, argv);
+  if (!local) {
+    const r = await exec.run(argv);
+    onStdout(r.stdout);
+    return { exitCode: r.exitCode, stderr: r.stderr };
+  }
+  const p = spawnArgv(local, ['ignore', 'pipe', 'pipe']);
+  p.child.stdout?.setEncoding('utf8');
+  p.child.stdout?.on('data', onStdout);
+  const abort = (): void => void p.child.kill('SIGTERM');
+  signal?.addEventListener('abort', abort, { once: true });
+  try {
+    const r = await p.done.catch((e: NodeJS.ErrnoException) => {
+      throw new CommandError('CommandSpawnFailed', displayArgv(exec, argv), null, e.message, { cause: e });
+    });
+    if (r.exitCode === null)
+      throw new CommandError(
+        'CommandKilled',
+        displayArgv(exec, argv),
+        null,
+        `killed by ${r.signal}; ${r.stderr}`,
+      );
+    if (r.exitCode !== 0)
+      throw new CommandError('CommandFailed', displayArgv(exec, argv), r.exitCode, r.stderr);
+    return { exitCode: r.exitCode, stderr: r.stderr };
+  } finally {
+    signal?.removeEventListener('abort', abort);
+  }
+}
+
+/** ssh's own words when the target's host key is unknown or changed: needs a human, no retry. */
+function isHostKeyFailure(stderr: string): boolean {
+  return /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No [A-Za-z0-9-]+ host key is known/.test(
+    stderr,
+  );
+}
+
+async function copyDirect(
+  srcHost: HostExec,
+  src: string,
+  part: string,
+  total: number,
+  opts: CopyBetweenHostsOptions,
+): Promise<number> {
+  if (!opts.targetSsh) throw new TypeError('copyBetweenHosts: mode direct needs targetSsh');
+  const argv = rsyncArgv(src, part, opts.targetSsh, opts);
+  const parser = new RsyncProgressParser((p) => opts.onProgress?.(Math.min(p.bytes, total), total));
+  try {
+    await runStreaming(srcHost, argv, (c) => parser.push(c), opts.signal);
+  } catch (err) {
+    if (err instanceof CommandError && isHostKeyFailure(err.stderr)) {
+      throw new StalledError(
+        'TargetHostKeyMismatch',
+        `${srcHost.label} does not know the host key of ${opts.targetSsh.host} (or it changed): ${err.stderr}`,
+        { cause: err },
+      );
+    }
+    throw new VmplaceError(
+      'TransferFailed',
+      `rsync ${src} from ${srcHost.label} to ${opts.targetSsh.host} failed`,
+      {
+        cause: err,
+      },
+    );
+  }
+  parser.end();
+  const stats = parseRsyncStats(parser.rest);
+  return stats.literalBytes ?? stats.bytesSent ?? total;
+}
+
+/** Stream `src` from `offset` on through this process into `part` on the target. */
+async function copyRelay(
+  srcHost: HostExec,
+  dstHost: HostExec,
+  src: string,
+  part: string,
+  offset: number,
+  total: number,
+  opts: CopyBetweenHostsOptions,
+): Promise<number> {
+  const readArgv = ['dd', `if=${src}`, 'bs=1M', 'iflag=skip_bytes', `skip=${offset}`, 'status=none'];
+  const writeArgv = [
+    'dd',
+    `of=${part}`,
+    'bs=64K',
+    'iflag=fullblock',
+    'oflag=seek_bytes',
+    `seek=${offset}`,
+    'conv=sparse,notrunc',
+    'status=none',
+  ];
+  const readLocal = localArgv(srcHost, readArgv);
+  const writeLocal = localArgv(dstHost, writeArgv);
+  if (!readLocal || !writeLocal)
+    throw new TypeError('copyBetweenHosts: mode relay needs SshExec or LocalExec on both hosts');
+  const reader = spawnArgv(readLocal, ['ignore', 'pipe', 'pipe']);
+  const writer = spawnArgv(writeLocal, ['pipe', 'ignore', 'pipe']);
+  const kill = (): void => {
+    reader.child.kill('SIGTERM');
+    writer.child.kill('SIGTERM');
+  };
+  opts.signal?.addEventListener('abort', kill, { once: true });
+  const rate = opts.bwlimitKiBps !== undefined ? Math.max(1, opts.bwlimitKiBps) * 1024 : undefined;
+  const t0 = Date.now();
+  let sent = 0;
+  let lastReport = 0;
+  const meter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      sent += chunk.length;
+      const now = Date.now();
+      if (now - lastReport >= 200) {
+        lastReport = now;
+        opts.onProgress?.(Math.min(offset + sent, total), total);
+      }
+      const wait = rate !== undefined ? t0 + (sent / rate) * 1000 - now : 0;
+      if (wait > 0) setTimeout(() => cb(null, chunk), wait);
+      else cb(null, chunk);
+    },
+  });
+  try {
+    const [, r, w] = await Promise.all([
+      pipeline(reader.child.stdout!, meter, writer.child.stdin!).catch((e: unknown) => {
+        kill();
+        throw e;
+      }),
+      reader.done,
+      writer.done,
+    ]);
+    for (const [res, argv, exec] of [
+      [r, readArgv, srcHost],
+      [w, writeArgv, dstHost],
+    ] as const) {
+      if (res.exitCode !== 0)
+        throw new CommandError('CommandFailed', displayArgv(exec, argv), res.exitCode, res.stderr);
+    }
+  } catch (err) {
+    kill();
+    throw new VmplaceError(
+      'TransferFailed',
+      `relay of ${src} from ${srcHost.label} to ${dstHost.label} failed`,
+      {
+        cause: err,
+      },
+    );
+  } finally {
+    opts.signal?.removeEventListener('abort', kill);
+  }
+  return sent;
+}
+
+/** From the source host: does the target's ssh port accept a TCP connection within 5 s? */
+export async function targetReachable(srcHost: HostExec, target: SshSpec): Promise<boolean> {
+  const r = await srcHost.run(
+    [
+      'timeout',
+      '5',
+      'bash',
+      '-c',
+      'exec 3<>"/dev/tcp/$1/$2"',
+      'vmplace-probe',
+      target.host,
+      String(target.port ?? 22),
+    ],
+    { allowExitCodes: [1, 124], timeoutMs: 30_000 },
+  );
+  return r.exitCode === 0;
+}
+
+/**
+ * Copy `src` on `srcHost` to `dst` on `dstHost`: sparse, resumable, with progress, verified on
+ * both hosts and atomic by rename (see the file comment for how). The caller checks that `dst`
+ * lies inside a declared storage location of the target and that its directory exists.
+ */
+export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, dst, opts) => {
+  const t0 = Date.now();
+  for (const p of [src, dst])
+    if (!p.startsWith('/'))
+      throw new TypeError(`copyBetweenHosts: path ${JSON.stringify(p)} is not absolute`);
+  const verify = opts.verify ?? true;
+  const part = `${dst}${PART_SUFFIX}`;
+
+  const total = await statSize(srcHost, src);
+  if (total === undefined)
+    throw new StalledError('SourceMissing', `copy source ${src} does not exist on ${srcHost.label}`);
+
+  let mode: TransferMode = opts.mode === 'relay' ? 'relay' : 'direct';
+  if (opts.mode === 'auto') {
+    if (!opts.targetSsh) throw new TypeError('copyBetweenHosts: mode auto needs targetSsh');
+    mode = (await targetReachable(srcHost, opts.targetSsh)) ? 'direct' : 'relay';
+  }
+
+  if ((await statSize(dstHost, dst)) !== undefined) {
+    const [a, b] = await Promise.all([sha256(srcHost, src), sha256(dstHost, dst)]);
+    if (a === b) {
+      opts.onProgress?.(total, total);
+      return {
+        bytes: total,
+        sha256: a,
+        alreadyDone: true,
+        mode,
+        resumedFromBytes: 0,
+        bytesSent: 0,
+        durationMs: Date.now() - t0,
+      };
+    }
+    throw new StalledError(
+      'DestinationDiffers',
+      `${dst} on ${dstHost.label} exists and differs from ${src}; not overwriting`,
+    );
+  }
+
+  let resumedFrom = (await statSize(dstHost, part)) ?? 0;
+  if (resumedFrom > total) {
+    // longer than the source: not a prefix of it; start over
+    await dstHost.run(['rm', '-f', '--', part]);
+    resumedFrom = 0;
+  }
+  opts.onProgress?.(resumedFrom, total);
+  const bytesSent =
+    mode === 'direct'
+      ? await copyDirect(srcHost, src, part, total, opts)
+      : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts);
+
+  await dstHost.run(['sync', '--', part]);
+  let digest: string | undefined;
+  if (verify) {
+    const [a, b] = await Promise.all([sha256(srcHost, src), sha256(dstHost, part)]);
+    if (a !== b) {
+      await dstHost.run(['rm', '-f', '--', part]);
+      throw new VmplaceError(
+        'CopyVerifyFailed',
+        `sha256 of ${part} on ${dstHost.label} (${b}) differs from ${src} on ${srcHost.label} (${a})`,
+      );
+    }
+    digest = a;
+  }
+  await dstHost.run(['mv', '-f', '-T', '--', part, dst]);
+  await dstHost.run(['sync', '--', posix.dirname(dst)]);
+  opts.onProgress?.(total, total);
+  const result: CopyBetweenHostsResult = {
+    bytes: total,
+    alreadyDone: false,
+    mode,
+    resumedFromBytes: resumedFrom,
+    bytesSent,
+    durationMs: Date.now() - t0,
+  };
+  if (digest !== undefined) result.sha256 = digest;
+  return result;
 };

@@ -1,0 +1,252 @@
+/**
+ * copyBetweenHosts on the two-host lab: hv1 and hv2 in their own network namespaces, reached
+ * over ssh only. Run with `npx jest test/lab/hosts --runInBand` (root).
+ */
+import { SshExec } from '../../../src/drivers/exec';
+import { StalledError } from '../../../src/errors';
+import { PART_SUFFIX } from '../../../src/transfer/copy-local';
+import { copyBetweenHosts, targetReachable } from '../../../src/transfer/between-hosts';
+import {
+  blockRoute,
+  ensureHosts,
+  hostProcesses,
+  hostsUpMs,
+  setLink,
+  transferSsh,
+  type HostsEnv,
+  type LabHost,
+} from '../support/hosts';
+
+jest.setTimeout(300_000);
+
+const MiB = 1024 * 1024;
+let env: HostsEnv;
+let hv1: LabHost;
+let hv2: LabHost;
+let x1: SshExec;
+let x2: SshExec;
+const dir = `/srv/vmplace/local/copy-test-${process.pid}`;
+
+beforeAll(async () => {
+  env = await ensureHosts();
+  hv1 = env.hosts.hv1;
+  hv2 = env.hosts.hv2;
+  x1 = new SshExec(hv1.ssh);
+  x2 = new SshExec(hv2.ssh);
+  await Promise.all([x1.run(['mkdir', '-p', dir]), x2.run(['mkdir', '-p', dir])]);
+});
+
+afterAll(async () => {
+  await setLink(hv2, 'up').catch(() => undefined);
+  await blockRoute(hv1, hv2, false).catch(() => undefined);
+  await Promise.all([x1?.run(['rm', '-rf', '--', dir]), x2?.run(['rm', '-rf', '--', dir])]).catch(
+    () => undefined,
+  );
+  await Promise.all([x1?.close(), x2?.close()]);
+});
+
+/**
+ * A file of `sizeMiB` on hv1 with random data in every other 8 MiB chunk (`half`) or in every
+ * chunk (`all`); holes elsewhere.
+ */
+async function makeFile(path: string, sizeMiB: number, fill: 'half' | 'all' = 'half'): Promise<void> {
+  await x1.run(['truncate', '-s', `${sizeMiB}M`, '--', path]);
+  for (let chunk = 0; chunk * 8 < sizeMiB; chunk++) {
+    if (fill === 'half' && chunk % 2 === 1) continue;
+    await x1.run([
+      'dd',
+      'if=/dev/urandom',
+      `of=${path}`,
+      'bs=8M',
+      'count=1',
+      `seek=${chunk}`,
+      'conv=notrunc',
+      'status=none',
+    ]);
+  }
+}
+
+async function sha(exec: SshExec, path: string): Promise<string> {
+  return (await exec.run(['sha256sum', '--', path])).stdout.split(' ')[0]!;
+}
+
+async function allocatedBytes(exec: SshExec, path: string): Promise<number> {
+  const [blocks, unit] = (await exec.run(['stat', '-c', '%b %B', '--', path])).stdout.trim().split(' ');
+  return Number(blocks) * Number(unit);
+}
+
+async function fileSize(exec: SshExec, path: string): Promise<number | undefined> {
+  const r = await exec.run(['stat', '-c', '%s', '--', path], { allowExitCodes: [1] });
+  return r.exitCode === 0 ? Number(r.stdout.trim()) : undefined;
+}
+
+async function until(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+it('brings the lab up: both hosts answer over ssh and hv1 reaches hv2', async () => {
+  console.log(`hosts-up.sh took ${hostsUpMs ?? '(cached)'} ms`);
+  expect((await x1.run(['hostname'])).stdout.trim()).toBe('hv1');
+  expect((await x2.run(['hostname'])).stdout.trim()).toBe('hv2');
+  expect(await targetReachable(x1, transferSsh(hv1, hv2))).toBe(true);
+  // the cluster shared storage is one directory in both hosts
+  const f = `${env.csvPath}/probe-${process.pid}`;
+  await x1.run(['sh', '-c', 'echo shared > "$1"', 'sh', f]);
+  expect((await x2.run(['cat', '--', f])).stdout).toBe('shared\n');
+  await x2.run(['rm', '-f', '--', f]);
+});
+
+it('copies a 256 MiB half-allocated file hv1 -> hv2: progress, equal checksums, sparse on the target', async () => {
+  const src = `${dir}/half.img`;
+  const dst = `${dir}/half-copy.img`;
+  await makeFile(src, 256);
+  const events: [number, number][] = [];
+  const r = await copyBetweenHosts(x1, x2, src, dst, {
+    targetSsh: transferSsh(hv1, hv2),
+    onProgress: (d, t) => events.push([d, t]),
+  });
+  expect(r).toMatchObject({ bytes: 256 * MiB, alreadyDone: false, mode: 'direct', resumedFromBytes: 0 });
+  expect(r.sha256).toBe(await sha(x1, src));
+  expect(await sha(x2, dst)).toBe(r.sha256);
+  expect(await fileSize(x2, dst + PART_SUFFIX)).toBeUndefined();
+  const alloc = await allocatedBytes(x2, dst);
+  expect(alloc).toBeLessThan(150 * MiB);
+  expect(alloc).toBeGreaterThanOrEqual(128 * MiB);
+  expect(events[0]).toEqual([0, 256 * MiB]);
+  expect(events[events.length - 1]).toEqual([256 * MiB, 256 * MiB]);
+  expect(events.length).toBeGreaterThan(2);
+  for (let i = 1; i < events.length; i++) expect(events[i]![0]).toBeGreaterThanOrEqual(events[i - 1]![0]);
+  console.log(`256 MiB half-allocated hv1->hv2: ${r.durationMs} ms, ${r.bytesSent} bytes of file data sent`);
+
+  // idempotent: a second run finds the identical copy
+  const again = await copyBetweenHosts(x1, x2, src, dst, { targetSsh: transferSsh(hv1, hv2) });
+  expect(again).toMatchObject({ alreadyDone: true, bytesSent: 0 });
+});
+
+it('resumes a copy cut off by a link going down, without starting over', async () => {
+  const src = `${dir}/resume.img`;
+  const dst = `${dir}/resume-copy.img`;
+  const part = dst + PART_SUFFIX;
+  const total = 256 * MiB;
+  await makeFile(src, 256, 'all');
+  const targetSsh = transferSsh(hv1, hv2);
+
+  // slow enough to cut it in the middle: 32 MiB/s -> ~8 s
+  const first = copyBetweenHosts(x1, x2, src, dst, { targetSsh, bwlimitKiBps: 32 * 1024, ioTimeoutSec: 3 });
+  const firstOutcome = first.then(
+    () => 'finished',
+    (e: unknown) => e,
+  );
+  await until(async () => ((await fileSize(x2, part)) ?? 0) > 64 * MiB, 60_000, 'part file > 64 MiB');
+  await setLink(hv2, 'down');
+  const t0 = Date.now();
+  const err = await firstOutcome;
+  console.log(`link down: copy failed after ${Date.now() - t0} ms: ${(err as Error).message}`);
+  expect(err).toBeInstanceOf(Error);
+  await setLink(hv2, 'up');
+  // the receiving rsync on hv2 ends by its own --timeout; wait for it before resuming
+  await until(
+    async () => !(await hostProcesses(hv2)).some((p) => p.comm === 'rsync'),
+    30_000,
+    'hv2 rsync to end',
+  );
+  const partBytes = (await fileSize(x2, part)) ?? 0;
+  expect(partBytes).toBeGreaterThan(64 * MiB);
+  expect(partBytes).toBeLessThan(total);
+
+  const events: number[] = [];
+  const r = await copyBetweenHosts(x1, x2, src, dst, { targetSsh, onProgress: (d) => events.push(d) });
+  console.log(
+    `resume: part had ${partBytes} of ${total} bytes; second run sent ${r.bytesSent} bytes of file data in ${r.durationMs} ms`,
+  );
+  expect(r.resumedFromBytes).toBe(partBytes);
+  expect(r.bytesSent).toBeLessThan(total - partBytes + 8 * MiB);
+  expect(r.bytesSent).toBeLessThan(total);
+  expect(await sha(x2, dst)).toBe(await sha(x1, src));
+  expect(events[0]).toBe(partBytes);
+});
+
+it('honours the bandwidth limit (loosely)', async () => {
+  const src = `${dir}/bw.img`;
+  const dst = `${dir}/bw-copy.img`;
+  await makeFile(src, 64, 'all');
+  const limitKiBps = 16 * 1024;
+  const t0 = Date.now();
+  const r = await copyBetweenHosts(x1, x2, src, dst, {
+    targetSsh: transferSsh(hv1, hv2),
+    bwlimitKiBps: limitKiBps,
+  });
+  const copyMs = Date.now() - t0;
+  const rate = (64 * MiB) / (copyMs / 1000) / 1024;
+  console.log(
+    `bwlimit ${limitKiBps} KiB/s: 64 MiB in ${copyMs} ms (${rate.toFixed(0)} KiB/s incl. checksums)`,
+  );
+  expect(r.sha256).toBe(await sha(x1, src));
+  expect(rate).toBeLessThan(limitKiBps * 1.3);
+  expect(rate).toBeGreaterThan(limitKiBps * 0.3);
+});
+
+it('fails when hv1 has a wrong host key for hv2 (host keys are checked)', async () => {
+  const src = `${dir}/hk.img`;
+  const dst = `${dir}/hk-copy.img`;
+  await makeFile(src, 8, 'all');
+  // a known_hosts on hv1 that lists hv2's address with hv1's own host key
+  const wrongKh = `/root/.ssh/known_hosts-wrong-${process.pid}`;
+  const hv1Key = (await x1.run(['cat', '/etc/ssh/ssh_host_ed25519_key.pub'])).stdout
+    .split(' ')
+    .slice(0, 2)
+    .join(' ');
+  await x1.run(['sh', '-c', 'printf "%s %s\\n" "$1" "$2" > "$3"', 'sh', hv2.addr, hv1Key, wrongKh]);
+  try {
+    const err = await copyBetweenHosts(x1, x2, src, dst, {
+      targetSsh: { ...transferSsh(hv1, hv2), knownHostsFile: wrongKh },
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StalledError);
+    expect((err as StalledError).reason).toBe('TargetHostKeyMismatch');
+    expect(await fileSize(x2, dst + PART_SUFFIX)).toBeUndefined();
+    expect(await fileSize(x2, dst)).toBeUndefined();
+  } finally {
+    await x1.run(['rm', '-f', '--', wrongKh]);
+  }
+});
+
+it('relays through the management box when hv1 cannot reach hv2 (mode auto)', async () => {
+  const src = `${dir}/relay.img`;
+  const dst = `${dir}/relay-copy.img`;
+  await makeFile(src, 64);
+  await blockRoute(hv1, hv2, true);
+  try {
+    expect(await targetReachable(x1, transferSsh(hv1, hv2))).toBe(false);
+    const events: number[] = [];
+    const r = await copyBetweenHosts(x1, x2, src, dst, {
+      targetSsh: transferSsh(hv1, hv2),
+      mode: 'auto',
+      onProgress: (d) => events.push(d),
+    });
+    expect(r).toMatchObject({ mode: 'relay', bytes: 64 * MiB, alreadyDone: false, bytesSent: 64 * MiB });
+    expect(await sha(x2, dst)).toBe(await sha(x1, src));
+    expect(await allocatedBytes(x2, dst)).toBeLessThan(40 * MiB);
+    expect(events[events.length - 1]).toBe(64 * MiB);
+  } finally {
+    await blockRoute(hv1, hv2, false);
+  }
+});
+
+it('relay resumes from the part file', async () => {
+  const src = `${dir}/relay2.img`;
+  const dst = `${dir}/relay2-copy.img`;
+  await makeFile(src, 32, 'all');
+  // a prefix of the source, as an interrupted relay leaves it
+  const prefix = await x1.run(['sh', '-c', 'head -c 20971520 -- "$1" | base64 -w0', 'sh', src]);
+  await x2.run(['sh', '-c', 'base64 -d > "$1"', 'sh', dst + PART_SUFFIX], { input: prefix.stdout });
+  const r = await copyBetweenHosts(x1, x2, src, dst, { mode: 'relay' });
+  expect(r).toMatchObject({ mode: 'relay', resumedFromBytes: 20 * MiB, bytesSent: 12 * MiB });
+  expect(await sha(x2, dst)).toBe(await sha(x1, src));
+});
