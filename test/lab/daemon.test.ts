@@ -262,7 +262,21 @@ describe('vmplace daemon (real git, real libvirt, real guests)', () => {
       '127.0.0.1:0',
     ]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/AlreadyRunning|already running/i);
+    expect(r.stderr).toMatch(/another vmplace daemon \(pid \d+.*\) holds .*\.repo\.vmplace\.lock/);
+    const r2 = await run(process.execPath, [
+      path.join(__dirname, '..', '..', 'bin', 'vmplace.js'),
+      'daemon',
+      '--repo',
+      bare,
+      '--workdir',
+      path.join(root, 'other-work', 'repo'),
+      '--state-dir',
+      stateDir,
+      '--listen',
+      '127.0.0.1:0',
+    ]);
+    expect(r2.code).not.toBe(0);
+    expect(r2.stderr).toMatch(/another vmplace daemon \(pid \d+.*\) holds .*daemon\.lock/);
   });
 
   it.each(['CopyingBase', 'Saving', 'Restoring'])(

@@ -102,7 +102,7 @@ export async function startDaemon(opts: {
       });
     });
   };
-  const serving = await waitFor((l) => typeof l.listen === 'string', 60_000);
+  const serving = await waitFor((l) => l.msg === 'serving health, readiness, metrics and webhooks', 60_000);
   return { child, url: String(serving.listen), logs, exited, waitFor };
 }
 
