@@ -8,6 +8,8 @@
  * `assertInside` before any write or delete.
  */
 
+import type { SshSpec } from '../types';
+
 export type DomainState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'pmsuspended' | 'other';
 
 export interface DomainDisk {
@@ -126,7 +128,33 @@ export interface HypervisorDriver {
   destroy(domain: string): Promise<void>;
 
   // ---- files (inside declared storage or the state dir only)
-  copyFile(src: string, dst: string, onProgress?: ProgressFn, opts?: { bwlimitKiBps?: number }): Promise<void>;
+  copyFile(
+    src: string,
+    dst: string,
+    onProgress?: ProgressFn,
+    opts?: { bwlimitKiBps?: number },
+  ): Promise<void>;
+  /**
+   * Copy `src` on this host to `dst` on `target` (another host), verified, resumable. `direct`
+   * runs rsync on this host to the target's transfer address; `relay` streams through the
+   * management box; `auto` relays only when this host cannot reach the target.
+   */
+  copyToHost(
+    target: HypervisorDriver,
+    src: string,
+    dst: string,
+    opts: {
+      onProgress?: ProgressFn;
+      bwlimitKiBps?: number;
+      /** how this host reaches the target: address, user, port, key paths on this host */
+      targetSsh: SshSpec;
+      mode?: 'direct' | 'relay' | 'auto';
+    },
+  ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }>;
+  /** throws StalledError PathOutsideStorage unless `path` lies inside this host's declared storage or state dir */
+  guardPath(path: string): Promise<void>;
+  /** can this host run the domain's CPU? (`virsh hypervisor-cpu-compare`) */
+  compareCpu(domainXml: string, virtType: string): Promise<{ compatible: boolean; message: string }>;
   /** sha256 of a file's contents, hex */
   checksum(path: string): Promise<string>;
   removeFile(path: string): Promise<void>;

@@ -19,19 +19,22 @@ import { objectLabel, resolveReferences, type Declaration } from './references';
 import { quote, validateAgainstSchema, type DataPath, type SchemaFinding } from './schemas';
 import {
   DEFAULT_LIMITS,
-  locate,
   newBudget,
   parseYamlFile,
   readYamlFiles,
   type ParsedDoc,
+  type ParseOptions,
   type ReadLimits,
 } from './yaml-source';
 
 /** Directory of the manifests, relative to the repository root. */
 export const MANIFESTS_DIR = 'manifests';
 
-/** Limits for one load; every field is optional and defaults to {@link DEFAULT_LIMITS}. */
-export type LoadOptions = Partial<ReadLimits>;
+/**
+ * Limits for one load (every field is optional and defaults to {@link DEFAULT_LIMITS}), and
+ * whether to try the fast parsing path (default true; see {@link parseYamlFile}).
+ */
+export type LoadOptions = Partial<ReadLimits> & ParseOptions;
 
 const KINDS: readonly Kind[] = ['Host', 'Cluster', 'VirtualMachine'];
 
@@ -56,7 +59,8 @@ const KINDS: readonly Kind[] = ['Host', 'Cluster', 'VirtualMachine'];
  * @throws StalledError `RepositoryNotFound` when `repoDir` itself does not exist.
  */
 export async function loadDesiredState(repoDir: string, opts: LoadOptions = {}): Promise<DesiredState> {
-  const limits: ReadLimits = { ...DEFAULT_LIMITS, ...opts };
+  const { fastPath, ...rest } = opts;
+  const limits: ReadLimits = { ...DEFAULT_LIMITS, ...rest };
   assertRepo(repoDir);
   const problems: Problem[] = [];
   const budget = newBudget();
@@ -73,16 +77,21 @@ export async function loadDesiredState(repoDir: string, opts: LoadOptions = {}):
   }
   let skippedFiles = new Set(problems.map((p) => p.file)).size;
   const declarations: Declaration[] = [];
+  const checkDocs = (docs: ParsedDoc[], found: Problem[]): Declaration[] => {
+    const out: Declaration[] = [];
+    for (const parsed of docs) {
+      const d = checkDocument(parsed, found);
+      if (d) out.push(d);
+    }
+    return out;
+  };
   for (const file of files) {
-    const { docs, ok } = parseYamlFile(file, limits, budget, problems);
-    if (!ok) {
+    const r = parseYamlFile(file, limits, budget, problems, checkDocs, { fastPath });
+    if (!r.ok) {
       skippedFiles++;
       continue;
     }
-    for (const parsed of docs) {
-      const d = checkDocument(parsed, problems);
-      if (d) declarations.push(d);
-    }
+    for (const d of r.result) declarations.push(d);
   }
   const resolved = resolveReferences(declarations, skippedFiles);
   problems.push(...resolved.problems);
@@ -142,7 +151,7 @@ export function describeType(v: unknown): string {
  */
 function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | undefined {
   const data = parsed.data;
-  const at = (p: DataPath, atKey = false) => locate(parsed, p, atKey);
+  const at = (p: DataPath, atKey = false) => parsed.locate(p, atKey);
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     problems.push({
       ...at([]),
@@ -188,12 +197,7 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | un
   if (typeof rawName !== 'string') return undefined;
   const nameOk = !findings.some((f) => f.path[0] === 'metadata' && f.path[1] === 'name');
   if (!nameOk) return undefined;
-  const decl: Declaration = {
-    kind: knownKind,
-    name: rawName,
-    at: at(['metadata', 'name']),
-    locate: at,
-  };
+  const decl: Declaration = { kind: knownKind, name: rawName, locate: at };
   if (findings.length === 0)
     decl.object = buildObject(knownKind, parsed.shared ? cloneTree(obj) : obj, at([]));
   return decl;

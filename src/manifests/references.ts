@@ -12,11 +12,12 @@ import { displayPath, quote } from './schemas';
 export interface Declaration {
   kind: Kind;
   name: string;
-  /** where `metadata.name` is */
-  at: SourceRef;
   /** the typed object when the document passed its schema and value checks */
   object?: Host | Cluster | VirtualMachine;
-  /** position of a path inside the declaring document */
+  /**
+   * Position of a path inside the declaring document. Called only to report a problem: it may
+   * parse the file again (see `parseYamlFile`).
+   */
   locate: (p: DataPath, atKey?: boolean) => SourceRef;
 }
 
@@ -34,6 +35,11 @@ export interface Resolved {
 export function objectLabel(kind: string, name: unknown): string {
   if (typeof name === 'string' && /^[a-z0-9][-a-z0-9.]{0,62}$/.test(name)) return `${kind}/${name}`;
   return typeof name === 'string' ? `${kind}/${quote(name, 40)}` : `${kind}/?`;
+}
+
+/** Where `metadata.name` of a declaration is. */
+function nameAt(d: Declaration): SourceRef {
+  return d.locate(['metadata', 'name']);
 }
 
 function where(ref: SourceRef): string {
@@ -72,12 +78,12 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
   for (const kind of Object.keys(byKind) as Kind[]) {
     for (const [name, list] of byKind[kind]) {
       if (list.length > 1) {
-        const first = list[0]!;
+        const first = nameAt(list[0]!);
         for (const d of list.slice(1)) {
           problems.push({
-            ...d.at,
+            ...nameAt(d),
             object: objectLabel(kind, name),
-            message: `metadata.name: duplicate ${kind} name ${quote(name)}; first declared at ${where(first.at)} (all declarations ignored)`,
+            message: `metadata.name: duplicate ${kind} name ${quote(name)}; first declared at ${where(first)} (all declarations ignored)`,
           });
         }
         status[kind].set(name, 'duplicate');

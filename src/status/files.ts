@@ -13,11 +13,11 @@ import { objectLabel } from '../manifests/references';
 import { quote, validateAgainstSchema, type DataPath } from '../manifests/schemas';
 import {
   DEFAULT_LIMITS,
-  locate,
   newBudget,
   parseYamlFile,
   readYamlFiles,
   type ParsedDoc,
+  type ParseOptions,
   type ReadLimits,
 } from '../manifests/yaml-source';
 import { type ActualState, type HostStatus, type Problem, type VirtualMachineStatus } from '../types';
@@ -33,16 +33,20 @@ type StatusKind = keyof typeof SUBDIRS;
  * written by {@link writeStatusFiles}). Each file holds exactly one document of the kind its
  * directory implies, and its name must be `<metadata.name>.yaml`. A file with any problem is
  * skipped whole and reported as `FILE:LINE:COL`; a missing `status/` means nothing observed yet.
- * The same read limits and hostile-input protections as {@link loadDesiredState} apply.
+ * The same read limits and hostile-input protections as {@link loadDesiredState} apply, and the
+ * same two parsing paths: files as {@link renderStatusYaml} writes them (plain block YAML) take
+ * the fast path, while a hand-edited file with anchors, tags or multi-line scalars, and any file
+ * with a problem, is parsed the exact way, which reports the problem.
  *
  * @throws StalledError `RepositoryNotFound` when `repoDir` itself does not exist.
  */
 export async function loadActualState(
   repoDir: string,
-  opts: Partial<ReadLimits> = {},
+  opts: Partial<ReadLimits> & ParseOptions = {},
 ): Promise<{ state: ActualState; problems: Problem[] }> {
   assertRepo(repoDir);
-  const limits: ReadLimits = { ...DEFAULT_LIMITS, maxFiles: 100_000, ...opts };
+  const { fastPath, ...rest } = opts;
+  const limits: ReadLimits = { ...DEFAULT_LIMITS, maxFiles: 100_000, ...rest };
   const problems: Problem[] = [];
   const budget = newBudget();
   const state: ActualState = { vms: new Map(), hosts: new Map() };
@@ -57,16 +61,17 @@ export async function loadActualState(
       problems,
     );
     for (const file of files) {
-      const { docs, ok } = parseYamlFile(file, limits, budget, problems);
-      if (!ok) continue;
-      if (docs.length !== 1) {
-        const at = docs[1] ? locate(docs[1], []) : { file: file.rel, line: 1, col: 1 };
-        problems.push({ ...at, message: `a status file holds exactly one document; found ${docs.length}` });
-        continue;
-      }
-      const parsed = docs[0]!;
       const stem = path.posix.basename(file.rel, '.yaml');
-      const obj = checkStatusDocument(parsed, kind, stem, problems);
+      const check = (docs: ParsedDoc[], found: Problem[]): VirtualMachineStatus | HostStatus | undefined => {
+        if (docs.length !== 1) {
+          const at = docs[1] ? docs[1].locate([]) : { file: file.rel, line: 1, col: 1 };
+          found.push({ ...at, message: `a status file holds exactly one document; found ${docs.length}` });
+          return undefined;
+        }
+        return checkStatusDocument(docs[0]!, kind, stem, found);
+      };
+      const r = parseYamlFile(file, limits, budget, problems, check, { fastPath });
+      const obj = r.ok ? r.result : undefined;
       if (!obj) continue;
       if (kind === 'VirtualMachineStatus') state.vms.set(obj.metadata.name, obj as VirtualMachineStatus);
       else state.hosts.set(obj.metadata.name, obj as HostStatus);
@@ -83,7 +88,7 @@ function checkStatusDocument(
   problems: Problem[],
 ): VirtualMachineStatus | HostStatus | undefined {
   const data = parsed.data;
-  const at = (p: DataPath, atKey = false) => locate(parsed, p, atKey);
+  const at = (p: DataPath, atKey = false) => parsed.locate(p, atKey);
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     problems.push({
       ...at([]),

@@ -28,7 +28,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 
 import { CommandError, StalledError, VmplaceError } from '../../errors';
-import type { HostSpec } from '../../types';
+import type { HostSpec, SshSpec } from '../../types';
+import { copyBetweenHosts } from '../../transfer/between-hosts';
 import { copyLocal, sha256, statSize } from '../../transfer/copy-local';
 import type {
   CpuInfo,
@@ -147,7 +148,7 @@ export class LibvirtDriver implements HypervisorDriver {
   private async virshWithXmlFile(
     args: string[],
     xml: string,
-    opts: { timeoutMs?: number | null } = {},
+    opts: { timeoutMs?: number | null; allowExitCodes?: number[] } = {},
   ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const dir = await mkdtemp(join(tmpdir(), 'vmplace-xml-'));
     try {
@@ -261,6 +262,48 @@ export class LibvirtDriver implements HypervisorDriver {
       timeoutMs: this.quickMs,
     });
     return parseDf(r.stdout);
+  }
+
+  async compareCpu(domainXml: string, virtType: string): Promise<{ compatible: boolean; message: string }> {
+    const r = await this.virshWithXmlFile(
+      ['hypervisor-cpu-compare', '--file', '{XML}', '--virttype', virtType],
+      domainXml,
+      {
+        allowExitCodes: [1],
+      },
+    );
+    const text = `${r.stdout}\n${r.stderr}`.trim();
+    if (r.exitCode !== 0 && /does not contain any <cpu> element/.test(text)) {
+      // no CPU requirement in the definition: the hypervisor's default model runs anywhere
+      return { compatible: true, message: 'the domain asks for no particular CPU' };
+    }
+    if (r.exitCode !== 0) throw new VmplaceError('CpuCompareFailed', text.slice(0, 500));
+    return { compatible: !/incompatible/i.test(text), message: text.split('\n')[0] ?? text };
+  }
+
+  async guardPath(path: string): Promise<void> {
+    await this.guard(path);
+  }
+
+  async copyToHost(
+    target: HypervisorDriver,
+    src: string,
+    dst: string,
+    opts: {
+      onProgress?: ProgressFn;
+      bwlimitKiBps?: number;
+      targetSsh: SshSpec;
+      mode?: 'direct' | 'relay' | 'auto';
+    },
+  ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }> {
+    await target.guardPath(dst);
+    const r = await copyBetweenHosts(this.exec, target.exec, src, dst, {
+      targetSsh: opts.targetSsh,
+      mode: opts.mode ?? 'auto',
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
+    });
+    return { mode: r.mode, bytesSent: r.bytesSent };
   }
 
   async hostCpu(): Promise<CpuInfo> {

@@ -243,14 +243,24 @@ describe('cancel and shutdown checkpoints', () => {
     // CopyingDelta and Restoring must finish (the VM is offline); the run stops at Merging
     expect(res.stopped).toBe(true);
     expect(res.step).toBe('Merging');
-    expect(calls.slice(0, 6)).toEqual(['preflight', 'snapshotDisks', 'copyBase', 'saveVm', 'copyDelta', 'restoreVm']);
+    expect(calls.slice(0, 6)).toEqual([
+      'preflight',
+      'snapshotDisks',
+      'copyBase',
+      'saveVm',
+      'copyDelta',
+      'restoreVm',
+    ]);
     // (stand-ins do not check `stopping`; the real step wrapper does not start the next step)
     expect(calls).not.toContain('verifyTarget');
     const persisted = (await store.listActive()).records[0]!.snapshot as { value: string };
     expect(persisted.value).toBe('Merging');
     // a new process resumes from the checkpoint
     const second = standIns();
-    const done = await runMigration({ snapshot: JSON.parse(JSON.stringify(persisted)) }, { actors: second.actors, store });
+    const done = await runMigration(
+      { snapshot: JSON.parse(JSON.stringify(persisted)) },
+      { actors: second.actors, store },
+    );
     expect(done.step).toBe('Completed');
     expect(second.calls[0]).toBe('mergeOverlays');
   });

@@ -24,16 +24,16 @@ const GiB = 1024 ** 3;
 class FakeHost {
   readonly domains = new Map<string, { disks: { target: string; path: string }[] }>();
   driver(name: string): HypervisorDriver {
-    const self = this;
+    const domains = this.domains;
     const unsupported = (): never => {
       throw new Error('fake driver: not used by observation');
     };
     return {
       hostName: name,
       exec: { label: 'fake', run: unsupported, close: async () => undefined },
-      listDomains: async () => [...self.domains.keys()],
+      listDomains: async () => [...domains.keys()],
       getDomain: async (vmName: string): Promise<DomainInfo | undefined> => {
-        const d = self.domains.get(vmName);
+        const d = domains.get(vmName);
         if (!d) return undefined;
         return {
           name: vmName,
@@ -84,6 +84,9 @@ class FakeHost {
       checksum: unsupported,
       removeFile: unsupported,
       makeDir: unsupported,
+      copyToHost: unsupported,
+      guardPath: unsupported,
+      compareCpu: unsupported,
       close: async () => undefined,
     };
   }
