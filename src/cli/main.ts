@@ -168,6 +168,10 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
             stepDeps: {
               rewriteDiskPaths: drivers.rewriteDiskPaths,
               diskPathsOf: drivers.diskPathsOf,
+              hostSpecFor: (h) => desired.hosts.get(h)?.spec,
+              ...(settings.limits.bandwidthBytesPerSecond
+                ? { bwlimitKiBps: Math.max(1, Math.floor(settings.limits.bandwidthBytesPerSecond / 1024)) }
+                : {}),
               onProgress: (ctx, done, total) => progress?.update(ctx.vm, done, total),
             },
             writeStatus: async (vms, hosts) => {

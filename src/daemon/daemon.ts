@@ -88,6 +88,7 @@ export class Daemon {
       stepDeps: {
         rewriteDiskPaths: (x, p) => this.drivers!.rewriteDiskPaths(x, p),
         diskPathsOf: (x) => this.drivers!.diskPathsOf(x),
+        hostSpecFor: (h) => this.desired?.hosts.get(h)?.spec,
       },
       onFinished: (vm, result) => {
         if (result.stopped) return;

@@ -37,6 +37,8 @@ export interface DomainInfo {
   persistent: boolean;
   memoryBytes: number;
   vcpus: number;
+  /** `<domain type=>`: kvm | qemu | ... */
+  domainType?: string;
   disks: DomainDisk[];
   /** raw XML of the live definition (or inactive, when shut off) */
   xml: string;

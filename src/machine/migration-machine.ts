@@ -101,7 +101,9 @@ export const migrationMachine = setup({
     recordCancel: assign(({ event }) => ({
       lastError: {
         reason: 'Cancelled',
-        message: String((event as { reason?: unknown }).reason ?? 'the desired placement changed before the VM was paused'),
+        message: String(
+          (event as { reason?: unknown }).reason ?? 'the desired placement changed before the VM was paused',
+        ),
       },
     })),
     recordBlocked: assign(({ event }) => {
@@ -151,7 +153,13 @@ export const migrationMachine = setup({
     },
     CopyingBase: {
       // a live mirror may already have pivoted a disk: then only forward
-      on: { CANCEL: { guard: ({ context }) => !context.committed, target: 'RollingBack', actions: 'recordCancel' } },
+      on: {
+        CANCEL: {
+          guard: ({ context }) => !context.committed,
+          target: 'RollingBack',
+          actions: 'recordCancel',
+        },
+      },
       invoke: {
         src: 'copyBase',
         input: ({ context }) => context,

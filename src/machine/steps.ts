@@ -3,6 +3,8 @@ import { fromPromise } from 'xstate';
 import type { Logger } from 'pino';
 import { StalledError, VmplaceError } from '../errors';
 import type { DomainInfo, HypervisorDriver } from '../drivers/driver';
+import { targetReachable } from '../transfer/between-hosts';
+import type { HostSpec, SshSpec } from '../types';
 import { PART_SUFFIX } from '../transfer/copy-local';
 import type { StepActorName } from './migration-machine';
 import type { StepActors } from './runner';
@@ -25,6 +27,10 @@ export interface StepDeps {
   stopping?(): boolean;
   /** bandwidth limit for copies, KiB/s */
   bwlimitKiBps?: number;
+  /** a host's manifest spec: how other hosts reach it for copies (transferAddress, ssh) */
+  hostSpecFor?(host: string): HostSpec | undefined;
+  /** how copies between hosts go (default auto: host to host, relayed only when unreachable) */
+  transferMode?: 'direct' | 'relay' | 'auto';
 }
 
 type Step = (ctx: MigrationContext, deps: StepDeps) => Promise<StepOutput>;
@@ -45,12 +51,7 @@ const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 const preflight: Step = async (ctx, deps) => {
   const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
-  if (ctx.fromHost !== ctx.toHost) {
-    throw new StalledError(
-      'CrossHostNotSupported',
-      `moving ${ctx.vm} from host ${ctx.fromHost} to ${ctx.toHost} needs the cross-host driver, which this version does not have`,
-    );
-  }
+  const cross = ctx.fromHost !== ctx.toHost;
   const dom = await src.getDomain(ctx.vm);
   if (!dom)
     throw new StalledError('DomainNotFound', `no domain ${ctx.vm} is defined on host ${ctx.fromHost}`);
@@ -60,12 +61,54 @@ const preflight: Step = async (ctx, deps) => {
   else if (dom.state === 'running') {
     if (ctx.strategy === 'cold')
       throw new StalledError('DomainRunning', `strategy cold needs ${ctx.vm} shut off; it is running`);
-    effective = ctx.strategy === 'live' ? 'live' : 'quick';
+    // live across hosts (migrate --live --copy-storage-all) is not built yet: quick instead
+    effective = ctx.strategy === 'live' && !cross ? 'live' : 'quick';
   } else {
     throw new StalledError(
       'DomainStateUnsupported',
       `${ctx.vm} is ${dom.state}; vmplace moves running or shut-off VMs`,
     );
+  }
+
+  let transferMode: 'direct' | 'relay' | undefined;
+  if (cross) {
+    if (await dst.getDomain(ctx.vm))
+      throw new StalledError(
+        'DomainExistsOnTarget',
+        `a domain ${ctx.vm} is already defined on ${ctx.toHost}`,
+      );
+    // every disk must be a file the target can have: copied, or on storage both hosts mount
+    for (const d of dom.disks) {
+      if (d.device !== 'disk' && d.device !== 'lun') continue;
+      if (d.type !== 'file')
+        throw new StalledError(
+          'DiskNotFile',
+          `${ctx.vm} disk ${d.target} is a ${d.type} disk; only files move between hosts`,
+        );
+      if (!ctx.moves.some((m) => m.target === d.target))
+        throw new StalledError(
+          'DiskNotPlanned',
+          `${ctx.vm} disk ${d.target} has no planned placement on ${ctx.toHost}`,
+        );
+    }
+    const cpu = await dst.compareCpu(dom.xml, dom.domainType ?? 'kvm');
+    if (!cpu.compatible)
+      throw new StalledError('CpuIncompatible', `${ctx.toHost} cannot run ${ctx.vm}'s CPU: ${cpu.message}`);
+    if (ctx.moves.some((m) => !m.stays)) {
+      const reachable = await targetReachable(src.exec, transferSsh(deps, ctx.toHost));
+      const mode = deps.transferMode ?? 'auto';
+      if (mode === 'direct' && !reachable)
+        throw new StalledError(
+          'TargetUnreachable',
+          `${ctx.fromHost} cannot reach ${ctx.toHost}'s transfer address`,
+        );
+      transferMode = mode === 'relay' || !reachable ? 'relay' : 'direct';
+      if (transferMode === 'relay')
+        deps.logger?.warn(
+          { from: ctx.fromHost, to: ctx.toHost },
+          'hosts cannot reach each other: copies are relayed by the management box',
+        );
+    }
   }
 
   const disks: DiskMove[] = [];
@@ -89,7 +132,12 @@ const preflight: Step = async (ctx, deps) => {
       );
     const base = path.posix.basename(d.path);
     const dstPath = path.posix.join(m.toPath, base);
-    if (dstPath === d.path) continue;
+    // stays: on one host the path is the same; across hosts the location is shared by both
+    if (m.stays || (!cross && dstPath === d.path)) {
+      if (dstPath !== d.path)
+        throw new StalledError('SharedPathMismatch', `${d.path} is not at ${dstPath} on the shared storage`);
+      continue;
+    }
     if (await dst.fileExists(dstPath))
       throw new StalledError(
         'TargetFileExists',
@@ -111,12 +159,18 @@ const preflight: Step = async (ctx, deps) => {
       allocatedBytes: info.allocatedBytes,
     });
   }
-  if (disks.length === 0)
+  if (disks.length === 0 && !cross)
     throw new StalledError('NothingToMove', `${ctx.vm}'s disks are already where they should be`);
 
   const firstTo = ctx.moves[0]!.toPath;
-  const stateFile =
-    effective === 'quick' ? path.posix.join(firstTo, ownFileName(ctx.vm, ctx.id, 'state')) : undefined;
+  const stateName = ownFileName(ctx.vm, ctx.id, 'state');
+  const stateFile = effective === 'quick' ? path.posix.join(firstTo, stateName) : undefined;
+  // One host, or every disk on shared storage: save where the target restores. Else save beside
+  // the first source disk and copy it over.
+  const srcStateFile =
+    stateFile && cross && disks.length > 0
+      ? path.posix.join(path.posix.dirname(disks[0]!.srcPath), stateName)
+      : stateFile;
 
   // Space: the target holds every moved base and overlay (estimated by the headroom ratio)
   // and the memory state, plus the margin; the source holds the overlays.
@@ -146,6 +200,10 @@ const preflight: Step = async (ctx, deps) => {
       const dir = path.posix.dirname(d.srcPath);
       srcNeed.set(dir, (srcNeed.get(dir) ?? 0) + Math.ceil(d.virtualBytes * ctx.sourceHeadroomRatio));
     }
+    if (srcStateFile && srcStateFile !== stateFile) {
+      const dir = path.posix.dirname(srcStateFile);
+      srcNeed.set(dir, (srcNeed.get(dir) ?? 0) + dom.memoryBytes);
+    }
     for (const [dir, bytes] of srcNeed) {
       const fs = await src.fsInfo(dir);
       if (fs.freeBytes < bytes)
@@ -162,6 +220,8 @@ const preflight: Step = async (ctx, deps) => {
     disks,
     memoryBytes: dom.memoryBytes,
     stateFile,
+    srcStateFile,
+    ...(transferMode ? { transferMode } : {}),
     wasRunning: dom.state === 'running',
     bytesTotal,
     bytesDone: 0,
@@ -181,6 +241,7 @@ async function probeWritable(drv: HypervisorDriver, dir: string, ctx: MigrationC
 // ------------------------------------------------------------------ quick: forward steps
 
 const snapshotDisks: Step = async (ctx, deps) => {
+  if (ctx.disks.length === 0) return {};
   const drv = deps.driverFor(ctx.fromHost);
   const dom = await mustGetDomain(drv, ctx);
   const onOverlay = ctx.disks.filter((d) => diskOf(dom, d.target)?.path === d.srcOverlay);
@@ -195,6 +256,40 @@ const snapshotDisks: Step = async (ctx, deps) => {
   );
   return {};
 };
+
+/** How the source host reaches `host` for copies: its transfer address, with the source host's own ssh identity. */
+function transferSsh(deps: StepDeps, host: string): SshSpec {
+  const spec = deps.hostSpecFor?.(host);
+  const address = spec?.transferAddress ?? spec?.ssh?.host;
+  if (!address)
+    throw new StalledError('NoTransferAddress', `host ${host} has neither transferAddress nor ssh.host`);
+  return {
+    host: address,
+    user: spec?.ssh?.user ?? 'root',
+    ...(spec?.ssh?.port ? { port: spec.ssh.port } : {}),
+  };
+}
+
+/** Copy a file from the source host to the target (the same host or another), verified. */
+async function copyAcross(
+  ctx: MigrationContext,
+  deps: StepDeps,
+  from: string,
+  to: string,
+  onProgress?: (n: number) => void,
+): Promise<void> {
+  const src = deps.driverFor(ctx.fromHost);
+  if (ctx.fromHost === ctx.toHost) {
+    await src.copyFile(from, to, onProgress, { bwlimitKiBps: deps.bwlimitKiBps });
+    return;
+  }
+  await src.copyToHost(deps.driverFor(ctx.toHost), from, to, {
+    targetSsh: transferSsh(deps, ctx.toHost),
+    mode: ctx.transferMode ?? 'direct',
+    ...(onProgress ? { onProgress } : {}),
+    ...(deps.bwlimitKiBps ? { bwlimitKiBps: deps.bwlimitKiBps } : {}),
+  });
+}
 
 const copyBase: Step = async (ctx, deps) => {
   if (ctx.effectiveStrategy === 'live') return mirrorDisks(ctx, deps);
@@ -218,11 +313,8 @@ const copyBase: Step = async (ctx, deps) => {
       continue;
     }
     const before = done;
-    await src.copyFile(
-      d.srcPath,
-      d.dstPath,
-      (n) => deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal),
-      { bwlimitKiBps: deps.bwlimitKiBps },
+    await copyAcross(ctx, deps, d.srcPath, d.dstPath, (n) =>
+      deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal),
     );
     const [a, b] = await Promise.all([src.checksum(d.srcPath), dst.checksum(d.dstPath)]);
     if (a !== b) {
@@ -258,7 +350,7 @@ async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepO
 
 const saveVm: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.fromHost);
-  const stateFile = ctx.stateFile!;
+  const stateFile = ctx.srcStateFile ?? ctx.stateFile!;
   const dom = await mustGetDomain(drv, ctx);
   const now = deps.now ?? Date.now;
   if (dom.state === 'shutoff' && (await drv.fileExists(stateFile))) {
@@ -281,12 +373,24 @@ const copyDelta: Step = async (ctx, deps) => {
       dst.fileExists(d.dstOverlay).then((e) => (e ? dst.checksum(d.dstOverlay) : undefined)),
     ]);
     if (a !== b) {
-      await src.copyFile(d.srcOverlay, d.dstOverlay, undefined, { bwlimitKiBps: deps.bwlimitKiBps });
+      await copyAcross(ctx, deps, d.srcOverlay, d.dstOverlay);
       const c = await dst.checksum(d.dstOverlay);
       if (a !== c)
         throw new VmplaceError('ChecksumMismatch', `copy of ${d.srcOverlay} to ${d.dstOverlay} differs`);
     }
     await dst.rebaseUnsafe(d.dstOverlay, d.dstPath, d.format);
+  }
+  const from = ctx.srcStateFile;
+  const to = ctx.stateFile!;
+  if (from && from !== to) {
+    const [a, b] = await Promise.all([
+      src.checksum(from),
+      dst.fileExists(to).then((e) => (e ? dst.checksum(to) : undefined)),
+    ]);
+    if (a !== b) {
+      await dst.removeFile(to);
+      await copyAcross(ctx, deps, from, to);
+    }
   }
   return {};
 };
@@ -306,6 +410,14 @@ const restoreVm: Step = async (ctx, deps) => {
   }
   if (dom && dom.state === 'running')
     throw new VmplaceError('DomainRunningOnSource', `${ctx.vm} runs, but not from the target's disks`);
+  if (ctx.fromHost !== ctx.toHost) {
+    const onSource = await deps.driverFor(ctx.fromHost).getDomain(ctx.vm);
+    if (onSource && onSource.state !== 'shutoff')
+      throw new VmplaceError(
+        'DomainRunningOnSource',
+        `${ctx.vm} is ${onSource.state} on ${ctx.fromHost}; never on both`,
+      );
+  }
   const xml = await drv.savedStateXml(ctx.stateFile!);
   const rewritten = deps.rewriteDiskPaths(
     xml,
@@ -336,8 +448,9 @@ const mergeOverlays: Step = async (ctx, deps) => {
 
 const verifyTarget: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.toHost);
-  const dom = await mustGetDomain(drv, ctx);
   if (ctx.effectiveStrategy === 'cold') {
+    // not yet defined on another target host: the source definition must still be shut off
+    const dom = await mustGetDomain(deps.driverFor(ctx.fromHost), ctx);
     if (dom.state !== 'shutoff')
       throw new VmplaceError('DomainStarted', `${ctx.vm} was started during a cold move`);
     for (const d of ctx.disks) {
@@ -346,6 +459,7 @@ const verifyTarget: Step = async (ctx, deps) => {
         throw new VmplaceError('ChecksumMismatch', `${d.dstPath} changed after its copy`);
     }
   } else {
+    const dom = await mustGetDomain(drv, ctx);
     if (dom.state !== 'running')
       throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state} on the target`);
     for (const d of ctx.disks) {
@@ -367,6 +481,11 @@ const verifyTarget: Step = async (ctx, deps) => {
   return {};
 };
 
+/**
+ * The target's persistent definition names the new paths. Running (quick, live): defined from
+ * the live XML, which a restore on another host left transient. Shut off (cold): the source's
+ * inactive definition with the disk paths rewritten.
+ */
 const finalizeDefinition: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.toHost);
   const want = Object.fromEntries(ctx.disks.map((d) => [d.target, d.dstPath]));
@@ -374,39 +493,68 @@ const finalizeDefinition: Step = async (ctx, deps) => {
     const paths = deps.diskPathsOf(xml);
     return ctx.disks.every((d) => paths[d.target] === d.dstPath);
   };
-  const inactive = await drv.dumpXml(ctx.vm, { inactive: true });
-  if (!named(inactive)) {
-    // Running: the live definition already names the target; shut off: rewrite the inactive one.
-    const xml =
-      ctx.effectiveStrategy === 'cold' ? deps.rewriteDiskPaths(inactive, want) : await drv.dumpXml(ctx.vm);
+  const dom = await drv.getDomain(ctx.vm);
+  const done = dom?.persistent === true && named(await drv.dumpXml(ctx.vm, { inactive: true }));
+  if (!done) {
+    let xml: string;
+    if (ctx.effectiveStrategy === 'cold') {
+      const from = deps.driverFor(dom ? ctx.toHost : ctx.fromHost);
+      xml = deps.rewriteDiskPaths(await from.dumpXml(ctx.vm, { inactive: true }), want);
+    } else {
+      if (!dom) throw new VmplaceError('DomainNotFound', `${ctx.vm} is not running on ${ctx.toHost}`);
+      xml = await drv.dumpXml(ctx.vm);
+    }
     await drv.define(xml);
-    if (!named(await drv.dumpXml(ctx.vm, { inactive: true })))
+    const after = await drv.getDomain(ctx.vm);
+    if (!after?.persistent || !named(await drv.dumpXml(ctx.vm, { inactive: true })))
       throw new VmplaceError(
         'DefineFailed',
-        `the persistent definition of ${ctx.vm} does not name the new paths`,
+        `the persistent definition of ${ctx.vm} on ${ctx.toHost} does not name the new paths`,
       );
   }
   return { committed: true };
 };
 
+/**
+ * Only now, with the VM defined (and, unless cold, running) on the target from verified
+ * copies: undefine it on the source host and remove the source files, overlays and state
+ * files. A file that a definition on the same host still uses is never removed.
+ */
 const cleanUpSource: Step = async (ctx, deps) => {
   const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
-  // Nothing lost: never remove a file that either definition still uses.
-  const inUse = new Set<string>();
+  const cross = ctx.fromHost !== ctx.toHost;
   const dom = await mustGetDomain(dst, ctx);
-  for (const d of dom.disks) if (d.path) inUse.add(d.path);
+  if (!dom.persistent)
+    throw new VmplaceError('VerifyFailed', `${ctx.vm} is not defined persistently on ${ctx.toHost}`);
+  const targetUses = new Set<string>();
+  for (const d of dom.disks) if (d.path) targetUses.add(d.path);
   for (const p of Object.values(deps.diskPathsOf(await dst.dumpXml(ctx.vm, { inactive: true }))))
-    if (p) inUse.add(p);
-  for (const d of ctx.disks) {
-    if (!inUse.has(d.dstPath))
+    if (p) targetUses.add(p);
+  for (const d of ctx.disks)
+    if (!targetUses.has(d.dstPath))
       throw new VmplaceError('VerifyFailed', `${ctx.vm} does not use ${d.dstPath}; source kept`);
+  // what the source host still uses: on one host the target's definition, across hosts nothing
+  // once the source definition is gone
+  let sourceUses = targetUses;
+  if (cross) {
+    const onSource = await src.getDomain(ctx.vm);
+    if (onSource && onSource.state !== 'shutoff')
+      throw new StalledError(
+        'DomainRunningOnSource',
+        `${ctx.vm} is ${onSource.state} on ${ctx.fromHost} too`,
+      );
+    if (onSource) await src.undefine(ctx.vm);
+    sourceUses = new Set();
+  }
+  for (const d of ctx.disks) {
     for (const p of [d.srcPath, d.srcOverlay]) {
-      if (inUse.has(p)) throw new VmplaceError('SourceStillInUse', `${p} is still in use by ${ctx.vm}`);
+      if (sourceUses.has(p)) throw new VmplaceError('SourceStillInUse', `${p} is still in use by ${ctx.vm}`);
       await src.removeFile(p);
     }
-    if (!inUse.has(d.dstOverlay)) await dst.removeFile(d.dstOverlay);
+    if (!targetUses.has(d.dstOverlay)) await dst.removeFile(d.dstOverlay);
   }
+  if (ctx.srcStateFile && ctx.srcStateFile !== ctx.stateFile) await src.removeFile(ctx.srcStateFile);
   if (ctx.stateFile) await dst.removeFile(ctx.stateFile);
   return {};
 };
@@ -416,19 +564,32 @@ const cleanUpSource: Step = async (ctx, deps) => {
 /**
  * Back to the start, by looking at the world: the VM runs on the source again (restored from
  * its state file if it was saved), every overlay is merged back into the source base, the
- * persistent definition names the source paths, and every file this migration made on the
- * target is removed. Source data is never touched except by merging our own overlay into it.
+ * persistent definition names the source paths, nothing of it is defined on another target
+ * host, and every file this migration made on the target is removed. Source data is never
+ * touched except by merging our own overlay into it.
  */
 const rollBack: Step = async (ctx, deps) => {
   const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
+  const cross = ctx.fromHost !== ctx.toHost;
   const log = deps.logger;
+  if (cross) {
+    const onTarget = await dst.getDomain(ctx.vm);
+    if (onTarget && onTarget.state !== 'shutoff')
+      throw new StalledError(
+        'RollbackImpossible',
+        `${ctx.vm} already runs on ${ctx.toHost}; it cannot go back`,
+      );
+    // a definition a cold finalize (or a failed restore) left on the target goes
+    if (onTarget) await dst.undefine(ctx.vm);
+  }
   let dom = await src.getDomain(ctx.vm);
-  if (dom && ctx.disks.length > 0) {
-    if (dom.state === 'shutoff' && ctx.stateFile && ctx.wasRunning && (await src.fileExists(ctx.stateFile))) {
+  const saved = ctx.srcStateFile ?? ctx.stateFile;
+  if (dom) {
+    if (dom.state === 'shutoff' && saved && ctx.wasRunning && (await src.fileExists(saved))) {
       // The state file's own XML names the source overlays, whose backing is the source base.
       log?.warn('restoring the VM on the source from its saved state');
-      await src.restore(ctx.stateFile);
+      await src.restore(saved);
       dom = await mustGetDomain(src, ctx);
     }
     if (dom.state === 'paused' && ctx.wasRunning) {
@@ -441,7 +602,7 @@ const rollBack: Step = async (ctx, deps) => {
       for (const d of ctx.disks) {
         const disk = diskOf(dom, d.target);
         if (disk?.path === d.srcOverlay) await src.blockCommit(ctx.vm, d.target, { overlay: d.srcOverlay });
-        else if (disk?.path === d.dstOverlay || disk?.path === d.dstPath)
+        else if (!cross && (disk?.path === d.dstOverlay || disk?.path === d.dstPath))
           throw new StalledError(
             'RollbackImpossible',
             `${ctx.vm} already runs from the target; it cannot go back`,
@@ -455,24 +616,26 @@ const rollBack: Step = async (ctx, deps) => {
           await src.commitOffline(d.srcOverlay);
       }
     }
-    const inactive = await src.dumpXml(ctx.vm, { inactive: true });
-    const paths = deps.diskPathsOf(inactive);
-    if (ctx.disks.some((d) => paths[d.target] !== d.srcPath)) {
-      await src.define(
-        deps.rewriteDiskPaths(inactive, Object.fromEntries(ctx.disks.map((d) => [d.target, d.srcPath]))),
-      );
+    if (ctx.disks.length) {
+      const inactive = await src.dumpXml(ctx.vm, { inactive: true });
+      const paths = deps.diskPathsOf(inactive);
+      if (ctx.disks.some((d) => paths[d.target] !== d.srcPath)) {
+        await src.define(
+          deps.rewriteDiskPaths(inactive, Object.fromEntries(ctx.disks.map((d) => [d.target, d.srcPath]))),
+        );
+      }
     }
     if (dom.state === 'shutoff' && ctx.wasRunning && ctx.effectiveStrategy !== 'cold')
       await src.start(ctx.vm);
   }
-  // Our own files only: the target copies, overlays and the state file. The VM is safe on
+  // Our own files only: the target copies, overlays and the state files. The VM is safe on
   // the source by now, so a target that refuses deletion (read-only, gone) leaves leftovers
   // that are reported, not a failed rollback.
   const live = dom ? await src.getDomain(ctx.vm) : undefined;
-  const used = new Set((live?.disks ?? []).map((d) => d.path));
+  const usedOnSource = new Set((live?.disks ?? []).map((d) => d.path));
   const leftovers: string[] = [];
   const remove = async (drv: HypervisorDriver, p: string): Promise<void> => {
-    if (used.has(p)) return;
+    if (drv === src && usedOnSource.has(p)) return;
     await drv.removeFile(p).catch((err: unknown) => {
       log?.warn({ err, path: p }, 'could not remove a file of the rolled-back migration');
       leftovers.push(p);
@@ -485,7 +648,11 @@ const rollBack: Step = async (ctx, deps) => {
     }
     await remove(src, d.srcOverlay);
   }
-  if (ctx.stateFile) await remove(dst, ctx.stateFile);
+  if (ctx.stateFile) {
+    await remove(dst, ctx.stateFile);
+    await remove(dst, ctx.stateFile + PART_SUFFIX);
+  }
+  if (ctx.srcStateFile && ctx.srcStateFile !== ctx.stateFile) await remove(src, ctx.srcStateFile);
   if (leftovers.length && ctx.lastError) {
     return {
       lastError: {

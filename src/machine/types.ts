@@ -29,7 +29,14 @@ export interface MigrationInput {
   fromHost: string;
   toHost: string;
   /** desired storage per target device, for the disks that move */
-  moves: { target: string; toStorage: string; toPath: string; fromStorage: string }[];
+  moves: {
+    target: string;
+    toStorage: string;
+    toPath: string;
+    fromStorage: string;
+    /** the disk stays where it is: shared storage that both hosts mount at the same path */
+    stays?: boolean;
+  }[];
   /** bytes kept free on the target beyond the disks and the memory state */
   targetMarginBytes: number;
   /** fraction of virtual size needed on the source for the differencing disk */
@@ -46,6 +53,10 @@ export interface MigrationContext extends MigrationInput {
   memoryBytes: number;
   /** saved memory state file on the target storage */
   stateFile?: string;
+  /** where the source saves the memory state (same as stateFile on one host or on shared storage) */
+  srcStateFile?: string;
+  /** how data goes between hosts: host to host, or relayed by the management box */
+  transferMode?: 'direct' | 'relay';
   /** the VM was running when the migration started */
   wasRunning?: boolean;
   bytesDone: number;

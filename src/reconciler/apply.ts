@@ -186,11 +186,14 @@ export function migrationInput(
     moves: m.disks.map((d) => {
       const loc = topo.resolve(m.to.host, d.to);
       if (!loc) throw new Error(`storage ${d.to} is not known on host ${m.to.host}`);
+      const from = topo.resolve(m.from.host, d.from);
       return {
         target: d.target,
         fromStorage: d.from,
         toStorage: d.to,
         toPath: path.posix.normalize(loc.path),
+        // the same location (a cluster's shared storage): nothing to copy
+        ...(from?.key === loc.key ? { stays: true } : {}),
       };
     }),
     targetMarginBytes: policy.targetMarginBytes,

@@ -229,6 +229,7 @@ export class LibvirtDriver implements HypervisorDriver {
       persistent: info.persistent,
       memoryBytes: dom.memoryBytes,
       vcpus: dom.vcpus,
+      ...(dom.domainType ? { domainType: dom.domainType } : {}),
       disks: dom.disks,
       xml,
     };
