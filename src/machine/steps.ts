@@ -29,6 +29,11 @@ export interface StepDeps {
   bwlimitKiBps?: number;
   /** a host's manifest spec: how other hosts reach it for copies (transferAddress, ssh) */
   hostSpecFor?(host: string): HostSpec | undefined;
+  /** write-ahead intents (see MigrationStore.markIntent); without them rollback trusts only what it sees */
+  intents?: {
+    mark(ctx: MigrationContext, what: 'restore' | 'define'): Promise<void>;
+    has(ctx: MigrationContext, what: 'restore' | 'define'): Promise<boolean>;
+  };
   /** how copies between hosts go (default auto: host to host, relayed only when unreachable) */
   transferMode?: 'direct' | 'relay' | 'auto';
 }
@@ -419,6 +424,7 @@ const restoreVm: Step = async (ctx, deps) => {
       );
   }
   const xml = await drv.savedStateXml(ctx.stateFile!);
+  if (ctx.fromHost !== ctx.toHost) await deps.intents?.mark(ctx, 'restore');
   const rewritten = deps.rewriteDiskPaths(
     xml,
     Object.fromEntries(ctx.disks.map((d) => [d.target, d.dstOverlay])),
@@ -500,6 +506,7 @@ const finalizeDefinition: Step = async (ctx, deps) => {
     if (ctx.effectiveStrategy === 'cold') {
       const from = deps.driverFor(dom ? ctx.toHost : ctx.fromHost);
       xml = deps.rewriteDiskPaths(await from.dumpXml(ctx.vm, { inactive: true }), want);
+      if (ctx.fromHost !== ctx.toHost) await deps.intents?.mark(ctx, 'define');
     } else {
       if (!dom) throw new VmplaceError('DomainNotFound', `${ctx.vm} is not running on ${ctx.toHost}`);
       xml = await drv.dumpXml(ctx.vm);
@@ -574,8 +581,28 @@ const rollBack: Step = async (ctx, deps) => {
   const cross = ctx.fromHost !== ctx.toHost;
   const log = deps.logger;
   if (cross) {
-    const onTarget = await dst.getDomain(ctx.vm);
-    if (onTarget && onTarget.state !== 'shutoff')
+    let onTarget: DomainInfo | undefined;
+    let seen = true;
+    try {
+      onTarget = await dst.getDomain(ctx.vm);
+    } catch (err) {
+      seen = false;
+      // Never on both hosts: without an answer from the target, go back only if this
+      // migration never restored or defined the VM there (write-ahead intents say so).
+      const risky =
+        !deps.intents || (await deps.intents.has(ctx, 'restore')) || (await deps.intents.has(ctx, 'define'));
+      if (risky)
+        throw new StalledError(
+          'TargetUnconfirmed',
+          `${ctx.toHost} does not answer and ${ctx.vm} may have been restored there; not restarting it on ${ctx.fromHost}`,
+          { cause: err },
+        );
+      log?.warn(
+        { err },
+        'the target does not answer, but nothing of this VM was started there: rolling back',
+      );
+    }
+    if (seen && onTarget && onTarget.state !== 'shutoff')
       throw new StalledError(
         'RollbackImpossible',
         `${ctx.vm} already runs on ${ctx.toHost}; it cannot go back`,

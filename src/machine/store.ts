@@ -21,15 +21,33 @@ export interface StoredMigration {
 export class MigrationStore {
   readonly activeDir: string;
   readonly doneDir: string;
+  readonly intentDir: string;
 
   constructor(readonly stateDir: string) {
     this.activeDir = path.join(stateDir, 'migrations');
     this.doneDir = path.join(stateDir, 'done');
+    this.intentDir = path.join(stateDir, 'intents');
   }
 
   async init(): Promise<void> {
     await fs.mkdir(this.activeDir, { recursive: true, mode: 0o700 });
     await fs.mkdir(this.doneDir, { recursive: true, mode: 0o700 });
+    await fs.mkdir(this.intentDir, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * Write-ahead record that a step is about to do something that cannot be seen when the
+   * other host does not answer (a restore or a define there). Durable before it returns.
+   */
+  async markIntent(vm: string, id: string, what: string): Promise<void> {
+    await writeFileAtomic(path.join(this.intentDir, `${vm}.${id}.${what}`), new Date().toISOString() + '\n');
+  }
+
+  async hasIntent(vm: string, id: string, what: string): Promise<boolean> {
+    return fs.access(path.join(this.intentDir, `${vm}.${id}.${what}`)).then(
+      () => true,
+      () => false,
+    );
   }
 
   private fileFor(dir: string, vm: string, id: string): string {
@@ -55,6 +73,9 @@ export class MigrationStore {
       if (err.code !== 'ENOENT') throw err;
     });
     await fsyncDir(this.activeDir);
+    const prefix = `${vm}.${id}.`;
+    for (const n of await fs.readdir(this.intentDir).catch(() => [] as string[]))
+      if (n.startsWith(prefix)) await fs.rm(path.join(this.intentDir, n), { force: true });
   }
 
   /** Every migration that has not finished, oldest first. Unreadable files are reported, not thrown. */

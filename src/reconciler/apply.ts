@@ -73,7 +73,14 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
     if (!d) throw new Error(`no driver for host ${h}`);
     return d;
   };
-  const stepDeps: StepDeps = { ...deps.stepDeps, driverFor };
+  const stepDeps: StepDeps = {
+    ...deps.stepDeps,
+    driverFor,
+    intents: {
+      mark: (c, what) => deps.store.markIntent(c.vm, c.id, what),
+      has: (c, what) => deps.store.hasIntent(c.vm, c.id, what),
+    },
+  };
   const policy = deps.policy ?? DEFAULT_POLICY;
 
   // Status written while migrations run reflects the latest observation plus their progress.

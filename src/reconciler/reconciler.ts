@@ -231,6 +231,10 @@ export class Reconciler {
           return d;
         },
         stopping: () => this.stopping,
+        intents: {
+          mark: (c, what) => this.deps.store.markIntent(c.vm, c.id, what),
+          has: (c, what) => this.deps.store.hasIntent(c.vm, c.id, what),
+        },
         ...(bw ? { bwlimitKiBps: Math.max(1, Math.floor(bw / 1024)) } : {}),
         logger: log.child({ vm }),
       });
