@@ -205,7 +205,7 @@ const preflight: Step = async (ctx, deps) => {
       const dir = path.posix.dirname(d.srcPath);
       srcNeed.set(dir, (srcNeed.get(dir) ?? 0) + Math.ceil(d.virtualBytes * ctx.sourceHeadroomRatio));
     }
-    if (srcStateFile && srcStateFile !== stateFile) {
+    if (srcStateFile && cross && disks.length > 0) {
       const dir = path.posix.dirname(srcStateFile);
       srcNeed.set(dir, (srcNeed.get(dir) ?? 0) + dom.memoryBytes);
     }
@@ -226,6 +226,7 @@ const preflight: Step = async (ctx, deps) => {
     memoryBytes: dom.memoryBytes,
     stateFile,
     srcStateFile,
+    copyState: Boolean(stateFile && cross && disks.length > 0),
     ...(transferMode ? { transferMode } : {}),
     wasRunning: dom.state === 'running',
     bytesTotal,
@@ -387,7 +388,7 @@ const copyDelta: Step = async (ctx, deps) => {
   }
   const from = ctx.srcStateFile;
   const to = ctx.stateFile!;
-  if (from && from !== to) {
+  if (from && (ctx.copyState || from !== to)) {
     const [a, b] = await Promise.all([
       src.checksum(from),
       dst.fileExists(to).then((e) => (e ? dst.checksum(to) : undefined)),
@@ -561,7 +562,8 @@ const cleanUpSource: Step = async (ctx, deps) => {
     }
     if (!targetUses.has(d.dstOverlay)) await dst.removeFile(d.dstOverlay);
   }
-  if (ctx.srcStateFile && ctx.srcStateFile !== ctx.stateFile) await src.removeFile(ctx.srcStateFile);
+  if (ctx.srcStateFile && (ctx.copyState || ctx.srcStateFile !== ctx.stateFile))
+    await src.removeFile(ctx.srcStateFile);
   if (ctx.stateFile) await dst.removeFile(ctx.stateFile);
   return {};
 };
@@ -679,7 +681,8 @@ const rollBack: Step = async (ctx, deps) => {
     await remove(dst, ctx.stateFile);
     await remove(dst, ctx.stateFile + PART_SUFFIX);
   }
-  if (ctx.srcStateFile && ctx.srcStateFile !== ctx.stateFile) await remove(src, ctx.srcStateFile);
+  if (ctx.srcStateFile && (ctx.copyState || ctx.srcStateFile !== ctx.stateFile))
+    await remove(src, ctx.srcStateFile);
   if (leftovers.length && ctx.lastError) {
     return {
       lastError: {

@@ -55,6 +55,8 @@ export interface MigrationContext extends MigrationInput {
   stateFile?: string;
   /** where the source saves the memory state (same as stateFile on one host or on shared storage) */
   srcStateFile?: string;
+  /** the state file is copied from the source host to the target host (paths may be equal) */
+  copyState?: boolean;
   /** how data goes between hosts: host to host, or relayed by the management box */
   transferMode?: 'direct' | 'relay';
   /** the VM was running when the migration started */
