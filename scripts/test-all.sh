@@ -15,7 +15,7 @@ fi
 
 npm ci --no-audit --no-fund
 bash scripts/lab/up.sh
-trap 'bash scripts/lab/down.sh || true' EXIT
+trap 'bash scripts/lab/hosts-down.sh || true; bash scripts/lab/down.sh || true' EXIT
 
 export VMPLACE_REQUIRE_LAB=1
 npm run verify

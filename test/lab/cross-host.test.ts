@@ -178,8 +178,19 @@ async function persistedStep(v: Vm): Promise<string | undefined> {
 
 /** Which hosts run (or hold saved) the VM right now: libvirt of both hosts asked. */
 async function where(vm: string): Promise<Record<LabHostName, string | undefined>> {
-  const [a, b] = await Promise.all([d.hv1.getDomain(vm), d.hv2.getDomain(vm)]);
-  return { hv1: a?.state, hv2: b?.state };
+  // a domain can vanish between libvirt's list and its lookup (a restore or undefine in flight): ask again
+  const state = async (h: LabHostName): Promise<string | undefined> => {
+    for (let i = 0; ; i++) {
+      try {
+        return (await d[h].getDomain(vm))?.state;
+      } catch (err) {
+        if (i >= 20) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  };
+  const [a, b] = await Promise.all([state('hv1'), state('hv2')]);
+  return { hv1: a, hv2: b };
 }
 
 /** Stop the guest where it runs and check every acknowledged record in its images there. */
