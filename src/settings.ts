@@ -55,6 +55,7 @@ const schema = {
       properties: {
         targetMarginBytes: { type: 'integer', minimum: 0 },
         sourceHeadroomRatio: { type: 'number', minimum: 0, maximum: 10 },
+        maxDeltaRounds: { type: 'integer', minimum: 1, maximum: 32 },
       },
     },
     limits: {

@@ -234,6 +234,8 @@ export interface PlanPolicy {
   targetMarginBytes: number;
   /** fraction of a disk's virtual size reserved on the source for the differencing disk (default 0.1) */
   sourceHeadroomRatio: number;
+  /** most delta rounds of a quick migration before the pause (1: the seed's single round; default 8) */
+  maxDeltaRounds?: number;
 }
 
 export const DEFAULT_POLICY: PlanPolicy = {

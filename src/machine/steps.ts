@@ -45,6 +45,35 @@ export function ownFileName(vm: string, id: string, what: string): string {
   return `${vm}.${what}.vmplace-${id}`;
 }
 
+/** The source overlay of round `r` (round 1 is the one Snapshotting made). */
+export function srcOverlayAt(ctx: MigrationContext, d: DiskMove, r: number): string {
+  return r <= 1
+    ? d.srcOverlay
+    : path.posix.join(
+        path.posix.dirname(d.srcOverlay),
+        ownFileName(ctx.vm, ctx.id, `${d.target}.overlay${r}`),
+      );
+}
+
+/** The target copy of the source overlay of round `r`. */
+export function dstOverlayAt(ctx: MigrationContext, d: DiskMove, r: number): string {
+  return r <= 1
+    ? d.dstOverlay
+    : path.posix.join(
+        path.posix.dirname(d.dstOverlay),
+        ownFileName(ctx.vm, ctx.id, `${d.target}.overlay${r}`),
+      );
+}
+
+/** The highest round any overlay of this migration can have. */
+const lastPossibleRound = (ctx: MigrationContext): number => Math.max(1, ctx.maxRounds ?? 1);
+
+/** The round of the source overlay the disk runs on, if it runs on one of ours. */
+function roundOnSource(ctx: MigrationContext, d: DiskMove, p: string | undefined): number | undefined {
+  for (let r = 1; r <= lastPossibleRound(ctx); r++) if (p === srcOverlayAt(ctx, d, r)) return r;
+  return undefined;
+}
+
 function diskOf(dom: DomainInfo, target: string): DomainInfo['disks'][number] | undefined {
   return dom.disks.find((d) => d.target === target);
 }
@@ -308,6 +337,7 @@ const copyBase: Step = async (ctx, deps) => {
   }
   const disks: DiskMove[] = [];
   let done = 0;
+  const started = Date.now();
   for (const d of ctx.disks) {
     if (
       d.baseChecksum &&
@@ -334,8 +364,82 @@ const copyBase: Step = async (ctx, deps) => {
     deps.onProgress?.(ctx, done, ctx.bytesTotal);
     disks.push({ ...d, baseChecksum: a });
   }
+  const elapsed = Math.max(1, Date.now() - started);
+  if (ctx.effectiveStrategy === 'quick' && (ctx.maxRounds ?? 1) > 1 && disks.length > 0) {
+    const rounds = await deltaRounds({ ...ctx, disks }, deps, Math.max(done / elapsed, 10_000));
+    return { disks, bytesDone: done, rounds };
+  }
   return { disks, bytesDone: done };
 };
+
+/** Copy round `r`'s (read-only) overlays to the target and rebase them onto the layer below. */
+async function copyRound(ctx: MigrationContext, deps: StepDeps, r: number): Promise<void> {
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  await Promise.all(
+    ctx.disks.map(async (d) => {
+      const from = srcOverlayAt(ctx, d, r);
+      const to = dstOverlayAt(ctx, d, r);
+      if (await dst.fileExists(to)) {
+        const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]);
+        if (a !== b) {
+          await dst.removeFile(to);
+          await copyAcross(ctx, deps, from, to);
+        }
+      } else {
+        await copyAcross(ctx, deps, from, to);
+      }
+      await dst.rebaseUnsafe(
+        to,
+        r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
+        r === 1 ? d.format : 'qcow2',
+      );
+    }),
+  );
+}
+
+/**
+ * Iterative delta rounds (beyond the seed): while the VM runs, freeze the active overlay under
+ * a new one and copy it, until the delta left for the pause is predicted to fit the pause
+ * budget, stops shrinking, or the round limit is reached. Resumable: the active round is read
+ * from the domain; earlier rounds are copied again only if their copy is not complete.
+ * Returns the round active at the end (the one CopyingDelta copies during the pause).
+ */
+async function deltaRounds(ctx: MigrationContext, deps: StepDeps, bytesPerMs: number): Promise<number> {
+  const src = deps.driverFor(ctx.fromHost);
+  const log = deps.logger;
+  const dom = await mustGetDomain(src, ctx);
+  let r = roundOnSource(ctx, ctx.disks[0]!, diskOf(dom, ctx.disks[0]!.target)?.path) ?? 1;
+  for (let k = 1; k < r; k++) await copyRound(ctx, deps, k);
+  // fixed costs of the pause: save and restore, and copying the memory state between hosts
+  const fixedMs = 600 + (ctx.copyState ? ctx.memoryBytes / bytesPerMs : 0);
+  const budgetMs = Math.max(50, (ctx.maxPauseMs ?? 1000) - fixedMs);
+  let rate = bytesPerMs;
+  let previous = Infinity;
+  for (;;) {
+    const sizes = await Promise.all(
+      ctx.disks.map((d) =>
+        src.imageInfo(srcOverlayAt(ctx, d, r), { forceShare: true }).then((i) => i.allocatedBytes),
+      ),
+    );
+    const delta = sum(sizes);
+    const predictedMs = delta / rate;
+    log?.info(
+      { round: r, deltaBytes: delta, predictedMs: Math.round(predictedMs), budgetMs: Math.round(budgetMs) },
+      'delta round',
+    );
+    if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > 0.8 * previous) return r;
+    await src.snapshotDisks(
+      ctx.vm,
+      ctx.disks.map((d) => ({ target: d.target, path: srcOverlayAt(ctx, d, r + 1) })),
+    );
+    const t0 = Date.now();
+    await copyRound(ctx, deps, r);
+    rate = Math.max(delta / Math.max(1, Date.now() - t0), 10_000);
+    previous = delta;
+    r++;
+  }
+}
 
 async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepOutput> {
   const drv = deps.driverFor(ctx.fromHost);
@@ -387,8 +491,13 @@ const copyDelta: Step = async (ctx, deps) => {
   const to = ctx.stateFile!;
   await Promise.all([
     ...ctx.disks.map(async (d) => {
-      await copyOne(d.srcOverlay, d.dstOverlay);
-      await dst.rebaseUnsafe(d.dstOverlay, d.dstPath, d.format);
+      const r = ctx.rounds ?? 1;
+      await copyOne(srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r));
+      await dst.rebaseUnsafe(
+        dstOverlayAt(ctx, d, r),
+        r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
+        r === 1 ? d.format : 'qcow2',
+      );
     }),
     ...(from && (ctx.copyState || from !== to) ? [copyOne(from, to)] : []),
   ]);
@@ -402,7 +511,7 @@ const restoreVm: Step = async (ctx, deps) => {
   const onTarget = (x: DomainInfo): boolean =>
     ctx.disks.every((d) => {
       const p = diskOf(x, d.target)?.path;
-      return p === d.dstOverlay || p === d.dstPath;
+      return p === dstOverlayAt(ctx, d, ctx.rounds ?? 1) || p === d.dstPath;
     });
   if (dom && dom.state === 'running' && onTarget(dom)) {
     const resumedAt = ctx.resumedAt ?? now();
@@ -422,7 +531,7 @@ const restoreVm: Step = async (ctx, deps) => {
   if (ctx.fromHost !== ctx.toHost) await deps.intents?.mark(ctx, 'restore');
   const rewritten = deps.rewriteDiskPaths(
     xml,
-    Object.fromEntries(ctx.disks.map((d) => [d.target, d.dstOverlay])),
+    Object.fromEntries(ctx.disks.map((d) => [d.target, dstOverlayAt(ctx, d, ctx.rounds ?? 1)])),
   );
   await drv.restore(ctx.stateFile!, rewritten);
   const resumedAt = now();
@@ -437,12 +546,14 @@ const mergeOverlays: Step = async (ctx, deps) => {
     const dom = await mustGetDomain(drv, ctx);
     const disk = diskOf(dom, d.target);
     if (disk?.path === d.dstPath && !disk.hasBackingStore) continue;
-    if (disk?.path !== d.dstOverlay)
+    const top = dstOverlayAt(ctx, d, ctx.rounds ?? 1);
+    if (disk?.path !== top)
       throw new VmplaceError(
         'UnexpectedDiskSource',
-        `${ctx.vm} disk ${d.target} is ${disk?.path}, expected ${d.dstOverlay}`,
+        `${ctx.vm} disk ${d.target} is ${disk?.path}, expected ${top}`,
       );
-    await drv.blockCommit(ctx.vm, d.target, { overlay: d.dstOverlay });
+    // the whole chain (every round's overlay) goes into the base
+    await drv.blockCommit(ctx.vm, d.target, { overlay: top });
   }
   return {};
 };
@@ -550,11 +661,13 @@ const cleanUpSource: Step = async (ctx, deps) => {
     sourceUses = new Set();
   }
   for (const d of ctx.disks) {
-    for (const p of [d.srcPath, d.srcOverlay]) {
+    const rounds = Array.from({ length: ctx.rounds ?? 1 }, (_, i) => i + 1);
+    for (const p of [d.srcPath, ...rounds.map((r) => srcOverlayAt(ctx, d, r))]) {
       if (sourceUses.has(p)) throw new VmplaceError('SourceStillInUse', `${p} is still in use by ${ctx.vm}`);
       await src.removeFile(p);
     }
-    if (!targetUses.has(d.dstOverlay)) await dst.removeFile(d.dstOverlay);
+    for (const p of rounds.map((r) => dstOverlayAt(ctx, d, r)))
+      if (!targetUses.has(p)) await dst.removeFile(p);
   }
   if (ctx.srcStateFile && (ctx.copyState || ctx.srcStateFile !== ctx.stateFile))
     await src.removeFile(ctx.srcStateFile);
@@ -624,8 +737,16 @@ const rollBack: Step = async (ctx, deps) => {
     if (dom.state === 'running' || dom.state === 'paused') {
       for (const d of ctx.disks) {
         const disk = diskOf(dom, d.target);
-        if (disk?.path === d.srcOverlay) await src.blockCommit(ctx.vm, d.target, { overlay: d.srcOverlay });
-        else if (!cross && (disk?.path === d.dstOverlay || disk?.path === d.dstPath))
+        const r = roundOnSource(ctx, d, disk?.path);
+        // the whole chain of our overlays goes back into the source base
+        if (r !== undefined) await src.blockCommit(ctx.vm, d.target, { overlay: srcOverlayAt(ctx, d, r) });
+        else if (
+          !cross &&
+          (disk?.path === d.dstPath ||
+            Array.from({ length: lastPossibleRound(ctx) }, (_, i) => dstOverlayAt(ctx, d, i + 1)).includes(
+              disk?.path ?? '',
+            ))
+        )
           throw new StalledError(
             'RollbackImpossible',
             `${ctx.vm} already runs from the target; it cannot go back`,
@@ -635,8 +756,12 @@ const rollBack: Step = async (ctx, deps) => {
       // Shut off with overlays in its definition (e.g. it stopped after the snapshot): merge offline.
       const paths = deps.diskPathsOf(await src.dumpXml(ctx.vm, { inactive: true }));
       for (const d of ctx.disks) {
-        if (paths[d.target] === d.srcOverlay && (await src.fileExists(d.srcOverlay)))
-          await src.commitOffline(d.srcOverlay);
+        if (roundOnSource(ctx, d, paths[d.target]) === undefined) continue;
+        // top down: each overlay into the layer below it, the last into the base
+        for (let r = lastPossibleRound(ctx); r >= 1; r--) {
+          const ov = srcOverlayAt(ctx, d, r);
+          if (await src.fileExists(ov)) await src.commitOffline(ov);
+        }
       }
     }
     if (ctx.disks.length) {
@@ -665,11 +790,12 @@ const rollBack: Step = async (ctx, deps) => {
     });
   };
   for (const d of ctx.disks) {
-    for (const p of [d.dstPath, d.dstOverlay]) {
+    const rounds = Array.from({ length: lastPossibleRound(ctx) }, (_, i) => i + 1);
+    for (const p of [d.dstPath, ...rounds.map((r) => dstOverlayAt(ctx, d, r))]) {
       await remove(dst, p);
       await remove(dst, p + PART_SUFFIX);
     }
-    await remove(src, d.srcOverlay);
+    for (const r of rounds) await remove(src, srcOverlayAt(ctx, d, r));
   }
   if (ctx.stateFile) {
     await remove(dst, ctx.stateFile);

@@ -43,6 +43,10 @@ export interface MigrationInput {
   sourceHeadroomRatio: number;
   /** retries of a forward step after the point of no return */
   maxForwardAttempts: number;
+  /** pause budget (spec.maxPause, default 1 s): delta rounds run until the last delta fits it */
+  maxPauseMs?: number;
+  /** most overlays before the pause (1 = the seed's single round; default 1) */
+  maxRounds?: number;
 }
 
 /** The migration's whole memory. JSON-safe: it is persisted after every transition. */
@@ -70,6 +74,8 @@ export interface MigrationContext extends MigrationInput {
   /** ms since epoch when the VM ran again on the target */
   resumedAt?: number;
   pauseMs?: number;
+  /** the overlay round that was active when the VM was saved (1 = single round) */
+  rounds?: number;
   /** true once the VM runs from the target: from here only forward */
   committed: boolean;
   attempts: number;

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../drivers/driver';
 import { observe, type Observation } from '../inventory/observe';
+import { parseDuration } from '../daemon/duration';
 import { runMigration, type RunResult } from '../machine/runner';
 import { createStepActors, type StepDeps } from '../machine/steps';
 import { MigrationStore, type StoredMigration } from '../machine/store';
@@ -152,7 +153,7 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
   const workers = Array.from({ length: Math.min(parallel, queue.length) }, async () => {
     for (let m = queue.shift(); m; m = queue.shift()) {
       const id = newMigrationId(now());
-      const input = migrationInput(m, id, topo, policy);
+      const input = migrationInput(m, id, topo, policy, maxPauseOf(deps.desired, m.vm));
       deps.onMigrationStart?.(m, id);
       await run({ input, startedAt: now().toISOString() }, m.vm, id).catch((err: unknown) => {
         log.error({ err, vm: m.vm }, 'migration crashed');
@@ -183,6 +184,8 @@ export function migrationInput(
   id: string,
   topo: Topology,
   policy: PlanPolicy = DEFAULT_POLICY,
+  /** spec.maxPause of the VM, in ms */
+  maxPauseMs?: number,
 ): MigrationInput {
   return {
     id,
@@ -205,6 +208,8 @@ export function migrationInput(
     }),
     targetMarginBytes: policy.targetMarginBytes,
     sourceHeadroomRatio: policy.sourceHeadroomRatio,
+    maxPauseMs: maxPauseMs ?? 1000,
+    maxRounds: policy.maxDeltaRounds ?? 8,
     maxForwardAttempts: 5,
   };
 }
@@ -257,4 +262,15 @@ export function composeAll(
     );
   }
   return out;
+}
+
+/** A VM's `spec.maxPause` in ms (undefined when absent or not a duration). */
+export function maxPauseOf(desired: DesiredState, vm: string): number | undefined {
+  const text = desired.vms.get(vm)?.spec.maxPause;
+  if (!text) return undefined;
+  try {
+    return parseDuration(text);
+  } catch {
+    return undefined;
+  }
 }

@@ -19,7 +19,7 @@ import type {
   PlannedMigration,
   VirtualMachineStatus,
 } from '../types';
-import { composeAll, migrationInput, newMigrationId, toActual } from './apply';
+import { composeAll, maxPauseOf, migrationInput, newMigrationId, toActual } from './apply';
 import type { MigrationView } from './compose-status';
 
 /** What one pass is given: the state of the repository at one revision. */
@@ -149,7 +149,13 @@ export class Reconciler {
       }
       let mInput;
       try {
-        mInput = migrationInput(m, newMigrationId(now), topo, input.settings.policy);
+        mInput = migrationInput(
+          m,
+          newMigrationId(now),
+          topo,
+          input.settings.policy,
+          maxPauseOf(input.desired, m.vm),
+        );
       } catch (err) {
         deferred.set(m.vm, describeError(err).message);
         continue;
