@@ -98,6 +98,7 @@ async function guestOn(
   host: LabHostName,
   storage: 'local' | 'csv',
   disks: { target: string; size: number; fill?: number }[],
+  opts: { bulkMiBps?: number } = {},
 ): Promise<Vm> {
   const name = `vmpx-${tag}-${process.pid}`;
   vms.push(name);
@@ -124,6 +125,7 @@ async function guestOn(
       serialLog: v.serialLog,
       memoryMiB: 128,
       rateHz: 20,
+      ...(opts.bulkMiBps ? { bulkMiBps: opts.bulkMiBps } : {}),
       guest,
     }),
   );
@@ -271,6 +273,39 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       'hv2',
       v.disks.map((x) => x.file),
     );
+  });
+
+  it('under ~10 MiB/s of guest writes, iterative delta rounds shrink the delta before the pause; nothing lost', async () => {
+    const v = await guestOn(
+      'rounds',
+      'hv1',
+      'local',
+      [{ target: 'vda', size: 1024 * MiB, fill: 512 * MiB }],
+      {
+        bulkMiBps: 10,
+      },
+    );
+    await writeDesired(v, 'hv2', 'local');
+    const res = await apply(v).exited;
+    expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr.slice(-3000) }).toEqual({
+      code: 0,
+      stderr: '',
+    });
+    const rounds = res.stderr
+      .split('\n')
+      .filter((l) => l.includes('"delta round"'))
+      .map((l) => JSON.parse(l) as { round: number; deltaBytes: number; predictedMs: number });
+    expect(rounds.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...rounds.map((r) => r.round))).toBeGreaterThanOrEqual(2);
+    // each round's delta is smaller than the first one
+    expect(rounds.at(-1)!.deltaBytes).toBeLessThan(rounds[0]!.deltaBytes);
+    const s = await status(v);
+    expect(s.phase).toBe('Placed');
+    console.log(
+      `delta rounds under load: ${rounds.map((r) => `#${r.round} ${(r.deltaBytes / MiB).toFixed(1)} MiB`).join(', ')}; pause ${s.migration?.pauseMs} ms`,
+    );
+    expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
+    await expectNothingLost(v, 'hv2', [v.disks[0]!.file]);
   });
 
   it('moves only the state and the definition between hosts of one cluster when the disks stay on shared storage', async () => {

@@ -187,6 +187,8 @@ export interface GuestVmSpec {
   rateHz?: number;
   /** Last sequence number per disk (kernel cmdline `vmplace.maxseq`). */
   maxSeq?: number;
+  /** MiB/s of unacknowledged filler writes per disk from 32 MiB on (kernel cmdline `vmplace.bulk`). */
+  bulkMiBps?: number;
   /** Kernel/initrd to boot; default buildGuest(). */
   guest?: GuestImage;
   /** Start after defining (default true). */
@@ -212,6 +214,7 @@ export function guestDomainXml(spec: GuestVmSpec & { guest: GuestImage }): strin
     'loglevel=4',
     `vmplace.rate=${spec.rateHz ?? 20}`,
     `vmplace.maxseq=${spec.maxSeq ?? DEFAULT_MAX_SEQ}`,
+    `vmplace.bulk=${spec.bulkMiBps ?? 0}`,
   ].join(' ');
   const serialSource = { '@_path': spec.serialLog, '@_append': 'on' };
   return builder.build({

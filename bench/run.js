@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+/**
+ * Runs the benchmarks of the performance issue and writes bench/RESULTS.md and bench/pause.svg.
+ *
+ *   npm run bench                          # everything, 5 runs each (tens of minutes)
+ *   node bench/run.js --only pause,copy --runs 7
+ *   node bench/run.js --modes quick:single,quick:iterative --sizes 1G,4G --max-pause 1s
+ *   npm run bench:smoke                    # tiny sizes, one run each, results in a temp dir
+ *
+ * Sections: pause (cross-host quick single/iterative, live same host and cross host), copy,
+ * plan, reaction. Every section's raw samples go to OUT/results/SECTION.json (OUT = bench/, or
+ * a temp dir with --smoke, or --out DIR); the report is rebuilt from every section there, so
+ * sections can be re-run one at a time. Needs root and the labs (started here when down).
+ */
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { MiB, GiB, log, machineInfo } = require('./lib/util');
+
+const args = process.argv.slice(2);
+const flag = (n) => args.includes(`--${n}`);
+const opt = (n, def) => {
+  const i = args.indexOf(`--${n}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const smoke = flag('smoke');
+const runs = Number(opt('runs', smoke ? 1 : 5));
+const only = opt('only', 'plan,reaction,copy,pause').split(',');
+const bytes = (s) => {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
+  if (!m) throw new Error(`bad size ${s}`);
+  return Math.round(Number(m[1]) * { '': 1, K: 1024, M: MiB, G: GiB }[m[2].toUpperCase()]);
+};
+const out = path.resolve(opt('out', smoke ? fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-bench-smoke-')) : __dirname));
+const resultsDir = path.join(out, 'results');
+fs.mkdirSync(resultsDir, { recursive: true });
+
+async function main() {
+  const info = machineInfo();
+  log(`machine: ${info.nproc} CPUs, ${info.memGiB} GiB, ${info.kernel}, load ${info.loadavg}; output in ${out}`);
+  const save = (r) => {
+    r.machine = info;
+    r.smoke = smoke;
+    fs.writeFileSync(path.join(resultsDir, `${r.section}.json`), JSON.stringify(r, null, 1));
+  };
+  for (const section of only) {
+    const t0 = Date.now();
+    log(`== ${section}`);
+    if (section === 'plan') {
+      const { planBench } = require('./plan-bench');
+      save(planBench(smoke ? { runs, vms: 200, hosts: 20, clusters: 4, quiet: true } : { runs, quiet: true }));
+    } else if (section === 'reaction') {
+      save(await require('./reaction').reactionBench({ runs }));
+    } else if (section === 'copy') {
+      save(
+        await require('./copy').copyBench({
+          runs,
+          sizeBytes: bytes(opt('copy-size', smoke ? '64M' : '1G')),
+          sparseBytes: bytes(opt('sparse-size', smoke ? '256M' : '8G')),
+          sparseAllocBytes: bytes(opt('sparse-alloc', smoke ? '64M' : '512M')),
+          sparseRuns: Number(opt('sparse-runs', smoke ? 1 : Math.min(runs, 3))),
+        }),
+      );
+    } else if (section === 'pause') {
+      save(
+        await require('./pause').pauseBench({
+          runs,
+          sizes: opt('sizes', smoke ? '128M' : '1G,4G').split(',').map(bytes),
+          modes: opt('modes', 'quick:single,quick:iterative,live:same,live:cross').split(','),
+          maxPause: opt('max-pause', '1s'),
+          inject: !flag('no-inject'),
+        }),
+      );
+    } else throw new Error(`unknown section ${section} (plan, reaction, copy, pause)`);
+    log(`== ${section} done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  if (!flag('keep-lab')) await require('./lib/lab').hostsDown();
+  require('./report').writeReport(out);
+  log(`wrote ${path.join(out, 'RESULTS.md')} and ${path.join(out, 'pause.svg')}`);
+}
+
+main().catch((err) => {
+  console.error(err && err.stack ? err.stack : err);
+  process.exit(1);
+});
