@@ -144,6 +144,28 @@ async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, spars
     await clean(dst);
     await e1.run(['rm', '-f', '--', src]);
 
+    // fixed cost per copy, as paid for every file copied during a pause (overlay, state file)
+    const small = path.posix.join(h1.storage, `${tag}-small.raw`);
+    const smallDst = path.posix.join(h2.storage, `${tag}-small.raw`);
+    await e1.run(['sh', '-c', `head -c ${MiB} /dev/urandom > '${small}'`]);
+    const smallMethods = {
+      'rsync --sparse over ssh': async () => rsyncStats((await plainRsync(small, smallDst)).stdout).totalSent,
+      'copyBetweenHosts verify:false': async () =>
+        (await copyBetweenHosts(e1, e2, small, smallDst, { targetSsh: hop, verify: false })).bytesSent,
+      'copyBetweenHosts (sha256)': async () =>
+        (await copyBetweenHosts(e1, e2, small, smallDst, { targetSsh: hop })).bytesSent,
+    };
+    for (let i = 0; i < runs; i++) {
+      for (const name of Object.keys(smallMethods)) {
+        await clean(smallDst);
+        const { ms, r } = await timeIt(smallMethods[name]);
+        results.push({ kind: 'cross-host-1MiB', method: name, run: i + 1, bytes: MiB, ms, reportedBytes: r, load: loadavg() });
+      }
+    }
+    log(`copy: 1 MiB across hosts: ${results.slice(-3).map((x) => `${x.method} ${x.ms.toFixed(0)} ms`).join(', ')}`);
+    await clean(smallDst);
+    await e1.run(['rm', '-f', '--', small]);
+
     // sparse: a raw file and a qcow2 image with the same data
     const sraw = path.posix.join(h1.storage, `${tag}-sparse.raw`);
     const sq = path.posix.join(h1.storage, `${tag}-sparse.qcow2`);

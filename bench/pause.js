@@ -8,7 +8,8 @@
  *
  * Modes (`--modes`, default all): `quick:single` and `quick:iterative` (cross-host, the real CLI
  * `vmplace apply` on the two-host lab; iterative sets `spec.maxPause` in the manifest, so
- * whatever the machine does with it is measured without changes here), `live:same` (one host,
+ * whatever the machine does with it is measured without changes here; single sets
+ * `policy.maxDeltaRounds: 1` in vmplace.yaml: the seed's one copy of the delta during the pause), `live:same` (one host,
  * blockcopy --pivot) and `live:cross` (strategy live across hosts; reported as "runs quick"
  * while vmplace falls back to quick).
  *
@@ -133,6 +134,7 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
   const monDst = dst.name === src.name ? monSrc : new lab.EventMonitor(dst.where, dst.name);
   await Promise.all([monSrc.ready(), monDst.ready()]);
   const t0 = Date.now();
+  const written0 = injector.written;
   if (inject) injector.start(src.where);
   await sleep(inject ? 1000 : 0); // the disk is being written to when the migration starts
   const child = spawn(
@@ -162,7 +164,7 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
     if (injector.running && injector.where === src.where && (PAUSED_STEPS.has(step) || stopped)) {
       if (stopped && !PAUSED_STEPS.has(step)) writesDuringPause++;
       await injector.stop();
-      injectedBeforeSave = injector.written;
+      injectedBeforeSave = injector.written - written0;
     }
     if (inject && !restarted && injectedBeforeSave !== undefined && dst.name !== src.name) {
       const resumed = monDst.of(vm, t0).some((e) => e.kind === 'RESUME');
@@ -235,6 +237,12 @@ async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, injec
     d[h] = new LibvirtDriver(h, env.hosts[h].hostSpec, { allowedRoots: [env.hosts[h].storage, env.csvPath] });
   const where = { hv1: lab.remote(d.hv1.exec), hv2: lab.remote(d.hv2.exec) };
   const made = [];
+  // leftovers of an interrupted benchmark on the benchmarks' own lab
+  for (const h of ['hv1', 'hv2'])
+    for (const old of (await d[h].listDomains()).filter((n) => n.startsWith('vmpb-'))) {
+      await d[h].destroy(old).catch(() => undefined);
+      await d[h].undefine(old).catch(() => undefined);
+    }
   try {
     for (const size of sizes) {
       const vm = `vmpb-x${Math.round(size / MiB)}m-${process.pid}`;
@@ -259,6 +267,11 @@ async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, injec
           const from = on;
           const to = on === 'hv1' ? 'hv2' : 'hv1';
           fs.writeFileSync(path.join(repo, 'manifests', 'fleet.yaml'), crossManifests(env, vm, to, mode, maxPause));
+          // the seed's single round: no delta rounds before the pause
+          fs.writeFileSync(
+            path.join(repo, 'vmplace.yaml'),
+            mode === 'quick:single' ? 'policy:\n  maxDeltaRounds: 1\n' : '',
+          );
           const stateDir = path.join(root, vm, `state-${mode.replace(':', '-')}-${i}`);
           const load = loadavg();
           // live across hosts migrates with QEMU's own migration: writes from the monitor are not

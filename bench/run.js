@@ -66,7 +66,7 @@ async function main() {
       save(
         await require('./pause').pauseBench({
           runs,
-          sizes: opt('sizes', smoke ? '128M' : '1G,4G').split(',').map(bytes),
+          sizes: opt('sizes', smoke ? '64M' : '1G,4G').split(',').map(bytes),
           modes: opt('modes', 'quick:single,quick:iterative,live:same,live:cross').split(','),
           maxPause: opt('max-pause', '1s'),
           inject: !flag('no-inject'),

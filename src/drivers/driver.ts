@@ -153,6 +153,22 @@ export interface HypervisorDriver {
       mode?: 'direct' | 'relay' | 'auto';
     },
   ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }>;
+  /**
+   * Live migration with storage to another host (`virsh migrate --live --persistent
+   * --undefinesource --copy-storage-all`): the target's disk images are created empty first,
+   * the domain XML names them, memory and disks stream from QEMU to QEMU. Resolves with the
+   * downtime QEMU reports. Idempotent: a domain already running on the target is success.
+   */
+  migrateLive(
+    domain: string,
+    target: HypervisorDriver,
+    opts: {
+      disks: { target: string; path: string; format: string; virtualBytes: number }[];
+      /** the target's address for the migration stream (its transfer address) */
+      address: string;
+      bandwidthMiBps?: number;
+    },
+  ): Promise<{ downtimeMs?: number }>;
   /** throws StalledError PathOutsideStorage unless `path` lies inside this host's declared storage or state dir */
   guardPath(path: string): Promise<void>;
   /** can this host run the domain's CPU? (`virsh hypervisor-cpu-compare`) */

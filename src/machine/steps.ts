@@ -95,8 +95,8 @@ const preflight: Step = async (ctx, deps) => {
   else if (dom.state === 'running') {
     if (ctx.strategy === 'cold')
       throw new StalledError('DomainRunning', `strategy cold needs ${ctx.vm} shut off; it is running`);
-    // live across hosts (migrate --live --copy-storage-all) is not built yet: quick instead
-    effective = ctx.strategy === 'live' && !cross ? 'live' : 'quick';
+    // live: a mirror on one host, live migration with storage across hosts; auto: live
+    effective = ctx.strategy === 'live' || ctx.strategy === 'auto' ? 'live' : 'quick';
   } else {
     throw new StalledError(
       'DomainStateUnsupported',
@@ -137,6 +137,11 @@ const preflight: Step = async (ctx, deps) => {
           `${ctx.fromHost} cannot reach ${ctx.toHost}'s transfer address`,
         );
       transferMode = mode === 'relay' || !reachable ? 'relay' : 'direct';
+      if (transferMode === 'relay' && effective === 'live') {
+        // a live migration streams host to host: without a path between them, quick it is
+        effective = 'quick';
+        deps.logger?.warn('the hosts cannot reach each other: live migration is not possible, using quick');
+      }
       if (transferMode === 'relay')
         deps.logger?.warn(
           { from: ctx.fromHost, to: ctx.toHost },
@@ -442,6 +447,7 @@ async function deltaRounds(ctx: MigrationContext, deps: StepDeps, bytesPerMs: nu
 }
 
 async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepOutput> {
+  if (ctx.fromHost !== ctx.toHost) return migrateLive(ctx, deps);
   const drv = deps.driverFor(ctx.fromHost);
   let committed = ctx.committed;
   let done = 0;
@@ -456,6 +462,42 @@ async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepO
     deps.onProgress?.(ctx, done, ctx.bytesTotal);
   }
   return { committed, bytesDone: done, pauseMs: 0 };
+}
+
+/**
+ * Live across hosts: QEMU streams memory and disks to the target (libvirt's migration with
+ * storage); the VM pauses only for the final switch-over. From the moment the migration may
+ * have started the target could run the VM: a write-ahead intent keeps a rollback honest.
+ */
+async function migrateLive(ctx: MigrationContext, deps: StepDeps): Promise<StepOutput> {
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  const all = ctx.moves.map((m) => {
+    const d = ctx.disks.find((x) => x.target === m.target);
+    return d;
+  });
+  const dom = await src.getDomain(ctx.vm);
+  // disks that stay on shared storage keep their path; the others get their target path
+  const disks = (dom?.disks ?? [])
+    .filter((x) => x.device === 'disk' || x.device === 'lun')
+    .map((x) => {
+      const moved = all.find((d) => d?.target === x.target);
+      return moved
+        ? { target: x.target, path: moved.dstPath, format: moved.format, virtualBytes: moved.virtualBytes }
+        : undefined;
+    })
+    .filter(
+      (x): x is { target: string; path: string; format: string; virtualBytes: number } => x !== undefined,
+    );
+  await deps.intents?.mark(ctx, 'restore');
+  const res = await src.migrateLive(ctx.vm, dst, {
+    disks,
+    address: transferSsh(deps, ctx.toHost).host,
+    ...(deps.bwlimitKiBps ? { bandwidthMiBps: Math.max(1, deps.bwlimitKiBps / 1024) } : {}),
+  });
+  deps.onProgress?.(ctx, ctx.bytesTotal, ctx.bytesTotal);
+  deps.logger?.info({ downtimeMs: res.downtimeMs }, 'VM live-migrated to the target');
+  return { committed: true, bytesDone: ctx.bytesTotal, pauseMs: res.downtimeMs ?? 0 };
 }
 
 const saveVm: Step = async (ctx, deps) => {

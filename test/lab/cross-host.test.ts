@@ -308,6 +308,30 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
     await expectNothingLost(v, 'hv2', [v.disks[0]!.file]);
   });
 
+  it('strategy live across hosts: a live migration with storage, the VM never paused for long; nothing lost', async () => {
+    const v = await guestOn('live', 'hv1', 'local', [{ target: 'vda', size: 256 * MiB, fill: 64 * MiB }]);
+    await writeDesired(v, 'hv2', 'local');
+    await fs.appendFile(path.join(v.repo, 'manifests', 'fleet.yaml'), '');
+    const text = await fs.readFile(path.join(v.repo, 'manifests', 'fleet.yaml'), 'utf8');
+    await fs.writeFile(
+      path.join(v.repo, 'manifests', 'fleet.yaml'),
+      text.replace(`spec: {host: hv2, storage: local}`, `spec: {host: hv2, storage: local, strategy: live}`),
+    );
+    const res = await apply(v).exited;
+    expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr.slice(-3000) }).toEqual({
+      code: 0,
+      stderr: '',
+    });
+    expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
+    const s = await status(v);
+    expect(s.phase).toBe('Placed');
+    expect(s.migration?.strategy).toBe('live');
+    expect(s.migration?.pauseMs).toBeLessThan(1000);
+    console.log(`live migration across hosts: QEMU downtime ${s.migration?.pauseMs} ms`);
+    for (const x of v.disks) expect(await exists(mgmtPath('hv1', x.file))).toBe(false);
+    await expectNothingLost(v, 'hv2', [v.disks[0]!.file]);
+  });
+
   it('moves only the state and the definition between hosts of one cluster when the disks stay on shared storage', async () => {
     const v = await guestOn('csv', 'hv2', 'csv', [{ target: 'vda', size: 64 * MiB, fill: 16 * MiB }]);
     await writeDesired(v, 'hv1', 'csv');

@@ -53,7 +53,7 @@ import {
   parseQemuImgCheck,
   parseQemuImgInfo,
 } from './parsers';
-import { type ParsedDisk, parseDomainXml } from './xml';
+import { type ParsedDisk, parseDomainXml, rewriteDiskPaths } from './xml';
 
 export interface LibvirtDriverOptions {
   /** absolute paths the driver may write, copy to or delete inside: storage locations + state dir */
@@ -280,6 +280,64 @@ export class LibvirtDriver implements HypervisorDriver {
     }
     if (r.exitCode !== 0) throw new VmplaceError('CpuCompareFailed', text.slice(0, 500));
     return { compatible: !/incompatible/i.test(text), message: text.split('\n')[0] ?? text };
+  }
+
+  async migrateLive(
+    domain: string,
+    target: HypervisorDriver,
+    opts: {
+      disks: { target: string; path: string; format: string; virtualBytes: number }[];
+      address: string;
+      bandwidthMiBps?: number;
+    },
+  ): Promise<{ downtimeMs?: number }> {
+    if (!(target instanceof LibvirtDriver))
+      throw new StalledError('DriverMismatch', 'live migration needs libvirt on both hosts');
+    const there = await target.getDomain(domain);
+    if (there?.state === 'running') return { downtimeMs: await target.incomingDowntime(domain) };
+    for (const d of opts.disks) {
+      await target.guardPath(d.path);
+      if (!(await target.fileExists(d.path)))
+        await target.run(
+          target.exec,
+          ['qemu-img', 'create', '-q', '-f', d.format, '--', d.path, String(d.virtualBytes)],
+          {
+            timeoutMs: this.quickMs,
+          },
+        );
+    }
+    const live = (await this.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info']))
+      .stdout;
+    const xml = rewriteDiskPaths(live, Object.fromEntries(opts.disks.map((d) => [d.target, d.path])));
+    await this.virshWithXmlFile(
+      [
+        'migrate',
+        '--live',
+        '--persistent',
+        '--undefinesource',
+        '--copy-storage-all',
+        '--domain',
+        domain,
+        '--desturi',
+        target.uri,
+        '--migrateuri',
+        `tcp://${opts.address}`,
+        '--xml',
+        '{XML}',
+        ...(opts.bandwidthMiBps ? ['--bandwidth', String(Math.max(1, Math.floor(opts.bandwidthMiBps)))] : []),
+      ],
+      xml,
+      { timeoutMs: null },
+    );
+    return { downtimeMs: await target.incomingDowntime(domain) };
+  }
+
+  /** `Total downtime` of the last completed incoming migration, as QEMU measured it. */
+  private async incomingDowntime(domain: string): Promise<number | undefined> {
+    const r = await this.virsh(['domjobinfo', '--domain', domain, '--completed'], { allowExitCodes: [1] });
+    const line = r.stdout.split('\n').find((l) => l.trim().startsWith('Total downtime:'));
+    const n = line ? Number(line.split(':')[1]?.trim().split(/\s+/)[0]) : NaN;
+    return Number.isFinite(n) ? n : undefined;
   }
 
   async guardPath(path: string): Promise<void> {

@@ -87,6 +87,7 @@ class FakeHost {
       copyToHost: unsupported,
       guardPath: unsupported,
       compareCpu: unsupported,
+      migrateLive: unsupported,
       close: async () => undefined,
     };
   }
