@@ -27,7 +27,13 @@ export function createLogger(opts: { format?: 'json' | 'pretty'; level?: string 
     const pretty = require('pino-pretty') as (o: object) => NodeJS.WritableStream;
     return pino(
       base,
-      pretty({ destination: 2, colorize: process.stderr.isTTY, ignore: 'pid,hostname', sync: true }),
+      pretty({
+        destination: 2,
+        colorize: process.stderr.isTTY,
+        ignore: 'pid,hostname',
+        sync: true,
+        singleLine: true,
+      }),
     );
   }
   return pino(base, pino.destination({ dest: 2, sync: true }));

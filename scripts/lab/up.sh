@@ -82,16 +82,27 @@ start() {
   log "started $name: ${cmd[*]} (pid $pid, log $LOG_DIR/$name.log)"
 }
 
+# running_here NAME: a process NAME runs in this mount namespace (the two-host lab's daemons
+# run in their own mount namespaces and use their own sockets: they do not count)
+running_here() {
+  local me p
+  me=$(readlink /proc/self/ns/mnt)
+  for p in $(pgrep -x "$1"); do
+    [ "$(readlink "/proc/$p/ns/mnt" 2>/dev/null)" = "$me" ] && return 0
+  done
+  return 1
+}
+
 # virtlogd: needed unless qemu.conf sets stdio_handler = "file"
 if alive virtlogd; then
   log "virtlogd already started by the lab (pid $(cat "$STATE_DIR/virtlogd.pid"))"
-elif pgrep -x virtlogd >/dev/null; then
+elif running_here virtlogd; then
   log "virtlogd already running (not started by the lab)"
 else
   start virtlogd virtlogd
 fi
 
-if pgrep -x libvirtd >/dev/null && ! alive libvirtd; then
+if running_here libvirtd && ! alive libvirtd; then
   die "a libvirtd not started by the lab is running but $URI does not answer; stop it or fix it"
 fi
 start libvirtd libvirtd
