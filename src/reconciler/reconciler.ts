@@ -123,8 +123,11 @@ export class Reconciler {
     const wanted = new Map(plan.migrations.map((m) => [m.vm, m]));
     for (const [vm, r] of this.running) {
       const m = wanted.get(vm);
-      const stillWanted = m !== undefined && targetKey(m) === r.target;
-      if (!stillWanted && input.desired.vms.has(vm)) {
+      // Cancel only on evidence: planned elsewhere now, or wanted where it already is. A VM the
+      // observation missed (a host that did not answer, a domain mid-restore) is no reason.
+      const elsewhere = m !== undefined && targetKey(m) !== r.target;
+      const backWhereItIs = m === undefined && plan.unchanged.includes(vm);
+      if ((elsewhere || backWhereItIs) && input.desired.vms.has(vm)) {
         log.info(
           { vm, migration: r.handle.id, step: r.handle.step() },
           'desired placement changed: cancelling',
