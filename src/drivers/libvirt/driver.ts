@@ -208,17 +208,26 @@ export class LibvirtDriver implements HypervisorDriver {
    * `xml` is the plain `dumpxml` (no `--security-info`: safe to log or store).
    */
   async getDomain(name: string): Promise<DomainInfo | undefined> {
-    let infoText: string;
-    let xml: string;
-    try {
-      [infoText, xml] = await Promise.all([
-        this.virsh(['dominfo', '--domain', name]).then((r) => r.stdout),
-        this.virsh(['dumpxml', '--domain', name]).then((r) => r.stdout),
-      ]);
-    } catch (err) {
-      // route on the world, not on virsh's message: is the domain there at all?
-      if (err instanceof CommandError && !(await this.listDomains()).includes(name)) return undefined;
-      throw err;
+    let infoText = '';
+    let xml = '';
+    for (let attempt = 1; ; attempt++) {
+      try {
+        [infoText, xml] = await Promise.all([
+          this.virsh(['dominfo', '--domain', name]).then((r) => r.stdout),
+          this.virsh(['dumpxml', '--domain', name]).then((r) => r.stdout),
+        ]);
+        break;
+      } catch (err) {
+        // route on the world, not on virsh's message: is the domain there at all?
+        if (err instanceof CommandError && !(await this.listDomains()).includes(name)) return undefined;
+        // listed but not found a moment ago: it was being created or removed (a restore, an
+        // incoming migration, an undefine); look again before calling it an error
+        if (err instanceof CommandError && attempt < 3) {
+          await new Promise((r) => setTimeout(r, 200 * attempt));
+          continue;
+        }
+        throw err;
+      }
     }
     const info = parseDomInfo(infoText);
     const dom = parseDomainXml(xml);
