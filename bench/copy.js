@@ -45,7 +45,9 @@ async function sameHost({ runs, sizeBytes, results }) {
   const { LocalExec } = lab.dist('drivers/exec');
   const { LibvirtDriver } = lab.dist('drivers/libvirt/driver');
   // on the lab's filesystem (not a tmpfs): where VM images live
-  const dir = fs.mkdtempSync(path.join(fs.existsSync('/var/tmp') ? '/var/tmp' : os.tmpdir(), 'vmplace-bench-copy-'));
+  const dir = fs.mkdtempSync(
+    path.join(fs.existsSync('/var/tmp') ? '/var/tmp' : os.tmpdir(), 'vmplace-bench-copy-'),
+  );
   const exec = new LocalExec();
   const drv = new LibvirtDriver('lab', { driver: 'libvirt', uri: 'qemu:///system' }, { allowedRoots: [dir] });
   try {
@@ -84,7 +86,12 @@ async function sameHost({ runs, sizeBytes, results }) {
         } else ms = (await timeIt(methods[name])).ms;
         results.push({ kind: 'same-host', method: name, run: i + 1, bytes: sizeBytes, ms, load });
       }
-      log(`copy: same host run ${i + 1}: ${results.slice(-names.length).map((x) => `${x.method} ${x.ms.toFixed(0)} ms`).join(', ')}`);
+      log(
+        `copy: same host run ${i + 1}: ${results
+          .slice(-names.length)
+          .map((x) => `${x.method} ${x.ms.toFixed(0)} ms`)
+          .join(', ')}`,
+      );
     }
   } finally {
     await drv.close();
@@ -113,20 +120,33 @@ async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, spars
   const src = path.posix.join(h1.storage, `${tag}.raw`);
   const dst = path.posix.join(h2.storage, `${tag}.raw`);
   const txBytes = async () =>
-    Number((await run('ip', ['netns', 'exec', h1.ns, 'cat', `/sys/class/net/${h1.link}/statistics/tx_bytes`])).stdout);
+    Number(
+      (await run('ip', ['netns', 'exec', h1.ns, 'cat', `/sys/class/net/${h1.link}/statistics/tx_bytes`]))
+        .stdout,
+    );
   const clean = async (file) => {
     await e2.run(['rm', '-f', '--', file, `${file}.vmplace-part`]);
     await e2.run(['sync']);
   };
   const plainRsync = (from, to) =>
-    e1.run(['rsync', '--sparse', '--stats', '-e', quoteShellArgs(['ssh', ...hopSshOptions(hop)]), '--', from, `${h2.addr}:${to}`]);
+    e1.run([
+      'rsync',
+      '--sparse',
+      '--stats',
+      '-e',
+      quoteShellArgs(['ssh', ...hopSshOptions(hop)]),
+      '--',
+      from,
+      `${h2.addr}:${to}`,
+    ]);
   try {
     await e1.run(['sh', '-c', fillScript(src, sizeBytes, sizeBytes / 2)], { timeoutMs: 600_000 });
     const methods = {
       'rsync --sparse over ssh': async () => rsyncStats((await plainRsync(src, dst)).stdout).totalSent,
       'copyBetweenHosts verify:false': async () =>
         (await copyBetweenHosts(e1, e2, src, dst, { targetSsh: hop, verify: false })).bytesSent,
-      'copyBetweenHosts (sha256)': async () => (await copyBetweenHosts(e1, e2, src, dst, { targetSsh: hop })).bytesSent,
+      'copyBetweenHosts (sha256)': async () =>
+        (await copyBetweenHosts(e1, e2, src, dst, { targetSsh: hop })).bytesSent,
     };
     const names = Object.keys(methods);
     for (let i = 0; i < runs; i++) {
@@ -137,9 +157,23 @@ async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, spars
         const tx0 = await txBytes();
         const { ms, r } = await timeIt(methods[name]);
         const tx = (await txBytes()) - tx0;
-        results.push({ kind: 'cross-host', method: name, run: i + 1, bytes: sizeBytes, ms, reportedBytes: r, txBytes: tx, load });
+        results.push({
+          kind: 'cross-host',
+          method: name,
+          run: i + 1,
+          bytes: sizeBytes,
+          ms,
+          reportedBytes: r,
+          txBytes: tx,
+          load,
+        });
       }
-      log(`copy: cross host run ${i + 1}: ${results.slice(-names.length).map((x) => `${x.method} ${x.ms.toFixed(0)} ms`).join(', ')}`);
+      log(
+        `copy: cross host run ${i + 1}: ${results
+          .slice(-names.length)
+          .map((x) => `${x.method} ${x.ms.toFixed(0)} ms`)
+          .join(', ')}`,
+      );
     }
     await clean(dst);
     await e1.run(['rm', '-f', '--', src]);
@@ -159,10 +193,23 @@ async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, spars
       for (const name of Object.keys(smallMethods)) {
         await clean(smallDst);
         const { ms, r } = await timeIt(smallMethods[name]);
-        results.push({ kind: 'cross-host-1MiB', method: name, run: i + 1, bytes: MiB, ms, reportedBytes: r, load: loadavg() });
+        results.push({
+          kind: 'cross-host-1MiB',
+          method: name,
+          run: i + 1,
+          bytes: MiB,
+          ms,
+          reportedBytes: r,
+          load: loadavg(),
+        });
       }
     }
-    log(`copy: 1 MiB across hosts: ${results.slice(-3).map((x) => `${x.method} ${x.ms.toFixed(0)} ms`).join(', ')}`);
+    log(
+      `copy: 1 MiB across hosts: ${results
+        .slice(-3)
+        .map((x) => `${x.method} ${x.ms.toFixed(0)} ms`)
+        .join(', ')}`,
+    );
     await clean(smallDst);
     await e1.run(['rm', '-f', '--', small]);
 
@@ -175,7 +222,10 @@ async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, spars
       const [a, b] = (await e1.run(['stat', '-c', '%s %b', '--', f])).stdout.trim().split(' ').map(Number);
       return { apparent: a, allocated: b * 512 };
     };
-    for (const [fmtName, file] of [['raw', sraw], ['qcow2', sq]]) {
+    for (const [fmtName, file] of [
+      ['raw', sraw],
+      ['qcow2', sq],
+    ]) {
       const size = await du(file);
       const to = path.posix.join(h2.storage, path.posix.basename(file));
       for (let i = 0; i < sparseRuns; i++) {
@@ -200,7 +250,9 @@ async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, spars
             txBytes: tx,
             load: loadavg(),
           });
-          log(`copy: sparse ${fmtName} ${(size.apparent / MiB).toFixed(0)} MiB (${(size.allocated / MiB).toFixed(0)} MiB allocated) ${name}: ${ms.toFixed(0)} ms, reported ${(r / MiB).toFixed(1)} MiB, interface ${(tx / MiB).toFixed(1)} MiB`);
+          log(
+            `copy: sparse ${fmtName} ${(size.apparent / MiB).toFixed(0)} MiB (${(size.allocated / MiB).toFixed(0)} MiB allocated) ${name}: ${ms.toFixed(0)} ms, reported ${(r / MiB).toFixed(1)} MiB, interface ${(tx / MiB).toFixed(1)} MiB`,
+          );
         }
         await clean(to);
       }

@@ -208,12 +208,14 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
     strategy: status.migration?.strategy,
     effectiveStrategy: ctx.effectiveStrategy ?? status.migration?.strategy,
     rounds: ctx.rounds ?? 1,
-    deltaRounds: logs.filter((l) => l.msg === 'delta round').map((l) => ({
-      round: l.round,
-      deltaBytes: l.deltaBytes,
-      predictedMs: l.predictedMs,
-      budgetMs: l.budgetMs,
-    })),
+    deltaRounds: logs
+      .filter((l) => l.msg === 'delta round')
+      .map((l) => ({
+        round: l.round,
+        deltaBytes: l.deltaBytes,
+        predictedMs: l.predictedMs,
+        budgetMs: l.budgetMs,
+      })),
     pauseMs: status.migration?.pauseMs,
     pauseQemuMs: ev.qemu,
     pauseLifecycleMs: ev.lifecycle,
@@ -222,7 +224,7 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
     stepMs,
     stateBytes: job?.data?.data_processed,
     injectedBytesBeforeSave: injectedBeforeSave,
-    injectedMBps: injector.rate() / 1e6,
+    injectedMBps: inject ? injector.rate() / 1e6 : 0,
     maxWriteLatencyMs: lat.length ? Math.max(...lat) : undefined,
     writeErrors: injector.errors.slice(0, 3),
     injectorStoppedLate: writesDuringPause > 0,
@@ -230,7 +232,7 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
 }
 
 /** Cross-host quick (single, iterative) and live: one VM per size, moved back and forth. */
-async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, inject, results }) {
+async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, inject, guestBulk, results }) {
   const { LibvirtDriver } = lab.dist('drivers/libvirt/driver');
   const d = {};
   for (const h of ['hv1', 'hv2'])
@@ -251,10 +253,16 @@ async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, injec
       const serialLog = path.posix.join(env.csvPath, `${vm}.serial.log`);
       log(`pause: preparing ${vm} on hv1: ${size / MiB} MiB disk, ${size / 2 / MiB} MiB written`);
       await d.hv1.exec.run(['qemu-img', 'create', '-q', '-f', 'qcow2', file, String(size)]);
-      await d.hv1.exec.run(['qemu-io', '-f', 'qcow2', '-c', `write -P 0x5a ${32 * MiB} ${size / 2}`, file], {
-        timeoutMs: 600_000,
-      });
-      await d.hv1.define(lab.guestXml({ name: vm, disks: [{ target: 'vda', path: file }], serialLog, guest }));
+      await d.hv1.exec.run(['qemu-io', '-f', 'qcow2', ...fillCommands(size), file], { timeoutMs: 600_000 });
+      await d.hv1.define(
+        lab.guestXml({
+          name: vm,
+          disks: [{ target: 'vda', path: file }],
+          serialLog,
+          guest,
+          ...bulkOf(size, guestBulk),
+        }),
+      );
       await d.hv1.start(vm);
       await lab.waitForAcks(path.join(env.csvMgmtPath, path.basename(serialLog)), 'vda', 3);
       const repo = path.join(root, vm, 'repo');
@@ -266,7 +274,10 @@ async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, injec
         for (let i = 0; i < runs && !fellBack; i++) {
           const from = on;
           const to = on === 'hv1' ? 'hv2' : 'hv1';
-          fs.writeFileSync(path.join(repo, 'manifests', 'fleet.yaml'), crossManifests(env, vm, to, mode, maxPause));
+          fs.writeFileSync(
+            path.join(repo, 'manifests', 'fleet.yaml'),
+            crossManifests(env, vm, to, mode, maxPause),
+          );
           // the seed's single round: no delta rounds before the pause
           fs.writeFileSync(
             path.join(repo, 'vmplace.yaml'),
@@ -321,12 +332,16 @@ async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, injec
 }
 
 /** Same host, strategy live (blockcopy --pivot), storage a <-> b on the local lab. */
-async function sameHostLive({ guest, root, sizes, runs, inject, results }) {
+async function sameHostLive({ guest, root, sizes, runs, inject, guestBulk, results }) {
   const { LibvirtDriver } = lab.dist('drivers/libvirt/driver');
   const base = fs.mkdtempSync(path.join(root, 'live-'));
   const dirs = { a: path.join(base, 'a'), b: path.join(base, 'b') };
   for (const x of Object.values(dirs)) fs.mkdirSync(x, { recursive: true });
-  const drv = new LibvirtDriver('lab', { driver: 'libvirt', uri: 'qemu:///system' }, { allowedRoots: [base] });
+  const drv = new LibvirtDriver(
+    'lab',
+    { driver: 'libvirt', uri: 'qemu:///system' },
+    { allowedRoots: [base] },
+  );
   const where = lab.local();
   const made = [];
   try {
@@ -337,8 +352,16 @@ async function sameHostLive({ guest, root, sizes, runs, inject, results }) {
       const serialLog = path.join(base, `${vm}.serial.log`);
       log(`pause: preparing ${vm} on the local lab: ${size / MiB} MiB disk, ${size / 2 / MiB} MiB written`);
       await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(size)]);
-      await run('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x5a ${32 * MiB} ${size / 2}`, file]);
-      await drv.define(lab.guestXml({ name: vm, disks: [{ target: 'vda', path: file }], serialLog, guest }));
+      await run('qemu-io', ['-f', 'qcow2', ...fillCommands(size), file]);
+      await drv.define(
+        lab.guestXml({
+          name: vm,
+          disks: [{ target: 'vda', path: file }],
+          serialLog,
+          guest,
+          ...bulkOf(size, guestBulk),
+        }),
+      );
       await drv.start(vm);
       await lab.waitForAcks(serialLog, 'vda', 3);
       const repo = path.join(base, vm, 'repo');
@@ -347,7 +370,10 @@ async function sameHostLive({ guest, root, sizes, runs, inject, results }) {
       let on = 'a';
       for (let i = 0; i < runs; i++) {
         const to = on === 'a' ? 'b' : 'a';
-        fs.writeFileSync(path.join(repo, 'manifests', 'fleet.yaml'), localManifests(dirs, vm, to, 'live:same'));
+        fs.writeFileSync(
+          path.join(repo, 'manifests', 'fleet.yaml'),
+          localManifests(dirs, vm, to, 'live:same'),
+        );
         const stateDir = path.join(base, vm, `state-${i}`);
         const load = loadavg();
         const r = await measuredApply({
@@ -359,9 +385,18 @@ async function sameHostLive({ guest, root, sizes, runs, inject, results }) {
           injector,
           inject,
         });
-        if (String(r.placedStorage) !== to) throw new Error(`${vm} ended on ${r.placedStorage}, expected ${to}`);
+        if (String(r.placedStorage) !== to)
+          throw new Error(`${vm} ended on ${r.placedStorage}, expected ${to}`);
         on = to;
-        results.push({ mode: 'live:same', sizeBytes: size, run: i + 1, from: to === 'a' ? 'b' : 'a', to, load, ...r });
+        results.push({
+          mode: 'live:same',
+          sizeBytes: size,
+          run: i + 1,
+          from: to === 'a' ? 'b' : 'a',
+          to,
+          load,
+          ...r,
+        });
         log(
           `pause: live:same ${size / MiB} MiB run ${i + 1}: events ${fmt(r.pauseQemuMs)} ms, status ${fmt(r.pauseMs)} ms, ` +
             `migration ${r.migrationMs} ms, longest injected write ${fmt(r.maxWriteLatencyMs)} ms, ${r.injectedMBps.toFixed(1)} MB/s, load ${load}`,
@@ -379,6 +414,18 @@ async function sameHostLive({ guest, root, sizes, runs, inject, results }) {
   }
 }
 
+/** qemu-io commands writing half of the disk from 32 MiB on, in requests of at most 256 MiB */
+function fillCommands(size) {
+  const out = [];
+  for (let off = 0; off < size / 2; off += 256 * MiB)
+    out.push('-c', `write -P 0x5a ${32 * MiB + off} ${Math.min(256 * MiB, size / 2 - off)}`);
+  return out;
+}
+
+/** the guest's own bulk writer over (most of) the disk's second half, when asked for */
+const bulkOf = (size, mibps) =>
+  mibps > 0 ? { bulkMiBps: mibps, bulkSpanMiB: Math.max(1, Math.floor((size / 2 - 32 * MiB) / MiB)) } : {};
+
 const fmt = (x) => (typeof x === 'number' ? x.toFixed(0) : String(x));
 
 /**
@@ -391,19 +438,50 @@ async function pauseBench(opts) {
   const guest = await lab.buildGuest();
   const cross = opts.modes.filter((m) => m !== 'live:same');
   const loadBefore = loadavg();
+  let error;
   try {
     if (cross.length) {
       const env = await lab.ensureHosts();
-      await crossHost({ env, guest, root, sizes: opts.sizes, modes: cross, runs: opts.runs, maxPause: opts.maxPause, inject: opts.inject, results });
+      await crossHost({
+        env,
+        guest,
+        root,
+        sizes: opts.sizes,
+        modes: cross,
+        runs: opts.runs,
+        maxPause: opts.maxPause,
+        inject: opts.inject,
+        guestBulk: opts.guestBulk ?? 0,
+        results,
+      });
     }
     if (opts.modes.includes('live:same')) {
       await lab.ensureLab();
-      await sameHostLive({ guest, root, sizes: opts.sizes, runs: opts.runs, inject: opts.inject, results });
+      await sameHostLive({
+        guest,
+        root,
+        sizes: opts.sizes,
+        runs: opts.runs,
+        inject: opts.inject,
+        guestBulk: opts.guestBulk ?? 0,
+        results,
+      });
     }
+  } catch (err) {
+    // keep what was measured; the caller reports the error and fails the run
+    error = String(err && err.stack ? err.stack : err);
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
-  return { section: 'pause', date: new Date().toISOString(), opts, loadBefore, loadAfter: loadavg(), results };
+  return {
+    section: 'pause',
+    date: new Date().toISOString(),
+    opts,
+    loadBefore,
+    loadAfter: loadavg(),
+    results,
+    error,
+  };
 }
 
 module.exports = { pauseBench, GiB };

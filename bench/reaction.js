@@ -20,9 +20,24 @@ function startDaemon({ repo, workdir, stateDir }) {
   const child = spawn(
     process.execPath,
     [
-      VMPLACE, 'daemon', '--repo', repo, '--workdir', workdir, '--state-dir', stateDir,
-      '--interval', '1h', '--listen', '127.0.0.1:0', '--author-name', 'vmplace-bench',
-      '--author-email', 'bench@vmplace.test', '--shutdown-timeout', '60s',
+      VMPLACE,
+      'daemon',
+      '--repo',
+      repo,
+      '--workdir',
+      workdir,
+      '--state-dir',
+      stateDir,
+      '--interval',
+      '1h',
+      '--listen',
+      '127.0.0.1:0',
+      '--author-name',
+      'vmplace-bench',
+      '--author-email',
+      'bench@vmplace.test',
+      '--shutdown-timeout',
+      '60s',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -42,7 +57,11 @@ function startDaemon({ repo, workdir, stateDir }) {
       }
       buf = buf.slice(i + 1);
       logs.push(l);
-      for (const w of [...waiters]) if (w.pred(l)) (waiters.splice(waiters.indexOf(w), 1), w.resolve(l));
+      for (const w of [...waiters]) {
+        if (!w.pred(l)) continue;
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(l);
+      }
     }
   });
   child.stdout.resume();
@@ -54,7 +73,14 @@ function startDaemon({ repo, workdir, stateDir }) {
       const w = { pred, resolve: (l) => (clearTimeout(t), resolve(l)) };
       const t = setTimeout(() => {
         waiters.splice(waiters.indexOf(w), 1);
-        reject(new Error(`daemon: timed out; last lines:\n${logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`));
+        reject(
+          new Error(
+            `daemon: timed out; last lines:\n${logs
+              .slice(-10)
+              .map((l) => JSON.stringify(l))
+              .join('\n')}`,
+          ),
+        );
       }, timeoutMs);
       waiters.push(w);
     });
@@ -69,7 +95,11 @@ async function reactionBench({ runs }) {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-bench-reaction-'));
   const dirs = { a: path.join(root, 'a'), b: path.join(root, 'b') };
   for (const d of Object.values(dirs)) fs.mkdirSync(d);
-  const drv = new LibvirtDriver('lab', { driver: 'libvirt', uri: 'qemu:///system' }, { allowedRoots: [root] });
+  const drv = new LibvirtDriver(
+    'lab',
+    { driver: 'libvirt', uri: 'qemu:///system' },
+    { allowedRoots: [root] },
+  );
   const vm = `vmpb-r-${process.pid}`;
   const results = [];
   const loadBefore = loadavg();
@@ -78,7 +108,9 @@ async function reactionBench({ runs }) {
     const file = path.join(dirs.a, `${vm}-vda.qcow2`);
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(64 * MiB)]);
     const serialLog = path.join(root, `${vm}.serial.log`);
-    await drv.define(lab.guestXml({ name: vm, disks: [{ target: 'vda', path: file }], serialLog, guest, memoryMiB: 128 }));
+    await drv.define(
+      lab.guestXml({ name: vm, disks: [{ target: 'vda', path: file }], serialLog, guest, memoryMiB: 128 }),
+    );
     await drv.start(vm);
     await lab.waitForAcks(serialLog, 'vda', 3);
 
@@ -103,7 +135,10 @@ async function reactionBench({ runs }) {
     };
     await push('a', 'initial placement');
     daemon = startDaemon({ repo: bare, workdir: path.join(root, 'wd'), stateDir: path.join(root, 'state') });
-    const serving = await daemon.waitFor((l) => l.msg === 'serving health, readiness, metrics and webhooks', 60_000);
+    const serving = await daemon.waitFor(
+      (l) => l.msg === 'serving health, readiness, metrics and webhooks',
+      60_000,
+    );
     const url = String(serving.listen);
     await daemon.waitFor((l) => l.msg === 'status committed', 120_000);
     let on = 'a';
@@ -113,19 +148,29 @@ async function reactionBench({ runs }) {
       const load = loadavg();
       const since = daemon.logs.length;
       const t0 = Date.now();
-      const res = await fetch(`${url}/hooks/git`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      const res = await fetch(`${url}/hooks/git`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
       const tAck = Date.now();
       const started = await daemon.waitFor(
-        (l) => l.msg === 'migrations started' && daemon.logs.indexOf(l) >= since && (l.vms ?? []).includes(vm),
+        (l) =>
+          l.msg === 'migrations started' && daemon.logs.indexOf(l) >= since && (l.vms ?? []).includes(vm),
       );
       const reactionMs = started.time - t0;
       await daemon.waitFor(
-        (l) => l.msg === 'status commit pushed after migration finished' && l.vm === vm && daemon.logs.indexOf(l) >= since,
+        (l) =>
+          l.msg === 'status commit pushed after migration finished' &&
+          l.vm === vm &&
+          daemon.logs.indexOf(l) >= since,
         300_000,
       );
       on = to;
       results.push({ run: i + 1, status: res.status, reactionMs, webhookAnswerMs: tAck - t0, load });
-      log(`reaction: run ${i + 1}: webhook ${res.status} in ${tAck - t0} ms, migration started after ${reactionMs} ms, load ${load}`);
+      log(
+        `reaction: run ${i + 1}: webhook ${res.status} in ${tAck - t0} ms, migration started after ${reactionMs} ms, load ${load}`,
+      );
     }
   } finally {
     if (daemon) {
@@ -143,7 +188,14 @@ async function reactionBench({ runs }) {
     await drv.close();
     fs.rmSync(root, { recursive: true, force: true });
   }
-  return { section: 'reaction', date: new Date().toISOString(), opts: { runs }, loadBefore, loadAfter: loadavg(), results };
+  return {
+    section: 'reaction',
+    date: new Date().toISOString(),
+    opts: { runs },
+    loadBefore,
+    loadAfter: loadavg(),
+    results,
+  };
 }
 
 module.exports = { reactionBench };

@@ -16,7 +16,7 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { MiB, GiB, log, machineInfo } = require('./lib/util');
+const { MiB, GiB, log, loadavg, machineInfo } = require('./lib/util');
 
 const args = process.argv.slice(2);
 const flag = (n) => args.includes(`--${n}`);
@@ -32,24 +32,36 @@ const bytes = (s) => {
   if (!m) throw new Error(`bad size ${s}`);
   return Math.round(Number(m[1]) * { '': 1, K: 1024, M: MiB, G: GiB }[m[2].toUpperCase()]);
 };
-const out = path.resolve(opt('out', smoke ? fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-bench-smoke-')) : __dirname));
+const out = path.resolve(
+  opt('out', smoke ? fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-bench-smoke-')) : __dirname),
+);
 const resultsDir = path.join(out, 'results');
 fs.mkdirSync(resultsDir, { recursive: true });
 
 async function main() {
   const info = machineInfo();
-  log(`machine: ${info.nproc} CPUs, ${info.memGiB} GiB, ${info.kernel}, load ${info.loadavg}; output in ${out}`);
+  log(
+    `machine: ${info.nproc} CPUs, ${info.memGiB} GiB, ${info.kernel}, load ${info.loadavg}; output in ${out}`,
+  );
   const save = (r) => {
     r.machine = info;
+    r.loadAfter ??= loadavg();
     r.smoke = smoke;
     fs.writeFileSync(path.join(resultsDir, `${r.section}.json`), JSON.stringify(r, null, 1));
+    if (r.error) {
+      log(`${r.section} failed after ${r.results?.length ?? 0} measured runs: ${r.error}`);
+      failed = true;
+    }
   };
+  let failed = false;
   for (const section of only) {
     const t0 = Date.now();
     log(`== ${section}`);
     if (section === 'plan') {
       const { planBench } = require('./plan-bench');
-      save(planBench(smoke ? { runs, vms: 200, hosts: 20, clusters: 4, quiet: true } : { runs, quiet: true }));
+      save(
+        planBench(smoke ? { runs, vms: 200, hosts: 20, clusters: 4, quiet: true } : { runs, quiet: true }),
+      );
     } else if (section === 'reaction') {
       save(await require('./reaction').reactionBench({ runs }));
     } else if (section === 'copy') {
@@ -66,10 +78,14 @@ async function main() {
       save(
         await require('./pause').pauseBench({
           runs,
-          sizes: opt('sizes', smoke ? '64M' : '1G,4G').split(',').map(bytes),
+          sizes: opt('sizes', smoke ? '64M' : '1G,4G')
+            .split(',')
+            .map(bytes),
           modes: opt('modes', 'quick:single,quick:iterative,live:same,live:cross').split(','),
           maxPause: opt('max-pause', '1s'),
           inject: !flag('no-inject'),
+          // the guest's own filler writer (MiB/s per disk, vmplace.bulk), instead of or with injection
+          guestBulk: Number(opt('guest-bulk', 0)),
         }),
       );
     } else throw new Error(`unknown section ${section} (plan, reaction, copy, pause)`);
@@ -78,9 +94,11 @@ async function main() {
   if (!flag('keep-lab')) await require('./lib/lab').hostsDown();
   require('./report').writeReport(out);
   log(`wrote ${path.join(out, 'RESULTS.md')} and ${path.join(out, 'pause.svg')}`);
+  if (failed) process.exitCode = 1;
 }
 
-main().catch((err) => {
-  console.error(err && err.stack ? err.stack : err);
-  process.exit(1);
-});
+if (require.main === module)
+  main().catch((err) => {
+    console.error(err && err.stack ? err.stack : err);
+    process.exit(1);
+  });

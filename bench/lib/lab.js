@@ -22,9 +22,13 @@ function dist(mod) {
 }
 
 async function installIfNeeded() {
-  const ok = await run('sh', ['-c', 'command -v libvirtd && command -v sshd && command -v tini && command -v virsh'], {
-    allowFail: true,
-  });
+  const ok = await run(
+    'sh',
+    ['-c', 'command -v libvirtd && command -v sshd && command -v tini && command -v virsh'],
+    {
+      allowFail: true,
+    },
+  );
   if (ok.code !== 0) {
     log('installing the lab (scripts/lab/install.sh)');
     await run('bash', [path.join(LAB, 'install.sh')], { timeoutMs: 900_000 });
@@ -97,9 +101,13 @@ let hostsEnv;
 async function ensureHosts() {
   if (hostsEnv) return hostsEnv;
   await installIfNeeded();
-  const { stdout } = await run('bash', [path.join(LAB, 'hosts-up.sh'), '--prefix', HOSTS_PREFIX, '--net', HOSTS_NET], {
-    timeoutMs: 180_000,
-  });
+  const { stdout } = await run(
+    'bash',
+    [path.join(LAB, 'hosts-up.sh'), '--prefix', HOSTS_PREFIX, '--net', HOSTS_NET],
+    {
+      timeoutMs: 180_000,
+    },
+  );
   hostsEnv = parseEnv(stdout);
   return hostsEnv;
 }
@@ -108,7 +116,10 @@ async function ensureHosts() {
 async function hostsDown() {
   if (!hostsEnv) return;
   hostsEnv = undefined;
-  await run('bash', [path.join(LAB, 'hosts-down.sh'), '--prefix', HOSTS_PREFIX], { timeoutMs: 120_000, allowFail: true });
+  await run('bash', [path.join(LAB, 'hosts-down.sh'), '--prefix', HOSTS_PREFIX], {
+    timeoutMs: 120_000,
+    allowFail: true,
+  });
 }
 
 /** How host `from` reaches host `to` for host-to-host copies (its host-side key). */
@@ -123,7 +134,9 @@ function transferSsh(from, to) {
 }
 
 async function buildGuest() {
-  const { stdout } = await run('bash', [path.join(LAB, 'build-guest.sh'), GUEST_CACHE], { timeoutMs: 300_000 });
+  const { stdout } = await run('bash', [path.join(LAB, 'build-guest.sh'), GUEST_CACHE], {
+    timeoutMs: 300_000,
+  });
   const kv = Object.fromEntries(
     stdout
       .split('\n')
@@ -137,8 +150,19 @@ async function buildGuest() {
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
 
 /** Domain XML of the lab guest (see test/lab/support/lab.ts guestDomainXml), TCG. */
-function guestXml({ name, disks, serialLog, memoryMiB = 256, rateHz = 10, guest }) {
-  const cmdline = `console=ttyS0 panic=-1 loglevel=4 vmplace.rate=${rateHz} vmplace.maxseq=4095`;
+function guestXml({
+  name,
+  disks,
+  serialLog,
+  memoryMiB = 256,
+  rateHz = 10,
+  guest,
+  bulkMiBps = 0,
+  bulkSpanMiB = 64,
+}) {
+  // vmplace.bulk: the guest's own filler writer (scripts/lab/guest/init), N MiB/s per disk
+  const bulk = bulkMiBps > 0 ? ` vmplace.bulk=${bulkMiBps} vmplace.bulkspan=${bulkSpanMiB}` : '';
+  const cmdline = `console=ttyS0 panic=-1 loglevel=4 vmplace.rate=${rateHz} vmplace.maxseq=4095${bulk}`;
   const d = disks
     .map(
       (x) =>
@@ -195,7 +219,8 @@ function spawnStoppable(where, argv) {
 }
 
 /** virsh prints `2025-01-01 12:00:00.123+0000: event ...` */
-const EVENT_RE = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d+)\+0000: event '?([\w-]+)'? for domain '([^']+)':?\s*(.*)$/;
+const EVENT_RE =
+  /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d+)\+0000: event '?([\w-]+)'? for domain '([^']+)':?\s*(.*)$/;
 
 /**
  * libvirt lifecycle events (`virsh event --all --loop --timestamp`) and QEMU monitor events
@@ -266,7 +291,11 @@ function pauseFromEvents(src, dst, domain, since) {
   const out = {};
   for (const [key, isStop, isResume] of [
     ['qemu', (e) => e.kind === 'STOP', (e) => e.kind === 'RESUME'],
-    ['lifecycle', (e) => e.kind === 'lifecycle' && /^Suspended/.test(e.detail), (e) => e.kind === 'lifecycle' && /^Resumed/.test(e.detail)],
+    [
+      'lifecycle',
+      (e) => e.kind === 'lifecycle' && /^Suspended/.test(e.detail),
+      (e) => e.kind === 'lifecycle' && /^Resumed/.test(e.detail),
+    ],
   ]) {
     const stops = pick(src, isStop);
     const resumes = pick(dst, isResume);
@@ -298,7 +327,15 @@ function pauseFromEvents(src, dst, domain, since) {
  * must never write while `virsh save` has inactivated the disks: QEMU aborts).
  */
 class WriteInjector {
-  constructor({ where, domain, diskBytes, chunk = MiB, ratePerSec = 10, startOffset = 32 * MiB, device = 'virtio-disk0' }) {
+  constructor({
+    where,
+    domain,
+    diskBytes,
+    chunk = MiB,
+    ratePerSec = 10,
+    startOffset = 32 * MiB,
+    device = 'virtio-disk0',
+  }) {
     this.where = where;
     this.domain = domain;
     this.chunk = chunk;

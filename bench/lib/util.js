@@ -29,7 +29,9 @@ function run(cmd, args, opts = {}) {
         const ms = Number(process.hrtime.bigint() - t0) / 1e6;
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
         if (err && !opts.allowFail) {
-          reject(new Error(`${cmd} ${args.join(' ')} failed (${err.code ?? err.signal}): ${stderr || stdout}`));
+          reject(
+            new Error(`${cmd} ${args.join(' ')} failed (${err.code ?? err.signal}): ${stderr || stdout}`),
+          );
         } else resolve({ code, stdout, stderr, ms });
       },
     );
@@ -70,7 +72,11 @@ function sh(cmd) {
 function machineInfo() {
   let git = sh(`git -C ${JSON.stringify(ROOT)} rev-parse --short HEAD`);
   const dirty = sh(`git -C ${JSON.stringify(ROOT)} status --porcelain --untracked-files=no -- src`);
-  if (dirty) git += ` + uncommitted changes in ${dirty.split('\n').map((l) => l.slice(3)).join(', ')}`;
+  if (dirty)
+    git += ` + uncommitted changes in ${dirty
+      .split('\n')
+      .map((l) => l.slice(3))
+      .join(', ')}`;
   return {
     date: new Date().toISOString(),
     nproc: os.cpus().length,
