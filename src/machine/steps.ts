@@ -203,11 +203,13 @@ const preflight: Step = async (ctx, deps) => {
 
   const firstTo = ctx.moves[0]!.toPath;
   const stateName = ownFileName(ctx.vm, ctx.id, 'state');
-  const stateFile = effective === 'quick' ? path.posix.join(firstTo, stateName) : undefined;
-  // One host, or every disk on shared storage: save where the target restores. Else save beside
-  // the first source disk and copy it over.
+  // One host: save onto the target storage. Hosts of one cluster: save onto its shared
+  // storage, where the target restores it (nothing to copy in the pause). Else save beside the
+  // first source disk and copy it over.
+  const shared = cross ? ctx.sharedStatePath : undefined;
+  const stateFile = effective === 'quick' ? path.posix.join(shared ?? firstTo, stateName) : undefined;
   const srcStateFile =
-    stateFile && cross && disks.length > 0
+    stateFile && cross && !shared && disks.length > 0
       ? path.posix.join(path.posix.dirname(disks[0]!.srcPath), stateName)
       : stateFile;
 
@@ -219,7 +221,10 @@ const preflight: Step = async (ctx, deps) => {
     const overlay = effective === 'quick' ? Math.ceil(d.virtualBytes * ctx.sourceHeadroomRatio) : 0;
     need.set(dir, (need.get(dir) ?? 0) + d.allocatedBytes + overlay);
   }
-  if (stateFile) need.set(firstTo, (need.get(firstTo) ?? 0) + dom.memoryBytes);
+  if (stateFile) {
+    const dir = path.posix.dirname(stateFile);
+    need.set(dir, (need.get(dir) ?? 0) + dom.memoryBytes);
+  }
   for (const [dir, bytes] of need) {
     const fs = await dst.fsInfo(dir).catch((err: unknown) => {
       throw new StalledError('TargetStorageMissing', `target storage ${dir} on ${ctx.toHost} is not usable`, {
@@ -260,7 +265,7 @@ const preflight: Step = async (ctx, deps) => {
     memoryBytes: dom.memoryBytes,
     stateFile,
     srcStateFile,
-    copyState: Boolean(stateFile && cross && disks.length > 0),
+    copyState: Boolean(stateFile && cross && !shared && disks.length > 0),
     ...(transferMode ? { transferMode } : {}),
     wasRunning: dom.state === 'running',
     bytesTotal,

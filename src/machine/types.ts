@@ -47,6 +47,8 @@ export interface MigrationInput {
   maxPauseMs?: number;
   /** most overlays before the pause (1 = the seed's single round; default 1) */
   maxRounds?: number;
+  /** a storage location both hosts mount at this path (a cluster's shared storage), for the state file */
+  sharedStatePath?: string;
 }
 
 /** The migration's whole memory. JSON-safe: it is persisted after every transition. */

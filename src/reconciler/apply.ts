@@ -208,6 +208,7 @@ export function migrationInput(
     }),
     targetMarginBytes: policy.targetMarginBytes,
     sourceHeadroomRatio: policy.sourceHeadroomRatio,
+    ...sharedStatePathOf(m, topo),
     maxPauseMs: maxPauseMs ?? 1000,
     maxRounds: policy.maxDeltaRounds ?? 8,
     maxForwardAttempts: 5,
@@ -273,4 +274,12 @@ export function maxPauseOf(desired: DesiredState, vm: string): number | undefine
   } catch {
     return undefined;
   }
+}
+
+/** For hosts of one cluster: the path of a shared location both mount (the state file goes there). */
+function sharedStatePathOf(m: PlannedMigration, topo: Topology): { sharedStatePath?: string } {
+  if (m.from.host === m.to.host) return {};
+  const there = new Set(topo.locationsOf(m.to.host).map((l) => l.key));
+  const shared = topo.locationsOf(m.from.host).find((l) => l.scope === 'cluster' && there.has(l.key));
+  return shared ? { sharedStatePath: path.posix.normalize(shared.path) } : {};
 }
