@@ -286,6 +286,13 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       },
     );
     await writeDesired(v, 'hv2', 'local');
+    // a tight budget, so that the first delta cannot fit it
+    const file = path.join(v.repo, 'manifests', 'fleet.yaml');
+    const text = await fs.readFile(file, 'utf8');
+    await fs.writeFile(
+      file,
+      text.replace('spec: {host: hv2, storage: local}', 'spec: {host: hv2, storage: local, maxPause: 100ms}'),
+    );
     const res = await apply(v).exited;
     expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr.slice(-3000) }).toEqual({
       code: 0,
