@@ -554,7 +554,17 @@ const copyDelta: Step = async (ctx, deps) => {
 const restoreVm: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.toHost);
   const now = deps.now ?? Date.now;
-  const dom = await drv.getDomain(ctx.vm);
+  const cross = ctx.fromHost !== ctx.toHost;
+  // The VM is paused: ask both hosts and read the saved XML at once (each virsh call over ssh
+  // is a round trip); an unreadable state file only matters if a restore is still needed.
+  const [dom, onSource, saved] = await Promise.all([
+    drv.getDomain(ctx.vm),
+    cross ? deps.driverFor(ctx.fromHost).getDomain(ctx.vm) : Promise.resolve(undefined),
+    drv.savedStateXml(ctx.stateFile!).then(
+      (xml) => ({ xml }),
+      (err: unknown) => ({ err }),
+    ),
+  ]);
   const onTarget = (x: DomainInfo): boolean =>
     ctx.disks.every((d) => {
       const p = diskOf(x, d.target)?.path;
@@ -566,18 +576,15 @@ const restoreVm: Step = async (ctx, deps) => {
   }
   if (dom && dom.state === 'running')
     throw new VmplaceError('DomainRunningOnSource', `${ctx.vm} runs, but not from the target's disks`);
-  if (ctx.fromHost !== ctx.toHost) {
-    const onSource = await deps.driverFor(ctx.fromHost).getDomain(ctx.vm);
-    if (onSource && onSource.state !== 'shutoff')
-      throw new VmplaceError(
-        'DomainRunningOnSource',
-        `${ctx.vm} is ${onSource.state} on ${ctx.fromHost}; never on both`,
-      );
-  }
-  const xml = await drv.savedStateXml(ctx.stateFile!);
-  if (ctx.fromHost !== ctx.toHost) await deps.intents?.mark(ctx, 'restore');
+  if (onSource && onSource.state !== 'shutoff')
+    throw new VmplaceError(
+      'DomainRunningOnSource',
+      `${ctx.vm} is ${onSource.state} on ${ctx.fromHost}; never on both`,
+    );
+  if ('err' in saved) throw saved.err;
+  if (cross) await deps.intents?.mark(ctx, 'restore');
   const rewritten = deps.rewriteDiskPaths(
-    xml,
+    saved.xml,
     Object.fromEntries(ctx.disks.map((d) => [d.target, dstOverlayAt(ctx, d, ctx.rounds ?? 1)])),
   );
   await drv.restore(ctx.stateFile!, rewritten);
