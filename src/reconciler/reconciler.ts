@@ -15,6 +15,7 @@ import type {
   DesiredState,
   HostStatus,
   Phase,
+  Placement,
   Plan,
   PlannedMigration,
   VirtualMachineStatus,
@@ -126,7 +127,9 @@ export class Reconciler {
       // Cancel only on evidence: planned elsewhere now, or wanted where it already is. A VM the
       // observation missed (a host that did not answer, a domain mid-restore) is no reason.
       const elsewhere = m !== undefined && targetKey(m) !== r.target;
-      const backWhereItIs = m === undefined && plan.unchanged.includes(vm);
+      // (a VM observed where this migration is taking it, mid-restore, has arrived: no reason)
+      const backWhereItIs =
+        m === undefined && plan.unchanged.includes(vm) && !arrived(actual.vms.get(vm)?.placement, r.target);
       if ((elsewhere || backWhereItIs) && input.desired.vms.has(vm)) {
         log.info(
           { vm, migration: r.handle.id, step: r.handle.step() },
@@ -379,6 +382,13 @@ function addUsage(u: Usage, m: PlannedMigration, n: number): void {
 /** Where a planned migration goes: host and storage per disk. */
 function targetKey(m: PlannedMigration): string {
   return JSON.stringify([m.to.host, m.disks.map((d) => [d.target, d.to]).sort()]);
+}
+
+/** True when `p` already is where the migration of target key `key` (see {@link targetKey}) goes. */
+function arrived(p: Placement | undefined, key: string): boolean {
+  if (!p) return false;
+  const [host, moves] = JSON.parse(key) as [string, [string, string][]];
+  return p.host === host && moves.every(([t, s]) => p.disks.some((d) => d.target === t && d.storage === s));
 }
 
 function contextTargetKey(c: MigrationContext): string {

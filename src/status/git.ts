@@ -40,6 +40,11 @@ export interface GitSyncOptions {
   timeoutMs?: number;
   /** `retryAfterMs` of the `StatusPushFailed` error (default 30 s). */
   retryAfterMs?: number;
+  /**
+   * How long to wait for a git process left running in the working directory (by a daemon that
+   * was killed) before giving up on a stale `*.lock` file for this round (default 30 s).
+   */
+  staleLockWaitMs?: number;
 }
 
 /** What {@link GitSync.commitStatus} did. */
@@ -177,6 +182,7 @@ export class GitSync {
       backoffMaxMs: opts.backoffMaxMs ?? 10_000,
       timeoutMs: opts.timeoutMs ?? 120_000,
       retryAfterMs: opts.retryAfterMs ?? 30_000,
+      staleLockWaitMs: opts.staleLockWaitMs ?? 30_000,
     };
     this.log = opts.logger.child({ component: 'git', repo: redactRepoUrl(opts.repo), branch: opts.branch });
     this.sleep = internals.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
@@ -385,6 +391,9 @@ export class GitSync {
       );
     }
     this.git = git;
+    // a daemon killed in the middle of a git command (kill -9 of its process group, OOM, power
+    // loss) leaves git's lock files behind, and every later command would fail on them
+    await this.clearStaleLocks();
     try {
       const top = (await this.run(['rev-parse', '--show-toplevel'])).trim();
       if (fs.realpathSync(top) !== fs.realpathSync(this.workdir)) throw new Error(`top level is ${top}`);
@@ -501,8 +510,58 @@ export class GitSync {
     return git;
   }
 
+  /**
+   * Remove git's lock files in `.git` when no process but this one has its working directory in
+   * the clone: the daemon holds the workdir lock (see `daemon/lock.ts`) and runs one git command
+   * at a time, so such a lock is the leftover of a killed git. A git process still running there
+   * (an orphan of a killed daemon, or an operator's) is waited for, at most `staleLockWaitMs`.
+   *
+   * @throws WaitingError `GitBusy` naming the pids still working in the clone.
+   */
+  private async clearStaleLocks(): Promise<void> {
+    const locks = findGitLocks(path.join(this.workdir, '.git'));
+    if (locks.length === 0) return;
+    const deadline = Date.now() + this.opts.staleLockWaitMs;
+    let busy = processesIn(this.workdir);
+    while (busy.length > 0 && Date.now() < deadline) {
+      await this.sleep(Math.min(500, Math.max(1, deadline - Date.now())));
+      busy = processesIn(this.workdir);
+    }
+    if (busy.length > 0) {
+      throw new WaitingError(
+        'GitBusy',
+        `git lock file(s) ${locks.map((l) => path.relative(this.workdir, l)).join(', ')} held while ` +
+          `process(es) ${busy.join(', ')} work in ${this.workdir}`,
+        this.opts.retryAfterMs,
+      );
+    }
+    for (const lock of findGitLocks(path.join(this.workdir, '.git'))) {
+      fs.rmSync(lock, { force: true });
+      this.log.warn(
+        { lock: path.relative(this.workdir, lock) },
+        'removed a stale git lock file left by a killed git',
+      );
+    }
+  }
+
   /** Run one git command; failures become CommandError `GitCommandFailed` without secrets. */
   private async run(args: string[]): Promise<string> {
+    try {
+      return await this.runOnce(args);
+    } catch (err) {
+      // our own git killed by its timeout leaves its lock behind: clear and try once more
+      if (
+        err instanceof CommandError &&
+        /Unable to create '[^']*\.lock': File exists/.test(err.stderr ?? '')
+      ) {
+        await this.clearStaleLocks();
+        return this.runOnce(args);
+      }
+      throw err;
+    }
+  }
+
+  private async runOnce(args: string[]): Promise<string> {
     const git = this.git;
     if (!git) throw new VmplaceError('NotSynced', 'no git working directory yet');
     try {
@@ -514,6 +573,56 @@ export class GitSync {
       throw new CommandError('GitCommandFailed', command, f.exitCode ?? null, stderr);
     }
   }
+}
+
+/** Git's lock files: `*.lock` directly in `.git` and anywhere under `.git/refs` and `.git/logs`. */
+function findGitLocks(gitDir: string): string[] {
+  const found: string[] = [];
+  const walk = (dir: string, deep: boolean): void => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e.name);
+      if (e.isFile() && e.name.endsWith('.lock')) found.push(p);
+      else if (e.isDirectory() && (deep || e.name === 'refs' || e.name === 'logs')) walk(p, true);
+    }
+  };
+  walk(gitDir, false);
+  return found;
+}
+
+/**
+ * Pids (other than this process) whose current directory is `dir` or below it, from /proc;
+ * processes whose directory cannot be read (other users) are not counted.
+ */
+function processesIn(dir: string): number[] {
+  let real: string;
+  try {
+    real = fs.realpathSync(dir);
+  } catch {
+    return [];
+  }
+  let pids: string[];
+  try {
+    pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const pid of pids) {
+    if (Number(pid) === process.pid) continue;
+    try {
+      const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+      if (cwd === real || cwd.startsWith(`${real}/`)) out.push(Number(pid));
+    } catch {
+      // gone or not ours to read
+    }
+  }
+  return out;
 }
 
 function isStatusPath(p: string): boolean {

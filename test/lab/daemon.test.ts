@@ -69,7 +69,16 @@ async function pushManifests(message: string, extra: Record<string, string> = {}
   for (const [file, text] of Object.entries(extra)) await fs.writeFile(path.join(humanDir, file), text);
   await git('add', '-A');
   await git('commit', '-q', '-m', message);
-  await git('push', '-q', 'origin', 'main');
+  // the daemon may push a status commit between our pull and our push: do as a human would
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await git('push', '-q', 'origin', 'main');
+      return;
+    } catch (err) {
+      if (attempt >= 5) throw err;
+      await git('pull', '-q', '--rebase');
+    }
+  }
 }
 
 async function webhook(body: string, sig?: string): Promise<number> {

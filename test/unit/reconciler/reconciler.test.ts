@@ -217,6 +217,19 @@ describe('reconciler (fake hypervisor, stand-in steps)', () => {
     expect(calls).not.toContain('vm-0:saveVm');
     void desired;
   });
+  it('does not cancel a migration whose VM is observed where it is taking it (mid-restore)', async () => {
+    const { rec, input, gate, calls, fake } = await setup(1);
+    await rec.pass(input);
+    await until(() => gate.has('vm-0'));
+    // the observation already sees the VM's disk on storage b, where this migration goes
+    fake.domains.get('vm-0')!.disks = [{ target: 'vda', path: '/srv/b/vm-0.qcow2' }];
+    const res = await rec.pass(input);
+    expect(res.cancelled).toEqual([]);
+    gate.get('vm-0')!();
+    await until(() => rec.inFlight().length === 0);
+    expect(calls).not.toContain('vm-0:rollBack');
+    expect(calls).toContain('vm-0:cleanUpSource');
+  });
 });
 
 describe('maintenance windows', () => {

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { StalledError, VmplaceError, WaitingError } from '../../../src/errors';
@@ -49,6 +49,22 @@ function writer(vms: () => VirtualMachineStatus[]) {
   };
   w.calls = 0;
   return w;
+}
+
+function processCwd(pid: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/cwd`);
+  } catch {
+    return undefined;
+  }
+}
+
+async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 const remoteTip = (remote: string) => git(remote, 'rev-parse', 'refs/heads/main');
@@ -116,6 +132,61 @@ describe('GitSync.sync', () => {
     await expect(s2.sync()).rejects.toBeInstanceOf(StalledError);
     await expect(s2.sync()).rejects.toMatchObject({ reason: 'WorkdirNotARepository' });
     expect(fs.readFileSync(path.join(notAClone, 'precious.txt'), 'utf8')).toBe('keep me');
+  });
+
+  it('removes git lock files left by a killed daemon, but waits for a git still working there', async () => {
+    const r = makeRemote();
+    const { sync } = newSync(r.remote);
+    await sync.sync();
+    const later = humanCommit(r.human, { 'manifests/more.yaml': 'kind: Host\n' });
+    // what kill -9 of the daemon's process group in the middle of `git checkout` leaves
+    const gitDir = path.join(sync.workdir, '.git');
+    fs.writeFileSync(path.join(gitDir, 'index.lock'), '');
+    fs.writeFileSync(path.join(gitDir, 'refs', 'heads', 'main.lock'), '');
+    // without recovery, git refuses
+    expect(() => git(sync.workdir, 'checkout', '--force', '-B', 'main', 'HEAD')).toThrow(/index\.lock/);
+
+    // a process still working in the clone (an orphaned git): the lock is not touched
+    const busy = spawn('sleep', ['30'], { cwd: path.join(sync.workdir, 'manifests'), stdio: 'ignore' });
+    try {
+      await waitFor(() => processCwd(busy.pid!) !== undefined);
+      const { logger, lines } = memoryLogger();
+      const waiting = new GitSync(
+        { repo: r.remote, branch: 'main', workdir: sync.workdir, author: BOT, logger, staleLockWaitMs: 300 },
+        { sleep: (ms) => new Promise((res) => setTimeout(res, ms)) },
+      );
+      const err = await waiting.sync().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(WaitingError);
+      expect(err).toMatchObject({ reason: 'GitBusy' });
+      expect(String((err as Error).message)).toContain(String(busy.pid));
+      expect(fs.existsSync(path.join(gitDir, 'index.lock'))).toBe(true);
+      expect(lines.join('\n')).not.toMatch(/removed a stale git lock/);
+    } finally {
+      busy.kill('SIGKILL');
+    }
+    await waitFor(() => processCwd(busy.pid!) === undefined);
+
+    // nobody there any more: the daemon (re)started on this workdir clears the locks and syncs
+    const { logger, lines } = memoryLogger();
+    const restarted = new GitSync({
+      repo: r.remote,
+      branch: 'main',
+      workdir: sync.workdir,
+      author: BOT,
+      logger,
+    });
+    expect(await restarted.sync()).toEqual({ revision: later, changed: true });
+    expect(fs.existsSync(path.join(gitDir, 'index.lock'))).toBe(false);
+    expect(fs.existsSync(path.join(gitDir, 'refs', 'heads', 'main.lock'))).toBe(false);
+    expect(lines.filter((l) => l.includes('removed a stale git lock'))).toHaveLength(2);
+
+    // a lock appearing while running (our own git killed by its timeout): cleared and retried
+    fs.writeFileSync(path.join(gitDir, 'index.lock'), '');
+    const newer = humanCommit(r.human, { 'manifests/third.yaml': 'kind: Host\n' });
+    expect(await restarted.sync()).toEqual({ revision: newer, changed: true });
   });
 
   it('clones again on the next sync after a failed clone', async () => {
