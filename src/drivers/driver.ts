@@ -117,10 +117,19 @@ export interface HypervisorDriver {
   checkImage(path: string): Promise<string[]>;
 
   // ---- lifecycle
-  save(domain: string, stateFile: string): Promise<void>;
+  /**
+   * Save a running domain's memory into `stateFile` and stop it (idempotent: a domain already
+   * saved there is fine). `knownActive`: the caller has just seen the domain active, so the
+   * driver need not ask again (one round trip less inside the VM's pause).
+   */
+  save(domain: string, stateFile: string, opts?: { knownActive?: boolean }): Promise<void>;
   /** XML stored in a saved state file */
   savedStateXml(stateFile: string): Promise<string>;
-  restore(stateFile: string, xml?: string): Promise<void>;
+  /**
+   * Restore a saved domain, with `xml` when given (idempotent: an active domain of that name is
+   * fine). `knownInactive`: the caller has just seen that the domain is not active on this host.
+   */
+  restore(stateFile: string, xml?: string, opts?: { knownInactive?: boolean }): Promise<void>;
   dumpXml(domain: string, opts?: { inactive?: boolean }): Promise<string>;
   define(xml: string): Promise<void>;
   undefine(domain: string): Promise<void>;

@@ -384,19 +384,16 @@ const copyBase: Step = async (ctx, deps) => {
 
 /** Copy round `r`'s (read-only) overlays to the target and rebase them onto the layer below. */
 async function copyRound(ctx: MigrationContext, deps: StepDeps, r: number): Promise<void> {
-  const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
   await Promise.all(
     ctx.disks.map(async (d) => {
       const from = srcOverlayAt(ctx, d, r);
       const to = dstOverlayAt(ctx, d, r);
-      if (await dst.fileExists(to)) {
-        const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]);
-        if (a !== b) {
-          await dst.removeFile(to);
-          await copyAcross(ctx, deps, from, to);
-        }
-      } else {
+      try {
+        await copyAcross(ctx, deps, from, to); // a complete copy found there is only compared
+      } catch (err) {
+        if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
+        await dst.removeFile(to); // rebased already by an interrupted run: copy again
         await copyAcross(ctx, deps, from, to);
       }
       await dst.rebaseUnsafe(
@@ -424,7 +421,10 @@ async function deltaRounds(ctx: MigrationContext, deps: StepDeps, bytesPerMs: nu
   // fixed costs of the pause: save and restore, and copying the memory state between hosts
   const fixedMs = 600 + (ctx.copyState ? ctx.memoryBytes / bytesPerMs : 0);
   const budgetMs = Math.max(50, (ctx.maxPauseMs ?? 1000) - fixedMs);
-  let rate = bytesPerMs;
+  // a round's copy costs a fixed part (round trips, process and connection start-up) plus its
+  // bytes at the base copy's rate; the fixed part is learnt from the rounds run so far
+  const rate = Math.max(bytesPerMs, 10_000);
+  let overheadMs = 0;
   let previous = Infinity;
   for (;;) {
     const sizes = await Promise.all(
@@ -433,19 +433,33 @@ async function deltaRounds(ctx: MigrationContext, deps: StepDeps, bytesPerMs: nu
       ),
     );
     const delta = sum(sizes);
-    const predictedMs = delta / rate;
+    const predictedMs = overheadMs + delta / rate;
     log?.info(
-      { round: r, deltaBytes: delta, predictedMs: Math.round(predictedMs), budgetMs: Math.round(budgetMs) },
+      {
+        round: r,
+        deltaBytes: delta,
+        predictedMs: Math.round(predictedMs),
+        overheadMs: Math.round(overheadMs),
+        budgetMs: Math.round(budgetMs),
+      },
       'delta round',
     );
     if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > 0.8 * previous) return r;
+    if (overheadMs > 0 && delta / rate < overheadMs / 4) {
+      // what is left is mostly fixed cost: another round would not shorten the pause
+      log?.warn(
+        { round: r, overheadMs: Math.round(overheadMs), budgetMs: Math.round(budgetMs) },
+        'the pause budget is below the fixed cost of copying a delta; pausing now',
+      );
+      return r;
+    }
     await src.snapshotDisks(
       ctx.vm,
       ctx.disks.map((d) => ({ target: d.target, path: srcOverlayAt(ctx, d, r + 1) })),
     );
     const t0 = Date.now();
     await copyRound(ctx, deps, r);
-    rate = Math.max(delta / Math.max(1, Date.now() - t0), 10_000);
+    overheadMs = Math.max(0, Date.now() - t0 - delta / rate);
     previous = delta;
     r++;
   }
@@ -517,22 +531,23 @@ const saveVm: Step = async (ctx, deps) => {
     throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
   await drv.removeFile(stateFile); // a partial file from an interrupted save
   const pausedAt = now();
-  await drv.save(ctx.vm, stateFile);
+  await drv.save(ctx.vm, stateFile, { knownActive: true });
   return { pausedAt };
 };
 
 const copyDelta: Step = async (ctx, deps) => {
-  const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
   // The VM is paused from here to the restore: copy everything at once; every copy is
-  // verified by sha256 on both ends, so a copy found complete is only compared, never redone.
+  // verified by sha256 on both ends, so a copy found complete is only compared, never redone
+  // (the copy itself looks first: no round trip of its own here).
   const copyOne = async (from: string, to: string): Promise<void> => {
-    if (await dst.fileExists(to)) {
-      const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]);
-      if (a === b) return;
+    try {
+      await copyAcross(ctx, deps, from, to);
+    } catch (err) {
+      if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
       await dst.removeFile(to); // partial, or already rebased by an interrupted run
+      await copyAcross(ctx, deps, from, to);
     }
-    await copyAcross(ctx, deps, from, to);
   };
   const from = ctx.srcStateFile;
   const to = ctx.stateFile!;
@@ -587,7 +602,9 @@ const restoreVm: Step = async (ctx, deps) => {
     saved.xml,
     Object.fromEntries(ctx.disks.map((d) => [d.target, dstOverlayAt(ctx, d, ctx.rounds ?? 1)])),
   );
-  await drv.restore(ctx.stateFile!, rewritten);
+  await drv.restore(ctx.stateFile!, rewritten, {
+    knownInactive: dom === undefined || dom.state === 'shutoff',
+  });
   const resumedAt = now();
   const pauseMs = ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined;
   deps.logger?.info({ pauseMs }, 'VM resumed on the target');

@@ -38,8 +38,9 @@
  * **auto**: probe from the source host whether the target's ssh port accepts a TCP connection
  * (bash's `/dev/tcp`, 5 s): direct when it does, relay when it does not.
  *
- * Finish exactly like `copyLocal`: `sync` the part, sha256 on both hosts in parallel, `mv -T`
- * on the target, `sync` the directory. A file named DST is always complete and verified.
+ * Finish like `copyLocal`, in one command on the target: `sync` the part, sha256 of it compared
+ * with the source's (hashed while the data travelled), `mv -T`, `sync` the directory. A file
+ * named DST is always complete and verified.
  * Idempotent: a DST that already matches returns `alreadyDone`; a DST that differs is not
  * overwritten (`DestinationDiffers`, stalled).
  */
@@ -74,6 +75,11 @@ export interface CopyBetweenHostsOptions {
   verify?: boolean;
   /** aborting kills the transfer; the part file stays for a later resume */
   signal?: AbortSignal;
+  /**
+   * The caller's check that `dst` may be written (e.g. a driver's path guard), run beside the
+   * first look at both hosts; nothing is written before it resolves.
+   */
+  guard?: () => Promise<unknown>;
 }
 
 export interface CopyBetweenHostsResult {
@@ -381,9 +387,72 @@ export async function targetReachable(srcHost: HostExec, target: SshSpec): Promi
 }
 
 /**
+ * Sizes of `paths` on `exec` in one round trip (undefined for a missing path). The paths are
+ * positional parameters of a fixed script: they are never parsed by a shell.
+ */
+export async function statSizes(exec: HostExec, paths: readonly string[]): Promise<(number | undefined)[]> {
+  const r = await exec.run(
+    [
+      'sh',
+      '-c',
+      'for p do if [ -e "$p" ]; then stat -L -c %s -- "$p" || echo -; else echo -; fi; done',
+      'vmplace-stat',
+      ...paths,
+    ],
+    { timeoutMs: 60_000 },
+  );
+  const lines = r.stdout.split('\n').slice(0, paths.length);
+  if (lines.length !== paths.length)
+    throw new VmplaceError('UnexpectedOutput', `stat printed ${JSON.stringify(r.stdout.slice(0, 200))}`);
+  return lines.map((l) => {
+    const n = Number(l.trim());
+    return l.trim() !== '-' && l.trim() !== '' && Number.isFinite(n) ? n : undefined;
+  });
+}
+
+/**
+ * On the target, after the data arrived, in one round trip: flush the part file, hash it
+ * (`sha256sum < part`, when `want` is given) and compare with the source's hash, then rename it
+ * to its final name and flush the directory. A part that does not match is removed. Prints the
+ * part's hash (or `-`). Exit codes: 0 done, 3 mismatch, others: the failing command's.
+ */
+const FINISH_SCRIPT = [
+  'part=$1 want=$2 dst=$3 dir=$4',
+  'sync -- "$part" || exit $?',
+  'got=-',
+  'if [ -n "$want" ]; then',
+  '  got=$(sha256sum < "$part") || exit $?',
+  '  got=${got%% *}',
+  '  if [ "$got" != "$want" ]; then rm -f -- "$part"; echo "$got"; exit 3; fi',
+  'fi',
+  'mv -f -T -- "$part" "$dst" || exit $?',
+  'sync -- "$dir" || exit $?',
+  'echo "$got"',
+].join('\n');
+
+async function finishOnTarget(
+  dstHost: HostExec,
+  part: string,
+  dst: string,
+  want: string | undefined,
+): Promise<{ mismatch?: string }> {
+  const r = await dstHost.run(
+    ['sh', '-c', FINISH_SCRIPT, 'vmplace-finish', part, want ?? '', dst, posix.dirname(dst)],
+    { allowExitCodes: [3] },
+  );
+  return r.exitCode === 3 ? { mismatch: r.stdout.trim() } : {};
+}
+
+/**
  * Copy `src` on `srcHost` to `dst` on `dstHost`: sparse, resumable, with progress, verified on
  * both hosts and atomic by rename (see the file comment for how). The caller checks that `dst`
- * lies inside a declared storage location of the target and that its directory exists.
+ * lies inside a declared storage location of the target and that its directory exists, or
+ * passes that check as `guard`, run beside the first look at both hosts and awaited before
+ * anything is written.
+ *
+ * Round trips (each host command over ssh costs one): sizes on both hosts and the guard at
+ * once; the copy, with the source's sha256 computed alongside it; then one command on the
+ * target that flushes, hashes, compares, renames and flushes the directory.
  */
 export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, dst, opts) => {
   const t0 = Date.now();
@@ -393,17 +462,21 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   const verify = opts.verify ?? true;
   const part = `${dst}${PART_SUFFIX}`;
 
-  const total = await statSize(srcHost, src);
+  const [total, [dstSize, partSize], reachable] = await Promise.all([
+    statSize(srcHost, src),
+    statSizes(dstHost, [dst, part]),
+    opts.mode === 'auto'
+      ? opts.targetSsh
+        ? targetReachable(srcHost, opts.targetSsh)
+        : Promise.reject(new TypeError('copyBetweenHosts: mode auto needs targetSsh'))
+      : Promise.resolve(opts.mode !== 'relay'),
+    opts.guard?.(),
+  ]);
   if (total === undefined)
     throw new StalledError('SourceMissing', `copy source ${src} does not exist on ${srcHost.label}`);
+  const mode: TransferMode = reachable ? 'direct' : 'relay';
 
-  let mode: TransferMode = opts.mode === 'relay' ? 'relay' : 'direct';
-  if (opts.mode === 'auto') {
-    if (!opts.targetSsh) throw new TypeError('copyBetweenHosts: mode auto needs targetSsh');
-    mode = (await targetReachable(srcHost, opts.targetSsh)) ? 'direct' : 'relay';
-  }
-
-  if ((await statSize(dstHost, dst)) !== undefined) {
+  if (dstSize !== undefined) {
     const [a, b] = await Promise.all([sha256(srcHost, src), sha256(dstHost, dst)]);
     if (a === b) {
       opts.onProgress?.(total, total);
@@ -423,33 +496,30 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
     );
   }
 
-  let resumedFrom = (await statSize(dstHost, part)) ?? 0;
+  let resumedFrom = partSize ?? 0;
   if (resumedFrom > total) {
     // longer than the source: not a prefix of it; start over
     await dstHost.run(['rm', '-f', '--', part]);
     resumedFrom = 0;
   }
   opts.onProgress?.(resumedFrom, total);
+  // the source does not change while it is copied (a read-only base, a saved state, a frozen
+  // overlay): hash it while the data travels instead of after
+  const srcDigest = verify ? sha256(srcHost, src) : undefined;
+  srcDigest?.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
   const bytesSent =
     mode === 'direct'
       ? await copyDirect(srcHost, src, part, total, opts)
       : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts);
 
-  await dstHost.run(['sync', '--', part]);
-  let digest: string | undefined;
-  if (verify) {
-    const [a, b] = await Promise.all([sha256(srcHost, src), sha256(dstHost, part)]);
-    if (a !== b) {
-      await dstHost.run(['rm', '-f', '--', part]);
-      throw new VmplaceError(
-        'CopyVerifyFailed',
-        `sha256 of ${part} on ${dstHost.label} (${b}) differs from ${src} on ${srcHost.label} (${a})`,
-      );
-    }
-    digest = a;
+  const digest = srcDigest ? await srcDigest : undefined;
+  const finished = await finishOnTarget(dstHost, part, dst, digest);
+  if (finished.mismatch !== undefined) {
+    throw new VmplaceError(
+      'CopyVerifyFailed',
+      `sha256 of ${part} on ${dstHost.label} (${finished.mismatch}) differs from ${src} on ${srcHost.label} (${digest})`,
+    );
   }
-  await dstHost.run(['mv', '-f', '-T', '--', part, dst]);
-  await dstHost.run(['sync', '--', posix.dirname(dst)]);
   opts.onProgress?.(total, total);
   const result: CopyBetweenHostsResult = {
     bytes: total,

@@ -77,6 +77,9 @@ export type LibvirtDisk = ParsedDisk;
 
 const ACTIVE: readonly DomainState[] = ['running', 'paused', 'pmsuspended'];
 
+/** How long a path that passed the host-side guard stays trusted (see `guard`). */
+const GUARD_TTL_MS = 10_000;
+
 /** virsh's `--diskspec` splits on `,`; a literal comma in a value is written `,,`. */
 export function escapeDiskspecValue(v: string): string {
   return v.replace(/,/g, ',,');
@@ -91,6 +94,8 @@ export class LibvirtDriver implements HypervisorDriver {
   private readonly roots: string[];
   private readonly log: Logger | undefined;
   private readonly quickMs: number;
+  /** path -> when it last passed the host-side guard */
+  private readonly guarded = new Map<string, number>();
   private readonly pollMs: number;
 
   constructor(hostName: string, spec: HostSpec, opts: LibvirtDriverOptions) {
@@ -163,9 +168,17 @@ export class LibvirtDriver implements HypervisorDriver {
     }
   }
 
-  /** Lexical check, then the same check on the host after resolving symlinks. */
+  /**
+   * Lexical check, then the same check on the host after resolving symlinks. A path that
+   * passed on the host is trusted for {@link GUARD_TTL_MS} more (the steps inside a VM's pause
+   * touch the same few paths several times, and each check is a round trip); the lexical check
+   * runs every time.
+   */
   private async guard(path: string, opts: { allowRoot?: boolean } = {}): Promise<string> {
     const p = assertInside(path, this.roots, opts);
+    const key = `${opts.allowRoot ? 'root:' : ''}${p}`;
+    const at = this.guarded.get(key);
+    if (at !== undefined && Date.now() - at < GUARD_TTL_MS) return p;
     const r = await this.run(this.exec, ['realpath', '-m', '-z', '--', p, ...this.roots], {
       timeoutMs: this.quickMs,
     });
@@ -177,6 +190,8 @@ export class LibvirtDriver implements HypervisorDriver {
       );
     }
     assertInside(resolved, resolvedRoots, opts);
+    if (this.guarded.size > 1000) this.guarded.clear();
+    this.guarded.set(key, Date.now());
     return p;
   }
 
@@ -364,8 +379,8 @@ export class LibvirtDriver implements HypervisorDriver {
       mode?: 'direct' | 'relay' | 'auto';
     },
   ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }> {
-    await target.guardPath(dst);
     const r = await copyBetweenHosts(this.exec, target.exec, src, dst, {
+      guard: () => target.guardPath(dst),
       targetSsh: opts.targetSsh,
       mode: opts.mode ?? 'auto',
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
@@ -567,9 +582,9 @@ export class LibvirtDriver implements HypervisorDriver {
    * Idempotent: when the domain is no longer active and `stateFile` holds a complete save of
    * it (libvirt marks incomplete saves, so `save-image-dumpxml` refuses them), it returns.
    */
-  async save(domain: string, stateFile: string): Promise<void> {
+  async save(domain: string, stateFile: string, opts: { knownActive?: boolean } = {}): Promise<void> {
     await this.guard(stateFile);
-    const state = await this.domState(domain);
+    const state = opts.knownActive ? 'running' : await this.domState(domain);
     if (state !== undefined && ACTIVE.includes(state)) {
       await this.virsh(['save', '--domain', domain, '--file', stateFile], { timeoutMs: null });
       return;
@@ -596,9 +611,9 @@ export class LibvirtDriver implements HypervisorDriver {
    * `virsh restore STATE [--xml FILE]` (FILE: a private local temp file). Idempotent: returns when the domain named in the
    * XML is already active.
    */
-  async restore(stateFile: string, xml?: string): Promise<void> {
+  async restore(stateFile: string, xml?: string, opts: { knownInactive?: boolean } = {}): Promise<void> {
     const name = parseDomainXml(xml ?? (await this.savedStateXml(stateFile))).name;
-    const state = await this.domState(name);
+    const state = opts.knownInactive ? undefined : await this.domState(name);
     if (state !== undefined && ACTIVE.includes(state)) return;
     if (xml === undefined) await this.virsh(['restore', '--file', stateFile], { timeoutMs: null });
     else

@@ -182,6 +182,30 @@ describe('LibvirtDriver (fake execs)', () => {
     expect(h.calls.map((c) => c.argv[0])).toEqual(['realpath']);
   });
 
+  it('trusts a path that passed the host-side guard for a few seconds, never one that failed', async () => {
+    let outside = true;
+    const { drv, h } = makeDriver(
+      () => undefined,
+      (a) =>
+        a[0] === 'realpath'
+          ? { stdout: [outside ? '/etc/passwd' : a[4], ...a.slice(5)].join('\0') + '\0' }
+          : {},
+    );
+    await expect(drv.removeFile('/srv/a/x')).rejects.toMatchObject({ reason: 'PathOutsideStorage' });
+    outside = false;
+    await drv.removeFile('/srv/a/x');
+    await drv.removeFile('/srv/a/x');
+    await drv.removeFile('/srv/a/y');
+    expect(h.calls.map((c) => `${c.argv[0]} ${c.argv[c.argv[0] === 'realpath' ? 4 : 3]}`)).toEqual([
+      'realpath /srv/a/x', // refused: not remembered
+      'realpath /srv/a/x',
+      'rm /srv/a/x',
+      'rm /srv/a/x', // trusted: no second realpath
+      'realpath /srv/a/y',
+      'rm /srv/a/y',
+    ]);
+  });
+
   it('blockCommit skips a disk whose active layer is no longer the overlay', async () => {
     const xml = fixture('dumpxml-after-snapshot.xml');
     const { drv, v } = makeDriver((a) =>
