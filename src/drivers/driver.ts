@@ -160,6 +160,8 @@ export interface HypervisorDriver {
       /** how this host reaches the target: address, user, port, key paths on this host */
       targetSsh: SshSpec;
       mode?: 'direct' | 'relay' | 'auto';
+      /** files up to this size go through the management box's open connections (see copyBetweenHosts) */
+      relayBelowBytes?: number;
     },
   ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }>;
   /**

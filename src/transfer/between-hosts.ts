@@ -76,6 +76,13 @@ export interface CopyBetweenHostsOptions {
   /** aborting kills the transfer; the part file stays for a later resume */
   signal?: AbortSignal;
   /**
+   * Files of at most this many bytes go through this process (relay) even in `direct` mode,
+   * over the ssh connections it already holds to both hosts: for a file of a few MB a new ssh
+   * connection from the source host to the target (rsync's) costs more than the bytes. Used
+   * inside a VM's pause. Default 0 (off).
+   */
+  relayBelowBytes?: number;
+  /**
    * The caller's check that `dst` may be written (e.g. a driver's path guard), run beside the
    * first look at both hosts; nothing is written before it resolves.
    */
@@ -474,7 +481,12 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   ]);
   if (total === undefined)
     throw new StalledError('SourceMissing', `copy source ${src} does not exist on ${srcHost.label}`);
-  const mode: TransferMode = reachable ? 'direct' : 'relay';
+  const small =
+    total !== undefined &&
+    total <= (opts.relayBelowBytes ?? 0) &&
+    localArgv(srcHost, ['true']) !== undefined &&
+    localArgv(dstHost, ['true']) !== undefined;
+  const mode: TransferMode = reachable && !small ? 'direct' : 'relay';
 
   if (dstSize !== undefined) {
     const [a, b] = await Promise.all([sha256(srcHost, src), sha256(dstHost, dst)]);

@@ -377,12 +377,14 @@ export class LibvirtDriver implements HypervisorDriver {
       bwlimitKiBps?: number;
       targetSsh: SshSpec;
       mode?: 'direct' | 'relay' | 'auto';
+      relayBelowBytes?: number;
     },
   ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }> {
     const r = await copyBetweenHosts(this.exec, target.exec, src, dst, {
       guard: () => target.guardPath(dst),
       targetSsh: opts.targetSsh,
       mode: opts.mode ?? 'auto',
+      ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
     });
