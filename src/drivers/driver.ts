@@ -91,6 +91,8 @@ export interface HypervisorDriver {
   listDomains(): Promise<string[]>;
   /** undefined when no domain of that name is defined */
   getDomain(name: string): Promise<DomainInfo | undefined>;
+  /** Only the state (one cheap call, for polling); undefined when no such domain is defined. */
+  domainState(name: string): Promise<DomainState | undefined>;
   imageInfo(path: string, opts?: { forceShare?: boolean }): Promise<ImageInfo>;
   fsInfo(path: string): Promise<FsInfo>;
   hostCpu(): Promise<CpuInfo>;

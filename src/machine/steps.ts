@@ -533,9 +533,70 @@ const saveVm: Step = async (ctx, deps) => {
     throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
   await drv.removeFile(stateFile); // a partial file from an interrupted save
   const pausedAt = now();
-  await drv.save(ctx.vm, stateFile, { knownActive: true });
+  const saving = drv.save(ctx.vm, stateFile, { knownActive: true });
+  const early = ctx.effectiveStrategy === 'quick' ? copyDeltaEarly(ctx, deps, saving) : undefined;
+  try {
+    await saving;
+  } finally {
+    // settled before anything else (a rollback) touches the target's files
+    await early;
+  }
   return { pausedAt };
 };
+
+/** Overlays {@link copyDeltaEarly} copied, by migration id (in memory: a hint, never trusted alone). */
+const earlyCopies = new Map<string, { at: number; paths: Set<string> }>();
+
+/**
+ * Beyond the seed: `virsh save` stops the VM's CPUs first (QEMU drains and flushes the disks
+ * then) and writes the memory state after; the overlays do not change from the stop on. So
+ * copy them to the target while the memory is being written, instead of after. Best effort:
+ * CopyingDelta still compares each copy with its source (sha256 on both hosts) and copies
+ * again whatever differs (a header written when QEMU inactivated the disk, a failed save after
+ * which the VM ran on); it only finds the work done.
+ */
+async function copyDeltaEarly(ctx: MigrationContext, deps: StepDeps, saving: Promise<void>): Promise<void> {
+  const src = deps.driverFor(ctx.fromHost);
+  let saved = false;
+  const done = saving.then(
+    () => (saved = true),
+    () => (saved = true),
+  );
+  try {
+    for (;;) {
+      const asked = src.domainState(ctx.vm);
+      asked.catch(() => undefined); // may lose the race below and fail later
+      const state = await Promise.race([asked, done.then(() => 'saved' as const)]);
+      if (saved || state === 'saved') {
+        // the save ended before a stop was seen: copy now only if it succeeded
+        if (
+          !(await saving.then(
+            () => true,
+            () => false,
+          ))
+        )
+          return;
+        break;
+      }
+      if (state !== 'running') break; // paused by the save (or shut off by it): disks quiet
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
+    const r = ctx.rounds ?? 1;
+    await Promise.all(
+      ctx.disks.map((d) =>
+        copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r), undefined, small),
+      ),
+    );
+    earlyCopies.set(ctx.id, {
+      at: Date.now(),
+      paths: new Set(ctx.disks.map((d) => dstOverlayAt(ctx, d, r))),
+    });
+    deps.logger?.info('delta copied while the memory state was being saved');
+  } catch (err) {
+    deps.logger?.info({ err }, 'early delta copy failed; CopyingDelta copies it');
+  }
+}
 
 /**
  * Inside the pause, files up to this size cross through the management box over the ssh
@@ -545,13 +606,22 @@ const saveVm: Step = async (ctx, deps) => {
 const PAUSE_RELAY_BELOW_BYTES = 64 * 1024 * 1024;
 
 const copyDelta: Step = async (ctx, deps) => {
+  const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
   // The VM is paused from here to the restore: copy everything at once; every copy is
   // verified by sha256 on both ends, so a copy found complete is only compared, never redone
   // (the copy itself looks first: no round trip of its own here).
   // small files (the last delta of iterative rounds) through the connections already open
   const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
+  const early = earlyCopies.get(ctx.id);
+  earlyCopies.delete(ctx.id);
+  for (const [id, e] of earlyCopies) if (Date.now() - e.at > 60_000) earlyCopies.delete(id);
   const copyOne = async (from: string, to: string): Promise<void> => {
+    if (early?.paths.has(to)) {
+      // copied while the memory was saved: compare now that the save is over (one round trip)
+      const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]).catch(() => ['', '-']);
+      if (a === b) return;
+    }
     try {
       await copyAcross(ctx, deps, from, to, undefined, small);
     } catch (err) {

@@ -252,6 +252,8 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
     });
     expect(both).toBe(0);
     expect(samples).toBeGreaterThan(5);
+    // the overlays crossed while the memory state was being written (and were verified after)
+    expect(res.stderr).toContain('delta copied while the memory state was being saved');
     expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
     const onHv2 = await d.hv2.getDomain(v.name);
     expect(onHv2?.persistent).toBe(true);

@@ -195,6 +195,14 @@ export class LibvirtDriver implements HypervisorDriver {
     return p;
   }
 
+  async domainState(name: string): Promise<DomainState | undefined> {
+    const r = await this.virsh(['domstate', '--domain', name], { allowExitCodes: [1] });
+    if (r.exitCode === 0) return parseDomState(r.stdout);
+    // an error: no such domain, or something else (then say so)
+    if (!(await this.listDomains()).includes(name)) return undefined;
+    throw new CommandError('CommandFailed', ['virsh', 'domstate', '--domain', name], r.exitCode, r.stderr);
+  }
+
   private async domState(name: string): Promise<DomainState | undefined> {
     const names = await this.listDomains();
     if (!names.includes(name)) return undefined;

@@ -84,6 +84,8 @@ labDescribe()('LibvirtDriver on the local lab', () => {
       ['sda', undefined, false],
     ]);
     expect(await drv.getDomain('vmp-no-such-domain')).toBeUndefined();
+    expect(await drv.domainState(name)).toBe('running');
+    expect(await drv.domainState('vmp-no-such-domain')).toBeUndefined();
     const cpu = await drv.hostCpu();
     expect(cpu.model).toBeTruthy();
     const fs = await drv.fsInfo(src);

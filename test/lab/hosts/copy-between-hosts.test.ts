@@ -239,6 +239,30 @@ it('relays through the management box when hv1 cannot reach hv2 (mode auto)', as
   }
 });
 
+it('sends a file up to relayBelowBytes through the management box even when the hosts reach each other', async () => {
+  const src = `${dir}/small.img`;
+  const dst = `${dir}/small-copy.img`;
+  await makeFile(src, 16);
+  expect(await targetReachable(x1, transferSsh(hv1, hv2))).toBe(true);
+  const r = await copyBetweenHosts(x1, x2, src, dst, {
+    targetSsh: transferSsh(hv1, hv2),
+    mode: 'direct',
+    relayBelowBytes: 16 * MiB,
+  });
+  expect(r).toMatchObject({ mode: 'relay', bytes: 16 * MiB, alreadyDone: false, bytesSent: 16 * MiB });
+  expect(r.sha256).toBe(await sha(x1, src));
+  expect(await sha(x2, dst)).toBe(await sha(x1, src));
+  // one byte over: rsync from host to host as usual
+  const big = `${dir}/small-copy-2.img`;
+  const r2 = await copyBetweenHosts(x1, x2, src, big, {
+    targetSsh: transferSsh(hv1, hv2),
+    mode: 'direct',
+    relayBelowBytes: 16 * MiB - 1,
+  });
+  expect(r2.mode).toBe('direct');
+  expect(await sha(x2, big)).toBe(await sha(x1, src));
+});
+
 it('relay resumes from the part file', async () => {
   const src = `${dir}/relay2.img`;
   const dst = `${dir}/relay2-copy.img`;

@@ -53,6 +53,7 @@ class FakeHost {
           })),
         };
       },
+      domainState: unsupported,
       imageInfo: async (p: string) => ({
         path: p,
         format: 'qcow2',
