@@ -180,6 +180,8 @@ export interface HypervisorDriver {
       /** the target's address for the migration stream (its transfer address) */
       address: string;
       bandwidthMiBps?: number;
+      /** the longest stop QEMU may plan for the switch-over (its default: 300 ms) */
+      maxDowntimeMs?: number;
     },
   ): Promise<{ downtimeMs?: number }>;
   /** throws StalledError PathOutsideStorage unless `path` lies inside this host's declared storage or state dir */

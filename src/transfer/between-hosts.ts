@@ -53,7 +53,7 @@ import { CommandError, StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../drivers/driver';
 import { LocalExec, SshExec, quoteShellArgs } from '../drivers/exec';
 import type { SshSpec } from '../types';
-import { PART_SUFFIX, sha256, statSize } from './copy-local';
+import { PART_SUFFIX, sha256 } from './copy-local';
 import { RsyncProgressParser, parseRsyncStats } from './rsync-progress';
 
 export type TransferMode = 'direct' | 'relay';
@@ -105,6 +105,11 @@ export interface CopyBetweenHostsResult {
    * through this process (relay); 0 when already done
    */
   bytesSent: number;
+  /**
+   * bytes rsync put on the link (`Total bytes sent`: compressed data, checksums, protocol);
+   * equal to `bytesSent` for a relay. A sparse file is sent compressed: holes shrink to little.
+   */
+  wireBytes: number;
   durationMs: number;
 }
 
@@ -149,7 +154,7 @@ export function rsyncArgv(
   src: string,
   part: string,
   target: SshSpec,
-  opts: { bwlimitKiBps?: number; ioTimeoutSec?: number } = {},
+  opts: { bwlimitKiBps?: number; ioTimeoutSec?: number; compress?: boolean } = {},
 ): string[] {
   if (!target.host || target.host.startsWith('-') || /[\s@/]/.test(target.host))
     throw new TypeError(`bad target host ${JSON.stringify(target.host)}`);
@@ -170,6 +175,8 @@ export function rsyncArgv(
     '--info=progress2',
     `--timeout=${Math.max(1, Math.floor(opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC))}`,
     ...(opts.bwlimitKiBps !== undefined ? [`--bwlimit=${Math.max(1, Math.floor(opts.bwlimitKiBps))}`] : []),
+    // rsync's sender reads and sends a hole as zeros: compressed, a run of zeros is almost nothing
+    ...(opts.compress ? ['--compress', '--compress-choice=zstd', '--compress-level=1'] : []),
     '-e',
     quoteShellArgs(['ssh', ...hop]),
     '--',
@@ -267,8 +274,8 @@ async function copyDirect(
   src: string,
   part: string,
   total: number,
-  opts: CopyBetweenHostsOptions,
-): Promise<number> {
+  opts: CopyBetweenHostsOptions & { compress?: boolean },
+): Promise<{ literal: number; wire: number }> {
   if (!opts.targetSsh) throw new TypeError('copyBetweenHosts: mode direct needs targetSsh');
   const argv = rsyncArgv(src, part, opts.targetSsh, opts);
   const parser = new RsyncProgressParser((p) => opts.onProgress?.(Math.min(p.bytes, total), total));
@@ -292,7 +299,8 @@ async function copyDirect(
   }
   parser.end();
   const stats = parseRsyncStats(parser.rest);
-  return stats.literalBytes ?? stats.bytesSent ?? total;
+  const literal = stats.literalBytes ?? stats.bytesSent ?? total;
+  return { literal, wire: stats.bytesSent ?? literal };
 }
 
 /** Stream `src` from `offset` on through this process into `part` on the target. */
@@ -393,6 +401,24 @@ export async function targetReachable(srcHost: HostExec, target: SshSpec): Promi
   return r.exitCode === 0;
 }
 
+const SPARSE_HOLES_MIN = 64 * 1024 * 1024;
+
+/** Apparent size and allocated bytes of a file, or undefined when it does not exist. */
+export async function statAllocation(
+  exec: HostExec,
+  path: string,
+): Promise<{ size: number; allocated: number } | undefined> {
+  const r = await exec.run(['stat', '-L', '-c', '%s %b %B', '--', path], {
+    allowExitCodes: [1],
+    timeoutMs: 60_000,
+  });
+  if (r.exitCode !== 0) return undefined;
+  const [size, blocks, unit] = r.stdout.trim().split(/\s+/).map(Number);
+  if (![size, blocks, unit].every((n) => Number.isFinite(n)))
+    throw new VmplaceError('UnexpectedOutput', `stat printed ${JSON.stringify(r.stdout.slice(0, 200))}`);
+  return { size: size!, allocated: blocks! * unit! };
+}
+
 /**
  * Sizes of `paths` on `exec` in one round trip (undefined for a missing path). The paths are
  * positional parameters of a fixed script: they are never parsed by a shell.
@@ -419,7 +445,7 @@ export async function statSizes(exec: HostExec, paths: readonly string[]): Promi
 
 /**
  * On the target, after the data arrived, in one round trip: flush the part file, hash it
- * (`sha256sum < part`, when `want` is given) and compare with the source's hash, then rename it
+ * (`openssl dgst -sha256`, else `sha256sum`, when `want` is given) and compare with the source's hash, then rename it
  * to its final name and flush the directory. A part that does not match is removed. Prints the
  * part's hash (or `-`). Exit codes: 0 done, 3 mismatch, others: the failing command's.
  */
@@ -428,7 +454,8 @@ const FINISH_SCRIPT = [
   'sync -- "$part" || exit $?',
   'got=-',
   'if [ -n "$want" ]; then',
-  '  got=$(sha256sum < "$part") || exit $?',
+  '  if command -v openssl >/dev/null 2>&1; then got=$(openssl dgst -sha256 -r < "$part") || exit $?',
+  '  else got=$(sha256sum < "$part") || exit $?; fi',
   '  got=${got%% *}',
   '  if [ "$got" != "$want" ]; then rm -f -- "$part"; echo "$got"; exit 3; fi',
   'fi',
@@ -469,8 +496,8 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   const verify = opts.verify ?? true;
   const part = `${dst}${PART_SUFFIX}`;
 
-  const [total, [dstSize, partSize], reachable] = await Promise.all([
-    statSize(srcHost, src),
+  const [srcStat, [dstSize, partSize], reachable] = await Promise.all([
+    statAllocation(srcHost, src),
     statSizes(dstHost, [dst, part]),
     opts.mode === 'auto'
       ? opts.targetSsh
@@ -479,8 +506,11 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
       : Promise.resolve(opts.mode !== 'relay'),
     opts.guard?.(),
   ]);
-  if (total === undefined)
+  if (srcStat === undefined)
     throw new StalledError('SourceMissing', `copy source ${src} does not exist on ${srcHost.label}`);
+  const total = srcStat.size;
+  // at least half holes, and at least 64 MiB of them: worth compressing the zeros away
+  const sparse = srcStat.allocated * 2 <= total && total - srcStat.allocated >= SPARSE_HOLES_MIN;
   const small =
     total !== undefined &&
     total <= (opts.relayBelowBytes ?? 0) &&
@@ -499,6 +529,7 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
         mode,
         resumedFromBytes: 0,
         bytesSent: 0,
+        wireBytes: 0,
         durationMs: Date.now() - t0,
       };
     }
@@ -519,10 +550,13 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   // overlay): hash it while the data travels instead of after
   const srcDigest = verify ? sha256(srcHost, src) : undefined;
   srcDigest?.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
-  const bytesSent =
+  const sent =
     mode === 'direct'
-      ? await copyDirect(srcHost, src, part, total, opts)
-      : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts);
+      ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
+      : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
+          literal: n,
+          wire: n,
+        }));
 
   const digest = srcDigest ? await srcDigest : undefined;
   const finished = await finishOnTarget(dstHost, part, dst, digest);
@@ -538,7 +572,8 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
     alreadyDone: false,
     mode,
     resumedFromBytes: resumedFrom,
-    bytesSent,
+    bytesSent: sent.literal,
+    wireBytes: sent.wire,
     durationMs: Date.now() - t0,
   };
   if (digest !== undefined) result.sha256 = digest;

@@ -12,9 +12,9 @@
  *
  * Every copy goes to `DST.vmplace-part`, is flushed (`sync FILE`), verified by sha256 against
  * the source, and only then renamed to `DST` (and the directory flushed): a file named `DST`
- * is always complete and verified. Verification reads both files once more: `sha256sum` ran at
- * ~300–350 MB/s here (3.0–3.8 s per GiB; `openssl dgst -sha256` did 0.8–1.4 s), the two sums run
- * in parallel.
+ * is always complete and verified. Verification reads both files once more, with `openssl dgst
+ * -sha256` where installed (0.8–1.4 s per GiB here; coreutils' `sha256sum` 3.0–3.8 s, the
+ * fallback); the two sums run in parallel.
  */
 import { posix } from 'node:path';
 
@@ -54,8 +54,16 @@ export async function statSize(exec: HostExec, path: string): Promise<number | u
   return Number.isFinite(n) ? n : undefined;
 }
 
+/**
+ * sha256 of a file read from standard input: with `openssl dgst` where the host has it (SHA
+ * instructions: ~1.4 GB/s here against ~0.42 GB/s for coreutils 9.1's `sha256sum`), else with
+ * `sha256sum`. Prints `HEX *stdin` or `HEX  -`. The path is a positional parameter.
+ */
+export const SHA256_SCRIPT =
+  'if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r < "$1"; else sha256sum < "$1"; fi';
+
 export async function sha256(exec: HostExec, path: string): Promise<string> {
-  const r = await exec.run(['sha256sum', '--', path]);
+  const r = await exec.run(['sh', '-c', SHA256_SCRIPT, 'vmplace-sha256', path]);
   return parseSha256sum(r.stdout);
 }
 

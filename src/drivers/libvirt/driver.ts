@@ -6,7 +6,7 @@
  *   with `ssh:` the URI becomes `qemu+ssh://...` carrying the same key, known_hosts and (via a
  *   small ssh wrapper given as `command=`) the same ControlMaster socket as the file
  *   operations, so libvirt's transport reuses the connection `SshExec` opened.
- * - file operations (qemu-img, cp, sha256sum, df, rm, stat, realpath) run on the host through
+ * - file operations (qemu-img, cp, openssl or sha256sum, df, rm, stat, realpath) run on the host through
  *   its `HostExec` (`SshExec` for a host with `ssh:`, else `LocalExec`).
  * - XML that virsh must read (`define`, `restore --xml`) is read by the virsh *client*, so it is
  *   written to a file in a private (0700) temp dir on the management box and removed right
@@ -321,6 +321,7 @@ export class LibvirtDriver implements HypervisorDriver {
       disks: { target: string; path: string; format: string; virtualBytes: number }[];
       address: string;
       bandwidthMiBps?: number;
+      maxDowntimeMs?: number;
     },
   ): Promise<{ downtimeMs?: number }> {
     if (!(target instanceof LibvirtDriver))
@@ -341,6 +342,17 @@ export class LibvirtDriver implements HypervisorDriver {
     const live = (await this.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info']))
       .stdout;
     const xml = rewriteDiskPaths(live, Object.fromEntries(opts.disks.map((d) => [d.target, d.path])));
+    if (opts.maxDowntimeMs !== undefined) {
+      // QEMU switches over once it predicts the rest fits this (its default: 300 ms); settable
+      // before the migration starts since libvirt 1.2.9
+      await this.virsh([
+        'migrate-setmaxdowntime',
+        '--domain',
+        domain,
+        '--downtime',
+        String(Math.max(1, Math.round(opts.maxDowntimeMs))),
+      ]);
+    }
     await this.virshWithXmlFile(
       [
         'migrate',

@@ -234,7 +234,10 @@ export function parseDf(text: string): FsInfo {
   return { capacityBytes: Number(m[1]), freeBytes: Number(m[2]) };
 }
 
-/** `sha256sum -- PATH`: `HEX  PATH` (a leading `\` marks an escaped name). */
+/**
+ * `sha256sum -- PATH`: `HEX  PATH` (a leading `\` marks an escaped name); also `sha256sum < F`
+ * (`HEX  -`) and `openssl dgst -sha256 -r < F` (`HEX *stdin`).
+ */
 export function parseSha256sum(text: string): string {
   const m = text.match(/^\\?([0-9a-f]{64})\s/);
   if (!m) throw new ParseError('sha256sum', JSON.stringify(text.slice(0, 200)));

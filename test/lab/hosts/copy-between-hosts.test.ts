@@ -263,6 +263,29 @@ it('sends a file up to relayBelowBytes through the management box even when the 
   expect(await sha(x2, big)).toBe(await sha(x1, src));
 });
 
+it('sends a sparse raw file compressed: the wire carries about its data, not its holes', async () => {
+  const src = `${dir}/sparse.raw`;
+  const dst = `${dir}/sparse-copy.raw`;
+  await x1.run(['truncate', '-s', '512M', '--', src]);
+  for (const at of [0, 200, 400])
+    await x1.run([
+      'dd',
+      'if=/dev/urandom',
+      `of=${src}`,
+      'bs=1M',
+      'count=8',
+      `seek=${at}`,
+      'conv=notrunc',
+      'status=none',
+    ]);
+  const r = await copyBetweenHosts(x1, x2, src, dst, { targetSsh: transferSsh(hv1, hv2), mode: 'direct' });
+  expect(r.mode).toBe('direct');
+  expect(await sha(x2, dst)).toBe(await sha(x1, src));
+  expect(r.wireBytes).toBeLessThan(1.1 * 24 * MiB);
+  expect(await allocatedBytes(x2, dst)).toBeLessThan(40 * MiB);
+  console.log(`sparse 512 MiB raw, 24 MiB of data: ${r.wireBytes} bytes on the wire in ${r.durationMs} ms`);
+});
+
 it('relay resumes from the part file', async () => {
   const src = `${dir}/relay2.img`;
   const dst = `${dir}/relay2-copy.img`;

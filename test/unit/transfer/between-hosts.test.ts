@@ -146,6 +146,15 @@ describe('rsyncArgv', () => {
     expect(() => rsyncArgv('/a', '/b', { host: 'h', identityFile: "/k'ey" })).toThrow(TypeError);
   });
 
+  it('compresses (zstd, fast) only when asked: for sparse files, whose holes rsync sends as zeros', () => {
+    expect(rsyncArgv('/a', '/b', { host: 'h' })).not.toContain('--compress');
+    const argv = rsyncArgv('/a', '/b', { host: 'h' }, { compress: true });
+    expect(argv).toEqual(
+      expect.arrayContaining(['--compress', '--compress-choice=zstd', '--compress-level=1']),
+    );
+    expect(argv.indexOf('--compress')).toBeLessThan(argv.indexOf('--'));
+  });
+
   it('hopSshOptions never turns host key checking off', () => {
     expect(hopSshOptions({ host: 'h' }).join(' ')).toContain('StrictHostKeyChecking=yes');
   });

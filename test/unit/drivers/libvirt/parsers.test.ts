@@ -137,6 +137,8 @@ describe('coreutils', () => {
     const h = 'a'.repeat(64);
     expect(parseSha256sum(`${h}  /srv/x\n`)).toBe(h);
     expect(parseSha256sum(`\\${h}  /srv/new\\nline\n`)).toBe(h);
+    expect(parseSha256sum(`${h}  -\n`)).toBe(h);
+    expect(parseSha256sum(`${h} *stdin\n`)).toBe(h);
     expect(() => parseSha256sum('sha256sum: x: No such file')).toThrow(ParseError);
   });
   it('stat sizes', () => {
