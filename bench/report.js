@@ -373,7 +373,7 @@ function writeReport(out) {
       L.push('');
       for (const x of iter)
         L.push(
-          `- ${size(x.sizeBytes)} run ${x.run}: ${x.deltaRounds.map((d) => `r${d.round} ${(d.deltaBytes / 1e6).toFixed(1)} MB ${d.predictedMs}/${d.budgetMs}`).join(' → ')}; pause ${f0(x.pauseQemuMs)} ms`,
+          `- ${size(x.sizeBytes)} run ${x.run}: ${x.deltaRounds.map((d) => `r${d.round} ${(d.deltaBytes / 1e6).toFixed(1)} MB ${d.predictedMs ?? '–'}/${d.budgetMs}`).join(' → ')}; pause ${f0(x.pauseQemuMs)} ms`,
         );
     }
     L.push('');
