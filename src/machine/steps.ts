@@ -391,12 +391,14 @@ async function copyRound(ctx: MigrationContext, deps: StepDeps, r: number): Prom
     ctx.disks.map(async (d) => {
       const from = srcOverlayAt(ctx, d, r);
       const to = dstOverlayAt(ctx, d, r);
+      // the way the pause will copy (small files through the management box): measured here
+      const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
       try {
-        await copyAcross(ctx, deps, from, to); // a complete copy found there is only compared
+        await copyAcross(ctx, deps, from, to, undefined, small); // a complete copy found there is only compared
       } catch (err) {
         if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
         await dst.removeFile(to); // rebased already by an interrupted run: copy again
-        await copyAcross(ctx, deps, from, to);
+        await copyAcross(ctx, deps, from, to, undefined, small);
       }
       await dst.rebaseUnsafe(
         to,
@@ -423,10 +425,11 @@ async function deltaRounds(ctx: MigrationContext, deps: StepDeps, bytesPerMs: nu
   // fixed costs of the pause: save and restore, and copying the memory state between hosts
   const fixedMs = 600 + (ctx.copyState ? ctx.memoryBytes / bytesPerMs : 0);
   const budgetMs = Math.max(50, (ctx.maxPauseMs ?? 1000) - fixedMs);
-  // a round's copy costs a fixed part (round trips, process and connection start-up) plus its
-  // bytes at the base copy's rate; the fixed part is learnt from the rounds run so far
-  const rate = Math.max(bytesPerMs, 10_000);
-  let overheadMs = 0;
+  // What a delta costs to copy is measured on the rounds themselves, which copy the way the
+  // pause does (small files through the management box, see PAUSE_RELAY_BELOW_BYTES): the base
+  // copy's rate says little about it (a base may be mostly zeros, compressed away on the link).
+  // Before any round only a tiny delta is trusted to fit.
+  let msPerByte: number | undefined;
   let previous = Infinity;
   for (;;) {
     const sizes = await Promise.all(
@@ -435,40 +438,36 @@ async function deltaRounds(ctx: MigrationContext, deps: StepDeps, bytesPerMs: nu
       ),
     );
     const delta = sum(sizes);
-    // the pause's copy of a small delta goes through the management box (two ssh legs, see
-    // PAUSE_RELAY_BELOW_BYTES): about half the rate of a host-to-host copy in the lab
-    const pauseRate = delta <= PAUSE_RELAY_BELOW_BYTES ? rate / 2 : rate;
-    const predictedMs = overheadMs + delta / pauseRate;
+    const predictedMs =
+      msPerByte !== undefined
+        ? delta * msPerByte
+        : delta <= FIRST_DELTA_TRUSTED_BYTES
+          ? delta / Math.max(bytesPerMs / 2, 10_000)
+          : Infinity;
     log?.info(
       {
         round: r,
         deltaBytes: delta,
-        predictedMs: Math.round(predictedMs),
-        overheadMs: Math.round(overheadMs),
+        predictedMs: Number.isFinite(predictedMs) ? Math.round(predictedMs) : null,
         budgetMs: Math.round(budgetMs),
       },
       'delta round',
     );
     if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > 0.8 * previous) return r;
-    if (overheadMs > 0 && delta / rate < overheadMs / 4) {
-      // what is left is mostly fixed cost: another round would not shorten the pause
-      log?.warn(
-        { round: r, overheadMs: Math.round(overheadMs), budgetMs: Math.round(budgetMs) },
-        'the pause budget is below the fixed cost of copying a delta; pausing now',
-      );
-      return r;
-    }
     await src.snapshotDisks(
       ctx.vm,
       ctx.disks.map((d) => ({ target: d.target, path: srcOverlayAt(ctx, d, r + 1) })),
     );
     const t0 = Date.now();
     await copyRound(ctx, deps, r);
-    overheadMs = Math.max(0, Date.now() - t0 - delta / rate);
+    msPerByte = (Date.now() - t0) / Math.max(delta, 1);
     previous = delta;
     r++;
   }
 }
+
+/** A first delta up to this size is copied in the pause without a round to measure first. */
+const FIRST_DELTA_TRUSTED_BYTES = 4 * 1024 * 1024;
 
 async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepOutput> {
   if (ctx.fromHost !== ctx.toHost) return migrateLive(ctx, deps);
