@@ -125,8 +125,12 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     mounts.push(mnt);
     const f = await newFleet('full', { storageB: mnt, fillBytes: 64 * 1024 * 1024 });
     await writeManifests(f, 'b', '  strategy: quick\n');
-    // vmplace.yaml keeps the plan's margin small enough for this test's target
-    await fs.writeFile(path.join(f.repo, 'vmplace.yaml'), 'policy:\n  targetMarginBytes: 1048576\n');
+    // vmplace.yaml keeps the plan's margin small enough for this test's target, and slows the
+    // copies down (16 MiB/s: ~4 s per base) so that the test fills the target while they run
+    await fs.writeFile(
+      path.join(f.repo, 'vmplace.yaml'),
+      'policy:\n  targetMarginBytes: 1048576\nlimits:\n  bandwidth: 16MiB/s\n',
+    );
     // The disk fills up for real once the base copy has begun (a real ENOSPC, test-chosen time).
     const child = spawnApply(f);
     const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
@@ -138,11 +142,11 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     let filled = false;
     for (let i = 0; i < 3000 && !filled; i++) {
       if ((await persistedStep(f)) === 'CopyingBase') {
-        await labRun('fallocate', ['-l', String(1590 * 1024 * 1024), path.join(mnt, 'ballast')]).catch(() =>
-          labRun('dd', ['if=/dev/zero', `of=${path.join(mnt, 'ballast')}`, 'bs=1M', 'count=1590']).catch(
-            () => undefined,
-          ),
-        );
+        // all that is free now but 24 MiB (the copy keeps writing meanwhile); the copies still
+        // need ~100 MiB more at 16 MiB/s
+        const st = await fs.statfs(mnt);
+        const free = st.bavail * st.bsize;
+        await labRun('fallocate', ['-l', String(free - 24 * 1024 * 1024), path.join(mnt, 'ballast')]);
         filled = true;
       } else await new Promise((r) => setTimeout(r, 10));
     }
