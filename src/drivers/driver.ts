@@ -9,6 +9,7 @@
  */
 
 import type { SshSpec } from '../types';
+import type { CopyClaim } from '../transfer/copy-local';
 
 export type DomainState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'pmsuspended' | 'other';
 
@@ -28,6 +29,8 @@ export interface DomainDisk {
   readonly: boolean;
   /** true when the domain XML already shows a <backingStore> with a source */
   hasBackingStore: boolean;
+  /** `<shareable/>`: several domains may use the disk at once */
+  shareable?: boolean;
 }
 
 export interface DomainInfo {
@@ -40,6 +43,8 @@ export interface DomainInfo {
   /** `<domain type=>`: kvm | qemu | ... */
   domainType?: string;
   disks: DomainDisk[];
+  /** the host starts the domain when it boots */
+  autostart?: boolean;
   /** raw XML of the live definition (or inactive, when shut off) */
   xml: string;
 }
@@ -78,7 +83,7 @@ export interface HostExec {
   readonly label: string;
   run(
     argv: readonly string[],
-    opts?: { input?: string | Buffer; timeoutMs?: number; allowExitCodes?: number[] },
+    opts?: { input?: string | Buffer; timeoutMs?: number; allowExitCodes?: number[]; signal?: AbortSignal },
   ): Promise<{ stdout: string; stderr: string; exitCode: number }>;
   close(): Promise<void>;
 }
@@ -109,8 +114,19 @@ export interface HypervisorDriver {
    * layer is no longer that overlay, so a disk that legitimately sits on a base image is never merged into it.
    */
   blockCommit(domain: string, target: string, opts?: { overlay?: string }): Promise<void>;
-  /** mirror `target` to `destPath` and pivot to it, no pause (blockcopy --pivot --wait --transient-job) */
-  blockCopy(domain: string, target: string, destPath: string, format: string): Promise<void>;
+  /**
+   * mirror `target` to `destPath` and pivot to it, no pause (blockcopy --pivot --wait
+   * --transient-job). With `claim`, `destPath` is created exclusively first (its identity
+   * recorded) and the copy reuses it. Aborting `signal` aborts the block job; the method then
+   * resolves only when the disk had already pivoted, else rejects with reason `Cancelled`.
+   */
+  blockCopy(
+    domain: string,
+    target: string,
+    destPath: string,
+    format: string,
+    opts?: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number },
+  ): Promise<void>;
   /** qemu-img rebase -u: point `overlay` at `newBacking` without copying data */
   rebaseUnsafe(overlay: string, newBacking: string, backingFormat: string): Promise<void>;
   /** qemu-img commit: merge an offline overlay into its backing file */
@@ -145,7 +161,7 @@ export interface HypervisorDriver {
     src: string,
     dst: string,
     onProgress?: ProgressFn,
-    opts?: { bwlimitKiBps?: number },
+    opts?: { bwlimitKiBps?: number; claim?: CopyClaim; signal?: AbortSignal },
   ): Promise<void>;
   /**
    * Copy `src` on this host to `dst` on `target` (another host), verified, resumable. `direct`
@@ -164,6 +180,8 @@ export interface HypervisorDriver {
       mode?: 'direct' | 'relay' | 'auto';
       /** files up to this size go through the management box's open connections (see copyBetweenHosts) */
       relayBelowBytes?: number;
+      claim?: CopyClaim;
+      signal?: AbortSignal;
     },
   ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }>;
   /**
@@ -182,6 +200,10 @@ export interface HypervisorDriver {
       bandwidthMiBps?: number;
       /** the longest stop QEMU may plan for the switch-over (its default: 300 ms) */
       maxDowntimeMs?: number;
+      /** proof of ownership of each target image, created exclusively before the migration */
+      claimFor?: (path: string) => CopyClaim;
+      /** aborting aborts the migration job; resolves only if the VM already runs on the target */
+      signal?: AbortSignal;
     },
   ): Promise<{ downtimeMs?: number }>;
   /** throws StalledError PathOutsideStorage unless `path` lies inside this host's declared storage or state dir */
@@ -192,6 +214,24 @@ export interface HypervisorDriver {
   checksum(path: string): Promise<string>;
   removeFile(path: string): Promise<void>;
   makeDir(path: string): Promise<void>;
+
+  // ---- ownership and use (what may be deleted)
+  /** `dev:ino` of the path itself (a symlink is not followed); undefined when nothing is there */
+  fileIdentity(path: string): Promise<string | undefined>;
+  /** create an empty file under a name nothing had (never replaces); returns its identity */
+  createExclusive(path: string): Promise<string>;
+  /** remove `path` only if its identity is `identity` */
+  removeIfIdentity(path: string, identity: string): Promise<'removed' | 'absent' | 'other'>;
+  /**
+   * Every file any domain defined on this host refers to, with the names of those domains:
+   * disk sources, the backing chains (read from the images of shut-off domains too: the base
+   * of a linked clone), block-job mirror targets. What is listed here is never deleted.
+   */
+  filesInUse(): Promise<Map<string, Set<string>>>;
+  /** enable or disable starting the domain when the host boots */
+  setAutostart(domain: string, on: boolean): Promise<void>;
+  /** abort every block job and a migration job of the domain (after a cancel or a crash) */
+  abortJobs(domain: string): Promise<void>;
 
   close(): Promise<void>;
 }

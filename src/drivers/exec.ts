@@ -20,6 +20,12 @@ export interface RunOptions {
   input?: string | Buffer;
   timeoutMs?: number;
   allowExitCodes?: number[];
+  /**
+   * Aborting kills the process (SIGTERM, then SIGKILL after a grace) and rejects with
+   * `CommandError('CommandAborted')`. Over ssh this ends the local client; the caller undoes
+   * what the remote side may have left (a block job, a part file), because it knows what it is.
+   */
+  signal?: AbortSignal;
 }
 
 export interface RunResult {
@@ -55,6 +61,15 @@ export function runProcess(
     let timedOut = false;
     let settled = false;
     let killTimer: NodeJS.Timeout | undefined;
+    let aborted = false;
+    const onAbort = (): void => {
+      if (settled || aborted) return;
+      aborted = true;
+      child.kill('SIGTERM');
+      killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS);
+    };
+    if (opts.signal?.aborted) queueMicrotask(onAbort);
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
     const timer =
       opts.timeoutMs !== undefined && opts.timeoutMs > 0
         ? setTimeout(() => {
@@ -66,6 +81,7 @@ export function runProcess(
     const finish = (fn: () => void): void => {
       if (settled) return;
       settled = true;
+      opts.signal?.removeEventListener('abort', onAbort);
       if (timer) clearTimeout(timer);
       if (killTimer) clearTimeout(killTimer);
       fn();
@@ -101,7 +117,9 @@ export function runProcess(
       const stdout = Buffer.concat(out).toString('utf8');
       const stderr = Buffer.concat(err).toString('utf8');
       finish(() => {
-        if (timedOut) {
+        if (aborted) {
+          reject(new CommandError('CommandAborted', displayArgv, code, `aborted; ${stderr}`));
+        } else if (timedOut) {
           reject(
             new CommandError(
               'CommandTimedOut',

@@ -53,7 +53,7 @@ import { CommandError, StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../drivers/driver';
 import { LocalExec, SshExec, quoteShellArgs } from '../drivers/exec';
 import type { SshSpec } from '../types';
-import { PART_SUFFIX, sha256 } from './copy-local';
+import { type CopyClaim, LINK_NO_REPLACE, PART_SUFFIX, createExclusive, ownsPath, sha256 } from './copy-local';
 import { RsyncProgressParser, parseRsyncStats } from './rsync-progress';
 
 export type TransferMode = 'direct' | 'relay';
@@ -82,6 +82,8 @@ export interface CopyBetweenHostsOptions {
    * inside a VM's pause. Default 0 (off).
    */
   relayBelowBytes?: number;
+  /** ownership proof (see `CopyClaim` in copy-local.ts); without it the part file is created as before */
+  claim?: CopyClaim;
   /**
    * The caller's check that `dst` may be written (e.g. a driver's path guard), run beside the
    * first look at both hosts; nothing is written before it resolves.
@@ -446,8 +448,9 @@ export async function statSizes(exec: HostExec, paths: readonly string[]): Promi
 /**
  * On the target, after the data arrived, in one round trip: flush the part file, hash it
  * (`openssl dgst -sha256`, else `sha256sum`, when `want` is given) and compare with the source's hash, then rename it
- * to its final name and flush the directory. A part that does not match is removed. Prints the
- * part's hash (or `-`). Exit codes: 0 done, 3 mismatch, others: the failing command's.
+ * to its final name without replacing anything (a hard link, see `LINK_NO_REPLACE`) and flush
+ * the directory. A part that does not match is removed. Prints the part's hash (or `-`). Exit
+ * codes: 0 done, 3 mismatch, 4 the final name exists, others: the failing command's.
  */
 const FINISH_SCRIPT = [
   'part=$1 want=$2 dst=$3 dir=$4',
@@ -459,7 +462,7 @@ const FINISH_SCRIPT = [
   '  got=${got%% *}',
   '  if [ "$got" != "$want" ]; then rm -f -- "$part"; echo "$got"; exit 3; fi',
   'fi',
-  'mv -f -T -- "$part" "$dst" || exit $?',
+  LINK_NO_REPLACE,
   'sync -- "$dir" || exit $?',
   'echo "$got"',
 ].join('\n');
@@ -472,8 +475,10 @@ async function finishOnTarget(
 ): Promise<{ mismatch?: string }> {
   const r = await dstHost.run(
     ['sh', '-c', FINISH_SCRIPT, 'vmplace-finish', part, want ?? '', dst, posix.dirname(dst)],
-    { allowExitCodes: [3] },
+    { allowExitCodes: [3, 4] },
   );
+  if (r.exitCode === 4)
+    throw new StalledError('DestinationExists', `${dst} appeared on ${dstHost.label} during the copy; not replaced`);
   return r.exitCode === 3 ? { mismatch: r.stdout.trim() } : {};
 }
 
@@ -519,6 +524,11 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   const mode: TransferMode = reachable && !small ? 'direct' : 'relay';
 
   if (dstSize !== undefined) {
+    if (opts.claim && !(await ownsPath(dstHost, dst, opts.claim)))
+      throw new StalledError(
+        'DestinationExists',
+        `${dst} exists on ${dstHost.label} and was not created by this migration`,
+      );
     const [a, b] = await Promise.all([sha256(srcHost, src), sha256(dstHost, dst)]);
     if (a === b) {
       opts.onProgress?.(total, total);
@@ -540,9 +550,17 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   }
 
   let resumedFrom = partSize ?? 0;
+  if (opts.claim) {
+    if (partSize !== undefined && !(await ownsPath(dstHost, part, opts.claim)))
+      throw new StalledError(
+        'PartFileNotOwned',
+        `${part} exists on ${dstHost.label} and was not created by this migration`,
+      );
+    if (partSize === undefined) await opts.claim.record(await createExclusive(dstHost, part));
+  }
   if (resumedFrom > total) {
-    // longer than the source: not a prefix of it; start over
-    await dstHost.run(['rm', '-f', '--', part]);
+    // longer than the source: not a prefix of it; start over (in the same file: its identity is recorded)
+    await dstHost.run(['truncate', '-s', '0', '--', part]);
     resumedFrom = 0;
   }
   opts.onProgress?.(resumedFrom, total);

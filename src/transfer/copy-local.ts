@@ -18,11 +18,73 @@
  */
 import { posix } from 'node:path';
 
-import { VmplaceError } from '../errors';
+import { StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../drivers/driver';
 import { parseSha256sum } from '../drivers/libvirt/parsers';
 
 export const PART_SUFFIX = '.vmplace-part';
+
+/**
+ * Proof of ownership for a copy's destination. With a claim, the part file is created
+ * exclusively (never a file or symlink that was there), its identity (`dev:ino`) is recorded by
+ * the caller **before** any data is written into it, and the final name is given by a hard link
+ * that fails when anything has the name (no-replace), so the final file keeps that identity. A
+ * rollback may then delete the final file only when its identity is the recorded one: never
+ * someone else's file that happens to have the name.
+ */
+export interface CopyClaim {
+  /** durable before it resolves: this copy created the file of this identity */
+  record(identity: string): Promise<void>;
+  /** was this identity recorded (by this migration, in any run)? */
+  owns(identity: string): boolean | Promise<boolean>;
+}
+
+/**
+ * Create `$2` as a new empty file that nothing else can have been: a fresh `mktemp` file in
+ * its directory `$1`, hard-linked to the name (link(2) never replaces anything, a dangling
+ * symlink included), then the temp name removed. Prints `dev:ino`. Exit 4: the name exists.
+ */
+const CREATE_EXCLUSIVE_SCRIPT = [
+  'dir=$1 dst=$2',
+  't=$(mktemp -p "$dir" .vmplace-new.XXXXXXXX) || exit $?',
+  'if ln -T -- "$t" "$dst" 2>/dev/null; then rm -f -- "$t"; exec stat -c %d:%i -- "$dst"; fi',
+  'rm -f -- "$t"',
+  'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 4; fi',
+  'exit 5',
+].join('\n');
+
+/**
+ * Create `path` exclusively on the host (see {@link CREATE_EXCLUSIVE_SCRIPT}); returns its
+ * identity. Throws `StalledError('FileExists')` when anything already has that name.
+ */
+export async function createExclusive(exec: HostExec, path: string): Promise<string> {
+  const r = await exec.run(['sh', '-c', CREATE_EXCLUSIVE_SCRIPT, 'vmplace-create', posix.dirname(path), path], {
+    allowExitCodes: [4],
+    timeoutMs: 60_000,
+  });
+  if (r.exitCode === 4)
+    throw new StalledError('FileExists', `${path} exists on ${exec.label}; vmplace writes only files it created`);
+  return r.stdout.trim();
+}
+
+/** `dev:ino` of `path` itself (a symlink is not followed), or undefined when nothing is there. */
+export async function fileIdentity(exec: HostExec, path: string): Promise<string | undefined> {
+  const r = await exec.run(['stat', '-c', '%d:%i', '--', path], { allowExitCodes: [1], timeoutMs: 60_000 });
+  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+}
+
+/**
+ * Give the verified part file its final name without ever replacing one: `ln -T` (fails when
+ * anything has the name), then the part name is removed and the directory flushed. Exit 4:
+ * the name exists. Used by every copy, local and between hosts.
+ */
+export const LINK_NO_REPLACE = [
+  'if ! ln -T -- "$part" "$dst" 2>/dev/null; then',
+  '  if [ -e "$dst" ] || [ -L "$dst" ]; then exit 4; fi',
+  '  ln -T -- "$part" "$dst" || exit $?',
+  'fi',
+  'rm -f -- "$part" || exit $?',
+].join('\n');
 
 export interface CopyLocalOptions {
   onProgress?: ProgressFn;
@@ -32,6 +94,10 @@ export interface CopyLocalOptions {
   pollMs?: number;
   /** verify with sha256 of both files before the rename; default true */
   verify?: boolean;
+  /** ownership proof (see {@link CopyClaim}); without it the part file is created as before */
+  claim?: CopyClaim;
+  /** aborting kills the copy; the part file stays (the caller owns it) */
+  signal?: AbortSignal;
 }
 
 export interface CopyLocalResult {
@@ -41,6 +107,12 @@ export interface CopyLocalResult {
   /** true when `dst` already held an identical copy and nothing was copied */
   alreadyDone: boolean;
   durationMs: number;
+}
+
+/** Does the file at `path` have an identity the claim recorded? */
+export async function ownsPath(exec: HostExec, path: string, claim: CopyClaim): Promise<boolean> {
+  const id = await fileIdentity(exec, path);
+  return id !== undefined && (await claim.owns(id));
 }
 
 /** Apparent size of a file, or undefined when it does not exist. */
@@ -91,8 +163,11 @@ export async function copyLocal(
 
   const existing = await statSize(exec, dst);
   if (existing !== undefined) {
+    if (opts.claim && !(await ownsPath(exec, dst, opts.claim)))
+      throw new StalledError('DestinationExists', `${dst} exists on ${exec.label} and was not created by this migration`);
     const [a, b] = await Promise.all([sha256(exec, src), sha256(exec, dst)]);
     if (a === b) {
+      await exec.run(['rm', '-f', '--', part]); // a link made, its part name not yet removed
       opts.onProgress?.(total, total);
       return { bytes: total, sha256: a, alreadyDone: true, durationMs: Date.now() - t0 };
     }
@@ -101,7 +176,17 @@ export async function copyLocal(
     });
   }
 
-  await exec.run(['rm', '-f', '--', part]);
+  if (opts.claim) {
+    // a part of an interrupted run of ours is ours to remove; anything else there is not
+    if ((await fileIdentity(exec, part)) !== undefined) {
+      if (!(await ownsPath(exec, part, opts.claim)))
+        throw new StalledError('PartFileNotOwned', `${part} exists on ${exec.label} and was not created by this migration`);
+      await exec.run(['rm', '-f', '--', part]);
+    }
+    await opts.claim.record(await createExclusive(exec, part));
+  } else {
+    await exec.run(['rm', '-f', '--', part]);
+  }
   opts.onProgress?.(0, total);
   const argv =
     opts.bwlimitKiBps !== undefined
@@ -141,7 +226,7 @@ export async function copyLocal(
   };
   const poller = poll();
   try {
-    await exec.run(argv);
+    await exec.run(argv, opts.signal ? { signal: opts.signal } : {});
   } finally {
     copying = false;
     wake();
@@ -159,8 +244,11 @@ export async function copyLocal(
     }
     digest = a;
   }
-  await exec.run(['mv', '-f', '-T', '--', part, dst]);
-  await exec.run(['sync', '--', posix.dirname(dst)]);
+  const linked = await exec.run(['sh', '-c', `part=$1 dst=$2\n${LINK_NO_REPLACE}\nsync -- "$3"`, 'vmplace-link', part, dst, posix.dirname(dst)], {
+    allowExitCodes: [4],
+  });
+  if (linked.exitCode === 4)
+    throw new StalledError('DestinationExists', `${dst} appeared on ${exec.label} during the copy; not replaced`);
   opts.onProgress?.(total, total);
   const result: CopyLocalResult = { bytes: total, alreadyDone: false, durationMs: Date.now() - t0 };
   if (digest !== undefined) result.sha256 = digest;

@@ -23,14 +23,23 @@
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
+
+const dirname = posix.dirname;
 
 import type { Logger } from 'pino';
 
 import { CommandError, StalledError, VmplaceError } from '../../errors';
 import type { HostSpec, SshSpec } from '../../types';
 import { copyBetweenHosts } from '../../transfer/between-hosts';
-import { copyLocal, sha256, statSize } from '../../transfer/copy-local';
+import {
+  type CopyClaim,
+  copyLocal,
+  createExclusive,
+  fileIdentity,
+  sha256,
+  statSize,
+} from '../../transfer/copy-local';
 import type {
   CpuInfo,
   DomainInfo,
@@ -53,7 +62,7 @@ import {
   parseQemuImgCheck,
   parseQemuImgInfo,
 } from './parsers';
-import { type ParsedDisk, parseDomainXml, rewriteDiskPaths } from './xml';
+import { type ParsedDisk, parseDomainXml, referencedFiles, rewriteDiskPaths } from './xml';
 
 export interface LibvirtDriverOptions {
   /** absolute paths the driver may write, copy to or delete inside: storage locations + state dir */
@@ -121,7 +130,7 @@ export class LibvirtDriver implements HypervisorDriver {
   private async run(
     exec: HostExec,
     argv: string[],
-    opts: { input?: string; timeoutMs?: number; allowExitCodes?: number[] } = {},
+    opts: { input?: string; timeoutMs?: number; allowExitCodes?: number[]; signal?: AbortSignal } = {},
   ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const t0 = Date.now();
     try {
@@ -140,7 +149,7 @@ export class LibvirtDriver implements HypervisorDriver {
   /** `virsh -c URI ARGS...` on the management box; C locale so output parses the same everywhere. */
   virsh(
     args: string[],
-    opts: { input?: string; timeoutMs?: number | null; allowExitCodes?: number[] } = {},
+    opts: { input?: string; timeoutMs?: number | null; allowExitCodes?: number[]; signal?: AbortSignal } = {},
   ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const { timeoutMs, ...rest } = opts;
     return this.run(this.virshExec, ['env', 'LC_ALL=C', 'virsh', '-c', this.uri, ...args], {
@@ -153,7 +162,7 @@ export class LibvirtDriver implements HypervisorDriver {
   private async virshWithXmlFile(
     args: string[],
     xml: string,
-    opts: { timeoutMs?: number | null; allowExitCodes?: number[] } = {},
+    opts: { timeoutMs?: number | null; allowExitCodes?: number[]; signal?: AbortSignal } = {},
   ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const dir = await mkdtemp(join(tmpdir(), 'vmplace-xml-'));
     try {
@@ -262,6 +271,7 @@ export class LibvirtDriver implements HypervisorDriver {
       memoryBytes: dom.memoryBytes,
       vcpus: dom.vcpus,
       ...(dom.domainType ? { domainType: dom.domainType } : {}),
+      ...(info.autostart !== undefined ? { autostart: info.autostart } : {}),
       disks: dom.disks,
       xml,
     };
@@ -322,22 +332,36 @@ export class LibvirtDriver implements HypervisorDriver {
       address: string;
       bandwidthMiBps?: number;
       maxDowntimeMs?: number;
+      claimFor?: (path: string) => CopyClaim;
+      signal?: AbortSignal;
     },
   ): Promise<{ downtimeMs?: number }> {
     if (!(target instanceof LibvirtDriver))
       throw new StalledError('DriverMismatch', 'live migration needs libvirt on both hosts');
     const there = await target.getDomain(domain);
     if (there?.state === 'running') return { downtimeMs: await target.incomingDowntime(domain) };
+    // Target images: created by this migration under names nothing had (identity recorded
+    // before QEMU writes a byte), or found again as ours on a re-run; never someone's file.
     for (const d of opts.disks) {
       await target.guardPath(d.path);
-      if (!(await target.fileExists(d.path)))
-        await target.run(
-          target.exec,
-          ['qemu-img', 'create', '-q', '-f', d.format, '--', d.path, String(d.virtualBytes)],
-          {
-            timeoutMs: this.quickMs,
-          },
-        );
+      await target.makeDir(dirname(d.path));
+      const claim = opts.claimFor?.(d.path);
+      const id = await target.fileIdentity(d.path);
+      if (id !== undefined) {
+        if (!claim || !(await claim.owns(id)))
+          throw new StalledError(
+            'FileExists',
+            `${d.path} exists on ${target.hostName} and was not created by this migration; not writing into it`,
+          );
+      } else {
+        const made = await target.createExclusive(d.path);
+        await claim?.record(made);
+      }
+      await target.run(
+        target.exec,
+        ['qemu-img', 'create', '-q', '-f', d.format, '--', d.path, String(d.virtualBytes)],
+        { timeoutMs: this.quickMs },
+      );
     }
     const live = (await this.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info']))
       .stdout;
@@ -353,7 +377,16 @@ export class LibvirtDriver implements HypervisorDriver {
         String(Math.max(1, Math.round(opts.maxDowntimeMs))),
       ]);
     }
-    await this.virshWithXmlFile(
+    const job = new AbortController();
+    const onAbort = (): void => {
+      // libvirt keeps the job when the virsh client dies: abort it there, then stop waiting
+      void this.virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] })
+        .catch(() => undefined)
+        .finally(() => job.abort());
+    };
+    if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `live migration of ${domain} cancelled`);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const migrating = this.virshWithXmlFile(
       [
         'migrate',
         '--live',
@@ -371,8 +404,19 @@ export class LibvirtDriver implements HypervisorDriver {
         ...(opts.bandwidthMiBps ? ['--bandwidth', String(Math.max(1, Math.floor(opts.bandwidthMiBps)))] : []),
       ],
       xml,
-      { timeoutMs: null },
+      { timeoutMs: null, signal: job.signal },
     );
+    try {
+      await migrating;
+    } catch (err) {
+      if (!opts.signal?.aborted) throw err;
+      // cancelled: a migration that completed before the abort landed runs on the target
+      if ((await target.domainState(domain)) === 'running')
+        return { downtimeMs: await target.incomingDowntime(domain) };
+      throw new VmplaceError('Cancelled', `live migration of ${domain} cancelled`, { cause: err });
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
     return { downtimeMs: await target.incomingDowntime(domain) };
   }
 
@@ -398,9 +442,13 @@ export class LibvirtDriver implements HypervisorDriver {
       targetSsh: SshSpec;
       mode?: 'direct' | 'relay' | 'auto';
       relayBelowBytes?: number;
+      claim?: CopyClaim;
+      signal?: AbortSignal;
     },
   ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }> {
     const r = await copyBetweenHosts(this.exec, target.exec, src, dst, {
+      ...(opts.claim ? { claim: opts.claim } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
       guard: () => target.guardPath(dst),
       targetSsh: opts.targetSsh,
       mode: opts.mode ?? 'auto',
@@ -535,31 +583,70 @@ export class LibvirtDriver implements HypervisorDriver {
    * `DestinationExists` when `destPath` exists but is not in use. Afterwards the persistent
    * definition still names the old path: redefine from `dumpXml` as after a restore.
    */
-  async blockCopy(domain: string, target: string, destPath: string, format: string): Promise<void> {
+  async blockCopy(
+    domain: string,
+    target: string,
+    destPath: string,
+    format: string,
+    opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number } = {},
+  ): Promise<void> {
     await this.guard(destPath);
     if (await this.finishLeftoverJob(domain, target, 'Copy')) return;
     const disk = this.findDisk(await this.liveDisks(domain), domain, target);
     if (disk.path === destPath) return;
-    if (await this.fileExists(destPath)) {
+    let reuse = false;
+    if (opts.claim && opts.virtualBytes !== undefined) {
+      // our own destination, made before libvirt writes to it: a rollback can prove it is ours
+      const id = await this.fileIdentity(destPath);
+      if (id !== undefined && !(await opts.claim.owns(id)))
+        throw new StalledError('DestinationExists', `${destPath} exists but was not created by this migration`);
+      if (id === undefined) await opts.claim.record(await this.createExclusive(destPath));
+      await this.run(this.exec, ['qemu-img', 'create', '-q', '-f', format, '--', destPath, String(opts.virtualBytes)], {
+        timeoutMs: this.quickMs,
+      });
+      reuse = true;
+    } else if (await this.fileExists(destPath)) {
       throw new StalledError('DestinationExists', `${destPath} exists but domain ${domain} does not use it`);
     }
-    await this.virsh(
-      [
-        'blockcopy',
-        '--domain',
-        domain,
-        '--path',
-        target,
-        '--dest',
-        destPath,
-        '--format',
-        format,
-        '--pivot',
-        '--wait',
-        '--transient-job',
-      ],
-      { timeoutMs: null },
-    );
+    if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `block copy of ${domain} ${target} cancelled`);
+    const job = new AbortController();
+    const onAbort = (): void => {
+      // the job lives in libvirtd: abort it there (no pivot: the disk stays on its source)
+      void this.virsh(['blockjob', '--domain', domain, '--path', target, '--abort'], {
+        allowExitCodes: [1],
+        timeoutMs: null,
+      })
+        .catch(() => undefined)
+        .finally(() => job.abort());
+    };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.virsh(
+        [
+          'blockcopy',
+          '--domain',
+          domain,
+          '--path',
+          target,
+          '--dest',
+          destPath,
+          '--format',
+          format,
+          ...(reuse ? ['--reuse-external'] : []),
+          '--pivot',
+          '--wait',
+          '--transient-job',
+        ],
+        { timeoutMs: null, signal: job.signal },
+      );
+    } catch (err) {
+      if (!opts.signal?.aborted) throw err;
+      // a pivot that happened before the abort landed: the disk runs from the copy
+      if (this.findDisk(await this.liveDisks(domain), domain, target).path === destPath) return;
+      throw new VmplaceError('Cancelled', `block copy of ${domain} ${target} cancelled`, { cause: err });
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   /** `qemu-img rebase -u -f qcow2 -F FMT -b NEW OVERLAY`: rewrites a header field; idempotent. */
@@ -703,10 +790,12 @@ export class LibvirtDriver implements HypervisorDriver {
     src: string,
     dst: string,
     onProgress?: ProgressFn,
-    opts: { bwlimitKiBps?: number } = {},
+    opts: { bwlimitKiBps?: number; claim?: CopyClaim; signal?: AbortSignal } = {},
   ): Promise<void> {
     await this.guard(dst);
     await copyLocal(this.exec, src, dst, {
+      ...(opts.claim ? { claim: opts.claim } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
       ...(onProgress ? { onProgress } : {}),
       ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
     });
@@ -728,7 +817,124 @@ export class LibvirtDriver implements HypervisorDriver {
     await this.run(this.exec, ['mkdir', '-p', '--', p], { timeoutMs: this.quickMs });
   }
 
+  // ---------------------------------------------------------------- ownership and use
+
+  async fileIdentity(path: string): Promise<string | undefined> {
+    return fileIdentity(this.exec, await this.guard(path));
+  }
+
+  async createExclusive(path: string): Promise<string> {
+    return createExclusive(this.exec, await this.guard(path));
+  }
+
+  /**
+   * Remove `path` only when its identity (`dev:ino`) is `identity`, in one command on the host
+   * (the identity is compared right before `rm`).
+   */
+  async removeIfIdentity(path: string, identity: string): Promise<'removed' | 'absent' | 'other'> {
+    const p = await this.guard(path);
+    const r = await this.run(
+      this.exec,
+      [
+        'sh',
+        '-c',
+        'id=$(stat -c %d:%i -- "$1" 2>/dev/null) || exit 3\n[ "$id" = "$2" ] || exit 4\nexec rm -f -- "$1"',
+        'vmplace-rm-own',
+        p,
+        identity,
+      ],
+      { allowExitCodes: [3, 4], timeoutMs: this.quickMs },
+    );
+    return r.exitCode === 0 ? 'removed' : r.exitCode === 3 ? 'absent' : 'other';
+  }
+
+  /**
+   * Every domain's live XML (sources, the chain libvirt shows, block-job mirrors) and, for
+   * persistent ones, the inactive XML too; for the file disks of the inactive definitions the
+   * backing chain is read from the images (`qemu-img info -U --backing-chain` with the format
+   * the definition declares), so the base of a shut-off linked clone counts as in use. An
+   * image that cannot be read adds nothing beyond its own path.
+   */
+  async filesInUse(): Promise<Map<string, Set<string>>> {
+    const used = new Map<string, Set<string>>();
+    const add = (p: string, dom: string): void => {
+      const set = used.get(p) ?? new Set<string>();
+      set.add(dom);
+      used.set(p, set);
+    };
+    const names = await this.listDomains();
+    const chains = new Map<string, Promise<string[]>>();
+    const chainOf = (file: string, format: string): Promise<string[]> => {
+      const key = `${format}\0${file}`;
+      let c = chains.get(key);
+      if (!c) {
+        c = this.run(this.exec, ['qemu-img', 'info', '--output=json', '--backing-chain', '-U', '-f', format, '--', file], {
+          timeoutMs: this.quickMs,
+          allowExitCodes: [1],
+        }).then(
+          (r) => (r.exitCode === 0 ? chainFilesOf(r.stdout) : []),
+          () => [],
+        );
+        chains.set(key, c);
+      }
+      return c;
+    };
+    await mapLimit(names, 8, async (name) => {
+      const live = await this.virsh(['dumpxml', '--domain', name], { allowExitCodes: [1] });
+      if (live.exitCode !== 0) return; // gone meanwhile
+      for (const p of referencedFiles(live.stdout)) add(p, name);
+      const inactive = await this.virsh(['dumpxml', '--domain', name, '--inactive'], { allowExitCodes: [1] });
+      if (inactive.exitCode !== 0) return;
+      for (const p of referencedFiles(inactive.stdout)) add(p, name);
+      for (const d of parseDomainXml(inactive.stdout).disks) {
+        if (d.type !== 'file' || !d.path || d.format !== 'qcow2') continue;
+        for (const p of await chainOf(d.path, d.format)) add(p, name);
+      }
+    });
+    return used;
+  }
+
+  async setAutostart(domain: string, on: boolean): Promise<void> {
+    await this.virsh(['autostart', '--domain', domain, ...(on ? [] : ['--disable'])]);
+  }
+
+  /** `blockjob --abort` on every disk with a job, and `domjobabort` (no job: nothing to do). */
+  async abortJobs(domain: string): Promise<void> {
+    if ((await this.domainState(domain)) === undefined) return;
+    for (const d of await this.liveDisks(domain)) {
+      if (!d.target || !(await this.blockJob(domain, d.target))) continue;
+      await this.virsh(['blockjob', '--domain', domain, '--path', d.target, '--abort'], {
+        allowExitCodes: [1],
+        timeoutMs: null,
+      });
+    }
+    await this.virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] });
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled([this.exec.close(), this.virshExec.close()]);
   }
+}
+
+/** The file names of a `qemu-img info --backing-chain --output=json` answer (an array, or one object). */
+function chainFilesOf(json: string): string[] {
+  try {
+    const v = JSON.parse(json) as unknown;
+    const list = Array.isArray(v) ? v : [v];
+    return list
+      .map((x) => (x as { filename?: unknown })?.filename)
+      .filter((f): f is string => typeof f === 'string' && f.startsWith('/'));
+  } catch {
+    return [];
+  }
+}
+
+/** Run `fn` over `items`, at most `limit` at once. */
+async function mapLimit<T>(items: readonly T[], limit: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
 }

@@ -150,6 +150,8 @@ export interface ParsedDisk extends DomainDisk {
   /** file paths of the backing chain shown in the XML, nearest first */
   backingPaths: string[];
   shareable: boolean;
+  /** `<mirror file=>` of a running block copy (live XML only) */
+  mirrorPath?: string;
 }
 
 export interface ParsedDomain {
@@ -203,6 +205,9 @@ function parseDisk(disk: XmlNode): ParsedDisk {
   if (protocol !== undefined) d.protocol = protocol;
   const index = attrOf(source, 'index');
   if (index !== undefined) d.sourceIndex = index;
+  const mirror = firstChild(disk, 'mirror');
+  const mirrorPath = attrOf(mirror, 'file') ?? attrOf(firstChild(mirror ?? {}, 'source'), 'file');
+  if (mirrorPath !== undefined) d.mirrorPath = mirrorPath;
   return d;
 }
 
@@ -234,6 +239,18 @@ export function parseDomainXml(xml: string): ParsedDomain {
   const id = attrOf(dom, 'id');
   if (id !== undefined) out.id = id;
   return out;
+}
+
+/**
+ * Every file a domain XML refers to as disk storage: each disk's source (file or block
+ * device), the backing chain the XML shows, and a block job's mirror target.
+ */
+export function referencedFiles(xml: string): string[] {
+  const out = new Set<string>();
+  for (const d of parseDomainXml(xml).disks) {
+    for (const p of [d.path, d.sourceDev, ...d.backingPaths, d.mirrorPath]) if (p) out.add(p);
+  }
+  return [...out];
 }
 
 /**
