@@ -135,6 +135,7 @@ export type MigrationStep =
   | 'Finalizing'
   | 'CleaningUp'
   | 'Completed'
+  | 'Cancelling'
   | 'RollingBack'
   | 'RolledBack'
   | 'Blocked'

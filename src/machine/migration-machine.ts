@@ -23,6 +23,8 @@ export const STEP_ACTORS = [
   'finalizeDefinition',
   'cleanUpSource',
   'rollBack',
+  // waits until the step a CANCEL interrupted has stopped and settled (see actorsFromSteps)
+  'settleStep',
 ] as const;
 export type StepActorName = (typeof STEP_ACTORS)[number];
 
@@ -84,6 +86,8 @@ export const migrationMachine = setup({
     isCold: ({ context, event }) => strategyOf(context, event) === 'cold',
     isLive: ({ context, event }) => strategyOf(context, event) === 'live',
     isStalled: (_, params: { error: unknown }) => errorInfo(params.error).stalled,
+    // the interrupted step had passed the point of no return before it stopped
+    settledCommitted: ({ event }) => (event as { output?: StepOutput }).output?.committed === true,
   },
   actions: {
     applyOutput: assign(({ event }) => {
@@ -126,7 +130,7 @@ export const migrationMachine = setup({
   initial: 'Preflight',
   states: {
     Preflight: {
-      on: { CANCEL: { target: 'RollingBack', actions: 'recordCancel' } },
+      on: { CANCEL: { target: 'Cancelling', actions: 'recordCancel' } },
       invoke: {
         src: 'preflight',
         input: ({ context }) => context,
@@ -149,14 +153,14 @@ export const migrationMachine = setup({
     },
     Snapshotting: {
       ...forwardStep('snapshotDisks', 'CopyingBase', 'Snapshotting'),
-      on: { CANCEL: { target: 'RollingBack', actions: 'recordCancel' } },
+      on: { CANCEL: { target: 'Cancelling', actions: 'recordCancel' } },
     },
     CopyingBase: {
       // a live mirror may already have pivoted a disk: then only forward
       on: {
         CANCEL: {
           guard: ({ context }) => !context.committed,
-          target: 'RollingBack',
+          target: 'Cancelling',
           actions: 'recordCancel',
         },
       },
@@ -169,6 +173,20 @@ export const migrationMachine = setup({
           { target: 'Saving', actions: 'applyOutput' },
         ],
         onError: errorRoute('CopyingBase'),
+      },
+    },
+    // Leaving the step's state aborted its signal: the step stops what it runs (a copy, a block
+    // job, a live migration) and settles; only then does the rollback touch anything. A step
+    // that had already pivoted the VM onto the target goes forward instead.
+    Cancelling: {
+      invoke: {
+        src: 'settleStep',
+        input: ({ context }) => context,
+        onDone: [
+          { guard: 'settledCommitted', target: 'Verifying', actions: 'applyOutput' },
+          { target: 'RollingBack' },
+        ],
+        onError: { target: 'RollingBack' },
       },
     },
     Saving: forwardStep('saveVm', 'CopyingDelta', 'Saving'),

@@ -2,7 +2,7 @@ import { createActor, type Snapshot } from 'xstate';
 import { migrationMachine, FINAL_STEPS, type StepActorName } from './migration-machine';
 import type { MigrationContext, MigrationInput } from './types';
 import type { MigrationStore } from './store';
-import type { fromPromise } from 'xstate';
+import { fromPromise } from 'xstate';
 import type { StepOutput } from './types';
 
 export type StepActors = Record<StepActorName, ReturnType<typeof fromPromise<StepOutput, MigrationContext>>>;
@@ -24,7 +24,53 @@ export interface RunOptions {
 }
 
 /** Steps during which the VM is offline or half-moved: a shutdown waits until they are done. */
-export const MUST_FINISH_STEPS: ReadonlySet<string> = new Set(['CopyingDelta', 'Restoring', 'RollingBack']);
+export const MUST_FINISH_STEPS: ReadonlySet<string> = new Set([
+  'CopyingDelta',
+  'Restoring',
+  'Cancelling',
+  'RollingBack',
+]);
+
+/** A step: the migration's context in, the fields it changed out; stops when `signal` aborts. */
+export type StepFn = (input: MigrationContext, signal: AbortSignal) => Promise<StepOutput>;
+
+/** How long the outcome of a step stays known for a `settleStep` that may follow it. */
+const SETTLED_KEEP_MS = 60_000;
+
+/**
+ * Step functions as XState actors, plus `settleStep`. XState aborts a promise actor's signal
+ * when its state is left (a CANCEL) but cannot wait for the promise; `settleStep` does: it
+ * resolves once the interrupted step of that migration has settled, with the step's output
+ * when that output passed the point of no return (a live mirror that pivoted before the abort
+ * landed), else with nothing. After a restart nothing is in flight: it resolves at once.
+ */
+export function actorsFromSteps(steps: Record<Exclude<StepActorName, 'settleStep'>, StepFn>): StepActors {
+  const last = new Map<string, Promise<StepOutput | undefined>>();
+  const actors: Record<string, ReturnType<typeof fromPromise<StepOutput, MigrationContext>>> = {};
+  for (const [name, fn] of Object.entries(steps)) {
+    actors[name] = fromPromise<StepOutput, MigrationContext>(async ({ input, signal }) => {
+      const running = fn(input, signal);
+      const settled = running.then(
+        (out) => out,
+        () => undefined,
+      );
+      last.set(input.id, settled);
+      void settled.then(() => {
+        const t = setTimeout(() => {
+          if (last.get(input.id) === settled) last.delete(input.id);
+        }, SETTLED_KEEP_MS);
+        t.unref();
+      });
+      return running;
+    });
+  }
+  actors.settleStep = fromPromise<StepOutput, MigrationContext>(async ({ input }) => {
+    const out = await last.get(input.id);
+    last.delete(input.id);
+    return out?.committed === true ? out : {};
+  });
+  return actors as StepActors;
+}
 
 export interface MigrationHandle {
   readonly id: string;

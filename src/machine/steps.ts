@@ -1,13 +1,14 @@
 import * as path from 'node:path';
-import { fromPromise } from 'xstate';
 import type { Logger } from 'pino';
 import { StalledError, VmplaceError } from '../errors';
 import type { DomainInfo, HypervisorDriver } from '../drivers/driver';
 import { targetReachable } from '../transfer/between-hosts';
 import type { HostSpec, SshSpec } from '../types';
-import { PART_SUFFIX } from '../transfer/copy-local';
+import { type CopyClaim, PART_SUFFIX } from '../transfer/copy-local';
+import { targetDiskPath } from '../planner/target-path';
+import type { OwnedFile } from './store';
 import type { StepActorName } from './migration-machine';
-import type { StepActors } from './runner';
+import { actorsFromSteps, type StepActors, type StepFn } from './runner';
 import type { DiskMove, MigrationContext, StepOutput } from './types';
 
 /** What the real steps need from the world. */
@@ -36,6 +37,36 @@ export interface StepDeps {
   };
   /** how copies between hosts go (default auto: host to host, relayed only when unreachable) */
   transferMode?: 'direct' | 'relay' | 'auto';
+  /**
+   * Write-ahead proofs of the files this migration created (see MigrationStore.recordOwned).
+   * Without them nothing whose name was not made by this migration is ever deleted.
+   */
+  owned?: {
+    record(ctx: MigrationContext, rec: OwnedFile): Promise<void>;
+    list(ctx: MigrationContext): Promise<OwnedFile[]>;
+  };
+  /**
+   * Aborted when the migration is cancelled while this step runs: long effects (copies, block
+   * jobs, a live migration, delta rounds) stop, undo what is in flight, and reject with reason
+   * `Cancelled`, or resolve when they had already passed the point of no return.
+   */
+  signal?: AbortSignal;
+}
+
+/** The proof of ownership of `path` on `host` for this migration's copies (see CopyClaim). */
+function claimFor(ctx: MigrationContext, deps: StepDeps, host: string, p: string): CopyClaim | undefined {
+  const owned = deps.owned;
+  if (!owned) return undefined;
+  return {
+    record: (identity) => owned.record(ctx, { host, path: p, identity }),
+    owns: async (identity) =>
+      (await owned.list(ctx)).some((r) => r.host === host && r.path === p && r.identity === identity),
+  };
+}
+
+/** Stop here when the migration was cancelled (between the parts of a long step). */
+function throwIfCancelled(deps: StepDeps, what: string): void {
+  if (deps.signal?.aborted) throw new VmplaceError('Cancelled', `cancelled during ${what}`);
 }
 
 type Step = (ctx: MigrationContext, deps: StepDeps) => Promise<StepOutput>;
@@ -151,6 +182,10 @@ const preflight: Step = async (ctx, deps) => {
   }
 
   const disks: DiskMove[] = [];
+  const vmDiskPaths = dom.disks.map((x) => x.path).filter((x): x is string => x !== undefined);
+  // Files of this VM that another domain on the source host uses (a linked clone's base, an
+  // image shared read-only): moving them would delete them under that domain.
+  const inUse = ctx.moves.some((m) => !m.stays) ? await src.filesInUse() : new Map<string, Set<string>>();
   for (const m of ctx.moves) {
     const d = diskOf(dom, m.target);
     if (!d) throw new StalledError('DiskNotFound', `${ctx.vm} has no disk ${m.target}`);
@@ -158,6 +193,17 @@ const preflight: Step = async (ctx, deps) => {
       throw new StalledError('DiskNotFile', `${ctx.vm} disk ${m.target} is a ${d.type} disk, not a file`);
     if (d.device !== 'disk')
       throw new StalledError('DiskNotFile', `${ctx.vm} disk ${m.target} is a ${d.device}, not a disk`);
+    if (d.shareable && !m.stays)
+      throw new StalledError(
+        'DiskShareable',
+        `${ctx.vm} disk ${m.target} is shareable (other VMs may write to it); vmplace does not move shared disks`,
+      );
+    const others = [...(inUse.get(d.path) ?? [])].filter((n) => n !== ctx.vm);
+    if (others.length > 0 && !m.stays)
+      throw new StalledError(
+        'DiskUsedByOtherDomain',
+        `${d.path} (${ctx.vm} disk ${m.target}) is also used by ${others.sort().join(', ')} on ${ctx.fromHost}`,
+      );
     if (d.hasBackingStore)
       throw new StalledError(
         'DiskHasBackingChain',
@@ -169,14 +215,15 @@ const preflight: Step = async (ctx, deps) => {
         'DiskHasBackingChain',
         `${d.path} has a backing file ${info.backingFile ?? ''}`.trim(),
       );
-    const base = path.posix.basename(d.path);
-    const dstPath = path.posix.join(m.toPath, base);
-    // stays: on one host the path is the same; across hosts the location is shared by both
-    if (m.stays || (!cross && dstPath === d.path)) {
-      if (dstPath !== d.path)
-        throw new StalledError('SharedPathMismatch', `${d.path} is not at ${dstPath} on the shared storage`);
+    // stays: the disk is on storage both hosts mount at the same path
+    if (m.stays) {
+      if (!isInside(d.path, m.toPath))
+        throw new StalledError('SharedPathMismatch', `${d.path} is not on the shared storage ${m.toPath}`);
       continue;
     }
+    // already on the target storage of this host (a resumed or repeated move): nothing to copy
+    if (!cross && isInside(d.path, m.toPath)) continue;
+    const dstPath = targetDiskPath(ctx.vm, m.target, d.path, m.toPath, vmDiskPaths);
     if (await dst.fileExists(dstPath))
       throw new StalledError(
         'TargetFileExists',
@@ -268,10 +315,17 @@ const preflight: Step = async (ctx, deps) => {
     copyState: Boolean(stateFile && cross && !shared && disks.length > 0),
     ...(transferMode ? { transferMode } : {}),
     wasRunning: dom.state === 'running',
+    ...(cross && dom.autostart ? { sourceAutostart: true } : {}),
     bytesTotal,
     bytesDone: 0,
   };
 };
+
+/** Does `p` lie inside the directory `root` (lexically; both absolute and normalised)? */
+function isInside(p: string, root: string): boolean {
+  const r = root.endsWith('/') ? root : `${root}/`;
+  return p.startsWith(r);
+}
 
 async function probeWritable(drv: HypervisorDriver, dir: string, ctx: MigrationContext): Promise<void> {
   const probe = path.posix.join(dir, ownFileName(ctx.vm, ctx.id, 'probe'));
@@ -322,14 +376,22 @@ async function copyAcross(
   from: string,
   to: string,
   onProgress?: (n: number) => void,
-  opts: { relayBelowBytes?: number } = {},
+  opts: { relayBelowBytes?: number; claim?: CopyClaim } = {},
 ): Promise<void> {
   const src = deps.driverFor(ctx.fromHost);
+  const extra = {
+    ...(opts.claim ? { claim: opts.claim } : {}),
+    ...(deps.signal ? { signal: deps.signal } : {}),
+  };
   if (ctx.fromHost === ctx.toHost) {
-    await src.copyFile(from, to, onProgress, { bwlimitKiBps: deps.bwlimitKiBps });
+    await src.copyFile(from, to, onProgress, {
+      ...(deps.bwlimitKiBps ? { bwlimitKiBps: deps.bwlimitKiBps } : {}),
+      ...extra,
+    });
     return;
   }
   await src.copyToHost(deps.driverFor(ctx.toHost), from, to, {
+    ...extra,
     targetSsh: transferSsh(deps, ctx.toHost),
     mode: ctx.transferMode ?? 'direct',
     ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
@@ -351,22 +413,32 @@ const copyBase: Step = async (ctx, deps) => {
   let done = 0;
   const started = Date.now();
   for (const d of ctx.disks) {
+    throwIfCancelled(deps, 'the base copy');
+    const claim = claimFor(ctx, deps, ctx.toHost, d.dstPath);
     if (
       d.baseChecksum &&
       (await dst.fileExists(d.dstPath)) &&
-      (await dst.checksum(d.dstPath)) === d.baseChecksum
+      (await ownedHere(ctx, deps, ctx.toHost, d.dstPath))
     ) {
-      done += d.allocatedBytes;
-      disks.push(d);
-      continue;
+      if ((await dst.checksum(d.dstPath)) === d.baseChecksum) {
+        done += d.allocatedBytes;
+        disks.push(d);
+        continue;
+      }
     }
     const before = done;
-    await copyAcross(ctx, deps, d.srcPath, d.dstPath, (n) =>
-      deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal),
+    await dst.makeDir(path.posix.dirname(d.dstPath));
+    await copyAcross(
+      ctx,
+      deps,
+      d.srcPath,
+      d.dstPath,
+      (n) => deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal),
+      claim ? { claim } : {},
     );
     const [a, b] = await Promise.all([src.checksum(d.srcPath), dst.checksum(d.dstPath)]);
     if (a !== b) {
-      await dst.removeFile(d.dstPath);
+      await removeOwned(ctx, deps, ctx.toHost, d.dstPath);
       throw new VmplaceError(
         'ChecksumMismatch',
         `copy of ${d.srcPath} to ${d.dstPath} differs (sha256 ${a} != ${b})`,
@@ -383,6 +455,45 @@ const copyBase: Step = async (ctx, deps) => {
   }
   return { disks, bytesDone: done };
 };
+
+/** Is the file at `p` on `host` the one this migration recorded as created by it? */
+async function ownedHere(ctx: MigrationContext, deps: StepDeps, host: string, p: string): Promise<boolean> {
+  if (!deps.owned) return false;
+  const id = await deps.driverFor(host).fileIdentity(p);
+  return (
+    id !== undefined &&
+    (await deps.owned.list(ctx)).some((r) => r.host === host && r.path === p && r.identity === id)
+  );
+}
+
+/**
+ * Remove `p` (and its part file) on `host` only as far as this migration can prove it created
+ * them: by the identity recorded before anything was written. Returns the paths left behind
+ * (there, but not provably ours).
+ */
+async function removeOwned(
+  ctx: MigrationContext,
+  deps: StepDeps,
+  host: string,
+  p: string,
+): Promise<string[]> {
+  const drv = deps.driverFor(host);
+  const records = (await deps.owned?.list(ctx)) ?? [];
+  const left: string[] = [];
+  for (const f of [p, p + PART_SUFFIX]) {
+    const mine = records.filter((r) => r.host === host && r.path === p).map((r) => r.identity);
+    let gone = false;
+    for (const id of mine) {
+      const r = await drv.removeIfIdentity(f, id);
+      if (r !== 'other') {
+        gone = true;
+        break;
+      }
+    }
+    if (!gone && (await drv.fileExists(f))) left.push(f);
+  }
+  return left;
+}
 
 /** Copy round `r`'s (read-only) overlays to the target and rebase them onto the layer below. */
 async function copyRound(ctx: MigrationContext, deps: StepDeps, r: number): Promise<void> {
@@ -454,6 +565,7 @@ async function deltaRounds(ctx: MigrationContext, deps: StepDeps, bytesPerMs: nu
       'delta round',
     );
     if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > 0.8 * previous) return r;
+    throwIfCancelled(deps, 'the delta rounds');
     await src.snapshotDisks(
       ctx.vm,
       ctx.disks.map((d) => ({ target: d.target, path: srcOverlayAt(ctx, d, r + 1) })),
@@ -475,9 +587,16 @@ async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepO
   let committed = ctx.committed;
   let done = 0;
   for (const d of ctx.disks) {
+    // before the first pivot a cancel rolls back; after it the VM runs partly from the target
+    if (!committed) throwIfCancelled(deps, 'the live mirror');
     const dom = await mustGetDomain(drv, ctx);
     if (diskOf(dom, d.target)?.path !== d.dstPath) {
-      await drv.blockCopy(ctx.vm, d.target, d.dstPath, d.format);
+      await drv.makeDir(path.posix.dirname(d.dstPath));
+      const claim = claimFor(ctx, deps, ctx.toHost, d.dstPath);
+      await drv.blockCopy(ctx.vm, d.target, d.dstPath, d.format, {
+        ...(claim ? { claim, virtualBytes: d.virtualBytes } : {}),
+        ...(deps.signal && !committed ? { signal: deps.signal } : {}),
+      });
     }
     // From the first pivot on the VM runs (partly) from the target: only forward.
     committed = true;
@@ -521,8 +640,12 @@ async function migrateLive(ctx: MigrationContext, deps: StepDeps): Promise<StepO
       (x): x is { target: string; path: string; format: string; virtualBytes: number } => x !== undefined,
     );
   await deps.intents?.mark(ctx, 'restore');
+  if (ctx.sourceAutostart) await src.setAutostart(ctx.vm, false);
+  const owned = deps.owned;
   const res = await src.migrateLive(ctx.vm, dst, {
     disks,
+    ...(owned ? { claimFor: (p: string) => claimFor(ctx, deps, ctx.toHost, p)! } : {}),
+    ...(deps.signal ? { signal: deps.signal } : {}),
     address: transferSsh(deps, ctx.toHost).host,
     maxDowntimeMs: Math.min(ctx.maxPauseMs ?? LIVE_DOWNTIME_MS, LIVE_DOWNTIME_MS),
     ...(deps.bwlimitKiBps ? { bandwidthMiBps: Math.max(1, deps.bwlimitKiBps / 1024) } : {}),
@@ -543,6 +666,8 @@ const saveVm: Step = async (ctx, deps) => {
   if (dom.state !== 'running')
     throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
   await drv.removeFile(stateFile); // a partial file from an interrupted save
+  // a source host that reboots once the VM runs on the target must not start it again
+  if (ctx.sourceAutostart) await drv.setAutostart(ctx.vm, false);
   const pausedAt = now();
   const saving = drv.save(ctx.vm, stateFile, { knownActive: true });
   const early = ctx.effectiveStrategy === 'quick' ? copyDeltaEarly(ctx, deps, saving) : undefined;
@@ -727,7 +852,16 @@ const restoreVm: Step = async (ctx, deps) => {
       `${ctx.vm} is ${onSource.state} on ${ctx.fromHost}; never on both`,
     );
   if ('err' in saved) throw saved.err;
-  if (cross) await deps.intents?.mark(ctx, 'restore');
+  if (cross) {
+    // the look above may be seconds old (prefetched during the copy): ask again, right now
+    const now = await deps.driverFor(ctx.fromHost).domainState(ctx.vm);
+    if (now !== undefined && now !== 'shutoff')
+      throw new VmplaceError(
+        'DomainRunningOnSource',
+        `${ctx.vm} is ${now} on ${ctx.fromHost}; never on both`,
+      );
+    await deps.intents?.mark(ctx, 'restore');
+  }
   const rewritten = deps.rewriteDiskPaths(
     saved.xml,
     Object.fromEntries(ctx.disks.map((d) => [d.target, dstOverlayAt(ctx, d, ctx.rounds ?? 1)])),
@@ -813,7 +947,10 @@ const finalizeDefinition: Step = async (ctx, deps) => {
     if (ctx.effectiveStrategy === 'cold') {
       const from = deps.driverFor(dom ? ctx.toHost : ctx.fromHost);
       xml = deps.rewriteDiskPaths(await from.dumpXml(ctx.vm, { inactive: true }), want);
-      if (ctx.fromHost !== ctx.toHost) await deps.intents?.mark(ctx, 'define');
+      if (ctx.fromHost !== ctx.toHost) {
+        await deps.intents?.mark(ctx, 'define');
+        if (ctx.sourceAutostart) await deps.driverFor(ctx.fromHost).setAutostart(ctx.vm, false);
+      }
     } else {
       if (!dom) throw new VmplaceError('DomainNotFound', `${ctx.vm} is not running on ${ctx.toHost}`);
       xml = await drv.dumpXml(ctx.vm);
@@ -826,6 +963,9 @@ const finalizeDefinition: Step = async (ctx, deps) => {
         `the persistent definition of ${ctx.vm} on ${ctx.toHost} does not name the new paths`,
       );
   }
+  // the autostart the source had goes with the VM (set on the target's definition)
+  if (ctx.sourceAutostart && (await drv.getDomain(ctx.vm))?.autostart !== true)
+    await drv.setAutostart(ctx.vm, true);
   return { committed: true };
 };
 
@@ -850,7 +990,6 @@ const cleanUpSource: Step = async (ctx, deps) => {
       throw new VmplaceError('VerifyFailed', `${ctx.vm} does not use ${d.dstPath}; source kept`);
   // what the source host still uses: on one host the target's definition, across hosts nothing
   // once the source definition is gone
-  let sourceUses = targetUses;
   if (cross) {
     const onSource = await src.getDomain(ctx.vm);
     if (onSource && onSource.state !== 'shutoff')
@@ -859,12 +998,34 @@ const cleanUpSource: Step = async (ctx, deps) => {
         `${ctx.vm} is ${onSource.state} on ${ctx.fromHost} too`,
       );
     if (onSource) await src.undefine(ctx.vm);
-    sourceUses = new Set();
+  }
+  // Right before deleting: every file any domain on the source host refers to (the VM's own
+  // definitions there included, on one host) is kept; a shared or linked-clone base stays.
+  const inUse = await src.filesInUse();
+  const usedBy = (p: string): string[] => [...(inUse.get(p) ?? [])].sort();
+  for (const d of ctx.disks) {
+    const users = usedBy(d.srcPath);
+    if (users.length)
+      throw new StalledError(
+        'SourceStillInUse',
+        `${d.srcPath} is used by ${users.join(', ')} on ${ctx.fromHost}; kept`,
+      );
+    // The source must be the data that was copied: unchanged since (no one started the VM in
+    // between and wrote to it). A live mirror's source ran on until the pivot: nothing to compare.
+    if (d.baseChecksum && (await src.fileExists(d.srcPath))) {
+      const now = await src.checksum(d.srcPath);
+      if (now !== d.baseChecksum)
+        throw new StalledError(
+          'SourceChangedAfterCopy',
+          `${d.srcPath} on ${ctx.fromHost} changed after it was copied (sha256 ${now}, copied ${d.baseChecksum}); kept`,
+        );
+    }
   }
   for (const d of ctx.disks) {
     const rounds = Array.from({ length: ctx.rounds ?? 1 }, (_, i) => i + 1);
     for (const p of [d.srcPath, ...rounds.map((r) => srcOverlayAt(ctx, d, r))]) {
-      if (sourceUses.has(p)) throw new VmplaceError('SourceStillInUse', `${p} is still in use by ${ctx.vm}`);
+      if (usedBy(p).length)
+        throw new VmplaceError('SourceStillInUse', `${p} is still in use by ${usedBy(p).join(', ')}`);
       await src.removeFile(p);
     }
     for (const p of rounds.map((r) => dstOverlayAt(ctx, d, r)))
@@ -920,6 +1081,9 @@ const rollBack: Step = async (ctx, deps) => {
     // a definition a cold finalize (or a failed restore) left on the target goes
     if (onTarget) await dst.undefine(ctx.vm);
   }
+  // A job a cancelled or crashed step left running (a block copy mirroring into the target, a
+  // migration) ends before anything else is looked at: afterwards nothing writes our files.
+  await src.abortJobs(ctx.vm);
   let dom = await src.getDomain(ctx.vm);
   const saved = ctx.srcStateFile ?? ctx.stateFile;
   if (dom) {
@@ -976,23 +1140,40 @@ const rollBack: Step = async (ctx, deps) => {
     }
     if (dom.state === 'shutoff' && ctx.wasRunning && ctx.effectiveStrategy !== 'cold')
       await src.start(ctx.vm);
+    // the autostart a cross-host move switched off comes back with the VM
+    if (ctx.sourceAutostart && (await src.getDomain(ctx.vm))?.autostart !== true)
+      await src.setAutostart(ctx.vm, true);
   }
-  // Our own files only: the target copies, overlays and the state files. The VM is safe on
-  // the source by now, so a target that refuses deletion (read-only, gone) leaves leftovers
-  // that are reported, not a failed rollback.
-  const live = dom ? await src.getDomain(ctx.vm) : undefined;
-  const usedOnSource = new Set((live?.disks ?? []).map((d) => d.path));
+  // Our own files only, and none that any domain uses (its live chain, a mirror, a linked
+  // clone's base): files named by this migration (overlays, state files: the id is in the
+  // name) and the target copies whose identity was recorded before a byte was written. The VM
+  // is safe on the source by now, so a file that cannot be removed is reported, not a failure.
+  const inUseSrc = await src.filesInUse();
+  const inUseDst = cross ? await dst.filesInUse() : inUseSrc;
+  const inUse = (drv: HypervisorDriver, p: string): boolean => (drv === src ? inUseSrc : inUseDst).has(p);
   const leftovers: string[] = [];
   const remove = async (drv: HypervisorDriver, p: string): Promise<void> => {
-    if (drv === src && usedOnSource.has(p)) return;
+    if (inUse(drv, p)) {
+      if (await drv.fileExists(p).catch(() => false)) leftovers.push(p);
+      return;
+    }
     await drv.removeFile(p).catch((err: unknown) => {
       log?.warn({ err, path: p }, 'could not remove a file of the rolled-back migration');
       leftovers.push(p);
     });
   };
   for (const d of ctx.disks) {
+    if (inUse(dst, d.dstPath)) {
+      if (await dst.fileExists(d.dstPath).catch(() => false)) leftovers.push(d.dstPath);
+    } else {
+      const left = await removeOwned(ctx, deps, ctx.toHost, d.dstPath).catch((err: unknown) => {
+        log?.warn({ err, path: d.dstPath }, 'could not remove a copy of the rolled-back migration');
+        return [d.dstPath];
+      });
+      leftovers.push(...left);
+    }
     const rounds = Array.from({ length: lastPossibleRound(ctx) }, (_, i) => i + 1);
-    for (const p of [d.dstPath, ...rounds.map((r) => dstOverlayAt(ctx, d, r))]) {
+    for (const p of rounds.map((r) => dstOverlayAt(ctx, d, r))) {
       await remove(dst, p);
       await remove(dst, p + PART_SUFFIX);
     }
@@ -1024,7 +1205,7 @@ async function mustGetDomain(drv: HypervisorDriver, ctx: MigrationContext): Prom
 /** Steps that run even during a shutdown: the VM is offline or half-moved while they have not finished. */
 const MUST_FINISH_ACTORS: ReadonlySet<string> = new Set(['copyDelta', 'restoreVm', 'rollBack']);
 
-const STEPS: Record<StepActorName, Step> = {
+const STEPS: Record<Exclude<StepActorName, 'settleStep'>, Step> = {
   preflight,
   snapshotDisks,
   copyBase,
@@ -1041,14 +1222,15 @@ const STEPS: Record<StepActorName, Step> = {
 /**
  * The real step actors. A step that runs again after a failure first waits a backoff that
  * grows with the attempts (the wait lives in the step, not in an `after` timer, because
- * timers do not survive a restore).
+ * timers do not survive a restore). Each step gets the actor's abort signal (see
+ * `actorsFromSteps` for how a cancel waits for it to settle).
  */
 export function createStepActors(deps: StepDeps): StepActors {
   const base = deps.retryBaseMs ?? 1000;
-  return Object.fromEntries(
+  const fns = Object.fromEntries(
     Object.entries(STEPS).map(([name, step]) => [
       name,
-      fromPromise<StepOutput, MigrationContext>(async ({ input }) => {
+      async (input: MigrationContext, signal: AbortSignal): Promise<StepOutput> => {
         if (deps.stopping?.() && !MUST_FINISH_ACTORS.has(name)) {
           // Shutting down: do not start work that can wait; the runner stops at this checkpoint.
           return await new Promise<StepOutput>(() => undefined);
@@ -1060,14 +1242,15 @@ export function createStepActors(deps: StepDeps): StepActors {
         const log = deps.logger?.child({ step: name });
         log?.debug('step start');
         try {
-          const out = await step(input, { ...deps, logger: log ?? deps.logger });
+          const out = await step(input, { ...deps, logger: log ?? deps.logger, signal });
           log?.debug('step done');
           return out;
         } catch (err) {
           log?.warn({ err }, 'step failed');
           throw err;
         }
-      }),
+      },
     ]),
-  ) as StepActors;
+  ) as Record<Exclude<StepActorName, 'settleStep'>, StepFn>;
+  return actorsFromSteps(fns);
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { MACHINE_VERSION } from './migration-machine';
@@ -10,6 +11,13 @@ import { MACHINE_VERSION } from './migration-machine';
  * `<stateDir>/done/`. All migration state is per VM and lives here, so a later lease per VM
  * (git or etcd) can hand a VM and its file to another daemon.
  */
+/** A file a migration created, by host, path and identity (`dev:ino`). */
+export interface OwnedFile {
+  host: string;
+  path: string;
+  identity: string;
+}
+
 export interface StoredMigration {
   version: number;
   vm: string;
@@ -41,6 +49,36 @@ export class MigrationStore {
    */
   async markIntent(vm: string, id: string, what: string): Promise<void> {
     await writeFileAtomic(path.join(this.intentDir, `${vm}.${id}.${what}`), new Date().toISOString() + '\n');
+  }
+
+  /**
+   * Write-ahead proof of ownership: this migration created the file `path` on `host`, whose
+   * identity (`dev:ino`) is `identity`. Recorded before any data is written into the file, so
+   * a rollback deletes a file only when it is still that one. One durable file per record.
+   */
+  async recordOwned(vm: string, id: string, rec: OwnedFile): Promise<void> {
+    const key = createHash('sha256')
+      .update(`${rec.host}\0${rec.path}\0${rec.identity}`)
+      .digest('hex')
+      .slice(0, 24);
+    await writeFileAtomic(path.join(this.intentDir, `${vm}.${id}.owned-${key}`), JSON.stringify(rec) + '\n');
+  }
+
+  /** Every file this migration recorded as created by it. */
+  async listOwned(vm: string, id: string): Promise<OwnedFile[]> {
+    const prefix = `${vm}.${id}.owned-`;
+    const out: OwnedFile[] = [];
+    for (const n of await fs.readdir(this.intentDir).catch(() => [] as string[])) {
+      if (!n.startsWith(prefix)) continue;
+      try {
+        const rec = JSON.parse(await fs.readFile(path.join(this.intentDir, n), 'utf8')) as OwnedFile;
+        if (typeof rec.host === 'string' && typeof rec.path === 'string' && typeof rec.identity === 'string')
+          out.push(rec);
+      } catch {
+        // a record torn by a crash before its rename cannot exist (atomic write); skip junk
+      }
+    }
+    return out;
   }
 
   async hasIntent(vm: string, id: string, what: string): Promise<boolean> {

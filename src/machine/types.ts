@@ -67,6 +67,12 @@ export interface MigrationContext extends MigrationInput {
   transferMode?: 'direct' | 'relay';
   /** the VM was running when the migration started */
   wasRunning?: boolean;
+  /**
+   * across hosts: the source definition had autostart on. It is switched off on the source
+   * before the VM can run on the target (a source host reboot must not start a second copy),
+   * switched on again by a rollback, and set on the target's definition by Finalizing.
+   */
+  sourceAutostart?: boolean;
   bytesDone: number;
   bytesTotal: number;
   startedAt: string;

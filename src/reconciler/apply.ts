@@ -81,6 +81,10 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
       mark: (c, what) => deps.store.markIntent(c.vm, c.id, what),
       has: (c, what) => deps.store.hasIntent(c.vm, c.id, what),
     },
+    owned: {
+      record: (c, rec) => deps.store.recordOwned(c.vm, c.id, rec),
+      list: (c) => deps.store.listOwned(c.vm, c.id),
+    },
   };
   const policy = deps.policy ?? DEFAULT_POLICY;
 

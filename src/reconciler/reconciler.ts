@@ -247,6 +247,10 @@ export class Reconciler {
           mark: (c, what) => this.deps.store.markIntent(c.vm, c.id, what),
           has: (c, what) => this.deps.store.hasIntent(c.vm, c.id, what),
         },
+        owned: {
+          record: (c, rec) => this.deps.store.recordOwned(c.vm, c.id, rec),
+          list: (c) => this.deps.store.listOwned(c.vm, c.id),
+        },
         ...(bw ? { bwlimitKiBps: Math.max(1, Math.floor(bw / 1024)) } : {}),
         logger: log.child({ vm }),
       });

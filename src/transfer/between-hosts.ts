@@ -53,7 +53,14 @@ import { CommandError, StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../drivers/driver';
 import { LocalExec, SshExec, quoteShellArgs } from '../drivers/exec';
 import type { SshSpec } from '../types';
-import { type CopyClaim, LINK_NO_REPLACE, PART_SUFFIX, createExclusive, ownsPath, sha256 } from './copy-local';
+import {
+  type CopyClaim,
+  LINK_NO_REPLACE,
+  PART_SUFFIX,
+  createExclusive,
+  ownsPath,
+  sha256,
+} from './copy-local';
 import { RsyncProgressParser, parseRsyncStats } from './rsync-progress';
 
 export type TransferMode = 'direct' | 'relay';
@@ -478,7 +485,10 @@ async function finishOnTarget(
     { allowExitCodes: [3, 4] },
   );
   if (r.exitCode === 4)
-    throw new StalledError('DestinationExists', `${dst} appeared on ${dstHost.label} during the copy; not replaced`);
+    throw new StalledError(
+      'DestinationExists',
+      `${dst} appeared on ${dstHost.label} during the copy; not replaced`,
+    );
   return r.exitCode === 3 ? { mismatch: r.stdout.trim() } : {};
 }
 

@@ -58,12 +58,18 @@ const CREATE_EXCLUSIVE_SCRIPT = [
  * identity. Throws `StalledError('FileExists')` when anything already has that name.
  */
 export async function createExclusive(exec: HostExec, path: string): Promise<string> {
-  const r = await exec.run(['sh', '-c', CREATE_EXCLUSIVE_SCRIPT, 'vmplace-create', posix.dirname(path), path], {
-    allowExitCodes: [4],
-    timeoutMs: 60_000,
-  });
+  const r = await exec.run(
+    ['sh', '-c', CREATE_EXCLUSIVE_SCRIPT, 'vmplace-create', posix.dirname(path), path],
+    {
+      allowExitCodes: [4],
+      timeoutMs: 60_000,
+    },
+  );
   if (r.exitCode === 4)
-    throw new StalledError('FileExists', `${path} exists on ${exec.label}; vmplace writes only files it created`);
+    throw new StalledError(
+      'FileExists',
+      `${path} exists on ${exec.label}; vmplace writes only files it created`,
+    );
   return r.stdout.trim();
 }
 
@@ -164,7 +170,10 @@ export async function copyLocal(
   const existing = await statSize(exec, dst);
   if (existing !== undefined) {
     if (opts.claim && !(await ownsPath(exec, dst, opts.claim)))
-      throw new StalledError('DestinationExists', `${dst} exists on ${exec.label} and was not created by this migration`);
+      throw new StalledError(
+        'DestinationExists',
+        `${dst} exists on ${exec.label} and was not created by this migration`,
+      );
     const [a, b] = await Promise.all([sha256(exec, src), sha256(exec, dst)]);
     if (a === b) {
       await exec.run(['rm', '-f', '--', part]); // a link made, its part name not yet removed
@@ -180,7 +189,10 @@ export async function copyLocal(
     // a part of an interrupted run of ours is ours to remove; anything else there is not
     if ((await fileIdentity(exec, part)) !== undefined) {
       if (!(await ownsPath(exec, part, opts.claim)))
-        throw new StalledError('PartFileNotOwned', `${part} exists on ${exec.label} and was not created by this migration`);
+        throw new StalledError(
+          'PartFileNotOwned',
+          `${part} exists on ${exec.label} and was not created by this migration`,
+        );
       await exec.run(['rm', '-f', '--', part]);
     }
     await opts.claim.record(await createExclusive(exec, part));
@@ -244,11 +256,25 @@ export async function copyLocal(
     }
     digest = a;
   }
-  const linked = await exec.run(['sh', '-c', `part=$1 dst=$2\n${LINK_NO_REPLACE}\nsync -- "$3"`, 'vmplace-link', part, dst, posix.dirname(dst)], {
-    allowExitCodes: [4],
-  });
+  const linked = await exec.run(
+    [
+      'sh',
+      '-c',
+      `part=$1 dst=$2\n${LINK_NO_REPLACE}\nsync -- "$3"`,
+      'vmplace-link',
+      part,
+      dst,
+      posix.dirname(dst),
+    ],
+    {
+      allowExitCodes: [4],
+    },
+  );
   if (linked.exitCode === 4)
-    throw new StalledError('DestinationExists', `${dst} appeared on ${exec.label} during the copy; not replaced`);
+    throw new StalledError(
+      'DestinationExists',
+      `${dst} appeared on ${exec.label} during the copy; not replaced`,
+    );
   opts.onProgress?.(total, total);
   const result: CopyLocalResult = { bytes: total, alreadyDone: false, durationMs: Date.now() - t0 };
   if (digest !== undefined) result.sha256 = digest;

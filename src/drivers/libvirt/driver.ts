@@ -599,16 +599,24 @@ export class LibvirtDriver implements HypervisorDriver {
       // our own destination, made before libvirt writes to it: a rollback can prove it is ours
       const id = await this.fileIdentity(destPath);
       if (id !== undefined && !(await opts.claim.owns(id)))
-        throw new StalledError('DestinationExists', `${destPath} exists but was not created by this migration`);
+        throw new StalledError(
+          'DestinationExists',
+          `${destPath} exists but was not created by this migration`,
+        );
       if (id === undefined) await opts.claim.record(await this.createExclusive(destPath));
-      await this.run(this.exec, ['qemu-img', 'create', '-q', '-f', format, '--', destPath, String(opts.virtualBytes)], {
-        timeoutMs: this.quickMs,
-      });
+      await this.run(
+        this.exec,
+        ['qemu-img', 'create', '-q', '-f', format, '--', destPath, String(opts.virtualBytes)],
+        {
+          timeoutMs: this.quickMs,
+        },
+      );
       reuse = true;
     } else if (await this.fileExists(destPath)) {
       throw new StalledError('DestinationExists', `${destPath} exists but domain ${domain} does not use it`);
     }
-    if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `block copy of ${domain} ${target} cancelled`);
+    if (opts.signal?.aborted)
+      throw new VmplaceError('Cancelled', `block copy of ${domain} ${target} cancelled`);
     const job = new AbortController();
     const onAbort = (): void => {
       // the job lives in libvirtd: abort it there (no pivot: the disk stays on its source)
@@ -868,10 +876,14 @@ export class LibvirtDriver implements HypervisorDriver {
       const key = `${format}\0${file}`;
       let c = chains.get(key);
       if (!c) {
-        c = this.run(this.exec, ['qemu-img', 'info', '--output=json', '--backing-chain', '-U', '-f', format, '--', file], {
-          timeoutMs: this.quickMs,
-          allowExitCodes: [1],
-        }).then(
+        c = this.run(
+          this.exec,
+          ['qemu-img', 'info', '--output=json', '--backing-chain', '-U', '-f', format, '--', file],
+          {
+            timeoutMs: this.quickMs,
+            allowExitCodes: [1],
+          },
+        ).then(
           (r) => (r.exitCode === 0 ? chainFilesOf(r.stdout) : []),
           () => [],
         );

@@ -1,9 +1,8 @@
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fromPromise } from 'xstate';
 import { STEP_ACTORS, type StepActorName } from '../../../src/machine/migration-machine';
-import { runMigration, startMigration, type StepActors } from '../../../src/machine/runner';
+import { actorsFromSteps, runMigration, startMigration, type StepActors } from '../../../src/machine/runner';
 import { MigrationStore } from '../../../src/machine/store';
 import type { MigrationContext, MigrationInput, StepOutput } from '../../../src/machine/types';
 import { StalledError, VmplaceError } from '../../../src/errors';
@@ -20,27 +19,35 @@ const input: MigrationInput = {
   maxForwardAttempts: 2,
 };
 
-type Behaviour = (ctx: MigrationContext, call: number) => Promise<StepOutput> | StepOutput;
+type Behaviour = (
+  ctx: MigrationContext,
+  call: number,
+  signal: AbortSignal,
+) => Promise<StepOutput> | StepOutput;
 
-/** Stand-in actors that record the order of calls and do what `overrides` says. */
+/**
+ * Stand-in steps (FAKE: no hypervisor) that record the order of calls and do what `overrides`
+ * says, wrapped by the real `actorsFromSteps` (so `settleStep` waits for them as in production).
+ */
 function standIns(overrides: Partial<Record<StepActorName, Behaviour>> = {}) {
   const calls: StepActorName[] = [];
   const counts = new Map<StepActorName, number>();
-  const actors = Object.fromEntries(
-    STEP_ACTORS.map((name) => [
+  const steps = Object.fromEntries(
+    STEP_ACTORS.filter((n) => n !== 'settleStep').map((name) => [
       name,
-      fromPromise<StepOutput, MigrationContext>(async ({ input: ctx }) => {
+      async (ctx: MigrationContext, signal: AbortSignal): Promise<StepOutput> => {
         calls.push(name);
         const n = (counts.get(name) ?? 0) + 1;
         counts.set(name, n);
         const b = overrides[name];
-        if (b) return await b(ctx, n);
+        if (b) return await b(ctx, n, signal);
         if (name === 'preflight') return { effectiveStrategy: 'quick', memoryBytes: 1 };
         if (name === 'restoreVm') return { committed: true, pauseMs: 5 };
         return {};
-      }),
+      },
     ]),
-  ) as StepActors;
+  ) as Parameters<typeof actorsFromSteps>[0];
+  const actors: StepActors = actorsFromSteps(steps);
   return { actors, calls };
 }
 
@@ -211,6 +218,82 @@ describe('cancel and shutdown checkpoints', () => {
     expect(res.context.lastError?.reason).toBe('Cancelled');
     expect(calls).not.toContain('saveVm');
     expect(calls.at(-1)).toBe('rollBack');
+  });
+
+  it('a CANCEL waits for the running step to stop and settle before any rollback action', async () => {
+    const events: string[] = [];
+    let reached!: () => void;
+    const atCopy = new Promise<void>((r) => (reached = r));
+    const { actors } = standIns({
+      copyBase: (_ctx, _n, signal) =>
+        new Promise<StepOutput>((_resolve, reject) => {
+          reached();
+          signal.addEventListener('abort', () => {
+            events.push('copy aborted');
+            // undoing the copy in flight takes a while (kill rsync, abort a block job)
+            setTimeout(() => {
+              events.push('copy settled');
+              reject(new VmplaceError('Cancelled', 'cancelled'));
+            }, 50);
+          });
+        }),
+      rollBack: () => {
+        events.push('rollback');
+        return {};
+      },
+    });
+    const handle = startMigration({ input }, { actors, store });
+    await atCopy;
+    handle.cancel('desired placement changed');
+    const res = await handle.done;
+    expect(res.step).toBe('RolledBack');
+    expect(res.context.lastError?.reason).toBe('Cancelled');
+    expect(events).toEqual(['copy aborted', 'copy settled', 'rollback']);
+  });
+
+  it('a CANCEL that lands after a live pivot goes forward, never back', async () => {
+    let reached!: () => void;
+    const atCopy = new Promise<void>((r) => (reached = r));
+    const { actors, calls } = standIns({
+      preflight: () => ({ effectiveStrategy: 'live', memoryBytes: 1 }),
+      copyBase: (_ctx, _n, signal) =>
+        new Promise<StepOutput>((resolve) => {
+          reached();
+          // the mirror had already pivoted when the abort arrived
+          signal.addEventListener('abort', () =>
+            setTimeout(() => resolve({ committed: true, pauseMs: 0 }), 20),
+          );
+        }),
+    });
+    const handle = startMigration({ input }, { actors, store });
+    await atCopy;
+    handle.cancel('desired placement changed');
+    const res = await handle.done;
+    expect(res.step).toBe('Completed');
+    expect(calls).not.toContain('rollBack');
+    expect(calls).toContain('verifyTarget');
+  });
+
+  it('a migration persisted in Cancelling resumes into the rollback (nothing is in flight after a restart)', async () => {
+    let reached!: () => void;
+    const atCopy = new Promise<void>((r) => (reached = r));
+    const first = standIns({
+      copyBase: () => {
+        reached();
+        return new Promise<StepOutput>(() => undefined); // never settles: the process "dies"
+      },
+    });
+    const handle = startMigration({ input }, { actors: first.actors, store });
+    await atCopy;
+    handle.cancel('desired placement changed');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(handle.step()).toBe('Cancelling');
+    const { records } = await store.listActive();
+    const snapshot = JSON.parse(JSON.stringify(records[0]!.snapshot)) as unknown;
+    const second = standIns();
+    const res = await runMigration({ snapshot }, { actors: second.actors, store: new MigrationStore(dir) });
+    expect(res.step).toBe('RolledBack');
+    expect(second.calls).toEqual(['rollBack']);
   });
 
   it('a CANCEL after the VM was paused is ignored: the migration completes', async () => {
