@@ -53,14 +53,27 @@ export interface StepDeps {
   signal?: AbortSignal;
 }
 
+/** An ownership record written before the file is created; its identity is not known yet. */
+const PENDING_IDENTITY = 'pending';
+
 /** The proof of ownership of `path` on `host` for this migration's copies (see CopyClaim). */
 function claimFor(ctx: MigrationContext, deps: StepDeps, host: string, p: string): CopyClaim | undefined {
   const owned = deps.owned;
   if (!owned) return undefined;
   return {
+    intend: () => owned.record(ctx, { host, path: p, identity: PENDING_IDENTITY }),
     record: (identity) => owned.record(ctx, { host, path: p, identity }),
-    owns: async (identity) =>
-      (await owned.list(ctx)).some((r) => r.host === host && r.path === p && r.identity === identity),
+    owns: async (identity) => {
+      const recs = (await owned.list(ctx)).filter((r) => r.host === host && r.path === p);
+      if (recs.some((r) => r.identity === identity)) return true;
+      // created, then the process died before the identity was recorded: adopt (forward only;
+      // a rollback removes only recorded identities)
+      if (recs.length > 0 && recs.every((r) => r.identity === PENDING_IDENTITY)) {
+        await owned.record(ctx, { host, path: p, identity });
+        return true;
+      }
+      return false;
+    },
   };
 }
 
@@ -263,8 +276,10 @@ const preflight: Step = async (ctx, deps) => {
   // Space: the target holds every moved base and overlay (estimated by the headroom ratio)
   // and the memory state, plus the margin; the source holds the overlays.
   const need = new Map<string, number>();
+  // measured on the storage location (the VM's directory in it may not exist yet)
+  const rootOf = new Map(ctx.moves.map((m) => [m.target, m.toPath]));
   for (const d of disks) {
-    const dir = path.posix.dirname(d.dstPath);
+    const dir = rootOf.get(d.target) ?? path.posix.dirname(d.dstPath);
     const overlay = effective === 'quick' ? Math.ceil(d.virtualBytes * ctx.sourceHeadroomRatio) : 0;
     need.set(dir, (need.get(dir) ?? 0) + d.allocatedBytes + overlay);
   }

@@ -566,7 +566,10 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
         'PartFileNotOwned',
         `${part} exists on ${dstHost.label} and was not created by this migration`,
       );
-    if (partSize === undefined) await opts.claim.record(await createExclusive(dstHost, part));
+    if (partSize === undefined) {
+      await opts.claim.intend?.();
+      await opts.claim.record(await createExclusive(dstHost, part));
+    }
   }
   if (resumedFrom > total) {
     // longer than the source: not a prefix of it; start over (in the same file: its identity is recorded)

@@ -33,9 +33,17 @@ export const PART_SUFFIX = '.vmplace-part';
  * someone else's file that happens to have the name.
  */
 export interface CopyClaim {
+  /**
+   * durable before it resolves: this copy is about to create the file (a crash between the
+   * creation and `record` leaves a file the claim may then adopt, see `owns`)
+   */
+  intend?(): Promise<void>;
   /** durable before it resolves: this copy created the file of this identity */
   record(identity: string): Promise<void>;
-  /** was this identity recorded (by this migration, in any run)? */
+  /**
+   * was this identity recorded (by this migration, in any run)? May adopt (and record) a file
+   * whose creation was intended but whose identity never got recorded.
+   */
   owns(identity: string): boolean | Promise<boolean>;
 }
 
@@ -195,6 +203,7 @@ export async function copyLocal(
         );
       await exec.run(['rm', '-f', '--', part]);
     }
+    await opts.claim.intend?.();
     await opts.claim.record(await createExclusive(exec, part));
   } else {
     await exec.run(['rm', '-f', '--', part]);

@@ -215,6 +215,10 @@ async function expectNothingLost(v: Vm, host: LabHostName, files: string[]): Pro
   }
 }
 
+/** Where a moved disk lands on `host`'s local storage: the VM's own directory there (see targetDiskPath). */
+const movedTo = (v: Vm, host: LabHostName): string[] =>
+  v.disks.map((x) => path.posix.join(env.hosts[host].storage, v.name, path.posix.basename(x.file)));
+
 async function exists(p: string): Promise<boolean> {
   return fs.access(p).then(
     () => true,
@@ -257,7 +261,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
     expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
     const onHv2 = await d.hv2.getDomain(v.name);
     expect(onHv2?.persistent).toBe(true);
-    expect(onHv2?.disks.map((x) => x.path)).toEqual(v.disks.map((x) => x.file));
+    expect(onHv2?.disks.map((x) => x.path)).toEqual(movedTo(v, 'hv2'));
     for (const x of v.disks) expect(await exists(mgmtPath('hv1', x.file))).toBe(false);
     const s = await status(v);
     expect(s.phase).toBe('Placed');
@@ -270,11 +274,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       `cross-host move of a VM with a 1 GiB disk (512 MiB allocated) + 64 MiB disk: pause ${s.migration?.pauseMs} ms, ` +
         `migration ${total} ms, apply ${wall} ms, ${samples} samples of both hosts, never on both`,
     );
-    await expectNothingLost(
-      v,
-      'hv2',
-      v.disks.map((x) => x.file),
-    );
+    await expectNothingLost(v, 'hv2', movedTo(v, 'hv2'));
   });
 
   it('under ~10 MiB/s of guest writes, iterative delta rounds shrink the delta before the pause; nothing lost', async () => {
@@ -338,7 +338,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
     expect(s.migration?.pauseMs).toBeLessThan(1000);
     console.log(`live migration across hosts: QEMU downtime ${s.migration?.pauseMs} ms`);
     for (const x of v.disks) expect(await exists(mgmtPath('hv1', x.file))).toBe(false);
-    await expectNothingLost(v, 'hv2', [v.disks[0]!.file]);
+    await expectNothingLost(v, 'hv2', movedTo(v, 'hv2'));
   });
 
   it('moves only the state and the definition between hosts of one cluster when the disks stay on shared storage', async () => {

@@ -77,7 +77,7 @@ describe('single-host cases on real libvirt', () => {
     const res = await applyCli(f);
     expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr }).toEqual({ code: 0, stderr: '' });
     expect(await domState(f.vm)).toBe('shut off');
-    const want = f.disks.map((d) => path.join(f.storage.b, path.basename(d.path)));
+    const want = f.disks.map((d) => path.join(f.storage.b, f.vm, path.basename(d.path)));
     expect(await diskPaths(f.vm, true)).toEqual(want);
     for (const d of f.disks) expect(await exists(d.path)).toBe(false);
     const status = await readVmStatus(f);
@@ -86,7 +86,7 @@ describe('single-host cases on real libvirt', () => {
     expect(status.migration?.pauseMs).toBeUndefined();
     for (const d of f.disks) {
       const check = await verifyRecords(
-        path.join(f.storage.b, path.basename(d.path)),
+        path.join(f.storage.b, f.vm, path.basename(d.path)),
         d.target,
         acked.get(d.target) ?? 0,
       );
@@ -102,7 +102,7 @@ describe('single-host cases on real libvirt', () => {
     await writeManifests(f, 'b', '  strategy: live\n');
     const res = await applyCli(f);
     expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr }).toEqual({ code: 0, stderr: '' });
-    const want = f.disks.map((d) => path.join(f.storage.b, path.basename(d.path)));
+    const want = f.disks.map((d) => path.join(f.storage.b, f.vm, path.basename(d.path)));
     expect(await domState(f.vm)).toBe('running');
     expect(await diskPaths(f.vm)).toEqual(want);
     expect(await diskPaths(f.vm, true)).toEqual(want);
@@ -122,7 +122,7 @@ describe('single-host cases on real libvirt', () => {
     const acked = await ackedSequences(f.serialLog);
     for (const d of f.disks) {
       const check = await verifyRecords(
-        path.join(f.storage.b, path.basename(d.path)),
+        path.join(f.storage.b, f.vm, path.basename(d.path)),
         d.target,
         acked.get(d.target) ?? 0,
       );

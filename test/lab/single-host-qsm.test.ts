@@ -101,7 +101,7 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     expect(await domState(f.vm)).toBe('running');
     expect(await qemuProcessesOf(f.vm)).toBe(1);
     const paths = await diskPaths(f.vm);
-    const want = f.disks.map((d) => path.join(f.storage.b, path.basename(d.path)));
+    const want = f.disks.map((d) => path.join(f.storage.b, f.vm, path.basename(d.path)));
     expect(paths.live).toEqual(want);
     expect(paths.persistent).toEqual(want);
     for (const d of f.disks) expect(await exists(d.path)).toBe(false);
@@ -207,7 +207,7 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
       expect(await domState(f.vm)).toBe('running');
       expect(await qemuProcessesOf(f.vm)).toBe(1);
       const paths = await diskPaths(f.vm);
-      const want = f.disks.map((d) => path.join(f.storage.b, path.basename(d.path)));
+      const want = f.disks.map((d) => path.join(f.storage.b, f.vm, path.basename(d.path)));
       expect(paths).toEqual({ live: want, persistent: want });
       for (const d of f.disks) expect(await exists(d.path)).toBe(false);
       expect((await readVmStatus(f)).phase).toBe('Placed');

@@ -354,6 +354,7 @@ export class LibvirtDriver implements HypervisorDriver {
             `${d.path} exists on ${target.hostName} and was not created by this migration; not writing into it`,
           );
       } else {
+        await claim?.intend?.();
         const made = await target.createExclusive(d.path);
         await claim?.record(made);
       }
@@ -603,7 +604,10 @@ export class LibvirtDriver implements HypervisorDriver {
           'DestinationExists',
           `${destPath} exists but was not created by this migration`,
         );
-      if (id === undefined) await opts.claim.record(await this.createExclusive(destPath));
+      if (id === undefined) {
+        await opts.claim.intend?.();
+        await opts.claim.record(await this.createExclusive(destPath));
+      }
       await this.run(
         this.exec,
         ['qemu-img', 'create', '-q', '-f', format, '--', destPath, String(opts.virtualBytes)],
