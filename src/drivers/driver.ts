@@ -125,7 +125,7 @@ export interface HypervisorDriver {
     target: string,
     destPath: string,
     format: string,
-    opts?: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number },
+    opts?: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number },
   ): Promise<void>;
   /** qemu-img rebase -u: point `overlay` at `newBacking` without copying data */
   rebaseUnsafe(overlay: string, newBacking: string, backingFormat: string): Promise<void>;

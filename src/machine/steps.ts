@@ -611,6 +611,7 @@ async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepO
       await drv.blockCopy(ctx.vm, d.target, d.dstPath, d.format, {
         ...(claim ? { claim, virtualBytes: d.virtualBytes } : {}),
         ...(deps.signal && !committed ? { signal: deps.signal } : {}),
+        ...(deps.bwlimitKiBps ? { bandwidthMiBps: Math.max(1, deps.bwlimitKiBps / 1024) } : {}),
       });
     }
     // From the first pivot on the VM runs (partly) from the target: only forward.

@@ -271,7 +271,15 @@ export class Reconciler {
         this.views.set(vm, { step: result.step, context: result.context });
         if (!result.stopped) this.recordOutcome(vm, result);
         log.info(
-          { vm, migration: result.context.id, step: result.step, pauseMs: result.context.pauseMs },
+          {
+            vm,
+            migration: result.context.id,
+            step: result.step,
+            pauseMs: result.context.pauseMs,
+            ...(result.step !== 'Completed' && result.context.lastError
+              ? { reason: result.context.lastError.reason }
+              : {}),
+          },
           'migration finished',
         );
         this.deps.onFinished?.(vm, result);

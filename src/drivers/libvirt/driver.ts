@@ -589,7 +589,7 @@ export class LibvirtDriver implements HypervisorDriver {
     target: string,
     destPath: string,
     format: string,
-    opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number } = {},
+    opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number } = {},
   ): Promise<void> {
     await this.guard(destPath);
     if (await this.finishLeftoverJob(domain, target, 'Copy')) return;
@@ -645,6 +645,9 @@ export class LibvirtDriver implements HypervisorDriver {
           '--format',
           format,
           ...(reuse ? ['--reuse-external'] : []),
+          ...(opts.bandwidthMiBps
+            ? ['--bandwidth', String(Math.max(1, Math.floor(opts.bandwidthMiBps)))]
+            : []),
           '--pivot',
           '--wait',
           '--transient-job',
