@@ -214,6 +214,8 @@ export interface HypervisorDriver {
   checksum(path: string): Promise<string>;
   removeFile(path: string): Promise<void>;
   makeDir(path: string): Promise<void>;
+  /** remove a directory when it is empty; a directory with anything in it stays */
+  removeDirIfEmpty(path: string): Promise<void>;
 
   // ---- ownership and use (what may be deleted)
   /** `dev:ino` of the path itself (a symlink is not followed); undefined when nothing is there */

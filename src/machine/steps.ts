@@ -1201,6 +1201,9 @@ const rollBack: Step = async (ctx, deps) => {
   }
   if (ctx.srcStateFile && (ctx.copyState || ctx.srcStateFile !== ctx.stateFile))
     await remove(src, ctx.srcStateFile);
+  // the VM's directory on the target storage, when nothing is left in it
+  for (const dir of new Set(ctx.disks.map((d) => path.posix.dirname(d.dstPath))))
+    if (path.posix.basename(dir) === ctx.vm) await dst.removeDirIfEmpty(dir).catch(() => undefined);
   if (leftovers.length && ctx.lastError) {
     return {
       lastError: {

@@ -84,7 +84,11 @@ async function expectNothingLost(f: Fleet, dir: string): Promise<void> {
   for (const d of f.disks) {
     const upTo = acked.get(d.target) ?? 0;
     expect(upTo).toBeGreaterThan(5);
-    const image = path.join(dir, path.basename(d.path));
+    // moved disks live in the VM's own directory on b (see targetDiskPath); on a where they began
+    const image =
+      dir === f.storage.b
+        ? path.join(dir, f.vm, path.basename(d.path))
+        : path.join(dir, path.basename(d.path));
     const check = await verifyRecords(image, d.target, upTo);
     expect(check.bad).toEqual([]);
     expect(check.checked).toBe(upTo);
@@ -107,7 +111,10 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     for (const d of f.disks) expect(await exists(d.path)).toBe(false);
     // nothing of ours left behind on either storage
     expect((await fs.readdir(f.storage.a)).filter((n) => n.includes('vmplace'))).toEqual([]);
-    expect((await fs.readdir(f.storage.b)).sort()).toEqual(want.map((p) => path.basename(p)).sort());
+    expect(await fs.readdir(f.storage.b)).toEqual([f.vm]);
+    expect((await fs.readdir(path.join(f.storage.b, f.vm))).sort()).toEqual(
+      want.map((p) => path.basename(p)).sort(),
+    );
 
     const status = await readVmStatus(f);
     expect(status.phase).toBe('Placed');
@@ -144,10 +151,17 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
       if ((await persistedStep(f)) === 'CopyingBase') {
         // all that is free now but 24 MiB (the copy keeps writing meanwhile); the copies still
         // need ~100 MiB more at 16 MiB/s
-        const st = await fs.statfs(mnt);
-        const free = st.bavail * st.bsize;
-        await labRun('fallocate', ['-l', String(free - 24 * 1024 * 1024), path.join(mnt, 'ballast')]);
-        filled = true;
+        // (the copy goes on while fallocate zeroes its pages: on ENOSPC measure again, leave more)
+        for (let attempt = 0; attempt < 4 && !filled; attempt++) {
+          const st = await fs.statfs(mnt);
+          const free = st.bavail * st.bsize;
+          const res = await run('fallocate', [
+            '-l',
+            String(free - (24 + 16 * attempt) * 1024 * 1024),
+            path.join(mnt, 'ballast'),
+          ]);
+          filled = res.code === 0;
+        }
       } else await new Promise((r) => setTimeout(r, 10));
     }
     expect(filled).toBe(true);

@@ -832,6 +832,15 @@ export class LibvirtDriver implements HypervisorDriver {
     await this.run(this.exec, ['mkdir', '-p', '--', p], { timeoutMs: this.quickMs });
   }
 
+  /** `rmdir --ignore-fail-on-non-empty`: an empty directory goes, anything else stays. */
+  async removeDirIfEmpty(path: string): Promise<void> {
+    const p = await this.guard(path);
+    await this.run(this.exec, ['rmdir', '--ignore-fail-on-non-empty', '--', p], {
+      timeoutMs: this.quickMs,
+      allowExitCodes: [1],
+    });
+  }
+
   // ---------------------------------------------------------------- ownership and use
 
   async fileIdentity(path: string): Promise<string | undefined> {

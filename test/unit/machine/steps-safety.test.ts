@@ -102,6 +102,7 @@ class FakeHost {
         this.domains.get(n)!.autostart = on;
       },
       abortJobs: async () => undefined,
+      removeDirIfEmpty: async () => undefined,
       restore: async () => {
         this.calls.push('restore');
       },

@@ -70,6 +70,7 @@ class FakeHost {
       blockCommit: unsupported,
       blockCopy: unsupported,
       fileIdentity: unsupported,
+      removeDirIfEmpty: unsupported,
       createExclusive: unsupported,
       removeIfIdentity: unsupported,
       filesInUse: unsupported,
