@@ -17,6 +17,7 @@ import { ProgressView } from './progress';
 import { Daemon } from '../daemon/daemon';
 import { parseDuration } from '../daemon/duration';
 import type { DesiredState, Problem } from '../types';
+import { hostsSharingPath } from '../planner/shared-storage';
 
 /** Exit codes: 0 fine, 1 changes (plan --detailed-exitcode) or a failed/blocked migration, 2 bad input or error. */
 export const EXIT = { ok: 0, changes: 1, failed: 1, invalid: 2 } as const;
@@ -169,6 +170,7 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
               rewriteDiskPaths: drivers.rewriteDiskPaths,
               diskPathsOf: drivers.diskPathsOf,
               hostSpecFor: (h) => desired.hosts.get(h)?.spec,
+              sharedWith: (h, p) => hostsSharingPath(desired, h, p),
               ...(settings.limits.bandwidthBytesPerSecond
                 ? { bwlimitKiBps: Math.max(1, Math.floor(settings.limits.bandwidthBytesPerSecond / 1024)) }
                 : {}),

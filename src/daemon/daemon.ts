@@ -14,6 +14,7 @@ import { startHttpServer, type HttpServer } from './http';
 import { acquireLock, workdirLockLocation, type Lock } from './lock';
 import { DaemonMetrics, type MigrationResult } from './metrics';
 import { watchManifests, type ManifestWatcher } from './watch';
+import { hostsSharingPath } from '../planner/shared-storage';
 
 export interface DaemonOptions {
   repo: string;
@@ -89,6 +90,7 @@ export class Daemon {
         rewriteDiskPaths: (x, p) => this.drivers!.rewriteDiskPaths(x, p),
         diskPathsOf: (x) => this.drivers!.diskPathsOf(x),
         hostSpecFor: (h) => this.desired?.hosts.get(h)?.spec,
+        sharedWith: (h, p) => (this.desired ? hostsSharingPath(this.desired, h, p) : []),
       },
       onFinished: (vm, result) => {
         if (result.stopped) return;

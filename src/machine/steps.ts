@@ -5,7 +5,7 @@ import type { DomainInfo, HypervisorDriver } from '../drivers/driver';
 import { targetReachable } from '../transfer/between-hosts';
 import type { HostSpec, SshSpec } from '../types';
 import { type CopyClaim, PART_SUFFIX } from '../transfer/copy-local';
-import { targetDiskPath } from '../planner/target-path';
+import { namingDiskPaths, targetDiskPath } from '../planner/target-path';
 import type { OwnedFile } from './store';
 import type { StepActorName } from './migration-machine';
 import { actorsFromSteps, type StepActors, type StepFn } from './runner';
@@ -28,6 +28,8 @@ export interface StepDeps {
   stopping?(): boolean;
   /** bandwidth limit for copies, KiB/s */
   bwlimitKiBps?: number;
+  /** the other hosts that see the file `path` of `host` (its cluster's shared storage) */
+  sharedWith?(host: string, path: string): string[];
   /** a host's manifest spec: how other hosts reach it for copies (transferAddress, ssh) */
   hostSpecFor?(host: string): HostSpec | undefined;
   /** write-ahead intents (see MigrationStore.markIntent); without them rollback trusts only what it sees */
@@ -75,6 +77,28 @@ function claimFor(ctx: MigrationContext, deps: StepDeps, host: string, p: string
       return false;
     },
   };
+}
+
+/**
+ * Who uses each of `paths` of `host`: every domain on that host, and for files on storage the
+ * host shares with its cluster, every domain on those hosts too (named `domain@host`).
+ */
+async function usersOf(
+  deps: StepDeps,
+  host: string,
+  paths: readonly string[],
+): Promise<Map<string, Set<string>>> {
+  const out = new Map<string, Set<string>>();
+  for (const [p, users] of await deps.driverFor(host).filesInUse()) out.set(p, new Set(users));
+  const peers = new Set(paths.flatMap((p) => deps.sharedWith?.(host, p) ?? []));
+  for (const peer of peers) {
+    const seen = await deps.driverFor(peer).filesInUse();
+    for (const p of paths) {
+      if (!(deps.sharedWith?.(host, p) ?? []).includes(peer)) continue;
+      for (const u of seen.get(p) ?? []) out.set(p, new Set([...(out.get(p) ?? []), `${u}@${peer}`]));
+    }
+  }
+  return out;
 }
 
 /** Stop here when the migration was cancelled (between the parts of a long step). */
@@ -195,10 +219,16 @@ const preflight: Step = async (ctx, deps) => {
   }
 
   const disks: DiskMove[] = [];
-  const vmDiskPaths = dom.disks.map((x) => x.path).filter((x): x is string => x !== undefined);
+  const vmDiskPaths = namingDiskPaths(dom.disks);
   // Files of this VM that another domain on the source host uses (a linked clone's base, an
   // image shared read-only): moving them would delete them under that domain.
-  const inUse = ctx.moves.some((m) => !m.stays) ? await src.filesInUse() : new Map<string, Set<string>>();
+  const inUse = ctx.moves.some((m) => !m.stays)
+    ? await usersOf(
+        deps,
+        ctx.fromHost,
+        dom.disks.flatMap((x) => (x.path ? [x.path] : [])),
+      )
+    : new Map<string, Set<string>>();
   for (const m of ctx.moves) {
     const d = diskOf(dom, m.target);
     if (!d) throw new StalledError('DiskNotFound', `${ctx.vm} has no disk ${m.target}`);
@@ -1017,7 +1047,12 @@ const cleanUpSource: Step = async (ctx, deps) => {
   }
   // Right before deleting: every file any domain on the source host refers to (the VM's own
   // definitions there included, on one host) is kept; a shared or linked-clone base stays.
-  const inUse = await src.filesInUse();
+  const rounds0 = Array.from({ length: ctx.rounds ?? 1 }, (_, i) => i + 1);
+  const inUse = await usersOf(
+    deps,
+    ctx.fromHost,
+    ctx.disks.flatMap((d) => [d.srcPath, ...rounds0.map((r) => srcOverlayAt(ctx, d, r))]),
+  );
   const usedBy = (p: string): string[] => [...(inUse.get(p) ?? [])].sort();
   for (const d of ctx.disks) {
     const users = usedBy(d.srcPath);

@@ -57,3 +57,17 @@ export function findPathCollisions(
   }
   return out.sort((a, b) => `${a.scope}/${a.path}`.localeCompare(`${b.scope}/${b.path}`));
 }
+
+/**
+ * The paths of a VM's disks that {@link targetDiskPath} compares names with: disks and LUNs
+ * (not cdroms or floppies), a file's path or a block device's, absolute ones only. The same
+ * set observation records as the placement, so the plan and the migration agree on names.
+ */
+export function namingDiskPaths(
+  disks: readonly { device: string; type: string; path?: string; sourceDev?: string }[],
+): string[] {
+  return disks
+    .filter((d) => d.device === 'disk' || d.device === 'lun')
+    .map((d) => (d.type === 'file' ? (d.path ?? '') : d.type === 'block' ? (d.sourceDev ?? '') : ''))
+    .filter((p) => p.startsWith('/'));
+}
