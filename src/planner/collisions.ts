@@ -40,51 +40,70 @@ export function checkTargetPaths(
   actual: ActualState,
   drafts: readonly MoveDraft[],
 ): Map<string, Map<string, string>> {
-  const draftOf = new Map(drafts.map((d) => [d.diff.vm, d]));
   const toPaths = new Map<string, Map<string, string>>();
   const entries: { vm: string; target: string; scope: string; path: string }[] = [];
   /** `scope\0path\0vm\0target` of every disk planned to move onto `path` */
   const movedThere = new Set<string>();
-  const key = (scope: string, p: string) => `${scope}\0${p}`;
+  const key = (scope: string, p: string, vm: string, target: string) => `${scope}\0${p}\0${vm}\0${target}`;
 
-  for (const name of [...actual.vms.keys()].sort()) {
-    const placement = actual.vms.get(name)!.placement;
+  // 1. Where the planned moves land.
+  for (const draft of drafts) {
+    const name = draft.diff.vm;
+    const placement = actual.vms.get(name)?.placement;
     if (placement === undefined) continue;
-    const draft = draftOf.get(name);
     const allPaths = placement.disks.map((d) => d.path);
     const mine = new Map<string, string>();
-    for (const disk of placement.disks) {
-      const current = path.posix.normalize(disk.path);
-      const currentScope = scopeOf(topology.locate(placement.host, current), placement.host);
-      entries.push({ vm: name, target: disk.target, scope: currentScope, path: current });
-      const move = draft?.diff.disks.find((d) => d.target === disk.target);
-      if (move === undefined || move.to === undefined) continue;
+    toPaths.set(name, mine);
+    for (const move of draft.diff.disks) {
+      const disk = placement.disks.find((d) => d.target === move.target);
+      if (disk === undefined || move.to === undefined) continue;
       if (!move.dataMoves) {
-        mine.set(disk.target, disk.path);
+        mine.set(move.target, disk.path);
         continue;
       }
-      const to = targetDiskPath(name, disk.target, disk.path, move.to.path, allPaths);
-      mine.set(disk.target, to);
-      const toScope = scopeOf(move.to, draft!.diff.toHost);
+      const to = targetDiskPath(name, move.target, disk.path, move.to.path, allPaths);
+      mine.set(move.target, to);
+      const toScope = scopeOf(move.to, draft.diff.toHost);
+      const current = normalise(disk.path);
       // already there (a status that names the wrong storage): Preflight treats it as staying
-      if (toScope === currentScope && to === current) continue;
-      entries.push({ vm: name, target: disk.target, scope: toScope, path: to });
-      movedThere.add(`${key(toScope, to)}\0${name}\0${disk.target}`);
+      if (to === current && toScope === scopeOf(topology.locate(placement.host, current), placement.host))
+        continue;
+      entries.push({ vm: name, target: move.target, scope: toScope, path: to });
+      movedThere.add(key(toScope, to, name, move.target));
     }
-    if (draft !== undefined) toPaths.set(name, mine);
+  }
+  if (entries.length === 0) return toPaths;
+  const draftOf = new Map(drafts.map((d) => [d.diff.vm, d]));
+
+  // 2. Every disk of the fleet whose current file has one of those paths (the scope decides).
+  const targetPaths = new Set(entries.map((e) => e.path));
+  for (const [name, status] of actual.vms) {
+    const placement = status.placement;
+    if (placement === undefined) continue;
+    for (const disk of placement.disks) {
+      const current = normalise(disk.path);
+      if (!targetPaths.has(current)) continue;
+      const scope = scopeOf(topology.locate(placement.host, current), placement.host);
+      entries.push({ vm: name, target: disk.target, scope, path: current });
+    }
   }
 
   for (const c of findPathCollisions(entries)) {
-    const arriving = c.disks.filter((d) => movedThere.has(`${key(c.scope, c.path)}\0${d.vm}\0${d.target}`));
-    if (arriving.length === 0) continue;
-    const parts = c.disks.map((d) => {
-      const moves = movedThere.has(`${key(c.scope, c.path)}\0${d.vm}\0${d.target}`);
-      return `${d.vm} disk ${d.target} ${moves ? 'would be moved there' : 'is there now'}`;
-    });
+    const moves = (d: { vm: string; target: string }) => movedThere.has(key(c.scope, c.path, d.vm, d.target));
+    if (!c.disks.some(moves)) continue;
+    const parts = c.disks.map(
+      (d) => `${d.vm} disk ${d.target} ${moves(d) ? 'would be moved there' : 'is there now'}`,
+    );
     const message = `${c.path} on ${c.scope} would be used by two disks: ${parts.join(', ')}; vmplace never moves a disk onto a file another disk uses`;
-    for (const vm of new Set(c.disks.map((d) => d.vm))) {
+    for (const vm of new Set(c.disks.map((d) => d.vm)))
       draftOf.get(vm)?.findings.push({ severity: 'error', reason: 'TargetPathCollision', message });
-    }
   }
   return toPaths;
+}
+
+/** `path.posix.normalize`, skipped for the common already-normal absolute path. */
+function normalise(p: string): string {
+  return p.includes('//') || p.includes('/.') || (p.endsWith('/') && p.length > 1)
+    ? path.posix.normalize(p)
+    : p;
 }
