@@ -162,6 +162,11 @@ export interface VirtualMachineStatus {
   metadata: { name: string };
   observedRevision?: string;
   placement?: Placement;
+  /**
+   * Hosts on which a domain of this name is defined, sorted; written only when there is more
+   * than one (a stale copy that could start a second instance). The planner blocks its moves.
+   */
+  definedOn?: string[];
   phase: Phase;
   conditions: Condition[];
   migration?: MigrationStatus;
@@ -205,6 +210,12 @@ export interface PlannedDiskMove {
   to: string;
   /** allocated bytes that will be copied (0 when the disk stays on shared storage) */
   bytes: number;
+  /**
+   * The file the disk will be at after the move (see `targetDiskPath`): `<location>/<vm>/<file>`
+   * when its data moves, its current path when it stays on shared storage; absent when the
+   * desired storage resolves nowhere.
+   */
+  toPath?: string;
 }
 
 export interface PlannedMigration {
@@ -222,12 +233,19 @@ export interface PlannedMigration {
   order: number;
 }
 
+/** A finding about a VM that has no migration in the plan (unchanged or suspended). */
+export interface VmFinding extends Finding {
+  vm: string;
+}
+
 export interface Plan {
   revision?: string;
   migrations: PlannedMigration[];
   unchanged: string[];
   unknown: string[];
   suspended: string[];
+  /** findings about VMs outside every migration (e.g. an unchanged VM defined on two hosts) */
+  findings?: VmFinding[];
 }
 
 export interface PlanPolicy {

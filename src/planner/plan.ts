@@ -15,6 +15,8 @@ import {
   type VirtualMachine,
 } from '../types';
 import { formatBytes } from './bytes';
+import { checkTargetPaths } from './collisions';
+import { definedOnFindings } from './defined-on';
 import { diffPlacement, type PlacementDiff } from './diff';
 import { orderBySpace, type OrderItem, type OrderOutcome, type SpaceNeed } from './order';
 import { describeLocation, Topology, type Location } from './topology';
@@ -93,6 +95,9 @@ export function planMigrations(
     }
     drafts.push(draftMigration(topology, vm, diff, placement.memoryBytes, pol));
   }
+  // Fleet-wide checks, before ordering so that what they block takes no space.
+  const toPaths = checkTargetPaths(topology, actual, drafts);
+  plan.findings = definedOnFindings(actual, drafts, [...plan.unchanged, ...plan.suspended]);
 
   // Order everything not already blocked by an error finding.
   const orderable: Draft[] = [];
@@ -132,7 +137,7 @@ export function planMigrations(
   for (const d of drafts) if (!orderOf.has(d)) orderOf.set(d, ++next);
 
   plan.migrations = drafts
-    .map((d) => toPlannedMigration(d, orderOf.get(d)!))
+    .map((d) => toPlannedMigration(d, orderOf.get(d)!, toPaths.get(d.vm.metadata.name)))
     .sort((a, b) => a.order - b.order || (a.vm < b.vm ? -1 : a.vm > b.vm ? 1 : 0));
   return plan;
 }
@@ -316,7 +321,11 @@ function orderFindings(
   }
 }
 
-function toPlannedMigration(d: Draft, order: number): PlannedMigration {
+function toPlannedMigration(
+  d: Draft,
+  order: number,
+  toPaths?: ReadonlyMap<string, string>,
+): PlannedMigration {
   return {
     vm: d.vm.metadata.name,
     kind: d.kind,
@@ -328,6 +337,7 @@ function toPlannedMigration(d: Draft, order: number): PlannedMigration {
       from: disk.fromName,
       to: disk.toName,
       bytes: disk.bytes,
+      ...(toPaths?.has(disk.target) ? { toPath: toPaths.get(disk.target)! } : {}),
     })),
     stateOnly: d.diff.stateOnly,
     blocked: d.findings.some((f) => f.severity === 'error'),

@@ -2,7 +2,7 @@
  * Plan renderers: stable JSON (schemas/plan.schema.json), a terminal table, and a markdown PR
  * comment. Pure string building; callers decide where the text goes.
  */
-import type { Finding, Plan, PlannedMigration } from '../types';
+import type { Finding, Plan, PlannedMigration, VmFinding } from '../types';
 import { formatBytes } from './bytes';
 
 export { planHasChanges } from './plan';
@@ -15,6 +15,8 @@ export interface PlanDocument {
   unchanged: string[];
   unknown: string[];
   suspended: string[];
+  /** findings about VMs without a migration (e.g. an unchanged VM defined on two hosts) */
+  findings: VmFinding[];
 }
 
 /** The plan as a plain object with a fixed key order (see `schemas/plan.schema.json`). */
@@ -27,7 +29,13 @@ export function toPlanDocument(plan: Plan): PlanDocument {
       strategy: m.strategy,
       from: { host: m.from.host },
       to: { host: m.to.host },
-      disks: m.disks.map((d) => ({ target: d.target, from: d.from, to: d.to, bytes: d.bytes })),
+      disks: m.disks.map((d) => ({
+        target: d.target,
+        from: d.from,
+        to: d.to,
+        ...(d.toPath === undefined ? {} : { toPath: d.toPath }),
+        bytes: d.bytes,
+      })),
       stateOnly: m.stateOnly,
       blocked: m.blocked,
       findings: m.findings.map((f) => ({ severity: f.severity, reason: f.reason, message: f.message })),
@@ -36,6 +44,12 @@ export function toPlanDocument(plan: Plan): PlanDocument {
     unchanged: [...plan.unchanged],
     unknown: [...plan.unknown],
     suspended: [...plan.suspended],
+    findings: (plan.findings ?? []).map((f) => ({
+      vm: f.vm,
+      severity: f.severity,
+      reason: f.reason,
+      message: f.message,
+    })),
   };
 }
 
@@ -93,12 +107,13 @@ function disksText(m: PlannedMigration): string {
   return m.disks.map((d) => d.target).join(',');
 }
 
-/** Findings of all migrations, errors first, then by migration order. */
+/** Findings of all migrations, errors first, then by migration order; then those of other VMs. */
 function allFindings(plan: Plan): { vm: string; finding: Finding }[] {
   const rank = { error: 0, warning: 1, info: 2 } as const;
   const out: { vm: string; finding: Finding; order: number }[] = [];
   for (const m of plan.migrations)
     for (const f of m.findings) out.push({ vm: m.vm, finding: f, order: m.order });
+  for (const { vm, ...f } of plan.findings ?? []) out.push({ vm, finding: f, order: Infinity });
   out.sort((a, b) => rank[a.finding.severity] - rank[b.finding.severity] || a.order - b.order);
   return out;
 }
@@ -138,6 +153,7 @@ export function renderPlanTable(plan: Plan): string {
       );
       lines.push(cells.join('  ').trimEnd());
     }
+    lines.push(...targetPathLines(plan));
   } else {
     lines.push('No migrations.');
   }
@@ -157,6 +173,19 @@ export function renderPlanTable(plan: Plan): string {
   if (plan.suspended.length > 0) lines.push('', `Suspended: ${oneLine(plan.suspended.join(', '))}`);
   lines.push('', `Plan: ${summarizePlan(plan)}.`);
   return `${lines.join('\n')}\n`;
+}
+
+/** `Target paths:` then one aligned `vm  disk  path` line per disk of a move that copies data. */
+function targetPathLines(plan: Plan): string[] {
+  const rows = plan.migrations.flatMap((m) =>
+    (m.stateOnly ? [] : m.disks).flatMap((d) =>
+      d.toPath === undefined ? [] : [[oneLine(m.vm), oneLine(d.target), oneLine(d.toPath)]],
+    ),
+  );
+  if (rows.length === 0) return [];
+  const w0 = Math.max(...rows.map((r) => r[0]!.length));
+  const w1 = Math.max(...rows.map((r) => r[1]!.length));
+  return ['', 'Target paths:', ...rows.map(([vm, t, p]) => `  ${vm!.padEnd(w0)}  ${t!.padEnd(w1)}  ${p!}`)];
 }
 
 /** GitHub's comment limit is 65,536; stay clearly below it. */
@@ -221,7 +250,11 @@ export function renderPlanMarkdown(plan: Plan): string {
     const disks = m.stateOnly
       ? 'state only'
       : m.disks
-          .map((d) => `${escapeMarkdown(d.target)}: ${escapeMarkdown(d.from)} → ${escapeMarkdown(d.to)}`)
+          .map(
+            (d) =>
+              `${escapeMarkdown(d.target)}: ${escapeMarkdown(d.from)} → ${escapeMarkdown(d.to)}` +
+              (d.toPath === undefined ? '' : ` (${escapeMarkdown(d.toPath)})`),
+          )
           .join('<br>');
     const status = m.blocked ? '**blocked**' : escapeMarkdown(statusText(m));
     const cells = [

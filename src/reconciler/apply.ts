@@ -230,6 +230,8 @@ export function toActual(obs: Observation, previous: ActualState): ActualState {
       phase: 'Unknown',
       conditions: [],
       placement: o.placement,
+      // a second definition blocks every move of the VM (DefinedOnSeveralHosts)
+      ...(o.definedOn.length > 1 ? { definedOn: [...o.definedOn] } : {}),
     });
   }
   // a host that could not be observed keeps its last known status

@@ -159,6 +159,7 @@ export function composeVmStatus(input: ComposeInput): VirtualMachineStatus {
   };
   if (input.revision) status.observedRevision = input.revision;
   if (observed?.placement) status.placement = observed.placement;
+  if (observed && observed.definedOn.length > 1) status.definedOn = [...observed.definedOn];
   if (migration) status.migration = migrationStatus(migration);
   else if (input.previous?.migration) status.migration = input.previous.migration;
   return status;

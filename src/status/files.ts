@@ -137,6 +137,7 @@ const VM_SHAPE: Shape = {
     'metadata',
     'observedRevision',
     'placement',
+    'definedOn',
     'phase',
     'conditions',
     'migration',

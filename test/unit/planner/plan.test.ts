@@ -76,7 +76,9 @@ describe('planMigrations: kinds and disk moves', () => {
         kind: 'same-host',
         stateOnly: false,
         fromHost: 'hv-a',
-        disks: [{ target: 'vda', from: 'local', to: 'csv', bytes: 3 * GiB }],
+        disks: [
+          { target: 'vda', from: 'local', to: 'csv', toPath: `${CSV1}/db-01/db.qcow2`, bytes: 3 * GiB },
+        ],
       },
     ],
     [
@@ -86,7 +88,9 @@ describe('planMigrations: kinds and disk moves', () => {
         kind: 'cross-host',
         stateOnly: false,
         fromHost: 'hv-a',
-        disks: [{ target: 'vda', from: 'local', to: 'local', bytes: 3 * GiB }],
+        disks: [
+          { target: 'vda', from: 'local', to: 'local', toPath: `${LOCAL}/db-01/db.qcow2`, bytes: 3 * GiB },
+        ],
       },
     ],
     [
@@ -96,7 +100,9 @@ describe('planMigrations: kinds and disk moves', () => {
         kind: 'cross-host',
         stateOnly: false,
         fromHost: 'hv-a',
-        disks: [{ target: 'vda', from: 'csv', to: 'local', bytes: 1 * GiB }],
+        disks: [
+          { target: 'vda', from: 'csv', to: 'local', toPath: `${LOCAL}/db-01/db.qcow2`, bytes: 1 * GiB },
+        ],
       },
     ],
     [
@@ -106,7 +112,9 @@ describe('planMigrations: kinds and disk moves', () => {
         kind: 'cross-cluster',
         stateOnly: false,
         fromHost: 'hv-a',
-        disks: [{ target: 'vda', from: 'csv', to: 'csv', bytes: 4 * GiB }],
+        disks: [
+          { target: 'vda', from: 'csv', to: 'csv', toPath: '/cluster/c2/csv/db-01/db.qcow2', bytes: 4 * GiB },
+        ],
       },
     ],
     [
@@ -121,7 +129,7 @@ describe('planMigrations: kinds and disk moves', () => {
         kind: 'cross-host',
         stateOnly: true,
         fromHost: 'hv-a',
-        disks: [{ target: 'vda', from: 'csv', to: 'csv', bytes: 0 }],
+        disks: [{ target: 'vda', from: 'csv', to: 'csv', toPath: `${CSV1}/db.qcow2`, bytes: 0 }],
       },
     ],
     [
@@ -143,8 +151,8 @@ describe('planMigrations: kinds and disk moves', () => {
         stateOnly: false,
         fromHost: 'hv-a',
         disks: [
-          { target: 'vda', from: 'csv', to: 'csv', bytes: 0 },
-          { target: 'vdb', from: 'local', to: 'local', bytes: 1 * GiB },
+          { target: 'vda', from: 'csv', to: 'csv', toPath: `${CSV1}/os.qcow2`, bytes: 0 },
+          { target: 'vdb', from: 'local', to: 'local', toPath: `${LOCAL}/db-01/data.qcow2`, bytes: 1 * GiB },
         ],
       },
     ],
@@ -160,7 +168,9 @@ describe('planMigrations: kinds and disk moves', () => {
         kind: 'same-host',
         stateOnly: false,
         fromHost: 'hv-a',
-        disks: [{ target: 'vdb', from: 'local', to: 'csv', bytes: 5 * GiB }],
+        disks: [
+          { target: 'vdb', from: 'local', to: 'csv', toPath: `${CSV1}/db-01/data.qcow2`, bytes: 5 * GiB },
+        ],
       },
     ],
   ])('%s', (_title, vmCase, expected) => {
@@ -637,6 +647,8 @@ describe('planMigrations: shared storage with a separate cluster path', () => {
     const m = only(planFleet([{ name: 'a', to: ['hv-c', 'csv'], at: ['hv-b', [csv1('a.qcow2')]] }]));
     expect(m.stateOnly).toBe(false);
     expect(m.kind).toBe('cross-cluster');
-    expect(m.disks).toEqual([{ target: 'vda', from: 'csv', to: 'csv', bytes: 2 * GiB }]);
+    expect(m.disks).toEqual([
+      { target: 'vda', from: 'csv', to: 'csv', toPath: '/cluster/c2/csv/a/a.qcow2', bytes: 2 * GiB },
+    ]);
   });
 });

@@ -238,6 +238,35 @@ describe('reconciler (fake hypervisor, stand-in steps)', () => {
     expect(calls).not.toContain('vm-0:rollBack');
     expect(calls).toContain('vm-0:cleanUpSource');
   });
+
+  it('starts no migration of a VM defined on two hosts, and says so in its status', async () => {
+    // both hosts' fake drivers list the same domain: vm-0 is defined on hv and on hv2
+    const fake = new FakeHost();
+    fake.domains.set('vm-0', { disks: [{ target: 'vda', path: '/srv/a/vm-0.qcow2' }] });
+    const desired = desiredState([
+      host('hv', { storage: { a: '/srv/a', b: '/srv/b' } }),
+      host('hv2', { storage: { a: '/srv/a', b: '/srv/b' } }),
+      vm('vm-0', 'hv', 'b'),
+    ]);
+    const calls: string[] = [];
+    const store = new MigrationStore(dir);
+    await store.init();
+    const rec = new Reconciler({
+      driverFor: (h) => (h === 'hv' || h === 'hv2' ? fake.driver(h) : undefined),
+      store,
+      stepDeps: { rewriteDiskPaths: (x) => x, diskPathsOf: () => ({}) },
+      logger: pino({ level: 'silent' }),
+      actorsFor: stepsFor(fake, new Map(), calls),
+    });
+    const res = await rec.pass({ desired, previous, settings: defaultSettings() });
+    expect(res.started).toEqual([]);
+    expect(res.plan.migrations.map((m) => [m.vm, m.blocked])).toEqual([['vm-0', true]]);
+    const status = res.statuses.find((s) => s.metadata.name === 'vm-0')!;
+    expect(status.definedOn).toEqual(['hv', 'hv2']);
+    expect(status.phase).toBe('Blocked');
+    expect(status.conditions[0]!.reason).toBe('DefinedOnSeveralHosts');
+    expect(calls).toEqual([]);
+  });
 });
 
 describe('maintenance windows', () => {

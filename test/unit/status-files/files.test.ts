@@ -224,6 +224,18 @@ describe('renderStatusYaml', () => {
     expect(problems).toEqual([]);
     expect(state.vms.get('demo')).toEqual(s);
   });
+
+  it('keeps definedOn (a VM defined on two hosts) after the placement, through write and read', async () => {
+    const s = vmStatus('demo', { definedOn: ['lab', 'lab2'] });
+    const repo = makeRepo();
+    await writeStatusFiles(repo, { vms: [s] });
+    expect(fs.readFileSync(path.join(repo, 'status/vms/demo.yaml'), 'utf8')).toContain(
+      '      allocatedBytes: 1610612736\ndefinedOn:\n  - lab\n  - lab2\nphase: Placed\n',
+    );
+    const { state, problems } = await loadActualState(repo);
+    expect(problems).toEqual([]);
+    expect(state.vms.get('demo')).toEqual(s);
+  });
 });
 
 describe('writeStatusFiles', () => {
