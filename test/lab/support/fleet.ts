@@ -55,7 +55,13 @@ ${extra}`;
  */
 export async function makeFleet(
   name: string,
-  opts: { diskBytes?: number; fillBytes?: number; storageB?: string; rateHz?: number } = {},
+  opts: {
+    diskBytes?: number;
+    fillBytes?: number;
+    storageB?: string;
+    rateHz?: number;
+    bulkMiBps?: number;
+  } = {},
 ): Promise<Fleet> {
   const root = await labTempDir(`${name}-`);
   const f: Fleet = {
@@ -85,6 +91,7 @@ export async function makeFleet(
     serialLog: f.serialLog,
     memoryMiB: 128,
     rateHz: opts.rateHz ?? 20,
+    ...(opts.bulkMiBps ? { bulkMiBps: opts.bulkMiBps } : {}),
   });
   return f;
 }
