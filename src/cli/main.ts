@@ -104,7 +104,8 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         const { settings, problems: settingsProblems } = await loadSettings(root);
         const problems = [...desired.problems, ...actual.problems, ...settingsProblems];
         printProblems(io, problems);
-        if (problems.length) return setExit(EXIT.invalid);
+        // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
+        if (problems.length || !settings) return setExit(EXIT.invalid);
         const plan = planMigrations(desired, actual.state, settings.policy, {
           revision: await gitRevision(root),
         });
@@ -145,7 +146,8 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         const { settings, problems: settingsProblems } = await loadSettings(root);
         const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
         printProblems(io, problems);
-        if (problems.length) return setExit(EXIT.invalid);
+        // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
+        if (problems.length || !settings) return setExit(EXIT.invalid);
         if (!opts.yes && !io.isTTY) {
           io.err('vmplace apply: not a terminal; pass --yes to migrate without asking\n');
           return setExit(EXIT.invalid);

@@ -54,7 +54,8 @@ export async function watchManifests(
     const rel = path.relative(manifests, abs);
     return rel.split(path.sep).some((seg) => seg.startsWith('.'));
   };
-  const watcher = watch(roots, { ignoreInitial: true, ignored, persistent: true });
+  // a link in the working copy is watched as a link, never followed out of it
+  const watcher = watch(roots, { ignoreInitial: true, ignored, persistent: true, followSymlinks: false });
 
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
