@@ -63,14 +63,19 @@ export async function watchManifests(
     timer = undefined;
     if (!closed) onChange();
   };
+  // chokidar reports a link found by the initial scan as added even with ignoreInitial
+  let ready = false;
   watcher.on('all', () => {
-    if (closed) return;
+    if (closed || !ready) return;
     if (timer) clearTimeout(timer);
     timer = setTimeout(fire, debounceMs);
   });
 
   await new Promise<void>((resolve, reject) => {
-    watcher.once('ready', resolve);
+    watcher.once('ready', () => {
+      ready = true;
+      resolve();
+    });
     watcher.once('error', reject);
   });
   return {
