@@ -157,7 +157,13 @@ describe('committed symbolic links in status/', () => {
       fs.symlinkSync(outside, path.join(human, 'status', 'hosts'));
     });
     const { logger } = memoryLogger();
-    const sync = new GitSync({ repo: remote, branch: 'main', workdir: path.join(root, 'wd'), author: BOT, logger });
+    const sync = new GitSync({
+      repo: remote,
+      branch: 'main',
+      workdir: path.join(root, 'wd'),
+      author: BOT,
+      logger,
+    });
     await sync.sync();
     await expect(
       sync.commitStatus(async (wd) => {
@@ -210,7 +216,9 @@ describe('vmplace.yaml in the clone', () => {
   });
 
   it('an unreadable vmplace.yaml before any good read starts nothing (suspend: true)', async () => {
-    const { root, remote } = remoteWith((h) => fs.writeFileSync(path.join(h, 'vmplace.yaml'), 'suspend: [\n'));
+    const { root, remote } = remoteWith((h) =>
+      fs.writeFileSync(path.join(h, 'vmplace.yaml'), 'suspend: [\n'),
+    );
     const run = await startDaemon(root, remote);
     await run.passes(1);
     await run.daemon.stop();
