@@ -221,12 +221,20 @@ export interface PlannedMigration {
   order: number;
 }
 
+/** A finding about the planner's input rather than one migration: status, the base ref. */
+export interface PlanFinding extends Finding {
+  /** what it is about: `VirtualMachine/web-01`, `Host/hv-a`, `status/` */
+  subject: string;
+}
+
 export interface Plan {
   revision?: string;
   migrations: PlannedMigration[];
   unchanged: string[];
   unknown: string[];
   suspended: string[];
+  /** findings not attached to a migration (absent when none) */
+  findings?: PlanFinding[];
 }
 
 export interface PlanPolicy {
