@@ -1,7 +1,11 @@
-import { promises as fs } from 'node:fs';
-import * as path from 'node:path';
 import Ajv2020 from 'ajv/dist/2020';
-import { LineCounter, parseDocument } from 'yaml';
+import {
+  DEFAULT_LIMITS as DEFAULT_READ_LIMITS,
+  newBudget,
+  parseYamlFile,
+  readRepoFile,
+  type ParsedDoc,
+} from './manifests/yaml-source';
 import { DEFAULT_POLICY, type PlanPolicy, type Problem } from './types';
 
 /** A maintenance window: migrations start only inside one (one in flight finishes). */
@@ -118,60 +122,67 @@ export function defaultSettings(): Settings {
   };
 }
 
-/** Read `vmplace.yaml`; a missing file means defaults. Problems are returned, not thrown. */
-export async function loadSettings(repo: string): Promise<{ settings: Settings; problems: Problem[] }> {
-  const file = 'vmplace.yaml';
-  const defaults = defaultSettings();
-  let text: string;
-  try {
-    text = await fs.readFile(path.join(repo, file), 'utf8');
-  } catch {
-    return { settings: defaults, problems: [] };
-  }
-  if (text.length > 256 * 1024) {
-    return {
-      settings: defaults,
-      problems: [{ file, line: 1, col: 1, message: 'file is larger than 256 KiB' }],
-    };
-  }
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true });
-  if (doc.errors.length) {
-    return {
-      settings: defaults,
-      problems: doc.errors.map((e) => ({
-        file,
-        line: e.linePos?.[0].line ?? 1,
-        col: e.linePos?.[0].col ?? 1,
-        message: e.message,
-      })),
-    };
-  }
-  let value: unknown;
-  try {
-    value = doc.toJS({ maxAliasCount: 100 }) ?? {};
-  } catch (err) {
-    return { settings: defaults, problems: [{ file, line: 1, col: 1, message: (err as Error).message }] };
-  }
+/** The settings file, relative to the repository root. */
+export const SETTINGS_FILE = 'vmplace.yaml';
+
+/** Largest `vmplace.yaml` read. */
+export const MAX_SETTINGS_BYTES = 256 * 1024;
+
+/** What {@link loadSettings} found. */
+export interface LoadedSettings {
+  /** the settings; undefined when `vmplace.yaml` is unreadable or invalid (see `problems`) */
+  settings: Settings | undefined;
+  problems: Problem[];
+}
+
+/**
+ * Read `vmplace.yaml`; a missing file means defaults. The file is read like manifests (see
+ * `readRepoFile`: regular files only, links only inside the repository, at most
+ * {@link MAX_SETTINGS_BYTES}) and parsed like them (YAML 1.2 core schema, duplicate keys and
+ * alias bombs refused). Any problem, including one reading the file, gives `settings:
+ * undefined`, never defaults: the caller must not lift a `suspend: true` it cannot read (a
+ * long-running process keeps its last good settings, see {@link SettingsKeeper}; a one-shot
+ * command stops). Problems are returned, not thrown.
+ */
+export async function loadSettings(repo: string): Promise<LoadedSettings> {
+  const file = SETTINGS_FILE;
   const problems: Problem[] = [];
+  const read = readRepoFile(repo, file, { maxFileBytes: MAX_SETTINGS_BYTES }, problems);
+  if (read === 'missing') return { settings: defaultSettings(), problems: [] };
+  if (read === undefined) return { settings: undefined, problems };
+  const limits = { ...DEFAULT_READ_LIMITS, maxFileBytes: MAX_SETTINGS_BYTES };
+  const r = parseYamlFile(read, limits, newBudget(), problems, checkSettings);
+  if (!r.ok || r.result === undefined || problems.length) {
+    if (problems.length === 0) problems.push({ file, line: 1, col: 1, message: 'invalid settings' });
+    return { settings: undefined, problems };
+  }
+  return { settings: r.result, problems: [] };
+}
+
+/** Check the parsed documents of `vmplace.yaml` (at most one) and build the settings. */
+function checkSettings(docs: ParsedDoc[], problems: Problem[]): Settings | undefined {
+  if (docs.length > 1) {
+    problems.push({ ...docs[1]!.locate([]), message: 'vmplace.yaml holds one document; found more' });
+    return undefined;
+  }
+  const doc = docs[0];
+  const value: unknown = doc?.data ?? {};
+  const at = (p: (string | number)[], atKey = false) =>
+    doc ? doc.locate(p, atKey) : { file: SETTINGS_FILE, line: 1, col: 1 };
   if (!validate(value)) {
-    for (const e of validate.errors ?? []) {
-      const keys = e.instancePath.split('/').filter(Boolean);
-      const node = doc.getIn(
-        keys.map((k) => (/^[0-9]+$/.test(k) ? Number(k) : k)),
-        true,
-      ) as { range?: [number, number] } | undefined;
-      const pos = node?.range ? lc.linePos(node.range[0]) : { line: 1, col: 1 };
+    for (const e of (validate.errors ?? []).slice(0, 20)) {
+      const keys = e.instancePath
+        .split('/')
+        .filter(Boolean)
+        .map((k) => (/^[0-9]+$/.test(k) ? Number(k) : k));
       const extra = (e.params as { additionalProperty?: string }).additionalProperty;
       const field = [...keys, ...(extra ? [extra] : [])].join('.') || '(root)';
       problems.push({
-        file,
-        line: pos.line,
-        col: pos.col,
+        ...(extra ? at([...keys, extra], true) : at(keys)),
         message: `${field}: ${extra ? 'unknown field' : e.message}`,
       });
     }
-    return { settings: defaults, problems };
+    return undefined;
   }
   const v = value as {
     suspend?: boolean;
@@ -179,35 +190,57 @@ export async function loadSettings(repo: string): Promise<{ settings: Settings; 
     limits?: Partial<Omit<Limits, 'bandwidthBytesPerSecond'>> & { bandwidth?: string };
     maintenanceWindows?: MaintenanceWindow[];
   };
+  let ok = true;
   for (const [i, w] of (v.maintenanceWindows ?? []).entries()) {
     try {
       new Intl.DateTimeFormat('en-GB', { timeZone: w.timezone ?? 'UTC' });
     } catch {
-      const node = doc.getIn(['maintenanceWindows', i, 'timezone'], true) as
-        { range?: [number, number] } | undefined;
-      const pos = node?.range ? lc.linePos(node.range[0]) : { line: 1, col: 1 };
       problems.push({
-        file,
-        ...pos,
+        ...at(['maintenanceWindows', i, 'timezone']),
         message: `maintenanceWindows.${i}.timezone: unknown time zone ${w.timezone}`,
       });
+      ok = false;
     }
   }
-  if (problems.length) return { settings: defaults, problems };
+  if (!ok) return undefined;
   const { bandwidth, ...limits } = v.limits ?? {};
   return {
-    settings: {
-      policy: { ...DEFAULT_POLICY, ...v.policy },
-      limits: {
-        ...DEFAULT_LIMITS,
-        ...limits,
-        ...(bandwidth ? { bandwidthBytesPerSecond: parseBandwidth(bandwidth) } : {}),
-      },
-      suspend: v.suspend ?? false,
-      maintenanceWindows: v.maintenanceWindows ?? [],
+    policy: { ...DEFAULT_POLICY, ...v.policy },
+    limits: {
+      ...DEFAULT_LIMITS,
+      ...limits,
+      ...(bandwidth ? { bandwidthBytesPerSecond: parseBandwidth(bandwidth) } : {}),
     },
-    problems: [],
+    suspend: v.suspend ?? false,
+    maintenanceWindows: v.maintenanceWindows ?? [],
   };
+}
+
+/**
+ * The settings a long-running process applies. While `vmplace.yaml` is unreadable or invalid it
+ * keeps the last good settings (so a broken edit cannot lift a `suspend: true`), and before any
+ * good read it applies the defaults with `suspend: true`: nothing new starts until the file is
+ * fixed. Either way one problem says which settings are in force.
+ */
+export class SettingsKeeper {
+  private lastGood: Settings | undefined;
+
+  /** The settings to apply for `loaded`, and the problems to report (those of `loaded` first). */
+  update(loaded: LoadedSettings): { settings: Settings; problems: Problem[] } {
+    if (loaded.settings !== undefined && loaded.problems.length === 0) {
+      this.lastGood = loaded.settings;
+      return { settings: loaded.settings, problems: [] };
+    }
+    const kept = this.lastGood;
+    const settings = kept ?? { ...defaultSettings(), suspend: true };
+    const message = kept
+      ? `not applied: keeping the last good settings (suspend: ${kept.suspend}) until ${SETTINGS_FILE} is fixed`
+      : `not applied: no good settings read yet, so no migration starts (suspend: true) until ${SETTINGS_FILE} is fixed`;
+    return {
+      settings,
+      problems: [...loaded.problems, { file: SETTINGS_FILE, line: 1, col: 1, message }],
+    };
+  }
 }
 
 const WEEKDAYS: Weekday[] = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];

@@ -233,10 +233,19 @@ export interface PlannedMigration {
   order: number;
 }
 
-/** A finding about a VM that has no migration in the plan (unchanged or suspended). */
-export interface VmFinding extends Finding {
-  vm: string;
+/**
+ * A finding not attached to one migration: about the planner's input (status, the base ref)
+ * or about a VM that has no migration in the plan (an unchanged VM defined on two hosts).
+ */
+export interface PlanFinding extends Finding {
+  /** what it is about: `VirtualMachine/web-01`, `Host/hv-a`, `status/` */
+  subject: string;
+  /** the VM, when it is about one */
+  vm?: string;
 }
+
+/** A plan finding about one VM. */
+export type VmFinding = PlanFinding & { vm: string };
 
 export interface Plan {
   revision?: string;
@@ -244,8 +253,8 @@ export interface Plan {
   unchanged: string[];
   unknown: string[];
   suspended: string[];
-  /** findings about VMs outside every migration (e.g. an unchanged VM defined on two hosts) */
-  findings?: VmFinding[];
+  /** findings not attached to a migration (status, the base ref, VMs without a migration) */
+  findings?: PlanFinding[];
 }
 
 export interface PlanPolicy {

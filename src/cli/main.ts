@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { loadActualState, loadDesiredState, formatProblem } from '../manifests';
+import { resolveBaseRef, writeStatusAt } from '../status/base-ref';
 import { writeStatusFiles } from '../status/files';
 import { planHasChanges, planMigrations } from '../planner/plan';
 import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/render';
@@ -16,7 +18,7 @@ import { createDrivers } from './drivers';
 import { ProgressView } from './progress';
 import { Daemon } from '../daemon/daemon';
 import { parseDuration } from '../daemon/duration';
-import type { DesiredState, Problem } from '../types';
+import type { DesiredState, PlanFinding, Problem } from '../types';
 import { hostsSharingPath } from '../planner/shared-storage';
 
 /** Exit codes: 0 fine, 1 changes (plan --detailed-exitcode) or a failed/blocked migration, 2 bad input or error. */
@@ -47,6 +49,37 @@ async function gitRevision(repo: string): Promise<string | undefined> {
       (err, stdout) => resolve(err ? undefined : stdout.trim() || undefined),
     );
   });
+}
+
+/**
+ * `status/` as it is at the merge base of `ref` and `HEAD`, read like the working tree's, and a
+ * warning when the change edits `status/` (a pull request must not decide its own plan's input).
+ */
+async function loadStatusAtBase(
+  root: string,
+  ref: string,
+): Promise<{ actual: Awaited<ReturnType<typeof loadActualState>>; finding: PlanFinding | undefined }> {
+  const b = await resolveBaseRef(root, ref);
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'vmplace-base-'));
+  try {
+    const problems: Problem[] = [];
+    await writeStatusAt(root, b.base, tmp, problems);
+    const actual = await loadActualState(tmp);
+    actual.problems.unshift(...problems);
+    const shown =
+      b.changed.slice(0, 5).join(', ') + (b.changed.length > 5 ? `, and ${b.changed.length - 5} more` : '');
+    const finding: PlanFinding | undefined = b.changed.length
+      ? {
+          subject: 'status/',
+          severity: 'warning',
+          reason: 'StatusEditedByChange',
+          message: `this change edits status/ (${shown}): the plan uses status from ${ref} (${b.base.slice(0, 12)}), not from this change`,
+        }
+      : undefined;
+    return { actual, finding };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 function parsePositiveInt(v: string): number {
@@ -97,18 +130,29 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         .default('table'),
     )
     .option('--detailed-exitcode', 'exit 0 when nothing changes, 1 when migrations are planned, 2 on error')
+    .option(
+      '--base-ref <ref>',
+      "plan against status/ at the merge base with REF (a pull request's base branch), and warn when the change edits status/",
+    )
     .action(
-      async (repo: string, opts: { format: 'table' | 'json' | 'markdown'; detailedExitcode?: boolean }) => {
+      async (
+        repo: string,
+        opts: { format: 'table' | 'json' | 'markdown'; detailedExitcode?: boolean; baseRef?: string },
+      ) => {
         const root = path.resolve(repo);
         const desired = await loadDesiredState(root);
-        const actual = await loadActualState(root);
+        const { actual, finding: baseFinding } = opts.baseRef
+          ? await loadStatusAtBase(root, opts.baseRef)
+          : { actual: await loadActualState(root), finding: undefined };
         const { settings, problems: settingsProblems } = await loadSettings(root);
         const problems = [...desired.problems, ...actual.problems, ...settingsProblems];
         printProblems(io, problems);
-        if (problems.length) return setExit(EXIT.invalid);
+        // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
+        if (problems.length || !settings) return setExit(EXIT.invalid);
         const plan = planMigrations(desired, actual.state, settings.policy, {
           revision: await gitRevision(root),
         });
+        if (baseFinding) plan.findings = [baseFinding, ...(plan.findings ?? [])];
         const render = { table: renderPlanTable, json: renderPlanJson, markdown: renderPlanMarkdown }[
           opts.format
         ];
@@ -146,7 +190,8 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         const { settings, problems: settingsProblems } = await loadSettings(root);
         const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
         printProblems(io, problems);
-        if (problems.length) return setExit(EXIT.invalid);
+        // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
+        if (problems.length || !settings) return setExit(EXIT.invalid);
         if (!opts.yes && !io.isTTY) {
           io.err('vmplace apply: not a terminal; pass --yes to migrate without asking\n');
           return setExit(EXIT.invalid);

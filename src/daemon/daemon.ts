@@ -7,7 +7,8 @@ import { describeError } from '../errors';
 import { MigrationStore } from '../machine/store';
 import { formatProblem, loadActualState, loadDesiredState, writeStatusFiles } from '../manifests';
 import { Reconciler, type PassResult } from '../reconciler/reconciler';
-import { loadSettings } from '../settings';
+import { loadSettings, SettingsKeeper } from '../settings';
+import { writeRepoFile } from '../status/files';
 import { GitSync } from '../status/git';
 import type { DesiredState, HostStatus, Problem, VirtualMachineStatus } from '../types';
 import { startHttpServer, type HttpServer } from './http';
@@ -59,6 +60,7 @@ export class Daemon {
   private lastPass?: PassResult;
   private lastProblems: Problem[] = [];
   private desired?: DesiredState;
+  private readonly settings = new SettingsKeeper();
   /** when each migration finished, for the completion → status commit latency log */
   private finishedAt = new Map<string, number>();
 
@@ -202,7 +204,8 @@ export class Daemon {
       const root = this.opts.workdir;
       const desired = await loadDesiredState(root);
       const previous = await loadActualState(root);
-      const { settings, problems: settingsProblems } = await loadSettings(root);
+      // unreadable or invalid: keep the last good settings (never defaults that lift suspend)
+      const { settings, problems: settingsProblems } = this.settings.update(await loadSettings(root));
       const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
       for (const p of problems) log.error({ file: p.file, line: p.line, col: p.col }, formatProblem(p));
       this.lastProblems = problems;
@@ -282,13 +285,8 @@ async function writeSummary(
     invalidFiles: [...(desired?.invalidFiles ?? [])].sort(),
     problems: problems.map(formatProblem),
   };
-  const file = path.join(root, 'status', 'summary.yaml');
-  const text = stringify(doc);
-  const old = await fs.readFile(file, 'utf8').catch(() => undefined);
-  if (old === text) return;
-  await fs.mkdir(path.dirname(file), { recursive: true });
-  await fs.writeFile(`${file}.tmp`, text);
-  await fs.rename(`${file}.tmp`, file);
+  // never through a link the repository holds (status/, status/summary.yaml): see writeRepoFile
+  writeRepoFile(root, 'status/summary.yaml', stringify(doc));
 }
 
 async function isLocalWorkingCopy(repo: string): Promise<boolean> {

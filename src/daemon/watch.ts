@@ -54,7 +54,8 @@ export async function watchManifests(
     const rel = path.relative(manifests, abs);
     return rel.split(path.sep).some((seg) => seg.startsWith('.'));
   };
-  const watcher = watch(roots, { ignoreInitial: true, ignored, persistent: true });
+  // a link in the working copy is watched as a link, never followed out of it
+  const watcher = watch(roots, { ignoreInitial: true, ignored, persistent: true, followSymlinks: false });
 
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
@@ -62,14 +63,19 @@ export async function watchManifests(
     timer = undefined;
     if (!closed) onChange();
   };
+  // chokidar reports a link found by the initial scan as added even with ignoreInitial
+  let ready = false;
   watcher.on('all', () => {
-    if (closed) return;
+    if (closed || !ready) return;
     if (timer) clearTimeout(timer);
     timer = setTimeout(fire, debounceMs);
   });
 
   await new Promise<void>((resolve, reject) => {
-    watcher.once('ready', resolve);
+    watcher.once('ready', () => {
+      ready = true;
+      resolve();
+    });
     watcher.once('error', reject);
   });
   return {

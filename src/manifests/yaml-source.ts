@@ -224,6 +224,40 @@ export function readYamlFiles(
   return { files, found: true };
 }
 
+/**
+ * Read one file at `rel` (forward slashes) the way manifests and status files are read: a link
+ * is followed only while it stays inside the repository, the file must be a regular file (a
+ * FIFO, a device, a directory are refused at once: opened with `O_NONBLOCK|O_NOFOLLOW`, then
+ * `fstat`), at most `limits.maxFileBytes` bytes, UTF-8 text. Nothing of a file outside the
+ * repository is ever read, so no problem can quote it. For single files such as `vmplace.yaml`.
+ *
+ * @returns the file; `'missing'` when nothing (not even a broken link) is at `rel`; `undefined`
+ *   after pushing a problem for anything else.
+ */
+export function readRepoFile(
+  repoDir: string,
+  rel: string,
+  limits: Partial<ReadLimits>,
+  problems: Problem[],
+): SourceFile | 'missing' | undefined {
+  const repoReal = fs.realpathSync(repoDir);
+  const abs = path.join(repoReal, rel);
+  try {
+    fs.lstatSync(abs);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'missing';
+    problems.push(problem(rel, `cannot read file: ${code ?? 'error'}`));
+    return undefined;
+  }
+  const real = resolveInside(repoReal, abs, rel, problems);
+  if (real === undefined) {
+    if (!problems.some((p) => p.file === rel)) problems.push(problem(rel, 'cannot resolve path'));
+    return undefined;
+  }
+  return readOne(real, rel, { ...DEFAULT_LIMITS, maxFiles: 1, ...limits }, newBudget(), problems);
+}
+
 type EntryType = 'dir' | 'link' | 'other';
 
 function direntType(d: fs.Dirent): EntryType | undefined {

@@ -39,7 +39,13 @@ export function definedOnFindings(
   for (const vm of [...unmoved].sort()) {
     const hosts = severalHosts(actual, vm);
     if (hosts)
-      out.push({ vm, severity: 'warning', reason: 'DefinedOnSeveralHosts', message: message(vm, hosts) });
+      out.push({
+        subject: `VirtualMachine/${vm}`,
+        vm,
+        severity: 'warning',
+        reason: 'DefinedOnSeveralHosts',
+        message: message(vm, hosts),
+      });
   }
   return out;
 }

@@ -2,6 +2,7 @@
  * Compare one VM's desired placement with its actual placement, disk by disk.
  */
 import type { Placement, VirtualMachine } from '../types';
+import { diskLocation } from './status-checks';
 import type { Location, Topology } from './topology';
 
 /** One disk whose placement changes. */
@@ -42,8 +43,9 @@ export interface PlacementDiff {
 
 /**
  * Which disks of `vm` must move given its actual `placement`. A disk's current storage is
- * `disk.storage` when it names a location of the actual host, else the location whose path is
- * the longest segment-aware prefix of the disk path. Its desired storage is `spec.disks[target]`
+ * `disk.storage` when it names a location of the actual host that holds the disk's path, else
+ * the location whose path is the longest segment-aware prefix of the disk path (none for a path
+ * not in normal form, see `diskLocation`). Its desired storage is `spec.disks[target]`
  * or `spec.storage`. Disks are compared by location identity, so a disk on a cluster's shared
  * storage does not move when the VM changes host inside that cluster.
  */
@@ -56,8 +58,8 @@ export function diffPlacement(topology: Topology, vm: VirtualMachine, placement:
     a.target < b.target ? -1 : a.target > b.target ? 1 : 0,
   );
   for (const disk of sorted) {
-    const named = disk.storage === undefined ? undefined : topology.resolve(fromHost, disk.storage);
-    const from = named ?? topology.locate(fromHost, disk.path);
+    // the label counts only when the path lies inside it (see checkPlacement for the findings)
+    const from = diskLocation(topology, fromHost, disk);
     const toName = vm.spec.disks?.[disk.target]?.storage ?? vm.spec.storage;
     const to = topology.resolve(toHost, toName);
     const dataMoves = !(from !== undefined && to !== undefined && from.key === to.key);

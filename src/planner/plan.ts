@@ -9,6 +9,7 @@ import {
   type Finding,
   type MigrationKind,
   type Plan,
+  type PlanFinding,
   type PlannedMigration,
   type PlanPolicy,
   type Strategy,
@@ -18,6 +19,7 @@ import { formatBytes } from './bytes';
 import { checkTargetPaths } from './collisions';
 import { definedOnFindings } from './defined-on';
 import { diffPlacement, type PlacementDiff } from './diff';
+import { checkHostStatus, checkPlacement } from './status-checks';
 import { orderBySpace, type OrderItem, type OrderOutcome, type SpaceNeed } from './order';
 import { describeLocation, Topology, type Location } from './topology';
 
@@ -76,6 +78,16 @@ export function planMigrations(
   const plan: Plan = { migrations: [], unchanged: [], unknown: [], suspended: [] };
   if (opts.revision !== undefined) plan.revision = opts.revision;
 
+  // status is input like any other: checked against the manifests before anything is planned
+  const inputFindings: PlanFinding[] = [];
+  const hostFindings = new Map<string, Finding[]>();
+  for (const name of [...actual.hosts.keys()].sort()) {
+    if (!desired.hosts.has(name)) continue;
+    const found = checkHostStatus(topology, actual.hosts.get(name)!);
+    if (found.length) hostFindings.set(name, found);
+  }
+  const hostsInMigrations = new Set<string>();
+
   const drafts: Draft[] = [];
   for (const name of [...desired.vms.keys()].sort()) {
     const vm = desired.vms.get(name)!;
@@ -88,16 +100,29 @@ export function planMigrations(
       plan.unknown.push(name);
       continue;
     }
+    const statusFindings = checkPlacement(topology, desired, placement);
     const diff = diffPlacement(topology, vm, placement);
     if (!diff.changed) {
       plan.unchanged.push(name);
+      for (const f of statusFindings) inputFindings.push({ subject: `VirtualMachine/${name}`, ...f });
       continue;
     }
-    drafts.push(draftMigration(topology, vm, diff, placement.memoryBytes, pol));
+    const draft = draftMigration(topology, vm, diff, placement.memoryBytes, pol);
+    draft.findings.unshift(...statusFindings);
+    for (const h of new Set([diff.fromHost, diff.toHost])) {
+      hostsInMigrations.add(h);
+      draft.findings.push(...(hostFindings.get(h) ?? []));
+    }
+    drafts.push(draft);
+  }
+  for (const [h, found] of hostFindings) {
+    if (hostsInMigrations.has(h)) continue;
+    for (const f of found) inputFindings.push({ subject: `Host/${h}`, ...f });
   }
   // Fleet-wide checks, before ordering so that what they block takes no space.
   const toPaths = checkTargetPaths(topology, actual, drafts);
-  plan.findings = definedOnFindings(actual, drafts, [...plan.unchanged, ...plan.suspended]);
+  inputFindings.push(...definedOnFindings(actual, drafts, [...plan.unchanged, ...plan.suspended]));
+  if (inputFindings.length) plan.findings = inputFindings;
 
   // Order everything not already blocked by an error finding.
   const orderable: Draft[] = [];
@@ -193,13 +218,7 @@ function draftMigration(
     } else {
       targets.set(disk.to.key, disk.to);
     }
-    if (disk.from === undefined) {
-      findings.push({
-        severity: 'warning',
-        reason: 'DiskStorageUnknown',
-        message: `disk ${disk.target} at ${disk.fromName} lies in no declared storage location of host ${fromHost}; source checks are skipped`,
-      });
-    }
+    // a disk in no declared location: checkPlacement reports it (DiskOutsideStorage, an error)
     if (!disk.dataMoves) continue;
     if (disk.to) demandOn(disk.to).disks += disk.allocatedBytes;
     if (disk.from) {

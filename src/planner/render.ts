@@ -2,7 +2,7 @@
  * Plan renderers: stable JSON (schemas/plan.schema.json), a terminal table, and a markdown PR
  * comment. Pure string building; callers decide where the text goes.
  */
-import type { Finding, Plan, PlannedMigration, VmFinding } from '../types';
+import type { Finding, Plan, PlanFinding, PlannedMigration } from '../types';
 import { formatBytes } from './bytes';
 
 export { planHasChanges } from './plan';
@@ -15,8 +15,8 @@ export interface PlanDocument {
   unchanged: string[];
   unknown: string[];
   suspended: string[];
-  /** findings about VMs without a migration (e.g. an unchanged VM defined on two hosts) */
-  findings: VmFinding[];
+  /** findings about the input, not one migration (`status/` edits, status that disagrees with the manifests); only when any */
+  findings?: PlanFinding[];
 }
 
 /** The plan as a plain object with a fixed key order (see `schemas/plan.schema.json`). */
@@ -44,12 +44,16 @@ export function toPlanDocument(plan: Plan): PlanDocument {
     unchanged: [...plan.unchanged],
     unknown: [...plan.unknown],
     suspended: [...plan.suspended],
-    findings: (plan.findings ?? []).map((f) => ({
-      vm: f.vm,
-      severity: f.severity,
-      reason: f.reason,
-      message: f.message,
-    })),
+    ...(plan.findings?.length
+      ? {
+          findings: plan.findings.map((f) => ({
+            subject: f.subject,
+            severity: f.severity,
+            reason: f.reason,
+            message: f.message,
+          })),
+        }
+      : {}),
   };
 }
 
@@ -107,13 +111,16 @@ function disksText(m: PlannedMigration): string {
   return m.disks.map((d) => d.target).join(',');
 }
 
-/** Findings of all migrations, errors first, then by migration order; then those of other VMs. */
+/**
+ * Findings of the plan's input (labelled with their subject) and of all migrations, errors
+ * first, then input findings before migrations, then by migration order.
+ */
 function allFindings(plan: Plan): { vm: string; finding: Finding }[] {
   const rank = { error: 0, warning: 1, info: 2 } as const;
   const out: { vm: string; finding: Finding; order: number }[] = [];
+  for (const f of plan.findings ?? []) out.push({ vm: f.subject, finding: f, order: 0 });
   for (const m of plan.migrations)
     for (const f of m.findings) out.push({ vm: m.vm, finding: f, order: m.order });
-  for (const { vm, ...f } of plan.findings ?? []) out.push({ vm, finding: f, order: Infinity });
   out.sort((a, b) => rank[a.finding.severity] - rank[b.finding.severity] || a.order - b.order);
   return out;
 }

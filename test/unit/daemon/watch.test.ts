@@ -55,6 +55,19 @@ describe('watchManifests', () => {
     expect(calls).toBe(0);
   });
 
+  it('does not follow a symbolic link out of manifests/ (a change behind it is no change)', async () => {
+    const dir = repo();
+    const outside = tmpDir('vmplace-watch-outside-');
+    writeFile(outside, 'deep/x.yaml', 'a: 1\n');
+    fs.symlinkSync(outside, path.join(dir, 'manifests', 'elsewhere'));
+    let calls = 0;
+    watcher = await watchManifests(dir, () => calls++, { debounceMs: DEBOUNCE, gitRefs: false });
+    writeFile(outside, 'deep/x.yaml', 'a: 2\n');
+    writeFile(outside, 'new.yaml', 'b: 1\n');
+    await sleep(DEBOUNCE + 700);
+    expect(calls).toBe(0);
+  });
+
   it('stops calling back once closed, even with a change pending', async () => {
     const dir = repo();
     let calls = 0;

@@ -264,7 +264,7 @@ describe('a VM defined on two hosts (issue 9 item 5)', () => {
       expect(got.blocked).toBe(true);
       expect(got.reasons).toEqual(['error:DefinedOnSeveralHosts']);
       expect(got.messages[0]).toContain(hosts);
-      expect(plan.findings).toEqual([]);
+      expect(plan.findings ?? []).toEqual([]);
     } else {
       expect(plan.unchanged).toEqual(['db-01']);
       expect(plan.findings).toEqual([
@@ -281,6 +281,6 @@ describe('a VM defined on two hosts (issue 9 item 5)', () => {
       { name: 'db-01', to: ['hv-a', 'csv'], at: ['hv-a', [onLocal('vda', 'db.qcow2')]], definedOn: ['hv-a'] },
     ]);
     expect(entryOf(plan, 'db-01')).toMatchObject({ blocked: false, reasons: [] });
-    expect(plan.findings).toEqual([]);
+    expect(plan.findings ?? []).toEqual([]);
   });
 });

@@ -265,7 +265,12 @@ describe('planMigrations: storage derivation from paths', () => {
     ['longest prefix wins', disk('vda', '/srv/a/fast/x.qcow2'), 'fast'],
     ['nested dir of a location', disk('vda', '/srv/a/deep/er/x.qcow2'), 'a'],
     ['no declared prefix falls back to /', disk('vda', '/srv/abc/x.qcow2'), 'root'],
-    ['explicit storage wins over the path', disk('vda', '/srv/a/x.qcow2', { storage: 'ab' }), 'ab'],
+    [
+      'a label whose storage does not hold the path: the path decides',
+      disk('vda', '/srv/a/x.qcow2', { storage: 'ab' }),
+      'a',
+    ],
+    ['a label whose storage holds the path', disk('vda', '/srv/ab/x.qcow2', { storage: 'ab' }), 'ab'],
     [
       'unknown explicit storage falls back to the path',
       disk('vda', '/srv/ab/x.qcow2', { storage: 'nope' }),
@@ -287,7 +292,7 @@ describe('planMigrations: storage derivation from paths', () => {
     expect(plan.unchanged).toEqual(['v']);
   });
 
-  it('a disk outside every location moves, reports its path and a warning', () => {
+  it('a disk outside every location is never a ready move: it reports its path and blocks', () => {
     const plan = planMigrations(
       desiredState([host('hv-y', { storage: { a: '/srv/a' } }), vm('v', 'hv-y', 'a')]),
       actualState([
@@ -297,8 +302,8 @@ describe('planMigrations: storage derivation from paths', () => {
     );
     const m = only(plan);
     expect(m.disks[0]!.from).toBe('/srv/ab/x.qcow2');
-    expect(reasons(m)).toEqual(['warning:DiskStorageUnknown']);
-    expect(m.blocked).toBe(false);
+    expect(reasons(m)).toEqual(['error:DiskOutsideStorage']);
+    expect(m.blocked).toBe(true);
   });
 });
 

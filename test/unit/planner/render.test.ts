@@ -123,7 +123,6 @@ describe('renderPlanJson', () => {
       unchanged: ['web-01'],
       unknown: [],
       suspended: [],
-      findings: [],
     });
     const text = renderPlanJson(plan);
     const keys = [...text.matchAll(/^\s*"(\w+)":/gm)].map((m) => m[1]);

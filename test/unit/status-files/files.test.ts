@@ -291,7 +291,7 @@ describe('writeStatusFiles', () => {
     fs.mkdirSync(path.join(repo, 'status'));
     fs.symlinkSync(outside, path.join(repo, 'status', 'vms'));
     await expect(writeStatusFiles(repo, { vms: [vmStatus('a')] })).rejects.toMatchObject({
-      reason: 'StatusDirOutsideRepository',
+      reason: 'SymlinkInStatusPath',
     });
     expect(fs.readdirSync(outside)).toEqual([]);
   });
