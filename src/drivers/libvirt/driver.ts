@@ -705,15 +705,36 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /**
    * `undefine --keep-nvram --keep-tpm`: UEFI variables and an emulated TPM's state are data
-   * (keys, sealed secrets, boot entries) and are never removed implicitly (libvirt >= 8.9 for
-   * `--keep-tpm`; an older virsh refuses the option and nothing is undefined). A domain that
+   * (keys, sealed secrets, boot entries) and are never removed implicitly. A virsh without
+   * `--keep-tpm` (before libvirt 8.9, whose undefine removes an emulated TPM's state) undefines
+   * only a domain without a TPM, and stops with `TpmStateAtRisk` otherwise. A domain that
    * is not defined is fine. An active persistent domain becomes transient (it keeps running).
    */
   async undefine(domain: string): Promise<void> {
     if (!(await this.listDomains()).includes(domain)) return;
     const info = parseDomInfo((await this.virsh(['dominfo', '--domain', domain])).stdout);
     if (!info.persistent) return;
-    await this.virsh(['undefine', '--domain', domain, '--keep-nvram', '--keep-tpm']);
+    const keepTpm = await this.virshKeepsTpm();
+    if (!keepTpm && parseDomainXml(await this.dumpXml(domain, { inactive: true })).tpms.length > 0)
+      throw new StalledError(
+        'TpmStateAtRisk',
+        `domain ${domain} has a TPM and this virsh has no undefine --keep-tpm: undefining it would delete the TPM's state`,
+      );
+    await this.virsh(['undefine', '--domain', domain, '--keep-nvram', ...(keepTpm ? ['--keep-tpm'] : [])]);
+  }
+
+  private keepTpm: Promise<boolean> | undefined;
+
+  /** Does this virsh know `undefine --keep-tpm`? (`virsh help undefine`, asked once) */
+  private virshKeepsTpm(): Promise<boolean> {
+    this.keepTpm ??= this.virsh(['help', 'undefine']).then(
+      (r) => /(^|\s)--keep-tpm(\s|$)/m.test(r.stdout),
+      (err: unknown) => {
+        this.keepTpm = undefined;
+        throw err;
+      },
+    );
+    return this.keepTpm;
   }
 
   async start(domain: string): Promise<void> {

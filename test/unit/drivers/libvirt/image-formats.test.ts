@@ -167,8 +167,7 @@ describe('every qemu-img argv the driver builds names the format', () => {
       expect(flag(argv, '-f')).toMatch(/^(raw|qcow2)$/);
       expect(argv).not.toContain('--backing-chain');
     }
-    const byCmd = (cmd: string, path: string) =>
-      qemuImg.find((c) => c[1] === cmd && c.includes(path))!;
+    const byCmd = (cmd: string, path: string) => qemuImg.find((c) => c[1] === cmd && c.includes(path))!;
     expect(flag(byCmd('info', '/srv/a/guest.raw'), '-f')).toBe('raw');
     expect(flag(byCmd('check', '/srv/a/guest.raw'), '-f')).toBe('raw');
     expect(flag(byCmd('rebase', '/srv/a/x.ovl'), '-F')).toBe('raw');
@@ -243,18 +242,46 @@ describe('host-bound state in domain XML (recorded libvirt 9.0 XML)', () => {
 });
 
 describe('undefine keeps NVRAM and TPM state', () => {
-  it('virsh undefine --keep-nvram --keep-tpm', async () => {
-    const { drv, v } = makeDriver(recordedHost(), (a) =>
+  const helpWithout = fixture('formats/virsh-help-undefine.txt').replace(/.*--keep-tpm.*\n/g, '');
+  const virshFor =
+    (help: string, xml = 'driver/dumpxml-inactive.xml') =>
+    (a: readonly string[]): Answer =>
       a[0] === 'list'
         ? { stdout: 'vmp-rec\n' }
         : a[0] === 'dominfo'
           ? { stdout: fixture('driver/dominfo-shutoff.txt') }
-          : a[0] === 'undefine'
-            ? {}
-            : undefined,
-    );
+          : a[0] === 'help'
+            ? { stdout: help }
+            : a[0] === 'dumpxml'
+              ? { stdout: fixture(xml) }
+              : a[0] === 'undefine'
+                ? {}
+                : undefined;
+  const undefines = (v: FakeExec) => v.calls.map((c) => c.slice(5)).filter((a) => a[0] === 'undefine');
+
+  it('virsh undefine --keep-nvram --keep-tpm (recorded virsh 9.0 help)', async () => {
+    const { drv, v } = makeDriver(recordedHost(), virshFor(fixture('formats/virsh-help-undefine.txt')));
     await drv.undefine('vmp-rec');
-    const undef = v.calls.map((c) => c.slice(5)).find((a) => a[0] === 'undefine')!;
-    expect(undef).toEqual(['undefine', '--domain', 'vmp-rec', '--keep-nvram', '--keep-tpm']);
+    await drv.undefine('vmp-rec');
+    expect(undefines(v)).toEqual([
+      ['undefine', '--domain', 'vmp-rec', '--keep-nvram', '--keep-tpm'],
+      ['undefine', '--domain', 'vmp-rec', '--keep-nvram', '--keep-tpm'],
+    ]);
+    expect(v.calls.filter((c) => c[5] === 'help')).toHaveLength(1); // asked once
+  });
+
+  it('a virsh without --keep-tpm: a domain without TPM is undefined keeping NVRAM', async () => {
+    const { drv, v } = makeDriver(recordedHost(), virshFor(helpWithout));
+    await drv.undefine('vmp-rec');
+    expect(undefines(v)).toEqual([['undefine', '--domain', 'vmp-rec', '--keep-nvram']]);
+  });
+
+  it('a virsh without --keep-tpm: a domain with a TPM is not undefined (TpmStateAtRisk)', async () => {
+    const { drv, v } = makeDriver(
+      recordedHost(),
+      virshFor(helpWithout, 'formats/dumpxml-inactive-nvram-tpm-passthrough.xml'),
+    );
+    await expect(drv.undefine('vmp-rec')).rejects.toMatchObject({ reason: 'TpmStateAtRisk' });
+    expect(undefines(v)).toEqual([]);
   });
 });
