@@ -45,6 +45,12 @@ export interface DomainInfo {
   disks: DomainDisk[];
   /** the host starts the domain when it boots */
   autostart?: boolean;
+  /** the firmware variables file (`<os><nvram>`): UEFI state kept on the host, not on a disk */
+  nvram?: string;
+  /** `<os firmware='efi'>` or a pflash loader: firmware that keeps variables in NVRAM */
+  uefi?: boolean;
+  /** TPM devices by backend (`emulator`: swtpm keeps the TPM's state on the host) */
+  tpms?: { model?: string; backend: string }[];
   /** raw XML of the live definition (or inactive, when shut off) */
   xml: string;
 }
@@ -59,6 +65,8 @@ export interface ImageInfo {
   fileBytes: number;
   /** backing file path as recorded in the image, if any */
   backingFile?: string;
+  /** backing format as recorded in the image, if any */
+  backingFormat?: string;
   /** number of images in the chain including this one */
   chainLength: number;
 }
@@ -98,7 +106,18 @@ export interface HypervisorDriver {
   getDomain(name: string): Promise<DomainInfo | undefined>;
   /** Only the state (one cheap call, for polling); undefined when no such domain is defined. */
   domainState(name: string): Promise<DomainState | undefined>;
-  imageInfo(path: string, opts?: { forceShare?: boolean }): Promise<ImageInfo>;
+  /**
+   * The image opened as `opts.format` (the format the domain declares, or qcow2 for vmplace's
+   * own overlays), never as a format guessed from its contents; its backing file is named, not
+   * opened.
+   */
+  imageInfo(path: string, opts: { format: string; forceShare?: boolean }): Promise<ImageInfo>;
+  /**
+   * The format the first bytes of a file announce (a magic number), read as plain bytes;
+   * undefined when none (a raw disk, usually). A raw disk's first bytes belong to its guest:
+   * this is a hint for a pre-flight finding, never how an image is opened.
+   */
+  probeFormat(path: string): Promise<string | undefined>;
   fsInfo(path: string): Promise<FsInfo>;
   hostCpu(): Promise<CpuInfo>;
   fileExists(path: string): Promise<boolean>;
@@ -131,8 +150,8 @@ export interface HypervisorDriver {
   rebaseUnsafe(overlay: string, newBacking: string, backingFormat: string): Promise<void>;
   /** qemu-img commit: merge an offline overlay into its backing file */
   commitOffline(overlay: string): Promise<void>;
-  /** qemu-img check; resolves with problems found (empty when clean) */
-  checkImage(path: string): Promise<string[]>;
+  /** qemu-img check of the image opened as `format`; resolves with problems found (empty when clean) */
+  checkImage(path: string, format: string): Promise<string[]>;
 
   // ---- lifecycle
   /**

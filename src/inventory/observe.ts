@@ -94,8 +94,7 @@ export async function observe(
             if (loc) placed.storage = loc.name;
             if (d.type === 'file' && path) {
               try {
-                const info = await drv.imageInfo(path, { forceShare: true });
-                placed.format = info.format;
+                const info = await drv.imageInfo(path, { forceShare: true, format: placed.format });
                 placed.virtualBytes = info.virtualBytes;
                 placed.allocatedBytes = info.allocatedBytes;
               } catch {

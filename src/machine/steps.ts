@@ -7,6 +7,7 @@ import type { HostSpec, SshSpec } from '../types';
 import { type CopyClaim, PART_SUFFIX } from '../transfer/copy-local';
 import { namingDiskPaths, targetDiskPath } from '../planner/target-path';
 import type { OwnedFile } from './store';
+import { hostStateFindings, judgeDiskFormat } from './preflight-findings';
 import type { StepActorName } from './migration-machine';
 import { actorsFromSteps, type StepActors, type StepFn } from './runner';
 import type { DiskMove, MigrationContext, StepOutput } from './types';
@@ -193,6 +194,8 @@ const preflight: Step = async (ctx, deps) => {
           `${ctx.vm} disk ${d.target} has no planned placement on ${ctx.toHost}`,
         );
     }
+    const [hostState] = hostStateFindings(dom);
+    if (hostState) throw new StalledError(hostState.reason, `${ctx.vm}: ${hostState.message}`);
     const cpu = await dst.compareCpu(dom.xml, dom.domainType ?? 'kvm');
     if (!cpu.compatible)
       throw new StalledError('CpuIncompatible', `${ctx.toHost} cannot run ${ctx.vm}'s CPU: ${cpu.message}`);
@@ -252,7 +255,13 @@ const preflight: Step = async (ctx, deps) => {
         'DiskHasBackingChain',
         `${ctx.vm} disk ${m.target} already has a backing chain (an external snapshot?); merge it first`,
       );
-    const info = await src.imageInfo(d.path, { forceShare: true });
+    // opened only as the format libvirt declares; the first bytes only decide whether to go on
+    const declared = d.format ?? 'raw';
+    const verdict = judgeDiskFormat(declared, await src.probeFormat(d.path));
+    if (!verdict.ok)
+      throw new StalledError(verdict.reason, `${ctx.vm} disk ${m.target} (${d.path}): ${verdict.message}`);
+    if (verdict.warning) deps.logger?.warn({ disk: m.target, path: d.path, declared }, verdict.warning);
+    const info = await src.imageInfo(d.path, { forceShare: true, format: declared });
     if (info.chainLength > 1 || info.backingFile)
       throw new StalledError(
         'DiskHasBackingChain',
@@ -274,7 +283,7 @@ const preflight: Step = async (ctx, deps) => {
       );
     disks.push({
       target: m.target,
-      format: info.format || d.format || 'raw',
+      format: declared,
       fromStorage: m.fromStorage,
       toStorage: m.toStorage,
       srcPath: d.path,
@@ -590,7 +599,9 @@ async function deltaRounds(ctx: MigrationContext, deps: StepDeps, bytesPerMs: nu
   for (;;) {
     const sizes = await Promise.all(
       ctx.disks.map((d) =>
-        src.imageInfo(srcOverlayAt(ctx, d, r), { forceShare: true }).then((i) => i.allocatedBytes),
+        src
+          .imageInfo(srcOverlayAt(ctx, d, r), { forceShare: true, format: 'qcow2' })
+          .then((i) => i.allocatedBytes),
       ),
     );
     const delta = sum(sizes);
@@ -965,10 +976,10 @@ const verifyTarget: Step = async (ctx, deps) => {
     }
   }
   for (const d of ctx.disks) {
-    const info = await drv.imageInfo(d.dstPath, { forceShare: true });
+    const info = await drv.imageInfo(d.dstPath, { forceShare: true, format: d.format });
     if (info.chainLength !== 1 || info.backingFile)
       throw new VmplaceError('VerifyFailed', `${d.dstPath} still has a backing file`);
-    const problems = await drv.checkImage(d.dstPath);
+    const problems = await drv.checkImage(d.dstPath, d.format);
     if (problems.length) throw new VmplaceError('ImageCheckFailed', `${d.dstPath}: ${problems.join('; ')}`);
   }
   return {};

@@ -58,7 +58,10 @@ import {
   parseDf,
   parseDomInfo,
   parseDomState,
+  HEADER_PROBE_BYTES,
+  imageFormatOfHeader,
   parseNameList,
+  parseOdHex,
   parseQemuImgCheck,
   parseQemuImgInfo,
 } from './parsers';
@@ -88,6 +91,9 @@ const ACTIVE: readonly DomainState[] = ['running', 'paused', 'pmsuspended'];
 
 /** How long a path that passed the host-side guard stays trusted (see `guard`). */
 const GUARD_TTL_MS = 10_000;
+
+/** `qemu-img check`'s exit code for a format that has no consistency checks (raw). */
+const NO_CHECKS = 63;
 
 /** virsh's `--diskspec` splits on `,`; a literal comma in a value is written `,,`. */
 export function escapeDiskspecValue(v: string): string {
@@ -273,22 +279,29 @@ export class LibvirtDriver implements HypervisorDriver {
       ...(dom.domainType ? { domainType: dom.domainType } : {}),
       ...(info.autostart !== undefined ? { autostart: info.autostart } : {}),
       disks: dom.disks,
+      ...(dom.nvram !== undefined ? { nvram: dom.nvram } : {}),
+      ...(dom.uefi ? { uefi: true } : {}),
+      ...(dom.tpms.length ? { tpms: dom.tpms } : {}),
       xml,
     };
   }
 
   /**
-   * `qemu-img info --output=json --backing-chain` plus `stat` for the apparent size.
+   * `qemu-img info --output=json -f FORMAT` plus `stat` for the apparent size. The format is
+   * always the one libvirt declares (or qcow2 for vmplace's overlays), never guessed from the
+   * contents, and the backing chain is not followed (`--backing-chain` would open whatever
+   * file a header names): `backingFile` is what the image records.
    * `forceShare` defaults to TRUE (`-U`): observation must work on disks of running VMs,
    * which hold qcow2 write locks; allocation figures may then lag by QEMU's unflushed
    * metadata. Pass `forceShare: false` to get an error when someone holds the image.
    */
-  async imageInfo(path: string, opts: { forceShare?: boolean } = {}): Promise<ImageInfo> {
+  async imageInfo(path: string, opts: { format: string; forceShare?: boolean }): Promise<ImageInfo> {
     const argv = [
       'qemu-img',
       'info',
       '--output=json',
-      '--backing-chain',
+      '-f',
+      opts.format,
       ...(opts.forceShare === false ? [] : ['-U']),
       '--',
       path,
@@ -298,6 +311,18 @@ export class LibvirtDriver implements HypervisorDriver {
       statSize(this.exec, path),
     ]);
     return parseQemuImgInfo(r.stdout, path, size);
+  }
+
+  /** `od` of the first {@link HEADER_PROBE_BYTES} bytes, matched by {@link imageFormatOfHeader}. */
+  async probeFormat(path: string): Promise<string | undefined> {
+    const r = await this.run(
+      this.exec,
+      ['od', '-An', '-v', '-tx1', '-N', String(HEADER_PROBE_BYTES), '--', path],
+      {
+        timeoutMs: this.quickMs,
+      },
+    );
+    return imageFormatOfHeader(parseOdHex(r.stdout));
   }
 
   async fsInfo(path: string): Promise<FsInfo> {
@@ -676,25 +701,38 @@ export class LibvirtDriver implements HypervisorDriver {
     );
   }
 
-  /** `qemu-img commit`: the overlay stays (emptied); re-running writes the same data again. */
+  /**
+   * `qemu-img commit -f qcow2`: the overlay stays (emptied); re-running writes the same data
+   * again. The backing image is opened as the format the overlay records (libvirt and
+   * `rebaseUnsafe` always record one); an overlay without one stops with
+   * `BackingFormatUnknown` instead of letting qemu-img guess what to write into.
+   */
   async commitOffline(overlay: string): Promise<void> {
     await this.guard(overlay);
-    const info = await this.imageInfo(overlay, { forceShare: false });
+    const info = await this.imageInfo(overlay, { format: 'qcow2', forceShare: false });
     if (info.backingFile !== undefined) await this.guard(info.backingFile);
+    if (info.backingFile !== undefined && info.backingFormat === undefined)
+      throw new StalledError(
+        'BackingFormatUnknown',
+        `${overlay} does not record the format of ${info.backingFile}`,
+      );
     await this.run(this.exec, ['qemu-img', 'commit', '-f', 'qcow2', '--', overlay]);
   }
 
   /**
-   * `qemu-img check --output=json`. An image a running VM holds cannot be opened normally
-   * (exit 1, lock); it is then checked with `-U`, and leaks are not reported: on a live image
-   * clusters being allocated look leaked, and leaks lose no data. Corruptions and check
-   * errors are always reported. Returns problems; empty when clean.
+   * `qemu-img check --output=json -f FORMAT`. An image a running VM holds cannot be opened
+   * normally (exit 1, lock); it is then checked with `-U`, and leaks are not reported: on a live
+   * image clusters being allocated look leaked, and leaks lose no data. Corruptions and check
+   * errors are always reported. A format without checks (raw: exit 63) has nothing to report.
+   * Returns problems; empty when clean.
    */
-  async checkImage(path: string): Promise<string[]> {
-    const base = ['qemu-img', 'check', '--output=json'];
-    const r = await this.run(this.exec, [...base, '--', path], { allowExitCodes: [1, 2, 3] });
+  async checkImage(path: string, format: string): Promise<string[]> {
+    const base = ['qemu-img', 'check', '--output=json', '-f', format];
+    const r = await this.run(this.exec, [...base, '--', path], { allowExitCodes: [1, 2, 3, NO_CHECKS] });
+    if (r.exitCode === NO_CHECKS) return [];
     if (r.exitCode !== 1) return parseQemuImgCheck(r.stdout);
-    const u = await this.run(this.exec, [...base, '-U', '--', path], { allowExitCodes: [2, 3] });
+    const u = await this.run(this.exec, [...base, '-U', '--', path], { allowExitCodes: [2, 3, NO_CHECKS] });
+    if (u.exitCode === NO_CHECKS) return [];
     return parseQemuImgCheck(u.stdout, { ignoreLeaks: true });
   }
 
@@ -768,14 +806,37 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /**
-   * `undefine --keep-nvram` (NVRAM files are data; never removed implicitly). A domain that is
-   * not defined is fine. An active persistent domain becomes transient (it keeps running).
+   * `undefine --keep-nvram --keep-tpm`: UEFI variables and an emulated TPM's state are data
+   * (keys, sealed secrets, boot entries) and are never removed implicitly. A virsh without
+   * `--keep-tpm` (before libvirt 8.9, whose undefine removes an emulated TPM's state) undefines
+   * only a domain without a TPM, and stops with `TpmStateAtRisk` otherwise. A domain that
+   * is not defined is fine. An active persistent domain becomes transient (it keeps running).
    */
   async undefine(domain: string): Promise<void> {
     if (!(await this.listDomains()).includes(domain)) return;
     const info = parseDomInfo((await this.virsh(['dominfo', '--domain', domain])).stdout);
     if (!info.persistent) return;
-    await this.virsh(['undefine', '--domain', domain, '--keep-nvram']);
+    const keepTpm = await this.virshKeepsTpm();
+    if (!keepTpm && parseDomainXml(await this.dumpXml(domain, { inactive: true })).tpms.length > 0)
+      throw new StalledError(
+        'TpmStateAtRisk',
+        `domain ${domain} has a TPM and this virsh has no undefine --keep-tpm: undefining it would delete the TPM's state`,
+      );
+    await this.virsh(['undefine', '--domain', domain, '--keep-nvram', ...(keepTpm ? ['--keep-tpm'] : [])]);
+  }
+
+  private keepTpm: Promise<boolean> | undefined;
+
+  /** Does this virsh know `undefine --keep-tpm`? (`virsh help undefine`, asked once) */
+  private virshKeepsTpm(): Promise<boolean> {
+    this.keepTpm ??= this.virsh(['help', 'undefine']).then(
+      (r) => /(^|\s)--keep-tpm(\s|$)/m.test(r.stdout),
+      (err: unknown) => {
+        this.keepTpm = undefined;
+        throw err;
+      },
+    );
+    return this.keepTpm;
   }
 
   async start(domain: string): Promise<void> {

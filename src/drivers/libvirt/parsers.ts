@@ -26,8 +26,8 @@ interface QemuImgInfoJson {
 }
 
 /**
- * `qemu-img info --output=json [--backing-chain]`: an object, or with --backing-chain an
- * array whose first element is the image itself. `fileBytes` is not in qemu-img's output
+ * `qemu-img info --output=json -f FMT`: an object (or, from older callers, the array that
+ * `--backing-chain` prints, whose first element is the image itself). `fileBytes` is not in qemu-img's output
  * (it reports allocation as `actual-size`), so the caller passes the apparent size from
  * `stat`; `path` is the path the caller asked about.
  */
@@ -53,6 +53,8 @@ export function parseQemuImgInfo(json: string, path: string, fileBytes?: number)
   };
   const backing = top['full-backing-filename'] ?? top['backing-filename'];
   if (backing !== undefined) info.backingFile = backing;
+  const backingFormat = top['backing-filename-format'];
+  if (backingFormat !== undefined) info.backingFormat = backingFormat;
   return info;
 }
 
@@ -61,6 +63,46 @@ export function backingFormatOf(json: string): string | undefined {
   const data = JSON.parse(json) as QemuImgInfoJson | QemuImgInfoJson[];
   const top = Array.isArray(data) ? data[0] : data;
   return top?.['backing-filename-format'];
+}
+
+// ---------------------------------------------------------------- image headers
+
+/** How many bytes of an image's start {@link imageFormatOfHeader} looks at. */
+export const HEADER_PROBE_BYTES = 512;
+
+/** `od -An -v -tx1 -N COUNT -- FILE`: hex bytes separated by blanks and newlines. */
+export function parseOdHex(text: string): Buffer {
+  const hex = text.split(/\s+/).filter((t) => t !== '');
+  if (hex.some((h) => !/^[0-9a-f]{2}$/i.test(h)))
+    throw new ParseError('od', JSON.stringify(text.slice(0, 200)));
+  return Buffer.from(hex.join(''), 'hex');
+}
+
+const startsWith = (buf: Buffer, magic: string | Buffer, at = 0): boolean => {
+  const m = typeof magic === 'string' ? Buffer.from(magic, 'latin1') : magic;
+  return buf.length >= at + m.length && buf.subarray(at, at + m.length).equals(m);
+};
+
+/**
+ * The image format whose magic the first bytes of a file carry, as QEMU's format probes see
+ * them (qcow/qcow2, qed, vmdk, vhdx, vpc, vdi, luks, parallels, bochs, cloop), or undefined
+ * when none does (what a raw disk usually looks like). Read by vmplace itself, never by
+ * letting qemu-img guess: a guest controls the contents of a raw disk, and an image opened as
+ * the format it claims to be follows the backing file path written in it.
+ */
+export function imageFormatOfHeader(buf: Buffer): string | undefined {
+  if (startsWith(buf, 'QFI\xfb')) return buf.length >= 8 && buf.readUInt32BE(4) === 1 ? 'qcow' : 'qcow2';
+  if (startsWith(buf, 'QED\0')) return 'qed';
+  if (startsWith(buf, 'KDMV') || startsWith(buf, 'COWD') || startsWith(buf, '# Disk DescriptorFile'))
+    return 'vmdk';
+  if (startsWith(buf, 'vhdxfile')) return 'vhdx';
+  if (startsWith(buf, 'conectix')) return 'vpc';
+  if (buf.length >= 0x44 && buf.readUInt32LE(0x40) === 0xbeda107f) return 'vdi';
+  if (startsWith(buf, 'LUKS\xba\xbe')) return 'luks';
+  if (startsWith(buf, 'WithoutFreeSpace') || startsWith(buf, 'WithouFreSpacExt')) return 'parallels';
+  if (startsWith(buf, 'Bochs Virtual HD Image')) return 'bochs';
+  if (startsWith(buf, '#!/bin/sh\n#V2.0 Format\n')) return 'cloop';
+  return undefined;
 }
 
 // ---------------------------------------------------------------- qemu-img check

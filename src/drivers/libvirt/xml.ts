@@ -167,6 +167,12 @@ export interface ParsedDomain {
   vcpus: number;
   maxVcpus: number;
   disks: ParsedDisk[];
+  /** `<os><nvram>`: the path of the UEFI variables file (text, or `<source file=>`) */
+  nvram?: string;
+  /** firmware that keeps variables: `<os firmware='efi'>`, or a pflash loader that is not stateless */
+  uefi: boolean;
+  /** `<devices><tpm>`: model and backend type (emulator, passthrough, external) */
+  tpms: { model?: string; backend: string }[];
 }
 
 function parseDisk(disk: XmlNode): ParsedDisk {
@@ -231,7 +237,28 @@ export function parseDomainXml(xml: string): ParsedDomain {
     vcpus: currentVcpus !== undefined && /^\d+$/.test(currentVcpus) ? Number(currentVcpus) : maxVcpus,
     maxVcpus,
     disks: devices ? childElements(devices, 'disk').map(parseDisk) : [],
+    uefi: false,
+    tpms: devices
+      ? childElements(devices, 'tpm').map((t) => {
+          const model = attrOf(t, 'model');
+          return {
+            ...(model !== undefined ? { model } : {}),
+            backend: attrOf(firstChild(t, 'backend'), 'type') ?? 'unknown',
+          };
+        })
+      : [],
   };
+  const os = firstChild(dom, 'os');
+  if (os) {
+    const loader = firstChild(os, 'loader');
+    const nvram = firstChild(os, 'nvram');
+    const stateless = attrOf(loader, 'stateless') === 'yes';
+    out.uefi =
+      !stateless &&
+      (attrOf(os, 'firmware') === 'efi' || attrOf(loader, 'type') === 'pflash' || nvram !== undefined);
+    const nvramPath = textOf(nvram)?.trim() || attrOf(firstChild(nvram ?? {}, 'source'), 'file');
+    if (nvram && nvramPath) out.nvram = nvramPath;
+  }
   const cur = scaledBytes(textOf(current), attrOf(current, 'unit'));
   if (cur !== undefined) out.currentMemoryBytes = cur;
   const domainType = attrOf(dom, 'type');

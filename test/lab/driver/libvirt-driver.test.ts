@@ -91,11 +91,13 @@ labDescribe()('LibvirtDriver on the local lab', () => {
     const fs = await drv.fsInfo(src);
     expect(fs.freeBytes).toBeGreaterThan(0);
     expect(fs.capacityBytes).toBeGreaterThanOrEqual(fs.freeBytes);
-    const info = await drv.imageInfo(join(src, 'a.qcow2'));
+    const info = await drv.imageInfo(join(src, 'a.qcow2'), { format: 'qcow2' });
     expect(info).toMatchObject({ format: 'qcow2', virtualBytes: 64 * 1024 * 1024, chainLength: 1 });
     expect(info.fileBytes).toBeGreaterThan(4 * 1024 * 1024);
     // without -U the running VM's lock makes qemu-img fail
-    await expect(drv.imageInfo(join(src, 'a.qcow2'), { forceShare: false })).rejects.toThrow(/lock/);
+    await expect(drv.imageInfo(join(src, 'a.qcow2'), { format: 'qcow2', forceShare: false })).rejects.toThrow(
+      /lock/,
+    );
   });
 
   it('snapshots both disks into overlays, atomically and idempotently', async () => {
@@ -116,7 +118,7 @@ labDescribe()('LibvirtDriver on the local lab', () => {
       backingPaths: [join(src, 'a.qcow2')],
     });
     expect(dom.disks[1]).toMatchObject({ path: join(src, 'b.ovl'), hasBackingStore: true });
-    const info = await drv.imageInfo(join(src, 'a.ovl'));
+    const info = await drv.imageInfo(join(src, 'a.ovl'), { format: 'qcow2' });
     expect(info.chainLength).toBe(2);
     expect(info.backingFile).toBe(join(src, 'a.qcow2'));
     // a write while running goes to the overlay: 1 MiB of 0xcd at 8 MiB
@@ -158,7 +160,9 @@ labDescribe()('LibvirtDriver on the local lab', () => {
     for (const f of ['a.ovl', 'b.ovl']) await drv.copyFile(join(src, f), join(dst, f));
     await drv.rebaseUnsafe(join(dst, 'a.ovl'), join(dst, 'a.qcow2'), 'qcow2');
     await drv.rebaseUnsafe(join(dst, 'b.ovl'), join(dst, 'b.qcow2'), 'qcow2');
-    expect((await drv.imageInfo(join(dst, 'a.ovl'))).backingFile).toBe(join(dst, 'a.qcow2'));
+    expect((await drv.imageInfo(join(dst, 'a.ovl'), { format: 'qcow2' })).backingFile).toBe(
+      join(dst, 'a.qcow2'),
+    );
 
     t0 = Date.now();
     const saved = await drv.savedStateXml(stateFile);
@@ -187,7 +191,7 @@ labDescribe()('LibvirtDriver on the local lab', () => {
       [join(dst, 'a.qcow2'), false],
       [join(dst, 'b.qcow2'), false],
     ]);
-    expect(await drv.checkImage(join(dst, 'a.qcow2'))).toEqual([]); // in use: checked with -U
+    expect(await drv.checkImage(join(dst, 'a.qcow2'), 'qcow2')).toEqual([]); // in use: checked with -U
   });
 
   it('redefines the persistent definition from the live XML', async () => {
@@ -222,7 +226,7 @@ labDescribe()('LibvirtDriver on the local lab', () => {
     await drv.destroy(name);
     await drv.destroy(name); // again: fine
     expect((await drv.getDomain(name))!.state).toBe('shutoff');
-    expect(await drv.checkImage(join(dst, 'a.qcow2'))).toEqual([]); // not in use: full check
+    expect(await drv.checkImage(join(dst, 'a.qcow2'), 'qcow2')).toEqual([]); // not in use: full check
     sh('qemu-io', ['-r', '-c', 'read -P 0xab 0 4M', '-c', 'read -P 0xcd 8M 1M', join(dst, 'a.qcow2')]);
     const out = sh('qemu-io', [
       '-r',

@@ -62,6 +62,7 @@ class FakeHost {
         fileBytes: GiB / 2,
         chainLength: 1,
       }),
+      probeFormat: unsupported,
       fsInfo: async () => ({ capacityBytes: 1000 * GiB, freeBytes: 900 * GiB }),
       hostCpu: async () => ({ vendor: 'Intel', model: 'Skylake' }),
       fileExists: unsupported,
