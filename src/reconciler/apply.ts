@@ -80,6 +80,7 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
     intents: {
       mark: (c, what) => deps.store.markIntent(c.vm, c.id, what),
       has: (c, what) => deps.store.hasIntent(c.vm, c.id, what),
+      at: (c, what) => deps.store.intentAt(c.vm, c.id, what),
     },
   };
   const policy = deps.policy ?? DEFAULT_POLICY;

@@ -246,6 +246,7 @@ export class Reconciler {
         intents: {
           mark: (c, what) => this.deps.store.markIntent(c.vm, c.id, what),
           has: (c, what) => this.deps.store.hasIntent(c.vm, c.id, what),
+          at: (c, what) => this.deps.store.intentAt(c.vm, c.id, what),
         },
         ...(bw ? { bwlimitKiBps: Math.max(1, Math.floor(bw / 1024)) } : {}),
         logger: log.child({ vm }),

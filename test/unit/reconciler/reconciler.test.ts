@@ -73,6 +73,8 @@ class FakeHost {
       commitOffline: unsupported,
       checkImage: unsupported,
       save: unsupported,
+      waitForSaveJob: unsupported,
+      holdsSavedState: unsupported,
       savedStateXml: unsupported,
       restore: unsupported,
       dumpXml: unsupported,
