@@ -160,6 +160,13 @@ export interface HypervisorDriver {
    * driver need not ask again (one round trip less inside the VM's pause).
    */
   save(domain: string, stateFile: string, opts?: { knownActive?: boolean }): Promise<void>;
+  /**
+   * Wait while the hypervisor still runs a save of `domain` that an interrupted run asked for
+   * (libvirt finishes a save whose client died); true when there was one.
+   */
+  waitForSaveJob(domain: string): Promise<boolean>;
+  /** true when `stateFile` holds a complete saved state of `domain` (an unfinished save is not one) */
+  holdsSavedState(stateFile: string, domain: string): Promise<boolean>;
   /** XML stored in a saved state file */
   savedStateXml(stateFile: string): Promise<string>;
   /**

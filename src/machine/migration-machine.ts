@@ -219,10 +219,23 @@ export const migrationMachine = setup({
   },
 });
 
+/**
+ * Errors after which neither forward nor back is safe without a human: the VM is left as it is.
+ * `SavedStateLost`: the VM was saved and its saved state is gone (booting it afresh would lose
+ * its memory silently).
+ */
+export const NEEDS_HUMAN_REASONS: ReadonlySet<string> = new Set(['SavedStateLost']);
+
 /** Where an error in `step` leads: before the point of no return back, after it forward again. */
 function errorRoute(step: MigrationStep) {
   const record = { type: 'recordError' as const, params: { step } };
   return [
+    {
+      guard: ({ event }: { event: Ev }) =>
+        NEEDS_HUMAN_REASONS.has(errorInfo((event as { error?: unknown }).error).reason),
+      target: 'Failed',
+      actions: record,
+    },
     {
       guard: ({ context }: { context: MigrationContext }) =>
         context.committed && context.attempts < context.maxForwardAttempts,

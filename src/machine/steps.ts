@@ -35,8 +35,10 @@ export interface StepDeps {
   hostSpecFor?(host: string): HostSpec | undefined;
   /** write-ahead intents (see MigrationStore.markIntent); without them rollback trusts only what it sees */
   intents?: {
-    mark(ctx: MigrationContext, what: 'restore' | 'define'): Promise<void>;
-    has(ctx: MigrationContext, what: 'restore' | 'define'): Promise<boolean>;
+    mark(ctx: MigrationContext, what: 'restore' | 'define' | 'save'): Promise<void>;
+    has(ctx: MigrationContext, what: 'restore' | 'define' | 'save'): Promise<boolean>;
+    /** when the intent was marked (ms since epoch), if it was: a save's is when the pause began */
+    at(ctx: MigrationContext, what: 'save'): Promise<number | undefined>;
   };
   /** how copies between hosts go (default auto: host to host, relayed only when unreachable) */
   transferMode?: 'direct' | 'relay' | 'auto';
@@ -712,19 +714,59 @@ async function migrateLive(ctx: MigrationContext, deps: StepDeps): Promise<StepO
   return { committed: true, bytesDone: ctx.bytesTotal, pauseMs: res.downtimeMs ?? 0 };
 }
 
+/** What Saving sees of the VM on the source (see {@link decideSave}). */
+export interface SaveObservation {
+  state: DomainInfo['state'];
+  /** the state file holds a complete saved state of this VM (`save-image-dumpxml` reads it) */
+  stateUsable: boolean;
+  /** this migration issued a save before (a write-ahead intent); true when unknown */
+  saveIssued: boolean;
+}
+
+/**
+ * What Saving does, from what it sees (pure). Running: save (again: a save that never happened
+ * or was aborted left it running). Shut off with a complete saved state: saved already (an
+ * interrupted run's save, which libvirt finishes though its virsh died). Shut off without one
+ * after this migration's save: the guest's memory is lost; nothing may boot it afresh (that is
+ * a different machine to its users): `lost`, a stop for a human. Anything else (paused, or shut
+ * off before any save of ours): `notRunning`, back to the source (rollback resumes a paused VM
+ * and never starts a stopped one).
+ */
+export function decideSave(o: SaveObservation): 'save' | 'saved' | 'lost' | 'notRunning' {
+  if (o.state === 'running') return 'save';
+  if (o.state === 'shutoff' && o.stateUsable) return 'saved';
+  if (o.state === 'shutoff' && o.saveIssued) return 'lost';
+  return 'notRunning';
+}
+
 const saveVm: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.fromHost);
   const stateFile = ctx.srcStateFile ?? ctx.stateFile!;
-  const dom = await mustGetDomain(drv, ctx);
   const now = deps.now ?? Date.now;
-  if (dom.state === 'shutoff' && (await drv.fileExists(stateFile))) {
-    return { pausedAt: ctx.pausedAt ?? now() };
-  }
-  if (dom.state !== 'running')
+  // Resumed after a save was issued: the pause began then (the persisted time keeps pauseMs
+  // whole across a restart), and libvirt may still be writing that save.
+  const issuedAt = await deps.intents?.at(ctx, 'save');
+  let dom = await mustGetDomain(drv, ctx);
+  if (issuedAt !== undefined && dom.state !== 'shutoff' && (await drv.waitForSaveJob(ctx.vm)))
+    dom = await mustGetDomain(drv, ctx);
+  const decision = decideSave({
+    state: dom.state,
+    stateUsable: dom.state === 'shutoff' && (await drv.holdsSavedState(stateFile, ctx.vm)),
+    saveIssued: deps.intents ? issuedAt !== undefined : true,
+  });
+  if (decision === 'saved') return { pausedAt: ctx.pausedAt ?? issuedAt ?? now() };
+  if (decision === 'lost')
+    throw new StalledError(
+      'SavedStateLost',
+      `${ctx.vm} is shut off on ${ctx.fromHost} after vmplace saved it, but ${stateFile} holds no complete saved state: the guest's memory is lost; vmplace does not boot it afresh, the VM is left as it is`,
+    );
+  if (decision === 'notRunning')
     throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
   await drv.removeFile(stateFile); // a partial file from an interrupted save
   // a source host that reboots once the VM runs on the target must not start it again
   if (ctx.sourceAutostart) await drv.setAutostart(ctx.vm, false);
+  // durable before the save: a restart finds when the pause began and that a save was issued
+  await deps.intents?.mark(ctx, 'save');
   const pausedAt = now();
   const saving = drv.save(ctx.vm, stateFile, { knownActive: true });
   const early = ctx.effectiveStrategy === 'quick' ? copyDeltaEarly(ctx, deps, saving) : undefined;
@@ -1200,8 +1242,18 @@ const rollBack: Step = async (ctx, deps) => {
         );
       }
     }
-    if (dom.state === 'shutoff' && ctx.wasRunning && ctx.effectiveStrategy !== 'cold')
-      await src.start(ctx.vm);
+    // Never boot a guest afresh: a VM that ran at Preflight and is shut off now lost its
+    // memory (a saved state gone) or was shut down by someone; either way not ours to start.
+    if (dom.state === 'shutoff' && ctx.wasRunning && ctx.effectiveStrategy !== 'cold') {
+      if (!deps.intents || (await deps.intents.has(ctx, 'save')))
+        throw new StalledError(
+          'SavedStateLost',
+          `${ctx.vm} is shut off on ${ctx.fromHost} and its saved state is gone; vmplace does not boot it afresh`,
+        );
+      log?.warn(
+        'the VM was shut down during the migration; it stays shut off (vmplace never boots a guest afresh)',
+      );
+    }
     // the autostart a cross-host move switched off comes back with the VM
     if (ctx.sourceAutostart && (await src.getDomain(ctx.vm))?.autostart !== true)
       await src.setAutostart(ctx.vm, true);

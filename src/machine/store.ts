@@ -81,6 +81,19 @@ export class MigrationStore {
     return out;
   }
 
+  /** When the intent was marked (ms since epoch), or undefined when it was not. */
+  async intentAt(vm: string, id: string, what: string): Promise<number | undefined> {
+    try {
+      const t = Date.parse(
+        (await fs.readFile(path.join(this.intentDir, `${vm}.${id}.${what}`), 'utf8')).trim(),
+      );
+      return Number.isFinite(t) ? t : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
   async hasIntent(vm: string, id: string, what: string): Promise<boolean> {
     return fs.access(path.join(this.intentDir, `${vm}.${id}.${what}`)).then(
       () => true,

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../drivers/driver';
 import { observe, type Observation } from '../inventory/observe';
 import { parseDuration } from '../daemon/duration';
+import { NEEDS_HUMAN_REASONS } from '../machine/migration-machine';
 import { runMigration, type RunResult } from '../machine/runner';
 import { createStepActors, type StepDeps } from '../machine/steps';
 import { MigrationStore, type StoredMigration } from '../machine/store';
@@ -80,6 +81,7 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
     intents: {
       mark: (c, what) => deps.store.markIntent(c.vm, c.id, what),
       has: (c, what) => deps.store.hasIntent(c.vm, c.id, what),
+      at: (c, what) => deps.store.intentAt(c.vm, c.id, what),
     },
     owned: {
       record: (c, rec) => deps.store.recordOwned(c.vm, c.id, rec),
@@ -145,7 +147,11 @@ export async function applyOnce(deps: ApplyDeps): Promise<ApplyResult> {
   });
   for (const [host, why] of observation.unreachable) log.error({ host, reason: why.reason }, why.message);
   await writeAll();
-  const runnable = plan.migrations.filter((m) => !m.blocked);
+  // a VM whose resumed migration stopped for a human (e.g. SavedStateLost) is not tried again in
+  // this pass: a new attempt would only overwrite that report
+  const runnable = plan.migrations.filter(
+    (m) => !m.blocked && !NEEDS_HUMAN_REASONS.has(results.get(m.vm)?.context.lastError?.reason ?? ''),
+  );
   if (runnable.length && deps.confirm && !(await deps.confirm(plan))) {
     return finish(false);
   }

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../drivers/driver';
 import { describeError } from '../errors';
 import { observe, type Observation } from '../inventory/observe';
+import { NEEDS_HUMAN_REASONS } from '../machine/migration-machine';
 import { startMigration, type MigrationHandle, type RunResult, type StepActors } from '../machine/runner';
 import { createStepActors, type StepDeps } from '../machine/steps';
 import type { MigrationStore } from '../machine/store';
@@ -246,6 +247,7 @@ export class Reconciler {
         intents: {
           mark: (c, what) => this.deps.store.markIntent(c.vm, c.id, what),
           has: (c, what) => this.deps.store.hasIntent(c.vm, c.id, what),
+          at: (c, what) => this.deps.store.intentAt(c.vm, c.id, what),
         },
         owned: {
           record: (c, rec) => this.deps.store.recordOwned(c.vm, c.id, rec),
@@ -294,7 +296,8 @@ export class Reconciler {
   private recordOutcome(vm: string, result: RunResult): void {
     if (result.step === 'Completed') {
       this.backoff.delete(vm);
-    } else if (result.step === 'Blocked') {
+    } else if (result.step === 'Blocked' || NEEDS_HUMAN_REASONS.has(result.context.lastError?.reason ?? '')) {
+      // held until its manifests or the world change (a human acts)
       this.backoff.set(vm, { failures: 0, notBefore: 0, stalledKey: this.stalledKey(vm) });
     } else if (result.context.lastError?.reason === 'Cancelled') {
       this.backoff.delete(vm); // replanned at once

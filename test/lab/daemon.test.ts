@@ -13,6 +13,8 @@ import {
   dumpXml,
   ensureLab,
   labTempDir,
+  serialLogSize,
+  serialSince,
   verifyRecords,
   virsh,
   waitForAcks,
@@ -116,20 +118,33 @@ async function placedOn(f: Fleet, key: string): Promise<VirtualMachineStatus> {
   });
 }
 
-async function expectRunningOnceWithAllData(f: Fleet, dir: string): Promise<void> {
+/** Serial log offset at the guest's latest boot by this test (its acks restart from 1 there). */
+const bootOffset = new Map<string, number>();
+
+/**
+ * Running once from `dir` with every acknowledged record there. With `since` (a serial log
+ * offset before the migration): the guest went on from its memory meanwhile, no boot and no
+ * sequence going back. Ends by booting the guest again (destroy, start).
+ */
+async function expectRunningOnceWithAllData(f: Fleet, dir: string, since?: number): Promise<void> {
   expect(await domState(f.vm)).toBe('running');
   const procs = (await run('pgrep', ['-f', `guest=${f.vm},`])).stdout.split('\n').filter(Boolean);
   expect(procs).toHaveLength(1);
   const want = f.disks.map((d) => path.join(dir, path.basename(d.path)));
   expect(parseDomainXml(await dumpXml(f.vm)).disks.map((d) => d.path)).toEqual(want);
   expect(parseDomainXml(await dumpXml(f.vm, { inactive: true })).disks.map((d) => d.path)).toEqual(want);
-  const before = await ackedSequences(f.serialLog);
+  // acks of the current boot only: an earlier boot's higher numbers are not this guest's
+  const before = (await serialSince(f.serialLog, bootOffset.get(f.vm) ?? 0)).last;
   for (const d of f.disks)
     await waitForAcks(f.serialLog, {
       disk: d.target,
       atLeast: (before.get(d.target) ?? 0) + 2,
       timeoutMs: 30_000,
     });
+  if (since !== undefined) {
+    const seen = await serialSince(f.serialLog, since);
+    expect({ boots: seen.boots, wentBack: seen.wentBack }).toEqual({ boots: 0, wentBack: [] });
+  }
   await virsh(['suspend', f.vm]);
   await virsh(['qemu-monitor-command', f.vm, '--hmp', 'info status']); // let QEMU settle
   const acked = await ackedSequences(f.serialLog);
@@ -142,6 +157,7 @@ async function expectRunningOnceWithAllData(f: Fleet, dir: string): Promise<void
     );
     expect(check.bad).toEqual([]);
   }
+  bootOffset.set(f.vm, await serialLogSize(f.serialLog));
   await virsh(['start', f.vm]);
 }
 
@@ -295,6 +311,7 @@ describe('vmplace daemon (real git, real libvirt, real guests)', () => {
       const to = storage.get('v3') === 'v3-a' ? 'v3-b' : 'v3-a';
       storage.set('v3', to);
       await pushManifests(`move v3 to ${to}`);
+      const since = await serialLogSize(v3.serialLog);
       const body = '{}';
       expect(await webhook(body, signature(SECRET, body))).toBe(202);
       const migrations = path.join(stateDir, 'migrations');
@@ -320,7 +337,7 @@ describe('vmplace daemon (real git, real libvirt, real guests)', () => {
       daemon = await startDaemon({ repo: bare, workdir, stateDir, secretFile, interval: '2s' });
       await daemon.waitFor((l) => l.msg === 'resuming interrupted migration' && l.vm === v3.vm);
       await placedOn(v3, to);
-      await expectRunningOnceWithAllData(v3, to === 'v3-b' ? v3.storage.b : v3.storage.a);
+      await expectRunningOnceWithAllData(v3, to === 'v3-b' ? v3.storage.b : v3.storage.a, since);
     },
   );
 

@@ -245,6 +245,31 @@ export function parseBlockJobRaw(text: string): BlockJobInfo | undefined {
   return { type, cur: Number(kv.get('cur') ?? 0), end: Number(kv.get('end') ?? 0) };
 }
 
+/** `virsh domjobinfo DOM`: the job libvirt runs for the domain (`Job type: None` when none). */
+export interface DomJobInfo {
+  /** `None`, `Unbounded`, `Bounded`, ... */
+  type: string;
+  /** `Save`, `Restore`, `Outgoing migration`, ... (libvirt >= 3.3 prints it while a job runs) */
+  operation?: string;
+  /** true while a job runs */
+  active: boolean;
+}
+
+export function parseDomJobInfo(text: string): DomJobInfo {
+  const kv = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) kv.set(line.slice(0, i).trim(), line.slice(i + 1).trim());
+  }
+  const type = kv.get('Job type') ?? 'None';
+  const operation = kv.get('Operation');
+  return {
+    type,
+    ...(operation ? { operation } : {}),
+    active: type !== 'None' && type !== 'Completed' && type !== 'Failed' && type !== 'Cancelled',
+  };
+}
+
 // ---------------------------------------------------------------- virsh capabilities
 
 /** Host CPU vendor and model from `virsh capabilities`. */

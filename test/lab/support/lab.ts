@@ -471,3 +471,41 @@ export async function verifyRecords(
 export function labTempDir(prefix = 'vmplace-lab-'): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), prefix));
 }
+
+/** Size of the serial log now (0 when it does not exist yet): an offset for {@link serialSince}. */
+export async function serialLogSize(serialLog: string): Promise<number> {
+  return fs.stat(serialLog).then(
+    (s) => s.size,
+    () => 0,
+  );
+}
+
+/**
+ * What the serial console shows from byte `offset` on: how often the guest booted (its `READY`
+ * line), every place where a disk's acknowledged sequence went back, and the last sequence per
+ * disk. A guest booted afresh instead of restored writes its records from 1 again at the same
+ * offsets, so reading the records back cannot see it; this can (LAB.md, "Facts added later").
+ */
+export async function serialSince(
+  serialLog: string,
+  offset: number,
+): Promise<{ boots: number; wentBack: string[]; last: Map<string, number> }> {
+  const text = (await fs.readFile(serialLog)).subarray(offset).toString('latin1');
+  const lines = text.split('\n');
+  if (offset > 0) lines.shift(); // may be the tail of a line that began before the offset
+  let boots = 0;
+  const wentBack: string[] = [];
+  const last = new Map<string, number>();
+  for (const raw of lines) {
+    const line = raw.replace(/\r$/, '');
+    if (line.startsWith('READY ')) boots++;
+    const m = line.match(/^ACK (vd[a-z]+) (\d+)$/);
+    if (!m) continue;
+    const disk = m[1] as string;
+    const seq = Number(m[2]);
+    const prev = last.get(disk);
+    if (prev !== undefined && seq < prev) wentBack.push(`${disk}: ${prev} then ${seq}`);
+    last.set(disk, seq);
+  }
+  return { boots, wentBack, last };
+}

@@ -81,6 +81,8 @@ class FakeHost {
       commitOffline: unsupported,
       checkImage: unsupported,
       save: unsupported,
+      waitForSaveJob: unsupported,
+      holdsSavedState: unsupported,
       savedStateXml: unsupported,
       restore: unsupported,
       dumpXml: unsupported,
