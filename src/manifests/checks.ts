@@ -111,18 +111,20 @@ export function checkUri(uri: string): string | undefined {
   return 'why' in r ? r.why : undefined;
 }
 
+/** A host name or address in one form: lower case, no trailing dot, IPv6 without brackets, compressed. */
+export function sameHostKey(h: string): string {
+  const x = h.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (!isIPv6(x)) return x.replace(/\.$/, '');
+  try {
+    return new URL(`http://[${x}]/`).hostname.slice(1, -1);
+  } catch {
+    return x;
+  }
+}
+
 /** Host names compare case-insensitively, IPv6 literals by value. */
 export function sameHost(a: string, b: string): boolean {
-  const norm = (h: string): string => {
-    const x = h.replace(/^\[(.*)\]$/, '$1').toLowerCase();
-    if (!isIPv6(x)) return x.replace(/\.$/, '');
-    try {
-      return new URL(`http://[${x}]/`).hostname;
-    } catch {
-      return x;
-    }
-  };
-  return norm(a) === norm(b);
+  return sameHostKey(a) === sameHostKey(b);
 }
 
 /** Value checks for one Host document that passed (or partly passed) its schema. */
