@@ -10,8 +10,8 @@
  * isolates and marks (U+202A-202E, U+2066-2069, U+200E/200F, U+061C), zero-width and invisible
  * characters (U+200B-200D, U+2060-2064, U+FEFF, U+180E).
  */
-// eslint-disable-next-line no-control-regex -- matching control characters is the point
 export const UNSAFE_CHARS =
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   /[\u0000-\u001f\u007f-\u009f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
 
 /** `text` with every {@link UNSAFE_CHARS} character replaced by `replacement` (default `?`). */
