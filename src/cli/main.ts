@@ -10,6 +10,7 @@ import { writeStatusFiles } from '../status/files';
 import { planHasChanges, planMigrations } from '../planner/plan';
 import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/render';
 import { createLogger } from '../log';
+import { safeText } from '../text';
 import { loadSettings } from '../settings';
 import { applyOnce } from '../reconciler/apply';
 import { MigrationStore } from '../machine/store';
@@ -233,7 +234,7 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
               : '';
             const why =
               s.phase === 'Placed' ? '' : ` (${s.conditions[0]?.reason}: ${s.conditions[0]?.message})`;
-            io.out(`${s.metadata.name}: ${s.phase}${why}${extra}\n`);
+            io.out(`${safeText(`${s.metadata.name}: ${s.phase}${why}${extra}`)}\n`);
           }
           setExit(result.anyFailed || !result.converged ? EXIT.failed : EXIT.ok);
         } finally {

@@ -156,7 +156,7 @@ export function checkTrust(
       if (!allowed(value))
         add(
           p,
-          `${p.slice(1).join('.')}: host ${quote(value)} is not one the operator allows${from}: ${policy.hosts.join(', ')}`,
+          `${p.join('.')}: host ${quote(value)} is not one the operator allows${from}: ${policy.hosts.join(', ')}`,
         );
     }
     if (!ssh && !skip(['spec', 'uri']) && !allowed('localhost'))
