@@ -377,6 +377,13 @@ spec:
     }
   });
 
+  it('the sample trust file admits the fleet example', async () => {
+    const policy = loadTrustPolicy(path.join(REPO_ROOT, 'examples', 'daemon', 'trust.yaml'))!;
+    expect(policy.hosts).toContain('*.example.net');
+    const s = await loadDesiredState(path.join(REPO_ROOT, 'examples', 'fleet'), { trust: { policy } });
+    expect(s.problems.map(formatProblem)).toEqual([]);
+  });
+
   it('the default file is optional', () => {
     // /etc/vmplace/trust.yaml does not exist on the test machine
     expect(fs.existsSync('/etc/vmplace/trust.yaml')).toBe(false);
