@@ -273,6 +273,10 @@ export class GitSync {
       staleLockWaitMs: opts.staleLockWaitMs ?? 30_000,
     };
     this.log = opts.logger.child({ component: 'git', repo: redactRepoUrl(opts.repo), branch: opts.branch });
+    if (split.credentials && !opts.credentials)
+      this.log.warn(
+        "credentials in the repository URL: git gets them from a helper, but they are in this process's own arguments; prefer --git-credentials-file",
+      );
     this.sleep = internals.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
