@@ -13,7 +13,9 @@ export interface DriverSet {
 
 /**
  * One driver per declared host, created on first use. A driver may write and delete only
- * inside the host's declared storage (its own and its cluster's) and vmplace's state dir.
+ * inside the host's declared storage (its own and its cluster's). Not in vmplace's state dir:
+ * state files go on storage, and the state dir (migration records, the daemon's clone) is the
+ * management box's, never a host's to delete in.
  */
 export function createDrivers(desired: DesiredState, opts: { stateDir: string; logger: Logger }): DriverSet {
   const cache = new Map<string, HypervisorDriver>();
@@ -26,11 +28,9 @@ export function createDrivers(desired: DesiredState, opts: { stateDir: string; l
     const allowedRoots = [
       ...(host.spec.storage ?? []).map((s) => s.path),
       ...(cluster?.spec.storage ?? []).map((s) => s.path),
-      opts.stateDir,
     ];
     const drv = new LibvirtDriver(hostName, host.spec, {
       allowedRoots,
-      stateDir: opts.stateDir,
       logger: opts.logger.child({ host: hostName }),
     });
     cache.set(hostName, drv);

@@ -1,16 +1,18 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
-import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { loadActualState, loadDesiredState, formatProblem } from '../manifests';
+import { loadActualState, loadDesiredState, type LoadOptions } from '../manifests';
+import { formatProblemsCapped } from '../manifests/format';
+import { DEFAULT_TRUST_FILE, loadTrustPolicy } from '../manifests/trust';
 import { resolveBaseRef, writeStatusAt } from '../status/base-ref';
 import { writeStatusFiles } from '../status/files';
 import { planHasChanges, planMigrations } from '../planner/plan';
 import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/render';
 import { createLogger } from '../log';
+import { safeText } from '../text';
 import { loadSettings } from '../settings';
 import { applyOnce } from '../reconciler/apply';
 import { MigrationStore } from '../machine/store';
@@ -18,6 +20,8 @@ import { createDrivers } from './drivers';
 import { ProgressView } from './progress';
 import { Daemon } from '../daemon/daemon';
 import { parseDuration } from '../daemon/duration';
+import { readWebhookSecret } from '../daemon/http';
+import { readGitCredentials } from '../status/git';
 import type { DesiredState, PlanFinding, Problem } from '../types';
 import { hostsSharingPath } from '../planner/shared-storage';
 
@@ -37,7 +41,22 @@ const defaultIo: Io = {
 };
 
 function printProblems(io: Io, problems: Problem[]): void {
-  for (const p of problems) io.err(formatProblem(p) + '\n');
+  for (const line of formatProblemsCapped(problems)) io.err(line + '\n');
+}
+
+const TRUST_FILE_HELP = `operator's bounds on what manifests may name (default ${DEFAULT_TRUST_FILE} when present)`;
+
+/** The trust rules of one command: the operator's file (see trust.ts) and vmplace's own directories. */
+function trustFor(
+  trustFile: string | undefined,
+  dirs: { stateDir?: string; workdir?: string } = {},
+): NonNullable<LoadOptions['trust']> {
+  const policy = loadTrustPolicy(trustFile);
+  return {
+    ...(policy ? { policy } : {}),
+    ...(dirs.stateDir ? { stateDir: path.resolve(dirs.stateDir) } : {}),
+    ...(dirs.workdir ? { workdir: path.resolve(dirs.workdir) } : {}),
+  };
 }
 
 async function gitRevision(repo: string): Promise<string | undefined> {
@@ -107,8 +126,9 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
     .command('validate')
     .description('check manifests against the schemas and each other; print every problem as FILE:LINE:COL')
     .argument('[repo]', 'the GitOps repository', '.')
-    .action(async (repo: string) => {
-      const desired = await loadDesiredState(path.resolve(repo));
+    .option('--trust-file <file>', TRUST_FILE_HELP)
+    .action(async (repo: string, opts: { trustFile?: string }) => {
+      const desired = await loadDesiredState(path.resolve(repo), { trust: trustFor(opts.trustFile) });
       printProblems(io, desired.problems);
       if (desired.problems.length) {
         io.err(`${desired.problems.length} problem(s) in ${desired.invalidFiles.size} file(s)\n`);
@@ -134,13 +154,19 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
       '--base-ref <ref>',
       "plan against status/ at the merge base with REF (a pull request's base branch), and warn when the change edits status/",
     )
+    .option('--trust-file <file>', TRUST_FILE_HELP)
     .action(
       async (
         repo: string,
-        opts: { format: 'table' | 'json' | 'markdown'; detailedExitcode?: boolean; baseRef?: string },
+        opts: {
+          format: 'table' | 'json' | 'markdown';
+          detailedExitcode?: boolean;
+          baseRef?: string;
+          trustFile?: string;
+        },
       ) => {
         const root = path.resolve(repo);
-        const desired = await loadDesiredState(root);
+        const desired = await loadDesiredState(root, { trust: trustFor(opts.trustFile) });
         const { actual, finding: baseFinding } = opts.baseRef
           ? await loadStatusAtBase(root, opts.baseRef)
           : { actual: await loadActualState(root), finding: undefined };
@@ -178,14 +204,23 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         .default('pretty'),
     )
     .option('--parallel <n>', 'migrations at once', parsePositiveInt, 2)
+    .option('--trust-file <file>', TRUST_FILE_HELP)
     .action(
       async (
         repo: string,
-        opts: { yes?: boolean; stateDir: string; logFormat: 'json' | 'pretty'; parallel: number },
+        opts: {
+          yes?: boolean;
+          stateDir: string;
+          logFormat: 'json' | 'pretty';
+          parallel: number;
+          trustFile?: string;
+        },
       ) => {
         const root = path.resolve(repo);
         const logger = createLogger({ format: opts.logFormat });
-        const desired: DesiredState = await loadDesiredState(root);
+        const desired: DesiredState = await loadDesiredState(root, {
+          trust: trustFor(opts.trustFile, { stateDir: opts.stateDir }),
+        });
         const previous = await loadActualState(root);
         const { settings, problems: settingsProblems } = await loadSettings(root);
         const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
@@ -248,7 +283,7 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
               : '';
             const why =
               s.phase === 'Placed' ? '' : ` (${s.conditions[0]?.reason}: ${s.conditions[0]?.message})`;
-            io.out(`${s.metadata.name}: ${s.phase}${why}${extra}\n`);
+            io.out(`${safeText(`${s.metadata.name}: ${s.phase}${why}${extra}`)}\n`);
           }
           setExit(result.anyFailed || !result.converged ? EXIT.failed : EXIT.ok);
         } finally {
@@ -273,6 +308,11 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
       '--webhook-secret-file <file>',
       'require GitHub-style X-Hub-Signature-256 webhooks signed with this secret',
     )
+    .option(
+      '--git-credentials-file <file>',
+      'USER:TOKEN for an https --repo, given to git by a credential helper (never in argv or .git/config)',
+    )
+    .option('--trust-file <file>', TRUST_FILE_HELP)
     .option('--author-name <name>', 'author of status commits', 'vmplace')
     .option('--author-email <email>', 'email of status commits', 'vmplace@localhost')
     .option(
@@ -299,6 +339,8 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         interval: string;
         listen: string;
         webhookSecretFile?: string;
+        gitCredentialsFile?: string;
+        trustFile?: string;
         authorName: string;
         authorEmail: string;
         signingKey?: string;
@@ -307,9 +349,11 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         logFormat: 'json' | 'pretty';
       }) => {
         const logger = createLogger({ format: opts.logFormat });
-        const secret = opts.webhookSecretFile
-          ? Buffer.from((await readFile(opts.webhookSecretFile, 'utf8')).trim())
+        const secret = opts.webhookSecretFile ? await readWebhookSecret(opts.webhookSecretFile) : undefined;
+        const gitCredentials = opts.gitCredentialsFile
+          ? await readGitCredentials(opts.gitCredentialsFile)
           : undefined;
+        const trust = trustFor(opts.trustFile, { stateDir: opts.stateDir, workdir: opts.workdir });
         const repo =
           /^[a-z][a-z0-9+.-]*:\/\//i.test(opts.repo) || /^[^/]+@[^:]+:/.test(opts.repo)
             ? opts.repo
@@ -322,6 +366,8 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
           intervalMs: parseDuration(opts.interval),
           listen: opts.listen,
           ...(secret ? { webhookSecret: secret } : {}),
+          ...(gitCredentials ? { gitCredentials } : {}),
+          trust,
           author: { name: opts.authorName, email: opts.authorEmail },
           ...(opts.signingKey ? { signingKey: opts.signingKey } : {}),
           ...(opts.signingFormat ? { signingFormat: opts.signingFormat } : {}),

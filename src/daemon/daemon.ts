@@ -5,11 +5,13 @@ import { stringify } from 'yaml';
 import { createDrivers, type DriverSet } from '../cli/drivers';
 import { describeError } from '../errors';
 import { MigrationStore } from '../machine/store';
-import { formatProblem, loadActualState, loadDesiredState, writeStatusFiles } from '../manifests';
+import { loadActualState, loadDesiredState, writeStatusFiles } from '../manifests';
 import { Reconciler, type PassResult } from '../reconciler/reconciler';
 import { loadSettings, SettingsKeeper } from '../settings';
 import { writeRepoFile } from '../status/files';
-import { GitSync } from '../status/git';
+import { GitSync, type GitCredentials } from '../status/git';
+import type { LoadOptions } from '../manifests/load';
+import { capProblems, formatProblem, formatProblemsCapped } from '../manifests/format';
 import type { DesiredState, HostStatus, Problem, VirtualMachineStatus } from '../types';
 import { startHttpServer, type HttpServer } from './http';
 import { acquireLock, workdirLockLocation, type Lock } from './lock';
@@ -25,6 +27,10 @@ export interface DaemonOptions {
   intervalMs: number;
   listen: string;
   webhookSecret?: Buffer;
+  /** credentials for an https remote, handed to git by a credential helper (see GitSync) */
+  gitCredentials?: GitCredentials;
+  /** the operator's trust file and vmplace's directories, for every load of the manifests */
+  trust?: LoadOptions['trust'];
   author: { name: string; email: string };
   signingKey?: string;
   signingFormat?: 'openpgp' | 'ssh' | 'x509';
@@ -80,6 +86,7 @@ export class Daemon {
       branch: this.opts.branch,
       workdir: this.opts.workdir,
       author: this.opts.author,
+      ...(this.opts.gitCredentials ? { credentials: this.opts.gitCredentials } : {}),
       logger: this.log.child({ component: 'git' }),
       ...(this.opts.signingKey ? { signingKey: this.opts.signingKey } : {}),
       ...(this.opts.signingFormat ? { signingFormat: this.opts.signingFormat } : {}),
@@ -202,12 +209,16 @@ export class Daemon {
         return;
       }
       const root = this.opts.workdir;
-      const desired = await loadDesiredState(root);
+      const desired = await loadDesiredState(root, {
+        trust: { ...this.opts.trust, stateDir: this.opts.stateDir, workdir: this.opts.workdir },
+      });
       const previous = await loadActualState(root);
       // unreadable or invalid: keep the last good settings (never defaults that lift suspend)
       const { settings, problems: settingsProblems } = this.settings.update(await loadSettings(root));
       const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
-      for (const p of problems) log.error({ file: p.file, line: p.line, col: p.col }, formatProblem(p));
+      const capped = capProblems(problems);
+      for (const p of capped.shown) log.error({ file: p.file, line: p.line, col: p.col }, formatProblem(p));
+      for (const note of capped.notes) log.error(note);
       this.lastProblems = problems;
       this.desired = desired;
       this.refreshDrivers(desired);
@@ -283,7 +294,7 @@ async function writeSummary(
     hosts: hosts.length,
     phases: Object.fromEntries(Object.entries(phases).sort()),
     invalidFiles: [...(desired?.invalidFiles ?? [])].sort(),
-    problems: problems.map(formatProblem),
+    problems: formatProblemsCapped(problems),
   };
   // never through a link the repository holds (status/, status/summary.yaml): see writeRepoFile
   writeRepoFile(root, 'status/summary.yaml', stringify(doc));

@@ -6,12 +6,38 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { readFile } from 'node:fs/promises';
 import { StalledError } from '../errors';
 
 /** Largest webhook body read (GitHub caps payloads at 25 MB; push events are far smaller). */
 export const MAX_WEBHOOK_BODY = 1024 * 1024;
 /** Beyond this much of an oversized body, stop draining and drop the connection. */
 const MAX_DRAIN = 16 * MAX_WEBHOOK_BODY;
+/** Open connections at once (health checks, Prometheus, webhooks need a handful); more are dropped. */
+export const MAX_CONNECTIONS = 64;
+
+/**
+ * The webhook secret in `file`, surrounding whitespace removed.
+ *
+ * @throws StalledError `WebhookSecretEmpty` when nothing is left (an empty secret would make
+ *   every signature trivially computable); the read error as is.
+ */
+export async function readWebhookSecret(file: string): Promise<Buffer> {
+  const secret = Buffer.from((await readFile(file, 'utf8')).trim());
+  if (secret.length === 0)
+    throw new StalledError('WebhookSecretEmpty', `webhook secret file ${file} is empty`);
+  return secret;
+}
+
+/** True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost. */
+export function isLoopback(host: string): boolean {
+  return (
+    host === 'localhost' ||
+    host === '::1' ||
+    /^127(?:\.\d{1,3}){3}$/.test(host) ||
+    host === '::ffff:127.0.0.1'
+  );
+}
 
 /** Anything that renders Prometheus text: a prom-client `Registry` or `DaemonMetrics`. */
 export interface MetricsSource {
@@ -33,6 +59,8 @@ export interface HttpServerOptions {
   logger: Logger;
   /** body limit of webhooks in bytes (default {@link MAX_WEBHOOK_BODY}) */
   maxBodyBytes?: number;
+  /** open connections at once (default {@link MAX_CONNECTIONS}); more are closed on arrival */
+  maxConnections?: number;
 }
 
 /** A running server. */
@@ -71,22 +99,38 @@ export function parseListen(listen: string): { host: string; port: number } {
  *   `X-Hub-Signature-256` gets 401 and does nothing; otherwise 202 and `onWebhook()`.
  * - other paths 404; other methods on known paths 405 with `Allow`. `HEAD` works like `GET`.
  *
- * Neither the secret nor the signature header is ever logged.
+ * Neither the secret nor the signature header is ever logged. Bounded: at most
+ * `maxConnections` connections, 10 s for the headers (16 KiB at most), 30 s per request, idle
+ * keep-alive connections closed after 5 s. Listening beyond loopback without a webhook secret
+ * is logged as a warning (anyone who reaches the port can trigger passes).
  *
- * @throws StalledError `InvalidListenAddress`; the `listen` error (e.g. `EADDRINUSE`) as is.
+ * @throws StalledError `InvalidListenAddress`, `WebhookSecretEmpty`; the `listen` error (e.g.
+ *   `EADDRINUSE`) as is.
  */
 export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServer> {
   const { host, port } = parseListen(opts.listen);
   const log = opts.logger.child({ component: 'http' });
   const limit = opts.maxBodyBytes ?? MAX_WEBHOOK_BODY;
+  if (opts.webhookSecret !== undefined && opts.webhookSecret.length === 0)
+    throw new StalledError('WebhookSecretEmpty', 'the webhook secret is empty');
+  if (!opts.webhookSecret && !isLoopback(host))
+    log.warn(
+      { listen: opts.listen },
+      'listening beyond loopback without a webhook secret: anyone who reaches this port can trigger passes; give --webhook-secret-file',
+    );
 
-  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      log.error({ err, path: pathOf(req) }, 'request failed');
-      if (!res.headersSent) reply(res, 500, 'internal error\n');
-      else res.destroy();
-    });
-  });
+  const server = http.createServer(
+    { requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 },
+    (req, res) => {
+      handle(req, res).catch((err: unknown) => {
+        log.error({ err, path: pathOf(req) }, 'request failed');
+        if (!res.headersSent) reply(res, 500, 'internal error\n');
+        else res.destroy();
+      });
+    },
+  );
+
+  server.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
 
   const routes: Record<string, { methods: string[]; run: (req: Req, res: Res) => Promise<void> | void }> = {
     '/healthz': { methods: ['GET', 'HEAD'], run: (_q, r) => reply(r, 200, 'ok\n') },

@@ -11,7 +11,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { CommandError, redact } from '../errors';
+import { CommandError, StalledError } from '../errors';
+import { checkUriAgainstSsh, parseConnectionUri, redactUri } from '../manifests/checks';
 import type { SshSpec } from '../types';
 import type { HostExec } from './driver';
 
@@ -52,7 +53,7 @@ export function runProcess(
   const [file, ...args] = argv;
   if (file === undefined) return Promise.reject(new TypeError('runProcess: empty argv'));
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv() });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outLen = 0;
@@ -196,12 +197,20 @@ export interface SshExecOptions {
 }
 
 /**
- * The `-o`/`-i`/`-p`/`-l` options every ssh invocation for `spec` uses, in a stable order.
- * Host keys are always checked (`StrictHostKeyChecking=yes`) and no prompt can hang us
- * (`BatchMode=yes`).
+ * The options of every ssh vmplace runs (to hosts, host to host for copies, and libvirt's
+ * transport through its wrapper), in a stable order; `controlPath` adds connection reuse.
+ * - No configuration is read (`-F /dev/null`): neither the user's `~/.ssh/config` nor
+ *   `ssh_config` can add `ForwardAgent`, a `ProxyCommand`, `LocalCommand` or another identity;
+ * - no agent is used or forwarded (`IdentityAgent=none`, `ForwardAgent=no`), no X11, no port
+ *   forwardings: a compromised host gets nothing of the management box's keys;
+ * - host keys are always checked (`StrictHostKeyChecking=yes`) and no prompt can hang us
+ *   (`BatchMode=yes`).
+ * Without `identityFile`, ssh's default key files (`~/.ssh/id_*`) are still tried.
  */
-export function sshOptions(spec: SshSpec, controlPath: string, opts: SshExecOptions = {}): string[] {
+export function sshOptions(spec: SshSpec, controlPath?: string, opts: SshExecOptions = {}): string[] {
   const o: string[] = [
+    '-F',
+    '/dev/null',
     '-o',
     'BatchMode=yes',
     '-o',
@@ -213,17 +222,43 @@ export function sshOptions(spec: SshSpec, controlPath: string, opts: SshExecOpti
     '-o',
     'ServerAliveCountMax=3',
     '-o',
-    'ControlMaster=auto',
+    'ForwardAgent=no',
     '-o',
-    `ControlPath=${controlPath}`,
+    'IdentityAgent=none',
     '-o',
-    `ControlPersist=${opts.controlPersist ?? '60s'}`,
+    'ForwardX11=no',
+    '-o',
+    'ClearAllForwardings=yes',
+    '-o',
+    'PermitLocalCommand=no',
   ];
+  if (controlPath !== undefined) {
+    o.push(
+      '-o',
+      'ControlMaster=auto',
+      '-o',
+      `ControlPath=${controlPath}`,
+      '-o',
+      `ControlPersist=${opts.controlPersist ?? '60s'}`,
+    );
+  }
   if (spec.knownHostsFile) o.push('-o', `UserKnownHostsFile=${spec.knownHostsFile}`);
   if (spec.identityFile) o.push('-i', spec.identityFile, '-o', 'IdentitiesOnly=yes');
   if (spec.port !== undefined) o.push('-p', String(spec.port));
   if (spec.user) o.push('-l', spec.user);
   return o;
+}
+
+/**
+ * The environment of every program vmplace starts: its own, without the ssh agent
+ * (`SSH_AUTH_SOCK`, `SSH_AGENT_PID`), so neither ssh nor rsync nor libvirt's transport can use
+ * or forward the operator's agent.
+ */
+export function childEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out = { ...env };
+  delete out.SSH_AUTH_SOCK;
+  delete out.SSH_AGENT_PID;
+  return out;
 }
 
 /**
@@ -293,6 +328,8 @@ export class SshExec implements HostExec {
       await runProcess(
         [
           this.opts.sshBinary ?? 'ssh',
+          '-F',
+          '/dev/null',
           '-o',
           `ControlPath=${this.controlPath}`,
           ...(this.spec.port !== undefined ? ['-p', String(this.spec.port)] : []),
@@ -314,46 +351,50 @@ export class SshExec implements HostExec {
 // ---------------------------------------------------------------- libvirt URIs
 
 /**
- * Add `ssh`'s options to a libvirt URI for `virsh -c`, so libvirt's qemu+ssh transport
- * authenticates and checks host keys exactly like `SshExec`:
- * - `keyfile=` (→ `ssh -i`), `known_hosts=` (used by the libssh/libssh2 transports),
- *   `no_verify=0` (never auto-accept host keys), `no_tty=1` (BatchMode: never prompt);
- * - the user and port go into the authority when the URI has none;
- * - `command=` names an ssh wrapper (see `writeSshWrapper`) that adds the remaining `-o`
- *   options (UserKnownHostsFile, StrictHostKeyChecking, ControlMaster/ControlPath...), which
- *   libvirt's plain `ssh` transport has no parameters for.
- * A local URI (`qemu:///system`) given together with `ssh` becomes `qemu+ssh://HOST/system`:
- * the host's libvirt is reached through ssh. URIs of other transports are returned unchanged.
+ * The URI handed to `virsh -c`, built by vmplace from the parsed parts of the manifest's URI and
+ * the host's `ssh:`; nothing of the manifest string is passed through. The manifest URI must be
+ * one {@link parseConnectionUri} accepts (no query, no password, `qemu` or `qemu+ssh` only) and
+ * fit `ssh` ({@link checkUriAgainstSsh}); else `StalledError('UnsafeHostUri')` without the
+ * password. Results:
+ * - no `ssh`: `qemu:///system` (or `/session`), this machine's libvirt;
+ * - with `ssh`: `qemu+ssh://[user@]SSH_HOST[:port]/system?...` (a local URI given with `ssh`
+ *   means the host's libvirt reached through ssh). User and port come from the URI, else from
+ *   `ssh`; an IPv6 host is bracketed. The query is vmplace's own: `keyfile=` (→ `ssh -i`),
+ *   `known_hosts=` (libssh transports), `no_verify=0` (never auto-accept host keys), `no_tty=1`
+ *   (never prompt), and `command=` naming an ssh wrapper (see `sshWrapperScript`) that adds the
+ *   remaining options of {@link sshOptions} (UserKnownHostsFile, StrictHostKeyChecking, `-F
+ *   /dev/null`, no agent, ControlMaster...), for which libvirt's ssh transport has no
+ *   parameters. Values are percent-encoded, so a path cannot add a parameter.
  */
 export function libvirtUriWithSsh(
   uri: string,
   ssh: SshSpec | undefined,
   opts: { command?: string } = {},
 ): string {
-  if (!ssh) return uri;
-  let u: URL;
-  try {
-    u = new URL(uri);
-  } catch {
-    throw new TypeError(`not a libvirt URI: ${redact(uri)}`);
+  const r = parseConnectionUri(uri);
+  const refuse = (why: string): never => {
+    throw new StalledError('UnsafeHostUri', `libvirt URI ${JSON.stringify(redactUri(uri))} ${why}`);
+  };
+  if ('why' in r) return refuse(r.why);
+  const u = r.parts;
+  if (u.scheme !== 'qemu' && u.scheme !== 'qemu+ssh') return refuse(`is not a libvirt URI`);
+  if (!ssh) {
+    if (u.host) return refuse('names a remote host but the host has no ssh:');
+    return `qemu://${u.path}`;
   }
-  const scheme = u.protocol.replace(/:$/, '');
-  const [driver, transport] = scheme.split('+');
-  if (transport === undefined && u.hostname === '') {
-    u = new URL(`${driver}+ssh://${ssh.host}${u.pathname}${u.search}`);
-  } else if (transport !== 'ssh') {
-    return uri;
-  }
-  if (u.hostname === '') u.hostname = ssh.host;
-  if (!u.username && ssh.user) u.username = ssh.user;
-  if (!u.port && ssh.port !== undefined) u.port = String(ssh.port);
-  const p = u.searchParams;
-  if (ssh.identityFile) p.set('keyfile', ssh.identityFile);
-  if (ssh.knownHostsFile) p.set('known_hosts', ssh.knownHostsFile);
-  p.set('no_verify', '0');
-  p.set('no_tty', '1');
-  if (opts.command) p.set('command', opts.command);
-  return u.toString();
+  const why = checkUriAgainstSsh(uri, ssh);
+  if (why) return refuse(why);
+  if (!ssh.host || ssh.host.startsWith('-')) return refuse(`has a bad ssh host ${JSON.stringify(ssh.host)}`);
+  const user = u.user ?? ssh.user;
+  const port = u.port ?? ssh.port;
+  const host = ssh.host.includes(':') ? `[${ssh.host}]` : ssh.host;
+  const params: [string, string][] = [];
+  if (ssh.identityFile) params.push(['keyfile', ssh.identityFile]);
+  if (ssh.knownHostsFile) params.push(['known_hosts', ssh.knownHostsFile]);
+  params.push(['no_verify', '0'], ['no_tty', '1']);
+  if (opts.command) params.push(['command', opts.command]);
+  const query = params.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
+  return `qemu+ssh://${user ? `${user}@` : ''}${host}${port !== undefined ? `:${port}` : ''}${u.path}?${query}`;
 }
 
 /**

@@ -6,6 +6,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import type { DataPath, SchemaFinding } from './schemas';
 import { quote } from './schemas';
+import type { SshSpec } from '../types';
 
 /**
  * Why `s` is not a hostname, IPv4 or IPv6 literal, or `undefined` when it is one. Dotted
@@ -26,35 +27,104 @@ export function checkHostLiteral(s: string): string | undefined {
   return undefined;
 }
 
-const URI = /^([a-z0-9+]+):\/\/(?:([^@/?]*)@)?(\[[^\]]*\]|[^:/?]*)(?::([^/?]*))?(\/[^?]*)?(\?.*)?$/;
+const URI = /^([a-z0-9+]+):\/\/(?:([^@/?#]*)@)?(\[[^\]]*\]|[^:/?#]*)(?::([^/?#]*))?(\/[^?#]*)?([?#].*)?$/;
 
-/** Transports that need a remote host in the URI, and those that must not have one. */
-const NEEDS_HOST = new Set(['qemu+ssh', 'qemu+tcp', 'qemu+tls', 'qemu+libssh2', 'hyperv', 'ssh']);
-const NO_HOST = new Set(['qemu+unix']);
+/** The parts of a connection URI; `host` without IPv6 brackets. */
+export interface UriParts {
+  scheme: string;
+  user?: string;
+  host: string;
+  port?: number;
+  path: string;
+}
+
+/** The transports vmplace accepts per scheme: the local socket and ssh (authenticated, host key checked). */
+const ACCEPTED = new Set(['qemu', 'qemu+ssh', 'hyperv', 'ssh']);
+/** Transports that need a remote host in the URI. */
+const NEEDS_HOST = new Set(['qemu+ssh', 'hyperv', 'ssh']);
 
 /**
- * Why a connection URI (already matched by the schema pattern for its driver) is not
- * well-formed, or `undefined`: the host part must be a valid hostname/IP and must not start with
- * `-` (it may end up as an ssh argument), the port must be 1-65535, and remote transports need a
- * host while `qemu+unix` must not have one.
+ * A URI with the password of its user information replaced (`qemu+ssh://u:[REDACTED]@h/...`),
+ * for messages: a rejected URI is never echoed with its secret.
  */
-export function checkUri(uri: string): string | undefined {
+export function redactUri(uri: string): string {
+  return uri.replace(/^([^:/?#]*:\/\/[^:@/?#]*):[^@/?#]*@/, '$1:[REDACTED]@');
+}
+
+/**
+ * Split a connection URI into its parts, or say why it is not acceptable. Accepted:
+ * `qemu:///system|session` (this machine), `qemu+ssh://[user@]host[:port]/system|session`,
+ * and for Hyper-V `hyperv://` / `ssh://`. Refused, whatever the schema let through: any query
+ * or fragment (libvirt reads `?command=`, `?netcat=`, `?proxy=`, `?socket=`, `?no_verify=`,
+ * `?known_hosts=`, `?keyfile=`..., percent-encoded or not, and each of them can run a program or
+ * turn host-key checking off), a password, every other transport (`qemu+tcp` has no
+ * authentication, `qemu+tls`/`qemu+libssh2`/`qemu+unix` bypass the ssh options vmplace sets), a
+ * host that is not a valid name or address or starts with `-`, a port outside 1-65535.
+ */
+export function parseConnectionUri(uri: string): { parts: UriParts } | { why: string } {
   const m = URI.exec(uri);
-  if (!m) return 'is not a URI of the form scheme://[user@][host][:port]/path';
-  const [, scheme = '', , rawHost = '', port, ,] = m;
-  const host = rawHost.startsWith('[') ? rawHost.slice(1, -1) : rawHost;
-  if (rawHost.startsWith('[') && !isIPv6(host)) return `has an invalid IPv6 host ${quote(host)}`;
-  if (host && !rawHost.startsWith('[')) {
+  if (!m) return { why: 'is not a URI of the form scheme://[user@][host][:port]/path' };
+  const [, scheme = '', userinfo, rawHost = '', port, path = '', rest] = m;
+  if (!ACCEPTED.has(scheme))
+    return {
+      why: `uses transport ${quote(scheme)}; only qemu:///system (this machine) and qemu+ssh:// are accepted`,
+    };
+  if (rest !== undefined)
+    return {
+      why: 'has ?parameters; none are accepted (vmplace adds the key, known_hosts and host-key checking from ssh:)',
+    };
+  if (userinfo !== undefined && userinfo.includes(':')) return { why: 'contains a password; use ssh keys' };
+  if (userinfo !== undefined && !/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/.test(userinfo))
+    return { why: `has an invalid user ${quote(userinfo)}` };
+  const bracketed = rawHost.startsWith('[');
+  const host = bracketed ? rawHost.slice(1, -1) : rawHost;
+  if (bracketed && !isIPv6(host)) return { why: `has an invalid IPv6 host ${quote(host)}` };
+  if (host && !bracketed) {
     const why = checkHostLiteral(host);
-    if (why) return `has an invalid host ${quote(host)}: ${why}`;
+    if (why) return { why: `has an invalid host ${quote(host)}: ${why}` };
   }
+  let portNumber: number | undefined;
   if (port !== undefined) {
     const n = /^[0-9]{1,5}$/.test(port) ? Number(port) : NaN;
-    if (!(n >= 1 && n <= 65535)) return `has a port out of range 1-65535 ${quote(port)}`;
+    if (!(n >= 1 && n <= 65535)) return { why: `has a port out of range 1-65535 ${quote(port)}` };
+    portNumber = n;
   }
-  if (NEEDS_HOST.has(scheme) && !host) return `needs a host for transport ${scheme}`;
-  if (NO_HOST.has(scheme) && host) return `must not name a host for transport ${scheme}`;
-  return undefined;
+  if (NEEDS_HOST.has(scheme) && !host) return { why: `needs a host for transport ${scheme}` };
+  if (scheme === 'qemu' && (host || userinfo !== undefined || port !== undefined))
+    return { why: 'names a host without a transport; write qemu+ssh://host/system' };
+  if (scheme.startsWith('qemu') && path !== '/system' && path !== '/session')
+    return { why: 'must end in /system or /session' };
+  return {
+    parts: {
+      scheme,
+      ...(userinfo !== undefined ? { user: userinfo } : {}),
+      host,
+      ...(portNumber !== undefined ? { port: portNumber } : {}),
+      path,
+    },
+  };
+}
+
+/** Why a connection URI is not acceptable (see {@link parseConnectionUri}), or `undefined`. */
+export function checkUri(uri: string): string | undefined {
+  const r = parseConnectionUri(uri);
+  return 'why' in r ? r.why : undefined;
+}
+
+/** A host name or address in one form: lower case, no trailing dot, IPv6 without brackets, compressed. */
+export function sameHostKey(h: string): string {
+  const x = h.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (!isIPv6(x)) return x.replace(/\.$/, '');
+  try {
+    return new URL(`http://[${x}]/`).hostname.slice(1, -1);
+  } catch {
+    return x;
+  }
+}
+
+/** Host names compare case-insensitively, IPv6 literals by value. */
+export function sameHost(a: string, b: string): boolean {
+  return sameHostKey(a) === sameHostKey(b);
 }
 
 /** Value checks for one Host document that passed (or partly passed) its schema. */
@@ -66,13 +136,48 @@ export function checkHostValues(data: unknown, skip: (p: DataPath) => boolean): 
   const check = (p: DataPath, value: unknown, fn: (v: string) => string | undefined, label: string): void => {
     if (typeof value !== 'string' || skip(p)) return;
     const why = fn(value);
-    if (why) out.push({ path: p, atKey: false, message: `${label}: ${why} (got ${quote(value)})` });
+    if (why)
+      out.push({ path: p, atKey: false, message: `${label}: ${why} (got ${quote(redactUri(value))})` });
   };
-  check(['spec', 'uri'], s.uri, checkUri, 'spec.uri');
+  check(['spec', 'uri'], s.uri, (v) => checkUri(v), 'spec.uri');
   check(['spec', 'transferAddress'], s.transferAddress, checkHostLiteral, 'spec.transferAddress');
   const ssh = s.ssh;
   if (typeof ssh === 'object' && ssh !== null) {
     check(['spec', 'ssh', 'host'], (ssh as Record<string, unknown>).host, checkHostLiteral, 'spec.ssh.host');
   }
+  if (typeof s.uri === 'string' && !skip(['spec', 'uri']) && !out.some((f) => f.path[1] === 'uri')) {
+    const why = checkUriAgainstSsh(
+      s.uri,
+      typeof ssh === 'object' && ssh !== null ? (ssh as SshSpec) : undefined,
+    );
+    if (why)
+      out.push({
+        path: ['spec', 'uri'],
+        atKey: false,
+        message: `spec.uri: ${why} (got ${quote(redactUri(s.uri))})`,
+      });
+  }
   return out;
+}
+
+/**
+ * Why a (well-formed) URI does not fit the host's `ssh:`, or `undefined`: virsh and the file
+ * operations must reach one and the same machine as the same user. A remote URI needs `ssh:`
+ * (without it the file operations would run on the management box), its host must be
+ * `ssh.host`, and a user or port given in both places must agree.
+ */
+export function checkUriAgainstSsh(uri: string, ssh: Partial<SshSpec> | undefined): string | undefined {
+  const r = parseConnectionUri(uri);
+  if ('why' in r) return undefined; // reported by checkUri
+  const u = r.parts;
+  if (!u.host) return undefined; // this machine, or through ssh: when given
+  if (!ssh || typeof ssh.host !== 'string')
+    return `names the remote host ${quote(u.host)} but spec.ssh is missing; file operations would run on the management box`;
+  if (!sameHost(u.host, ssh.host))
+    return `names host ${quote(u.host)} but spec.ssh.host is ${quote(ssh.host)}; virsh and the file operations must reach the same machine`;
+  if (u.user !== undefined && typeof ssh.user === 'string' && u.user !== ssh.user)
+    return `logs in as ${quote(u.user)} but spec.ssh.user is ${quote(ssh.user)}`;
+  if (u.port !== undefined && typeof ssh.port === 'number' && u.port !== ssh.port)
+    return `uses port ${u.port} but spec.ssh.port is ${ssh.port}`;
+  return undefined;
 }

@@ -4,6 +4,7 @@
  * becomes a {@link Problem} with a file, line and column.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { StalledError } from '../errors';
 import {
   API_VERSION,
@@ -15,6 +16,7 @@ import {
   type VirtualMachine,
 } from '../types';
 import { checkHostValues } from './checks';
+import { checkTrust, type TrustContext } from './trust';
 import { objectLabel, resolveReferences, type Declaration } from './references';
 import { quote, validateAgainstSchema, type DataPath, type SchemaFinding } from './schemas';
 import {
@@ -34,7 +36,14 @@ export const MANIFESTS_DIR = 'manifests';
  * Limits for one load (every field is optional and defaults to {@link DEFAULT_LIMITS}), and
  * whether to try the fast parsing path (default true; see {@link parseYamlFile}).
  */
-export type LoadOptions = Partial<ReadLimits> & ParseOptions;
+export type LoadOptions = Partial<ReadLimits> &
+  ParseOptions & {
+    /**
+     * The operator's trust file and vmplace's own directories, for the rules of
+     * {@link checkTrust}; the always-on rules apply without it (with the default directories).
+     */
+    trust?: Omit<TrustContext, 'repoDir'>;
+  };
 
 const KINDS: readonly Kind[] = ['Host', 'Cluster', 'VirtualMachine'];
 
@@ -59,7 +68,8 @@ const KINDS: readonly Kind[] = ['Host', 'Cluster', 'VirtualMachine'];
  * @throws StalledError `RepositoryNotFound` when `repoDir` itself does not exist.
  */
 export async function loadDesiredState(repoDir: string, opts: LoadOptions = {}): Promise<DesiredState> {
-  const { fastPath, ...rest } = opts;
+  const { fastPath, trust: trustOpts, ...rest } = opts;
+  const trust: TrustContext = { ...trustOpts, repoDir: path.resolve(repoDir) };
   const limits: ReadLimits = { ...DEFAULT_LIMITS, ...rest };
   assertRepo(repoDir);
   const problems: Problem[] = [];
@@ -80,7 +90,7 @@ export async function loadDesiredState(repoDir: string, opts: LoadOptions = {}):
   const checkDocs = (docs: ParsedDoc[], found: Problem[]): Declaration[] => {
     const out: Declaration[] = [];
     for (const parsed of docs) {
-      const d = checkDocument(parsed, found);
+      const d = checkDocument(parsed, found, trust);
       if (d) out.push(d);
     }
     return out;
@@ -149,7 +159,7 @@ export function describeType(v: unknown): string {
  * when the document names a known kind and a string name (even if invalid, so references to it
  * can say "has problems" rather than "not found"), with the typed object when fully valid.
  */
-function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | undefined {
+function checkDocument(parsed: ParsedDoc, problems: Problem[], trust: TrustContext): Declaration | undefined {
   const data = parsed.data;
   const at = (p: DataPath, atKey = false) => parsed.locate(p, atKey);
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
@@ -192,6 +202,11 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[]): Declaration | un
     const failed = findings.map((f) => f.path.join('\u0000') + '\u0000');
     const skip = (p: DataPath): boolean => failed.some((f) => (p.join('\u0000') + '\u0000').startsWith(f));
     findings.push(...checkHostValues(data, skip));
+  }
+  if (knownKind === 'Host' || knownKind === 'Cluster') {
+    const failed = findings.map((f) => f.path.join('\u0000') + '\u0000');
+    const skip = (p: DataPath): boolean => failed.some((f) => (p.join('\u0000') + '\u0000').startsWith(f));
+    findings.push(...checkTrust(knownKind, data, trust, skip));
   }
   for (const f of capFindings(findings)) push(f);
   if (typeof rawName !== 'string') return undefined;

@@ -7,6 +7,14 @@
 import type { Cluster, Host, Kind, Problem, SourceRef, StorageLocation, VirtualMachine } from '../types';
 import type { DataPath } from './schemas';
 import { displayPath, quote } from './schemas';
+import { isInside } from '../drivers/paths';
+import { sameHostKey } from './checks';
+
+/** Which machine a Host is: its ssh host and port, or this machine. */
+function machineKey(h: Host): string {
+  const ssh = h.spec.ssh;
+  return ssh ? `ssh ${sameHostKey(ssh.host)}:${ssh.port ?? 22}` : 'the management box';
+}
 
 /** One document that declared `kind`/`name`, valid or not. */
 export interface Declaration {
@@ -118,6 +126,7 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
   // hosts: cluster exists; local storage consistent with the cluster's shared storage
   const hosts = new Map<string, Host>();
   const storageNames = new Map<string, { names: Set<string>; cluster?: string }>();
+  const machines = new Map<string, { d: Declaration; obj: Host }[]>();
   for (const { d, obj } of single<Host>('Host')) {
     const label = objectLabel('Host', obj.metadata.name);
     let bad = false;
@@ -140,10 +149,43 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
       continue;
     }
     hosts.set(obj.metadata.name, obj);
+    const machine = machineKey(obj);
+    const same = machines.get(machine);
+    if (same) same.push({ d, obj });
+    else machines.set(machine, [{ d, obj }]);
     const names = new Set<string>();
     for (const s of obj.spec.storage ?? []) names.add(s.name);
     for (const s of shared) names.add(s.name);
     storageNames.set(obj.metadata.name, { names, cluster: clusterName });
+  }
+
+  // hosts that are one machine: their own storage must not overlap (one's cleanup deletes the other's files)
+  for (const [machine, list] of machines) {
+    if (list.length < 2) continue;
+    const seen: { host: string; path: string }[] = [];
+    for (const { d, obj } of list) {
+      let bad = false;
+      const own = obj.spec.storage ?? [];
+      own.forEach((loc, i) => {
+        const clash = seen.find(
+          (o) => isInside(loc.path, o.path, { allowRoot: true }) || isInside(o.path, loc.path),
+        );
+        if (!clash) return;
+        const p: DataPath = ['spec', 'storage', i, 'path'];
+        problems.push({
+          ...d.locate(p),
+          object: objectLabel('Host', obj.metadata.name),
+          message: `${displayPath(p)}: ${quote(loc.path)} overlaps storage ${quote(clash.path)} of Host ${quote(clash.host)}, which is the same machine (${machine})`,
+        });
+        bad = true;
+      });
+      for (const loc of own) seen.push({ host: obj.metadata.name, path: loc.path });
+      if (bad) {
+        hosts.delete(obj.metadata.name);
+        storageNames.delete(obj.metadata.name);
+        status.Host.set(obj.metadata.name, 'invalid');
+      }
+    }
   }
 
   // virtual machines: host exists; every storage named is one of the host's or its cluster's

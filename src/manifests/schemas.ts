@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Ajv2020, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
+import { redact } from '../errors';
 
 /** The directory holding the schema files; resolves the same from `src/manifests` and `dist/manifests`. */
 export const SCHEMA_DIR = path.resolve(__dirname, '../../schemas');
@@ -122,7 +123,8 @@ function got(data: unknown): string {
   if (data === null) return ' (got null)';
   if (Array.isArray(data)) return ' (got a list)';
   if (typeof data === 'object') return ' (got a mapping)';
-  return ` (got ${quote(data)})`;
+  // a URI's password is never echoed (`qemu+ssh://u:[REDACTED]@h/system`)
+  return ` (got ${quote(typeof data === 'string' ? redact(data) : data)})`;
 }
 
 function translateAjvError(e: ErrorObject): SchemaFinding | undefined {

@@ -3,6 +3,7 @@
  * comment. Pure string building; callers decide where the text goes.
  */
 import type { Finding, Plan, PlanFinding, PlannedMigration } from '../types';
+import { neutraliseMentions, safeText } from '../text';
 import { formatBytes } from './bytes';
 
 export { planHasChanges } from './plan';
@@ -125,10 +126,12 @@ function allFindings(plan: Plan): { vm: string; finding: Finding }[] {
   return out;
 }
 
-/** Control characters would break column alignment or lines. */
+/**
+ * Control characters would break column alignment or lines; bidi overrides and zero-width
+ * characters would make a reviewer read something else than what is there.
+ */
 function oneLine(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f]+/g, ' ');
+  return safeText(text, ' ');
 }
 
 /**
@@ -200,14 +203,17 @@ export const MARKDOWN_LIMIT = 65_000;
 
 /**
  * Escape text for inline markdown (table cells, list items): characters that open emphasis,
- * code, links, tables or HTML, plus line breaks.
+ * code, links, tables or HTML, plus line breaks, bidi and zero-width characters; `@name` is
+ * written so GitHub does not make it a mention (no notification from a status message).
  */
 export function escapeMarkdown(text: string): string {
-  return oneLine(text)
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/[\\`*_[\]|~#]/g, '\\$&');
+  return neutraliseMentions(
+    oneLine(text)
+      .replace(/&/g, '&amp;')
+      .replace(/</g, '&lt;')
+      .replace(/>/g, '&gt;')
+      .replace(/[\\`*_[\]|~#]/g, '\\$&'),
+  );
 }
 
 const NAME_LIST_CHARS = 2000;

@@ -22,6 +22,13 @@ export interface GitSyncOptions {
   /** Author and committer of status commits. */
   author: { name: string; email: string };
   /**
+   * Credentials for an `http(s)` remote. Default: the user information of `repo`, which is
+   * taken out of it. Either way git gets them from a credential helper through its
+   * environment: never in an argv (`ps`), never in `.git/config`, never stored by a helper the
+   * daemon's user configured.
+   */
+  credentials?: GitCredentials;
+  /**
    * Sign status commits with `git commit -S<signingKey>`: a GnuPG key id or fingerprint, or with
    * `signingFormat: 'ssh'` a public key file (or `key::ssh-ed25519 AAAA...`). Unset: commits are
    * explicitly not signed (`--no-gpg-sign`), whatever `commit.gpgSign` says.
@@ -56,6 +63,79 @@ export interface CommitStatusResult {
   pushed: boolean;
   /** write/commit rounds run: 1 when the first push went through, more after rejections */
   attempts: number;
+}
+
+/** A user name and password (or token) for an `http(s)` remote. */
+export interface GitCredentials {
+  username: string;
+  password: string;
+}
+
+/**
+ * Read `USER:TOKEN` (the first line of `file`).
+ *
+ * @throws StalledError `GitCredentialsInvalid` when the line has no user or no token; the read
+ *   error as is.
+ */
+export async function readGitCredentials(file: string): Promise<GitCredentials> {
+  const line = (await fs.promises.readFile(file, 'utf8')).split('\n')[0]!.trim();
+  const i = line.indexOf(':');
+  if (i <= 0 || i === line.length - 1)
+    throw new StalledError(
+      'GitCredentialsInvalid',
+      `git credentials file ${file}: expected one line USER:TOKEN`,
+    );
+  return { username: line.slice(0, i), password: line.slice(i + 1) };
+}
+
+/**
+ * An `http(s)` URL without its user information, and the credentials that were in it (decoded).
+ * Other remotes (ssh, scp-like, paths) are returned as they are.
+ */
+export function splitUrlCredentials(repo: string): { url: string; credentials?: GitCredentials } {
+  const m = /^(https?:\/\/)([^/@\s]+)@(.*)$/i.exec(repo);
+  if (!m) return { url: repo };
+  const userinfo = m[2]!;
+  const colon = userinfo.indexOf(':');
+  const username = safeDecode(colon >= 0 ? userinfo.slice(0, colon) : userinfo);
+  const password = colon >= 0 ? safeDecode(userinfo.slice(colon + 1)) : '';
+  return { url: `${m[1]}${m[3]}`, credentials: { username, password } };
+}
+
+/**
+ * The credential helper git runs for `get` (a shell snippet; the secret stays in the
+ * environment and printf is a shell builtin, so it is in no argv): it answers only for the
+ * remote's protocol and host, so a redirect elsewhere gets nothing. `store`/`erase` do nothing.
+ */
+const CREDENTIAL_HELPER =
+  '!f() { test "$1" = get || exit 0; h=; p=; ' +
+  'while IFS= read -r l; do case "$l" in host=*) h=${l#host=};; protocol=*) p=${l#protocol=};; esac; done; ' +
+  'test "$h" = "$VMPLACE_GIT_HOST" && test "$p" = "$VMPLACE_GIT_PROTOCOL" || exit 0; ' +
+  'printf "username=%s\\npassword=%s\\n" "$VMPLACE_GIT_USERNAME" "$VMPLACE_GIT_PASSWORD"; }; f';
+
+/**
+ * Environment that makes git take `credentials` from {@link CREDENTIAL_HELPER} only: the
+ * configured helpers are reset first (an empty `credential.helper`), so no helper of the
+ * daemon's user (`store`, a keychain) is asked or told to store the token.
+ */
+export function credentialEnv(
+  env: NodeJS.ProcessEnv,
+  credentials: GitCredentials,
+  remote: string,
+): Record<string, string> {
+  const url = new URL(remote);
+  const n = /^\d{1,3}$/.test(env.GIT_CONFIG_COUNT ?? '') ? Number(env.GIT_CONFIG_COUNT) : 0;
+  return {
+    GIT_CONFIG_COUNT: String(n + 2),
+    [`GIT_CONFIG_KEY_${n}`]: 'credential.helper',
+    [`GIT_CONFIG_VALUE_${n}`]: '',
+    [`GIT_CONFIG_KEY_${n + 1}`]: 'credential.helper',
+    [`GIT_CONFIG_VALUE_${n + 1}`]: CREDENTIAL_HELPER,
+    VMPLACE_GIT_PROTOCOL: url.protocol.replace(/:$/, ''),
+    VMPLACE_GIT_HOST: url.host,
+    VMPLACE_GIT_USERNAME: credentials.username,
+    VMPLACE_GIT_PASSWORD: credentials.password,
+  };
 }
 
 /** Writes status files into the working directory; called again after every rejected push. */
@@ -147,7 +227,7 @@ interface GitFailure {
  */
 export class GitSync {
   private readonly opts: Required<
-    Omit<GitSyncOptions, 'signingKey' | 'signingFormat' | 'logger' | 'workdir' | 'repo'>
+    Omit<GitSyncOptions, 'signingKey' | 'signingFormat' | 'logger' | 'workdir' | 'repo' | 'credentials'>
   > &
     Pick<GitSyncOptions, 'signingKey' | 'signingFormat'>;
   /** remote as cloned: URLs as given, local paths absolute */
@@ -155,6 +235,7 @@ export class GitSync {
   readonly workdir: string;
   private readonly log: Logger;
   private readonly secrets: string[];
+  private readonly credentials: GitCredentials | undefined;
   private git: SimpleGit | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   private lastRevision: string | undefined;
@@ -169,9 +250,16 @@ export class GitSync {
       throw new StalledError('InvalidBranch', `invalid branch name ${JSON.stringify(opts.branch)}`);
     }
     if (!opts.repo.trim()) throw new StalledError('InvalidRepository', 'the repository location is empty');
-    this.remote = normaliseRemote(opts.repo);
+    const split = splitUrlCredentials(opts.repo);
+    this.remote = normaliseRemote(split.url);
+    this.credentials = opts.credentials ?? split.credentials;
+    if (this.credentials && !/^https?:\/\//i.test(this.remote))
+      throw new StalledError('InvalidRepository', 'git credentials are for http(s) remotes only');
     this.workdir = path.resolve(opts.workdir);
-    this.secrets = urlSecrets(opts.repo);
+    this.secrets = [
+      ...urlSecrets(opts.repo),
+      ...(this.credentials?.password ? [this.credentials.password] : []),
+    ];
     this.opts = {
       branch: opts.branch,
       author: opts.author,
@@ -185,6 +273,10 @@ export class GitSync {
       staleLockWaitMs: opts.staleLockWaitMs ?? 30_000,
     };
     this.log = opts.logger.child({ component: 'git', repo: redactRepoUrl(opts.repo), branch: opts.branch });
+    if (split.credentials && !opts.credentials)
+      this.log.warn(
+        "credentials in the repository URL: git gets them from a helper, but they are in this process's own arguments; prefer --git-credentials-file",
+      );
     this.sleep = internals.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
@@ -358,9 +450,11 @@ export class GitSync {
       entries = fs.readdirSync(this.workdir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      fs.mkdirSync(this.workdir, { recursive: true });
+      fs.mkdirSync(this.workdir, { recursive: true, mode: 0o700 });
       entries = [];
     }
+    // the clone (manifests, status, .git/config) is the daemon's own: no other user reads it
+    fs.chmodSync(this.workdir, 0o700);
     const git = this.createGit(this.workdir);
     if (entries.length === 0) {
       this.git = git;
@@ -486,7 +580,10 @@ export class GitSync {
       baseDir,
       maxConcurrentProcesses: 1,
       timeout: { block: this.opts.timeoutMs },
-      unsafe: trustedEnvironmentFlags(process.env),
+      unsafe: {
+        ...trustedEnvironmentFlags(process.env),
+        ...(this.credentials ? { allowUnsafeConfigEnvCount: true, allowUnsafeCredentialHelper: true } : {}),
+      },
       errors(error, result) {
         if (result.exitCode === 0 && !error) return undefined;
         const stderr = Buffer.concat([...result.stdErr]).toString('utf8');
@@ -506,6 +603,7 @@ export class GitSync {
       GIT_AUTHOR_EMAIL: this.opts.author.email,
       GIT_COMMITTER_NAME: this.opts.author.name,
       GIT_COMMITTER_EMAIL: this.opts.author.email,
+      ...(this.credentials ? credentialEnv(process.env, this.credentials, this.remote) : {}),
     });
     return git;
   }

@@ -51,7 +51,7 @@ import { pipeline } from 'node:stream/promises';
 
 import { CommandError, StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../drivers/driver';
-import { LocalExec, SshExec, quoteShellArgs } from '../drivers/exec';
+import { LocalExec, SshExec, childEnv, quoteShellArgs, sshOptions } from '../drivers/exec';
 import type { SshSpec } from '../types';
 import {
   type CopyClaim,
@@ -134,25 +134,13 @@ export interface CopyBetweenHosts {
 
 const DEFAULT_IO_TIMEOUT_SEC = 60;
 
-/** ssh options the source host uses to reach the target (for rsync `-e`). */
+/**
+ * ssh options the source host uses to reach the target (for rsync `-e`): the same as every
+ * other ssh of vmplace ({@link sshOptions}: no configuration file, no agent, host keys checked),
+ * without connection reuse.
+ */
 export function hopSshOptions(spec: SshSpec): string[] {
-  const o = [
-    '-o',
-    'BatchMode=yes',
-    '-o',
-    'StrictHostKeyChecking=yes',
-    '-o',
-    'ConnectTimeout=10',
-    '-o',
-    'ServerAliveInterval=15',
-    '-o',
-    'ServerAliveCountMax=3',
-  ];
-  if (spec.knownHostsFile) o.push('-o', `UserKnownHostsFile=${spec.knownHostsFile}`);
-  if (spec.identityFile) o.push('-i', spec.identityFile, '-o', 'IdentitiesOnly=yes');
-  if (spec.port !== undefined) o.push('-p', String(spec.port));
-  if (spec.user) o.push('-l', spec.user);
-  return o;
+  return sshOptions(spec);
 }
 
 /**
@@ -213,7 +201,7 @@ interface Spawned {
 function spawnArgv(argv: readonly string[], stdio: ('pipe' | 'ignore')[]): Spawned {
   const [file, ...args] = argv;
   if (file === undefined) throw new TypeError('empty argv');
-  const child = spawn(file, args, { stdio: stdio as ['pipe', 'pipe', 'pipe'], env: process.env });
+  const child = spawn(file, args, { stdio: stdio as ['pipe', 'pipe', 'pipe'], env: childEnv() });
   const err: Buffer[] = [];
   let errLen = 0;
   child.stderr?.on('data', (b: Buffer) => {

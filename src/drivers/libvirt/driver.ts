@@ -71,7 +71,7 @@ import { type ParsedDisk, parseDomainXml, referencedFiles, rewriteDiskPaths } fr
 export interface LibvirtDriverOptions {
   /** absolute paths the driver may write, copy to or delete inside: storage locations + state dir */
   allowedRoots: string[];
-  /** vmplace's state directory on the host (state files); added to `allowedRoots` */
+  /** one more directory added to `allowedRoots` (tests); vmplace's CLI and daemon give none */
   stateDir?: string;
   /** used as given: pass a child logger that already names the host */
   logger?: Logger;

@@ -164,6 +164,70 @@ labDescribe()('SshExec against a real sshd', () => {
     expect(check.exitCode).toBe(255);
   });
 
+  it('ignores a hostile ssh_config and never forwards the agent (issue 9 item 10)', async () => {
+    // an agent with a socket, and an ssh_config that forwards it and runs a local command
+    const agentSock = join(dir, 'agent.sock');
+    const agent = spawn('ssh-agent', ['-D', '-a', agentSock], { stdio: 'ignore' });
+    const ran = join(dir, 'localcommand-ran');
+    const hostile = join(dir, 'hostile_ssh_config');
+    writeFileSync(
+      hostile,
+      `Host *\n  ForwardAgent yes\n  PermitLocalCommand yes\n  LocalCommand touch ${ran}\n`,
+    );
+    // in a private mount namespace, the hostile file is /etc/ssh/ssh_config (nothing else changes)
+    const inNamespace = (argv: string[]) =>
+      runProcess(
+        [
+          'unshare',
+          '--mount',
+          '--propagation',
+          'private',
+          'sh',
+          '-c',
+          'mount --bind "$1" /etc/ssh/ssh_config && shift && exec "$@"',
+          'sh',
+          hostile,
+          ...argv,
+        ],
+        { timeoutMs: 20_000 },
+      );
+    // runProcess drops SSH_AUTH_SOCK (see childEnv); put it back in the argv's own environment
+    const withAgent = (argv: string[]) => ['env', `SSH_AUTH_SOCK=${agentSock}`, ...argv];
+    const probe = 'echo "[${SSH_AUTH_SOCK-}]"';
+    const ssh = new SshExec(spec());
+    try {
+      for (let i = 0; i < 50 && !existsSync(agentSock); i++) await new Promise((r) => setTimeout(r, 50));
+      // control: plain ssh in that namespace does follow the hostile config
+      const plain = await inNamespace(
+        withAgent([
+          'ssh',
+          '-i',
+          identityFile,
+          '-o',
+          `UserKnownHostsFile=${knownHosts}`,
+          '-o',
+          'BatchMode=yes',
+          '-p',
+          String(port),
+          'root@127.0.0.1',
+          probe,
+        ]),
+      );
+      expect(plain.stdout).toMatch(/^\[\/tmp\/ssh-.+\]\n$/);
+      expect(existsSync(ran)).toBe(true);
+      rmSync(ran);
+      // vmplace's ssh: the connection works, no agent on the far side, no local command
+      const argv = ssh.sshArgv(['sh', '-c', probe]);
+      expect(argv.slice(1, 3)).toEqual(['-F', '/dev/null']);
+      const ours = await inNamespace(withAgent(argv));
+      expect(ours.stdout).toBe('[]\n');
+      expect(existsSync(ran)).toBe(false);
+    } finally {
+      await ssh.close();
+      agent.kill('SIGTERM');
+    }
+  });
+
   it('fails when the host key does not match known_hosts', async () => {
     const ssh = new SshExec({ ...spec(), knownHostsFile: wrongKnownHosts });
     try {

@@ -1,6 +1,10 @@
 import { createHmac } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
-import { parseListen, startHttpServer, type HttpServer } from '../../../src/daemon/http';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseListen, readWebhookSecret, startHttpServer, type HttpServer } from '../../../src/daemon/http';
 import { DaemonMetrics } from '../../../src/daemon/metrics';
 import { memoryLogger } from '../status-git/helpers';
 
@@ -216,5 +220,81 @@ describe('parseListen', () => {
     ['a b:1'],
   ])('rejects %j', (text) => {
     expect(() => parseListen(text)).toThrow(expect.objectContaining({ reason: 'InvalidListenAddress' }));
+  });
+});
+
+describe('bounds of the HTTP listener (issue 9 item 10)', () => {
+  const base = () => {
+    const mem = memoryLogger();
+    return {
+      mem,
+      opts: {
+        metrics: new DaemonMetrics({ defaultMetrics: false }),
+        onWebhook: () => undefined,
+        isReady: () => true,
+        logger: mem.logger,
+      },
+    };
+  };
+
+  it('refuses an empty webhook secret, from a file or given', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-secret-'));
+    try {
+      for (const text of ['', '\n', '  \n\t\n']) {
+        fs.writeFileSync(path.join(dir, 's'), text);
+        await expect(readWebhookSecret(path.join(dir, 's'))).rejects.toMatchObject({
+          reason: 'WebhookSecretEmpty',
+        });
+      }
+      fs.writeFileSync(path.join(dir, 's'), ' s3cret \n');
+      expect((await readWebhookSecret(path.join(dir, 's'))).toString()).toBe('s3cret');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    const { opts } = base();
+    await expect(
+      startHttpServer({ ...opts, listen: '127.0.0.1:0', webhookSecret: Buffer.alloc(0) }),
+    ).rejects.toMatchObject({ reason: 'WebhookSecretEmpty' });
+  });
+
+  it('warns when listening beyond loopback without a secret, not on loopback or with one', async () => {
+    const warned = async (listen: string, webhookSecret?: Buffer) => {
+      const { opts, mem } = base();
+      const s = await startHttpServer({ ...opts, listen, ...(webhookSecret ? { webhookSecret } : {}) });
+      await s.close();
+      return mem.lines.some((l) => l.includes('without a webhook secret'));
+    };
+    expect(await warned('0.0.0.0:0')).toBe(true);
+    expect(await warned('127.0.0.1:0')).toBe(false);
+    expect(await warned('0.0.0.0:0', SECRET)).toBe(false);
+  });
+
+  it('caps open connections', async () => {
+    const { opts } = base();
+    const s = await startHttpServer({ ...opts, listen: '127.0.0.1:0', maxConnections: 3 });
+    const sockets: net.Socket[] = [];
+    try {
+      const open = () =>
+        new Promise<{ sock: net.Socket; closed: Promise<void> }>((resolve) => {
+          const sock = net.connect(s.address.port, '127.0.0.1', () => resolve({ sock, closed }));
+          const closed = new Promise<void>((r) => sock.on('close', () => r()));
+          sock.on('error', () => undefined);
+          sockets.push(sock);
+        });
+      const held = [await open(), await open(), await open()];
+      const extra = await open();
+      // the fourth is dropped by the server at once; the three held stay open
+      await extra.closed;
+      const answer = await new Promise<string>((resolve) => {
+        let text = '';
+        held[0]!.sock.on('data', (c: Buffer) => (text += c.toString()));
+        held[0]!.sock.on('end', () => resolve(text));
+        held[0]!.sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await s.close();
+    }
   });
 });

@@ -6,6 +6,7 @@ import { CommandError } from '../../../src/errors';
 import {
   LocalExec,
   SshExec,
+  childEnv,
   libvirtUriWithSsh,
   quoteShellArgs,
   runProcess,
@@ -13,6 +14,7 @@ import {
   sshOptions,
   sshWrapperScript,
 } from '../../../src/drivers/exec';
+import { hopSshOptions } from '../../../src/transfer/between-hosts';
 
 const HOSTILE = [
   '$(rm -rf /)',
@@ -146,6 +148,35 @@ describe('ssh options', () => {
     expect(o).toContain('-l root');
   });
 
+  it('reads no ssh configuration and uses or forwards no agent (hops too)', () => {
+    for (const o of [sshOptions(spec, '/run/x/%C'), hopSshOptions(spec)]) {
+      expect(o.slice(0, 2)).toEqual(['-F', '/dev/null']);
+      const t = o.join(' ');
+      for (const want of [
+        'ForwardAgent=no',
+        'IdentityAgent=none',
+        'ForwardX11=no',
+        'ClearAllForwardings=yes',
+      ])
+        expect(t).toContain(`-o ${want}`);
+    }
+    expect(hopSshOptions(spec).join(' ')).not.toContain('ControlMaster');
+  });
+
+  it('starts children without the ssh agent in their environment', async () => {
+    const env = childEnv({ PATH: '/bin', SSH_AUTH_SOCK: '/tmp/agent.1', SSH_AGENT_PID: '1' });
+    expect(env).toEqual({ PATH: '/bin' });
+    const saved = process.env.SSH_AUTH_SOCK;
+    process.env.SSH_AUTH_SOCK = '/tmp/vmplace-test-agent';
+    try {
+      const r = await runProcess(['sh', '-c', 'echo "[${SSH_AUTH_SOCK-unset}]"']);
+      expect(r.stdout).toBe('[unset]\n');
+    } finally {
+      if (saved === undefined) delete process.env.SSH_AUTH_SOCK;
+      else process.env.SSH_AUTH_SOCK = saved;
+    }
+  });
+
   it('omits options that are not given', () => {
     const o = sshOptions({ host: 'h' }, '/c/%C');
     expect(o).not.toContain('-i');
@@ -225,11 +256,25 @@ describe('libvirtUriWithSsh', () => {
     expect(u.searchParams.get('command')).toBe('/tmp/w/libvirt-ssh');
   });
 
-  it('keeps user, port and params already in the URI', () => {
-    const u = new URL(libvirtUriWithSsh('qemu+ssh://admin@hv1:22/system?socket=/x.sock', ssh));
+  it('keeps user and port from the URI, and never a parameter of it', () => {
+    const u = new URL(libvirtUriWithSsh('qemu+ssh://admin@hv1:2222/system', { ...ssh, user: 'admin' }));
     expect(u.username).toBe('admin');
-    expect(u.port).toBe('22');
-    expect(u.searchParams.get('socket')).toBe('/x.sock');
+    expect(u.port).toBe('2222');
+    expect([...u.searchParams.keys()]).toEqual(['keyfile', 'known_hosts', 'no_verify', 'no_tty']);
+  });
+
+  it('percent-encodes its own values, so a path cannot add a parameter', () => {
+    const u = libvirtUriWithSsh('qemu+ssh://hv1/system', { ...ssh, identityFile: '/k/a&command=/x+y' });
+    expect(u).toContain('keyfile=%2Fk%2Fa%26command%3D%2Fx%2By&');
+    expect(new URL(u).searchParams.getAll('command')).toEqual([]);
+  });
+
+  it('brackets an IPv6 ssh host', () => {
+    const u = libvirtUriWithSsh('qemu:///system', { host: 'fe80::1', port: 22 });
+    expect(u.startsWith('qemu+ssh://[fe80::1]:22/system?')).toBe(true);
+    expect(new URL(u).hostname).toBe('[fe80::1]');
+    const v = libvirtUriWithSsh('qemu+ssh://root@[2001:db8::1]/system', { host: '2001:db8:0::1' });
+    expect(v.startsWith('qemu+ssh://root@[2001:db8:0::1]/system?')).toBe(true);
   });
 
   it('turns a local URI into qemu+ssh to the ssh host', () => {
@@ -237,12 +282,35 @@ describe('libvirtUriWithSsh', () => {
     expect(`${u.protocol}//${u.host}${u.pathname}`).toBe('qemu+ssh://10.0.0.5/system');
   });
 
-  it('leaves URIs alone without ssh or for other transports', () => {
+  it("gives this machine's URI without ssh", () => {
     expect(libvirtUriWithSsh('qemu:///system', undefined)).toBe('qemu:///system');
-    expect(libvirtUriWithSsh('qemu+tls://hv1/system', ssh)).toBe('qemu+tls://hv1/system');
+  });
+
+  it.each([
+    ['qemu+tls://hv1/system', ssh],
+    ['qemu+tcp://hv1/system', ssh],
+    ['qemu+ssh://hv1/system?command=/tmp/evil', ssh],
+    ['qemu+ssh://hv1/system?%63ommand=/tmp/evil', ssh],
+    ['qemu+ssh://hv1/system', undefined],
+    ['qemu+ssh://hv2/system', ssh],
+  ] as const)('refuses %s (ssh given: %p) with UnsafeHostUri', (uri, s) => {
+    expect(() => libvirtUriWithSsh(uri, s)).toThrow(expect.objectContaining({ reason: 'UnsafeHostUri' }));
+  });
+
+  it('never echoes a password', () => {
+    let message = '';
+    try {
+      libvirtUriWithSsh('qemu+ssh://u:s3cr3t@hv1/system', ssh);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain('u:[REDACTED]@hv1');
+    expect(message).not.toContain('s3cr3t');
   });
 
   it('rejects garbage', () => {
-    expect(() => libvirtUriWithSsh('not a uri', ssh)).toThrow(TypeError);
+    expect(() => libvirtUriWithSsh('not a uri', ssh)).toThrow(
+      expect.objectContaining({ reason: 'UnsafeHostUri' }),
+    );
   });
 });

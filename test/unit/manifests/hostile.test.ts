@@ -364,15 +364,15 @@ const valueCases: [string, string, RegExp][] = [
   ['uri user starting with -', host('', 'qemu+ssh://-x@h/system'), /spec\.uri: must be a libvirt URI/],
   [
     'uri port out of range',
-    host('', 'qemu+tcp://h:70000/system'),
+    host('', 'qemu+ssh://h:70000/system'),
     /spec\.uri: has a port out of range 1-65535/,
   ],
   [
     'uri qemu+ssh without host',
     host('', 'qemu+ssh:///system'),
-    /spec\.uri: needs a host for transport qemu\+ssh/,
+    /spec\.uri: must be a libvirt URI qemu:\/\/\/system/,
   ],
-  ['uri qemu+unix with host', host('', 'qemu+unix://h/system'), /spec\.uri: must not name a host/],
+  ['uri qemu+unix with host', host('', 'qemu+unix://h/system'), /spec\.uri: must be a libvirt URI/],
   [
     'uri with a bad IPv4 host',
     host('', 'qemu+ssh://root@999.1.1.1/system'),

@@ -248,11 +248,11 @@ const referenceCases: [string, Record<string, string>, string[], string[]][] = [
   [
     'host local path containing a cluster path',
     {
-      'manifests/c.yaml': cluster('east', [['csv1', '/srv/csv1']]),
-      'manifests/h.yaml': clusteredHost('hv-a', 'east', [['local', '/srv']]),
+      'manifests/c.yaml': cluster('east', [['csv1', '/srv/vm/csv1']]),
+      'manifests/h.yaml': clusteredHost('hv-a', 'east', [['local', '/srv/vm']]),
     },
     [
-      'manifests/h.yaml:11:13: Host/hv-a: spec.storage[0].path: "/srv" contains shared storage "csv1" of Cluster "east" ("/srv/csv1")',
+      'manifests/h.yaml:11:13: Host/hv-a: spec.storage[0].path: "/srv/vm" contains shared storage "csv1" of Cluster "east" ("/srv/vm/csv1")',
     ],
     [],
   ],

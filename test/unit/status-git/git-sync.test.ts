@@ -3,7 +3,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { StalledError, VmplaceError, WaitingError } from '../../../src/errors';
 import { writeStatusFiles } from '../../../src/status/files';
-import { GitSync, redactGitText, redactRepoUrl, type GitSyncOptions } from '../../../src/status/git';
+import {
+  GitSync,
+  credentialEnv,
+  readGitCredentials,
+  redactGitText,
+  redactRepoUrl,
+  type GitSyncOptions,
+} from '../../../src/status/git';
+import { startHttpRemote } from './http-remote';
 import type { VirtualMachineStatus } from '../../../src/types';
 import {
   BOT,
@@ -517,5 +525,112 @@ describe('credentials never reach errors or logs', () => {
     ].join('\n');
     expect(seen).toContain('127.0.0.1');
     expect(seen).not.toContain('s3cr3t');
+  });
+});
+
+describe('credentials of an http(s) remote', () => {
+  const USER = 'vmplace-bot';
+  const TOKEN = 'tok3n-s3cr3t-4711';
+
+  /** A bare remote served over HTTP with Basic auth, a human clone of it, and the server. */
+  async function httpRemote() {
+    const { root, remote, human } = makeRemote();
+    const server = await startHttpRemote(root, USER, TOKEN);
+    return { server, remote, human, url: server.url(path.basename(remote)) };
+  }
+
+  /** A `git` on PATH that records its argv (one line per process), then runs the real git. */
+  function recordingGit(): { log: string; restore: () => void } {
+    const dir = tmpDir('vmplace-gitwrap-');
+    const log = path.join(dir, 'argv.log');
+    const real = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
+    fs.writeFileSync(
+      path.join(dir, 'git'),
+      `#!/bin/sh\nprintf '%s\\n' "$*" >> '${log}'\nexec '${real}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    const saved = process.env.PATH;
+    process.env.PATH = `${dir}:${saved}`;
+    return { log, restore: () => (process.env.PATH = saved) };
+  }
+
+  it.each([
+    ['in the URL', (url: string) => ({ repo: url.replace('http://', `http://${USER}:${TOKEN}@`) })],
+    [
+      'in a credentials file',
+      (url: string) => ({ repo: url, credentials: { username: USER, password: TOKEN } }),
+    ],
+  ])(
+    'given %s: clones, fetches and pushes, with the token in no argv, not in .git/config, and the workdir 0700',
+    async (_how, opts) => {
+      const { server, remote, url } = await httpRemote();
+      const rec = recordingGit();
+      try {
+        const { sync, lines } = newSync(url, opts(url));
+        const workdir = sync.workdir;
+        await sync.sync();
+        const res = await sync.commitStatus(
+          writer(() => [vmStatus('web-01')]),
+          'status',
+        );
+        expect(res.pushed).toBe(true);
+        expect(remoteTip(remote)).toBe(res.revision);
+        await sync.sync(); // a fetch on the existing clone
+        // the server saw the right credentials, so they did reach git
+        expect(server.seen).toContain(`${USER}:${TOKEN}`);
+        const config = fs.readFileSync(path.join(workdir, '.git', 'config'), 'utf8');
+        expect(config).toContain(url);
+        expect(config).not.toContain(TOKEN);
+        const argv = fs.readFileSync(rec.log, 'utf8');
+        expect(argv).toContain('clone');
+        expect(argv).toContain('push');
+        expect(argv).toContain('fetch');
+        expect(argv).not.toContain(TOKEN);
+        expect(lines.join('\n')).not.toContain(TOKEN);
+        expect(fs.statSync(workdir).mode & 0o777).toBe(0o700);
+      } finally {
+        rec.restore();
+        await server.close();
+      }
+    },
+  );
+
+  it('gives the token to no other host, and stores it with no helper of the user', async () => {
+    const { server, url } = await httpRemote();
+    const home = tmpDir('vmplace-home-');
+    const store = path.join(home, 'stored-credentials');
+    // the daemon user's own configuration would store any credential git approves
+    fs.writeFileSync(path.join(home, '.gitconfig'), `[credential]\n\thelper = store --file=${store}\n`);
+    const savedHome = process.env.HOME;
+    process.env.HOME = home;
+    try {
+      const { sync } = newSync(url, { credentials: { username: USER, password: TOKEN } });
+      await sync.sync();
+      expect(fs.existsSync(store)).toBe(false);
+      const env = credentialEnv({}, { username: USER, password: TOKEN }, url);
+      const ask = (host: string) =>
+        execFileSync('git', ['credential', 'fill'], {
+          input: `protocol=http\nhost=${host}\n\n`,
+          encoding: 'utf8',
+          env: { ...process.env, ...env, GIT_TERMINAL_PROMPT: '0' },
+        });
+      expect(ask(new URL(url).host)).toContain(`password=${TOKEN}`);
+      expect(() => ask('evil.example.net')).toThrow();
+    } finally {
+      process.env.HOME = savedHome;
+      await server.close();
+    }
+  });
+
+  it('reads USER:TOKEN from a credentials file and refuses anything else', async () => {
+    const dir = tmpDir('vmplace-cred-');
+    const good = path.join(dir, 'good');
+    fs.writeFileSync(good, `${USER}:${TOKEN}\n`);
+    await expect(readGitCredentials(good)).resolves.toEqual({ username: USER, password: TOKEN });
+    for (const text of ['', '\n', 'token-only\n', ':x\n', 'user:\n']) {
+      const f = path.join(dir, 'bad');
+      fs.writeFileSync(f, text);
+      await expect(readGitCredentials(f)).rejects.toMatchObject({ reason: 'GitCredentialsInvalid' });
+    }
   });
 });
