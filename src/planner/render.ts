@@ -49,6 +49,7 @@ export function toPlanDocument(plan: Plan): PlanDocument {
       ? {
           findings: plan.findings.map((f) => ({
             subject: f.subject,
+            ...(f.vm !== undefined ? { vm: f.vm } : {}),
             severity: f.severity,
             reason: f.reason,
             message: f.message,

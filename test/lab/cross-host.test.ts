@@ -314,7 +314,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       `delta rounds under load: ${rounds.map((r) => `#${r.round} ${(r.deltaBytes / MiB).toFixed(1)} MiB`).join(', ')}; pause ${s.migration?.pauseMs} ms`,
     );
     expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
-    await expectNothingLost(v, 'hv2', [v.disks[0]!.file]);
+    await expectNothingLost(v, 'hv2', movedTo(v, 'hv2'));
   });
 
   it('strategy live across hosts: a live migration with storage, the VM never paused for long; nothing lost', async () => {
@@ -398,7 +398,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       stderr: '',
     });
     expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
-    await expectNothingLost(v, 'hv2', [v.disks[0]!.file]);
+    await expectNothingLost(v, 'hv2', movedTo(v, 'hv2'));
   });
 
   it.each(['CopyingBase', 'Saving', 'Restoring', 'Finalizing'])(
@@ -426,7 +426,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       });
       expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
       expect((await status(v)).phase).toBe('Placed');
-      await expectNothingLost(v, 'hv2', [v.disks[0]!.file]);
+      await expectNothingLost(v, 'hv2', movedTo(v, 'hv2'));
     },
   );
 });

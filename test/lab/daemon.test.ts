@@ -71,7 +71,11 @@ async function pushManifests(message: string, extra: Record<string, string> = {}
   for (const [file, text] of Object.entries(extra)) await fs.writeFile(path.join(humanDir, file), text);
   await git('add', '-A');
   await git('commit', '-q', '-m', message);
-  // the daemon may push a status commit between our pull and our push: do as a human would
+  await pushAsAHuman();
+}
+
+/** The daemon may push a status commit between our pull and our push: do as a human would. */
+async function pushAsAHuman(): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
       await git('push', '-q', 'origin', 'main');
@@ -130,7 +134,8 @@ async function expectRunningOnceWithAllData(f: Fleet, dir: string, since?: numbe
   expect(await domState(f.vm)).toBe('running');
   const procs = (await run('pgrep', ['-f', `guest=${f.vm},`])).stdout.split('\n').filter(Boolean);
   expect(procs).toHaveLength(1);
-  const want = f.disks.map((d) => path.join(dir, path.basename(d.path)));
+  // a moved disk lives in its VM's directory of the storage (see targetDiskPath)
+  const want = f.disks.map((d) => path.join(dir, f.vm, path.basename(d.path)));
   expect(parseDomainXml(await dumpXml(f.vm)).disks.map((d) => d.path)).toEqual(want);
   expect(parseDomainXml(await dumpXml(f.vm, { inactive: true })).disks.map((d) => d.path)).toEqual(want);
   // acks of the current boot only: an earlier boot's higher numbers are not this guest's
@@ -151,7 +156,7 @@ async function expectRunningOnceWithAllData(f: Fleet, dir: string, since?: numbe
   await virsh(['destroy', f.vm]);
   for (const d of f.disks) {
     const check = await verifyRecords(
-      path.join(dir, path.basename(d.path)),
+      path.join(dir, f.vm, path.basename(d.path)),
       d.target,
       acked.get(d.target) ?? 0,
     );
@@ -253,7 +258,7 @@ describe('vmplace daemon (real git, real libvirt, real guests)', () => {
     await git('pull', '-q', '--rebase');
     await fs.writeFile(path.join(humanDir, 'README.md'), '# fleet\n\nedited by a human during a migration\n');
     await git('commit', '-q', '-am', 'human edit');
-    await git('push', '-q', 'origin', 'main');
+    await pushAsAHuman();
     await placedOn(v2, 'v2-b');
     expect(await readRemoteFile(bare, 'README.md')).toContain('edited by a human during a migration');
     const summary = parse((await readRemoteFile(bare, 'status/summary.yaml')) ?? '') as {
@@ -270,7 +275,7 @@ describe('vmplace daemon (real git, real libvirt, real guests)', () => {
     await git('pull', '-q', '--rebase');
     await git('rm', '-q', 'manifests/broken.yaml');
     await git('commit', '-q', '-m', 'remove broken file');
-    await git('push', '-q', 'origin', 'main');
+    await pushAsAHuman();
   });
 
   it('a second daemon on the same workdir or state dir refuses to start', async () => {

@@ -135,7 +135,7 @@ describe('image formats on real libvirt', () => {
 
     const res = await applyCli(vm.fleet);
     expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr }).toEqual({ code: 0, stderr: '' });
-    const dst = path.join(vm.b, 'disk.raw');
+    const dst = path.join(vm.b, vm.name, 'disk.raw'); // the VM's directory on b (targetDiskPath)
     expect(await domState(vm.name)).toBe('running');
     for (const inactive of [false, true]) {
       const disk = parseDomainXml(await dumpXml(vm.name, { inactive })).disks[0]!;
@@ -213,7 +213,7 @@ describe('image formats on real libvirt', () => {
     expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr }).toEqual({ code: 0, stderr: '' });
     expect(await domState(vm.name)).toBe('running');
     const inactive = await dumpXml(vm.name, { inactive: true });
-    expect(parseDomainXml(inactive).disks[0]!.path).toBe(path.join(vm.b, 'disk.qcow2'));
+    expect(parseDomainXml(inactive).disks[0]!.path).toBe(path.join(vm.b, vm.name, 'disk.qcow2'));
     expect(inactive).toContain(`<nvram>${nvram}</nvram>`);
     expect(await sha256(nvram)).toBe(nvramBefore);
   });

@@ -155,7 +155,7 @@ describe('single-host cases on real libvirt', () => {
     expect(await fs.readdir(f.storage.b)).toEqual([]);
   });
 
-  it('blocks a VM with a block-device disk (DiskNotFile), and a VM defined nowhere (DomainNotFound)', async () => {
+  it('blocks a VM with a block-device disk (DiskOutsideStorage), and a VM defined nowhere (DomainNotFound)', async () => {
     const root = await fs.mkdtemp(path.join(os.tmpdir(), 'vmplace-blk-'));
     cleanups.push(() => fs.rm(root, { recursive: true, force: true }));
     const backing = path.join(root, 'lun.img');
@@ -214,7 +214,10 @@ spec: {host: lab, storage: b}
     expect(res.code).toBe(1);
     const status = await readVmStatus({ ...fleet, vm: name });
     expect(status.phase).toBe('Blocked');
-    expect(status.conditions[0]?.reason).toBe('DiskNotFile');
+    // the plan already blocks it: the device is outside every declared storage (the status
+    // checks of issue 9); Preflight would say DiskNotFile
+    expect(status.conditions[0]?.reason).toBe('DiskOutsideStorage');
+    expect(status.conditions[0]?.message).toContain(loop);
     expect(status.placement?.disks.map((d) => d.path)).toEqual([path.join(a, `${name}-vda.qcow2`), loop]);
     expect(await fs.readdir(b)).toEqual([]);
     const ghost = await readVmStatus({ ...fleet, vm: `vmp-ghost-${process.pid}` });
