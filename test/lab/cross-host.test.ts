@@ -372,7 +372,11 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       expect(res.code).toBe(1);
       const s = await status(v);
       expect(s.phase).toBe('Failed');
-      expect(s.migration?.step).toBe('RolledBack');
+      // on a failure, say why (the rollback's own error)
+      expect({
+        step: s.migration?.step,
+        error: s.migration?.step === 'RolledBack' ? undefined : s.migration?.lastError,
+      }).toEqual({ step: 'RolledBack', error: undefined });
       expect((await d.hv1.getDomain(v.name))?.state).toBe('running');
       expect((await d.hv1.getDomain(v.name))?.disks.map((x) => x.path)).toEqual([v.disks[0]!.file]);
     } finally {

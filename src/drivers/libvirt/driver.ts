@@ -1034,7 +1034,9 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /** `blockjob --abort` on every disk with a job, and `domjobabort` (no job: nothing to do). */
   async abortJobs(domain: string): Promise<void> {
-    if ((await this.domainState(domain)) === undefined) return;
+    // jobs exist only on an active domain (a saved or shut-off one has none)
+    const state = await this.domainState(domain);
+    if (state === undefined || !ACTIVE.includes(state)) return;
     for (const d of await this.liveDisks(domain)) {
       if (!d.target || !(await this.blockJob(domain, d.target))) continue;
       await this.virsh(['blockjob', '--domain', domain, '--path', d.target, '--abort'], {
