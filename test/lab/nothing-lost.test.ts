@@ -26,6 +26,8 @@ import {
 } from './support/lab';
 import {
   exists,
+  labHostManifest,
+  labVmManifest,
   makeFleet,
   persistedStep,
   readVmStatus,
@@ -70,33 +72,8 @@ async function sha256(file: string): Promise<string> {
   return h.digest('hex');
 }
 
-function hostManifest(a: string, b: string): string {
-  return `apiVersion: vmplace.dev/v1alpha1
-kind: Host
-metadata:
-  name: lab
-spec:
-  driver: libvirt
-  uri: qemu:///system
-  storage:
-    - name: a
-      path: ${a}
-    - name: b
-      path: ${b}
-`;
-}
-
-function vmManifest(name: string, storage: string, extra = ''): string {
-  return `---
-apiVersion: vmplace.dev/v1alpha1
-kind: VirtualMachine
-metadata:
-  name: ${name}
-spec:
-  host: lab
-  storage: ${storage}
-${extra}`;
-}
+const hostManifest = (a: string, b: string): string => labHostManifest({ a, b });
+const vmManifest = labVmManifest;
 
 async function apply(repo: string, stateDir: string): Promise<{ code: number; stderr: string }> {
   return run(process.execPath, [

@@ -22,10 +22,9 @@ export interface Fleet {
   disks: { target: string; path: string }[];
 }
 
-/** Write the manifests for `vm` desiring `storage` on host `lab`. */
-export async function writeManifests(f: Fleet, desiredStorage: 'a' | 'b', extra = ''): Promise<void> {
-  await fs.mkdir(path.join(f.repo, 'manifests'), { recursive: true });
-  const text = `apiVersion: vmplace.dev/v1alpha1
+/** The Host `lab` (qemu:///system) with storage locations `a` and `b`, as manifest text. */
+export function labHostManifest(storage: { a: string; b: string }): string {
+  return `apiVersion: vmplace.dev/v1alpha1
 kind: Host
 metadata:
   name: lab
@@ -34,18 +33,29 @@ spec:
   uri: qemu:///system
   storage:
     - name: a
-      path: ${f.storage.a}
+      path: ${storage.a}
     - name: b
-      path: ${f.storage.b}
----
+      path: ${storage.b}
+`;
+}
+
+/** A VirtualMachine on host `lab` desiring `storage`, as a manifest document (with `---`). */
+export function labVmManifest(name: string, storage: string, extra = ''): string {
+  return `---
 apiVersion: vmplace.dev/v1alpha1
 kind: VirtualMachine
 metadata:
-  name: ${f.vm}
+  name: ${name}
 spec:
   host: lab
-  storage: ${desiredStorage}
+  storage: ${storage}
 ${extra}`;
+}
+
+/** Write the manifests for `vm` desiring `storage` on host `lab`. */
+export async function writeManifests(f: Fleet, desiredStorage: 'a' | 'b', extra = ''): Promise<void> {
+  await fs.mkdir(path.join(f.repo, 'manifests'), { recursive: true });
+  const text = labHostManifest(f.storage) + labVmManifest(f.vm, desiredStorage, extra);
   await fs.writeFile(path.join(f.repo, 'manifests', 'fleet.yaml'), text);
 }
 
