@@ -154,8 +154,15 @@ async function main() {
     process.stdout.write(fs.readFileSync(path.join(repo, 'status', 'vms', `${VM}.yaml`), 'utf8'));
     say('Where the disks are now');
     console.log((await virsh('domblklist', VM)).stdout.trim());
-    console.log(`storage a: ${fs.readdirSync(path.join(STORAGE, 'a')).join(', ') || '(empty)'}`);
-    console.log(`storage b: ${fs.readdirSync(path.join(STORAGE, 'b')).join(', ')}`);
+    // moved disks live in the VM's own directory of the target storage
+    const files = (dir) =>
+      fs
+        .readdirSync(dir, { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => path.relative(dir, path.join(e.parentPath ?? e.path, e.name)))
+        .join(', ') || '(empty)';
+    console.log(`storage a: ${files(path.join(STORAGE, 'a'))}`);
+    console.log(`storage b: ${files(path.join(STORAGE, 'b'))}`);
     console.log(
       `guest acks before the move ${JSON.stringify(before)}, after ${JSON.stringify(after)}: it kept writing`,
     );
