@@ -1,0 +1,195 @@
+import * as path from 'node:path';
+import { StalledError, VmplaceError } from '../../errors';
+import type { DiskMove, MigrationContext } from '../types';
+import type { Step, StepDeps } from './deps';
+import { claimFor, ownedHere, removeOwned } from './ownership';
+import {
+  copyAcross,
+  diskOf,
+  dstOverlayAt,
+  lastPossibleRound,
+  mustGetDomain,
+  roundOnSource,
+  srcOverlayAt,
+  sum,
+  throwIfCancelled,
+} from './common';
+import {
+  DEFAULT_MAX_PAUSE_MS,
+  DELTA_SHRINK_FACTOR,
+  FIRST_DELTA_TRUSTED_BYTES,
+  MIN_COPY_RATE_BYTES_PER_MS,
+  MIN_DELTA_BUDGET_MS,
+  PAUSE_FIXED_COST_MS,
+  PAUSE_RELAY_BELOW_BYTES,
+} from './tuning';
+import { mirrorDisks } from './live';
+
+// ------------------------------------------------------------------ quick: forward steps
+
+export const snapshotDisks: Step = async (ctx, deps) => {
+  if (ctx.disks.length === 0) return {};
+  const drv = deps.driverFor(ctx.fromHost);
+  const dom = await mustGetDomain(drv, ctx);
+  const onOverlay = ctx.disks.filter((d) => diskOf(dom, d.target)?.path === d.srcOverlay);
+  if (onOverlay.length === ctx.disks.length) return {};
+  if (onOverlay.length > 0)
+    throw new StalledError('InconsistentSnapshot', `only some of ${ctx.vm}'s disks run on overlays`);
+  // A leftover overlay file from a snapshot that failed must not make libvirt refuse.
+  for (const d of ctx.disks) await drv.removeFile(d.srcOverlay);
+  await drv.snapshotDisks(
+    ctx.vm,
+    ctx.disks.map((d) => ({ target: d.target, path: d.srcOverlay })),
+  );
+  return {};
+};
+
+export const copyBase: Step = async (ctx, deps) => {
+  if (ctx.effectiveStrategy === 'live') return mirrorDisks(ctx, deps);
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  if (ctx.effectiveStrategy === 'cold') {
+    const dom = await mustGetDomain(src, ctx);
+    if (dom.state !== 'shutoff')
+      throw new VmplaceError('DomainStarted', `${ctx.vm} was started during a cold move`);
+  }
+  const disks: DiskMove[] = [];
+  let done = 0;
+  const started = Date.now();
+  for (const d of ctx.disks) {
+    throwIfCancelled(deps, 'the base copy');
+    const claim = claimFor(ctx, deps, ctx.toHost, d.dstPath);
+    if (
+      d.baseChecksum &&
+      (await dst.fileExists(d.dstPath)) &&
+      (await ownedHere(ctx, deps, ctx.toHost, d.dstPath))
+    ) {
+      if ((await dst.checksum(d.dstPath)) === d.baseChecksum) {
+        done += d.allocatedBytes;
+        disks.push(d);
+        continue;
+      }
+    }
+    const before = done;
+    await dst.makeDir(path.posix.dirname(d.dstPath));
+    await copyAcross(
+      ctx,
+      deps,
+      d.srcPath,
+      d.dstPath,
+      (n) => deps.onProgress?.(ctx, before + Math.min(n, d.allocatedBytes), ctx.bytesTotal),
+      claim ? { claim } : {},
+    );
+    const [a, b] = await Promise.all([src.checksum(d.srcPath), dst.checksum(d.dstPath)]);
+    if (a !== b) {
+      await removeOwned(ctx, deps, ctx.toHost, d.dstPath);
+      throw new VmplaceError(
+        'ChecksumMismatch',
+        `copy of ${d.srcPath} to ${d.dstPath} differs (sha256 ${a} != ${b})`,
+      );
+    }
+    done += d.allocatedBytes;
+    deps.onProgress?.(ctx, done, ctx.bytesTotal);
+    disks.push({ ...d, baseChecksum: a });
+  }
+  const elapsed = Math.max(1, Date.now() - started);
+  if (ctx.effectiveStrategy === 'quick' && (ctx.maxRounds ?? 1) > 1 && disks.length > 0) {
+    const rounds = await deltaRounds(
+      { ...ctx, disks },
+      deps,
+      Math.max(done / elapsed, MIN_COPY_RATE_BYTES_PER_MS),
+    );
+    return { disks, bytesDone: done, rounds };
+  }
+  return { disks, bytesDone: done };
+};
+
+/** Copy round `r`'s (read-only) overlays to the target and rebase them onto the layer below. */
+export async function copyRound(ctx: MigrationContext, deps: StepDeps, r: number): Promise<void> {
+  const dst = deps.driverFor(ctx.toHost);
+  await Promise.all(
+    ctx.disks.map(async (d) => {
+      const from = srcOverlayAt(ctx, d, r);
+      const to = dstOverlayAt(ctx, d, r);
+      // the way the pause will copy (small files through the management box): measured here
+      const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
+      try {
+        await copyAcross(ctx, deps, from, to, undefined, small); // a complete copy found there is only compared
+      } catch (err) {
+        if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
+        await dst.removeFile(to); // rebased already by an interrupted run: copy again
+        await copyAcross(ctx, deps, from, to, undefined, small);
+      }
+      await dst.rebaseUnsafe(
+        to,
+        r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
+        r === 1 ? d.format : 'qcow2',
+      );
+    }),
+  );
+}
+
+/**
+ * Iterative delta rounds (beyond the seed): while the VM runs, freeze the active overlay under
+ * a new one and copy it, until the delta left for the pause is predicted to fit the pause
+ * budget, stops shrinking, or the round limit is reached. Resumable: the active round is read
+ * from the domain; earlier rounds are copied again only if their copy is not complete.
+ * Returns the round active at the end (the one CopyingDelta copies during the pause).
+ */
+export async function deltaRounds(
+  ctx: MigrationContext,
+  deps: StepDeps,
+  bytesPerMs: number,
+): Promise<number> {
+  const src = deps.driverFor(ctx.fromHost);
+  const log = deps.logger;
+  const dom = await mustGetDomain(src, ctx);
+  let r = roundOnSource(ctx, ctx.disks[0]!, diskOf(dom, ctx.disks[0]!.target)?.path) ?? 1;
+  for (let k = 1; k < r; k++) await copyRound(ctx, deps, k);
+  // fixed costs of the pause: save and restore, and copying the memory state between hosts
+  const fixedMs = PAUSE_FIXED_COST_MS + (ctx.copyState ? ctx.memoryBytes / bytesPerMs : 0);
+  const budgetMs = Math.max(MIN_DELTA_BUDGET_MS, (ctx.maxPauseMs ?? DEFAULT_MAX_PAUSE_MS) - fixedMs);
+  // What a delta costs to copy is measured on the rounds themselves, which copy the way the
+  // pause does (small files through the management box, see PAUSE_RELAY_BELOW_BYTES): the base
+  // copy's rate says little about it (a base may be mostly zeros, compressed away on the link).
+  // Before any round only a tiny delta is trusted to fit.
+  let msPerByte: number | undefined;
+  let previous = Infinity;
+  for (;;) {
+    const sizes = await Promise.all(
+      ctx.disks.map((d) =>
+        src
+          .imageInfo(srcOverlayAt(ctx, d, r), { forceShare: true, format: 'qcow2' })
+          .then((i) => i.allocatedBytes),
+      ),
+    );
+    const delta = sum(sizes);
+    const predictedMs =
+      msPerByte !== undefined
+        ? delta * msPerByte
+        : delta <= FIRST_DELTA_TRUSTED_BYTES
+          ? delta / Math.max(bytesPerMs / 2, MIN_COPY_RATE_BYTES_PER_MS)
+          : Infinity;
+    log?.info(
+      {
+        round: r,
+        deltaBytes: delta,
+        predictedMs: Number.isFinite(predictedMs) ? Math.round(predictedMs) : null,
+        budgetMs: Math.round(budgetMs),
+      },
+      'delta round',
+    );
+    if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > DELTA_SHRINK_FACTOR * previous)
+      return r;
+    throwIfCancelled(deps, 'the delta rounds');
+    await src.snapshotDisks(
+      ctx.vm,
+      ctx.disks.map((d) => ({ target: d.target, path: srcOverlayAt(ctx, d, r + 1) })),
+    );
+    const t0 = Date.now();
+    await copyRound(ctx, deps, r);
+    msPerByte = (Date.now() - t0) / Math.max(delta, 1);
+    previous = delta;
+    r++;
+  }
+}

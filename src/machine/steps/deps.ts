@@ -1,0 +1,53 @@
+import type { Logger } from 'pino';
+import type { HypervisorDriver } from '../../drivers/driver';
+import type { HostSpec } from '../../types';
+import type { OwnedFile } from '../store';
+import type { MigrationContext, StepOutput } from '../types';
+
+/** What the real steps need from the world. */
+export interface StepDeps {
+  /** the driver of a host by manifest name */
+  driverFor(host: string): HypervisorDriver;
+  /** rewrite the disk sources of a domain XML (by target device); removes stale backing stores */
+  rewriteDiskPaths(xml: string, paths: Record<string, string>): string;
+  /** disk target → source path of a domain XML (file disks only) */
+  diskPathsOf(xml: string): Record<string, string | undefined>;
+  logger?: Logger;
+  onProgress?(ctx: MigrationContext, bytesDone: number, bytesTotal: number): void;
+  now?(): number;
+  /** base of the retry backoff after a failed step, ms (default 1000) */
+  retryBaseMs?: number;
+  /** true once a shutdown began: steps that can wait do not start (the runner checkpoints) */
+  stopping?(): boolean;
+  /** bandwidth limit for copies, KiB/s */
+  bwlimitKiBps?: number;
+  /** the other hosts that see the file `path` of `host` (its cluster's shared storage) */
+  sharedWith?(host: string, path: string): string[];
+  /** a host's manifest spec: how other hosts reach it for copies (transferAddress, ssh) */
+  hostSpecFor?(host: string): HostSpec | undefined;
+  /** write-ahead intents (see MigrationStore.markIntent); without them rollback trusts only what it sees */
+  intents?: {
+    mark(ctx: MigrationContext, what: 'restore' | 'define' | 'save'): Promise<void>;
+    has(ctx: MigrationContext, what: 'restore' | 'define' | 'save'): Promise<boolean>;
+    /** when the intent was marked (ms since epoch), if it was: a save's is when the pause began */
+    at(ctx: MigrationContext, what: 'save'): Promise<number | undefined>;
+  };
+  /** how copies between hosts go (default auto: host to host, relayed only when unreachable) */
+  transferMode?: 'direct' | 'relay' | 'auto';
+  /**
+   * Write-ahead proofs of the files this migration created (see MigrationStore.recordOwned).
+   * Without them nothing whose name was not made by this migration is ever deleted.
+   */
+  owned?: {
+    record(ctx: MigrationContext, rec: OwnedFile): Promise<void>;
+    list(ctx: MigrationContext): Promise<OwnedFile[]>;
+  };
+  /**
+   * Aborted when the migration is cancelled while this step runs: long effects (copies, block
+   * jobs, a live migration, delta rounds) stop, undo what is in flight, and reject with reason
+   * `Cancelled`, or resolve when they had already passed the point of no return.
+   */
+  signal?: AbortSignal;
+}
+
+export type Step = (ctx: MigrationContext, deps: StepDeps) => Promise<StepOutput>;

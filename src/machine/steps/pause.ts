@@ -1,0 +1,262 @@
+import { StalledError, VmplaceError } from '../../errors';
+import type { DomainInfo } from '../../drivers/driver';
+import type { MigrationContext } from '../types';
+import type { Step, StepDeps } from './deps';
+import { copyAcross, diskOf, dstOverlayAt, mustGetDomain, srcOverlayAt } from './common';
+import { EARLY_COPY_FRESH_MS, PAUSE_RELAY_BELOW_BYTES, PREFETCH_FRESH_MS } from './tuning';
+
+/** What Saving sees of the VM on the source (see {@link decideSave}). */
+export interface SaveObservation {
+  state: DomainInfo['state'];
+  /** the state file holds a complete saved state of this VM (`save-image-dumpxml` reads it) */
+  stateUsable: boolean;
+  /** this migration issued a save before (a write-ahead intent); true when unknown */
+  saveIssued: boolean;
+}
+
+/**
+ * What Saving does, from what it sees (pure). Running: save (again: a save that never happened
+ * or was aborted left it running). Shut off with a complete saved state: saved already (an
+ * interrupted run's save, which libvirt finishes though its virsh died). Shut off without one
+ * after this migration's save: the guest's memory is lost; nothing may boot it afresh (that is
+ * a different machine to its users): `lost`, a stop for a human. Anything else (paused, or shut
+ * off before any save of ours): `notRunning`, back to the source (rollback resumes a paused VM
+ * and never starts a stopped one).
+ */
+export function decideSave(o: SaveObservation): 'save' | 'saved' | 'lost' | 'notRunning' {
+  if (o.state === 'running') return 'save';
+  if (o.state === 'shutoff' && o.stateUsable) return 'saved';
+  if (o.state === 'shutoff' && o.saveIssued) return 'lost';
+  return 'notRunning';
+}
+
+export const saveVm: Step = async (ctx, deps) => {
+  const drv = deps.driverFor(ctx.fromHost);
+  const stateFile = ctx.srcStateFile ?? ctx.stateFile!;
+  const now = deps.now ?? Date.now;
+  // Resumed after a save was issued: the pause began then (the persisted time keeps pauseMs
+  // whole across a restart), and libvirt may still be writing that save.
+  const issuedAt = await deps.intents?.at(ctx, 'save');
+  let dom = await mustGetDomain(drv, ctx);
+  if (issuedAt !== undefined && dom.state !== 'shutoff' && (await drv.waitForSaveJob(ctx.vm)))
+    dom = await mustGetDomain(drv, ctx);
+  const decision = decideSave({
+    state: dom.state,
+    stateUsable: dom.state === 'shutoff' && (await drv.holdsSavedState(stateFile, ctx.vm)),
+    saveIssued: deps.intents ? issuedAt !== undefined : true,
+  });
+  if (decision === 'saved') return { pausedAt: ctx.pausedAt ?? issuedAt ?? now() };
+  if (decision === 'lost')
+    throw new StalledError(
+      'SavedStateLost',
+      `${ctx.vm} is shut off on ${ctx.fromHost} after vmplace saved it, but ${stateFile} holds no complete saved state: the guest's memory is lost; vmplace does not boot it afresh, the VM is left as it is`,
+    );
+  if (decision === 'notRunning')
+    throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
+  await drv.removeFile(stateFile); // a partial file from an interrupted save
+  // a source host that reboots once the VM runs on the target must not start it again
+  if (ctx.sourceAutostart) await drv.setAutostart(ctx.vm, false);
+  // durable before the save: a restart finds when the pause began and that a save was issued
+  await deps.intents?.mark(ctx, 'save');
+  const pausedAt = now();
+  const saving = drv.save(ctx.vm, stateFile, { knownActive: true });
+  const early = ctx.effectiveStrategy === 'quick' ? copyDeltaEarly(ctx, deps, saving) : undefined;
+  try {
+    await saving;
+  } finally {
+    // settled before anything else (a rollback) touches the target's files
+    await early;
+  }
+  return { pausedAt };
+};
+
+/** Overlays {@link copyDeltaEarly} copied, by migration id (in memory: a hint, never trusted alone). */
+export const earlyCopies = new Map<string, { at: number; paths: Set<string> }>();
+
+/**
+ * Beyond the seed: `virsh save` stops the VM's CPUs first (QEMU drains and flushes the disks
+ * then) and writes the memory state after; the overlays do not change from the stop on. So
+ * copy them to the target while the memory is being written, instead of after. Best effort:
+ * CopyingDelta still compares each copy with its source (sha256 on both hosts) and copies
+ * again whatever differs (a header written when QEMU inactivated the disk, a failed save after
+ * which the VM ran on); it only finds the work done.
+ */
+export async function copyDeltaEarly(
+  ctx: MigrationContext,
+  deps: StepDeps,
+  saving: Promise<void>,
+): Promise<void> {
+  const src = deps.driverFor(ctx.fromHost);
+  let saved = false;
+  const done = saving.then(
+    () => (saved = true),
+    () => (saved = true),
+  );
+  try {
+    for (;;) {
+      const asked = src.domainState(ctx.vm);
+      asked.catch(() => undefined); // may lose the race below and fail later
+      const state = await Promise.race([asked, done.then(() => 'saved' as const)]);
+      if (saved || state === 'saved') {
+        // the save ended before a stop was seen: copy now only if it succeeded
+        if (
+          !(await saving.then(
+            () => true,
+            () => false,
+          ))
+        )
+          return;
+        break;
+      }
+      if (state !== 'running') break; // paused by the save (or shut off by it): disks quiet
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
+    const r = ctx.rounds ?? 1;
+    await Promise.all(
+      ctx.disks.map((d) =>
+        copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r), undefined, small),
+      ),
+    );
+    earlyCopies.set(ctx.id, {
+      at: Date.now(),
+      paths: new Set(ctx.disks.map((d) => dstOverlayAt(ctx, d, r))),
+    });
+    deps.logger?.info('delta copied while the memory state was being saved');
+  } catch (err) {
+    deps.logger?.info({ err }, 'early delta copy failed; CopyingDelta copies it');
+  }
+}
+
+export const copyDelta: Step = async (ctx, deps) => {
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  // The VM is paused from here to the restore: copy everything at once; every copy is
+  // verified by sha256 on both ends, so a copy found complete is only compared, never redone
+  // (the copy itself looks first: no round trip of its own here).
+  // small files (the last delta of iterative rounds) through the connections already open
+  const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
+  const early = earlyCopies.get(ctx.id);
+  earlyCopies.delete(ctx.id);
+  for (const [id, e] of earlyCopies) if (Date.now() - e.at > EARLY_COPY_FRESH_MS) earlyCopies.delete(id);
+  const copyOne = async (from: string, to: string): Promise<void> => {
+    if (early?.paths.has(to)) {
+      // copied while the memory was saved: compare now that the save is over (one round trip)
+      const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]).catch(() => ['', '-']);
+      if (a === b) return;
+    }
+    try {
+      await copyAcross(ctx, deps, from, to, undefined, small);
+    } catch (err) {
+      if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
+      await dst.removeFile(to); // partial, or already rebased by an interrupted run
+      await copyAcross(ctx, deps, from, to, undefined, small);
+    }
+  };
+  const from = ctx.srcStateFile;
+  const to = ctx.stateFile!;
+  const stateInPlace = !from || (!ctx.copyState && from === to);
+  if (stateInPlace && ctx.effectiveStrategy !== 'cold') {
+    const lookups = restoreLookups(ctx, deps);
+    lookups.catch(() => undefined); // Restoring awaits it (or asks again)
+    for (const [id, p] of prefetchedRestore)
+      if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetchedRestore.delete(id); // never taken
+    prefetchedRestore.set(ctx.id, { at: Date.now(), lookups });
+  }
+  await Promise.all([
+    ...ctx.disks.map(async (d) => {
+      const r = ctx.rounds ?? 1;
+      await copyOne(srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r));
+      await dst.rebaseUnsafe(
+        dstOverlayAt(ctx, d, r),
+        r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
+        r === 1 ? d.format : 'qcow2',
+      );
+    }),
+    ...(from && (ctx.copyState || from !== to) ? [copyOne(from, to)] : []),
+  ]);
+  return {};
+};
+
+export interface RestoreLookups {
+  dom: DomainInfo | undefined;
+  onSource: DomainInfo | undefined;
+  saved: { xml: string } | { err: unknown };
+}
+
+/**
+ * What Restoring asks before it restores: the domain on both hosts and the saved XML. The VM is
+ * paused: ask both hosts and read the saved XML at once (each virsh call over ssh is a round
+ * trip); an unreadable state file only matters if a restore is still needed.
+ */
+export function restoreLookups(ctx: MigrationContext, deps: StepDeps): Promise<RestoreLookups> {
+  const drv = deps.driverFor(ctx.toHost);
+  const cross = ctx.fromHost !== ctx.toHost;
+  return Promise.all([
+    drv.getDomain(ctx.vm),
+    cross ? deps.driverFor(ctx.fromHost).getDomain(ctx.vm) : Promise.resolve(undefined),
+    drv.savedStateXml(ctx.stateFile!).then(
+      (xml) => ({ xml }),
+      (err: unknown) => ({ err }),
+    ),
+  ]).then(([dom, onSource, saved]) => ({ dom, onSource, saved }));
+}
+
+/**
+ * Restore lookups started during CopyingDelta, when the state file is already where the target
+ * reads it (one host, or the cluster's shared storage): by id, in memory only (the saved XML
+ * holds secrets), taken once by Restoring if still fresh. The VM is saved before CopyingDelta
+ * starts, so what they see is the state after the pause began.
+ */
+export const prefetchedRestore = new Map<string, { at: number; lookups: Promise<RestoreLookups> }>();
+
+export function takePrefetchedRestore(ctx: MigrationContext): Promise<RestoreLookups> | undefined {
+  const p = prefetchedRestore.get(ctx.id);
+  prefetchedRestore.delete(ctx.id);
+  return p && Date.now() - p.at < PREFETCH_FRESH_MS ? p.lookups : undefined;
+}
+
+export const restoreVm: Step = async (ctx, deps) => {
+  const drv = deps.driverFor(ctx.toHost);
+  const now = deps.now ?? Date.now;
+  const cross = ctx.fromHost !== ctx.toHost;
+  const { dom, onSource, saved } = await (takePrefetchedRestore(ctx) ?? restoreLookups(ctx, deps));
+  const onTarget = (x: DomainInfo): boolean =>
+    ctx.disks.every((d) => {
+      const p = diskOf(x, d.target)?.path;
+      return p === dstOverlayAt(ctx, d, ctx.rounds ?? 1) || p === d.dstPath;
+    });
+  if (dom && dom.state === 'running' && onTarget(dom)) {
+    const resumedAt = ctx.resumedAt ?? now();
+    return { committed: true, resumedAt, pauseMs: ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined };
+  }
+  if (dom && dom.state === 'running')
+    throw new VmplaceError('DomainRunningOnSource', `${ctx.vm} runs, but not from the target's disks`);
+  if (onSource && onSource.state !== 'shutoff')
+    throw new VmplaceError(
+      'DomainRunningOnSource',
+      `${ctx.vm} is ${onSource.state} on ${ctx.fromHost}; never on both`,
+    );
+  if ('err' in saved) throw saved.err;
+  if (cross) {
+    // the look above may be seconds old (prefetched during the copy): ask again, right now
+    const now = await deps.driverFor(ctx.fromHost).domainState(ctx.vm);
+    if (now !== undefined && now !== 'shutoff')
+      throw new VmplaceError(
+        'DomainRunningOnSource',
+        `${ctx.vm} is ${now} on ${ctx.fromHost}; never on both`,
+      );
+    await deps.intents?.mark(ctx, 'restore');
+  }
+  const rewritten = deps.rewriteDiskPaths(
+    saved.xml,
+    Object.fromEntries(ctx.disks.map((d) => [d.target, dstOverlayAt(ctx, d, ctx.rounds ?? 1)])),
+  );
+  await drv.restore(ctx.stateFile!, rewritten, {
+    knownInactive: dom === undefined || dom.state === 'shutoff',
+  });
+  const resumedAt = now();
+  const pauseMs = ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined;
+  deps.logger?.info({ pauseMs }, 'VM resumed on the target');
+  return { committed: true, resumedAt, pauseMs };
+};
