@@ -119,6 +119,8 @@ export interface DiskPlacement {
 export interface Placement {
   host: string;
   memoryBytes: number;
+  /** the domain runs (observed); a shut-off VM moves cold, without a memory state */
+  running?: boolean;
   disks: DiskPlacement[];
 }
 

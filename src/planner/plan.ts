@@ -16,6 +16,7 @@ import {
   type VirtualMachine,
 } from '../types';
 import { formatBytes } from './bytes';
+import { executedStrategy, type SpaceDisk, spaceNeeds } from './space';
 import { checkTargetPaths } from './collisions';
 import { definedOnFindings } from './defined-on';
 import { diffPlacement, type PlacementDiff } from './diff';
@@ -34,6 +35,10 @@ interface LocationDemand {
   location: Location;
   /** allocated bytes of disks copied in */
   disks: number;
+  /** the differencing disks copied in with them (quick; estimated by the headroom ratio) */
+  overlays: number;
+  /** the migration writes here as its target (else only as its source) */
+  target: boolean;
   /** saved memory state, needed while the migration runs */
   memory: number;
   margin: number;
@@ -107,7 +112,7 @@ export function planMigrations(
       for (const f of statusFindings) inputFindings.push({ subject: `VirtualMachine/${name}`, ...f });
       continue;
     }
-    const draft = draftMigration(topology, vm, diff, placement.memoryBytes, pol);
+    const draft = draftMigration(topology, vm, diff, placement.memoryBytes, pol, placement.running);
     draft.findings.unshift(...statusFindings);
     for (const h of new Set([diff.fromHost, diff.toHost])) {
       hostsInMigrations.add(h);
@@ -137,7 +142,7 @@ export function planMigrations(
       free.set(key, f);
       needs.push({
         key,
-        need: dem.disks + dem.memory + dem.margin + dem.headroom,
+        need: dem.disks + dem.overlays + dem.memory + dem.margin + dem.headroom,
         consume: dem.disks,
         release: dem.release,
       });
@@ -180,6 +185,7 @@ function draftMigration(
   diff: PlacementDiff,
   memoryBytes: number,
   policy: PlanPolicy,
+  running?: boolean,
 ): Draft {
   const findings: Finding[] = [];
   const strategy: Strategy = vm.spec.strategy ?? 'quick';
@@ -201,13 +207,16 @@ function draftMigration(
   const demandOn = (location: Location): LocationDemand => {
     let dem = demands.get(location.key);
     if (!dem) {
-      dem = { location, disks: 0, memory: 0, margin: 0, headroom: 0, headroomVirtual: 0, release: 0 };
+      dem = { location, target: false, disks: 0, overlays: 0, memory: 0, margin: 0, headroom: 0, headroomVirtual: 0, release: 0 };
       demands.set(location.key, dem);
     }
     return dem;
   };
 
   const targets = new Map<string, Location>();
+  const locations = new Map<string, Location>();
+  const moving: SpaceDisk[] = [];
+  const released = new Map<string, number>();
   for (const disk of diff.disks) {
     if (disk.to === undefined) {
       findings.push({
@@ -219,25 +228,52 @@ function draftMigration(
       targets.set(disk.to.key, disk.to);
     }
     // a disk in no declared location: checkPlacement reports it (DiskOutsideStorage, an error)
-    if (!disk.dataMoves) continue;
-    if (disk.to) demandOn(disk.to).disks += disk.allocatedBytes;
-    if (disk.from) {
-      const dem = demandOn(disk.from);
-      dem.headroom += Math.ceil(policy.sourceHeadroomRatio * disk.virtualBytes);
-      dem.headroomVirtual += disk.virtualBytes;
-      dem.release += disk.allocatedBytes;
-    }
+    if (!disk.dataMoves || !disk.to || !disk.from) continue;
+    locations.set(disk.to.key, disk.to);
+    locations.set(disk.from.key, disk.from);
+    moving.push({
+      from: disk.from.key,
+      to: disk.to.key,
+      virtualBytes: disk.virtualBytes,
+      allocatedBytes: disk.allocatedBytes,
+    });
+    released.set(disk.from.key, (released.get(disk.from.key) ?? 0) + disk.allocatedBytes);
   }
 
-  // The saved memory state goes to the VM's main storage on the target host.
-  const memoryLocation = topology.resolve(toHost, vm.spec.storage);
-  if (memoryLocation && memoryBytes > 0) {
-    demandOn(memoryLocation).memory += memoryBytes;
-    targets.set(memoryLocation.key, memoryLocation);
+  // The one space model Preflight uses too (space.ts). The memory state (quick only) is saved
+  // on storage both hosts share when there is one, else beside the first target disk, and
+  // across hosts without shared storage first beside the first source disk.
+  const executed = executedStrategy(vm.spec.strategy, running);
+  const first = diff.disks.find((d) => d.to !== undefined);
+  const shared = diff.hostChanged ? sharedLocation(topology, fromHost, toHost) : undefined;
+  const stateAt = shared ?? first?.to;
+  if (stateAt) locations.set(stateAt.key, stateAt);
+  const firstMoving = moving[0];
+  const needs = spaceNeeds({
+    strategy: executed,
+    disks: moving,
+    memoryBytes,
+    ...(stateAt && moving.length + (diff.hostChanged ? 1 : 0) > 0 ? { stateAt: stateAt.key } : {}),
+    ...(diff.hostChanged && !shared && firstMoving ? { stateFirstAt: firstMoving.from } : {}),
+    marginBytes: policy.targetMarginBytes,
+    headroomRatio: policy.sourceHeadroomRatio,
+  });
+  for (const [key, n] of needs.target) {
+    const dem = demandOn(locations.get(key)!);
+    dem.target = true;
+    dem.disks += n.disks;
+    dem.overlays += n.overlays;
+    dem.memory += n.memory;
+    dem.margin = n.margin;
+    targets.set(key, locations.get(key)!);
   }
-  for (const dem of demands.values()) {
-    if (dem.disks > 0 || dem.memory > 0) dem.margin = policy.targetMarginBytes;
+  for (const [key, n] of needs.source) {
+    const dem = demandOn(locations.get(key)!);
+    dem.headroom += n.headroom;
+    dem.headroomVirtual += n.headroomVirtual;
+    dem.memory += n.memory;
   }
+  for (const [key, bytes] of released) demandOn(locations.get(key)!).release += bytes;
 
   if (topology.hostStatus(toHost) !== undefined) {
     for (const loc of targets.values()) {
@@ -251,6 +287,12 @@ function draftMigration(
   }
 
   return { vm, diff, kind: kindOf(topology, fromHost, toHost), strategy, findings, demands };
+}
+
+/** A cluster location both hosts reach (where a cross-host quick move saves the memory state). */
+function sharedLocation(topology: Topology, fromHost: string, toHost: string): Location | undefined {
+  const there = new Set(topology.locationsOf(toHost).map((l) => l.key));
+  return topology.locationsOf(fromHost).find((l) => l.scope === 'cluster' && there.has(l.key));
 }
 
 function cpuFindings(topology: Topology, fromHost: string, toHost: string, strategy: Strategy): Finding[] {
@@ -303,8 +345,10 @@ function orderFindings(
         const dem = d.demands.get(s.key)!;
         const where = describeLocation(dem.location);
         const best = formatBytes(Math.max(0, s.best));
-        if (dem.disks > 0 || dem.memory > 0) {
-          const parts = [`${formatBytes(dem.disks)} disks`, `${formatBytes(dem.memory)} memory state`];
+        if (dem.target) {
+          const parts = [`${formatBytes(dem.disks)} disks`];
+          if (dem.overlays > 0) parts.push(`${formatBytes(dem.overlays)} differencing disks`);
+          parts.push(`${formatBytes(dem.memory)} memory state`);
           parts.push(`${formatBytes(dem.margin)} margin`);
           if (dem.headroom > 0) parts.push(`${formatBytes(dem.headroom)} source headroom`);
           return {
@@ -316,7 +360,7 @@ function orderFindings(
         return {
           severity: 'error' as const,
           reason: 'SourceHeadroomInsufficient',
-          message: `needs ${formatBytes(s.need)} free on ${where} for differencing disks (${policy.sourceHeadroomRatio} x ${formatBytes(dem.headroomVirtual)} virtual) but at most ${best} will be free`,
+          message: `needs ${formatBytes(s.need)} free on ${where} for differencing disks (${policy.sourceHeadroomRatio} x ${formatBytes(dem.headroomVirtual)} virtual)${dem.memory > 0 ? ` and the memory state saved there first (${formatBytes(dem.memory)})` : ''} but at most ${best} will be free`,
         };
       });
     case 'cycle': {

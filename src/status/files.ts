@@ -145,7 +145,7 @@ const VM_SHAPE: Shape = {
   nested: {
     metadata: { keys: ['name'] },
     placement: {
-      keys: ['host', 'memoryBytes', 'disks'],
+      keys: ['host', 'memoryBytes', 'running', 'disks'],
       nested: { disks: { keys: ['target', 'path', 'storage', 'format', 'virtualBytes', 'allocatedBytes'] } },
     },
     conditions: { keys: ['type', 'status', 'reason', 'message', 'lastTransitionTime'] },

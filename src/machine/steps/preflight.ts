@@ -1,3 +1,4 @@
+import { sourceTotal, spaceNeeds, targetTotal } from '../../planner/space';
 import * as path from 'node:path';
 import { StalledError } from '../../errors';
 import type { HypervisorDriver } from '../../drivers/driver';
@@ -172,51 +173,44 @@ export const preflight: Step = async (ctx, deps) => {
       ? path.posix.join(path.posix.dirname(disks[0]!.srcPath), stateName)
       : stateFile;
 
-  // Space: the target holds every moved base and overlay (estimated by the headroom ratio)
-  // and the memory state, plus the margin; the source holds the overlays.
-  const need = new Map<string, number>();
-  // measured on the storage location (the VM's directory in it may not exist yet)
+  // Space, by the one model the planner uses too (planner/space.ts), measured on the storage
+  // locations (the VM's directory in one may not exist yet).
   const rootOf = new Map(ctx.moves.map((m) => [m.target, m.toPath]));
-  for (const d of disks) {
-    const dir = rootOf.get(d.target) ?? path.posix.dirname(d.dstPath);
-    const overlay = effective === 'quick' ? Math.ceil(d.virtualBytes * ctx.sourceHeadroomRatio) : 0;
-    need.set(dir, (need.get(dir) ?? 0) + d.allocatedBytes + overlay);
-  }
-  if (stateFile) {
-    const dir = path.posix.dirname(stateFile);
-    need.set(dir, (need.get(dir) ?? 0) + dom.memoryBytes);
-  }
-  for (const [dir, bytes] of need) {
+  const copyState = Boolean(stateFile && cross && !shared && disks.length > 0);
+  const needs = spaceNeeds({
+    strategy: effective,
+    disks: disks.map((d) => ({
+      from: path.posix.dirname(d.srcPath),
+      to: rootOf.get(d.target) ?? path.posix.dirname(d.dstPath),
+      virtualBytes: d.virtualBytes,
+      allocatedBytes: d.allocatedBytes,
+    })),
+    memoryBytes: dom.memoryBytes,
+    ...(stateFile ? { stateAt: path.posix.dirname(stateFile) } : {}),
+    ...(copyState && srcStateFile ? { stateFirstAt: path.posix.dirname(srcStateFile) } : {}),
+    marginBytes: ctx.targetMarginBytes,
+    headroomRatio: ctx.sourceHeadroomRatio,
+  });
+  for (const [dir, n] of needs.target) {
     const fs = await dst.fsInfo(dir).catch((err: unknown) => {
       throw new StalledError('TargetStorageMissing', `target storage ${dir} on ${ctx.toHost} is not usable`, {
         cause: err,
       });
     });
-    if (fs.freeBytes < bytes + ctx.targetMarginBytes)
+    if (fs.freeBytes < targetTotal(n))
       throw new StalledError(
         'TargetSpaceInsufficient',
-        `${dir} on ${ctx.toHost} has ${fs.freeBytes} bytes free; the move needs ${bytes} plus a margin of ${ctx.targetMarginBytes}`,
+        `${dir} on ${ctx.toHost} has ${fs.freeBytes} bytes free; the move needs ${targetTotal(n) - n.margin} plus a margin of ${n.margin}`,
       );
     await probeWritable(dst, dir, ctx);
   }
-  if (effective === 'quick') {
-    const srcNeed = new Map<string, number>();
-    for (const d of disks) {
-      const dir = path.posix.dirname(d.srcPath);
-      srcNeed.set(dir, (srcNeed.get(dir) ?? 0) + Math.ceil(d.virtualBytes * ctx.sourceHeadroomRatio));
-    }
-    if (srcStateFile && cross && disks.length > 0) {
-      const dir = path.posix.dirname(srcStateFile);
-      srcNeed.set(dir, (srcNeed.get(dir) ?? 0) + dom.memoryBytes);
-    }
-    for (const [dir, bytes] of srcNeed) {
-      const fs = await src.fsInfo(dir);
-      if (fs.freeBytes < bytes)
-        throw new StalledError(
-          'SourceHeadroomInsufficient',
-          `${dir} on ${ctx.fromHost} has ${fs.freeBytes} bytes free; the differencing disks may need ${bytes}`,
-        );
-    }
+  for (const [dir, n] of needs.source) {
+    const fs = await src.fsInfo(dir);
+    if (fs.freeBytes < sourceTotal(n))
+      throw new StalledError(
+        'SourceHeadroomInsufficient',
+        `${dir} on ${ctx.fromHost} has ${fs.freeBytes} bytes free; the differencing disks may need ${sourceTotal(n)}`,
+      );
   }
   const bytesTotal = sum(disks.map((d) => d.allocatedBytes));
   deps.logger?.info({ strategy: effective, disks: disks.length, bytesTotal }, 'preflight passed');
@@ -226,7 +220,7 @@ export const preflight: Step = async (ctx, deps) => {
     memoryBytes: dom.memoryBytes,
     stateFile,
     srcStateFile,
-    copyState: Boolean(stateFile && cross && !shared && disks.length > 0),
+    copyState,
     ...(transferMode ? { transferMode } : {}),
     wasRunning: dom.state === 'running',
     ...(cross && dom.autostart ? { sourceAutostart: true } : {}),

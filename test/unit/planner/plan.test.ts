@@ -317,7 +317,43 @@ describe('planMigrations: pre-flight findings', () => {
         at: ['hv-a', [local('a.qcow2', { allocated: 3 * GiB })]],
         memory: 1 * GiB,
       },
+      // exactly disks + memory + margin (ratio 0: no differencing disks)
+      { free: { 'hv-a:csv': 5 * GiB }, ratio: 0 },
+      [],
+    ],
+    [
+      'differencing disks count on the target too (the space model Preflight uses)',
+      {
+        name: 'a',
+        to: ['hv-a', 'csv'],
+        at: ['hv-a', [local('a.qcow2', { allocated: 3 * GiB })]],
+        memory: 1 * GiB,
+      },
       { free: { 'hv-a:csv': 5 * GiB } },
+      ['error:TargetSpaceInsufficient'],
+    ],
+    [
+      'a cold move writes no memory state and no differencing disks',
+      {
+        name: 'a',
+        to: ['hv-a', 'csv'],
+        at: ['hv-a', [local('a.qcow2', { allocated: 3 * GiB, virtual: 100 * GiB })]],
+        memory: 64 * GiB,
+        strategy: 'cold',
+      },
+      { free: { 'hv-a:csv': 4 * GiB, 'hv-a:local': 0 } },
+      [],
+    ],
+    [
+      'a live move writes no memory state and no differencing disks',
+      {
+        name: 'a',
+        to: ['hv-a', 'csv'],
+        at: ['hv-a', [local('a.qcow2', { allocated: 3 * GiB, virtual: 100 * GiB })]],
+        memory: 64 * GiB,
+        strategy: 'live',
+      },
+      { free: { 'hv-a:csv': 4 * GiB, 'hv-a:local': 0 } },
       [],
     ],
     [
@@ -411,7 +447,7 @@ describe('planMigrations: pre-flight findings', () => {
         to: ['hv-s', 'local'],
         at: ['hv-a', [local('a.qcow2', { allocated: 1 * GiB, virtual: 9000 * GiB })]],
       },
-      { noStatus: ['hv-a'] },
+      { noStatus: ['hv-a'], free: { 'hv-s:local': 2000 * GiB } },
       ['warning:HostStatusUnknown'],
     ],
     [
@@ -467,7 +503,7 @@ describe('planMigrations: pre-flight findings', () => {
       ),
     );
     expect(m.findings[0]!.message).toBe(
-      'needs 6.0 GiB free on csv (cluster c1) (3.0 GiB disks + 2.0 GiB memory state + 1.0 GiB margin) but at most 5.0 GiB will be free after the other planned moves',
+      'needs 6.3 GiB free on csv (cluster c1) (3.0 GiB disks + 307.2 MiB differencing disks + 2.0 GiB memory state + 1.0 GiB margin) but at most 5.0 GiB will be free after the other planned moves',
     );
   });
 });
