@@ -48,6 +48,28 @@ export interface StepDeps {
    * `Cancelled`, or resolve when they had already passed the point of no return.
    */
   signal?: AbortSignal;
+  /** see {@link StepMemo}; one per set of step actors unless a test passes its own */
+  memo?: StepMemo;
 }
 
-export type Step = (ctx: MigrationContext, deps: StepDeps) => Promise<StepOutput>;
+/**
+ * What the steps of one migration keep in memory from one step to the next: hints that save
+ * round trips inside the VM's pause, never trusted alone (a restart loses them and the steps
+ * look at the world again). One object per set of step actors (one migration), not module
+ * state, so a test sees and controls it.
+ */
+export interface StepMemo {
+  /** overlays the early delta copy put on the target while the memory was saved, by migration id */
+  earlyCopies: Map<string, { at: number; paths: Set<string> }>;
+  /** Restoring's lookups started during CopyingDelta, by migration id */
+  prefetchedRestore: Map<string, { at: number; lookups: Promise<unknown> }>;
+}
+
+export function newStepMemo(): StepMemo {
+  return { earlyCopies: new Map(), prefetchedRestore: new Map() };
+}
+
+/** What a step gets: the deps, with the memo always there. */
+export type RunDeps = StepDeps & { memo: StepMemo };
+
+export type Step = (ctx: MigrationContext, deps: RunDeps) => Promise<StepOutput>;

@@ -8,7 +8,7 @@
 import type { StepActorName } from '../migration-machine';
 import { type StepActors, type StepFn, actorsFromSteps } from '../runner';
 import type { MigrationContext, StepOutput } from '../types';
-import type { Step, StepDeps } from './deps';
+import { newStepMemo, type Step, type StepDeps } from './deps';
 import { preflight } from './preflight';
 import { copyBase, snapshotDisks } from './copy';
 import { copyDelta, restoreVm, saveVm } from './pause';
@@ -16,7 +16,8 @@ import { cleanUpSource, finalizeDefinition, mergeOverlays, verifyTarget } from '
 import { rollBack } from './rollback';
 import { STEP_RETRY_MAX_MS } from './tuning';
 
-export type { StepDeps } from './deps';
+export type { StepDeps, StepMemo } from './deps';
+export { newStepMemo } from './deps';
 export { decideSave, type SaveObservation } from './pause';
 export { dstOverlayAt, ownFileName, srcOverlayAt } from './common';
 
@@ -45,6 +46,7 @@ const STEPS: Record<Exclude<StepActorName, 'settleStep'>, Step> = {
  */
 export function createStepActors(deps: StepDeps): StepActors {
   const base = deps.retryBaseMs ?? 1000;
+  const memo = deps.memo ?? newStepMemo();
   const fns = Object.fromEntries(
     Object.entries(STEPS).map(([name, step]) => [
       name,
@@ -61,7 +63,7 @@ export function createStepActors(deps: StepDeps): StepActors {
         const log = deps.logger?.child({ step: name });
         log?.debug('step start');
         try {
-          const out = await step(input, { ...deps, logger: log ?? deps.logger, signal });
+          const out = await step(input, { ...deps, memo, logger: log ?? deps.logger, signal });
           log?.debug('step done');
           return out;
         } catch (err) {

@@ -1,7 +1,7 @@
 import { StalledError, VmplaceError } from '../../errors';
 import type { DomainInfo } from '../../drivers/driver';
 import type { MigrationContext } from '../types';
-import type { Step, StepDeps } from './deps';
+import type { RunDeps, Step } from './deps';
 import { copyAcross, diskOf, dstOverlayAt, mustGetDomain, srcOverlayAt } from './common';
 import { EARLY_COPY_FRESH_MS, PAUSE_RELAY_BELOW_BYTES, PREFETCH_FRESH_MS } from './tuning';
 
@@ -70,9 +70,6 @@ export const saveVm: Step = async (ctx, deps) => {
   return { pausedAt };
 };
 
-/** Overlays {@link copyDeltaEarly} copied, by migration id (in memory: a hint, never trusted alone). */
-export const earlyCopies = new Map<string, { at: number; paths: Set<string> }>();
-
 /**
  * Beyond the seed: `virsh save` stops the VM's CPUs first (QEMU drains and flushes the disks
  * then) and writes the memory state after; the overlays do not change from the stop on. So
@@ -83,7 +80,7 @@ export const earlyCopies = new Map<string, { at: number; paths: Set<string> }>()
  */
 export async function copyDeltaEarly(
   ctx: MigrationContext,
-  deps: StepDeps,
+  deps: RunDeps,
   saving: Promise<void>,
 ): Promise<void> {
   const src = deps.driverFor(ctx.fromHost);
@@ -118,7 +115,7 @@ export async function copyDeltaEarly(
         copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r), undefined, small),
       ),
     );
-    earlyCopies.set(ctx.id, {
+    deps.memo.earlyCopies.set(ctx.id, {
       at: Date.now(),
       paths: new Set(ctx.disks.map((d) => dstOverlayAt(ctx, d, r))),
     });
@@ -136,6 +133,7 @@ export const copyDelta: Step = async (ctx, deps) => {
   // (the copy itself looks first: no round trip of its own here).
   // small files (the last delta of iterative rounds) through the connections already open
   const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
+  const earlyCopies = deps.memo.earlyCopies;
   const early = earlyCopies.get(ctx.id);
   earlyCopies.delete(ctx.id);
   for (const [id, e] of earlyCopies) if (Date.now() - e.at > EARLY_COPY_FRESH_MS) earlyCopies.delete(id);
@@ -159,9 +157,10 @@ export const copyDelta: Step = async (ctx, deps) => {
   if (stateInPlace && ctx.effectiveStrategy !== 'cold') {
     const lookups = restoreLookups(ctx, deps);
     lookups.catch(() => undefined); // Restoring awaits it (or asks again)
-    for (const [id, p] of prefetchedRestore)
-      if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetchedRestore.delete(id); // never taken
-    prefetchedRestore.set(ctx.id, { at: Date.now(), lookups });
+    const prefetched = deps.memo.prefetchedRestore;
+    for (const [id, p] of prefetched)
+      if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetched.delete(id); // never taken
+    prefetched.set(ctx.id, { at: Date.now(), lookups });
   }
   await Promise.all([
     ...ctx.disks.map(async (d) => {
@@ -189,7 +188,7 @@ export interface RestoreLookups {
  * paused: ask both hosts and read the saved XML at once (each virsh call over ssh is a round
  * trip); an unreadable state file only matters if a restore is still needed.
  */
-export function restoreLookups(ctx: MigrationContext, deps: StepDeps): Promise<RestoreLookups> {
+export function restoreLookups(ctx: MigrationContext, deps: RunDeps): Promise<RestoreLookups> {
   const drv = deps.driverFor(ctx.toHost);
   const cross = ctx.fromHost !== ctx.toHost;
   return Promise.all([
@@ -208,19 +207,17 @@ export function restoreLookups(ctx: MigrationContext, deps: StepDeps): Promise<R
  * holds secrets), taken once by Restoring if still fresh. The VM is saved before CopyingDelta
  * starts, so what they see is the state after the pause began.
  */
-export const prefetchedRestore = new Map<string, { at: number; lookups: Promise<RestoreLookups> }>();
-
-export function takePrefetchedRestore(ctx: MigrationContext): Promise<RestoreLookups> | undefined {
-  const p = prefetchedRestore.get(ctx.id);
-  prefetchedRestore.delete(ctx.id);
-  return p && Date.now() - p.at < PREFETCH_FRESH_MS ? p.lookups : undefined;
+export function takePrefetchedRestore(ctx: MigrationContext, deps: RunDeps): Promise<RestoreLookups> | undefined {
+  const p = deps.memo.prefetchedRestore.get(ctx.id);
+  deps.memo.prefetchedRestore.delete(ctx.id);
+  return p && Date.now() - p.at < PREFETCH_FRESH_MS ? (p.lookups as Promise<RestoreLookups>) : undefined;
 }
 
 export const restoreVm: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.toHost);
   const now = deps.now ?? Date.now;
   const cross = ctx.fromHost !== ctx.toHost;
-  const { dom, onSource, saved } = await (takePrefetchedRestore(ctx) ?? restoreLookups(ctx, deps));
+  const { dom, onSource, saved } = await (takePrefetchedRestore(ctx, deps) ?? restoreLookups(ctx, deps));
   const onTarget = (x: DomainInfo): boolean =>
     ctx.disks.every((d) => {
       const p = diskOf(x, d.target)?.path;
