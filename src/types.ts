@@ -129,6 +129,8 @@ export type MigrationStep =
   | 'Preflight'
   | 'Snapshotting'
   | 'CopyingBase'
+  | 'DeltaRound'
+  | 'LiveMigrating'
   | 'Saving'
   | 'CopyingDelta'
   | 'Restoring'
@@ -149,6 +151,8 @@ export interface MigrationStatus {
   from: { host: string; storage?: string };
   to: { host: string; storage?: string };
   step: MigrationStep;
+  /** quick with delta rounds: the overlay round active now, or the one the pause copied */
+  round?: number;
   bytesDone: number;
   bytesTotal: number;
   startedAt?: string;

@@ -106,7 +106,12 @@ export async function observe(
           const seen = vms.get(vmName);
           const entry: ObservedVm = {
             name: vmName,
-            placement: { host: hostName, memoryBytes: dom.memoryBytes, running: dom.state === 'running', disks },
+            placement: {
+              host: hostName,
+              memoryBytes: dom.memoryBytes,
+              running: dom.state === 'running',
+              disks,
+            },
             domainState: dom.state,
             definedOn: [...(seen?.definedOn ?? []), hostName].sort(),
           };

@@ -15,6 +15,8 @@ export const STEP_ACTORS = [
   'preflight',
   'snapshotDisks',
   'copyBase',
+  'deltaRound',
+  'liveMigrate',
   'saveVm',
   'copyDelta',
   'restoreVm',
@@ -59,11 +61,11 @@ function strategyOf(context: MigrationContext, event: Ev): string | undefined {
 /**
  * The per-VM migration machine, strategy by strategy:
  *
- * - quick: Preflight → Snapshotting → CopyingBase → Saving → CopyingDelta → Restoring →
- *   Merging → Verifying → Finalizing → CleaningUp → Completed
+ * - quick: Preflight → Snapshotting → CopyingBase → DeltaRound (each round) → Saving →
+ *   CopyingDelta → Restoring → Merging → Verifying → Finalizing → CleaningUp → Completed
  * - cold (VM shut off): Preflight → CopyingBase → Verifying → Finalizing → CleaningUp → Completed
- * - live (same host, mirror): Preflight → CopyingBase (mirror + pivot) → Verifying → Finalizing →
- *   CleaningUp → Completed
+ * - live (a mirror on one host, a live migration across hosts): Preflight → LiveMigrating →
+ *   Verifying → Finalizing → CleaningUp → Completed
  *
  * A pre-flight finding ends in Blocked with nothing changed. Any failure before the point of
  * no return (`committed`: the VM runs from the target) goes to RollingBack → RolledBack; after
@@ -86,6 +88,9 @@ export const migrationMachine = setup({
     isCold: ({ context, event }) => strategyOf(context, event) === 'cold',
     isLive: ({ context, event }) => strategyOf(context, event) === 'live',
     isStalled: (_, params: { error: unknown }) => errorInfo(params.error).stalled,
+    // CopyingBase's output asks for delta rounds; a round's output says they are done
+    wantsRounds: ({ event }) => (event as { output?: StepOutput }).output?.deltaRounds !== undefined,
+    roundsDone: ({ event }) => (event as { output?: StepOutput }).output?.deltaRounds?.done === true,
     // the interrupted step had passed the point of no return before it stopped
     settledCommitted: ({ event }) => (event as { output?: StepOutput }).output?.committed === true,
   },
@@ -135,7 +140,7 @@ export const migrationMachine = setup({
         src: 'preflight',
         input: ({ context }) => context,
         onDone: [
-          { guard: 'isLive', target: 'CopyingBase', actions: 'applyOutput' },
+          { guard: 'isLive', target: 'LiveMigrating', actions: 'applyOutput' },
           { guard: 'isCold', target: 'CopyingBase', actions: 'applyOutput' },
           { target: 'Snapshotting', actions: 'applyOutput' },
         ],
@@ -156,7 +161,35 @@ export const migrationMachine = setup({
       on: { CANCEL: { target: 'Cancelling', actions: 'recordCancel' } },
     },
     CopyingBase: {
-      // a live mirror may already have pivoted a disk: then only forward
+      on: { CANCEL: { target: 'Cancelling', actions: 'recordCancel' } },
+      invoke: {
+        src: 'copyBase',
+        input: ({ context }) => context,
+        onDone: [
+          { guard: 'isCold', target: 'Verifying', actions: 'applyOutput' },
+          { guard: 'wantsRounds', target: 'DeltaRound', actions: 'applyOutput' },
+          { target: 'Saving', actions: 'applyOutput' },
+        ],
+        onError: errorRoute('CopyingBase'),
+      },
+    },
+    // One iteration of the delta rounds per visit (the round is in the context and in status):
+    // freeze the active overlay under a new one and copy it, until the last delta fits the pause.
+    DeltaRound: {
+      on: { CANCEL: { target: 'Cancelling', actions: 'recordCancel' } },
+      invoke: {
+        src: 'deltaRound',
+        input: ({ context }) => context,
+        onDone: [
+          { guard: 'roundsDone', target: 'Saving', actions: 'applyOutput' },
+          { target: 'DeltaRound', reenter: true, actions: 'applyOutput' },
+        ],
+        onError: errorRoute('DeltaRound'),
+      },
+    },
+    // live: a mirror on one host (blockcopy + pivot) or a live migration with storage across
+    // hosts; from the first pivot (or the switch-over) the VM runs from the target: forward only
+    LiveMigrating: {
       on: {
         CANCEL: {
           guard: ({ context }) => !context.committed,
@@ -165,14 +198,10 @@ export const migrationMachine = setup({
         },
       },
       invoke: {
-        src: 'copyBase',
+        src: 'liveMigrate',
         input: ({ context }) => context,
-        onDone: [
-          { guard: 'isCold', target: 'Verifying', actions: 'applyOutput' },
-          { guard: 'isLive', target: 'Verifying', actions: 'applyOutput' },
-          { target: 'Saving', actions: 'applyOutput' },
-        ],
-        onError: errorRoute('CopyingBase'),
+        onDone: { target: 'Verifying', actions: 'applyOutput' },
+        onError: errorRoute('LiveMigrating'),
       },
     },
     // Leaving the step's state aborted its signal: the step stops what it runs (a copy, a block

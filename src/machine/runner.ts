@@ -106,6 +106,7 @@ export function startMigration(
 
   let chain: Promise<void> = Promise.resolve();
   let lastValue: string | undefined;
+  let lastRound: number | undefined;
   let failure: unknown;
   let settled = false;
 
@@ -116,8 +117,10 @@ export function startMigration(
       const value = String(snap.value);
       const context = snap.context;
       const persisted = actor.getPersistedSnapshot();
-      const changed = value !== lastValue;
+      // a new step, or the next delta round (a state of its own, visited once per round)
+      const changed = value !== lastValue || (value === 'DeltaRound' && context.rounds !== lastRound);
       lastValue = value;
+      lastRound = context.rounds;
       chain = chain.then(async () => {
         await opts.store.save(context.vm, context.id, JSON.parse(JSON.stringify(persisted)));
         if (changed && opts.onTransition) await opts.onTransition(value, context);

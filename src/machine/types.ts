@@ -82,8 +82,10 @@ export interface MigrationContext extends MigrationInput {
   /** ms since epoch when the VM ran again on the target */
   resumedAt?: number;
   pauseMs?: number;
-  /** the overlay round that was active when the VM was saved (1 = single round) */
+  /** the overlay round active now (DeltaRound), and when the VM was saved (1 = single round) */
   rounds?: number;
+  /** the delta rounds' own measurements, persisted from round to round (quick with maxRounds > 1) */
+  deltaRounds?: DeltaRoundsState;
   /** true once the VM runs from the target: from here only forward */
   committed: boolean;
   attempts: number;
@@ -92,6 +94,20 @@ export interface MigrationContext extends MigrationInput {
   lastError?: { reason: string; message: string };
   /** reason for a stop that needs a human (e.g. Blocked by a pre-flight finding) */
   blockedReason?: string;
+}
+
+/** What the delta rounds carry from one round to the next. */
+export interface DeltaRoundsState {
+  /** the base copy's rate: what a first tiny delta is predicted with */
+  baseBytesPerMs: number;
+  /** measured on the last round's copy (the way the pause copies) */
+  msPerByte?: number;
+  /** the last round's delta, to see whether the rounds still shrink it */
+  previousDelta?: number;
+  /** rounds whose frozen overlays are copied to the target and rebased */
+  copiedThrough: number;
+  /** the last delta fits the pause (or stopped shrinking, or the round limit): go and save */
+  done?: boolean;
 }
 
 /** What a step returns: the context fields it changed. */

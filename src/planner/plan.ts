@@ -207,7 +207,17 @@ function draftMigration(
   const demandOn = (location: Location): LocationDemand => {
     let dem = demands.get(location.key);
     if (!dem) {
-      dem = { location, target: false, disks: 0, overlays: 0, memory: 0, margin: 0, headroom: 0, headroomVirtual: 0, release: 0 };
+      dem = {
+        location,
+        target: false,
+        disks: 0,
+        overlays: 0,
+        memory: 0,
+        margin: 0,
+        headroom: 0,
+        headroomVirtual: 0,
+        release: 0,
+      };
       demands.set(location.key, dem);
     }
     return dem;

@@ -45,6 +45,7 @@ export function migrationStatus(view: MigrationView): MigrationStatus {
     from: { host: c.fromHost, ...(firstMove ? { storage: firstMove.fromStorage } : {}) },
     to: { host: c.toHost, ...(firstMove ? { storage: firstMove.toStorage } : {}) },
     step: view.step as MigrationStep,
+    ...(c.deltaRounds ? { round: c.rounds ?? 1 } : {}),
     bytesDone: c.bytesDone,
     bytesTotal: c.bytesTotal,
     startedAt: c.startedAt,

@@ -156,6 +156,7 @@ const VM_SHAPE: Shape = {
         'from',
         'to',
         'step',
+        'round',
         'bytesDone',
         'bytesTotal',
         'startedAt',

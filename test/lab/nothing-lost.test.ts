@@ -377,7 +377,7 @@ describe('a cancel waits for the running step, then rolls back with nothing dele
   }
 
   it('during a same-host live mirror (blockcopy): the block job is aborted first, the VM stays on a', async () => {
-    await cancelCase('cnl', 'live', {}, (l) => l.msg === 'migration step' && l.step === 'CopyingBase');
+    await cancelCase('cnl', 'live', {}, (l) => l.msg === 'migration step' && l.step === 'LiveMigrating');
   });
 
   it('during quick delta rounds: the rounds stop, every overlay is merged back into the source', async () => {

@@ -92,7 +92,11 @@ async function killInsideSave(f: Fleet): Promise<number> {
     step = await persistedStep(f);
     // the domain stops running only when the save begins: kill then, inside the pause
     if (step === 'Saving' && (state = await domState(f.vm)) !== 'running') break;
-    if (step !== undefined && !['Preflight', 'Snapshotting', 'CopyingBase', 'Saving'].includes(step)) break;
+    if (
+      step !== undefined &&
+      !['Preflight', 'Snapshotting', 'CopyingBase', 'DeltaRound', 'Saving'].includes(step)
+    )
+      break;
     await new Promise((r) => setTimeout(r, 3));
   }
   process.kill(-child.pid!, 'SIGKILL');

@@ -23,7 +23,6 @@ import {
   PAUSE_FIXED_COST_MS,
   PAUSE_RELAY_BELOW_BYTES,
 } from './tuning';
-import { mirrorDisks } from './live';
 
 // ------------------------------------------------------------------ quick: forward steps
 
@@ -45,7 +44,6 @@ export const snapshotDisks: Step = async (ctx, deps) => {
 };
 
 export const copyBase: Step = async (ctx, deps) => {
-  if (ctx.effectiveStrategy === 'live') return mirrorDisks(ctx, deps);
   const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
   if (ctx.effectiveStrategy === 'cold') {
@@ -94,12 +92,9 @@ export const copyBase: Step = async (ctx, deps) => {
   }
   const elapsed = Math.max(1, Date.now() - started);
   if (ctx.effectiveStrategy === 'quick' && (ctx.maxRounds ?? 1) > 1 && disks.length > 0) {
-    const rounds = await deltaRounds(
-      { ...ctx, disks },
-      deps,
-      Math.max(done / elapsed, MIN_COPY_RATE_BYTES_PER_MS),
-    );
-    return { disks, bytesDone: done, rounds };
+    // on to the delta rounds (state DeltaRound), each measured on its own copy
+    const baseBytesPerMs = Math.max(done / elapsed, MIN_COPY_RATE_BYTES_PER_MS);
+    return { disks, bytesDone: done, deltaRounds: { baseBytesPerMs, copiedThrough: 0 } };
   }
   return { disks, bytesDone: done };
 };
@@ -130,66 +125,68 @@ export async function copyRound(ctx: MigrationContext, deps: StepDeps, r: number
 }
 
 /**
- * Iterative delta rounds (beyond the seed): while the VM runs, freeze the active overlay under
- * a new one and copy it, until the delta left for the pause is predicted to fit the pause
- * budget, stops shrinking, or the round limit is reached. Resumable: the active round is read
- * from the domain; earlier rounds are copied again only if their copy is not complete.
- * Returns the round active at the end (the one CopyingDelta copies during the pause).
+ * One iteration of the delta rounds (beyond the seed; state DeltaRound, visited once per
+ * round): while the VM runs, freeze the active overlay under a new one and copy it, until the
+ * delta left for the pause is predicted to fit the pause budget, stops shrinking, or the round
+ * limit is reached. Resumable: the active round is read from the domain, and a round frozen by
+ * an interrupted run whose copy did not finish is copied first. The measurements go from round
+ * to round in the context (`deltaRounds`); `rounds` is the active round, the one CopyingDelta
+ * copies during the pause.
  */
-export async function deltaRounds(
-  ctx: MigrationContext,
-  deps: StepDeps,
-  bytesPerMs: number,
-): Promise<number> {
+export const deltaRound: Step = async (ctx, deps) => {
   const src = deps.driverFor(ctx.fromHost);
   const log = deps.logger;
+  const st = ctx.deltaRounds ?? { baseBytesPerMs: MIN_COPY_RATE_BYTES_PER_MS, copiedThrough: 0 };
   const dom = await mustGetDomain(src, ctx);
-  let r = roundOnSource(ctx, ctx.disks[0]!, diskOf(dom, ctx.disks[0]!.target)?.path) ?? 1;
-  for (let k = 1; k < r; k++) await copyRound(ctx, deps, k);
+  const r = roundOnSource(ctx, ctx.disks[0]!, diskOf(dom, ctx.disks[0]!.target)?.path) ?? 1;
+  for (let k = st.copiedThrough + 1; k < r; k++) await copyRound(ctx, deps, k);
   // fixed costs of the pause: save and restore, and copying the memory state between hosts
-  const fixedMs = PAUSE_FIXED_COST_MS + (ctx.copyState ? ctx.memoryBytes / bytesPerMs : 0);
+  const fixedMs = PAUSE_FIXED_COST_MS + (ctx.copyState ? ctx.memoryBytes / st.baseBytesPerMs : 0);
   const budgetMs = Math.max(MIN_DELTA_BUDGET_MS, (ctx.maxPauseMs ?? DEFAULT_MAX_PAUSE_MS) - fixedMs);
+  const sizes = await Promise.all(
+    ctx.disks.map((d) =>
+      src
+        .imageInfo(srcOverlayAt(ctx, d, r), { forceShare: true, format: 'qcow2' })
+        .then((i) => i.allocatedBytes),
+    ),
+  );
+  const delta = sum(sizes);
   // What a delta costs to copy is measured on the rounds themselves, which copy the way the
   // pause does (small files through the management box, see PAUSE_RELAY_BELOW_BYTES): the base
   // copy's rate says little about it (a base may be mostly zeros, compressed away on the link).
   // Before any round only a tiny delta is trusted to fit.
-  let msPerByte: number | undefined;
-  let previous = Infinity;
-  for (;;) {
-    const sizes = await Promise.all(
-      ctx.disks.map((d) =>
-        src
-          .imageInfo(srcOverlayAt(ctx, d, r), { forceShare: true, format: 'qcow2' })
-          .then((i) => i.allocatedBytes),
-      ),
-    );
-    const delta = sum(sizes);
-    const predictedMs =
-      msPerByte !== undefined
-        ? delta * msPerByte
-        : delta <= FIRST_DELTA_TRUSTED_BYTES
-          ? delta / Math.max(bytesPerMs / 2, MIN_COPY_RATE_BYTES_PER_MS)
-          : Infinity;
-    log?.info(
-      {
-        round: r,
-        deltaBytes: delta,
-        predictedMs: Number.isFinite(predictedMs) ? Math.round(predictedMs) : null,
-        budgetMs: Math.round(budgetMs),
-      },
-      'delta round',
-    );
-    if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > DELTA_SHRINK_FACTOR * previous)
-      return r;
-    throwIfCancelled(deps, 'the delta rounds');
-    await src.snapshotDisks(
-      ctx.vm,
-      ctx.disks.map((d) => ({ target: d.target, path: srcOverlayAt(ctx, d, r + 1) })),
-    );
-    const t0 = Date.now();
-    await copyRound(ctx, deps, r);
-    msPerByte = (Date.now() - t0) / Math.max(delta, 1);
-    previous = delta;
-    r++;
-  }
-}
+  const predictedMs =
+    st.msPerByte !== undefined
+      ? delta * st.msPerByte
+      : delta <= FIRST_DELTA_TRUSTED_BYTES
+        ? delta / Math.max(st.baseBytesPerMs / 2, MIN_COPY_RATE_BYTES_PER_MS)
+        : Infinity;
+  log?.info(
+    {
+      round: r,
+      deltaBytes: delta,
+      predictedMs: Number.isFinite(predictedMs) ? Math.round(predictedMs) : null,
+      budgetMs: Math.round(budgetMs),
+    },
+    'delta round',
+  );
+  const previous = st.previousDelta ?? Infinity;
+  if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > DELTA_SHRINK_FACTOR * previous)
+    return { rounds: r, deltaRounds: { ...st, copiedThrough: r - 1, done: true } };
+  throwIfCancelled(deps, 'the delta rounds');
+  await src.snapshotDisks(
+    ctx.vm,
+    ctx.disks.map((d) => ({ target: d.target, path: srcOverlayAt(ctx, d, r + 1) })),
+  );
+  const t0 = Date.now();
+  await copyRound(ctx, deps, r);
+  return {
+    rounds: r + 1,
+    deltaRounds: {
+      ...st,
+      msPerByte: (Date.now() - t0) / Math.max(delta, 1),
+      previousDelta: delta,
+      copiedThrough: r,
+    },
+  };
+};

@@ -10,7 +10,8 @@ import { type StepActors, type StepFn, actorsFromSteps } from '../runner';
 import type { MigrationContext, StepOutput } from '../types';
 import { newStepMemo, type Step, type StepDeps } from './deps';
 import { preflight } from './preflight';
-import { copyBase, snapshotDisks } from './copy';
+import { copyBase, deltaRound, snapshotDisks } from './copy';
+import { liveMigrate } from './live';
 import { copyDelta, restoreVm, saveVm } from './pause';
 import { cleanUpSource, finalizeDefinition, mergeOverlays, verifyTarget } from './finish';
 import { rollBack } from './rollback';
@@ -28,6 +29,8 @@ const STEPS: Record<Exclude<StepActorName, 'settleStep'>, Step> = {
   preflight,
   snapshotDisks,
   copyBase,
+  deltaRound,
+  liveMigrate,
   saveVm,
   copyDelta,
   restoreVm,

@@ -1,9 +1,15 @@
 import * as path from 'node:path';
 import type { MigrationContext, StepOutput } from '../types';
-import type { StepDeps } from './deps';
+import type { Step, StepDeps } from './deps';
 import { claimFor } from './ownership';
 import { diskOf, mustGetDomain, throwIfCancelled, transferSsh } from './common';
 import { LIVE_DOWNTIME_MS } from './tuning';
+
+/**
+ * live (state LiveMigrating): on one host mirror each disk to its target path and pivot
+ * (`blockcopy`); across hosts a live migration with storage. No memory state, no overlays.
+ */
+export const liveMigrate: Step = (ctx, deps) => mirrorDisks(ctx, deps);
 
 export async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promise<StepOutput> {
   if (ctx.fromHost !== ctx.toHost) return migrateLive(ctx, deps);

@@ -158,8 +158,7 @@ export const copyDelta: Step = async (ctx, deps) => {
     const lookups = restoreLookups(ctx, deps);
     lookups.catch(() => undefined); // Restoring awaits it (or asks again)
     const prefetched = deps.memo.prefetchedRestore;
-    for (const [id, p] of prefetched)
-      if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetched.delete(id); // never taken
+    for (const [id, p] of prefetched) if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetched.delete(id); // never taken
     prefetched.set(ctx.id, { at: Date.now(), lookups });
   }
   await Promise.all([
@@ -207,7 +206,10 @@ export function restoreLookups(ctx: MigrationContext, deps: RunDeps): Promise<Re
  * holds secrets), taken once by Restoring if still fresh. The VM is saved before CopyingDelta
  * starts, so what they see is the state after the pause began.
  */
-export function takePrefetchedRestore(ctx: MigrationContext, deps: RunDeps): Promise<RestoreLookups> | undefined {
+export function takePrefetchedRestore(
+  ctx: MigrationContext,
+  deps: RunDeps,
+): Promise<RestoreLookups> | undefined {
   const p = deps.memo.prefetchedRestore.get(ctx.id);
   deps.memo.prefetchedRestore.delete(ctx.id);
   return p && Date.now() - p.at < PREFETCH_FRESH_MS ? (p.lookups as Promise<RestoreLookups>) : undefined;

@@ -91,12 +91,72 @@ describe('migration machine', () => {
 
   it.each([
     ['cold', ['preflight', 'copyBase', 'verifyTarget', 'finalizeDefinition', 'cleanUpSource']],
-    ['live', ['preflight', 'copyBase', 'verifyTarget', 'finalizeDefinition', 'cleanUpSource']],
+    ['live', ['preflight', 'liveMigrate', 'verifyTarget', 'finalizeDefinition', 'cleanUpSource']],
   ] as const)('runs the %s route', async (strategy, expected) => {
     const { actors, calls } = standIns({ preflight: () => ({ effectiveStrategy: strategy }) });
     const res = await runMigration({ input }, { actors, store });
     expect(res.step).toBe('Completed');
     expect(calls).toEqual(expected);
+  });
+
+  it('shows each delta round as a state of its own, its round in the context, persisted', async () => {
+    const seen: { step: string; round?: number }[] = [];
+    const { actors, calls } = standIns({
+      copyBase: () => ({ deltaRounds: { baseBytesPerMs: 1000, copiedThrough: 0 } }),
+      // three rounds taken, then the last delta fits
+      deltaRound: (ctx) => {
+        const r = ctx.rounds ?? 1;
+        return r < 3
+          ? { rounds: r + 1, deltaRounds: { ...ctx.deltaRounds!, copiedThrough: r, previousDelta: 100 / r } }
+          : { rounds: r, deltaRounds: { ...ctx.deltaRounds!, done: true } };
+      },
+    });
+    const res = await runMigration(
+      { input },
+      {
+        actors,
+        store,
+        onTransition: (step, ctx) => {
+          seen.push({ step, ...(step === 'DeltaRound' ? { round: ctx.rounds ?? 1 } : {}) });
+        },
+      },
+    );
+    expect(res.step).toBe('Completed');
+    expect(calls.filter((c) => c === 'deltaRound')).toHaveLength(3);
+    // every round is a transition of its own: status and logs show its number
+    expect(seen.filter((s) => s.step === 'DeltaRound').map((s) => s.round)).toEqual([1, 2, 3]);
+    expect(res.context.rounds).toBe(3);
+    expect(calls.indexOf('saveVm')).toBeGreaterThan(calls.lastIndexOf('deltaRound'));
+  });
+
+  it('a CANCEL during a delta round waits for it, then rolls back', async () => {
+    let reached!: () => void;
+    const atRound = new Promise<void>((r) => (reached = r));
+    const events: string[] = [];
+    const { actors } = standIns({
+      copyBase: () => ({ deltaRounds: { baseBytesPerMs: 1000, copiedThrough: 0 } }),
+      deltaRound: (_ctx, _n, signal) =>
+        new Promise<StepOutput>((_resolve, reject) => {
+          reached();
+          signal.addEventListener('abort', () =>
+            setTimeout(() => {
+              events.push('round settled');
+              reject(new VmplaceError('Cancelled', 'cancelled during the delta rounds'));
+            }, 20),
+          );
+        }),
+      rollBack: () => {
+        events.push('rollback');
+        return {};
+      },
+    });
+    const handle = startMigration({ input }, { actors, store });
+    await atRound;
+    expect(handle.step()).toBe('DeltaRound');
+    handle.cancel('desired placement changed');
+    const res = await handle.done;
+    expect(res.step).toBe('RolledBack');
+    expect(events).toEqual(['round settled', 'rollback']);
   });
 
   it('ends Blocked on a stalled pre-flight finding and changes nothing', async () => {
@@ -256,7 +316,7 @@ describe('cancel and shutdown checkpoints', () => {
     const atCopy = new Promise<void>((r) => (reached = r));
     const { actors, calls } = standIns({
       preflight: () => ({ effectiveStrategy: 'live', memoryBytes: 1 }),
-      copyBase: (_ctx, _n, signal) =>
+      liveMigrate: (_ctx, _n, signal) =>
         new Promise<StepOutput>((resolve) => {
           reached();
           // the mirror had already pivoted when the abort arrived
