@@ -1,5 +1,6 @@
 import type { MigrationContext } from '../machine/types';
 import type { ObservedVm } from '../inventory/observe';
+import { FINAL_STEPS } from '../machine/migration-machine';
 import {
   API_VERSION,
   type Condition,
@@ -68,7 +69,7 @@ export function composeVmStatus(input: ComposeInput): VirtualMachineStatus {
   let phase: Phase;
   let placed: Omit<Condition, 'lastTransitionTime'>;
   const step = migration?.step;
-  const inFlight = step !== undefined && !['Completed', 'RolledBack', 'Blocked', 'Failed'].includes(step);
+  const inFlight = step !== undefined && !FINAL_STEPS.has(step);
 
   if (!observed?.placement && input.allHostsObserved) {
     // known to be absent: a human has to define it (or fix the manifest's name)

@@ -23,6 +23,7 @@ import type {
 } from '../types';
 import { composeAll, maxPauseOf, migrationInput, newMigrationId, toActual } from './apply';
 import type { MigrationView } from './compose-status';
+import { backoffDelay } from '../backoff';
 
 /** What one pass is given: the state of the repository at one revision. */
 export interface PassInput {
@@ -310,7 +311,7 @@ export class Reconciler {
     const prev = this.backoff.get(vm);
     const failures = (prev?.failures ?? 0) + 1;
     const base = this.deps.backoffBaseMs ?? 30_000;
-    const delay = Math.min(base * 2 ** (failures - 1), 3_600_000) * (0.5 + Math.random() / 2);
+    const delay = backoffDelay(failures, base, 3_600_000);
     this.backoff.set(vm, { failures, notBefore: this.now.getTime() + delay });
   }
 

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { GitError, simpleGit, type SimpleGit, type SimpleGitOptions } from 'simple-git';
 import { CommandError, redact, StalledError, VmplaceError, WaitingError } from '../errors';
 import { STATUS_DIR } from './files';
+import { backoffDelay } from '../backoff';
 
 /** Options of {@link GitSync}. */
 export interface GitSyncOptions {
@@ -570,8 +571,7 @@ export class GitSync {
   }
 
   private backoff(n: number): number {
-    const ceiling = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** (n - 1));
-    return ceiling / 2 + (Math.random() * ceiling) / 2;
+    return backoffDelay(n, this.opts.backoffBaseMs, this.opts.backoffMaxMs);
   }
 
   private createGit(baseDir: string): SimpleGit {

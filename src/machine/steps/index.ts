@@ -5,6 +5,7 @@
  * created and may delete, who uses a file), common.ts (names and helpers), tuning.ts (the
  * numbers), deps.ts (what the steps need from the world). This file turns them into actors.
  */
+import { backoffDelay } from '../../backoff';
 import type { StepActorName } from '../migration-machine';
 import { type StepActors, type StepFn, actorsFromSteps } from '../runner';
 import type { MigrationContext, StepOutput } from '../types';
@@ -59,8 +60,7 @@ export function createStepActors(deps: StepDeps): StepActors {
           return await new Promise<StepOutput>(() => undefined);
         }
         if (input.attempts > 0) {
-          const delay =
-            Math.min(base * 2 ** (input.attempts - 1), STEP_RETRY_MAX_MS) * (0.5 + Math.random() / 2);
+          const delay = backoffDelay(input.attempts, base, STEP_RETRY_MAX_MS);
           await new Promise((r) => setTimeout(r, delay));
         }
         const log = deps.logger?.child({ step: name });
