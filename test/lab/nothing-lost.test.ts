@@ -354,9 +354,18 @@ describe('a cancel waits for the running step, then rolls back with nothing dele
     // the desired placement goes back while the step runs
     await push('a', 'back to a');
     const finished = await d.waitFor((l) => l.msg === 'migration finished' && l.vm === f.vm, 240_000);
-    expect({ step: finished.step, reason: finished.reason }).toEqual({
+    // on a mismatch, say which step failed and why
+    const failed = d.logs
+      .filter((l) => l.vm === f.vm && l.msg === 'step failed')
+      .map((l) => `${String(l.step)}: ${JSON.stringify(l.err).slice(0, 600)}`);
+    expect({
+      step: finished.step,
+      reason: finished.reason,
+      failed: finished.reason === 'Cancelled' ? [] : failed,
+    }).toEqual({
       step: 'RolledBack',
       reason: 'Cancelled',
+      failed: [],
     });
     // the step had settled before the rollback began
     const steps = d.logs.filter((l) => l.vm === f.vm && l.msg === 'migration step').map((l) => l.step);
