@@ -375,15 +375,22 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
           logger,
         });
         await daemon.start();
+        let stopFailed = false;
         await new Promise<void>((resolve) => {
           const onSignal = (sig: string) => {
             logger.info({ signal: sig }, 'signal received');
-            void daemon.stop().then(resolve);
+            // detached (a signal handler cannot wait): it settles the promise awaited here; a
+            // failed stop is logged and ends the process with EXIT.failed, not as an unhandled rejection
+            void daemon.stop().then(resolve, (err: unknown) => {
+              logger.error({ err }, 'stop failed');
+              stopFailed = true;
+              resolve();
+            });
           };
           process.once('SIGTERM', () => onSignal('SIGTERM'));
           process.once('SIGINT', () => onSignal('SIGINT'));
         });
-        setExit(EXIT.ok);
+        setExit(stopFailed ? EXIT.failed : EXIT.ok);
       },
     );
 

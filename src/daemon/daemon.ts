@@ -272,7 +272,8 @@ export class Daemon {
     const old = this.drivers;
     this.drivers = createDrivers(desired, { stateDir: this.opts.stateDir, logger: this.log });
     this.driversKey = key;
-    // in-flight migrations keep their old drivers' connections until they finish
+    // in-flight migrations keep their old drivers' connections until they finish; detached:
+    // closeAll never rejects (each close's error is dropped) and nothing waits for it
     if (old && this.reconciler.inFlight().length === 0) void old.closeAll();
   }
 }

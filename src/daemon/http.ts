@@ -122,7 +122,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   const server = http.createServer(
     { requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 },
     (req, res) => {
-      handle(req, res).catch((err: unknown) => {
+      // detached: node does not wait for a request handler; its failure is logged and answered here
+      void handle(req, res).catch((err: unknown) => {
         log.error({ err, path: pathOf(req) }, 'request failed');
         if (!res.headersSent) reply(res, 500, 'internal error\n');
         else res.destroy();

@@ -97,7 +97,7 @@ export const migrationMachine = setup({
   actions: {
     applyOutput: assign(({ event }) => {
       const out = (event as { output?: StepOutput }).output ?? {};
-      return { ...out, attempts: 0 } as Partial<MigrationContext>;
+      return { ...out, attempts: 0 };
     }),
     recordError: assign(({ context, event }, params: { step: MigrationStep }) => {
       const info = errorInfo((event as { error?: unknown }).error);
@@ -110,9 +110,8 @@ export const migrationMachine = setup({
     recordCancel: assign(({ event }) => ({
       lastError: {
         reason: 'Cancelled',
-        message: String(
-          (event as { reason?: unknown }).reason ?? 'the desired placement changed before the VM was paused',
-        ),
+        message:
+          (event as { reason?: string }).reason ?? 'the desired placement changed before the VM was paused',
       },
     })),
     recordBlocked: assign(({ event }) => {

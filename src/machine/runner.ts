@@ -55,6 +55,7 @@ export function actorsFromSteps(steps: Record<Exclude<StepActorName, 'settleStep
         () => undefined,
       );
       last.set(input.id, settled);
+      // detached: `settled` never rejects; this only forgets it a while after it settled
       void settled.then(() => {
         const t = setTimeout(() => {
           if (last.get(input.id) === settled) last.delete(input.id);
@@ -96,7 +97,7 @@ export function startMigration(
   const actor =
     'snapshot' in start
       ? createActor(machine, {
-          snapshot: start.snapshot as Snapshot<unknown> as never,
+          snapshot: start.snapshot as Snapshot<unknown>,
           // ignored when a snapshot is given; the types want it
           input: (start.snapshot as { context: MigrationInput & { startedAt: string } }).context,
         })
@@ -107,7 +108,8 @@ export function startMigration(
   let chain: Promise<void> = Promise.resolve();
   let lastValue: string | undefined;
   let lastRound: number | undefined;
-  let failure: unknown;
+  // the first failed save, boxed so that any thrown value (even a falsy one) counts
+  let failure: { err: unknown } | undefined;
   let settled = false;
 
   const done = new Promise<RunResult>((resolve, reject) => {
@@ -125,23 +127,26 @@ export function startMigration(
         await opts.store.save(context.vm, context.id, JSON.parse(JSON.stringify(persisted)));
         if (changed && opts.onTransition) await opts.onTransition(value, context);
       });
-      chain.catch((err) => {
-        failure ??= err;
+      // detached: only records the failure; `done` rejects with it once the run settles
+      void chain.catch((err) => {
+        failure ??= { err };
       });
       if (FINAL_STEPS.has(value)) {
         settled = true;
-        chain
+        // detached: settles `done` (resolve or reject), which the caller awaits
+        void chain
           .then(() => opts.store.finish(context.vm, context.id))
           .then(() => {
             actor.stop();
-            if (failure) reject(failure);
+            if (failure) reject(failure.err);
             else resolve({ step: value, context });
           }, reject);
       } else if (changed && opts.shouldStop?.() && !MUST_FINISH_STEPS.has(value)) {
         // A checkpoint: the snapshot names this step, which runs again from its start on resume.
         settled = true;
         actor.stop();
-        chain.then(() => resolve({ step: value, context, stopped: true }), reject);
+        // detached: settles `done` (resolve or reject), which the caller awaits
+        void chain.then(() => resolve({ step: value, context, stopped: true }), reject);
       }
     };
     actor.subscribe({ next: persist, error: (err) => reject(err) });

@@ -146,10 +146,7 @@ export function checkHostValues(data: unknown, skip: (p: DataPath) => boolean): 
     check(['spec', 'ssh', 'host'], (ssh as Record<string, unknown>).host, checkHostLiteral, 'spec.ssh.host');
   }
   if (typeof s.uri === 'string' && !skip(['spec', 'uri']) && !out.some((f) => f.path[1] === 'uri')) {
-    const why = checkUriAgainstSsh(
-      s.uri,
-      typeof ssh === 'object' && ssh !== null ? (ssh as SshSpec) : undefined,
-    );
+    const why = checkUriAgainstSsh(s.uri, typeof ssh === 'object' && ssh !== null ? ssh : undefined);
     if (why)
       out.push({
         path: ['spec', 'uri'],

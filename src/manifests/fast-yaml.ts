@@ -177,7 +177,7 @@ const ESCAPES: Record<string, string> = {
 };
 
 /** The value of a scalar token `text[i..j)`, or {@link FAIL} for escapes left to the exact path. */
-function scalarValue(text: string, i: number, j: number): unknown {
+function scalarValue(text: string, i: number, j: number): YamlScalar | typeof FAIL {
   const q = text.charCodeAt(i);
   if (q === SQUOTE) return text.slice(i + 1, j - 1).replace(/''/g, "'");
   if (q === DQUOTE) {
@@ -195,8 +195,11 @@ function scalarValue(text: string, i: number, j: number): unknown {
   return resolvePlain(text.slice(i, j));
 }
 
+/** What a scalar resolves to under the YAML 1.2 core schema. */
+type YamlScalar = string | number | boolean | null;
+
 /** A plain scalar resolved by the YAML 1.2 core schema, as `yaml` 2 does (tests and order). */
-export function resolvePlain(s: string): unknown {
+export function resolvePlain(s: string): YamlScalar {
   const c = s.charCodeAt(0);
   if (s.length <= 5) {
     if (NULL_RE.test(s)) return null;

@@ -27,7 +27,7 @@ export interface ApplyDeps {
   desired: DesiredState;
   /** previous status files, to keep condition times stable */
   previous: ActualState;
-  driverFor(host: string): HypervisorDriver | undefined;
+  driverFor: (host: string) => HypervisorDriver | undefined;
   store: MigrationStore;
   stepDeps: Omit<StepDeps, 'driverFor'>;
   logger: Logger;

@@ -56,7 +56,7 @@ export interface ReconcilerEvents {
 }
 
 export interface ReconcilerDeps extends ReconcilerEvents {
-  driverFor(host: string): HypervisorDriver | undefined;
+  driverFor: (host: string) => HypervisorDriver | undefined;
   store: MigrationStore;
   stepDeps: Omit<StepDeps, 'driverFor' | 'stopping' | 'bwlimitKiBps'>;
   logger: Logger;
@@ -268,7 +268,9 @@ export class Reconciler {
       },
     });
     this.running.set(vm, { handle, target });
-    handle.done
+    // detached: the loop goes on while the migration runs (shutdown and `apply` wait through
+    // `this.running`); the outcome and a crash of the runner are both handled here
+    void handle.done
       .then((result) => {
         this.running.delete(vm);
         this.views.set(vm, { step: result.step, context: result.context });

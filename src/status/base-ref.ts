@@ -37,7 +37,7 @@ function git(repo: string, args: string[]): Promise<string> {
         encoding: 'utf8',
         env: { ...process.env, GIT_TERMINAL_PROMPT: '0' },
       },
-      (err, stdout, stderr) =>
+      (err: Error | null, stdout, stderr) =>
         err ? reject(Object.assign(err, { stderrText: String(stderr).slice(0, 2000) })) : resolve(stdout),
     );
   });

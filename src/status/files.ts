@@ -238,7 +238,7 @@ export async function writeStatusFiles(
   const all: (VirtualMachineStatus | HostStatus)[] = [...(actual.vms ?? []), ...(actual.hosts ?? [])];
   for (const raw of all) {
     const obj = normaliseStatus(raw);
-    const kind = obj.kind as StatusKind;
+    const kind = obj.kind;
     const schemaKind = kind in SUBDIRS ? kind : 'VirtualMachineStatus';
     const findings = validateAgainstSchema(schemaKind, obj);
     const name = (obj.metadata as { name?: unknown } | undefined)?.name;

@@ -151,8 +151,8 @@ function apply(v: Vm): {
     { detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stderr = '';
-  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-  child.stdout!.resume();
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  child.stdout.resume();
   const exited = new Promise<{ code: number | null; stderr: string }>((r) =>
     child.on('exit', (code) => r({ code, stderr })),
   );
@@ -238,6 +238,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
     let both = 0;
     let samples = 0;
     let done = false;
+    // detached: `exited` never rejects; it only ends the sampling loop below
     void exited.then(() => (done = true));
     while (!done) {
       const w = await where(v.name);

@@ -60,7 +60,7 @@ function watchEvents(vm: string): { lines: () => string[]; stop: () => void } {
   });
   watchers.push(child);
   let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
   return { lines: () => out.split('\n'), stop: () => child.kill('SIGKILL') };
 }
 

@@ -144,7 +144,8 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     let stderr = '';
     child.stderr!.on('data', (b: Buffer) => {
       stderr += b.toString();
-      void fs.writeFile(path.join(f.root, '..', `${f.vm}.apply.log`), stderr);
+      // detached: a copy of the log for a human after a failure; a lost write is harmless
+      void fs.writeFile(path.join(f.root, '..', `${f.vm}.apply.log`), stderr).catch(() => undefined);
     });
     let filled = false;
     for (let i = 0; i < 3000 && !filled; i++) {

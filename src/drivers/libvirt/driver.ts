@@ -25,7 +25,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 
-const dirname = posix.dirname;
+const dirname = (p: string): string => posix.dirname(p);
 
 import type { Logger } from 'pino';
 
@@ -128,8 +128,9 @@ export class LibvirtDriver implements HypervisorDriver {
     this.virshExec = opts.virshExec ?? new LocalExec();
     const wrapper = this.exec instanceof SshExec ? this.exec.libvirtSshCommand() : undefined;
     this.uri = libvirtUriWithSsh(spec.uri, spec.ssh, wrapper ? { command: wrapper } : {});
-    // an SshExec we made but do not use (exec was injected) must not leak its control dir
-    if (ssh && this.exec !== ssh) void ssh.close();
+    // an SshExec we made but do not use (exec was injected) must not leak its control dir;
+    // detached (a constructor cannot wait): a control dir that could not be removed is only litter
+    if (ssh && this.exec !== ssh) void ssh.close().catch(() => undefined);
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -406,7 +407,8 @@ export class LibvirtDriver implements HypervisorDriver {
     }
     const job = new AbortController();
     const onAbort = (): void => {
-      // libvirt keeps the job when the virsh client dies: abort it there, then stop waiting
+      // libvirt keeps the job when the virsh client dies: abort it there, then stop waiting;
+      // detached (an abort listener cannot wait): a failed abort is dropped, the wait stops anyway
       void this.virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] })
         .catch(() => undefined)
         .finally(() => job.abort());
@@ -649,7 +651,8 @@ export class LibvirtDriver implements HypervisorDriver {
       throw new VmplaceError('Cancelled', `block copy of ${domain} ${target} cancelled`);
     const job = new AbortController();
     const onAbort = (): void => {
-      // the job lives in libvirtd: abort it there (no pivot: the disk stays on its source)
+      // the job lives in libvirtd: abort it there (no pivot: the disk stays on its source);
+      // detached (an abort listener cannot wait): a failed abort is dropped, the wait stops anyway
       void this.virsh(['blockjob', '--domain', domain, '--path', target, '--abort'], {
         allowExitCodes: [1],
         timeoutMs: null,

@@ -33,9 +33,7 @@ export function parseOrdered(xml: string): XmlNode[] {
 
 /** Build XML from the order-preserving tree; empty elements become `<x/>`, entities re-encoded. */
 export function buildOrdered(tree: XmlNode[]): string {
-  const out = new XMLBuilder({ ...ORDERED_OPTIONS, format: false, suppressEmptyNode: true }).build(
-    tree,
-  ) as string;
+  const out = new XMLBuilder({ ...ORDERED_OPTIONS, format: false, suppressEmptyNode: true }).build(tree);
   return out.endsWith('\n') ? out : `${out}\n`;
 }
 
@@ -65,7 +63,8 @@ export function attrOf(node: XmlNode | undefined, name: string): string | undefi
   if (!node) return undefined;
   const attrs = node[':@'] as Record<string, unknown> | undefined;
   const v = attrs?.[`@_${name}`];
-  return v === undefined ? undefined : String(v);
+  // parseAttributeValue is off: attribute values are strings
+  return typeof v === 'string' ? v : undefined;
 }
 
 function setAttr(node: XmlNode, name: string, value: string): void {

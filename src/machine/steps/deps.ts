@@ -7,18 +7,18 @@ import type { MigrationContext, StepOutput } from '../types';
 /** What the real steps need from the world. */
 export interface StepDeps {
   /** the driver of a host by manifest name */
-  driverFor(host: string): HypervisorDriver;
+  driverFor: (host: string) => HypervisorDriver;
   /** rewrite the disk sources of a domain XML (by target device); removes stale backing stores */
   rewriteDiskPaths(xml: string, paths: Record<string, string>): string;
   /** disk target → source path of a domain XML (file disks only) */
   diskPathsOf(xml: string): Record<string, string | undefined>;
   logger?: Logger;
   onProgress?(ctx: MigrationContext, bytesDone: number, bytesTotal: number): void;
-  now?(): number;
+  now?: () => number;
   /** base of the retry backoff after a failed step, ms (default 1000) */
   retryBaseMs?: number;
   /** true once a shutdown began: steps that can wait do not start (the runner checkpoints) */
-  stopping?(): boolean;
+  stopping?: () => boolean;
   /** bandwidth limit for copies, KiB/s */
   bwlimitKiBps?: number;
   /** the other hosts that see the file `path` of `host` (its cluster's shared storage) */

@@ -57,7 +57,7 @@ export async function startDaemon(opts: {
   const logs: LogLine[] = [];
   const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   let buf = '';
-  child.stderr!.on('data', (b: Buffer) => {
+  child.stderr.on('data', (b: Buffer) => {
     buf += b.toString();
     let i: number;
     while ((i = buf.indexOf('\n')) >= 0) {

@@ -47,7 +47,7 @@ function holder(dir: string): Promise<{ child: ChildProcess; outcome: string }> 
   children.push(child);
   return new Promise((resolve, reject) => {
     let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes('\n')) resolve({ child, outcome: out.trim() });
     });

@@ -227,6 +227,7 @@ describe('migration machine', () => {
         return new Promise<StepOutput>(() => undefined);
       },
     });
+    // detached on purpose: this "first process" never settles (copyBase hangs); its persisted snapshot is read
     void runMigration({ input }, { actors: first.actors, store });
     await atCopy;
     // wait for the persist of the CopyingBase transition

@@ -316,7 +316,7 @@ describe('Restoring across hosts looks at the source right before the restore', 
         ...d,
         domainState: async () => (++asked >= 1 ? 'running' : 'shutoff'),
         getDomain: d.getDomain,
-      } as HypervisorDriver;
+      };
     };
     await expect(
       runStep(

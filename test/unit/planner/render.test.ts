@@ -147,7 +147,7 @@ describe('renderPlanJson', () => {
   });
 
   it('is stable: key order does not follow the input object', () => {
-    const shuffled = { ...migration(), order: 1 } as PlannedMigration;
+    const shuffled = { ...migration(), order: 1 };
     const reordered = Object.fromEntries(Object.entries(shuffled).reverse()) as unknown as PlannedMigration;
     const a = renderPlanJson({ migrations: [shuffled], unchanged: [], unknown: [], suspended: [] });
     const b = renderPlanJson({ suspended: [], unknown: [], unchanged: [], migrations: [reordered] });
