@@ -5,4 +5,3 @@ export { loadDesiredState, MANIFESTS_DIR, type LoadOptions } from './load';
 export { formatProblem } from './format';
 export { DEFAULT_LIMITS, type ReadLimits } from './yaml-source';
 export { SCHEMA_DIR, SCHEMA_FILES, getValidator, validateAgainstSchema } from './schemas';
-export { loadActualState, renderStatusYaml, writeStatusFiles, STATUS_DIR } from '../status/files';

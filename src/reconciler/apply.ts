@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../drivers/driver';
 import { observe, type Observation } from '../inventory/observe';
-import { parseDuration } from '../daemon/duration';
+import { parseDuration } from '../duration';
 import { NEEDS_HUMAN_REASONS } from '../machine/migration-machine';
 import { runMigration, type RunResult } from '../machine/runner';
 import { createStepActors, type StepDeps } from '../machine/steps';

@@ -1,5 +1,6 @@
 import * as path from 'node:path';
-import { loadActualState, loadDesiredState, renderStatusYaml } from '../../../src/manifests';
+import { loadDesiredState } from '../../../src/manifests';
+import { loadActualState, renderStatusYaml } from '../../../src/status/files';
 import { parsePlainYaml, resolvePlain } from '../../../src/manifests/fast-yaml';
 import { DEFAULT_LIMITS, newBudget, parseYamlFile } from '../../../src/manifests/yaml-source';
 import type { Problem, SourceRef, VirtualMachineStatus } from '../../../src/types';

@@ -1,5 +1,5 @@
-import { StalledError } from '../../../src/errors';
-import { formatDuration, parseDuration } from '../../../src/daemon/duration';
+import { StalledError } from '../../src/errors';
+import { formatDuration, parseDuration } from '../../src/duration';
 
 describe('parseDuration', () => {
   it.each([

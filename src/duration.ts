@@ -1,7 +1,7 @@
 /**
  * Durations on the command line (`--interval 30s`): a whole number and one unit, nothing else.
  */
-import { StalledError } from '../errors';
+import { StalledError } from './errors';
 
 const UNITS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 type Unit = keyof typeof UNITS;

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
-import { createDrivers } from '../../../src/cli/drivers';
+import { createDrivers } from '../../../src/drivers/factory';
 import type { DesiredState, Host } from '../../../src/types';
 
 it('a host driver refuses to delete in the state dir', async () => {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
-import type { HypervisorDriver } from '../drivers/driver';
-import { LibvirtDriver } from '../drivers/libvirt/driver';
-import { parseDomainXml, rewriteDiskPaths } from '../drivers/libvirt/xml';
+import type { HypervisorDriver } from './driver';
+import { LibvirtDriver } from './libvirt/driver';
+import { parseDomainXml, rewriteDiskPaths } from './libvirt/xml';
 import type { DesiredState } from '../types';
 
 export interface DriverSet {
