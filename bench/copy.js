@@ -42,7 +42,7 @@ async function timeIt(fn) {
 
 async function sameHost({ runs, sizeBytes, results }) {
   const { copyLocal, sha256 } = lab.dist('transfer/copy-local');
-  const { LocalExec } = lab.dist('drivers/exec');
+  const { LocalExec } = lab.dist('exec/exec');
   const { LibvirtDriver } = lab.dist('drivers/libvirt/driver');
   // on the lab's filesystem (not a tmpfs): where VM images live
   const dir = fs.mkdtempSync(
@@ -109,7 +109,7 @@ function rsyncStats(text) {
 
 async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, sparseRuns, results }) {
   const { copyBetweenHosts, hopSshOptions } = lab.dist('transfer/between-hosts');
-  const { SshExec, quoteShellArgs } = lab.dist('drivers/exec');
+  const { SshExec, quoteShellArgs } = lab.dist('exec/exec');
   const env = await lab.ensureHosts();
   const h1 = env.hosts.hv1;
   const h2 = env.hosts.hv2;

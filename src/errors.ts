@@ -73,3 +73,10 @@ export function describeError(err: unknown): { reason: string; message: string }
   if (err instanceof Error) return { reason: 'InternalError', message: redact(err.message) };
   return { reason: 'InternalError', message: redact(String(err)) };
 }
+
+/** Output of a program that vmplace could not read (a parser's error): reason `UnexpectedOutput`. */
+export class ParseError extends VmplaceError {
+  constructor(what: string, detail: string) {
+    super('UnexpectedOutput', `could not parse ${what}: ${detail}`);
+  }
+}

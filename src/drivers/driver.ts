@@ -9,6 +9,9 @@
  */
 
 import type { SshSpec } from '../types';
+import type { HostExec, ProgressFn } from '../exec/types';
+
+export type { HostExec, ProgressFn } from '../exec/types';
 import type { CopyClaim } from '../transfer/copy-local';
 
 export type DomainState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'pmsuspended' | 'other';
@@ -79,21 +82,6 @@ export interface FsInfo {
 export interface CpuInfo {
   vendor?: string;
   model?: string;
-}
-
-export interface ProgressFn {
-  (bytesDone: number, bytesTotal: number): void;
-}
-
-/** Runs programs on one host, locally or through ssh. */
-export interface HostExec {
-  /** a short label for logs, e.g. `local` or `root@10.0.0.1` */
-  readonly label: string;
-  run(
-    argv: readonly string[],
-    opts?: { input?: string | Buffer; timeoutMs?: number; allowExitCodes?: number[]; signal?: AbortSignal },
-  ): Promise<{ stdout: string; stderr: string; exitCode: number }>;
-  close(): Promise<void>;
 }
 
 export interface HypervisorDriver {

@@ -50,8 +50,8 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { CommandError, StalledError, VmplaceError } from '../errors';
-import type { HostExec, ProgressFn } from '../drivers/driver';
-import { LocalExec, SshExec, childEnv, quoteShellArgs, sshOptions } from '../drivers/exec';
+import type { HostExec, ProgressFn } from '../exec/types';
+import { LocalExec, SshExec, childEnv, quoteShellArgs, sshOptions } from '../exec/exec';
 import type { SshSpec } from '../types';
 import {
   type CopyClaim,

@@ -18,9 +18,8 @@
  */
 import { posix } from 'node:path';
 
-import { StalledError, VmplaceError } from '../errors';
-import type { HostExec, ProgressFn } from '../drivers/driver';
-import { parseSha256sum } from '../drivers/libvirt/parsers';
+import { ParseError, StalledError, VmplaceError } from '../errors';
+import type { HostExec, ProgressFn } from '../exec/types';
 
 export const PART_SUFFIX = '.vmplace-part';
 
@@ -127,6 +126,13 @@ export interface CopyLocalResult {
 export async function ownsPath(exec: HostExec, path: string, claim: CopyClaim): Promise<boolean> {
   const id = await fileIdentity(exec, path);
   return id !== undefined && (await claim.owns(id));
+}
+
+/** The hash in `sha256sum` or `openssl dgst -sha256 -r` output (`HEX  NAME`, `HEX *stdin`). */
+export function parseSha256sum(text: string): string {
+  const m = text.match(/^\\?([0-9a-f]{64})\s/);
+  if (!m) throw new ParseError('sha256sum', JSON.stringify(text.slice(0, 200)));
+  return m[1]!;
 }
 
 /** Apparent size of a file, or undefined when it does not exist. */

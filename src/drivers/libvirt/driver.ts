@@ -50,7 +50,7 @@ import type {
   ImageInfo,
   ProgressFn,
 } from '../driver';
-import { LocalExec, SshExec, libvirtUriWithSsh } from '../exec';
+import { LocalExec, SshExec, libvirtUriWithSsh } from '../../exec/exec';
 import { assertInside } from '../paths';
 import {
   parseBlockJobRaw,

@@ -2,16 +2,14 @@
  * Parsers for what virsh, qemu-img and coreutils print. Pure functions, tested against
  * recorded real output in test/fixtures/libvirt/.
  */
-import { VmplaceError } from '../../errors';
+import { ParseError } from '../../errors';
 import type { CpuInfo, DomainState, FsInfo, ImageInfo } from '../driver';
 import { firstChild, parseOrdered, rootElement, textOf } from './xml';
 
 /** The output did not look like what the parser expects: a bug or an unexpected version. */
-export class ParseError extends VmplaceError {
-  constructor(what: string, detail: string) {
-    super('UnexpectedOutput', `could not parse ${what}: ${detail}`);
-  }
-}
+export { parseSha256sum } from '../../transfer/copy-local';
+
+export { ParseError };
 
 // ---------------------------------------------------------------- qemu-img info
 
@@ -299,16 +297,6 @@ export function parseDf(text: string): FsInfo {
   const m = lines.length >= 2 ? last?.trim().match(/^(\d+)\s+(\d+)$/) : undefined;
   if (!m) throw new ParseError('df', JSON.stringify(text.slice(0, 200)));
   return { capacityBytes: Number(m[1]), freeBytes: Number(m[2]) };
-}
-
-/**
- * `sha256sum -- PATH`: `HEX  PATH` (a leading `\` marks an escaped name); also `sha256sum < F`
- * (`HEX  -`) and `openssl dgst -sha256 -r < F` (`HEX *stdin`).
- */
-export function parseSha256sum(text: string): string {
-  const m = text.match(/^\\?([0-9a-f]{64})\s/);
-  if (!m) throw new ParseError('sha256sum', JSON.stringify(text.slice(0, 200)));
-  return m[1]!;
 }
 
 /** `stat -c '%s %b %B' -- PATH`: apparent size, allocated blocks, block size. */

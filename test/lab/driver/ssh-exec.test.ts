@@ -8,7 +8,7 @@ import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 
 import { CommandError } from '../../../src/errors';
-import { SshExec, runProcess } from '../../../src/drivers/exec';
+import { SshExec, runProcess } from '../../../src/exec/exec';
 import { LibvirtDriver } from '../../../src/drivers/libvirt/driver';
 import { ensureLab } from '../support/lab';
 import { labDescribe } from './skip';

@@ -2,7 +2,7 @@
  * copyBetweenHosts on the two-host lab: hv1 and hv2 in their own network namespaces, reached
  * over ssh only. Run with `npx jest test/lab/hosts --runInBand` (root).
  */
-import { SshExec } from '../../../src/drivers/exec';
+import { SshExec } from '../../../src/exec/exec';
 import { StalledError } from '../../../src/errors';
 import { PART_SUFFIX } from '../../../src/transfer/copy-local';
 import { copyBetweenHosts, targetReachable } from '../../../src/transfer/between-hosts';

@@ -13,7 +13,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { LocalExec } from '../../../src/drivers/exec';
+import { LocalExec } from '../../../src/exec/exec';
 import { StalledError } from '../../../src/errors';
 import { copyBetweenHosts, hopSshOptions, rsyncArgv } from '../../../src/transfer/between-hosts';
 import { PART_SUFFIX } from '../../../src/transfer/copy-local';

@@ -14,7 +14,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { LocalExec } from '../../../src/drivers/exec';
+import { LocalExec } from '../../../src/exec/exec';
 import { PART_SUFFIX, copyLocal } from '../../../src/transfer/copy-local';
 import { VmplaceError } from '../../../src/errors';
 

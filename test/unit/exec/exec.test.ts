@@ -13,7 +13,7 @@ import {
   shellQuote,
   sshOptions,
   sshWrapperScript,
-} from '../../../src/drivers/exec';
+} from '../../../src/exec/exec';
 import { hopSshOptions } from '../../../src/transfer/between-hosts';
 
 const HOSTILE = [

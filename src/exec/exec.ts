@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { CommandError, StalledError } from '../errors';
 import { checkUriAgainstSsh, parseConnectionUri, redactUri } from '../manifests/checks';
 import type { SshSpec } from '../types';
-import type { HostExec } from './driver';
+import type { HostExec } from './types';
 
 /** Options accepted by `HostExec.run`, plus the additive `onStdout` used for progress parsing. */
 export interface RunOptions {
