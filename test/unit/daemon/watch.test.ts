@@ -8,6 +8,12 @@ afterAll(cleanupTmp);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const DEBOUNCE = 300;
 
+/** Wait until `done()` holds, or 10 s (the assertion after it then fails). */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !done(); i++) await sleep(50);
+  await sleep(DEBOUNCE + 200); // and a little more, so that a second, wrong call would be seen
+}
+
 describe('watchManifests', () => {
   let watcher: ManifestWatcher | undefined;
   afterEach(async () => {
@@ -35,11 +41,11 @@ describe('watchManifests', () => {
       await sleep(20);
     }
     expect(calls).toBe(0); // still inside the burst
-    await sleep(DEBOUNCE + 700);
+    await until(() => calls >= 1);
     expect(calls).toBe(1);
 
     fs.rmSync(path.join(dir, 'manifests/more/host-3.yaml'));
-    await sleep(DEBOUNCE + 700);
+    await until(() => calls >= 2);
     expect(calls).toBe(2);
   });
 
@@ -85,11 +91,12 @@ describe('watchManifests', () => {
     let calls = 0;
     watcher = await watchManifests(human, () => calls++, { debounceMs: DEBOUNCE });
     // edit, wait for that pass, then commit: the commit alone must trigger another
+    // (polled, not a fixed sleep: on a busy CI machine inotify events can take seconds)
     writeFile(human, 'manifests/vms.yaml', 'kind: VirtualMachine # edited\n');
-    await sleep(DEBOUNCE + 700);
+    await until(() => calls >= 1);
     expect(calls).toBe(1);
     git(human, 'commit', '--quiet', '--no-gpg-sign', '-am', 'edit');
-    await sleep(DEBOUNCE + 700);
+    await until(() => calls >= 2);
     expect(calls).toBe(2);
   });
 
