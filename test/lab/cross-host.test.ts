@@ -11,7 +11,15 @@ import { parse } from 'yaml';
 import { LibvirtDriver } from '../../src/drivers/libvirt/driver';
 import type { VirtualMachineStatus } from '../../src/types';
 import { run, VMPLACE_BIN } from './support/fleet';
-import { ensureHosts, hostProcesses, setLink, type HostsEnv, type LabHostName } from './support/hosts';
+import {
+  ensureHosts,
+  hostProcesses,
+  labHostDrivers,
+  setLink,
+  twoHostManifests,
+  type HostsEnv,
+  type LabHostName,
+} from './support/hosts';
 import {
   ackedSequences,
   buildGuest,
@@ -40,9 +48,7 @@ interface Vm {
 beforeAll(async () => {
   env = await ensureHosts();
   await buildGuest();
-  const mk = (h: LabHostName): LibvirtDriver =>
-    new LibvirtDriver(h, env.hosts[h].hostSpec, { allowedRoots: [env.hosts[h].storage, env.csvPath] });
-  d = { hv1: mk('hv1'), hv2: mk('hv2') };
+  d = labHostDrivers(env);
   root = await labTempDir('vmplace-xhost-');
 });
 
@@ -61,30 +67,7 @@ afterAll(async () => {
 });
 
 function manifests(vm: string, host: LabHostName, storage: 'local' | 'csv'): string {
-  const hostDoc = (h: LabHostName): string => `apiVersion: vmplace.dev/v1alpha1
-kind: Host
-metadata: {name: ${h}}
-spec:
-  driver: libvirt
-  uri: ${env.hosts[h].uri}
-  ssh: {host: ${env.hosts[h].addr}, user: root, identityFile: ${env.mgmtKey}, knownHostsFile: ${env.mgmtKnownHosts}}
-  cluster: c1
-  transferAddress: ${env.hosts[h].addr}
-  storage: [{name: local, path: ${env.hosts[h].storage}}]
-`;
-  return `${hostDoc('hv1')}---
-${hostDoc('hv2')}---
-apiVersion: vmplace.dev/v1alpha1
-kind: Cluster
-metadata: {name: c1}
-spec:
-  storage: [{name: csv, path: ${env.csvPath}}]
----
-apiVersion: vmplace.dev/v1alpha1
-kind: VirtualMachine
-metadata: {name: ${vm}}
-spec: {host: ${host}, storage: ${storage}}
-`;
+  return twoHostManifests(env, [{ name: vm, host, storage }]);
 }
 
 async function writeDesired(v: Vm, host: LabHostName, storage: 'local' | 'csv'): Promise<void> {

@@ -10,7 +10,13 @@ import { parse } from 'yaml';
 import { LibvirtDriver } from '../../src/drivers/libvirt/driver';
 import type { VirtualMachineStatus } from '../../src/types';
 import { run, VMPLACE_BIN } from './support/fleet';
-import { ensureHosts, type HostsEnv, type LabHostName } from './support/hosts';
+import {
+  ensureHosts,
+  labHostDrivers,
+  twoHostManifests,
+  type HostsEnv,
+  type LabHostName,
+} from './support/hosts';
 import { buildGuest, guestDomainXml, labTempDir } from './support/lab';
 
 jest.setTimeout(300_000);
@@ -22,9 +28,7 @@ const name = `vmpx-twice-${process.pid}`;
 
 beforeAll(async () => {
   env = await ensureHosts();
-  const mk = (h: LabHostName): LibvirtDriver =>
-    new LibvirtDriver(h, env.hosts[h].hostSpec, { allowedRoots: [env.hosts[h].storage, env.csvPath] });
-  d = { hv1: mk('hv1'), hv2: mk('hv2') };
+  d = labHostDrivers(env);
   root = await labTempDir('vmplace-twice-');
 });
 
@@ -42,30 +46,7 @@ afterAll(async () => {
 });
 
 function manifests(storage: 'local' | 'csv'): string {
-  const hostDoc = (h: LabHostName): string => `apiVersion: vmplace.dev/v1alpha1
-kind: Host
-metadata: {name: ${h}}
-spec:
-  driver: libvirt
-  uri: ${env.hosts[h].uri}
-  ssh: {host: ${env.hosts[h].addr}, user: root, identityFile: ${env.mgmtKey}, knownHostsFile: ${env.mgmtKnownHosts}}
-  cluster: c1
-  transferAddress: ${env.hosts[h].addr}
-  storage: [{name: local, path: ${env.hosts[h].storage}}]
-`;
-  return `${hostDoc('hv1')}---
-${hostDoc('hv2')}---
-apiVersion: vmplace.dev/v1alpha1
-kind: Cluster
-metadata: {name: c1}
-spec:
-  storage: [{name: csv, path: ${env.csvPath}}]
----
-apiVersion: vmplace.dev/v1alpha1
-kind: VirtualMachine
-metadata: {name: ${name}}
-spec: {host: hv1, storage: ${storage}}
-`;
+  return twoHostManifests(env, [{ name, host: 'hv1', storage }]);
 }
 
 describe('a VM defined on two hosts (two-host lab, real libvirt)', () => {

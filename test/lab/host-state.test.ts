@@ -13,7 +13,13 @@ import { parse } from 'yaml';
 import { LibvirtDriver } from '../../src/drivers/libvirt/driver';
 import type { VirtualMachineStatus } from '../../src/types';
 import { run, VMPLACE_BIN } from './support/fleet';
-import { ensureHosts, type HostsEnv, type LabHostName } from './support/hosts';
+import {
+  ensureHosts,
+  labHostDrivers,
+  twoHostManifests,
+  type HostsEnv,
+  type LabHostName,
+} from './support/hosts';
 import { labTempDir } from './support/lab';
 
 jest.setTimeout(300_000);
@@ -26,9 +32,7 @@ const name = `vmpn-nvram-${process.pid}`;
 
 beforeAll(async () => {
   env = await ensureHosts();
-  const mk = (h: LabHostName): LibvirtDriver =>
-    new LibvirtDriver(h, env.hosts[h].hostSpec, { allowedRoots: [env.hosts[h].storage, env.csvPath] });
-  d = { hv1: mk('hv1'), hv2: mk('hv2') };
+  d = labHostDrivers(env);
   root = await labTempDir('vmplace-hoststate-');
 });
 
@@ -46,23 +50,7 @@ afterAll(async () => {
 });
 
 function manifests(host: LabHostName): string {
-  const hostDoc = (h: LabHostName): string => `apiVersion: vmplace.dev/v1alpha1
-kind: Host
-metadata: {name: ${h}}
-spec:
-  driver: libvirt
-  uri: ${env.hosts[h].uri}
-  ssh: {host: ${env.hosts[h].addr}, user: root, identityFile: ${env.mgmtKey}, knownHostsFile: ${env.mgmtKnownHosts}}
-  transferAddress: ${env.hosts[h].addr}
-  storage: [{name: local, path: ${env.hosts[h].storage}}]
-`;
-  return `${hostDoc('hv1')}---
-${hostDoc('hv2')}---
-apiVersion: vmplace.dev/v1alpha1
-kind: VirtualMachine
-metadata: {name: ${name}}
-spec: {host: ${host}, storage: local}
-`;
+  return twoHostManifests(env, [{ name, host, storage: 'local' }], { cluster: false });
 }
 
 const sha = async (h: LabHostName, file: string): Promise<string> => d[h].checksum(file);

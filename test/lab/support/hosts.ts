@@ -12,6 +12,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { HostSpec, SshSpec } from '../../../src/types';
+import { LibvirtDriver } from '../../../src/drivers/libvirt/driver';
 import { LAB_SCRIPTS_DIR, run } from './lab';
 
 export type LabHostName = 'hv1' | 'hv2';
@@ -189,4 +190,54 @@ export async function blockRoute(from: LabHost, to: LabHost, blocked: boolean): 
       if (blocked) throw err;
     },
   );
+}
+
+/**
+ * The two lab hosts as manifests: each with its `local` storage, reached over ssh with the
+ * management box's key; with `cluster`, both in cluster `c1` whose shared storage is `csv`.
+ * Followed by one VirtualMachine per entry of `vms`.
+ */
+export function twoHostManifests(
+  env: HostsEnv,
+  vms: { name: string; host: LabHostName; storage: string }[],
+  opts: { cluster?: boolean } = {},
+): string {
+  const cluster = opts.cluster ?? true;
+  const hostDoc = (h: LabHostName): string => `apiVersion: vmplace.dev/v1alpha1
+kind: Host
+metadata: {name: ${h}}
+spec:
+  driver: libvirt
+  uri: ${env.hosts[h].uri}
+  ssh: {host: ${env.hosts[h].addr}, user: root, identityFile: ${env.mgmtKey}, knownHostsFile: ${env.mgmtKnownHosts}}
+${cluster ? '  cluster: c1\n' : ''}  transferAddress: ${env.hosts[h].addr}
+  storage: [{name: local, path: ${env.hosts[h].storage}}]
+`;
+  const clusterDoc = cluster
+    ? `---
+apiVersion: vmplace.dev/v1alpha1
+kind: Cluster
+metadata: {name: c1}
+spec:
+  storage: [{name: csv, path: ${env.csvPath}}]
+`
+    : '';
+  const vmDocs = vms
+    .map(
+      (v) => `---
+apiVersion: vmplace.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: ${v.name}}
+spec: {host: ${v.host}, storage: ${v.storage}}
+`,
+    )
+    .join('');
+  return `${hostDoc('hv1')}---\n${hostDoc('hv2')}${clusterDoc}${vmDocs}`;
+}
+
+/** A libvirt driver for each lab host, allowed to write its local storage and the shared one. */
+export function labHostDrivers(env: HostsEnv): Record<LabHostName, LibvirtDriver> {
+  const mk = (h: LabHostName): LibvirtDriver =>
+    new LibvirtDriver(h, env.hosts[h].hostSpec, { allowedRoots: [env.hosts[h].storage, env.csvPath] });
+  return { hv1: mk('hv1'), hv2: mk('hv2') };
 }
