@@ -1,17 +1,24 @@
 /**
- * The contract between the migration machine and a hypervisor. Every method looks at or
- * changes the real world; every method that changes it is idempotent where the doc says so,
- * because a restored migration re-runs the step that was in flight.
+ * The contract between the migration machine and a hypervisor, in the migration's words:
+ * VMs, disks, layers (differencing disks), saved states, definitions. Nothing here is
+ * libvirt's: a definition and a saved state are opaque values the driver produces and
+ * consumes, the names of the files a migration creates are the driver's (`ownFile`), path
+ * semantics are the driver's (`paths`), and the optional fast paths are declared as
+ * `capabilities`. Copies are not a driver's business: they go through a transport chosen per
+ * host pair (transfer/transport.ts). The safety invariants (point of no return, never on two
+ * hosts, write-ahead intents, rollback only of our own layers, verified copies) live in the
+ * machine, once, for every driver.
  *
- * Paths are absolute paths on the host the driver talks to. Callers (the machine) only pass
- * paths that lie inside a declared storage location; drivers check it again with
- * `assertInside` before any write or delete.
+ * Every method looks at or changes the real world; every method that changes it is
+ * idempotent where the doc says so, because a restored migration re-runs the step that was in
+ * flight. Paths are absolute paths on the host the driver talks to. Callers (the machine) only
+ * pass paths that lie inside a declared storage location; drivers check it again before any
+ * write or delete (`guardPath`).
  */
 
-import type { SshSpec } from '../types';
-import type { HostExec, ProgressFn } from '../exec/types';
+import { posix } from 'node:path';
 
-export type { HostExec, ProgressFn } from '../exec/types';
+export type { ProgressFn } from '../exec/types';
 import type { CopyClaim } from '../transfer/copy-local';
 
 export type DomainState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'pmsuspended' | 'other';
@@ -54,9 +61,50 @@ export interface DomainInfo {
   uefi?: boolean;
   /** TPM devices by backend (`emulator`: swtpm keeps the TPM's state on the host) */
   tpms?: { model?: string; backend: string }[];
-  /** raw XML of the live definition (or inactive, when shut off) */
-  xml: string;
+  /** the live definition (or the inactive one, when shut off), opaque */
+  definition: VmDefinition;
 }
+
+/**
+ * A VM's definition as the driver keeps it (libvirt: domain XML; Hyper-V: a VM's exported
+ * configuration), opaque to the machine and JSON-safe. `driver` is the family that made it:
+ * a definition goes only to a driver of the same family.
+ */
+export interface VmDefinition {
+  readonly driver: string;
+  readonly data: string;
+}
+
+/** The fast paths a driver offers; the machine falls back to the seed's steps without them. */
+export interface DriverCapabilities {
+  /**
+   * The family of hypervisors this driver speaks to (`libvirt`, `hyperv`, `fake`). A VM moves
+   * only between hosts of one family: a mixed pair is Blocked in Preflight.
+   */
+  family: string;
+  /** move a running VM's disk to another path of the same host with no pause (libvirt: blockcopy) */
+  liveStorageMove: boolean;
+  /** move a running VM with its storage to another host with no pause (libvirt: migrate --copy-storage-all) */
+  liveMigration: boolean;
+  /** a saved state written on storage two hosts share can be restored by the other host */
+  stateOnSharedStorage: boolean;
+}
+
+/** Path semantics of the hosts a driver talks to (POSIX for libvirt, Windows for Hyper-V). */
+export interface PathSemantics {
+  style: 'posix' | 'windows';
+  join(...parts: string[]): string;
+  dirname(p: string): string;
+  basename(p: string): string;
+  /** does `p` lie inside the directory `root` (lexically; both absolute and normalised)? */
+  isInside(p: string, root: string): boolean;
+}
+
+/** What a file a migration creates is for (see `ownFile`). */
+export type OwnFileKind =
+  | { what: 'layer'; disk: string; round: number }
+  | { what: 'state' }
+  | { what: 'probe' };
 
 export interface ImageInfo {
   path: string;
@@ -86,20 +134,34 @@ export interface CpuInfo {
 
 export interface HypervisorDriver {
   readonly hostName: string;
-  readonly exec: HostExec;
+  readonly capabilities: DriverCapabilities;
+  readonly paths: PathSemantics;
+
+  /**
+   * The name of a file migration `migration` of `vm` creates in `dir`: a layer (differencing
+   * disk) of a disk and round, the saved memory state, a probe. Deterministic (a rerun finds
+   * the same file) and recognisable as vmplace's (a leftover names its migration).
+   */
+  ownFile(dir: string, vm: string, migration: string, kind: OwnFileKind): string;
+
+  // ---- definitions (pure: no round trip)
+  /** disk target → source path of a definition (file disks only) */
+  diskPathsOf(def: VmDefinition): Record<string, string | undefined>;
+  /** the definition with these disks' sources replaced (by target); stale layer records dropped */
+  withDiskPaths(def: VmDefinition, paths: Record<string, string>): VmDefinition;
 
   // ---- observation
   listDomains(): Promise<string[]>;
-  /** undefined when no domain of that name is defined */
+  /** undefined when no VM of that name is defined */
   getDomain(name: string): Promise<DomainInfo | undefined>;
-  /** Only the state (one cheap call, for polling); undefined when no such domain is defined. */
+  /** Only the state (one cheap call, for polling); undefined when no such VM is defined. */
   domainState(name: string): Promise<DomainState | undefined>;
   /**
-   * The image opened as `opts.format` (the format the domain declares, or qcow2 for vmplace's
-   * own overlays), never as a format guessed from its contents; its backing file is named, not
-   * opened.
+   * The image opened as `opts.format` (the format the VM declares), or, without a format, as a
+   * layer this driver creates; never as a format guessed from its contents. Its parent is
+   * named, not opened.
    */
-  imageInfo(path: string, opts: { format: string; forceShare?: boolean }): Promise<ImageInfo>;
+  imageInfo(path: string, opts?: { format?: string; forceShare?: boolean }): Promise<ImageInfo>;
   /**
    * The format the first bytes of a file announce (a magic number), read as plain bytes;
    * undefined when none (a raw disk, usually). A raw disk's first bytes belong to its guest:
@@ -111,108 +173,103 @@ export interface HypervisorDriver {
   fileExists(path: string): Promise<boolean>;
   /** apparent size in bytes; undefined when missing */
   fileSize(path: string): Promise<number | undefined>;
+  /** can this host run the VM of this definition (its CPU model, its machine type)? */
+  canRun(def: VmDefinition): Promise<{ compatible: boolean; message: string }>;
 
-  // ---- disk chain operations
-  /** atomic external disk-only snapshot of the given disks, without libvirt metadata */
-  snapshotDisks(domain: string, overlays: { target: string; path: string }[]): Promise<void>;
+  // ---- layers (differencing disks)
   /**
-   * merge the active overlay of `target` into its backing image and pivot (blockcommit --active --pivot --wait).
-   * Pass `opts.overlay` (the overlay the snapshot created): a re-run then does nothing once the active
-   * layer is no longer that overlay, so a disk that legitimately sits on a base image is never merged into it.
+   * Freeze the given disks of a running or shut-off VM at once: each disk's current image
+   * becomes read-only and a new empty layer `layer` on top of it takes the writes. Returns the
+   * layers it created, each with the image below it. Idempotent: disks already on their layer
+   * are returned as they are.
    */
-  blockCommit(domain: string, target: string, opts?: { overlay?: string }): Promise<void>;
+  freezeDisks(
+    vm: string,
+    layers: { target: string; layer: string }[],
+  ): Promise<{ target: string; layer: string; below: string }[]>;
   /**
-   * mirror `target` to `destPath` and pivot to it, no pause (blockcopy --pivot --wait
-   * --transient-job). With `claim`, `destPath` is created exclusively first (its identity
-   * recorded) and the copy reuses it. Aborting `signal` aborts the block job; the method then
-   * resolves only when the disk had already pivoted, else rejects with reason `Cancelled`.
+   * Merge a running VM's top layer(s) of `target` into the image at the bottom and run from it.
+   * Pass `opts.top` (the layer this migration created): a re-run then does nothing once the
+   * active layer is no longer that one, so a disk that legitimately sits on a base image is
+   * never merged into it.
    */
-  blockCopy(
-    domain: string,
+  mergeLayers(vm: string, target: string, opts?: { top?: string }): Promise<void>;
+  /** merge a layer of a VM that does not run into the image below it */
+  mergeLayerOffline(layer: string): Promise<void>;
+  /**
+   * Point `layer` at `parent` without copying data (the layer's blocks are unchanged; its
+   * parent moved). `parentFormat`: the parent's format when it is the VM's own disk image;
+   * undefined when the parent is itself one of this driver's layers.
+   */
+  relinkLayer(layer: string, parent: string, parentFormat?: string): Promise<void>;
+  /** check an image's consistency, opened as `format`; resolves with the problems found (empty when clean) */
+  checkImage(path: string, format: string): Promise<string[]>;
+
+  // ---- lifecycle
+  /**
+   * Save a running VM's memory into `stateFile` and stop it (idempotent: a VM already saved
+   * there is fine). `knownActive`: the caller has just seen the VM active, so the driver need
+   * not ask again (one round trip less inside the VM's pause).
+   */
+  save(vm: string, stateFile: string, opts?: { knownActive?: boolean }): Promise<void>;
+  /**
+   * Wait while the hypervisor still runs a save of `vm` that an interrupted run asked for
+   * (libvirt finishes a save whose client died); true when there was one.
+   */
+  waitForSaveJob(vm: string): Promise<boolean>;
+  /** true when `stateFile` holds a complete saved state of `vm` (an unfinished save is not one) */
+  holdsSavedState(stateFile: string, vm: string): Promise<boolean>;
+  /** the definition stored in a saved state */
+  savedDefinition(stateFile: string): Promise<VmDefinition>;
+  /**
+   * Restore a saved VM, with `def` when given (idempotent: an active VM of that name is fine).
+   * `knownInactive`: the caller has just seen that the VM is not active on this host.
+   */
+  restore(stateFile: string, def?: VmDefinition, opts?: { knownInactive?: boolean }): Promise<void>;
+  /** the live definition, or the persistent one with `inactive` */
+  definition(vm: string, opts?: { inactive?: boolean }): Promise<VmDefinition>;
+  /** make `def` the VM's persistent definition on this host */
+  define(def: VmDefinition): Promise<void>;
+  /** remove the persistent definition (state kept beside it, such as NVRAM, stays) */
+  undefine(vm: string): Promise<void>;
+  start(vm: string): Promise<void>;
+  /** resume a paused VM; a running one is left alone */
+  resume(vm: string): Promise<void>;
+  destroy(vm: string): Promise<void>;
+  /** enable or disable starting the VM when the host boots */
+  setAutostart(vm: string, on: boolean): Promise<void>;
+  /** abort every storage job and a migration job of the VM (after a cancel or a crash) */
+  abortJobs(vm: string): Promise<void>;
+
+  // ---- fast paths (only where `capabilities` says so)
+  /**
+   * (capabilities.liveStorageMove) Mirror `target` to `destPath` and switch to it, no pause.
+   * With `claim`, `destPath` is created exclusively first (its identity recorded) and the copy
+   * reuses it. Aborting `signal` aborts the job; the method then resolves only when the disk
+   * had already switched, else rejects with reason `Cancelled`.
+   */
+  moveDiskLive(
+    vm: string,
     target: string,
     destPath: string,
     format: string,
     opts?: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number },
   ): Promise<void>;
-  /** qemu-img rebase -u: point `overlay` at `newBacking` without copying data */
-  rebaseUnsafe(overlay: string, newBacking: string, backingFormat: string): Promise<void>;
-  /** qemu-img commit: merge an offline overlay into its backing file */
-  commitOffline(overlay: string): Promise<void>;
-  /** qemu-img check of the image opened as `format`; resolves with problems found (empty when clean) */
-  checkImage(path: string, format: string): Promise<string[]>;
-
-  // ---- lifecycle
   /**
-   * Save a running domain's memory into `stateFile` and stop it (idempotent: a domain already
-   * saved there is fine). `knownActive`: the caller has just seen the domain active, so the
-   * driver need not ask again (one round trip less inside the VM's pause).
-   */
-  save(domain: string, stateFile: string, opts?: { knownActive?: boolean }): Promise<void>;
-  /**
-   * Wait while the hypervisor still runs a save of `domain` that an interrupted run asked for
-   * (libvirt finishes a save whose client died); true when there was one.
-   */
-  waitForSaveJob(domain: string): Promise<boolean>;
-  /** true when `stateFile` holds a complete saved state of `domain` (an unfinished save is not one) */
-  holdsSavedState(stateFile: string, domain: string): Promise<boolean>;
-  /** XML stored in a saved state file */
-  savedStateXml(stateFile: string): Promise<string>;
-  /**
-   * Restore a saved domain, with `xml` when given (idempotent: an active domain of that name is
-   * fine). `knownInactive`: the caller has just seen that the domain is not active on this host.
-   */
-  restore(stateFile: string, xml?: string, opts?: { knownInactive?: boolean }): Promise<void>;
-  dumpXml(domain: string, opts?: { inactive?: boolean }): Promise<string>;
-  define(xml: string): Promise<void>;
-  undefine(domain: string): Promise<void>;
-  start(domain: string): Promise<void>;
-  /** resume a paused domain; a running one is left alone */
-  resume(domain: string): Promise<void>;
-  destroy(domain: string): Promise<void>;
-
-  // ---- files (inside declared storage or the state dir only)
-  copyFile(
-    src: string,
-    dst: string,
-    onProgress?: ProgressFn,
-    opts?: { bwlimitKiBps?: number; claim?: CopyClaim; signal?: AbortSignal },
-  ): Promise<void>;
-  /**
-   * Copy `src` on this host to `dst` on `target` (another host), verified, resumable. `direct`
-   * runs rsync on this host to the target's transfer address; `relay` streams through the
-   * management box; `auto` relays only when this host cannot reach the target.
-   */
-  copyToHost(
-    target: HypervisorDriver,
-    src: string,
-    dst: string,
-    opts: {
-      onProgress?: ProgressFn;
-      bwlimitKiBps?: number;
-      /** how this host reaches the target: address, user, port, key paths on this host */
-      targetSsh: SshSpec;
-      mode?: 'direct' | 'relay' | 'auto';
-      /** files up to this size go through the management box's open connections (see copyBetweenHosts) */
-      relayBelowBytes?: number;
-      claim?: CopyClaim;
-      signal?: AbortSignal;
-    },
-  ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }>;
-  /**
-   * Live migration with storage to another host (`virsh migrate --live --persistent
-   * --undefinesource --copy-storage-all`): the target's disk images are created empty first,
-   * the domain XML names them, memory and disks stream from QEMU to QEMU. Resolves with the
-   * downtime QEMU reports. Idempotent: a domain already running on the target is success.
+   * (capabilities.liveMigration) Move a running VM with its storage to `target` (a driver of
+   * the same family): the target's disk images are created empty first, memory and disks
+   * stream host to host. Resolves with the downtime the hypervisor reports. Idempotent: a VM
+   * already running on the target is success.
    */
   migrateLive(
-    domain: string,
+    vm: string,
     target: HypervisorDriver,
     opts: {
       disks: { target: string; path: string; format: string; virtualBytes: number }[];
       /** the target's address for the migration stream (its transfer address) */
       address: string;
       bandwidthMiBps?: number;
-      /** the longest stop QEMU may plan for the switch-over (its default: 300 ms) */
+      /** the longest stop the hypervisor may plan for the switch-over */
       maxDowntimeMs?: number;
       /** proof of ownership of each target image, created exclusively before the migration */
       claimFor?: (path: string) => CopyClaim;
@@ -220,10 +277,10 @@ export interface HypervisorDriver {
       signal?: AbortSignal;
     },
   ): Promise<{ downtimeMs?: number }>;
-  /** throws StalledError PathOutsideStorage unless `path` lies inside this host's declared storage or state dir */
+
+  // ---- files (inside declared storage only)
+  /** throws StalledError PathOutsideStorage unless `path` lies inside this host's declared storage */
   guardPath(path: string): Promise<void>;
-  /** can this host run the domain's CPU? (`virsh hypervisor-cpu-compare`) */
-  compareCpu(domainXml: string, virtType: string): Promise<{ compatible: boolean; message: string }>;
   /** sha256 of a file's contents, hex */
   checksum(path: string): Promise<string>;
   removeFile(path: string): Promise<void>;
@@ -232,22 +289,36 @@ export interface HypervisorDriver {
   removeDirIfEmpty(path: string): Promise<void>;
 
   // ---- ownership and use (what may be deleted)
-  /** `dev:ino` of the path itself (a symlink is not followed); undefined when nothing is there */
+  /** `dev:ino` (or the platform's file id) of the path itself (a link is not followed); undefined when nothing is there */
   fileIdentity(path: string): Promise<string | undefined>;
   /** create an empty file under a name nothing had (never replaces); returns its identity */
   createExclusive(path: string): Promise<string>;
   /** remove `path` only if its identity is `identity` */
   removeIfIdentity(path: string, identity: string): Promise<'removed' | 'absent' | 'other'>;
   /**
-   * Every file any domain defined on this host refers to, with the names of those domains:
-   * disk sources, the backing chains (read from the images of shut-off domains too: the base
-   * of a linked clone), block-job mirror targets. What is listed here is never deleted.
+   * Every file any VM defined on this host refers to, with the names of those VMs: disk
+   * sources, the layer chains (read from the images of shut-off VMs too: the base of a linked
+   * clone), storage-job mirror targets. What is listed here is never deleted.
    */
   filesInUse(): Promise<Map<string, Set<string>>>;
-  /** enable or disable starting the domain when the host boots */
-  setAutostart(domain: string, on: boolean): Promise<void>;
-  /** abort every block job and a migration job of the domain (after a cancel or a crash) */
-  abortJobs(domain: string): Promise<void>;
 
   close(): Promise<void>;
+}
+
+/** POSIX path semantics (libvirt hosts, the fake). */
+export const POSIX_PATHS: PathSemantics = {
+  style: 'posix',
+  join: (...parts) => posix.join(...parts),
+  dirname: (p) => posix.dirname(p),
+  basename: (p) => posix.basename(p),
+  isInside: (p, root) => p.startsWith(root.endsWith('/') ? root : `${root}/`),
+};
+
+/** vmplace's names for its own files: `<vm>.<what>.vmplace-<migration id>` (see ownFile). */
+export function ownFileBaseName(vm: string, migration: string, kind: OwnFileKind): string {
+  const what =
+    kind.what === 'layer'
+      ? `${kind.disk}.overlay${kind.round <= 1 ? '' : kind.round}`
+      : kind.what;
+  return `${vm}.${what}.vmplace-${migration}`;
 }

@@ -1,0 +1,82 @@
+/**
+ * How a migration's files travel: one transport per host pair, chosen by the composition root
+ * (drivers/factory.ts) from what the two hosts are. The machine asks for the transport of its
+ * pair and never for how it works; a pair with none (a libvirt host and a Hyper-V host) is
+ * Blocked in Preflight.
+ *
+ * Today: on one POSIX host, a local sparse copy (copy-local.ts); between two POSIX hosts, rsync
+ * over ssh host to host, or relayed through the management box when the source cannot reach
+ * the target (between-hosts.ts). Every copy is verified by sha256 on both ends and renamed into
+ * place only then, under a claim of ownership when one is given.
+ */
+import type { HostExec, ProgressFn } from '../exec/types';
+import type { SshSpec } from '../types';
+import { copyBetweenHosts, targetReachable } from './between-hosts';
+import { type CopyClaim, copyLocal } from './copy-local';
+
+export interface TransportCopyOptions {
+  onProgress?: ProgressFn;
+  bwlimitKiBps?: number;
+  claim?: CopyClaim;
+  signal?: AbortSignal;
+  /** how data goes between hosts: host to host, or relayed (default: direct when reachable) */
+  mode?: 'direct' | 'relay' | 'auto';
+  /** files up to this size go through the management box's open connections */
+  relayBelowBytes?: number;
+}
+
+export interface Transport {
+  /** `local` (one host), `rsync+ssh` (two POSIX hosts) */
+  readonly name: string;
+  /** can the source host reach the target host directly? (always true on one host) */
+  reachable(): Promise<boolean>;
+  /** copy `src` (on the source host) to `dst` (on the target host), verified; resumable where it can */
+  copy(src: string, dst: string, opts?: TransportCopyOptions): Promise<{ mode: 'local' | 'direct' | 'relay' }>;
+}
+
+/** One POSIX host: a sparse local copy, verified, renamed into place. */
+export function localTransport(exec: HostExec, guard: (p: string) => Promise<void>): Transport {
+  return {
+    name: 'local',
+    reachable: () => Promise.resolve(true),
+    async copy(src, dst, opts = {}) {
+      await guard(dst);
+      await copyLocal(exec, src, dst, {
+        ...(opts.claim ? { claim: opts.claim } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+        ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
+      });
+      return { mode: 'local' };
+    },
+  };
+}
+
+/**
+ * Two POSIX hosts: rsync over ssh from the source to the target's transfer address (`targetSsh`:
+ * address, user, port as the source host reaches it), or relayed through the management box.
+ */
+export function rsyncSshTransport(
+  srcExec: HostExec,
+  dstExec: HostExec,
+  targetSsh: SshSpec,
+  guard: (p: string) => Promise<void>,
+): Transport {
+  return {
+    name: 'rsync+ssh',
+    reachable: () => targetReachable(srcExec, targetSsh),
+    async copy(src, dst, opts = {}) {
+      const r = await copyBetweenHosts(srcExec, dstExec, src, dst, {
+        ...(opts.claim ? { claim: opts.claim } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        guard: () => guard(dst),
+        targetSsh,
+        mode: opts.mode ?? 'auto',
+        ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+        ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
+      });
+      return { mode: r.mode };
+    },
+  };
+}
