@@ -248,8 +248,7 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
             policy: settings.policy,
             revision: await gitRevision(root),
             stepDeps: {
-              rewriteDiskPaths: drivers.rewriteDiskPaths,
-              diskPathsOf: drivers.diskPathsOf,
+              transportFor: drivers.transportFor,
               hostSpecFor: (h) => desired.hosts.get(h)?.spec,
               sharedWith: (h, p) => hostsSharingPath(desired, h, p),
               ...(settings.limits.bandwidthBytesPerSecond

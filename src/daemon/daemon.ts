@@ -97,8 +97,7 @@ export class Daemon {
       store: this.store,
       logger: this.log,
       stepDeps: {
-        rewriteDiskPaths: (x, p) => this.drivers!.rewriteDiskPaths(x, p),
-        diskPathsOf: (x) => this.drivers!.diskPathsOf(x),
+        transportFor: (a, b) => this.drivers!.transportFor(a, b),
         hostSpecFor: (h) => this.desired?.hosts.get(h)?.spec,
         sharedWith: (h, p) => (this.desired ? hostsSharingPath(this.desired, h, p) : []),
       },

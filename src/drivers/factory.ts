@@ -1,13 +1,17 @@
 import type { Logger } from 'pino';
 import type { HypervisorDriver } from './driver';
 import { LibvirtDriver } from './libvirt/driver';
-import { parseDomainXml, rewriteDiskPaths } from './libvirt/xml';
+import { localTransport, rsyncSshTransport, type Transport, transferSshOf } from '../transfer/transport';
 import type { DesiredState } from '../types';
 
 export interface DriverSet {
   get: (host: string) => HypervisorDriver | undefined;
-  rewriteDiskPaths: (xml: string, paths: Record<string, string>) => string;
-  diskPathsOf: (xml: string) => Record<string, string | undefined>;
+  /**
+   * The transport between two declared hosts (see transfer/transport.ts): a local copy on one
+   * libvirt host, rsync over ssh between two; undefined for a pair vmplace cannot copy between
+   * (hosts of different hypervisors, a host without a transfer address).
+   */
+  transportFor: (from: string, to: string) => Transport | undefined;
   closeAll: () => Promise<void>;
 }
 
@@ -36,10 +40,19 @@ export function createDrivers(desired: DesiredState, opts: { stateDir: string; l
     cache.set(hostName, drv);
     return drv;
   };
+  const transportFor = (from: string, to: string): Transport | undefined => {
+    const a = get(from);
+    const b = get(to);
+    // both POSIX hosts vmplace runs programs on (libvirt today)
+    if (!(a instanceof LibvirtDriver) || !(b instanceof LibvirtDriver)) return undefined;
+    if (from === to) return localTransport(a.exec, (p) => a.guardPath(p));
+    const targetSsh = transferSshOf(desired.hosts.get(to)?.spec);
+    if (!targetSsh) return undefined;
+    return rsyncSshTransport(a.exec, b.exec, targetSsh, (p) => b.guardPath(p));
+  };
   return {
     get,
-    rewriteDiskPaths: (xml, paths) => rewriteDiskPaths(xml, paths),
-    diskPathsOf: (xml) => Object.fromEntries(parseDomainXml(xml).disks.map((d) => [d.target, d.path])),
+    transportFor,
     closeAll: async () => {
       await Promise.all([...cache.values()].map((d) => d.close().catch(() => undefined)));
     },

@@ -15,6 +15,13 @@ export interface DiskMove {
   srcOverlay: string;
   /** the overlay's copy on the target, rebased onto dstPath (quick only) */
   dstOverlay: string;
+  /**
+   * Every layer this migration may create for the disk, by round (index 0 = round 1 =
+   * srcOverlay), named by the source's driver at Preflight; and their copies on the target,
+   * named by the target's driver. Absent in migrations persisted before they were recorded.
+   */
+  srcLayers?: string[];
+  dstLayers?: string[];
   virtualBytes: number;
   allocatedBytes: number;
   /** sha256 of the base, recorded once the copy is verified */

@@ -80,3 +80,18 @@ export function rsyncSshTransport(
     },
   };
 }
+
+/**
+ * How a source host reaches `host` for copies and migration streams: the target's transfer
+ * address (or its ssh host), with the user and port of its ssh spec; the source host's own ssh
+ * identity is used. Undefined when the host declares neither address.
+ */
+export function transferSshOf(spec: { transferAddress?: string; ssh?: SshSpec } | undefined): SshSpec | undefined {
+  const address = spec?.transferAddress ?? spec?.ssh?.host;
+  if (!address) return undefined;
+  return {
+    host: address,
+    user: spec?.ssh?.user ?? 'root',
+    ...(spec?.ssh?.port ? { port: spec.ssh.port } : {}),
+  };
+}

@@ -1,6 +1,6 @@
-import * as path from 'node:path';
 import { StalledError, VmplaceError } from '../../errors';
-import type { DomainInfo, HypervisorDriver } from '../../drivers/driver';
+import { type DomainInfo, type HypervisorDriver, ownFileBaseName, POSIX_PATHS } from '../../drivers/driver';
+import { type Transport, transferSshOf } from '../../transfer/transport';
 import type { SshSpec } from '../../types';
 import type { CopyClaim } from '../../transfer/copy-local';
 import type { DiskMove, MigrationContext } from '../types';
@@ -11,29 +11,27 @@ export function throwIfCancelled(deps: StepDeps, what: string): void {
   if (deps.signal?.aborted) throw new VmplaceError('Cancelled', `cancelled during ${what}`);
 }
 
-/** The file name vmplace gives a migration's own files, so leftovers are recognisable. */
-export function ownFileName(vm: string, id: string, what: string): string {
-  return `${vm}.${what}.vmplace-${id}`;
-}
-
-/** The source overlay of round `r` (round 1 is the one Snapshotting made). */
+/**
+ * The source layer of round `r` (round 1 is the one Snapshotting made), as the source's driver
+ * named it at Preflight. A migration persisted before the names were recorded gets the names
+ * libvirt's driver gave then (the same function, see ownFileBaseName).
+ */
 export function srcOverlayAt(ctx: MigrationContext, d: DiskMove, r: number): string {
-  return r <= 1
-    ? d.srcOverlay
-    : path.posix.join(
-        path.posix.dirname(d.srcOverlay),
-        ownFileName(ctx.vm, ctx.id, `${d.target}.overlay${r}`),
-      );
+  if (r <= 1) return d.srcOverlay;
+  return d.srcLayers?.[r - 1] ?? legacyLayer(ctx, d.srcOverlay, d.target, r);
 }
 
-/** The target copy of the source overlay of round `r`. */
+/** The target copy of the source layer of round `r`. */
 export function dstOverlayAt(ctx: MigrationContext, d: DiskMove, r: number): string {
-  return r <= 1
-    ? d.dstOverlay
-    : path.posix.join(
-        path.posix.dirname(d.dstOverlay),
-        ownFileName(ctx.vm, ctx.id, `${d.target}.overlay${r}`),
-      );
+  if (r <= 1) return d.dstOverlay;
+  return d.dstLayers?.[r - 1] ?? legacyLayer(ctx, d.dstOverlay, d.target, r);
+}
+
+function legacyLayer(ctx: MigrationContext, first: string, disk: string, r: number): string {
+  return POSIX_PATHS.join(
+    POSIX_PATHS.dirname(first),
+    ownFileBaseName(ctx.vm, ctx.id, { what: 'layer', disk, round: r }),
+  );
 }
 
 /** The highest round any overlay of this migration can have. */
@@ -51,23 +49,11 @@ export function diskOf(dom: DomainInfo, target: string): DomainInfo['disks'][num
 
 export const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 
-/** Does `p` lie inside the directory `root` (lexically; both absolute and normalised)? */
-export function isInside(p: string, root: string): boolean {
-  const r = root.endsWith('/') ? root : `${root}/`;
-  return p.startsWith(r);
-}
-
 /** How the source host reaches `host` for copies: its transfer address, with the source host's own ssh identity. */
 export function transferSsh(deps: StepDeps, host: string): SshSpec {
-  const spec = deps.hostSpecFor?.(host);
-  const address = spec?.transferAddress ?? spec?.ssh?.host;
-  if (!address)
-    throw new StalledError('NoTransferAddress', `host ${host} has neither transferAddress nor ssh.host`);
-  return {
-    host: address,
-    user: spec?.ssh?.user ?? 'root',
-    ...(spec?.ssh?.port ? { port: spec.ssh.port } : {}),
-  };
+  const ssh = transferSshOf(deps.hostSpecFor?.(host));
+  if (!ssh) throw new StalledError('NoTransferAddress', `host ${host} has neither transferAddress nor ssh.host`);
+  return ssh;
 }
 
 /** Copy a file from the source host to the target (the same host or another), verified. */
@@ -79,26 +65,25 @@ export async function copyAcross(
   onProgress?: (n: number) => void,
   opts: { relayBelowBytes?: number; claim?: CopyClaim } = {},
 ): Promise<void> {
-  const src = deps.driverFor(ctx.fromHost);
-  const extra = {
+  await transportOf(ctx, deps).copy(from, to, {
     ...(opts.claim ? { claim: opts.claim } : {}),
     ...(deps.signal ? { signal: deps.signal } : {}),
-  };
-  if (ctx.fromHost === ctx.toHost) {
-    await src.copyFile(from, to, onProgress, {
-      ...(deps.bwlimitKiBps ? { bwlimitKiBps: deps.bwlimitKiBps } : {}),
-      ...extra,
-    });
-    return;
-  }
-  await src.copyToHost(deps.driverFor(ctx.toHost), from, to, {
-    ...extra,
-    targetSsh: transferSsh(deps, ctx.toHost),
     mode: ctx.transferMode ?? 'direct',
     ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
     ...(onProgress ? { onProgress } : {}),
     ...(deps.bwlimitKiBps ? { bwlimitKiBps: deps.bwlimitKiBps } : {}),
   });
+}
+
+/** The transport of the migration's host pair; a pair without one was blocked at Preflight. */
+export function transportOf(ctx: MigrationContext, deps: StepDeps): Transport {
+  const t = deps.transportFor(ctx.fromHost, ctx.toHost);
+  if (!t)
+    throw new StalledError(
+      'NoTransport',
+      `no way to copy files from ${ctx.fromHost} to ${ctx.toHost} (hosts of different hypervisors?)`,
+    );
+  return t;
 }
 
 export async function mustGetDomain(drv: HypervisorDriver, ctx: MigrationContext): Promise<DomainInfo> {

@@ -1,4 +1,3 @@
-import * as path from 'node:path';
 import { StalledError, VmplaceError } from '../../errors';
 import type { DiskMove, MigrationContext } from '../types';
 import type { Step, StepDeps } from './deps';
@@ -36,9 +35,9 @@ export const snapshotDisks: Step = async (ctx, deps) => {
     throw new StalledError('InconsistentSnapshot', `only some of ${ctx.vm}'s disks run on overlays`);
   // A leftover overlay file from a snapshot that failed must not make libvirt refuse.
   for (const d of ctx.disks) await drv.removeFile(d.srcOverlay);
-  await drv.snapshotDisks(
+  await drv.freezeDisks(
     ctx.vm,
-    ctx.disks.map((d) => ({ target: d.target, path: d.srcOverlay })),
+    ctx.disks.map((d) => ({ target: d.target, layer: d.srcOverlay })),
   );
   return {};
 };
@@ -69,7 +68,7 @@ export const copyBase: Step = async (ctx, deps) => {
       }
     }
     const before = done;
-    await dst.makeDir(path.posix.dirname(d.dstPath));
+    await dst.makeDir(dst.paths.dirname(d.dstPath));
     await copyAcross(
       ctx,
       deps,
@@ -115,11 +114,9 @@ export async function copyRound(ctx: MigrationContext, deps: StepDeps, r: number
         await dst.removeFile(to); // rebased already by an interrupted run: copy again
         await copyAcross(ctx, deps, from, to, undefined, small);
       }
-      await dst.rebaseUnsafe(
-        to,
-        r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
-        r === 1 ? d.format : 'qcow2',
-      );
+      // round 1's parent is the disk's own image; later rounds sit on our own layer below
+      if (r === 1) await dst.relinkLayer(to, d.dstPath, d.format);
+      else await dst.relinkLayer(to, dstOverlayAt(ctx, d, r - 1));
     }),
   );
 }
@@ -145,9 +142,7 @@ export const deltaRound: Step = async (ctx, deps) => {
   const budgetMs = Math.max(MIN_DELTA_BUDGET_MS, (ctx.maxPauseMs ?? DEFAULT_MAX_PAUSE_MS) - fixedMs);
   const sizes = await Promise.all(
     ctx.disks.map((d) =>
-      src
-        .imageInfo(srcOverlayAt(ctx, d, r), { forceShare: true, format: 'qcow2' })
-        .then((i) => i.allocatedBytes),
+      src.imageInfo(srcOverlayAt(ctx, d, r), { forceShare: true }).then((i) => i.allocatedBytes),
     ),
   );
   const delta = sum(sizes);
@@ -174,9 +169,9 @@ export const deltaRound: Step = async (ctx, deps) => {
   if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > DELTA_SHRINK_FACTOR * previous)
     return { rounds: r, deltaRounds: { ...st, copiedThrough: r - 1, done: true } };
   throwIfCancelled(deps, 'the delta rounds');
-  await src.snapshotDisks(
+  await src.freezeDisks(
     ctx.vm,
-    ctx.disks.map((d) => ({ target: d.target, path: srcOverlayAt(ctx, d, r + 1) })),
+    ctx.disks.map((d) => ({ target: d.target, layer: srcOverlayAt(ctx, d, r + 1) })),
   );
   const t0 = Date.now();
   await copyRound(ctx, deps, r);

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../../drivers/driver';
+import type { Transport } from '../../transfer/transport';
 import type { HostSpec } from '../../types';
 import type { OwnedFile } from '../store';
 import type { MigrationContext, StepOutput } from '../types';
@@ -8,10 +9,11 @@ import type { MigrationContext, StepOutput } from '../types';
 export interface StepDeps {
   /** the driver of a host by manifest name */
   driverFor: (host: string) => HypervisorDriver;
-  /** rewrite the disk sources of a domain XML (by target device); removes stale backing stores */
-  rewriteDiskPaths(xml: string, paths: Record<string, string>): string;
-  /** disk target → source path of a domain XML (file disks only) */
-  diskPathsOf(xml: string): Record<string, string | undefined>;
+  /**
+   * How files go from host `from` to host `to` (the same host or another): undefined when the
+   * pair has no transport (hosts of different hypervisor families), which Preflight blocks.
+   */
+  transportFor(from: string, to: string): Transport | undefined;
   logger?: Logger;
   onProgress?(ctx: MigrationContext, bytesDone: number, bytesTotal: number): void;
   now?: () => number;

@@ -1,4 +1,5 @@
 import { StalledError, VmplaceError } from '../../errors';
+import type { VmDefinition } from '../../drivers/driver';
 import type { Step } from './deps';
 import { usersOf } from './ownership';
 import { diskOf, dstOverlayAt, mustGetDomain, srcOverlayAt } from './common';
@@ -16,7 +17,7 @@ export const mergeOverlays: Step = async (ctx, deps) => {
         `${ctx.vm} disk ${d.target} is ${disk?.path}, expected ${top}`,
       );
     // the whole chain (every round's overlay) goes into the base
-    await drv.blockCommit(ctx.vm, d.target, { overlay: top });
+    await drv.mergeLayers(ctx.vm, d.target, { top });
   }
   return {};
 };
@@ -58,34 +59,34 @@ export const verifyTarget: Step = async (ctx, deps) => {
 
 /**
  * The target's persistent definition names the new paths. Running (quick, live): defined from
- * the live XML, which a restore on another host left transient. Shut off (cold): the source's
- * inactive definition with the disk paths rewritten.
+ * the live definition, which a restore on another host left transient. Shut off (cold): the
+ * source's inactive definition with the disk paths rewritten.
  */
 export const finalizeDefinition: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.toHost);
   const want = Object.fromEntries(ctx.disks.map((d) => [d.target, d.dstPath]));
-  const named = (xml: string): boolean => {
-    const paths = deps.diskPathsOf(xml);
+  const named = (def: VmDefinition): boolean => {
+    const paths = drv.diskPathsOf(def);
     return ctx.disks.every((d) => paths[d.target] === d.dstPath);
   };
   const dom = await drv.getDomain(ctx.vm);
-  const done = dom?.persistent === true && named(await drv.dumpXml(ctx.vm, { inactive: true }));
+  const done = dom?.persistent === true && named(await drv.definition(ctx.vm, { inactive: true }));
   if (!done) {
-    let xml: string;
+    let def: VmDefinition;
     if (ctx.effectiveStrategy === 'cold') {
       const from = deps.driverFor(dom ? ctx.toHost : ctx.fromHost);
-      xml = deps.rewriteDiskPaths(await from.dumpXml(ctx.vm, { inactive: true }), want);
+      def = from.withDiskPaths(await from.definition(ctx.vm, { inactive: true }), want);
       if (ctx.fromHost !== ctx.toHost) {
         await deps.intents?.mark(ctx, 'define');
         if (ctx.sourceAutostart) await deps.driverFor(ctx.fromHost).setAutostart(ctx.vm, false);
       }
     } else {
       if (!dom) throw new VmplaceError('DomainNotFound', `${ctx.vm} is not running on ${ctx.toHost}`);
-      xml = await drv.dumpXml(ctx.vm);
+      def = await drv.definition(ctx.vm);
     }
-    await drv.define(xml);
+    await drv.define(def);
     const after = await drv.getDomain(ctx.vm);
-    if (!after?.persistent || !named(await drv.dumpXml(ctx.vm, { inactive: true })))
+    if (!after?.persistent || !named(await drv.definition(ctx.vm, { inactive: true })))
       throw new VmplaceError(
         'DefineFailed',
         `the persistent definition of ${ctx.vm} on ${ctx.toHost} does not name the new paths`,
@@ -111,7 +112,7 @@ export const cleanUpSource: Step = async (ctx, deps) => {
     throw new VmplaceError('VerifyFailed', `${ctx.vm} is not defined persistently on ${ctx.toHost}`);
   const targetUses = new Set<string>();
   for (const d of dom.disks) if (d.path) targetUses.add(d.path);
-  for (const p of Object.values(deps.diskPathsOf(await dst.dumpXml(ctx.vm, { inactive: true }))))
+  for (const p of Object.values(dst.diskPathsOf(await dst.definition(ctx.vm, { inactive: true }))))
     if (p) targetUses.add(p);
   for (const d of ctx.disks)
     if (!targetUses.has(d.dstPath))

@@ -21,7 +21,7 @@ import { STEP_RETRY_MAX_MS } from './tuning';
 export type { StepDeps, StepMemo } from './deps';
 export { newStepMemo } from './deps';
 export { decideSave, type SaveObservation } from './pause';
-export { dstOverlayAt, ownFileName, srcOverlayAt } from './common';
+export { dstOverlayAt, srcOverlayAt } from './common';
 
 /** Steps that run even during a shutdown: the VM is offline or half-moved while they have not finished. */
 const MUST_FINISH_ACTORS: ReadonlySet<string> = new Set(['copyDelta', 'restoreVm', 'rollBack']);

@@ -1,4 +1,3 @@
-import * as path from 'node:path';
 import type { MigrationContext, StepOutput } from '../types';
 import type { Step, StepDeps } from './deps';
 import { claimFor } from './ownership';
@@ -21,9 +20,9 @@ export async function mirrorDisks(ctx: MigrationContext, deps: StepDeps): Promis
     if (!committed) throwIfCancelled(deps, 'the live mirror');
     const dom = await mustGetDomain(drv, ctx);
     if (diskOf(dom, d.target)?.path !== d.dstPath) {
-      await drv.makeDir(path.posix.dirname(d.dstPath));
+      await drv.makeDir(drv.paths.dirname(d.dstPath));
       const claim = claimFor(ctx, deps, ctx.toHost, d.dstPath);
-      await drv.blockCopy(ctx.vm, d.target, d.dstPath, d.format, {
+      await drv.moveDiskLive(ctx.vm, d.target, d.dstPath, d.format, {
         ...(claim ? { claim, virtualBytes: d.virtualBytes } : {}),
         ...(deps.signal && !committed ? { signal: deps.signal } : {}),
         ...(deps.bwlimitKiBps ? { bandwidthMiBps: Math.max(1, deps.bwlimitKiBps / 1024) } : {}),

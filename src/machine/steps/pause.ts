@@ -1,5 +1,5 @@
 import { StalledError, VmplaceError } from '../../errors';
-import type { DomainInfo } from '../../drivers/driver';
+import type { DomainInfo, VmDefinition } from '../../drivers/driver';
 import type { MigrationContext } from '../types';
 import type { RunDeps, Step } from './deps';
 import { copyAcross, diskOf, dstOverlayAt, mustGetDomain, srcOverlayAt } from './common';
@@ -165,11 +165,8 @@ export const copyDelta: Step = async (ctx, deps) => {
     ...ctx.disks.map(async (d) => {
       const r = ctx.rounds ?? 1;
       await copyOne(srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r));
-      await dst.rebaseUnsafe(
-        dstOverlayAt(ctx, d, r),
-        r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
-        r === 1 ? d.format : 'qcow2',
-      );
+      if (r === 1) await dst.relinkLayer(dstOverlayAt(ctx, d, r), d.dstPath, d.format);
+      else await dst.relinkLayer(dstOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r - 1));
     }),
     ...(from && (ctx.copyState || from !== to) ? [copyOne(from, to)] : []),
   ]);
@@ -179,7 +176,7 @@ export const copyDelta: Step = async (ctx, deps) => {
 export interface RestoreLookups {
   dom: DomainInfo | undefined;
   onSource: DomainInfo | undefined;
-  saved: { xml: string } | { err: unknown };
+  saved: { def: VmDefinition } | { err: unknown };
 }
 
 /**
@@ -193,8 +190,8 @@ export function restoreLookups(ctx: MigrationContext, deps: RunDeps): Promise<Re
   return Promise.all([
     drv.getDomain(ctx.vm),
     cross ? deps.driverFor(ctx.fromHost).getDomain(ctx.vm) : Promise.resolve(undefined),
-    drv.savedStateXml(ctx.stateFile!).then(
-      (xml) => ({ xml }),
+    drv.savedDefinition(ctx.stateFile!).then(
+      (def) => ({ def }),
       (err: unknown) => ({ err }),
     ),
   ]).then(([dom, onSource, saved]) => ({ dom, onSource, saved }));
@@ -247,8 +244,8 @@ export const restoreVm: Step = async (ctx, deps) => {
       );
     await deps.intents?.mark(ctx, 'restore');
   }
-  const rewritten = deps.rewriteDiskPaths(
-    saved.xml,
+  const rewritten = drv.withDiskPaths(
+    saved.def,
     Object.fromEntries(ctx.disks.map((d) => [d.target, dstOverlayAt(ctx, d, ctx.rounds ?? 1)])),
   );
   await drv.restore(ctx.stateFile!, rewritten, {

@@ -1,37 +1,45 @@
 import { sourceTotal, spaceNeeds, targetTotal } from '../../planner/space';
-import * as path from 'node:path';
 import { StalledError } from '../../errors';
 import type { HypervisorDriver } from '../../drivers/driver';
-import { targetReachable } from '../../transfer/between-hosts';
 import { namingDiskPaths, targetDiskPath } from '../../planner/target-path';
+import { chooseStrategy, judgeDisk, judgePair, placeState } from '../preflight-policy';
 import { hostStateFindings, judgeDiskFormat } from '../preflight-findings';
 import type { DiskMove, MigrationContext } from '../types';
 import type { Step } from './deps';
 import { usersOf } from './ownership';
-import { diskOf, isInside, ownFileName, sum, transferSsh } from './common';
+import { diskOf, lastPossibleRound, sum } from './common';
 
 // ------------------------------------------------------------------ Preflight
+
+const stalled = (f: { reason: string; message: string }): StalledError =>
+  new StalledError(f.reason, f.message);
 
 export const preflight: Step = async (ctx, deps) => {
   const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
   const cross = ctx.fromHost !== ctx.toHost;
+  const transport = deps.transportFor(ctx.fromHost, ctx.toHost);
+  const pair = judgePair({
+    fromHost: ctx.fromHost,
+    toHost: ctx.toHost,
+    from: src.capabilities,
+    to: dst.capabilities,
+    hasTransport: transport !== undefined,
+  });
+  if (pair) throw stalled(pair);
   const dom = await src.getDomain(ctx.vm);
   if (!dom)
     throw new StalledError('DomainNotFound', `no domain ${ctx.vm} is defined on host ${ctx.fromHost}`);
-
-  let effective: 'quick' | 'cold' | 'live';
-  if (dom.state === 'shutoff') effective = 'cold';
-  else if (dom.state === 'running') {
-    if (ctx.strategy === 'cold')
-      throw new StalledError('DomainRunning', `strategy cold needs ${ctx.vm} shut off; it is running`);
-    // live: a mirror on one host, live migration with storage across hosts; auto: live
-    effective = ctx.strategy === 'live' || ctx.strategy === 'auto' ? 'live' : 'quick';
-  } else {
-    throw new StalledError(
-      'DomainStateUnsupported',
-      `${ctx.vm} is ${dom.state}; vmplace moves running or shut-off VMs`,
-    );
+  if (dom.state !== 'running' && dom.state !== 'shutoff') {
+    const f = chooseStrategy({
+      vm: ctx.vm,
+      state: dom.state,
+      requested: ctx.strategy,
+      cross,
+      caps: src.capabilities,
+      direct: true,
+    });
+    if ('finding' in f) throw stalled(f.finding);
   }
 
   let transferMode: 'direct' | 'relay' | undefined;
@@ -57,11 +65,11 @@ export const preflight: Step = async (ctx, deps) => {
     }
     const [hostState] = hostStateFindings(dom);
     if (hostState) throw new StalledError(hostState.reason, `${ctx.vm}: ${hostState.message}`);
-    const cpu = await dst.compareCpu(dom.xml, dom.domainType ?? 'kvm');
+    const cpu = await dst.canRun(dom.definition);
     if (!cpu.compatible)
       throw new StalledError('CpuIncompatible', `${ctx.toHost} cannot run ${ctx.vm}'s CPU: ${cpu.message}`);
     if (ctx.moves.some((m) => !m.stays)) {
-      const reachable = await targetReachable(src.exec, transferSsh(deps, ctx.toHost));
+      const reachable = await transport!.reachable();
       const mode = deps.transferMode ?? 'auto';
       if (mode === 'direct' && !reachable)
         throw new StalledError(
@@ -69,11 +77,6 @@ export const preflight: Step = async (ctx, deps) => {
           `${ctx.fromHost} cannot reach ${ctx.toHost}'s transfer address`,
         );
       transferMode = mode === 'relay' || !reachable ? 'relay' : 'direct';
-      if (transferMode === 'relay' && effective === 'live') {
-        // a live migration streams host to host: without a path between them, quick it is
-        effective = 'quick';
-        deps.logger?.warn('the hosts cannot reach each other: live migration is not possible, using quick');
-      }
       if (transferMode === 'relay')
         deps.logger?.warn(
           { from: ctx.fromHost, to: ctx.toHost },
@@ -81,6 +84,20 @@ export const preflight: Step = async (ctx, deps) => {
         );
     }
   }
+  const chosen = chooseStrategy({
+    vm: ctx.vm,
+    state: dom.state,
+    requested: ctx.strategy,
+    cross,
+    caps: {
+      liveStorageMove: src.capabilities.liveStorageMove,
+      liveMigration: src.capabilities.liveMigration && dst.capabilities.liveMigration,
+    },
+    direct: transferMode !== 'relay',
+  });
+  if ('finding' in chosen) throw stalled(chosen.finding);
+  const effective = chosen.strategy;
+  if (chosen.warning) deps.logger?.warn(chosen.warning);
 
   const disks: DiskMove[] = [];
   const vmDiskPaths = namingDiskPaths(dom.disks);
@@ -93,67 +110,58 @@ export const preflight: Step = async (ctx, deps) => {
         dom.disks.flatMap((x) => (x.path ? [x.path] : [])),
       )
     : new Map<string, Set<string>>();
+  const rounds = Array.from({ length: lastPossibleRound(ctx) }, (_, i) => i + 1);
   for (const m of ctx.moves) {
     const d = diskOf(dom, m.target);
-    if (!d) throw new StalledError('DiskNotFound', `${ctx.vm} has no disk ${m.target}`);
-    if (d.type !== 'file' || !d.path)
-      throw new StalledError('DiskNotFile', `${ctx.vm} disk ${m.target} is a ${d.type} disk, not a file`);
-    if (d.device !== 'disk')
-      throw new StalledError('DiskNotFile', `${ctx.vm} disk ${m.target} is a ${d.device}, not a disk`);
-    if (d.shareable && !m.stays)
-      throw new StalledError(
-        'DiskShareable',
-        `${ctx.vm} disk ${m.target} is shareable (other VMs may write to it); vmplace does not move shared disks`,
-      );
-    const others = [...(inUse.get(d.path) ?? [])].filter((n) => n !== ctx.vm);
-    if (others.length > 0 && !m.stays)
-      throw new StalledError(
-        'DiskUsedByOtherDomain',
-        `${d.path} (${ctx.vm} disk ${m.target}) is also used by ${others.sort().join(', ')} on ${ctx.fromHost}`,
-      );
-    if (d.hasBackingStore)
-      throw new StalledError(
-        'DiskHasBackingChain',
-        `${ctx.vm} disk ${m.target} already has a backing chain (an external snapshot?); merge it first`,
-      );
-    // opened only as the format libvirt declares; the first bytes only decide whether to go on
-    const declared = d.format ?? 'raw';
-    const verdict = judgeDiskFormat(declared, await src.probeFormat(d.path));
-    if (!verdict.ok)
-      throw new StalledError(verdict.reason, `${ctx.vm} disk ${m.target} (${d.path}): ${verdict.message}`);
-    if (verdict.warning) deps.logger?.warn({ disk: m.target, path: d.path, declared }, verdict.warning);
-    const info = await src.imageInfo(d.path, { forceShare: true, format: declared });
-    if (info.chainLength > 1 || info.backingFile)
-      throw new StalledError(
-        'DiskHasBackingChain',
-        `${d.path} has a backing file ${info.backingFile ?? ''}`.trim(),
-      );
-    // stays: the disk is on storage both hosts mount at the same path
-    if (m.stays) {
-      if (!isInside(d.path, m.toPath))
-        throw new StalledError('SharedPathMismatch', `${d.path} is not on the shared storage ${m.toPath}`);
-      continue;
-    }
-    // already on the target storage of this host (a resumed or repeated move): nothing to copy
-    if (!cross && isInside(d.path, m.toPath)) continue;
-    const dstPath = targetDiskPath(ctx.vm, m.target, d.path, m.toPath, vmDiskPaths);
+    const seen = d?.type === 'file' ? d.path : undefined;
+    const observed = {
+      vm: ctx.vm,
+      disk: d,
+      target: m.target,
+      toPath: m.toPath,
+      stays: m.stays === true,
+      cross,
+      fromHost: ctx.fromHost,
+      otherUsers: seen ? [...(inUse.get(seen) ?? [])].filter((n) => n !== ctx.vm) : [],
+      paths: src.paths,
+    };
+    const first = judgeDisk(observed);
+    if ('finding' in first) throw stalled(first.finding);
+    // opened only as the format the VM declares; the first bytes only decide whether to go on
+    const declared = d!.format ?? 'raw';
+    const format = judgeDiskFormat(declared, await src.probeFormat(seen!));
+    if (!format.ok)
+      throw new StalledError(format.reason, `${ctx.vm} disk ${m.target} (${seen}): ${format.message}`);
+    if (format.warning) deps.logger?.warn({ disk: m.target, path: seen, declared }, format.warning);
+    const info = await src.imageInfo(seen!, { forceShare: true, format: declared });
+    const verdict = judgeDisk({
+      ...observed,
+      ...(info.chainLength > 1 || info.backingFile ? { parent: info.backingFile ?? '' } : {}),
+    });
+    if ('finding' in verdict) throw stalled(verdict.finding);
+    if (verdict.action === 'stay') continue;
+    const srcPath = seen!;
+    const dstPath = targetDiskPath(ctx.vm, m.target, srcPath, m.toPath, vmDiskPaths);
     if (await dst.fileExists(dstPath))
       throw new StalledError(
         'TargetFileExists',
         `${dstPath} already exists on ${ctx.toHost}; vmplace never overwrites it`,
       );
+    // every layer this migration may create for the disk, named by each host's driver
+    const layer = (drv: HypervisorDriver, dir: string, round: number): string =>
+      drv.ownFile(dir, ctx.vm, ctx.id, { what: 'layer', disk: m.target, round });
+    const srcLayers = rounds.map((r) => layer(src, src.paths.dirname(srcPath), r));
+    const dstLayers = rounds.map((r) => layer(dst, m.toPath, r));
     disks.push({
       target: m.target,
       format: declared,
       fromStorage: m.fromStorage,
       toStorage: m.toStorage,
-      srcPath: d.path,
+      srcPath,
       dstPath,
-      srcOverlay: path.posix.join(
-        path.posix.dirname(d.path),
-        ownFileName(ctx.vm, ctx.id, `${m.target}.overlay`),
-      ),
-      dstOverlay: path.posix.join(m.toPath, ownFileName(ctx.vm, ctx.id, `${m.target}.overlay`)),
+      srcOverlay: srcLayers[0]!,
+      dstOverlay: dstLayers[0]!,
+      ...(rounds.length > 1 ? { srcLayers, dstLayers } : {}),
       virtualBytes: info.virtualBytes,
       allocatedBytes: info.allocatedBytes,
     });
@@ -161,33 +169,30 @@ export const preflight: Step = async (ctx, deps) => {
   if (disks.length === 0 && !cross)
     throw new StalledError('NothingToMove', `${ctx.vm}'s disks are already where they should be`);
 
-  const firstTo = ctx.moves[0]!.toPath;
-  const stateName = ownFileName(ctx.vm, ctx.id, 'state');
-  // One host: save onto the target storage. Hosts of one cluster: save onto its shared
-  // storage, where the target restores it (nothing to copy in the pause). Else save beside the
-  // first source disk and copy it over.
-  const shared = cross ? ctx.sharedStatePath : undefined;
-  const stateFile = effective === 'quick' ? path.posix.join(shared ?? firstTo, stateName) : undefined;
-  const srcStateFile =
-    stateFile && cross && !shared && disks.length > 0
-      ? path.posix.join(path.posix.dirname(disks[0]!.srcPath), stateName)
-      : stateFile;
+  const { stateFile, srcStateFile, copyState } = placeState({
+    strategy: effective,
+    cross,
+    firstTo: ctx.moves[0]!.toPath,
+    ...(disks.length > 0 ? { firstSourceDir: src.paths.dirname(disks[0]!.srcPath) } : {}),
+    ...(ctx.sharedStatePath ? { sharedStatePath: ctx.sharedStatePath } : {}),
+    stateOnSharedStorage: src.capabilities.stateOnSharedStorage && dst.capabilities.stateOnSharedStorage,
+    join: (dir) => src.ownFile(dir, ctx.vm, ctx.id, { what: 'state' }),
+  });
 
   // Space, by the one model the planner uses too (planner/space.ts), measured on the storage
   // locations (the VM's directory in one may not exist yet).
   const rootOf = new Map(ctx.moves.map((m) => [m.target, m.toPath]));
-  const copyState = Boolean(stateFile && cross && !shared && disks.length > 0);
   const needs = spaceNeeds({
     strategy: effective,
     disks: disks.map((d) => ({
-      from: path.posix.dirname(d.srcPath),
-      to: rootOf.get(d.target) ?? path.posix.dirname(d.dstPath),
+      from: src.paths.dirname(d.srcPath),
+      to: rootOf.get(d.target) ?? dst.paths.dirname(d.dstPath),
       virtualBytes: d.virtualBytes,
       allocatedBytes: d.allocatedBytes,
     })),
     memoryBytes: dom.memoryBytes,
-    ...(stateFile ? { stateAt: path.posix.dirname(stateFile) } : {}),
-    ...(copyState && srcStateFile ? { stateFirstAt: path.posix.dirname(srcStateFile) } : {}),
+    ...(stateFile ? { stateAt: dst.paths.dirname(stateFile) } : {}),
+    ...(copyState && srcStateFile ? { stateFirstAt: src.paths.dirname(srcStateFile) } : {}),
     marginBytes: ctx.targetMarginBytes,
     headroomRatio: ctx.sourceHeadroomRatio,
   });
@@ -229,16 +234,18 @@ export const preflight: Step = async (ctx, deps) => {
   };
 };
 
+/** Can this migration create a file in `dir`? (created exclusively and removed again: never someone else's file) */
 export async function probeWritable(
   drv: HypervisorDriver,
   dir: string,
   ctx: MigrationContext,
 ): Promise<void> {
-  const probe = path.posix.join(dir, ownFileName(ctx.vm, ctx.id, 'probe'));
+  const probe = drv.ownFile(dir, ctx.vm, ctx.id, { what: 'probe' });
+  let identity: string;
   try {
-    await drv.exec.run(['touch', '--', probe]);
+    identity = await drv.createExclusive(probe);
   } catch (err) {
     throw new StalledError('TargetNotWritable', `cannot write to ${dir} on ${ctx.toHost}`, { cause: err });
   }
-  await drv.removeFile(probe);
+  await drv.removeIfIdentity(probe, identity);
 }

@@ -1,4 +1,3 @@
-import * as path from 'node:path';
 import { StalledError } from '../../errors';
 import type { DomainInfo, HypervisorDriver } from '../../drivers/driver';
 import { PART_SUFFIX } from '../../transfer/copy-local';
@@ -64,7 +63,7 @@ export const rollBack: Step = async (ctx, deps) => {
   const saved = ctx.srcStateFile ?? ctx.stateFile;
   if (dom) {
     if (dom.state === 'shutoff' && saved && ctx.wasRunning && (await src.fileExists(saved))) {
-      // The state file's own XML names the source overlays, whose backing is the source base.
+      // The saved state's own definition names the source overlays, whose backing is the source base.
       log?.warn('restoring the VM on the source from its saved state');
       await src.restore(saved);
       dom = await mustGetDomain(src, ctx);
@@ -80,7 +79,7 @@ export const rollBack: Step = async (ctx, deps) => {
         const disk = diskOf(dom, d.target);
         const r = roundOnSource(ctx, d, disk?.path);
         // the whole chain of our overlays goes back into the source base
-        if (r !== undefined) await src.blockCommit(ctx.vm, d.target, { overlay: srcOverlayAt(ctx, d, r) });
+        if (r !== undefined) await src.mergeLayers(ctx.vm, d.target, { top: srcOverlayAt(ctx, d, r) });
         else if (
           !cross &&
           (disk?.path === d.dstPath ||
@@ -95,22 +94,22 @@ export const rollBack: Step = async (ctx, deps) => {
       }
     } else {
       // Shut off with overlays in its definition (e.g. it stopped after the snapshot): merge offline.
-      const paths = deps.diskPathsOf(await src.dumpXml(ctx.vm, { inactive: true }));
+      const paths = src.diskPathsOf(await src.definition(ctx.vm, { inactive: true }));
       for (const d of ctx.disks) {
         if (roundOnSource(ctx, d, paths[d.target]) === undefined) continue;
         // top down: each overlay into the layer below it, the last into the base
         for (let r = lastPossibleRound(ctx); r >= 1; r--) {
           const ov = srcOverlayAt(ctx, d, r);
-          if (await src.fileExists(ov)) await src.commitOffline(ov);
+          if (await src.fileExists(ov)) await src.mergeLayerOffline(ov);
         }
       }
     }
     if (ctx.disks.length) {
-      const inactive = await src.dumpXml(ctx.vm, { inactive: true });
-      const paths = deps.diskPathsOf(inactive);
+      const inactive = await src.definition(ctx.vm, { inactive: true });
+      const paths = src.diskPathsOf(inactive);
       if (ctx.disks.some((d) => paths[d.target] !== d.srcPath)) {
         await src.define(
-          deps.rewriteDiskPaths(inactive, Object.fromEntries(ctx.disks.map((d) => [d.target, d.srcPath]))),
+          src.withDiskPaths(inactive, Object.fromEntries(ctx.disks.map((d) => [d.target, d.srcPath]))),
         );
       }
     }
@@ -180,8 +179,8 @@ export const rollBack: Step = async (ctx, deps) => {
   if (ctx.srcStateFile && (ctx.copyState || ctx.srcStateFile !== ctx.stateFile))
     await remove(src, ctx.srcStateFile);
   // the VM's directory on the target storage, when nothing is left in it
-  for (const dir of new Set(ctx.disks.map((d) => path.posix.dirname(d.dstPath))))
-    if (path.posix.basename(dir) === ctx.vm) await dst.removeDirIfEmpty(dir).catch(() => undefined);
+  for (const dir of new Set(ctx.disks.map((d) => dst.paths.dirname(d.dstPath))))
+    if (dst.paths.basename(dir) === ctx.vm) await dst.removeDirIfEmpty(dir).catch(() => undefined);
   if (leftovers.length && ctx.lastError) {
     return {
       lastError: {
