@@ -1,0 +1,331 @@
+/**
+ * Lifecycle: save and restore (and a save an interrupted run left running), definitions
+ * (`dumpxml`, `define`, `undefine`), start, resume, destroy, autostart, aborting jobs, and
+ * live migration to another libvirt host. Functions of the libvirt driver (see `driver.ts`),
+ * each taking the host's {@link LibvirtContext}.
+ */
+import { posix } from 'node:path';
+
+import { CommandError, StalledError, VmplaceError } from '../../errors';
+import type { CopyClaim } from '../../transfer/copy-local';
+import type { DomainState, HypervisorDriver } from '../driver';
+import { blockJob } from './chain';
+import type { LibvirtContext } from './context';
+import { domainState, domState, fileExists, liveDisks, listDomains } from './observe';
+import { parseDomInfo, parseDomJobInfo } from './parsers';
+import { parseDomainXml, rewriteDiskPaths } from './xml';
+
+const ACTIVE: readonly DomainState[] = ['running', 'paused', 'pmsuspended'];
+
+/**
+ * Wait while libvirt runs a save job of `domain` (`domjobinfo`: an active job whose operation
+ * is `Save`). A save is a job of libvirtd: when the `virsh save` that asked for it dies (the
+ * daemon or `vmplace apply` killed with its process group), libvirtd still finishes it and
+ * the domain ends shut off (saved); measured on libvirt 9.0, see the lab test
+ * restart-during-save. Resolves true when there was such a job (it has ended by then).
+ */
+export async function waitForSaveJob(ctx: LibvirtContext, domain: string): Promise<boolean> {
+  let waited = false;
+  for (;;) {
+    const r = await ctx.virsh(['domjobinfo', '--domain', domain], { allowExitCodes: [1] });
+    // exit 1: the domain is not active (or gone): no job
+    const job = r.exitCode === 0 ? parseDomJobInfo(r.stdout) : undefined;
+    if (!job?.active || (job.operation !== undefined && job.operation !== 'Save')) return waited;
+    if (!waited) ctx.log?.info({ domain }, 'a save of an interrupted run is still running: waiting for it');
+    waited = true;
+    await new Promise((res) => setTimeout(res, ctx.pollMs));
+  }
+}
+
+/**
+ * True when `stateFile` holds a complete saved state of `domain`: it exists and
+ * `save-image-dumpxml` reads it (libvirt writes the header magic `LibvirtQemudPart` while it
+ * saves and `LibvirtQemudSave` only once the save is complete, and refuses to read an
+ * unfinished image) and names the domain.
+ */
+export async function holdsSavedState(
+  ctx: LibvirtContext,
+  stateFile: string,
+  domain: string,
+): Promise<boolean> {
+  await ctx.guard(stateFile);
+  if (!(await fileExists(ctx, stateFile))) return false;
+  try {
+    return parseDomainXml(await savedStateXml(ctx, stateFile)).name === domain;
+  } catch (err) {
+    if (err instanceof CommandError) return false;
+    throw err;
+  }
+}
+
+/**
+ * `virsh save` with neither `--running` nor `--paused`: restore brings the domain back in the
+ * state it had (a running VM resumes running; one the user had paused stays paused).
+ * Idempotent: when the domain is no longer active and `stateFile` holds a complete save of
+ * it (libvirt marks incomplete saves, so `save-image-dumpxml` refuses them), it returns. A
+ * save job still running from an interrupted run is waited for first (unless `knownActive`).
+ */
+export async function save(
+  ctx: LibvirtContext,
+  domain: string,
+  stateFile: string,
+  opts: { knownActive?: boolean },
+): Promise<void> {
+  await ctx.guard(stateFile);
+  let state = opts.knownActive ? 'running' : await domState(ctx, domain);
+  // a save of an interrupted run that libvirt still finishes: wait for it, then look again
+  if (
+    !opts.knownActive &&
+    state !== undefined &&
+    ACTIVE.includes(state) &&
+    (await waitForSaveJob(ctx, domain))
+  )
+    state = await domState(ctx, domain);
+  if (state !== undefined && ACTIVE.includes(state)) {
+    await ctx.virsh(['save', '--domain', domain, '--file', stateFile], { timeoutMs: null });
+    return;
+  }
+  if (await holdsSavedState(ctx, stateFile, domain)) return;
+  throw new StalledError(
+    'DomainNotRunning',
+    `domain ${domain} is ${state ?? 'not defined'} and ${stateFile} holds no save of it`,
+  );
+}
+
+/**
+ * The domain XML inside a saved state, WITH security info (e.g. VNC passwords) so that a
+ * restore with rewritten XML keeps them: do not log or store this XML.
+ */
+export async function savedStateXml(ctx: LibvirtContext, stateFile: string): Promise<string> {
+  return (await ctx.virsh(['save-image-dumpxml', '--file', stateFile, '--security-info'])).stdout;
+}
+
+/**
+ * `virsh restore STATE [--xml FILE]` (FILE: a private local temp file). Idempotent: returns when the domain named in the
+ * XML is already active.
+ */
+export async function restore(
+  ctx: LibvirtContext,
+  stateFile: string,
+  xml: string | undefined,
+  opts: { knownInactive?: boolean },
+): Promise<void> {
+  const name = parseDomainXml(xml ?? (await savedStateXml(ctx, stateFile))).name;
+  const state = opts.knownInactive ? undefined : await domState(ctx, name);
+  if (state !== undefined && ACTIVE.includes(state)) return;
+  if (xml === undefined) await ctx.virsh(['restore', '--file', stateFile], { timeoutMs: null });
+  else
+    await ctx.virshWithXmlFile(['restore', '--file', stateFile, '--xml', '{XML}'], xml, {
+      timeoutMs: null,
+    });
+}
+
+/**
+ * `dumpxml --security-info [--inactive]`: complete enough to `define` again without losing
+ * passwords. Contains secrets: do not log or store it.
+ */
+export async function dumpXml(
+  ctx: LibvirtContext,
+  domain: string,
+  opts: { inactive?: boolean },
+): Promise<string> {
+  return (
+    await ctx.virsh([
+      'dumpxml',
+      '--domain',
+      domain,
+      '--security-info',
+      ...(opts.inactive ? ['--inactive'] : []),
+    ])
+  ).stdout;
+}
+
+/** `define --file FILE` (a private local temp file): defining the same XML again changes nothing. */
+export async function define(ctx: LibvirtContext, xml: string): Promise<void> {
+  await ctx.virshWithXmlFile(['define', '--file', '{XML}'], xml);
+}
+
+/**
+ * `undefine --keep-nvram --keep-tpm`: UEFI variables and an emulated TPM's state are data
+ * (keys, sealed secrets, boot entries) and are never removed implicitly. A virsh without
+ * `--keep-tpm` (before libvirt 8.9, whose undefine removes an emulated TPM's state) undefines
+ * only a domain without a TPM, and stops with `TpmStateAtRisk` otherwise. A domain that
+ * is not defined is fine. An active persistent domain becomes transient (it keeps running).
+ */
+export async function undefine(ctx: LibvirtContext, domain: string): Promise<void> {
+  if (!(await listDomains(ctx)).includes(domain)) return;
+  const info = parseDomInfo((await ctx.virsh(['dominfo', '--domain', domain])).stdout);
+  if (!info.persistent) return;
+  const keepTpm = await virshKeepsTpm(ctx);
+  if (!keepTpm && parseDomainXml(await dumpXml(ctx, domain, { inactive: true })).tpms.length > 0)
+    throw new StalledError(
+      'TpmStateAtRisk',
+      `domain ${domain} has a TPM and this virsh has no undefine --keep-tpm: undefining it would delete the TPM's state`,
+    );
+  await ctx.virsh(['undefine', '--domain', domain, '--keep-nvram', ...(keepTpm ? ['--keep-tpm'] : [])]);
+}
+
+/** Does this virsh know `undefine --keep-tpm`? (`virsh help undefine`, asked once per context) */
+function virshKeepsTpm(ctx: LibvirtContext): Promise<boolean> {
+  ctx.keepTpm ??= ctx.virsh(['help', 'undefine']).then(
+    (r) => /(^|\s)--keep-tpm(\s|$)/m.test(r.stdout),
+    (err: unknown) => {
+      ctx.keepTpm = undefined;
+      throw err;
+    },
+  );
+  return ctx.keepTpm;
+}
+
+export async function start(ctx: LibvirtContext, domain: string): Promise<void> {
+  const state = await domState(ctx, domain);
+  if (state === undefined) throw new StalledError('DomainNotFound', `domain ${domain} is not defined`);
+  if (ACTIVE.includes(state)) return;
+  await ctx.virsh(['start', '--domain', domain]);
+}
+
+export async function resume(ctx: LibvirtContext, domain: string): Promise<void> {
+  const state = await domState(ctx, domain);
+  if (state === undefined) throw new StalledError('DomainNotFound', `domain ${domain} is not defined`);
+  if (state !== 'paused') return;
+  await ctx.virsh(['resume', '--domain', domain]);
+}
+
+export async function destroy(ctx: LibvirtContext, domain: string): Promise<void> {
+  const state = await domState(ctx, domain);
+  if (state === undefined || !ACTIVE.includes(state)) return;
+  await ctx.virsh(['destroy', '--domain', domain]);
+}
+
+export async function setAutostart(ctx: LibvirtContext, domain: string, on: boolean): Promise<void> {
+  await ctx.virsh(['autostart', '--domain', domain, ...(on ? [] : ['--disable'])]);
+}
+
+/** `blockjob --abort` on every disk with a job, and `domjobabort` (no job: nothing to do). */
+export async function abortJobs(ctx: LibvirtContext, domain: string): Promise<void> {
+  // jobs exist only on an active domain (a saved or shut-off one has none)
+  const state = await domainState(ctx, domain);
+  if (state === undefined || !ACTIVE.includes(state)) return;
+  for (const d of await liveDisks(ctx, domain)) {
+    if (!d.target || !(await blockJob(ctx, domain, d.target))) continue;
+    await ctx.virsh(['blockjob', '--domain', domain, '--path', d.target, '--abort'], {
+      allowExitCodes: [1],
+      timeoutMs: null,
+    });
+  }
+  await ctx.virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] });
+}
+
+/**
+ * `virsh migrate --live --persistent --undefinesource --copy-storage-all` to `target` (a
+ * libvirt host: `tctx` is its context). The target's images are created first, exclusively
+ * and recorded through `claimFor` (or found again as ours on a re-run); the domain XML is
+ * rewritten to name them. Idempotent: a domain already running on the target is success.
+ */
+export async function migrateLive(
+  ctx: LibvirtContext,
+  domain: string,
+  target: HypervisorDriver,
+  tctx: LibvirtContext,
+  opts: {
+    disks: { target: string; path: string; format: string; virtualBytes: number }[];
+    address: string;
+    bandwidthMiBps?: number;
+    maxDowntimeMs?: number;
+    claimFor?: (path: string) => CopyClaim;
+    signal?: AbortSignal;
+  },
+): Promise<{ downtimeMs?: number }> {
+  const there = await target.getDomain(domain);
+  if (there?.state === 'running') return { downtimeMs: await incomingDowntime(tctx, domain) };
+  // Target images: created by this migration under names nothing had (identity recorded
+  // before QEMU writes a byte), or found again as ours on a re-run; never someone's file.
+  for (const d of opts.disks) {
+    await target.guardPath(d.path);
+    await target.makeDir(posix.dirname(d.path));
+    const claim = opts.claimFor?.(d.path);
+    const id = await target.fileIdentity(d.path);
+    if (id !== undefined) {
+      if (!claim || !(await claim.owns(id)))
+        throw new StalledError(
+          'FileExists',
+          `${d.path} exists on ${target.hostName} and was not created by this migration; not writing into it`,
+        );
+    } else {
+      await claim?.intend?.();
+      const made = await target.createExclusive(d.path);
+      await claim?.record(made);
+    }
+    await tctx.run(
+      tctx.exec,
+      ['qemu-img', 'create', '-q', '-f', d.format, '--', d.path, String(d.virtualBytes)],
+      {
+        timeoutMs: ctx.quickMs,
+      },
+    );
+  }
+  const live = (await ctx.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info'])).stdout;
+  const xml = rewriteDiskPaths(live, Object.fromEntries(opts.disks.map((d) => [d.target, d.path])));
+  if (opts.maxDowntimeMs !== undefined) {
+    // QEMU switches over once it predicts the rest fits this (its default: 300 ms); settable
+    // before the migration starts since libvirt 1.2.9
+    await ctx.virsh([
+      'migrate-setmaxdowntime',
+      '--domain',
+      domain,
+      '--downtime',
+      String(Math.max(1, Math.round(opts.maxDowntimeMs))),
+    ]);
+  }
+  const job = new AbortController();
+  const onAbort = (): void => {
+    // libvirt keeps the job when the virsh client dies: abort it there, then stop waiting;
+    // detached (an abort listener cannot wait): a failed abort is dropped, the wait stops anyway
+    void ctx
+      .virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] })
+      .catch(() => undefined)
+      .finally(() => job.abort());
+  };
+  if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `live migration of ${domain} cancelled`);
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const migrating = ctx.virshWithXmlFile(
+    [
+      'migrate',
+      '--live',
+      '--persistent',
+      '--undefinesource',
+      '--copy-storage-all',
+      '--domain',
+      domain,
+      '--desturi',
+      tctx.uri,
+      '--migrateuri',
+      `tcp://${opts.address}`,
+      '--xml',
+      '{XML}',
+      ...(opts.bandwidthMiBps ? ['--bandwidth', String(Math.max(1, Math.floor(opts.bandwidthMiBps)))] : []),
+    ],
+    xml,
+    { timeoutMs: null, signal: job.signal },
+  );
+  try {
+    await migrating;
+  } catch (err) {
+    if (!opts.signal?.aborted) throw err;
+    // cancelled: a migration that completed before the abort landed runs on the target
+    if ((await target.domainState(domain)) === 'running')
+      return { downtimeMs: await incomingDowntime(tctx, domain) };
+    throw new VmplaceError('Cancelled', `live migration of ${domain} cancelled`, { cause: err });
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+  return { downtimeMs: await incomingDowntime(tctx, domain) };
+}
+
+/** `Total downtime` of the last completed incoming migration, as QEMU measured it. */
+async function incomingDowntime(ctx: LibvirtContext, domain: string): Promise<number | undefined> {
+  const r = await ctx.virsh(['domjobinfo', '--domain', domain, '--completed'], { allowExitCodes: [1] });
+  const line = r.stdout.split('\n').find((l) => l.trim().startsWith('Total downtime:'));
+  const n = line ? Number(line.split(':')[1]?.trim().split(/\s+/)[0]) : NaN;
+  return Number.isFinite(n) ? n : undefined;
+}
