@@ -102,9 +102,7 @@ export interface PathSemantics {
 
 /** What a file a migration creates is for (see `ownFile`). */
 export type OwnFileKind =
-  | { what: 'layer'; disk: string; round: number }
-  | { what: 'state' }
-  | { what: 'probe' };
+  { what: 'layer'; disk: string; round: number } | { what: 'state' } | { what: 'probe' };
 
 export interface ImageInfo {
   path: string;
@@ -316,9 +314,6 @@ export const POSIX_PATHS: PathSemantics = {
 
 /** vmplace's names for its own files: `<vm>.<what>.vmplace-<migration id>` (see ownFile). */
 export function ownFileBaseName(vm: string, migration: string, kind: OwnFileKind): string {
-  const what =
-    kind.what === 'layer'
-      ? `${kind.disk}.overlay${kind.round <= 1 ? '' : kind.round}`
-      : kind.what;
+  const what = kind.what === 'layer' ? `${kind.disk}.overlay${kind.round <= 1 ? '' : kind.round}` : kind.what;
   return `${vm}.${what}.vmplace-${migration}`;
 }

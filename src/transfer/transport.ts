@@ -31,7 +31,11 @@ export interface Transport {
   /** can the source host reach the target host directly? (always true on one host) */
   reachable(): Promise<boolean>;
   /** copy `src` (on the source host) to `dst` (on the target host), verified; resumable where it can */
-  copy(src: string, dst: string, opts?: TransportCopyOptions): Promise<{ mode: 'local' | 'direct' | 'relay' }>;
+  copy(
+    src: string,
+    dst: string,
+    opts?: TransportCopyOptions,
+  ): Promise<{ mode: 'local' | 'direct' | 'relay' }>;
 }
 
 /** One POSIX host: a sparse local copy, verified, renamed into place. */
@@ -86,7 +90,9 @@ export function rsyncSshTransport(
  * address (or its ssh host), with the user and port of its ssh spec; the source host's own ssh
  * identity is used. Undefined when the host declares neither address.
  */
-export function transferSshOf(spec: { transferAddress?: string; ssh?: SshSpec } | undefined): SshSpec | undefined {
+export function transferSshOf(
+  spec: { transferAddress?: string; ssh?: SshSpec } | undefined,
+): SshSpec | undefined {
   const address = spec?.transferAddress ?? spec?.ssh?.host;
   if (!address) return undefined;
   return {

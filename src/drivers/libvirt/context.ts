@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 
 import { VmplaceError } from '../../errors';
-import type { HostExec } from '../driver';
+import type { HostExec } from '../../exec/types';
 import { assertInside } from '../paths';
 
 /** How long a path that passed the host-side guard stays trusted (see `guard`). */

@@ -29,17 +29,23 @@
 import type { Logger } from 'pino';
 
 import { StalledError } from '../../errors';
-import type { HostSpec, SshSpec } from '../../types';
+import type { HostSpec } from '../../types';
 import type { CopyClaim } from '../../transfer/copy-local';
-import type {
-  CpuInfo,
-  DomainInfo,
-  DomainState,
-  FsInfo,
-  HostExec,
-  HypervisorDriver,
-  ImageInfo,
-  ProgressFn,
+import { posix } from 'node:path';
+import type { HostExec } from '../../exec/types';
+import {
+  type CpuInfo,
+  type DomainInfo,
+  type DomainState,
+  type DriverCapabilities,
+  type FsInfo,
+  type HypervisorDriver,
+  type ImageInfo,
+  type OwnFileKind,
+  ownFileBaseName,
+  type PathSemantics,
+  POSIX_PATHS,
+  type VmDefinition,
 } from '../driver';
 import { LocalExec, SshExec, libvirtUriWithSsh } from '../../exec/exec';
 import { assertInside } from '../paths';
@@ -48,7 +54,7 @@ import { LibvirtContext, type RunResult } from './context';
 import * as files from './files';
 import * as lifecycle from './lifecycle';
 import * as observe from './observe';
-import type { ParsedDisk } from './xml';
+import { type ParsedDisk, parseDomainXml, rewriteDiskPaths } from './xml';
 
 export { escapeDiskspecValue } from './chain';
 
@@ -72,8 +78,29 @@ export interface LibvirtDriverOptions {
 /** The disk of a domain, as `getDomain` returns it (the contract's `DomainDisk` plus details). */
 export type LibvirtDisk = ParsedDisk;
 
+/** A libvirt definition: domain XML (plain `dumpxml`, no secrets), as an opaque contract value. */
+export function libvirtDefinition(xml: string): VmDefinition {
+  return { driver: 'libvirt', data: xml };
+}
+
+/** The domain XML of a definition; a definition of another family is refused. */
+export function domainXmlOf(def: VmDefinition): string {
+  if (def.driver !== 'libvirt')
+    throw new StalledError('DriverMismatch', `a ${def.driver} definition cannot be used by libvirt`);
+  return def.data;
+}
+
+export const LIBVIRT_CAPABILITIES: DriverCapabilities = Object.freeze({
+  family: 'libvirt',
+  liveStorageMove: true, // blockcopy --pivot
+  liveMigration: true, // migrate --live --copy-storage-all
+  stateOnSharedStorage: true, // a save file on NFS/shared storage restores on another host
+});
+
 export class LibvirtDriver implements HypervisorDriver {
   readonly hostName: string;
+  readonly capabilities: DriverCapabilities = LIBVIRT_CAPABILITIES;
+  readonly paths: PathSemantics = POSIX_PATHS;
   readonly exec: HostExec;
   readonly virshExec: HostExec;
   /** the URI virsh is given (may contain paths of keys, never secrets) */
@@ -115,6 +142,72 @@ export class LibvirtDriver implements HypervisorDriver {
     return this.ctx.virsh(args, opts);
   }
 
+  // ---------------------------------------------------------------- the contract's own words
+
+  ownFile(dir: string, vm: string, migration: string, kind: OwnFileKind): string {
+    return posix.join(dir, ownFileBaseName(vm, migration, kind));
+  }
+
+  diskPathsOf(def: VmDefinition): Record<string, string | undefined> {
+    return Object.fromEntries(parseDomainXml(domainXmlOf(def)).disks.map((d) => [d.target, d.path]));
+  }
+
+  withDiskPaths(def: VmDefinition, paths: Record<string, string>): VmDefinition {
+    return libvirtDefinition(rewriteDiskPaths(domainXmlOf(def), paths));
+  }
+
+  canRun(def: VmDefinition): Promise<{ compatible: boolean; message: string }> {
+    const xml = domainXmlOf(def);
+    return this.compareCpu(xml, parseDomainXml(xml).domainType ?? 'kvm');
+  }
+
+  /** External qcow2 overlays (snapshotDisks); returns each layer with the image below it. */
+  async freezeDisks(
+    vm: string,
+    layers: { target: string; layer: string }[],
+  ): Promise<{ target: string; layer: string; below: string }[]> {
+    await this.snapshotDisks(
+      vm,
+      layers.map((l) => ({ target: l.target, path: l.layer })),
+    );
+    const disks = parseDomainXml(await this.dumpXml(vm)).disks;
+    return layers.map((l) => ({
+      ...l,
+      below: disks.find((d) => d.target === l.target)?.backingPaths[0] ?? '',
+    }));
+  }
+
+  mergeLayers(vm: string, target: string, opts: { top?: string } = {}): Promise<void> {
+    return this.blockCommit(vm, target, opts.top !== undefined ? { overlay: opts.top } : {});
+  }
+
+  mergeLayerOffline(layer: string): Promise<void> {
+    return this.commitOffline(layer);
+  }
+
+  /** qemu-img rebase -u; a parent without a format is one of our qcow2 overlays. */
+  relinkLayer(layer: string, parent: string, parentFormat?: string): Promise<void> {
+    return this.rebaseUnsafe(layer, parent, parentFormat ?? 'qcow2');
+  }
+
+  async savedDefinition(stateFile: string): Promise<VmDefinition> {
+    return libvirtDefinition(await this.savedStateXml(stateFile));
+  }
+
+  async definition(vm: string, opts: { inactive?: boolean } = {}): Promise<VmDefinition> {
+    return libvirtDefinition(await this.dumpXml(vm, opts));
+  }
+
+  moveDiskLive(
+    vm: string,
+    target: string,
+    destPath: string,
+    format: string,
+    opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number } = {},
+  ): Promise<void> {
+    return this.blockCopy(vm, target, destPath, format, opts);
+  }
+
   // ---------------------------------------------------------------- observation (observe.ts)
 
   domainState(name: string): Promise<DomainState | undefined> {
@@ -129,8 +222,9 @@ export class LibvirtDriver implements HypervisorDriver {
     return observe.getDomain(this.ctx, name);
   }
 
-  imageInfo(path: string, opts: { format: string; forceShare?: boolean }): Promise<ImageInfo> {
-    return observe.imageInfo(this.ctx, path, opts);
+  /** Without a format: one of our qcow2 overlays. */
+  imageInfo(path: string, opts: { format?: string; forceShare?: boolean } = {}): Promise<ImageInfo> {
+    return observe.imageInfo(this.ctx, path, { ...opts, format: opts.format ?? 'qcow2' });
   }
 
   probeFormat(path: string): Promise<string | undefined> {
@@ -216,7 +310,12 @@ export class LibvirtDriver implements HypervisorDriver {
     return lifecycle.savedStateXml(this.ctx, stateFile);
   }
 
-  restore(stateFile: string, xml?: string, opts: { knownInactive?: boolean } = {}): Promise<void> {
+  restore(
+    stateFile: string,
+    def?: VmDefinition | string,
+    opts: { knownInactive?: boolean } = {},
+  ): Promise<void> {
+    const xml = typeof def === 'string' ? def : def ? domainXmlOf(def) : undefined;
     return lifecycle.restore(this.ctx, stateFile, xml, opts);
   }
 
@@ -224,8 +323,8 @@ export class LibvirtDriver implements HypervisorDriver {
     return lifecycle.dumpXml(this.ctx, domain, opts);
   }
 
-  define(xml: string): Promise<void> {
-    return lifecycle.define(this.ctx, xml);
+  define(def: VmDefinition | string): Promise<void> {
+    return lifecycle.define(this.ctx, typeof def === 'string' ? def : domainXmlOf(def));
   }
 
   undefine(domain: string): Promise<void> {
@@ -271,32 +370,6 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   // ---------------------------------------------------------------- files and ownership (files.ts)
-
-  copyFile(
-    src: string,
-    dst: string,
-    onProgress?: ProgressFn,
-    opts: { bwlimitKiBps?: number; claim?: CopyClaim; signal?: AbortSignal } = {},
-  ): Promise<void> {
-    return files.copyFile(this.ctx, src, dst, onProgress, opts);
-  }
-
-  copyToHost(
-    target: HypervisorDriver,
-    src: string,
-    dst: string,
-    opts: {
-      onProgress?: ProgressFn;
-      bwlimitKiBps?: number;
-      targetSsh: SshSpec;
-      mode?: 'direct' | 'relay' | 'auto';
-      relayBelowBytes?: number;
-      claim?: CopyClaim;
-      signal?: AbortSignal;
-    },
-  ): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }> {
-    return files.copyToHost(this.ctx, target, src, dst, opts);
-  }
 
   guardPath(path: string): Promise<void> {
     return files.guardPath(this.ctx, path);

@@ -1,66 +1,15 @@
 /**
- * Files and ownership: copies (on the host and to another host), checksums, removal and
+ * Files and ownership (copies are the transports', see transfer/transport.ts): checksums, removal and
  * directories, all inside the declared storage (every written or deleted path passes the
  * context's `guard`), and the `dev:ino` identities that prove a file is vmplace's own.
  * Functions of the libvirt driver (see `driver.ts`), each taking the host's {@link LibvirtContext}.
  */
-import type { SshSpec } from '../../types';
-import { copyBetweenHosts } from '../../transfer/between-hosts';
 import {
-  type CopyClaim,
-  copyLocal,
   createExclusive as createExclusiveOn,
   fileIdentity as fileIdentityOn,
   sha256,
 } from '../../transfer/copy-local';
-import type { HypervisorDriver, ProgressFn } from '../driver';
 import type { LibvirtContext } from './context';
-
-/** `copyLocal` (sparse cp to DST.vmplace-part, sync, sha256 both, rename); see transfer/. */
-export async function copyFile(
-  ctx: LibvirtContext,
-  src: string,
-  dst: string,
-  onProgress: ProgressFn | undefined,
-  opts: { bwlimitKiBps?: number; claim?: CopyClaim; signal?: AbortSignal },
-): Promise<void> {
-  await ctx.guard(dst);
-  await copyLocal(ctx.exec, src, dst, {
-    ...(opts.claim ? { claim: opts.claim } : {}),
-    ...(opts.signal ? { signal: opts.signal } : {}),
-    ...(onProgress ? { onProgress } : {}),
-    ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
-  });
-}
-
-/** `copyBetweenHosts` from this host to `target`, with the target's path guard (see transfer/). */
-export async function copyToHost(
-  ctx: LibvirtContext,
-  target: HypervisorDriver,
-  src: string,
-  dst: string,
-  opts: {
-    onProgress?: ProgressFn;
-    bwlimitKiBps?: number;
-    targetSsh: SshSpec;
-    mode?: 'direct' | 'relay' | 'auto';
-    relayBelowBytes?: number;
-    claim?: CopyClaim;
-    signal?: AbortSignal;
-  },
-): Promise<{ mode: 'direct' | 'relay'; bytesSent: number }> {
-  const r = await copyBetweenHosts(ctx.exec, target.exec, src, dst, {
-    ...(opts.claim ? { claim: opts.claim } : {}),
-    ...(opts.signal ? { signal: opts.signal } : {}),
-    guard: () => target.guardPath(dst),
-    targetSsh: opts.targetSsh,
-    mode: opts.mode ?? 'auto',
-    ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
-    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-    ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
-  });
-  return { mode: r.mode, bytesSent: r.bytesSent };
-}
 
 export async function guardPath(ctx: LibvirtContext, path: string): Promise<void> {
   await ctx.guard(path);

@@ -86,7 +86,7 @@ export async function getDomain(ctx: LibvirtContext, name: string): Promise<Doma
     ...(dom.nvram !== undefined ? { nvram: dom.nvram } : {}),
     ...(dom.uefi ? { uefi: true } : {}),
     ...(dom.tpms.length ? { tpms: dom.tpms } : {}),
-    xml,
+    definition: { driver: 'libvirt', data: xml },
   };
 }
 

@@ -52,7 +52,8 @@ export const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 /** How the source host reaches `host` for copies: its transfer address, with the source host's own ssh identity. */
 export function transferSsh(deps: StepDeps, host: string): SshSpec {
   const ssh = transferSshOf(deps.hostSpecFor?.(host));
-  if (!ssh) throw new StalledError('NoTransferAddress', `host ${host} has neither transferAddress nor ssh.host`);
+  if (!ssh)
+    throw new StalledError('NoTransferAddress', `host ${host} has neither transferAddress nor ssh.host`);
   return ssh;
 }
 

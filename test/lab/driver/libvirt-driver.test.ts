@@ -9,6 +9,7 @@ import { join } from 'node:path';
 
 import { LibvirtDriver } from '../../../src/drivers/libvirt/driver';
 import { parseDomainXml, rewriteDiskPaths } from '../../../src/drivers/libvirt/xml';
+import { localTransport } from '../../../src/transfer/transport';
 import { ensureLab } from '../support/lab';
 import { labDescribe } from './skip';
 
@@ -23,6 +24,8 @@ labDescribe()('LibvirtDriver on the local lab', () => {
   let dst: string;
   let state: string;
   let drv: LibvirtDriver;
+  /** the transport the factory gives a pair on one libvirt host */
+  const local = () => localTransport(drv.exec, (p) => drv.guardPath(p));
   const timings: Record<string, number> = {};
 
   const domainXml = (): string => `<domain type='qemu'>
@@ -136,9 +139,11 @@ labDescribe()('LibvirtDriver on the local lab', () => {
     for (const f of ['a.qcow2', 'b.qcow2']) {
       const events: number[] = [];
       const t0 = Date.now();
-      await drv.copyFile(join(src, f), join(dst, f), (done, total) => {
-        expect(done).toBeLessThanOrEqual(total);
-        events.push(done);
+      await local().copy(join(src, f), join(dst, f), {
+        onProgress: (done, total) => {
+          expect(done).toBeLessThanOrEqual(total);
+          events.push(done);
+        },
       });
       timings[`copy-${f}`] = Date.now() - t0;
       expect(events.length).toBeGreaterThanOrEqual(2);
@@ -157,7 +162,7 @@ labDescribe()('LibvirtDriver on the local lab', () => {
     expect((await drv.getDomain(name))!.state).toBe('shutoff');
     await drv.save(name, stateFile); // again: the complete save is recognised
 
-    for (const f of ['a.ovl', 'b.ovl']) await drv.copyFile(join(src, f), join(dst, f));
+    for (const f of ['a.ovl', 'b.ovl']) await local().copy(join(src, f), join(dst, f));
     await drv.rebaseUnsafe(join(dst, 'a.ovl'), join(dst, 'a.qcow2'), 'qcow2');
     await drv.rebaseUnsafe(join(dst, 'b.ovl'), join(dst, 'b.qcow2'), 'qcow2');
     expect((await drv.imageInfo(join(dst, 'a.ovl'), { format: 'qcow2' })).backingFile).toBe(
@@ -177,7 +182,7 @@ labDescribe()('LibvirtDriver on the local lab', () => {
     const d = await drv.getDomain(name);
     expect(d!.state).toBe('running');
     expect(d!.disks[0]).toMatchObject({ path: join(dst, 'a.ovl'), hasBackingStore: true });
-    expect(parseDomainXml(d!.xml).disks[0]!.backingPaths).toEqual([join(dst, 'a.qcow2')]);
+    expect(parseDomainXml(d!.definition.data).disks[0]!.backingPaths).toEqual([join(dst, 'a.qcow2')]);
   });
 
   it('merges the overlays with blockcommit, idempotently', async () => {

@@ -347,9 +347,15 @@ describe('cancel and shutdown checkpoints', () => {
     const handle = startMigration({ input }, { actors: first.actors, store });
     await atCopy;
     handle.cancel('desired placement changed');
-    await new Promise((r) => setTimeout(r, 20));
+    // the snapshot is persisted after the transition (fsync'd): on a busy machine that takes a
+    // while, so wait for the store to show Cancelling rather than a fixed time
+    let records: Awaited<ReturnType<MigrationStore['listActive']>>['records'] = [];
+    for (let i = 0; i < 500; i++) {
+      ({ records } = await store.listActive());
+      if ((records[0]?.snapshot as { value?: unknown } | undefined)?.value === 'Cancelling') break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
     expect(handle.step()).toBe('Cancelling');
-    const { records } = await store.listActive();
     const snapshot = JSON.parse(JSON.stringify(records[0]!.snapshot)) as unknown;
     const second = standIns();
     const res = await runMigration({ snapshot }, { actors: second.actors, store: new MigrationStore(dir) });

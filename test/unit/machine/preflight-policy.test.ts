@@ -166,7 +166,7 @@ describe('judgeDisk', () => {
     ['a sibling directory is not inside', { disk: file({ path: '/bb/v/disk.qcow2' }) }, 'copy'],
   ];
   test.each(rows)('%s', (_n, over, want) => {
-    const got = judgeDisk({ ...base, disk: file(), ...over } as Parameters<typeof judgeDisk>[0]);
+    const got = judgeDisk({ ...base, disk: file(), ...over });
     expect('finding' in got ? got.finding.reason : got.action).toBe(want);
   });
 });

@@ -63,7 +63,7 @@ function standInDriver(opts: { stateUsable: boolean; saveJob?: boolean }) {
     memoryBytes: 1 << 20,
     vcpus: 1,
     disks: [],
-    xml: '<domain/>',
+    definition: { driver: 'libvirt', data: '<domain/>' },
   });
   const change =
     (name: string) =>
@@ -85,7 +85,8 @@ function standInDriver(opts: { stateUsable: boolean; saveJob?: boolean }) {
     holdsSavedState: async (file: string, vm: string) =>
       world.stateUsable && file === STATE && vm === input.vm,
     fileExists: async (file: string) => world.stateUsable && file === STATE,
-    dumpXml: async () => '<domain/>',
+    definition: async () => ({ driver: 'libvirt', data: '<domain/>' }),
+    diskPathsOf: () => ({}),
     // observations of the rollback: no job to abort, no file in use
     abortJobs: async () => undefined,
     filesInUse: async () => new Map<string, Set<string>>(),
@@ -124,8 +125,7 @@ async function resumeSaving(
   const markedAt = intentMarked ? await store.intentAt(input.vm, input.id, 'save') : undefined;
   const deps: StepDeps = {
     driverFor: () => driver,
-    rewriteDiskPaths: (xml) => xml,
-    diskPathsOf: () => ({}),
+    transportFor: () => undefined,
     retryBaseMs: 1,
     now: () => Date.now(),
     intents: {

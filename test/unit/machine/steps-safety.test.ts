@@ -5,11 +5,11 @@
  * rule a fast, exact test of the step's decision.
  */
 import { createActor, toPromise } from 'xstate';
-import type { DomainInfo, HypervisorDriver } from '../../../src/drivers/driver';
+import { type DomainInfo, type HypervisorDriver, POSIX_PATHS } from '../../../src/drivers/driver';
 import { createStepActors, type StepDeps } from '../../../src/machine/steps';
 import type { OwnedFile } from '../../../src/machine/store';
 import type { MigrationContext } from '../../../src/machine/types';
-import { rewriteDiskPaths } from '../../../src/drivers/libvirt/xml';
+import { parseDomainXml, rewriteDiskPaths } from '../../../src/drivers/libvirt/xml';
 
 /** FAKE host: files by path (content + identity), domains, and the calls made. */
 class FakeHost {
@@ -31,9 +31,6 @@ class FakeHost {
   }
 
   driver(): HypervisorDriver {
-    const unsupported = (what: string) => (): never => {
-      throw new Error(`fake driver: ${what} not modelled`);
-    };
     const dom = (name: string): DomainInfo | undefined => {
       const d = this.domains.get(name);
       if (!d) return undefined;
@@ -45,7 +42,7 @@ class FakeHost {
         memoryBytes: 64 << 20,
         vcpus: 1,
         autostart: d.autostart,
-        xml: '',
+        definition: { driver: 'libvirt', data: '' },
         disks: Object.entries(d.disks).map(([target, path]) => ({
           target,
           path,
@@ -65,7 +62,15 @@ class FakeHost {
     };
     const drv: Partial<HypervisorDriver> = {
       hostName: this.name,
-      exec: { label: this.name, run: unsupported('exec'), close: async () => undefined },
+      capabilities: {
+        family: 'libvirt',
+        liveStorageMove: true,
+        liveMigration: true,
+        stateOnSharedStorage: true,
+      },
+      paths: POSIX_PATHS,
+      diskPathsOf: (def) => Object.fromEntries(parseDomainXml(def.data).disks.map((d) => [d.target, d.path])),
+      withDiskPaths: (def, paths) => ({ driver: 'libvirt', data: rewriteDiskPaths(def.data, paths) }),
       listDomains: async () => [...this.domains.keys()],
       getDomain: async (n) => dom(n),
       domainState: async (n) => this.domains.get(n)?.state,
@@ -91,7 +96,7 @@ class FakeHost {
         for (const [p, u] of this.users) m.set(p, new Set([...(m.get(p) ?? []), ...u]));
         return m;
       },
-      dumpXml: async (n) => xmlOf(n),
+      definition: async (n) => ({ driver: 'libvirt', data: xmlOf(n) }),
       undefine: async (n) => {
         this.calls.push(`undefine ${n}`);
         const d = this.domains.get(n);
@@ -106,7 +111,10 @@ class FakeHost {
       restore: async () => {
         this.calls.push('restore');
       },
-      savedStateXml: async () => '<domain><name>web</name><devices/></domain>',
+      savedDefinition: async () => ({
+        driver: 'libvirt',
+        data: '<domain><name>web</name><devices/></domain>',
+      }),
       define: async () => undefined,
       start: async (n) => {
         this.calls.push(`start ${n}`);
@@ -158,8 +166,7 @@ function ctxBase(over: Partial<MigrationContext> = {}): MigrationContext {
 function depsFor(hosts: Record<string, FakeHost>, owned: OwnedFile[] = []): StepDeps {
   return {
     driverFor: (h) => hosts[h]!.driver(),
-    rewriteDiskPaths,
-    diskPathsOf: () => ({ vda: '/b/web/disk.qcow2' }),
+    transportFor: () => undefined,
     retryBaseMs: 1,
     owned: {
       record: async (_c, rec) => {

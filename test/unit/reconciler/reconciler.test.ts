@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
 import { fromPromise } from 'xstate';
-import type { DomainInfo, HypervisorDriver } from '../../../src/drivers/driver';
+import { type DomainInfo, type HypervisorDriver, POSIX_PATHS } from '../../../src/drivers/driver';
 import { STEP_ACTORS } from '../../../src/machine/migration-machine';
 import type { StepActors } from '../../../src/machine/runner';
 import { MigrationStore } from '../../../src/machine/store';
@@ -30,7 +30,17 @@ class FakeHost {
     };
     return {
       hostName: name,
-      exec: { label: 'fake', run: unsupported, close: async () => undefined },
+      capabilities: {
+        family: 'fake',
+        liveStorageMove: false,
+        liveMigration: false,
+        stateOnSharedStorage: false,
+      },
+      paths: POSIX_PATHS,
+      ownFile: unsupported,
+      diskPathsOf: unsupported,
+      withDiskPaths: unsupported,
+      canRun: unsupported,
       listDomains: async () => [...domains.keys()],
       getDomain: async (vmName: string): Promise<DomainInfo | undefined> => {
         const d = domains.get(vmName);
@@ -42,7 +52,7 @@ class FakeHost {
           persistent: true,
           memoryBytes: 256 * 1024 * 1024,
           vcpus: 1,
-          xml: '',
+          definition: { driver: 'fake', data: '' },
           disks: d.disks.map((x) => ({
             ...x,
             type: 'file',
@@ -67,9 +77,9 @@ class FakeHost {
       hostCpu: async () => ({ vendor: 'Intel', model: 'Skylake' }),
       fileExists: unsupported,
       fileSize: unsupported,
-      snapshotDisks: unsupported,
-      blockCommit: unsupported,
-      blockCopy: unsupported,
+      freezeDisks: unsupported,
+      mergeLayers: unsupported,
+      moveDiskLive: unsupported,
       fileIdentity: unsupported,
       removeDirIfEmpty: unsupported,
       createExclusive: unsupported,
@@ -77,27 +87,24 @@ class FakeHost {
       filesInUse: unsupported,
       setAutostart: unsupported,
       abortJobs: unsupported,
-      rebaseUnsafe: unsupported,
-      commitOffline: unsupported,
+      relinkLayer: unsupported,
+      mergeLayerOffline: unsupported,
       checkImage: unsupported,
       save: unsupported,
       waitForSaveJob: unsupported,
       holdsSavedState: unsupported,
-      savedStateXml: unsupported,
+      savedDefinition: unsupported,
       restore: unsupported,
-      dumpXml: unsupported,
+      definition: unsupported,
       define: unsupported,
       undefine: unsupported,
       start: unsupported,
       resume: unsupported,
       destroy: unsupported,
-      copyFile: unsupported,
       checksum: unsupported,
       removeFile: unsupported,
       makeDir: unsupported,
-      copyToHost: unsupported,
       guardPath: unsupported,
-      compareCpu: unsupported,
       migrateLive: unsupported,
       close: async () => undefined,
     };
@@ -166,7 +173,7 @@ async function setup(n: number, settings: Partial<Settings> = {}, now?: () => Da
   const rec = new Reconciler({
     driverFor: (h) => (h === 'hv' ? fake.driver('hv') : undefined),
     store,
-    stepDeps: { rewriteDiskPaths: (x) => x, diskPathsOf: () => ({}) },
+    stepDeps: { transportFor: () => undefined },
     logger: pino({ level: 'silent' }),
     actorsFor: stepsFor(fake, gate, calls),
     backoffBaseMs: 10,
@@ -257,7 +264,7 @@ describe('reconciler (fake hypervisor, stand-in steps)', () => {
     const rec = new Reconciler({
       driverFor: (h) => (h === 'hv' || h === 'hv2' ? fake.driver(h) : undefined),
       store,
-      stepDeps: { rewriteDiskPaths: (x) => x, diskPathsOf: () => ({}) },
+      stepDeps: { transportFor: () => undefined },
       logger: pino({ level: 'silent' }),
       actorsFor: stepsFor(fake, new Map(), calls),
     });

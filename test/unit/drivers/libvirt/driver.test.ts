@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { CommandError, StalledError } from '../../../../src/errors';
-import type { HostExec } from '../../../../src/drivers/driver';
+import type { HostExec } from '../../../../src/exec/types';
+import { localTransport } from '../../../../src/transfer/transport';
 import { LibvirtDriver, escapeDiskspecValue } from '../../../../src/drivers/libvirt/driver';
 
 const FIX = join(__dirname, '../../../fixtures/libvirt/driver');
@@ -166,7 +167,8 @@ describe('LibvirtDriver (fake execs)', () => {
       await expect(drv.snapshotDisks('vm', [{ target: 'vda', path: p }])).rejects.toBeInstanceOf(
         StalledError,
       );
-      await expect(drv.copyFile('/srv/a/x', p)).rejects.toBeInstanceOf(StalledError);
+      const local = localTransport(drv.exec, (x) => drv.guardPath(x));
+      await expect(local.copy('/srv/a/x', p)).rejects.toBeInstanceOf(StalledError);
       await expect(drv.save('vm', p)).rejects.toBeInstanceOf(StalledError);
     }
     expect(v.calls).toHaveLength(0);

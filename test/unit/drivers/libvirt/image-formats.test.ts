@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { CommandError } from '../../../../src/errors';
-import type { HostExec } from '../../../../src/drivers/driver';
+import type { HostExec } from '../../../../src/exec/types';
 import { LibvirtDriver } from '../../../../src/drivers/libvirt/driver';
 import { imageFormatOfHeader, parseOdHex, parseQemuImgInfo } from '../../../../src/drivers/libvirt/parsers';
 import { parseDomainXml } from '../../../../src/drivers/libvirt/xml';
