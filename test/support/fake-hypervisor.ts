@@ -192,9 +192,11 @@ export class FakeWorld {
   readonly corrupt = new Set<string>();
   /** called after each op took effect (e.g. a guest write) */
   afterOp?: (world: FakeWorld, op: OpRecord) => void;
-  /** the harness's view of the machine, copied into each op's record */
-  now: { step?: string; committed?: boolean } = {};
+  /** the harness's view of the machine (its step, past the point of no return?), copied into each op's record */
+  observe?: () => { step?: string; committed?: boolean };
   plan?: OpPlan;
+  /** each op waits a turn of the event loop first, so a step's snapshot is stored before its first op (see `op`) */
+  durableTransitions = true;
   /** ops so far, over every process */
   opCount = 0;
   /** the process generation: drivers of an older one are dead (their process crashed) */
@@ -222,12 +224,12 @@ export class FakeWorld {
     return new FakeDriver(this, this.host(host), this.epoch);
   }
 
-  /** The transport of the current process from `from` to `to` (both fake hosts of one family). */
-  transport(from: string, to: string): Transport | undefined {
+  /** The transport of the process `epoch` from `from` to `to`; none between hosts of two families. */
+  transport(from: string, to: string, epoch = this.epoch): Transport | undefined {
     const a = this.host(from);
     const b = this.host(to);
     if (a.capabilities.family !== b.capabilities.family) return undefined;
-    return new FakeTransport(this, a, b, this.epoch);
+    return new FakeTransport(this, a, b, epoch);
   }
 
   /** The vmplace process starts again after a crash: new drivers, nothing in memory. */
@@ -283,7 +285,11 @@ export class FakeWorld {
     for (const d of vm.disks) {
       const blocks: Record<number, string> = {};
       for (let i = 0; i < (d.blocks ?? 8); i++) blocks[i] = `${vm.name}/${d.target}/base-${i}`;
-      this.putImage(host, d.path, { format: d.format ?? 'qcow2', virtualBlocks: d.virtualBlocks ?? 4096, blocks });
+      this.putImage(host, d.path, {
+        format: d.format ?? 'qcow2',
+        virtualBlocks: d.virtualBlocks ?? 4096,
+        blocks,
+      });
       start.set(d.target, blocks);
       this.precious.set(`${host}\0${d.path}`, { vm: vm.name, target: d.target });
     }
@@ -357,7 +363,7 @@ export class FakeWorld {
   chainOf(host: string, path: string): { paths: string[]; broken?: string } {
     const h = this.host(host);
     const paths: string[] = [];
-    for (let p: string | undefined = path; p !== undefined; ) {
+    for (let p: string | undefined = path; p !== undefined;) {
       if (paths.includes(p)) return { paths, broken: `a loop at ${p}` };
       const f = h.files.get(p);
       if (!f) return { paths, broken: `${p} is missing` };
@@ -395,9 +401,14 @@ export class FakeWorld {
    * the plan (crash or fail before or after), then the effect, the invariants, `afterOp`.
    */
   async op<T>(epoch: number, host: string, name: string, effect: () => T): Promise<T> {
-    await Promise.resolve();
-    if (epoch !== this.epoch || this.dead) throw new Crash(`the vmplace process is gone (${name} on ${host})`);
-    const rec: OpRecord = { n: ++this.opCount, name, host, ...this.now };
+    // A hypervisor command takes longer than a local write: what the process queued before
+    // (the machine's snapshot of the step it just entered) lands first. `durableTransitions:
+    // false` lets an op run in the same turn instead, where a crash can beat that write.
+    if (this.durableTransitions) await new Promise<void>((r) => setImmediate(r));
+    else await Promise.resolve();
+    if (epoch !== this.epoch || this.dead)
+      throw new Crash(`the vmplace process is gone (${name} on ${host})`);
+    const rec: OpRecord = { n: ++this.opCount, name, host, ...this.observe?.() };
     this.trace.push(rec);
     this.clock += 1;
     const plan = this.plan?.at === rec.n ? this.plan : undefined;
@@ -446,7 +457,8 @@ export class FakeWorld {
 
   /** Called before a file is removed: is anyone using it, is it the last copy of a VM's data? */
   checkRemoval(host: string, path: string, opName: string): void {
-    const at = `op ${this.opCount} (${opName} on ${host}${this.now.step ? `, in ${this.now.step}` : ''})`;
+    const step = this.trace[this.trace.length - 1]?.step;
+    const at = `op ${this.opCount} (${opName} on ${host}${step ? `, in ${step}` : ''})`;
     const h = this.host(host);
     for (const vm of h.vms.values()) {
       for (const def of [vm.state !== 'shutoff' ? vm.live : undefined, vm.persistent]) {
@@ -468,7 +480,9 @@ export class FakeWorld {
       return this.missingData(o.name, d.path, want).length === 0 ? [`${o.name}:${d.path}`] : [];
     });
     if (holders.length === 0)
-      this.violations.push(`${at}: removed the original ${path} of ${p.vm} ${p.target} while no other copy holds its data`);
+      this.violations.push(
+        `${at}: removed the original ${path} of ${p.vm} ${p.target} while no other copy holds its data`,
+      );
     else this.precious.delete(`${host}\0${path}`);
   }
 
@@ -476,7 +490,8 @@ export class FakeWorld {
   migrationFiles(): string[] {
     const out: string[] = [];
     for (const h of this.hosts.values())
-      for (const p of h.files.keys()) if (/\.vmplace-/.test(POSIX_PATHS.basename(p))) out.push(`${h.name}:${p}`);
+      for (const p of h.files.keys())
+        if (/\.vmplace-/.test(POSIX_PATHS.basename(p))) out.push(`${h.name}:${p}`);
     return out;
   }
 }
@@ -537,7 +552,10 @@ export class FakeDriver implements HypervisorDriver {
   private guard(p: string, opts: { allowRoot?: boolean } = {}): void {
     const root = this.host.rootOf(p);
     if (root === undefined || (root === p && !opts.allowRoot) || p.includes('/../') || p.endsWith('/..'))
-      throw new StalledError('PathOutsideStorage', `${p} is not inside the declared storage of ${this.hostName}`);
+      throw new StalledError(
+        'PathOutsideStorage',
+        `${p} is not inside the declared storage of ${this.hostName}`,
+      );
   }
 
   private file(p: string): FakeFile {
@@ -568,7 +586,10 @@ export class FakeDriver implements HypervisorDriver {
 
   private requireDir(p: string): void {
     if (!this.host.dirs.has(POSIX_PATHS.dirname(p)))
-      throw new VmplaceError('NoSuchDirectory', `${POSIX_PATHS.dirname(p)} does not exist on ${this.hostName}`);
+      throw new VmplaceError(
+        'NoSuchDirectory',
+        `${POSIX_PATHS.dirname(p)} does not exist on ${this.hostName}`,
+      );
   }
 
   /** A VM that was active stops: a transient one vanishes, a persistent one is shut off. */
@@ -586,7 +607,10 @@ export class FakeDriver implements HypervisorDriver {
       if (c.broken) throw new VmplaceError('DiskUnusable', `${def.name} disk ${d.target}: ${c.broken}`);
       const img = this.image(d.path);
       if (img.format !== d.format)
-        throw new VmplaceError('DiskUnusable', `${d.path} is ${img.format}, ${def.name} opens it as ${d.format}`);
+        throw new VmplaceError(
+          'DiskUnusable',
+          `${d.path} is ${img.format}, ${def.name} opens it as ${d.format}`,
+        );
     }
   }
 
@@ -611,7 +635,10 @@ export class FakeDriver implements HypervisorDriver {
     const missing = Object.keys(paths).filter((t) => !d.disks.some((x) => x.target === t));
     if (missing.length)
       throw new StalledError('DiskNotFound', `definition of ${d.name} has no disk ${missing.join(', ')}`);
-    return this.encode({ ...d, disks: d.disks.map((x) => (paths[x.target] ? { ...x, path: paths[x.target]! } : x)) });
+    return this.encode({
+      ...d,
+      disks: d.disks.map((x) => (paths[x.target] ? { ...x, path: paths[x.target]! } : x)),
+    });
   }
 
   // ---- observation
@@ -735,7 +762,7 @@ export class FakeDriver implements HypervisorDriver {
       };
       const done = layers.filter((l) => diskOf(l.target).path === l.layer);
       if (done.length === layers.length)
-        return layers.map((l) => ({ ...l, below: (this.image(l.layer).parent ?? '') }));
+        return layers.map((l) => ({ ...l, below: this.image(l.layer).parent ?? '' }));
       if (done.length > 0)
         throw new StalledError('SnapshotPartial', `${vm}: only some disks are on their layers`);
       for (const l of layers) {
@@ -798,7 +825,10 @@ export class FakeDriver implements HypervisorDriver {
       if (img.parent === undefined) return;
       this.guard(img.parent);
       for (const v of this.host.vms.values())
-        if (v.state !== 'shutoff' && v.live!.disks.some((d) => this.world.chainOf(this.hostName, d.path).paths.includes(layer)))
+        if (
+          v.state !== 'shutoff' &&
+          v.live!.disks.some((d) => this.world.chainOf(this.hostName, d.path).paths.includes(layer))
+        )
           throw new VmplaceError('ImageInUse', `${layer} is in use by ${v.name}`);
       const below = this.image(img.parent);
       Object.assign(below.blocks, img.blocks);
@@ -845,7 +875,10 @@ export class FakeDriver implements HypervisorDriver {
         return;
       }
       if (this.holds(stateFile, vm)) return;
-      throw new StalledError('DomainNotRunning', `${vm} is ${v?.state ?? 'not defined'} and ${stateFile} holds no save of it`);
+      throw new StalledError(
+        'DomainNotRunning',
+        `${vm} is ${v?.state ?? 'not defined'} and ${stateFile} holds no save of it`,
+      );
     });
   }
 
@@ -869,7 +902,8 @@ export class FakeDriver implements HypervisorDriver {
   savedDefinition(stateFile: string): Promise<VmDefinition> {
     return this.op('savedDefinition', () => {
       const c = this.file(stateFile).content;
-      if (c.kind !== 'blob' || !c.saved) throw new VmplaceError('StateUnreadable', `${stateFile} holds no saved state`);
+      if (c.kind !== 'blob' || !c.saved)
+        throw new VmplaceError('StateUnreadable', `${stateFile} holds no saved state`);
       return this.encode(c.saved.def);
     });
   }
@@ -878,7 +912,8 @@ export class FakeDriver implements HypervisorDriver {
     void opts;
     return this.op('restore', () => {
       const c = this.file(stateFile).content;
-      if (c.kind !== 'blob' || !c.saved) throw new VmplaceError('StateUnreadable', `${stateFile} holds no saved state`);
+      if (c.kind !== 'blob' || !c.saved)
+        throw new VmplaceError('StateUnreadable', `${stateFile} holds no saved state`);
       const d = def ? this.decode(def) : clone(c.saved.def);
       const existing = this.host.vms.get(d.name);
       if (existing && existing.state !== 'shutoff') return;
@@ -895,7 +930,11 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('definition', () => {
       const v = this.vm(vm);
       const def = opts.inactive ? v.persistent : this.defOf(v);
-      if (!def) throw new VmplaceError('DomainNotPersistent', `${vm} has no persistent definition on ${this.hostName}`);
+      if (!def)
+        throw new VmplaceError(
+          'DomainNotPersistent',
+          `${vm} has no persistent definition on ${this.hostName}`,
+        );
       return this.encode(def);
     });
   }
@@ -905,7 +944,8 @@ export class FakeDriver implements HypervisorDriver {
       const d = this.decode(def);
       const v = this.host.vms.get(d.name);
       if (v) v.persistent = clone(d);
-      else this.host.vms.set(d.name, { name: d.name, state: 'shutoff', persistent: clone(d), autostart: false });
+      else
+        this.host.vms.set(d.name, { name: d.name, state: 'shutoff', persistent: clone(d), autostart: false });
     });
   }
 
@@ -949,7 +989,8 @@ export class FakeDriver implements HypervisorDriver {
   setAutostart(vm: string, on: boolean): Promise<void> {
     return this.op('setAutostart', () => {
       const v = this.vm(vm);
-      if (!v.persistent) throw new VmplaceError('DomainNotPersistent', `cannot set autostart of the transient ${vm}`);
+      if (!v.persistent)
+        throw new VmplaceError('DomainNotPersistent', `cannot set autostart of the transient ${vm}`);
       v.autostart = on;
     });
   }
@@ -980,7 +1021,10 @@ export class FakeDriver implements HypervisorDriver {
     const id = await this.fileIdentity(destPath);
     if (opts.claim) {
       if (id !== undefined && !(await opts.claim.owns(id)))
-        throw new StalledError('DestinationExists', `${destPath} exists but was not created by this migration`);
+        throw new StalledError(
+          'DestinationExists',
+          `${destPath} exists but was not created by this migration`,
+        );
       if (id === undefined) {
         await opts.claim.intend?.();
         await opts.claim.record(await this.createExclusive(destPath));
@@ -1004,7 +1048,8 @@ export class FakeDriver implements HypervisorDriver {
         blocks: this.world.dataOf(this.hostName, d.path).blocks,
       };
       this.host.files.set(destPath, dest);
-      this.world.clock += (Object.keys(dest.content.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
+      this.world.clock +=
+        (Object.keys(dest.content.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
       // the running definition follows the pivot; the persistent one still names the old path
       Object.assign(d, { path: destPath, format });
     });
@@ -1023,7 +1068,10 @@ export class FakeDriver implements HypervisorDriver {
     },
   ): Promise<{ downtimeMs?: number }> {
     if (!(target instanceof FakeDriver) || target.world !== this.world || target.family !== this.family)
-      throw new StalledError('DriverMismatch', 'a live migration needs fake hosts of one family on both ends');
+      throw new StalledError(
+        'DriverMismatch',
+        'a live migration needs fake hosts of one family on both ends',
+      );
     if (!this.capabilities.liveMigration || !target.capabilities.liveMigration)
       throw new StalledError('CapabilityMissing', 'live migration is not offered by both hosts');
     if ((await target.domainState(vm)) === 'running') return { downtimeMs: 5 };
@@ -1034,7 +1082,10 @@ export class FakeDriver implements HypervisorDriver {
       const id = await target.fileIdentity(d.path);
       if (id !== undefined) {
         if (!claim || !(await claim.owns(id)))
-          throw new StalledError('FileExists', `${d.path} exists on ${target.hostName} and was not created by this migration`);
+          throw new StalledError(
+            'FileExists',
+            `${d.path} exists on ${target.hostName} and was not created by this migration`,
+          );
       } else {
         await claim?.intend?.();
         const made = await target.createExclusive(d.path);
@@ -1058,11 +1109,19 @@ export class FakeDriver implements HypervisorDriver {
           virtualBlocks: this.image(d.path).virtualBlocks,
           blocks: this.world.dataOf(this.hostName, d.path).blocks,
         };
-        this.world.clock += (Object.keys(f.content.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
+        this.world.clock +=
+          (Object.keys(f.content.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
         Object.assign(d, { path: to.path, format: to.format });
       }
       // --persistent --undefinesource: defined on the target, gone from the source
-      there.vms.set(vm, { name: vm, state: 'running', live: def, persistent: clone(def), autostart: false, bootId: v.bootId! });
+      there.vms.set(vm, {
+        name: vm,
+        state: 'running',
+        live: def,
+        persistent: clone(def),
+        autostart: false,
+        bootId: v.bootId!,
+      });
       this.host.vms.delete(vm);
     });
     return { downtimeMs: 5 };
@@ -1115,7 +1174,10 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('createExclusive', () => {
       this.guard(path);
       if (this.host.files.has(path))
-        throw new StalledError('FileExists', `${path} exists on ${this.hostName}; vmplace writes only files it created`);
+        throw new StalledError(
+          'FileExists',
+          `${path} exists on ${this.hostName}; vmplace writes only files it created`,
+        );
       this.requireDir(path);
       const identity = this.world.newIdentity();
       this.host.files.set(path, { identity, content: { kind: 'blob', bytes: 0 } });
@@ -1186,18 +1248,33 @@ export class FakeTransport implements Transport {
   }
 
   reachable(): Promise<boolean> {
-    return this.op('transport.reachable', () => this.from === this.to || this.world.reachable(this.from.name, this.to.name));
+    return this.op(
+      'transport.reachable',
+      () => this.from === this.to || this.world.reachable(this.from.name, this.to.name),
+    );
   }
 
-  async copy(src: string, dst: string, opts: TransportCopyOptions = {}): Promise<{ mode: 'local' | 'direct' | 'relay' }> {
+  async copy(
+    src: string,
+    dst: string,
+    opts: TransportCopyOptions = {},
+  ): Promise<{ mode: 'local' | 'direct' | 'relay' }> {
     const part = `${dst}.vmplace-part`;
     const mode: 'local' | 'direct' | 'relay' =
-      this.from === this.to ? 'local' : opts.mode === 'relay' || !this.world.reachable(this.from.name, this.to.name) ? 'relay' : 'direct';
+      this.from === this.to
+        ? 'local'
+        : opts.mode === 'relay' || !this.world.reachable(this.from.name, this.to.name)
+          ? 'relay'
+          : 'direct';
     const seen = await this.op('copy.look', () => {
       if (this.to.rootOf(dst) === undefined || this.to.rootOf(dst) === dst)
-        throw new StalledError('PathOutsideStorage', `${dst} is not inside the declared storage of ${this.to.name}`);
+        throw new StalledError(
+          'PathOutsideStorage',
+          `${dst} is not inside the declared storage of ${this.to.name}`,
+        );
       const s = this.from.files.get(src);
-      if (!s) throw new VmplaceError('SourceMissing', `copy source ${src} does not exist`, { kind: 'stalled' });
+      if (!s)
+        throw new VmplaceError('SourceMissing', `copy source ${src} does not exist`, { kind: 'stalled' });
       const d = this.to.files.get(dst);
       return {
         dst: d ? { identity: d.identity, same: checksumOf(d.content) === checksumOf(s.content) } : undefined,
@@ -1206,17 +1283,26 @@ export class FakeTransport implements Transport {
     });
     if (seen.dst) {
       if (opts.claim && !(await opts.claim.owns(seen.dst.identity)))
-        throw new StalledError('DestinationExists', `${dst} exists on ${this.to.name} and was not created by this migration`);
+        throw new StalledError(
+          'DestinationExists',
+          `${dst} exists on ${this.to.name} and was not created by this migration`,
+        );
       if (seen.dst.same) {
-        if (seen.part !== undefined) await this.op('copy.dropPart', () => this.dst.removeRaw(part, 'copy.dropPart'));
+        if (seen.part !== undefined)
+          await this.op('copy.dropPart', () => this.dst.removeRaw(part, 'copy.dropPart'));
         return { mode };
       }
-      throw new VmplaceError('DestinationDiffers', `${dst} exists and differs from ${src}; not overwriting`, { kind: 'stalled' });
+      throw new VmplaceError('DestinationDiffers', `${dst} exists and differs from ${src}; not overwriting`, {
+        kind: 'stalled',
+      });
     }
     if (opts.claim) {
       if (seen.part !== undefined) {
         if (!(await opts.claim.owns(seen.part)))
-          throw new StalledError('PartFileNotOwned', `${part} exists on ${this.to.name} and was not created by this migration`);
+          throw new StalledError(
+            'PartFileNotOwned',
+            `${part} exists on ${this.to.name} and was not created by this migration`,
+          );
         await this.op('copy.dropPart', () => this.dst.removeRaw(part, 'copy.dropPart'));
       }
       await opts.claim.intend?.();
@@ -1229,11 +1315,17 @@ export class FakeTransport implements Transport {
       const s = this.from.files.get(src);
       if (!s) throw new VmplaceError('SourceMissing', `copy source ${src} vanished`);
       if (!this.to.dirs.has(POSIX_PATHS.dirname(part)))
-        throw new VmplaceError('NoSuchDirectory', `${POSIX_PATHS.dirname(part)} does not exist on ${this.to.name}`);
+        throw new VmplaceError(
+          'NoSuchDirectory',
+          `${POSIX_PATHS.dirname(part)} does not exist on ${this.to.name}`,
+        );
       const p = this.to.files.get(part) ?? { identity: this.world.newIdentity(), content: s.content };
       p.content = clone(s.content);
       this.to.files.set(part, p);
-      const bytes = p.content.kind === 'image' ? Object.keys(p.content.blocks).length * this.world.blockBytes : p.content.bytes;
+      const bytes =
+        p.content.kind === 'image'
+          ? Object.keys(p.content.blocks).length * this.world.blockBytes
+          : p.content.bytes;
       this.world.clock += bytes / this.world.copyBytesPerMs;
       opts.onProgress?.(bytes, bytes);
     });
@@ -1244,7 +1336,8 @@ export class FakeTransport implements Transport {
         this.dst.removeRaw(part, 'copy.link');
         throw new VmplaceError('CopyVerifyFailed', `the copy of ${src} to ${part} differs from its source`);
       }
-      if (this.to.files.has(dst)) throw new StalledError('DestinationExists', `${dst} appeared during the copy; not replaced`);
+      if (this.to.files.has(dst))
+        throw new StalledError('DestinationExists', `${dst} appeared during the copy; not replaced`);
       this.to.files.set(dst, p);
       this.to.files.delete(part);
     });

@@ -1,0 +1,396 @@
+/**
+ * Runs one migration through the real machine (src/machine/runner.ts, the real steps from
+ * `createStepActors`, the real persistence path) against a FAKE world (fake-hypervisor.ts), and
+ * survives crashes the way the daemon does: when the world says the vmplace process died, every
+ * thing in memory is dropped (step actors, their memo, drivers, transports) and the migration
+ * resumes from what the store holds, as `Reconciler.resumeInterrupted` does after a restart.
+ *
+ * The store is a `MigrationStore` whose "disk" is memory (`MemoryStore`): the same interface the
+ * runner and the steps use, deterministic and fast. What it holds survives a crash; once the
+ * process has died it takes no more writes (they throw `Crash`), so nothing the dead process did
+ * after the crash is remembered.
+ */
+import { MACHINE_VERSION } from '../../src/machine/migration-machine';
+import { startMigration, type RunResult } from '../../src/machine/runner';
+import { createStepActors, type StepDeps } from '../../src/machine/steps';
+import { MigrationStore, type OwnedFile, type StoredMigration } from '../../src/machine/store';
+import type { MigrationContext, MigrationInput } from '../../src/machine/types';
+import type { HostSpec } from '../../src/types';
+import {
+  Crash,
+  type FakeDef,
+  FakeDriver,
+  FakeWorld,
+  type OpPlan,
+  type OpRecord,
+  decodeDef,
+} from './fake-hypervisor';
+
+const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
+
+/** FAKE durable storage for the machine's snapshots, intents and ownership records (see the header). */
+export class MemoryStore extends MigrationStore {
+  private readonly active = new Map<string, StoredMigration>();
+  private readonly done = new Map<string, StoredMigration>();
+  private readonly intents = new Map<string, number>();
+  private readonly owned = new Map<string, OwnedFile[]>();
+
+  constructor(private readonly world: FakeWorld) {
+    super('/nonexistent/vmplace-memory-store');
+  }
+
+  private write(what: string): void {
+    if (this.world.dead) throw new Crash(`the vmplace process is gone (store ${what})`);
+  }
+
+  override init(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  override async markIntent(vm: string, id: string, what: string): Promise<void> {
+    await Promise.resolve();
+    this.write('markIntent');
+    this.intents.set(`${vm}.${id}.${what}`, this.world.clock);
+  }
+
+  override async recordOwned(vm: string, id: string, rec: OwnedFile): Promise<void> {
+    await Promise.resolve();
+    this.write('recordOwned');
+    const key = `${vm}.${id}`;
+    const list = this.owned.get(key) ?? [];
+    if (!list.some((r) => r.host === rec.host && r.path === rec.path && r.identity === rec.identity))
+      list.push({ ...rec });
+    this.owned.set(key, list);
+  }
+
+  override async listOwned(vm: string, id: string): Promise<OwnedFile[]> {
+    await Promise.resolve();
+    return clone(this.owned.get(`${vm}.${id}`) ?? []);
+  }
+
+  override async intentAt(vm: string, id: string, what: string): Promise<number | undefined> {
+    await Promise.resolve();
+    return this.intents.get(`${vm}.${id}.${what}`);
+  }
+
+  override async hasIntent(vm: string, id: string, what: string): Promise<boolean> {
+    await Promise.resolve();
+    return this.intents.has(`${vm}.${id}.${what}`);
+  }
+
+  override async save(vm: string, id: string, snapshot: unknown): Promise<void> {
+    await Promise.resolve();
+    this.write('save');
+    this.active.set(`${vm}.${id}`, {
+      version: MACHINE_VERSION,
+      vm,
+      id,
+      updatedAt: new Date(this.world.clock).toISOString(),
+      snapshot: clone(snapshot),
+    });
+  }
+
+  override async finish(vm: string, id: string): Promise<void> {
+    await Promise.resolve();
+    this.write('finish');
+    const key = `${vm}.${id}`;
+    const rec = this.active.get(key);
+    if (rec) this.done.set(key, rec);
+    this.active.delete(key);
+    for (const k of [...this.intents.keys()]) if (k.startsWith(`${key}.`)) this.intents.delete(k);
+    this.owned.delete(key);
+  }
+
+  override async listActive(): Promise<{
+    records: StoredMigration[];
+    problems: { file: string; message: string }[];
+  }> {
+    await Promise.resolve();
+    return { records: [...this.active.values()].map(clone), problems: [] };
+  }
+
+  override async lastDone(vm: string): Promise<StoredMigration | undefined> {
+    await Promise.resolve();
+    return [...this.done.values()].filter((r) => r.vm === vm).map(clone)[0];
+  }
+}
+
+export interface HarnessResult extends RunResult {
+  world: FakeWorld;
+  /** the ops at which the process crashed (and was restarted) */
+  crashes: OpRecord[];
+  /** the steps each process went through, one list per process */
+  runs: string[][];
+}
+
+export interface HarnessOptions {
+  /** most restarts before the harness gives up (a crash plan crashes once) */
+  maxRestarts?: number;
+  /** extra step deps (defaults: no logger, retryBaseMs 1, hostSpecFor with the host's name) */
+  deps?: Partial<StepDeps>;
+}
+
+/**
+ * Run the migration `input` in `world` to a final step, restarting after every crash. Date.now
+ * is the world's clock meanwhile (the delta rounds time their copies by it).
+ */
+export async function runMigrationInWorld(
+  world: FakeWorld,
+  input: MigrationInput,
+  opts: HarnessOptions = {},
+): Promise<HarnessResult> {
+  const store = new MemoryStore(world);
+  const crashes: OpRecord[] = [];
+  const runs: string[][] = [];
+  const startedAt = new Date(world.clock).toISOString();
+  const realNow = Date.now;
+  Date.now = () => world.clock;
+  try {
+    let start: Parameters<typeof startMigration>[0] = { input, startedAt };
+    for (let restart = 0; ; restart++) {
+      const epoch = world.epoch;
+      const drivers = new Map<string, FakeDriver>();
+      const deps: StepDeps = {
+        driverFor: (h) => {
+          let d = drivers.get(h);
+          if (!d) drivers.set(h, (d = new FakeDriver(world, world.host(h), epoch)));
+          return d;
+        },
+        transportFor: (a, b) => world.transport(a, b, epoch),
+        hostSpecFor: (h) => ({ driver: 'libvirt', uri: `fake://${h}`, transferAddress: h }),
+        retryBaseMs: 1,
+        now: () => world.clock,
+        intents: {
+          mark: (c, what) => store.markIntent(c.vm, c.id, what),
+          has: (c, what) => store.hasIntent(c.vm, c.id, what),
+          at: (c, what) => store.intentAt(c.vm, c.id, what),
+        },
+        owned: {
+          record: (c, rec) => store.recordOwned(c.vm, c.id, rec),
+          list: (c) => store.listOwned(c.vm, c.id),
+        },
+        ...opts.deps,
+      };
+      const steps: string[] = [];
+      runs.push(steps);
+      const handle = startMigration(start, {
+        actors: createStepActors(deps),
+        store,
+        onTransition: (step) => {
+          steps.push(step);
+        },
+      });
+      world.observe = () => ({ step: handle.step(), committed: handle.context().committed });
+      const outcome = await handle.done.then(
+        (r) => ({ r }),
+        (e: unknown) => ({ e }),
+      );
+      world.observe = undefined;
+      if (world.crashedAt === undefined || world.epoch !== epoch) {
+        if ('e' in outcome) throw outcome.e;
+        return { ...outcome.r, world, crashes, runs };
+      }
+      // the process died: what it did after the crash went nowhere (dead world, dead store)
+      crashes.push(world.crashedAt);
+      if (restart >= (opts.maxRestarts ?? 3)) throw new Error(`still crashing after ${restart} restarts`);
+      world.restart();
+      const rec = (await store.listActive()).records.find((r) => r.id === input.id);
+      start = rec ? { snapshot: rec.snapshot } : { input, startedAt };
+    }
+  } finally {
+    Date.now = realNow;
+  }
+}
+
+// ------------------------------------------------------------------ scenarios
+
+export interface Scenario {
+  name: string;
+  world: FakeWorld;
+  input: MigrationInput;
+  vm: string;
+  /** the VM as it was before the migration (on `input.fromHost`) */
+  before: { running: boolean; def: FakeDef; autostart: boolean; bootId?: string };
+}
+
+/** What went wrong in the world after a migration ended with `result` (empty: nothing). */
+export function outcomeProblems(
+  s: Scenario,
+  result: { step: string; context: MigrationContext },
+  opts: { acceptReported?: boolean } = {},
+): string[] {
+  const w = s.world;
+  const out = [...w.violations];
+  const { fromHost, toHost } = s.input;
+  const vm = s.vm;
+  // with acceptReported: a file the rollback could not prove its own and said so ("left behind: ...")
+  const reported = (p: string): boolean =>
+    opts.acceptReported === true &&
+    (result.context.lastError?.message ?? '').includes(`left behind: `) &&
+    (result.context.lastError?.message ?? '').includes(p);
+  const ours = w.migrationFiles().filter((f) => !reported(f.slice(f.indexOf(':') + 1)));
+  if (ours.length) out.push(`files of the migration left: ${ours.join(', ')}`);
+  const expectOnly = (host: string): void => {
+    const active = w.activeOn(vm);
+    const wantActive = s.before.running ? [host] : [];
+    if (JSON.stringify(active) !== JSON.stringify(wantActive))
+      out.push(`${vm} is active on [${active.join(',')}], expected [${wantActive.join(',')}]`);
+    const defined = w.definedOn(vm);
+    if (JSON.stringify(defined) !== JSON.stringify([host]))
+      out.push(`${vm} is defined on [${defined.join(',')}], expected [${host}]`);
+    const v = w.hosts.get(host)?.vms.get(vm);
+    if (!v) return;
+    if (s.before.running && v.bootId !== s.before.bootId)
+      out.push(`${vm} runs with boot ${v.bootId ?? 'none'}, not ${s.before.bootId}: its memory was lost`);
+    if (v.autostart !== s.before.autostart)
+      out.push(`${vm} autostart is ${v.autostart}, was ${s.before.autostart}`);
+    if (!v.persistent) out.push(`${vm} is not defined persistently on ${host}`);
+  };
+  const checkDisks = (host: string, pathOf: (target: string, original: string) => string): void => {
+    const v = w.hosts.get(host)?.vms.get(vm);
+    for (const d of s.before.def.disks) {
+      const p = pathOf(d.target, d.path);
+      for (const [which, def] of [
+        ['persistent', v?.persistent],
+        ['running', v?.state !== 'shutoff' ? v?.live : undefined],
+      ] as const) {
+        if (!def) continue;
+        const x = def.disks.find((y) => y.target === d.target);
+        if (x?.path !== p || x.format !== d.format)
+          out.push(
+            `${which} definition on ${host}: ${d.target} is ${x?.path} (${x?.format}), expected ${p} (${d.format})`,
+          );
+      }
+      const f = w.hosts.get(host)?.files.get(p)?.content;
+      if (f?.kind === 'image' && f.parent !== undefined)
+        out.push(`${host}:${p} still has a parent ${f.parent}`);
+      const missing = w.missingData(host, p, w.expectedData(vm, d.target));
+      if (missing.length) out.push(`${host}:${p} lost data: ${missing.slice(0, 3).join('; ')}`);
+    }
+  };
+  if (result.step === 'Completed') {
+    expectOnly(toHost);
+    const moved = new Map(result.context.disks.map((d) => [d.target, d]));
+    checkDisks(toHost, (t, p) => moved.get(t)?.dstPath ?? p);
+    for (const d of result.context.disks) {
+      if (w.hosts.get(fromHost)?.files.has(d.srcPath))
+        out.push(`the source ${fromHost}:${d.srcPath} is still there`);
+    }
+  } else if (result.step === 'RolledBack' || result.step === 'Blocked') {
+    expectOnly(fromHost);
+    checkDisks(fromHost, (_, p) => p);
+    for (const m of s.input.moves) {
+      const d = s.before.def.disks.find((x) => x.target === m.target);
+      const dst = `${m.toPath}/${vm}/${d?.path.split('/').pop() ?? ''}`;
+      if (w.hosts.get(toHost)?.files.has(dst) && !reported(dst))
+        out.push(`the target copy ${toHost}:${dst} was left behind`);
+    }
+  } else {
+    out.push(
+      `ended ${result.step}: ${result.context.lastError?.reason ?? '?'} ${result.context.lastError?.message ?? ''}`,
+    );
+  }
+  return out;
+}
+
+/** Snapshot of the VM before a scenario runs (see `Scenario.before`). */
+export function vmBefore(world: FakeWorld, host: string, vm: string): Scenario['before'] {
+  const v = world.host(host).vms.get(vm)!;
+  return {
+    running: v.state === 'running',
+    def: clone(v.persistent!),
+    autostart: v.autostart,
+    ...(v.bootId ? { bootId: v.bootId } : {}),
+  };
+}
+
+export { decodeDef };
+
+/** The strategies the crash and failure tests run, each a world and a migration. */
+export const STRATEGIES = [
+  'quick on one host',
+  'quick across hosts',
+  'quick with delta rounds',
+  'cold across hosts',
+  'cold on one host',
+  'live on one host',
+  'live across hosts',
+] as const;
+export type StrategyCase = (typeof STRATEGIES)[number];
+
+/**
+ * A fresh world for one strategy: host hv-a with storage /pool/a and /pool/b, host hv-b with
+ * /pool/b; VM `web` on hv-a with two disks (vda qcow2, vdb raw) in /pool/a/web, running (shut
+ * off for cold), autostart on; its guest writes a block after every op while it runs.
+ * The migration moves both disks to /pool/b (on hv-a or hv-b).
+ */
+export function buildScenario(kind: StrategyCase, opts: { targetFamily?: string } = {}): Scenario {
+  const world = new FakeWorld();
+  const cross = kind.includes('across') || kind.includes('rounds');
+  world.addHost('hv-a', { roots: { '/pool/a': undefined, '/pool/b': undefined } });
+  world.addHost('hv-b', {
+    roots: { '/pool/b': undefined },
+    ...(opts.targetFamily ? { family: opts.targetFamily } : {}),
+  });
+  const cold = kind.startsWith('cold');
+  world.addVm('hv-a', {
+    name: 'web',
+    state: cold ? 'shutoff' : 'running',
+    autostart: true,
+    disks: [
+      { target: 'vda', path: '/pool/a/web/vda.qcow2', format: 'qcow2', blocks: 12 },
+      { target: 'vdb', path: '/pool/a/web/vdb.img', format: 'raw', blocks: 6 },
+    ],
+  });
+  world.afterOp = (w) => w.guestWrite('web');
+  const toHost = cross ? 'hv-b' : 'hv-a';
+  const input: MigrationInput = {
+    id: 'm1',
+    vm: 'web',
+    strategy: kind.startsWith('live') ? 'live' : kind.startsWith('cold') ? 'cold' : 'quick',
+    fromHost: 'hv-a',
+    toHost,
+    moves: ['vda', 'vdb'].map((target) => ({ target, fromStorage: 'a', toStorage: 'b', toPath: '/pool/b' })),
+    targetMarginBytes: 0,
+    sourceHeadroomRatio: 0.1,
+    maxForwardAttempts: 3,
+    ...(kind.includes('rounds') ? { maxRounds: 3, maxPauseMs: 1000 } : {}),
+  };
+  return { name: kind, world, input, vm: 'web', before: vmBefore(world, 'hv-a', 'web') };
+}
+
+/** One run of a strategy's scenario with `plan` (none: the dry run), and what went wrong. */
+export async function runCase(
+  kind: StrategyCase,
+  plan?: OpPlan,
+  opts: { targetFamily?: string; acceptReported?: boolean; durableTransitions?: boolean } = {},
+): Promise<{ s: Scenario; r: HarnessResult; problems: string[] }> {
+  const s = buildScenario(kind, opts);
+  if (plan) s.world.plan = plan;
+  if (opts.durableTransitions === false) s.world.durableTransitions = false;
+  const r = await runMigrationInWorld(s.world, s.input);
+  return { s, r, problems: outcomeProblems(s, r, opts) };
+}
+
+/** A case of the crash and failure tables: what happens at which op. */
+export interface OpCase {
+  kind: StrategyCase;
+  /** the op as the dry run saw it */
+  op: OpRecord;
+  plan: OpPlan;
+}
+
+/** The dry run of a strategy: its ops in order (the same in every run up to the planned op). */
+export async function dryRun(
+  kind: StrategyCase,
+): Promise<{ ops: OpRecord[]; step: string; problems: string[] }> {
+  const c = await runCase(kind);
+  return { ops: [...c.s.world.trace], step: c.r.step, problems: c.problems };
+}
+
+/** `op 12 (save on hv-a, in Saving)` */
+export function describeOp(o: OpRecord | undefined): string {
+  return o
+    ? `op ${o.n} (${o.name} on ${o.host}${o.step ? `, in ${o.step}` : ''}${o.committed ? ', committed' : ''})`
+    : 'op ?';
+}

@@ -1,0 +1,146 @@
+/**
+ * Crash at every await: the real machine and steps, run against the FAKE hypervisor
+ * (test/support/fake-hypervisor.ts; never proof about libvirt, which the lab tests prove), are
+ * interrupted at every driver and transport op, once before the op and once after it took
+ * effect, then resumed from the store the way the daemon resumes after a restart (new step
+ * actors, new memo, new drivers). Each must reach Completed with the VM running (shut off, for
+ * cold) on exactly the target host from its own memory, every acknowledged guest write in its
+ * disk, the source files removed only once a full copy was in place, and no file of the
+ * migration left (layers, saved state, part files, probes).
+ *
+ * A case that fails on the steps as they are is listed in KNOWN and run on its own as
+ * `test.failing` with what goes wrong, so the rest of the table holds; fix the step, and the
+ * `test.failing` fails until it is removed from KNOWN.
+ */
+import type { OpRecord } from '../../support/fake-hypervisor';
+import { STRATEGIES, type StrategyCase, describeOp, dryRun, runCase } from '../../support/machine-harness';
+
+type Phase = 'before' | 'after';
+
+interface Known {
+  kinds: readonly StrategyCase[] | 'all';
+  phase: Phase;
+  step: string;
+  op: string;
+  /** a short name for the test */
+  label: string;
+  why: string;
+}
+
+const KNOWN: Known[] = [
+  {
+    kinds: 'all',
+    phase: 'after',
+    step: 'Preflight',
+    op: 'createExclusive',
+    label: 'Preflight probe left behind, re-run Blocked TargetNotWritable',
+    why:
+      'probeWritable (steps/preflight.ts): the probe file was created, the process died before removing it; the ' +
+      're-run cannot create it again (FileExists) and the migration ends Blocked TargetNotWritable, the probe left ' +
+      'on the target (rollback does not know the probe either)',
+  },
+  {
+    kinds: 'all',
+    phase: 'before',
+    step: 'Preflight',
+    op: 'removeIfIdentity',
+    label: 'Preflight probe left behind, re-run Blocked TargetNotWritable',
+    why: 'the same probe: created, then the process died before removeIfIdentity',
+  },
+  {
+    kinds: ['live across hosts'],
+    phase: 'after',
+    step: 'LiveMigrating',
+    op: 'migrateLive.switch',
+    label: 'live migration re-run after the switch ends Failed RollbackImpossible',
+    why:
+      'steps/live.ts migrateLive re-run after the VM moved: setAutostart(false) on the source, where the VM no longer ' +
+      'exists (--undefinesource), throws DomainNotFound before migrateLive could see the VM runs on the target; ' +
+      'committed is still false, rollback finds it on the target: Failed RollbackImpossible',
+  },
+];
+
+const isKnown = (kind: StrategyCase, phase: Phase, op: OpRecord): Known | undefined =>
+  KNOWN.find(
+    (k) =>
+      (k.kinds === 'all' || k.kinds.includes(kind)) &&
+      k.phase === phase &&
+      k.step === op.step &&
+      k.op === op.name,
+  );
+
+/** What is wrong after a crash at `op` (empty: resumed to Completed with nothing lost). */
+async function crashCase(kind: StrategyCase, phase: Phase, op: OpRecord): Promise<string[]> {
+  const c = await runCase(kind, { kind: 'crash', at: op.n, phase });
+  const problems = [...c.problems];
+  if (c.r.step !== 'Completed')
+    problems.unshift(
+      `ended ${c.r.step} (${c.r.context.lastError?.reason ?? ''}: ${c.r.context.lastError?.message ?? ''})`,
+    );
+  if (c.r.crashes.length !== 1) problems.push(`crashed ${c.r.crashes.length} times, not once`);
+  return problems;
+}
+
+const counts: Record<string, { ops: number; cases: number; ms: number }> = {};
+afterAll(() => {
+  // the numbers the report quotes: ops per strategy, cases run, time
+  console.log(
+    Object.entries(counts)
+      .map(([k, c]) => `${k}: ${c.ops} ops, ${c.cases} crash cases, ${c.ms} ms`)
+      .join('\n'),
+  );
+});
+
+describe.each(STRATEGIES)('%s', (kind) => {
+  test('a crash before or after any op resumes to Completed with nothing lost', async () => {
+    const t0 = Date.now();
+    const dry = await dryRun(kind);
+    expect(dry.step).toBe('Completed');
+    expect(dry.problems).toEqual([]);
+    const failures: string[] = [];
+    let cases = 0;
+    for (const op of dry.ops) {
+      for (const phase of ['before', 'after'] as const) {
+        if (isKnown(kind, phase, op)) continue;
+        cases++;
+        const problems = await crashCase(kind, phase, op);
+        if (problems.length) failures.push(`crash ${phase} ${describeOp(op)}: ${problems.join(' | ')}`);
+      }
+    }
+    counts[kind] = { ops: dry.ops.length, cases, ms: Date.now() - t0 };
+    expect(failures).toEqual([]);
+  }, 60_000);
+});
+
+describe('known bugs (each fails until the step is fixed)', () => {
+  for (const k of KNOWN) {
+    const kinds = k.kinds === 'all' ? STRATEGIES : k.kinds;
+    for (const kind of kinds) {
+      // why: see KNOWN
+      test.failing(`${kind}: crash ${k.phase} ${k.op} in ${k.step}: ${k.label}`, async () => {
+        const dry = await dryRun(kind);
+        const op = dry.ops.find((o) => o.step === k.step && o.name === k.op);
+        expect(op).toBeDefined();
+        expect(await crashCase(kind, k.phase, op!)).toEqual([]);
+      });
+    }
+  }
+
+  test.failing(
+    // runner.ts starts a step before the snapshot naming it is durable; a crash right after the
+    // restore (Restoring's first op on one host, its lookups prefetched) resumes CopyingDelta,
+    // whose copy finds the destination "differing" (relinked, written by the guest) and removes
+    // it: the running VM's top layer, with the guest's writes since the restore
+    'quick on one host: crash after the restore before Restoring is stored: CopyingDelta removes the running top layer',
+    async () => {
+      const dry = await runCase('quick on one host', undefined, { durableTransitions: false });
+      const restore = dry.s.world.trace.find((o) => o.name === 'restore')!;
+      const c = await runCase(
+        'quick on one host',
+        { kind: 'crash', at: restore.n, phase: 'after' },
+        { durableTransitions: false },
+      );
+      expect(c.problems).toEqual([]);
+    },
+  );
+});
