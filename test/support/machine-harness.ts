@@ -15,7 +15,6 @@ import { startMigration, type RunResult } from '../../src/machine/runner';
 import { createStepActors, type StepDeps } from '../../src/machine/steps';
 import { MigrationStore, type OwnedFile, type StoredMigration } from '../../src/machine/store';
 import type { MigrationContext, MigrationInput } from '../../src/machine/types';
-import type { HostSpec } from '../../src/types';
 import {
   Crash,
   type FakeDef,
