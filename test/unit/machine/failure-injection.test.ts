@@ -158,20 +158,34 @@ async function faultCase(kind: StrategyCase, fault: Fault, op: OpRecord): Promis
 
 const FAULTS: readonly Fault[] = ['transient before', 'transient after', 'stalled before'];
 
+const counts: Record<string, { ops: number; cases: number; ms: number }> = {};
+afterAll(() => {
+  // the numbers the report quotes: ops per strategy, cases run, time
+  console.log(
+    Object.entries(counts)
+      .map(([k, c]) => `${k}: ${c.ops} ops, ${c.cases} fault cases, ${c.ms} ms`)
+      .join('\n'),
+  );
+});
+
 describe.each(STRATEGIES)('%s', (kind) => {
   test('a transient or stalled error at any op ends Completed or rolled back, with nothing lost', async () => {
+    const t0 = Date.now();
     const dry = await dryRun(kind);
     expect(dry.step).toBe('Completed');
     const failures: string[] = [];
+    let cases = 0;
     for (const op of dry.ops) {
       for (const fault of FAULTS) {
         // stalled errors only before the point of no return (after it: the reconciler's outcome, issue 10 item 5)
         if (fault.startsWith('stalled') && op.committed) continue;
         if (knownFor(kind, fault, op, dry.ops)) continue;
+        cases++;
         const problems = await faultCase(kind, fault, op);
         if (problems.length) failures.push(`${fault} ${describeOp(op)}: ${problems.join(' | ')}`);
       }
     }
+    counts[kind] = { ops: dry.ops.length, cases, ms: Date.now() - t0 };
     expect(failures).toEqual([]);
   }, 60_000);
 });
