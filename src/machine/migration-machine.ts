@@ -119,6 +119,10 @@ export const migrationMachine = setup({
       return { lastError: { reason: info.reason, message: info.message }, blockedReason: info.reason };
     }),
     finish: assign(() => ({ finishedAt: new Date().toISOString() })),
+    goForward: assign(({ event }) => {
+      const info = errorInfo((event as { error?: unknown }).error);
+      return { committed: true, attempts: 0, lastError: { reason: info.reason, message: info.message } };
+    }),
   },
 }).createMachine({
   id: 'migration',
@@ -231,6 +235,16 @@ export const migrationMachine = setup({
         input: ({ context }) => context,
         onDone: { target: 'RolledBack', actions: 'applyOutput' },
         onError: [
+          // The failed step's effect happened though its caller saw an error (a restore, a
+          // pivot, a switch-over that answered with an error): the VM runs from the target, so
+          // the point of no return is behind; forward again from the step that commits.
+          ...(['Restoring', 'CopyingDelta', 'LiveMigrating'] as const).map((failed) => ({
+            guard: ({ context, event }: { context: MigrationContext; event: Ev }) =>
+              context.failedStep === failed &&
+              errorInfo((event as { error?: unknown }).error).reason === 'AlreadyOnTarget',
+            target: failed === 'CopyingDelta' ? 'Restoring' : failed,
+            actions: 'goForward' as const,
+          })),
           {
             guard: 'canRetryForward',
             target: 'RollingBack',

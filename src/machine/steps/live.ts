@@ -62,7 +62,8 @@ export async function migrateLive(ctx: MigrationContext, deps: StepDeps): Promis
       (x): x is { target: string; path: string; format: string; virtualBytes: number } => x !== undefined,
     );
   await deps.intents?.mark(ctx, 'restore');
-  if (ctx.sourceAutostart) await src.setAutostart(ctx.vm, false);
+  // a rerun after the switch-over finds no VM on the source (undefined there by the migration)
+  if (ctx.sourceAutostart && dom) await src.setAutostart(ctx.vm, false);
   const owned = deps.owned;
   const res = await src.migrateLive(ctx.vm, dst, {
     disks,

@@ -147,7 +147,13 @@ export const copyDelta: Step = async (ctx, deps) => {
       await copyAcross(ctx, deps, from, to, undefined, small);
     } catch (err) {
       if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
-      await dst.removeFile(to); // partial, or already rebased by an interrupted run
+      // Partial, or relinked by an interrupted run: copied again. Unless a VM runs on it: a run
+      // that died after the restore (before Restoring was stored) left the VM running on this
+      // layer, written since. Then the restore happened: Restoring is next (the machine goes
+      // forward from the rollback, which finds the VM on the target).
+      if ((await dst.filesInUse()).has(to))
+        throw new StalledError('DestinationInUse', `${to} on ${ctx.toHost} is in use by a running VM; kept`);
+      await dst.removeFile(to);
       await copyAcross(ctx, deps, from, to, undefined, small);
     }
   };

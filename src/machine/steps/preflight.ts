@@ -234,18 +234,26 @@ export const preflight: Step = async (ctx, deps) => {
   };
 };
 
-/** Can this migration create a file in `dir`? (created exclusively and removed again: never someone else's file) */
+/**
+ * Can this migration create a file in `dir`? The probe is created exclusively and removed by
+ * its identity. Its name carries the migration's id (ownFile): a probe an interrupted run left
+ * is this migration's own, removed before the probe is made again and after a failed attempt.
+ */
 export async function probeWritable(
   drv: HypervisorDriver,
   dir: string,
   ctx: MigrationContext,
 ): Promise<void> {
   const probe = drv.ownFile(dir, ctx.vm, ctx.id, { what: 'probe' });
+  await drv.removeFile(probe);
   let identity: string;
   try {
     identity = await drv.createExclusive(probe);
   } catch (err) {
+    // created after all (the answer was lost), or half made: ours by its name
+    await drv.removeFile(probe).catch(() => undefined);
     throw new StalledError('TargetNotWritable', `cannot write to ${dir} on ${ctx.toHost}`, { cause: err });
   }
-  await drv.removeIfIdentity(probe, identity);
+  if ((await drv.removeIfIdentity(probe, identity).catch(() => 'failed')) === 'failed')
+    await drv.removeFile(probe);
 }

@@ -48,11 +48,10 @@ export const rollBack: Step = async (ctx, deps) => {
         'the target does not answer, but nothing of this VM was started there: rolling back',
       );
     }
+    // The step that failed had passed the point of no return after all (its effect happened,
+    // its caller saw an error): the machine goes forward from here (see migration-machine.ts).
     if (seen && onTarget && onTarget.state !== 'shutoff')
-      throw new StalledError(
-        'RollbackImpossible',
-        `${ctx.vm} already runs on ${ctx.toHost}; it cannot go back`,
-      );
+      throw new StalledError('AlreadyOnTarget', `${ctx.vm} already runs on ${ctx.toHost}; it cannot go back`);
     // a definition a cold finalize (or a failed restore) left on the target goes
     if (onTarget) await dst.undefine(ctx.vm);
   }
@@ -88,7 +87,7 @@ export const rollBack: Step = async (ctx, deps) => {
             ))
         )
           throw new StalledError(
-            'RollbackImpossible',
+            'AlreadyOnTarget',
             `${ctx.vm} already runs from the target; it cannot go back`,
           );
       }

@@ -59,69 +59,7 @@ interface Known {
   why: string;
 }
 
-const KNOWN: Known[] = [
-  {
-    kinds: 'all',
-    faults: ['transient after'],
-    step: 'Preflight',
-    op: 'createExclusive',
-    label: 'Preflight probe left behind',
-    why:
-      'probeWritable (steps/preflight.ts) created its probe, heard an error, and never removes it; rollback does not ' +
-      'know the probe either',
-  },
-  {
-    kinds: 'all',
-    faults: ['transient before', 'stalled before'],
-    step: 'Preflight',
-    op: 'removeIfIdentity',
-    label: 'Preflight probe left behind',
-    why: 'the probe was created; removing it failed; nothing removes it later',
-  },
-  {
-    kinds: ['quick on one host', 'quick across hosts', 'quick with delta rounds'],
-    faults: ['transient after'],
-    step: 'Restoring',
-    op: 'restore',
-    label:
-      'restore happened but reported an error: Failed RollbackImpossible, every file of the migration left',
-    why:
-      "the VM runs from the target, but committed is decided by restoreVm's return value: the error goes to " +
-      'RollingBack, which refuses (RollbackImpossible) and ends Failed instead of going forward',
-  },
-  {
-    kinds: ['live on one host'],
-    faults: ['transient after'],
-    step: 'LiveMigrating',
-    op: 'moveDiskLive.pivot',
-    nth: 1,
-    andLater: true,
-    label: 'an error after the first pivot: Failed RollbackImpossible',
-    why:
-      'steps/live.ts mirrorDisks: after the first disk pivoted the VM runs partly from the target (its local ' +
-      '`committed`), but an error on a later op reaches the machine with committed false: RollingBack refuses, Failed',
-  },
-  {
-    kinds: ['live on one host'],
-    faults: ['transient before', 'stalled before'],
-    step: 'LiveMigrating',
-    op: 'getDomain',
-    nth: 2,
-    andLater: true,
-    label: 'an error after the first pivot: Failed RollbackImpossible',
-    why: "as above (the second disk's ops, after the first pivot)",
-  },
-  {
-    kinds: ['live across hosts'],
-    faults: ['transient after'],
-    step: 'LiveMigrating',
-    op: 'migrateLive.switch',
-    label: 'live migration done but reported an error: Failed RollbackImpossible',
-    why:
-      'the VM runs on the target; the retry is RollingBack (committed false), which refuses: Failed. The re-run of ' +
-      'LiveMigrating would not help either (setAutostart on the source, where the VM is gone, throws)',
-  },
-];
+const KNOWN: Known[] = [];
 
 /** The ops of a dry run a KNOWN entry covers. */
 function coveredBy(k: Known, ops: OpRecord[]): Set<number> {
