@@ -1,0 +1,113 @@
+/**
+ * The direct copy between hosts: rsync on the source host pushes the file to the target over
+ * ssh (the options and why: see the file comment of `between-hosts.ts`), its progress parsed
+ * as it streams.
+ */
+import { CommandError, StalledError, VmplaceError } from '../errors';
+import type { HostExec, ProgressFn } from '../exec/types';
+import { quoteShellArgs, sshOptions } from '../exec/exec';
+import type { SshSpec } from '../types';
+import { RsyncProgressParser, parseRsyncStats } from './rsync-progress';
+import { runStreaming } from './spawn-stream';
+
+const DEFAULT_IO_TIMEOUT_SEC = 60;
+
+/**
+ * ssh options the source host uses to reach the target (for rsync `-e`): the same as every
+ * other ssh of vmplace ({@link sshOptions}: no configuration file, no agent, host keys checked),
+ * without connection reuse.
+ */
+export function hopSshOptions(spec: SshSpec): string[] {
+  return sshOptions(spec);
+}
+
+/**
+ * The argv the source host runs for a direct copy (pure). rsync splits its `-e` value itself,
+ * honouring single quotes but not the `'\''` idiom, so values containing `'` are refused.
+ */
+export function rsyncArgv(
+  src: string,
+  part: string,
+  target: SshSpec,
+  opts: { bwlimitKiBps?: number; ioTimeoutSec?: number; compress?: boolean } = {},
+): string[] {
+  if (!target.host || target.host.startsWith('-') || /[\s@/]/.test(target.host))
+    throw new TypeError(`bad target host ${JSON.stringify(target.host)}`);
+  const hop = hopSshOptions(target);
+  if (hop.some((a) => a.includes("'")))
+    throw new TypeError("target ssh options must not contain a single quote (rsync's -e splitting)");
+  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
+  return [
+    'env',
+    'LC_ALL=C',
+    'rsync',
+    '--inplace',
+    '--sparse',
+    '--ignore-times',
+    '-s',
+    '--perms',
+    '--stats',
+    '--info=progress2',
+    `--timeout=${Math.max(1, Math.floor(opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC))}`,
+    ...(opts.bwlimitKiBps !== undefined ? [`--bwlimit=${Math.max(1, Math.floor(opts.bwlimitKiBps))}`] : []),
+    // rsync's sender reads and sends a hole as zeros: compressed, a run of zeros is almost nothing
+    ...(opts.compress ? ['--compress', '--compress-choice=zstd', '--compress-level=1'] : []),
+    '-e',
+    quoteShellArgs(['ssh', ...hop]),
+    '--',
+    src,
+    `${host}:${part}`,
+  ];
+}
+
+/** ssh's own words when the target's host key is unknown or changed: needs a human, no retry. */
+function isHostKeyFailure(stderr: string): boolean {
+  return /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No [A-Za-z0-9-]+ host key is known/.test(
+    stderr,
+  );
+}
+
+/**
+ * rsync `src` on `srcHost` into `part` on the target (`opts.targetSsh`); resolves with the file
+ * data sent (`literal`) and the bytes put on the link (`wire`).
+ */
+export async function copyDirect(
+  srcHost: HostExec,
+  src: string,
+  part: string,
+  total: number,
+  opts: {
+    targetSsh?: SshSpec;
+    onProgress?: ProgressFn;
+    signal?: AbortSignal;
+    bwlimitKiBps?: number;
+    ioTimeoutSec?: number;
+    compress?: boolean;
+  },
+): Promise<{ literal: number; wire: number }> {
+  if (!opts.targetSsh) throw new TypeError('copyBetweenHosts: mode direct needs targetSsh');
+  const argv = rsyncArgv(src, part, opts.targetSsh, opts);
+  const parser = new RsyncProgressParser((p) => opts.onProgress?.(Math.min(p.bytes, total), total));
+  try {
+    await runStreaming(srcHost, argv, (c) => parser.push(c), opts.signal);
+  } catch (err) {
+    if (err instanceof CommandError && isHostKeyFailure(err.stderr)) {
+      throw new StalledError(
+        'TargetHostKeyMismatch',
+        `${srcHost.label} does not know the host key of ${opts.targetSsh.host} (or it changed): ${err.stderr}`,
+        { cause: err },
+      );
+    }
+    throw new VmplaceError(
+      'TransferFailed',
+      `rsync ${src} from ${srcHost.label} to ${opts.targetSsh.host} failed`,
+      {
+        cause: err,
+      },
+    );
+  }
+  parser.end();
+  const stats = parseRsyncStats(parser.rest);
+  const literal = stats.literalBytes ?? stats.bytesSent ?? total;
+  return { literal, wire: stats.bytesSent ?? literal };
+}
