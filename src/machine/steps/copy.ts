@@ -33,7 +33,7 @@ export const snapshotDisks: Step = async (ctx, deps) => {
   if (onOverlay.length === ctx.disks.length) return {};
   if (onOverlay.length > 0)
     throw new StalledError('InconsistentSnapshot', `only some of ${ctx.vm}'s disks run on overlays`);
-  // A leftover overlay file from a snapshot that failed must not make libvirt refuse.
+  // A leftover layer file (ours by its name) from a freeze that failed must not make the hypervisor refuse.
   for (const d of ctx.disks) await drv.removeFile(d.srcOverlay);
   await drv.freezeDisks(
     ctx.vm,

@@ -8,7 +8,7 @@ import { EARLY_COPY_FRESH_MS, PAUSE_RELAY_BELOW_BYTES, PREFETCH_FRESH_MS } from 
 /** What Saving sees of the VM on the source (see {@link decideSave}). */
 export interface SaveObservation {
   state: DomainInfo['state'];
-  /** the state file holds a complete saved state of this VM (`save-image-dumpxml` reads it) */
+  /** the state file holds a complete saved state of this VM (the driver's holdsSavedState) */
   stateUsable: boolean;
   /** this migration issued a save before (a write-ahead intent); true when unknown */
   saveIssued: boolean;
@@ -186,8 +186,8 @@ export interface RestoreLookups {
 }
 
 /**
- * What Restoring asks before it restores: the domain on both hosts and the saved XML. The VM is
- * paused: ask both hosts and read the saved XML at once (each virsh call over ssh is a round
+ * What Restoring asks before it restores: the VM on both hosts and the saved definition. The VM
+ * is paused: ask both hosts and read the saved definition at once (each call over ssh is a round
  * trip); an unreadable state file only matters if a restore is still needed.
  */
 export function restoreLookups(ctx: MigrationContext, deps: RunDeps): Promise<RestoreLookups> {
@@ -205,7 +205,7 @@ export function restoreLookups(ctx: MigrationContext, deps: RunDeps): Promise<Re
 
 /**
  * Restore lookups started during CopyingDelta, when the state file is already where the target
- * reads it (one host, or the cluster's shared storage): by id, in memory only (the saved XML
+ * reads it (one host, or the cluster's shared storage): by id, in memory only (the saved definition
  * holds secrets), taken once by Restoring if still fresh. The VM is saved before CopyingDelta
  * starts, so what they see is the state after the pause began.
  */
