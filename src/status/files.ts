@@ -3,10 +3,10 @@
  * (HostStatus). Reading validates them against `schemas/`; writing renders them in a fixed key
  * order so identical state gives byte-identical files and git sees no noise.
  */
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Document } from 'yaml';
+import { fsyncDirSync, writeFileAtomicSync } from '../atomic-file';
 import { StalledError } from '../errors';
 import { assertRepo, capFindings, cloneTree, describeType, sortProblems } from '../manifests/load';
 import { objectLabel } from '../manifests/references';
@@ -268,7 +268,7 @@ export async function writeStatusFiles(
         changed.push(rel);
       }
     }
-    if (wrote) fsyncDir(dir);
+    if (wrote) fsyncDirSync(dir);
   }
   return changed.sort();
 }
@@ -291,7 +291,7 @@ export function writeRepoFile(repoDir: string, rel: string, text: string): boole
   const dirRel = path.posix.dirname(rel);
   const dir = dirRel === '.' ? fs.realpathSync(repoDir) : ensureRealDirs(repoDir, dirRel);
   const changed = writeInto(dir, rel, text);
-  if (changed) fsyncDir(dir);
+  if (changed) fsyncDirSync(dir);
   return changed;
 }
 
@@ -362,7 +362,8 @@ function writeInto(dir: string, rel: string, text: string): boolean {
     }
     if (sameContent(file, text)) return false;
   }
-  writeAtomically(dir, file, text);
+  // the temporary file is created O_EXCL|O_NOFOLLOW; one flush of `dir` after the last file
+  writeFileAtomicSync(file, text, { mode: 0o644, syncDir: false });
   return true;
 }
 
@@ -387,37 +388,6 @@ function sameContent(file: string, text: string): boolean {
     return n === want.length && buf.equals(want);
   } catch {
     return false;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function writeAtomically(dir: string, file: string, text: string): void {
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(
-      tmp,
-      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
-      0o644,
-    );
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    // rename replaces the directory entry `file` (checked above to be a regular file or missing)
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    if (fd !== undefined) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-}
-
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
-  try {
-    fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
