@@ -27,3 +27,16 @@ export function safeText(text: string, replacement = '?'): string {
 export function neutraliseMentions(markdown: string): string {
   return markdown.replace(/@(?=[A-Za-z0-9])/g, '@&#8203;');
 }
+
+/** JSON-quote a value for a message, truncated; never contains raw control characters. */
+export function quote(value: unknown, max = 80): string {
+  let s: string;
+  try {
+    s = JSON.stringify(value) ?? String(value);
+  } catch {
+    s = String(value);
+  }
+  // JSON.stringify leaves U+2028/2029 and C1 controls raw; escape them too
+  s = s.replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}

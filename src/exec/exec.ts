@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { CommandError, StalledError } from '../errors';
-import { checkUriAgainstSsh, parseConnectionUri, redactUri } from '../manifests/checks';
+import { checkUriAgainstSsh, parseConnectionUri, redactUri } from '../connection-uri';
 import type { SshSpec } from '../types';
 import type { HostExec } from './types';
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { fsyncDir, writeFileAtomic } from '../atomic-file';
 import { MACHINE_VERSION } from './migration-machine';
 
 /**
@@ -174,29 +175,5 @@ export class MigrationStore {
       }
     }
     return best;
-  }
-}
-
-/** Write a file so that readers see the old or the new content, never a mix. */
-export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await fs.open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fs.rename(tmp, file);
-  await fsyncDir(dir);
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const dh = await fs.open(dir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
   }
 }

@@ -8,7 +8,7 @@ import type { Cluster, Host, Kind, Problem, SourceRef, StorageLocation, VirtualM
 import type { DataPath } from './schemas';
 import { displayPath, quote } from './schemas';
 import { isInside } from '../drivers/paths';
-import { sameHostKey } from './checks';
+import { sameHostKey } from '../connection-uri';
 
 /** Which machine a Host is: its ssh host and port, or this machine. */
 function machineKey(h: Host): string {

@@ -7,6 +7,10 @@ import * as path from 'node:path';
 import Ajv2020, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import { redact } from '../errors';
+import { quote } from '../text';
+
+/** {@link quote} moved to `src/text.ts` (shared below `manifests/`); re-exported for the loaders. */
+export { quote };
 
 /** The directory holding the schema files; resolves the same from `src/manifests` and `dist/manifests`. */
 export const SCHEMA_DIR = path.resolve(__dirname, '../../schemas');
@@ -104,19 +108,6 @@ export function displayPath(p: DataPath): string {
     else out += `[${quote(seg)}]`;
   }
   return out;
-}
-
-/** JSON-quote a value for a message, truncated; never contains raw control characters. */
-export function quote(value: unknown, max = 80): string {
-  let s: string;
-  try {
-    s = JSON.stringify(value) ?? String(value);
-  } catch {
-    s = String(value);
-  }
-  // JSON.stringify leaves U+2028/2029 and C1 controls raw; escape them too
-  s = s.replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-  return s.length > max ? `${s.slice(0, max)}…` : s;
 }
 
 function got(data: unknown): string {

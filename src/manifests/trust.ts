@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { parseDocument } from 'yaml';
 import { StalledError } from '../errors';
 import { isInside, normaliseAbsolute } from '../drivers/paths';
-import { checkHostLiteral, parseConnectionUri } from './checks';
+import { checkHostLiteral, parseConnectionUri } from '../connection-uri';
 import type { DataPath, SchemaFinding } from './schemas';
 import { quote } from './schemas';
 

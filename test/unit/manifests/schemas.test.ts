@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { getValidator, SCHEMA_DIR, SCHEMA_FILES, validateAgainstSchema } from '../../../src/manifests';
-import { checkHostLiteral, checkUri } from '../../../src/manifests/checks';
+import { checkHostLiteral, checkUri } from '../../../src/connection-uri';
 import { REPO_ROOT } from './helpers';
 
 const kinds = Object.keys(SCHEMA_FILES) as (keyof typeof SCHEMA_FILES)[];
