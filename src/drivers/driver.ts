@@ -145,8 +145,12 @@ export interface HypervisorDriver {
   // ---- definitions (pure: no round trip)
   /** disk target → source path of a definition (file disks only) */
   diskPathsOf(def: VmDefinition): Record<string, string | undefined>;
-  /** the definition with these disks' sources replaced (by target); stale layer records dropped */
-  withDiskPaths(def: VmDefinition, paths: Record<string, string>): VmDefinition;
+  /**
+   * The definition with these disks' sources replaced (by target), each opened as `format`
+   * (undefined: a layer this driver creates); stale layer records dropped. The format always
+   * goes with the path: a base named where a layer was is never opened as the layer's format.
+   */
+  withDiskPaths(def: VmDefinition, disks: Record<string, { path: string; format?: string }>): VmDefinition;
 
   // ---- observation
   listDomains(): Promise<string[]>;

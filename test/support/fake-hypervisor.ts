@@ -630,14 +630,18 @@ export class FakeDriver implements HypervisorDriver {
     return Object.fromEntries(this.decode(def).disks.map((d) => [d.target, d.path]));
   }
 
-  withDiskPaths(def: VmDefinition, paths: Record<string, string>): VmDefinition {
+  /** A disk without a format is one of the fake's layers (qcow2, like libvirt's). */
+  withDiskPaths(def: VmDefinition, disks: Record<string, { path: string; format?: string }>): VmDefinition {
     const d = this.decode(def);
-    const missing = Object.keys(paths).filter((t) => !d.disks.some((x) => x.target === t));
+    const missing = Object.keys(disks).filter((t) => !d.disks.some((x) => x.target === t));
     if (missing.length)
       throw new StalledError('DiskNotFound', `definition of ${d.name} has no disk ${missing.join(', ')}`);
     return this.encode({
       ...d,
-      disks: d.disks.map((x) => (paths[x.target] ? { ...x, path: paths[x.target]! } : x)),
+      disks: d.disks.map((x) => {
+        const w = disks[x.target];
+        return w ? { ...x, path: w.path, format: w.format ?? 'qcow2' } : x;
+      }),
     });
   }
 

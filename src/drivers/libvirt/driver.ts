@@ -152,8 +152,16 @@ export class LibvirtDriver implements HypervisorDriver {
     return Object.fromEntries(parseDomainXml(domainXmlOf(def)).disks.map((d) => [d.target, d.path]));
   }
 
-  withDiskPaths(def: VmDefinition, paths: Record<string, string>): VmDefinition {
-    return libvirtDefinition(rewriteDiskPaths(domainXmlOf(def), paths));
+  /** A disk without a format is one of our qcow2 overlays. */
+  withDiskPaths(def: VmDefinition, disks: Record<string, { path: string; format?: string }>): VmDefinition {
+    const entries = Object.entries(disks);
+    return libvirtDefinition(
+      rewriteDiskPaths(
+        domainXmlOf(def),
+        Object.fromEntries(entries.map(([t, d]) => [t, d.path])),
+        Object.fromEntries(entries.map(([t, d]) => [t, d.format ?? 'qcow2'])),
+      ),
+    );
   }
 
   canRun(def: VmDefinition): Promise<{ compatible: boolean; message: string }> {

@@ -265,7 +265,11 @@ export async function migrateLive(
     );
   }
   const live = (await ctx.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info'])).stdout;
-  const xml = rewriteDiskPaths(live, Object.fromEntries(opts.disks.map((d) => [d.target, d.path])));
+  const xml = rewriteDiskPaths(
+    live,
+    Object.fromEntries(opts.disks.map((d) => [d.target, d.path])),
+    Object.fromEntries(opts.disks.map((d) => [d.target, d.format])),
+  );
   if (opts.maxDowntimeMs !== undefined) {
     // QEMU switches over once it predicts the rest fits this (its default: 300 ms); settable
     // before the migration starts since libvirt 1.2.9

@@ -283,12 +283,17 @@ export function referencedFiles(xml: string): string[] {
  * Point the listed disks (by target dev) at new files: set `<source file=>`, drop the stale
  * `index=` of that source, and remove every `<backingStore>` under those disks so libvirt
  * reads the chain from the images again (after `qemu-img rebase -u` it differs). Everything
- * else — other disks, attribute order, element order, comments — is kept.
+ * else — other disks, attribute order, element order, comments — is kept. With `formats`, the
+ * listed disks' `<driver type=>` is set too.
  *
  * Throws `StalledError('DiskNotFound')` when a target in `map` is not in the XML, and
  * `StalledError('DiskNotFile')` when a mapped disk is not `type='file'`.
  */
-export function rewriteDiskPaths(xml: string, map: Readonly<Record<string, string>>): string {
+export function rewriteDiskPaths(
+  xml: string,
+  map: Readonly<Record<string, string>>,
+  formats: Readonly<Record<string, string>> = {},
+): string {
   const tree = parseOrdered(xml);
   const dom = rootElement(tree, 'domain');
   const devices = firstChild(dom, 'devices');
@@ -310,6 +315,17 @@ export function rewriteDiskPaths(xml: string, map: Readonly<Record<string, strin
     }
     setAttr(source, 'file', newPath);
     deleteAttr(source, 'index');
+    // the image's format goes with its path: a raw base named where a qcow2 layer was must be
+    // opened as raw (never as the qcow2 a guest may have written into it)
+    const format = Object.prototype.hasOwnProperty.call(formats, target) ? formats[target] : undefined;
+    if (format !== undefined) {
+      let driver = firstChild(disk, 'driver');
+      if (!driver) {
+        driver = { driver: [], ':@': { '@_name': 'qemu' } };
+        kids.splice(0, 0, driver);
+      }
+      setAttr(driver, 'type', format);
+    }
     // remove backingStore elements and the whitespace text right before each of them
     for (let i = kids.length - 1; i >= 0; i--) {
       if (tagOf(kids[i]!) !== 'backingStore') continue;

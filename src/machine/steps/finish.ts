@@ -64,7 +64,7 @@ export const verifyTarget: Step = async (ctx, deps) => {
  */
 export const finalizeDefinition: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.toHost);
-  const want = Object.fromEntries(ctx.disks.map((d) => [d.target, d.dstPath]));
+  const want = Object.fromEntries(ctx.disks.map((d) => [d.target, { path: d.dstPath, format: d.format }]));
   const named = (def: VmDefinition): boolean => {
     const paths = drv.diskPathsOf(def);
     return ctx.disks.every((d) => paths[d.target] === d.dstPath);

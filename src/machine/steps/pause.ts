@@ -252,7 +252,8 @@ export const restoreVm: Step = async (ctx, deps) => {
   }
   const rewritten = drv.withDiskPaths(
     saved.def,
-    Object.fromEntries(ctx.disks.map((d) => [d.target, dstOverlayAt(ctx, d, ctx.rounds ?? 1)])),
+    // each disk runs from our top layer (a layer: the driver's own format)
+    Object.fromEntries(ctx.disks.map((d) => [d.target, { path: dstOverlayAt(ctx, d, ctx.rounds ?? 1) }])),
   );
   await drv.restore(ctx.stateFile!, rewritten, {
     knownInactive: dom === undefined || dom.state === 'shutoff',

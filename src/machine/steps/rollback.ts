@@ -108,7 +108,10 @@ export const rollBack: Step = async (ctx, deps) => {
       const paths = src.diskPathsOf(inactive);
       if (ctx.disks.some((d) => paths[d.target] !== d.srcPath)) {
         await src.define(
-          src.withDiskPaths(inactive, Object.fromEntries(ctx.disks.map((d) => [d.target, d.srcPath]))),
+          src.withDiskPaths(
+            inactive,
+            Object.fromEntries(ctx.disks.map((d) => [d.target, { path: d.srcPath, format: d.format }])),
+          ),
         );
       }
     }

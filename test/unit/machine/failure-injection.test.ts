@@ -32,6 +32,7 @@ import {
   describeOp,
   dryRun,
   outcomeProblems,
+  runMigrationInWorld,
   runCase,
 } from '../../support/machine-harness';
 
@@ -184,5 +185,37 @@ describe('the fake sees what the tests rely on', () => {
     await w.driver('hv-a').removeFile('/pool/a/web/vda.qcow2');
     expect(w.violations.join('\n')).toMatch(/removed \/pool\/a\/web\/vda.qcow2, which web uses/);
     expect(w.violations.join('\n')).toMatch(/while no other copy holds its data/);
+  });
+});
+
+describe('a guest that shuts down after its disks were frozen', () => {
+  // The freeze made both definitions name qcow2 layers; the rollback merges them offline and
+  // redefines the VM on its own images. Each image must be opened in its own format again: the
+  // raw vdb as raw (a raw disk opened as qcow2 would read whatever header its guest wrote).
+  test('the rollback merges offline and each base is opened in its own format again', async () => {
+    const dry = await dryRun('quick on one host');
+    const first = dry.ops.find((o) => o.step === 'CopyingBase')!;
+    const s = buildScenario('quick on one host');
+    s.world.plan = {
+      kind: 'fail',
+      at: first.n,
+      phase: 'before',
+      error: () => {
+        const v = s.world.host('hv-a').vms.get('web')!;
+        delete v.live;
+        delete v.bootId;
+        v.state = 'shutoff';
+        return new VmplaceError('GuestShutDown', 'the guest shut down');
+      },
+    };
+    const r = await runMigrationInWorld(s.world, s.input);
+    expect(r.step).toBe('RolledBack');
+    const v = s.world.host('hv-a').vms.get('web')!;
+    expect(v.state).toBe('shutoff');
+    expect(v.persistent!.disks).toEqual([
+      { target: 'vda', path: '/pool/a/web/vda.qcow2', format: 'qcow2' },
+      { target: 'vdb', path: '/pool/a/web/vdb.img', format: 'raw' },
+    ]);
+    expect([...s.world.host('hv-a').files.keys()].filter((p) => p.includes('vmplace-'))).toEqual([]);
   });
 });

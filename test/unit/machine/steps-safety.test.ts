@@ -70,7 +70,13 @@ class FakeHost {
       },
       paths: POSIX_PATHS,
       diskPathsOf: (def) => Object.fromEntries(parseDomainXml(def.data).disks.map((d) => [d.target, d.path])),
-      withDiskPaths: (def, paths) => ({ driver: 'libvirt', data: rewriteDiskPaths(def.data, paths) }),
+      withDiskPaths: (def, disks) => ({
+        driver: 'libvirt',
+        data: rewriteDiskPaths(
+          def.data,
+          Object.fromEntries(Object.entries(disks).map(([t, d]) => [t, d.path])),
+        ),
+      }),
       listDomains: async () => [...this.domains.keys()],
       getDomain: async (n) => dom(n),
       domainState: async (n) => this.domains.get(n)?.state,

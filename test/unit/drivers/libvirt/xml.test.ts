@@ -108,6 +108,22 @@ describe('rewriteDiskPaths', () => {
     expect(out).toContain("<source file='/new/place/a.ovl'/>".replace(/'/g, '"'));
   });
 
+  it('sets the format with the path: a raw base named where a qcow2 layer was is opened as raw', () => {
+    const xml = fixture('dumpxml-after-snapshot.xml');
+    expect(parseDomainXml(xml).disks[0]!.format).toBe('qcow2');
+    const out = rewriteDiskPaths(xml, { vda: '/a/base.img' }, { vda: 'raw' });
+    expect(parseDomainXml(out).disks[0]).toMatchObject({ path: '/a/base.img', format: 'raw' });
+    // without a format the driver element is left as it was
+    expect(parseDomainXml(rewriteDiskPaths(xml, { vda: '/a/base.img' })).disks[0]!.format).toBe('qcow2');
+  });
+
+  it('gives a disk without a driver element one, with the format', () => {
+    const xml =
+      "<domain><name>x</name><devices><disk type='file' device='disk'><source file='/a/x.qcow2'/><target dev='vda'/></disk></devices></domain>";
+    const out = rewriteDiskPaths(xml, { vda: '/a/x.img' }, { vda: 'raw' });
+    expect(parseDomainXml(out).disks[0]).toMatchObject({ path: '/a/x.img', format: 'raw' });
+  });
+
   it('keeps everything else: every other line of the document survives', () => {
     const xml = fixture('save-image-dumpxml.xml');
     const out = rewriteDiskPaths(xml, { vda: '/new/a.ovl', vdb: '/new/b.qcow2' });
