@@ -17,12 +17,14 @@
  *   yaml and js-yaml turn into different strings) and `__proto__`;
  * - duplicate keys, syntax errors, tab indentation, nesting deeper than js-yaml's default limit
  *   (js-yaml throws on each);
- * - cases found by comparing both parsers on random texts, checked on the raw text: a carriage
- *   return not followed by a line feed (YAML 1.2 makes it a line break, as js-yaml does, while
- *   `yaml` reads it as content and then reports a problem); a tab in a line's leading white
- *   space (`yaml` reports it as indentation where js-yaml may not); a byte order mark and an
- *   indented `---` (js-yaml reads past them, `yaml` reports them); a `...` document end marker
- *   (the two count the documents around it differently).
+ * - cases found by comparing both parsers on random texts, where js-yaml reads what `yaml`
+ *   reports or counts differently: a carriage return not followed by a line feed (YAML 1.2 makes
+ *   it a line break, as js-yaml does; `yaml` reads it as content and then fails); a tab in a
+ *   line's leading white space (`yaml` reports it as indentation where js-yaml may not); a byte
+ *   order mark, an indented `---`, and a line starting with `%` (a directive: js-yaml skips
+ *   unknown ones, `yaml` reports them); a `...` document end marker (the two count the
+ *   documents around it differently), all checked on the raw text; and a quoted scalar with
+ *   text right after its closing quote (`- "x"y: 1`), checked from js-yaml's events.
  * Plain scalars resolve with js-yaml's `CORE_SCHEMA`, the YAML 1.2 core schema, as in `yaml`
  * (`yes`, `on`, `0755` stay what 1.2 says).
  */
@@ -34,8 +36,11 @@ import {
   EVENT_DOCUMENT,
   EVENT_MAPPING,
   EVENT_POP,
+  EVENT_SCALAR,
   EVENT_SEQUENCE,
   parseEvents,
+  SCALAR_STYLE_DOUBLE_QUOTED,
+  SCALAR_STYLE_SINGLE_QUOTED,
   type Event,
 } from 'js-yaml';
 
@@ -80,6 +85,9 @@ const LONE_CR = /\r(?!\n)/;
 const LEADING_TAB = /^ *\t/m;
 const DOC_END = /^\.\.\.(?:[ \t\r\n]|$)/m;
 const INDENTED_MARKER = /^[ \t]+(?:---|\.\.\.)(?:[ \t\r\n]|$)/m;
+const DIRECTIVE = /^[ \t]*%/m;
+/** What may follow the closing quote of a quoted scalar (or the end of the text). */
+const AFTER_QUOTE = new Set([' ', '\t', '\n', '\r', ':', ',', ']', '}', undefined]);
 
 /**
  * Parse `text` on the fast path: every non-null document's value and the number of documents,
@@ -91,12 +99,13 @@ export function parseFast(text: string): FastParse | undefined {
   if (text.includes('\t') && LEADING_TAB.test(text)) return undefined;
   if (text.includes('...') && DOC_END.test(text)) return undefined;
   if (text.includes('\ufeff') || INDENTED_MARKER.test(text)) return undefined;
+  if (text.includes('%') && DIRECTIVE.test(text)) return undefined;
   const stackTraceLimit = Error.stackTraceLimit;
   try {
     // a declined file throws; its stack trace would only cost time
     Error.stackTraceLimit = 0;
     const events = parseEvents(text, {});
-    const roots = rootOffsets(events);
+    const roots = rootOffsets(events, text);
     if (roots === undefined) return undefined;
     const values = constructFromEvents(events, { source: text, schema: SCHEMA, maxAliases: 0 });
     if (values.length !== roots.length) return undefined;
@@ -116,9 +125,9 @@ export function parseFast(text: string): FastParse | undefined {
 
 /**
  * Per document, the offset of its root collection (-1 for a scalar or empty root); `undefined`
- * when there is an alias, an anchor or a tag anywhere.
+ * when there is an alias, an anchor or a tag anywhere, or text right after a closing quote.
  */
-function rootOffsets(events: Event[]): number[] | undefined {
+function rootOffsets(events: Event[], text: string): number[] | undefined {
   const roots: number[] = [];
   let atRoot = false;
   for (const e of events) {
@@ -132,6 +141,11 @@ function rootOffsets(events: Event[]): number[] | undefined {
       continue;
     }
     if (e.type === EVENT_ALIAS || e.tagStart >= 0 || e.anchorStart >= 0) return undefined;
+    const quoted =
+      e.type === EVENT_SCALAR &&
+      (e.style === SCALAR_STYLE_SINGLE_QUOTED || e.style === SCALAR_STYLE_DOUBLE_QUOTED);
+    // a quoted scalar's valueEnd is the offset of its closing quote
+    if (quoted && !AFTER_QUOTE.has(text[e.valueEnd + 1])) return undefined;
     if (atRoot && (e.type === EVENT_MAPPING || e.type === EVENT_SEQUENCE)) roots[roots.length - 1] = e.start;
     atRoot = false;
   }

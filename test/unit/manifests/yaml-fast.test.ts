@@ -104,7 +104,6 @@ describe('fast path (js-yaml): what it accepts reads exactly as the exact path (
     ['an escaped line break', 'a: "one\\\n  two"\n'],
     ['\\x, \\u and \\U escapes', 'a: "\\x41\\u00e9\\U0001F600"\n'],
     ['a complex key that is a string', '? a\n: b\n'],
-    ['a directive', '%YAML 1.2\n---\na: 1\n'],
     ['content after ---', '--- a\n'],
     ['a tab between tokens', 'a:\tb\n'],
     ['a line separator inside a value', 'a: b\u2028c\n'],
@@ -153,6 +152,10 @@ describe('fast path (js-yaml): what it accepts reads exactly as the exact path (
     ['a sequence entry after a scalar value', 'a: 1\n- b\n'],
     ['an empty flow collection with more after it', 'a: [] x\n'],
     ['an unclosed quote', 'a: "b\n'],
+    ['a directive', '%YAML 1.2\n---\na: 1\n'],
+    ['an unknown directive (js-yaml skips it, yaml refuses it)', '%YML 1.2\n---\na: 1\n'],
+    ['an indented %', ' %x\n---\na: 1\n'],
+    ['text right after a closing quote (js-yaml splits it off)', 'a:\n- "x"y: 1\n'],
   ];
   it.each(declined)('declines %s', (_name, text) => {
     expect(parseFast(text)).toBeUndefined();
