@@ -29,9 +29,9 @@ export { writeRepoFile, writeStatusFiles } from './write';
  * directory implies, and its name must be `<metadata.name>.yaml`. A file with any problem is
  * skipped whole and reported as `FILE:LINE:COL`; a missing `status/` means nothing observed yet.
  * The same read limits and hostile-input protections as {@link loadDesiredState} apply, and the
- * same two parsing paths: files as {@link renderStatusYaml} writes them (plain block YAML) take
- * the fast path, while a hand-edited file with anchors, tags or multi-line scalars, and any file
- * with a problem, is parsed the exact way, which reports the problem.
+ * same two parsing paths: files as {@link renderStatusYaml} writes them take the fast path
+ * (js-yaml), while a hand-edited file with anchors, aliases or tags, and any file with a problem,
+ * is parsed the exact way (yaml), which reports the problem.
  *
  * @throws StalledError `RepositoryNotFound` when `repoDir` itself does not exist.
  */

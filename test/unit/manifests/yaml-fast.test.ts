@@ -1,9 +1,9 @@
 import * as path from 'node:path';
 import { loadDesiredState } from '../../../src/manifests';
 import { loadActualState, renderStatusYaml } from '../../../src/status/files';
-import { parsePlainYaml, resolvePlain } from '../../../src/manifests/fast-yaml';
+import { parseFast } from '../../../src/manifests/yaml-fast';
 import { DEFAULT_LIMITS, newBudget, parseYamlFile } from '../../../src/manifests/yaml-source';
-import type { Problem, SourceRef, VirtualMachineStatus } from '../../../src/types';
+import type { Problem, VirtualMachineStatus } from '../../../src/types';
 import { cleanupRepos, FIXTURES, hostDoc, makeRepo, REPO_ROOT, vmDoc } from './helpers';
 
 afterAll(cleanupRepos);
@@ -20,7 +20,8 @@ function canon(v: unknown): string {
 }
 
 interface Seen {
-  docs: { data: string; at: SourceRef }[];
+  /** each document's data, and where its root is (`undefined`: the fast path leaves it to the exact one) */
+  docs: { data: string; at?: string }[];
   count: number;
 }
 
@@ -33,7 +34,11 @@ function exact(text: string): Seen | undefined {
     DEFAULT_LIMITS,
     budget,
     problems,
-    (docs) => docs.map((d) => ({ data: canon(d.data), at: d.locate([]) })),
+    (docs) =>
+      docs.map((d) => {
+        const at = d.locate([]);
+        return { data: canon(d.data), at: `${at.line}:${at.col}` };
+      }),
     { fastPath: false },
   );
   return r.ok ? { docs: r.result, count: budget.documents } : undefined;
@@ -41,15 +46,26 @@ function exact(text: string): Seen | undefined {
 
 /** The fast path's view of `text`, or undefined when it declines. */
 function fast(text: string): Seen | undefined {
-  const p = parsePlainYaml(text);
+  const p = parseFast(text);
   if (!p) return undefined;
   return {
-    docs: p.docs.map((d) => ({ data: canon(d.data), at: { file: 'x.yaml', line: d.line, col: d.col } })),
+    docs: p.docs.map((d) => ({ data: canon(d.data), at: d.root && `${d.root.line}:${d.root.col}` })),
     count: p.count,
   };
 }
 
-describe('fast path: plain YAML it accepts reads exactly as the exact path reads it', () => {
+/** Whether the exact path reads `text` as the fast path did (data, count and root positions). */
+function sameAsExact(f: Seen, text: string): boolean {
+  const e = exact(text);
+  return (
+    e !== undefined &&
+    e.count === f.count &&
+    e.docs.length === f.docs.length &&
+    f.docs.every((d, i) => d.data === e.docs[i]!.data && (d.at === undefined || d.at === e.docs[i]!.at))
+  );
+}
+
+describe('fast path (js-yaml): what it accepts reads exactly as the exact path (yaml) reads it', () => {
   const accepted: [string, string][] = [
     ['a manifest', vmDoc('demo', 'lab', 'b', '  disks:\n    vdb:\n      storage: a\n')],
     [
@@ -63,7 +79,6 @@ describe('fast path: plain YAML it accepts reads exactly as the exact path reads
       'numbers',
       'a: 0755\nb: 0o17\nc: 0x1F\nd: -0x1F\ne: +12\nf: -0\ng: 1_000\nh: 1e3\ni: .5\nj: 5.\nk: -.Inf\nl: .NaN\nm: 0b101\nn: 12345678901234567890\n',
     ],
-    ['number-like keys become strings', '1: a\n0x10: b\n1.50: c\ntrue: d\n.inf: e\n'],
     ['quoted scalars', `a: 'it''s'\nb: "q\\"uote\\\\ \\n \\t"\nc: ''\nd: "#not a comment"\n"e f": 'g: h'\n`],
     [
       'plain scalars with indicators inside',
@@ -79,57 +94,71 @@ describe('fast path: plain YAML it accepts reads exactly as the exact path reads
     ['a root at column 3', '   a: 1\n   b: 2\n'],
     ['empty flow collections as values', 'a: []\nb: {}\nc:\n  - []\n  - {} # c\n'],
     ['a root sequence', '- a\n- b\n'],
+    ['a flow mapping', 'a: {b: 1, c: [x, "y"]}\n'],
+    ['a flow sequence', 'a: [1, 2]\n'],
+    ['a flow collection with spaces', 'a: [ ]\n'],
+    ['a block scalar', 'a: |\n  text\n   more\n'],
+    ['a folded scalar', 'a: >-\n  text\n\n  more\n'],
+    ['a plain scalar on two lines', 'a: one\n  two\n'],
+    ['a quoted scalar on two lines', 'a: "one\n  two"\n'],
+    ['an escaped line break', 'a: "one\\\n  two"\n'],
+    ['\\x, \\u and \\U escapes', 'a: "\\x41\\u00e9\\U0001F600"\n'],
+    ['a complex key that is a string', '? a\n: b\n'],
+    ['content after ---', '--- a\n'],
+    ['a tab between tokens', 'a:\tb\n'],
+    ['a line separator inside a value', 'a: b\u2028c\n'],
+    ['space before the colon', 'a : b\n'],
+    ['a line longer than 1,024 characters', `a: ${'x'.repeat(1100)}\n`],
+    ['many entries opened on one line', `${'- '.repeat(9)}x\n`],
+    ['a lone scalar document', 'just text\n'],
+    ['an explicit null document', '---\nnull\n---\na: 1\n'],
   ];
   it.each(accepted)('%s', (_name, text) => {
     const f = fast(text);
     expect(f).toBeDefined();
-    expect(f).toEqual(exact(text));
+    expect(sameAsExact(f!, text)).toBe(true);
   });
 
   const declined: [string, string][] = [
     ['an anchor and alias', 'a: &x {b: 1}\nc: *x\n'],
     ['an alias bomb', 'a: &a [x, x]\nb: &b [*a, *a]\n'],
-    ['a tag', 'a: !!binary aGk=\n'],
-    ['a flow mapping', 'a: {b: 1}\n'],
-    ['a flow sequence', 'a: [1, 2]\n'],
-    ['a block scalar', 'a: |\n  text\n'],
-    ['a folded scalar', 'a: >-\n  text\n'],
-    ['a plain scalar on two lines', 'a: one\n  two\n'],
-    ['a quoted scalar on two lines', 'a: "one\n  two"\n'],
-    ['an escaped line break', 'a: "one\\\n  two"\n'],
-    ['a complex key', '? a\n: b\n'],
+    ['an anchor alone', 'a: &x 1\n'],
+    ['an anchor glued to a flow sequence (yaml refuses it)', 'b: &a[1, 2]\n'],
+    ['an unknown tag', 'a: !!binary aGk=\n'],
+    ['a core tag', 'a: !!str 5\n'],
+    ['a local tag', 'a: !x 5\n'],
     ['a null key', '~: a\n'],
     ['a null key (null)', 'null: a\n'],
+    ['a number key', '1: a\n'],
+    ['a boolean key', 'true: a\n'],
+    ['a collection key', '[a]: b\n'],
+    ['an empty flow collection as a key', '[]: a\n'],
     ['__proto__ as a key', '__proto__: a\n'],
+    ['__proto__ as a quoted key', '"__proto__": a\n'],
     ['a duplicate key', 'a: 1\na: 2\n'],
     ['a duplicate key after conversion', '1: a\n"1": b\n'],
-    ['a directive', '%YAML 1.2\n---\na: 1\n'],
-    ['a document end marker', 'a: 1\n...\n'],
-    ['content after ---', '--- a\n'],
-    ['a tab', 'a:\tb\n'],
+    ['a tab as indentation', 'a:\n\t- b\n'],
+    ['a tab before ---', '\t---\na: 1\n'],
     ['a lone CR', 'a: 1\rb: 2\n'],
     ['a BOM', '\ufeffa: 1\n'],
+    ['a BOM before a sequence (yaml refuses it)', '\ufeff- 0755\n'],
+    ['an indented ---', ' ---\na: 1\n'],
+    ['a document end marker', 'a: 1\n...\n'],
     ['a control character', 'a: b\u0007\n'],
-    ['a line separator', 'a: b\u2028c\n'],
-    ['a \\x escape', 'a: "\\x41"\n'],
-    ['a \\u escape', 'a: "\\u0041"\n'],
     ['a nested mapping on one line', 'a: b: c\n'],
-    ['space before the colon', 'a : b\n'],
     ['a colon without a space after a quoted key', '"a":b\n'],
     ['a deeper line after a scalar', 'a: 1\n  b: 2\n'],
     ['a line between two indentations', 'a:\n    b: 1\n  c: 2\n'],
-    ['a mapping at the column of its key', 'a:\nb: 1\n c: 2\n'],
     ['a sequence entry after a scalar value', 'a: 1\n- b\n'],
-    ['a line longer than 1,024 characters', `a: ${'x'.repeat(1100)}\n`],
-    ['more than 8 entries opened on one line', `${'- '.repeat(9)}x\n`],
-    ['a lone scalar document', 'just text\n'],
-    ['an explicit null document', '---\nnull\n---\na: 1\n'],
-    ['an empty flow collection as a key', '[]: a\n'],
     ['an empty flow collection with more after it', 'a: [] x\n'],
-    ['a flow collection with spaces', 'a: [ ]\n'],
+    ['an unclosed quote', 'a: "b\n'],
+    ['a directive', '%YAML 1.2\n---\na: 1\n'],
+    ['an unknown directive (js-yaml skips it, yaml refuses it)', '%YML 1.2\n---\na: 1\n'],
+    ['an indented %', ' %x\n---\na: 1\n'],
+    ['text right after a closing quote (js-yaml splits it off)', 'a:\n- "x"y: 1\n'],
   ];
   it.each(declined)('declines %s', (_name, text) => {
-    expect(parsePlainYaml(text)).toBeUndefined();
+    expect(parseFast(text)).toBeUndefined();
   });
 
   it('resolves plain scalars as the YAML 1.2 core schema does', () => {
@@ -149,27 +178,29 @@ describe('fast path: plain YAML it accepts reads exactly as the exact path reads
         '~',
         'Null',
         'TRUE',
-      ].map((s) => canon(resolvePlain(s))),
-    ).toEqual([
-      '"yes"',
-      '"on"',
-      '755',
-      '15',
-      '31',
-      '"-0x1F"',
-      '1',
-      '"1_000"',
-      '1000',
-      '0.5',
-      '-Infinity',
-      'null',
-      'null',
-      'true',
-    ]);
+      ].map((s) => fast(`a: ${s}\n`)?.docs[0]?.data),
+    ).toEqual(
+      [
+        '"yes"',
+        '"on"',
+        '755',
+        '15',
+        '31',
+        '"-0x1F"',
+        '1',
+        '"1_000"',
+        '1000',
+        '0.5',
+        '-Infinity',
+        'null',
+        'null',
+        'true',
+      ].map((v) => `{"a":${v}}`),
+    );
   });
 });
 
-describe('fast path: seeded fuzz against the exact path', () => {
+describe('fast path (js-yaml): seeded fuzz against the exact path (yaml)', () => {
   // mulberry32: deterministic, so a failure can be replayed
   const rng = (seed: number) => () => {
     seed = (seed + 0x6d2b79f5) | 0;
@@ -234,8 +265,29 @@ describe('fast path: seeded fuzz against the exact path', () => {
     '[]',
     '{}',
     '[ ]',
+    // what js-yaml takes beyond the plain subset (multi-line ones are indented by gen)
+    '[x, y]',
+    '{x: 1, y: [2, "z"]}',
+    '|\nlit\n eral',
+    '>-\nfold\n\ned',
+    '|+\nkeep\n',
+    '"multi\n line"',
+    'plain\n cont',
+    "'a\n\n b'",
+    '"\\x41\\u00e9\\U0001F600"',
+    '"\\e\\0\\N\\_\\L\\P\\/"',
+    '&a [1, 2]',
+    '!!str 5',
+    '!!binary aGk=',
+    'x\u0085y',
+    'x\u2028y',
+    'x\u200by',
+    'a\tb',
   ];
-  const MUTATIONS = [':', ' ', '-', '#', "'", '"', '\n', '  ', '---\n', '\\', 'x'];
+  const MUTATIONS = [
+    ...[':', ' ', '-', '#', "'", '"', '\n', '  ', '---\n', '\\', 'x', '\t', '\r', '\r\n', '...\n'],
+    ...['%YAML 1.2\n', '? ', '[', ']', '{', '}', ',', '&a ', '*a', '!', '|', '>', '\ufeff', '\u0085'],
+  ];
 
   function gen(r: () => number, depth: number, indent: string, out: string[]): void {
     const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]!;
@@ -252,24 +304,28 @@ describe('fast path: seeded fuzz against the exact path', () => {
         );
         const deeper = seq ? `${indent}${pick(['  ', '    '])}` : `${indent}${pick(['  ', '    ', ''])}`;
         gen(r, depth + 1, deeper, out);
-      } else if (seq && r() < 0.4) out.push(`${head}${pick(VALUES)}${comment}`);
-      else out.push(`${head}${key}:${pick([' ', '  '])}${pick(VALUES)}${comment}`);
+      } else {
+        // continuation lines of a multi-line value go one step deeper than the entry
+        const value = pick(VALUES).replace(/\n/g, `\n${indent}  `);
+        if (seq && r() < 0.4) out.push(`${head}${value}${comment}`);
+        else out.push(`${head}${key}:${pick([' ', '  '])}${value}${comment}`);
+      }
     }
   }
 
   it('agrees on every text it accepts (and accepts a fair share)', () => {
     const r = rng(20251126);
     let accepted = 0;
-    const total = 3000;
+    const total = 4000;
     for (let i = 0; i < total; i++) {
       const lines: string[] = [];
       const docs = 1 + Math.floor(r() * 2);
       for (let d = 0; d < docs; d++) {
-        if (d > 0 || r() < 0.3) lines.push('---');
+        if (d > 0 || r() < 0.3) lines.push(r() < 0.8 ? '---' : '--- ');
         gen(r, 0, r() < 0.1 ? '  ' : '', lines);
       }
       let text = lines.join('\n') + (r() < 0.9 ? '\n' : '');
-      for (let m = Math.floor(r() * 3); m > 0 && r() < 0.5; m--) {
+      for (let m = Math.floor(r() * 4); m > 0 && r() < 0.5; m--) {
         const at = Math.floor(r() * text.length);
         text =
           r() < 0.5
@@ -279,11 +335,14 @@ describe('fast path: seeded fuzz against the exact path', () => {
       const f = fast(text);
       if (!f) continue;
       accepted++;
-      const e = exact(text);
-      if (canon(f) !== canon(e))
-        throw new Error(`fast and exact paths differ on:\n${text}\nfast: ${canon(f)}\nexact: ${canon(e)}`);
+      if (!sameAsExact(f, text))
+        throw new Error(
+          `fast and exact paths differ on:\n${JSON.stringify(text)}\nfast: ${canon(f)}\nexact: ${canon(exact(text))}`,
+        );
     }
-    expect(accepted).toBeGreaterThan(total / 4);
+    // keys such as `1`, `0x10`, `true` are not strings and anchors, tags, `...` are declined by
+    // design, so only about one text in eight is accepted
+    expect(accepted).toBeGreaterThan(total / 10);
   });
 });
 
@@ -356,8 +415,10 @@ describe('fast path: the loaders give the same result either way', () => {
     };
     texts.push(renderStatusYaml(status));
     for (const t of texts) {
-      expect(fast(t)).toBeDefined();
-      expect(fast(t)).toEqual(exact(t));
+      const f = fast(t);
+      expect(f).toBeDefined();
+      expect(f!.docs.every((d) => d.at !== undefined)).toBe(true);
+      expect(sameAsExact(f!, t)).toBe(true);
     }
   });
 });
