@@ -13,7 +13,8 @@ import { STEP_ACTORS } from '../../../src/machine/migration-machine';
 import type { StepActors } from '../../../src/machine/runner';
 import { MigrationStore } from '../../../src/machine/store';
 import type { MigrationContext, StepOutput } from '../../../src/machine/types';
-import { Reconciler, stabiliseHosts } from '../../../src/reconciler/reconciler';
+import { Reconciler } from '../../../src/reconciler/reconciler';
+import { stabiliseHosts } from '../../../src/reconciler/compose-status';
 import { defaultSettings, insideMaintenanceWindow, type Settings } from '../../../src/settings';
 import type { ActualState, HostStatus } from '../../../src/types';
 import { desiredState, host, vm } from '../planner/builders';
@@ -166,7 +167,6 @@ async function setup(n: number, settings: Partial<Settings> = {}, now?: () => Da
   const rec = new Reconciler({
     driverFor: (h) => (h === 'hv' ? fake.driver('hv') : undefined),
     store,
-    stepDeps: { rewriteDiskPaths: (x) => x, diskPathsOf: () => ({}) },
     logger: pino({ level: 'silent' }),
     actorsFor: stepsFor(fake, gate, calls),
     backoffBaseMs: 10,
@@ -257,8 +257,7 @@ describe('reconciler (fake hypervisor, stand-in steps)', () => {
     const rec = new Reconciler({
       driverFor: (h) => (h === 'hv' || h === 'hv2' ? fake.driver(h) : undefined),
       store,
-      stepDeps: { rewriteDiskPaths: (x) => x, diskPathsOf: () => ({}) },
-      logger: pino({ level: 'silent' }),
+        logger: pino({ level: 'silent' }),
       actorsFor: stepsFor(fake, new Map(), calls),
     });
     const res = await rec.pass({ desired, previous, settings: defaultSettings() });
