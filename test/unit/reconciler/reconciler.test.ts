@@ -257,7 +257,7 @@ describe('reconciler (fake hypervisor, stand-in steps)', () => {
     const rec = new Reconciler({
       driverFor: (h) => (h === 'hv' || h === 'hv2' ? fake.driver(h) : undefined),
       store,
-        logger: pino({ level: 'silent' }),
+      logger: pino({ level: 'silent' }),
       actorsFor: stepsFor(fake, new Map(), calls),
     });
     const res = await rec.pass({ desired, previous, settings: defaultSettings() });
