@@ -1,15 +1,133 @@
+import { backoffDelay } from './backoff';
+
 /**
  * Errors typed by what happens next (after Flux): a *stalled* error needs a human and is not
  * retried until the manifests or the world change; a *waiting* error is retried after a delay;
  * anything else is *transient* and retried with backoff. Route on class or `reason`, never on
- * message text.
+ * message text; what an error leads to is decided in one place, {@link outcomeOf}.
  */
 export type ErrorKind = 'stalled' | 'waiting' | 'transient';
 
+/**
+ * Every reason an error of vmplace can carry: PascalCase constants that status files, logs and
+ * tests show as they are. Grouped by who raises them; a new reason is added here first.
+ */
+export const REASONS = [
+  // anything not raised by vmplace itself; a migration cancelled because the manifests changed
+  'InternalError',
+  'Cancelled',
+  // commands (exec/, drivers/)
+  'CommandAborted',
+  'CommandFailed',
+  'CommandKilled',
+  'CommandNotFound',
+  'CommandOutputTooLarge',
+  'CommandSpawnFailed',
+  'CommandTimedOut',
+  'UnexpectedOutput',
+  'UnsafeHostUri',
+  'PathOutsideStorage',
+  // pre-flight findings: nothing changed yet
+  'AlreadyRunning',
+  'CpuCompareFailed',
+  'CpuIncompatible',
+  'DiskFormatMismatch',
+  'DiskHasBackingChain',
+  'DiskNotFile',
+  'DiskNotFound',
+  'DiskNotPlanned',
+  'DiskShareable',
+  'DiskUsedByOtherDomain',
+  'DomainExistsOnTarget',
+  'DomainNotFound',
+  'DomainRunning',
+  'DomainStateUnsupported',
+  'DriverMismatch',
+  'MixedHypervisors',
+  'NoTransport',
+  'NoTransferAddress',
+  'NothingToMove',
+  'NvramNotMovable',
+  'SharedPathMismatch',
+  'SourceHeadroomInsufficient',
+  'TargetFileExists',
+  'TargetHostKeyMismatch',
+  'TargetNotWritable',
+  'TargetSpaceInsufficient',
+  'TargetStorageMissing',
+  'TargetUnreachable',
+  'TpmStateNotMovable',
+  // the migration's steps and the driver's effects
+  'BackingFormatUnknown',
+  'BlockJobBusy',
+  'ChecksumMismatch',
+  'CopyVerifyFailed',
+  'DefineFailed',
+  'DestinationDiffers',
+  'DestinationExists',
+  'DestinationInUse',
+  'AlreadyOnTarget',
+  'DomainNotRunning',
+  'DomainRunningOnSource',
+  'DomainStarted',
+  'FileExists',
+  'ImageCheckFailed',
+  'InconsistentSnapshot',
+  'OverlayExists',
+  'PartFileNotOwned',
+  'RollbackImpossible',
+  'SavedStateLost',
+  'SnapshotPartial',
+  'SourceChangedAfterCopy',
+  'SourceMissing',
+  'SourceStillInUse',
+  'TargetUnconfirmed',
+  'TpmStateAtRisk',
+  'TransferFailed',
+  'UnexpectedDiskSource',
+  'VerifyFailed',
+  // git, status and the repository
+  'BaseRefNotFound',
+  'BaseRefUnrelated',
+  'GitBusy',
+  'GitCommandFailed',
+  'GitCredentialsInvalid',
+  'InvalidBranch',
+  'InvalidRepository',
+  'InvalidRevision',
+  'InvalidStatus',
+  'ManifestsDirNotFound',
+  'NotSynced',
+  'RepositoryNotFound',
+  'StatusAtBaseTooLarge',
+  'StatusPathNotADirectory',
+  'StatusPushFailed',
+  'SymlinkInStatusPath',
+  'WorkdirNotARepository',
+  'WorkdirRemoteMismatch',
+  'WriteOutsideStatus',
+  // configuration and the daemon
+  'InvalidDuration',
+  'InvalidListenAddress',
+  'TrustFileInvalid',
+  'TrustFileUnreadable',
+  'TrustFileUnsafe',
+  'WebhookSecretEmpty',
+] as const;
+
+export type Reason = (typeof REASONS)[number];
+
+const KNOWN_REASONS: ReadonlySet<string> = new Set(REASONS);
+
+/** True when `text` is one of {@link REASONS} (e.g. a reason read back from a persisted snapshot). */
+export function isReason(text: unknown): text is Reason {
+  return typeof text === 'string' && KNOWN_REASONS.has(text);
+}
+
 export class VmplaceError extends Error {
-  readonly reason: string;
+  readonly reason: Reason;
   readonly kind: ErrorKind;
-  constructor(reason: string, message: string, options: { cause?: unknown; kind?: ErrorKind } = {}) {
+  constructor(reason: Reason, message: string, options: { cause?: unknown; kind?: ErrorKind } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.reason = reason;
@@ -19,7 +137,7 @@ export class VmplaceError extends Error {
 
 /** Needs a human: bad input, no space, incompatible CPU. */
 export class StalledError extends VmplaceError {
-  constructor(reason: string, message: string, options: { cause?: unknown } = {}) {
+  constructor(reason: Reason, message: string, options: { cause?: unknown } = {}) {
     super(reason, message, { ...options, kind: 'stalled' });
   }
 }
@@ -27,7 +145,7 @@ export class StalledError extends VmplaceError {
 /** Retry later after `retryAfterMs`. */
 export class WaitingError extends VmplaceError {
   readonly retryAfterMs: number;
-  constructor(reason: string, message: string, retryAfterMs: number, options: { cause?: unknown } = {}) {
+  constructor(reason: Reason, message: string, retryAfterMs: number, options: { cause?: unknown } = {}) {
     super(reason, message, { ...options, kind: 'waiting' });
     this.retryAfterMs = retryAfterMs;
   }
@@ -39,7 +157,7 @@ export class CommandError extends VmplaceError {
   readonly exitCode: number | null;
   readonly stderr: string;
   constructor(
-    reason: string,
+    reason: Reason,
     command: readonly string[],
     exitCode: number | null,
     stderr: string,
@@ -68,7 +186,7 @@ export function redact(text: string): string {
 }
 
 /** A short, stable description of any thrown value. */
-export function describeError(err: unknown): { reason: string; message: string } {
+export function describeError(err: unknown): { reason: Reason; message: string } {
   if (err instanceof VmplaceError) return { reason: err.reason, message: redact(err.message) };
   if (err instanceof Error) return { reason: 'InternalError', message: redact(err.message) };
   return { reason: 'InternalError', message: redact(String(err)) };
@@ -79,4 +197,82 @@ export class ParseError extends VmplaceError {
   constructor(what: string, detail: string) {
     super('UnexpectedOutput', `could not parse ${what}: ${detail}`);
   }
+}
+
+/**
+ * Errors after which neither forward nor back is safe without a human: the VM is left as it is.
+ * `SavedStateLost`: the VM was saved and its saved state is gone (booting it afresh would lose
+ * its memory silently).
+ */
+export const NEEDS_HUMAN: ReadonlySet<Reason> = new Set<Reason>(['SavedStateLost']);
+
+/**
+ * What happens after an error, wherever it surfaces (a step in the migration machine, a finished
+ * migration in the reconciler, a failed pass of the daemon):
+ * - `requeue`: try again after `afterMs` (the step, a new migration, the next pass);
+ * - `stalled`: needs a human; not tried again until the manifests or the world change;
+ * - `failed`: the migration ends as Failed with its reason (nothing forward or back is safe);
+ *   the VM is then held like a stalled one.
+ */
+export type Outcome = { next: 'requeue'; afterMs: number } | { next: 'stalled' } | { next: 'failed' };
+
+/** Where an error happened, for {@link outcomeOf}. */
+export interface OutcomeContext {
+  /** the migration had passed its point of no return (the VM runs from the target) */
+  committed?: boolean;
+  /** how many times in a row this has failed, the error included (1-based; default 1) */
+  failures?: number;
+  /** backoff of transient errors: base and ceiling (default 30 s doubling up to 1 h) */
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
+  random?: () => number;
+}
+
+/** The fields of an error that decide its outcome, from a thrown error or a persisted `lastError`. */
+export interface ErrorFacts {
+  reason: string;
+  kind: ErrorKind;
+  retryAfterMs?: number;
+}
+
+/** Reason, kind and retry delay of a thrown value or of a persisted `lastError` ({reason, kind?, retryAfterMs?}). */
+export function errorFacts(error: unknown): ErrorFacts {
+  if (error instanceof VmplaceError)
+    return {
+      reason: error.reason,
+      kind: error.kind,
+      ...(error instanceof WaitingError ? { retryAfterMs: error.retryAfterMs } : {}),
+    };
+  const e = (typeof error === 'object' && error !== null ? error : {}) as Record<string, unknown>;
+  const reason = typeof e.reason === 'string' ? e.reason : 'InternalError';
+  const kind: ErrorKind = e.kind === 'stalled' || e.kind === 'waiting' ? e.kind : 'transient';
+  const after = e.retryAfterMs;
+  return {
+    reason,
+    kind,
+    ...(kind === 'waiting' && typeof after === 'number' && after >= 0 ? { retryAfterMs: after } : {}),
+  };
+}
+
+/**
+ * The one mapping from an error to what happens next (see {@link Outcome}). In order: a
+ * cancelled migration is replanned at once; a reason in {@link NEEDS_HUMAN} fails; a stalled error
+ * stalls, or fails once past the point of no return (going back is impossible and retrying
+ * forward cannot fix what needs a human); a waiting error is retried after its `retryAfterMs`;
+ * anything else after the backoff for its number of `failures`.
+ */
+export function outcomeOf(error: unknown, at: OutcomeContext = {}): Outcome {
+  const f = errorFacts(error);
+  if (f.reason === 'Cancelled') return { next: 'requeue', afterMs: 0 };
+  if (isReason(f.reason) && NEEDS_HUMAN.has(f.reason)) return { next: 'failed' };
+  if (f.kind === 'stalled') return at.committed ? { next: 'failed' } : { next: 'stalled' };
+  if (f.kind === 'waiting' && f.retryAfterMs !== undefined)
+    return { next: 'requeue', afterMs: f.retryAfterMs };
+  const delay = backoffDelay(
+    Math.max(1, at.failures ?? 1),
+    at.backoffBaseMs ?? 30_000,
+    at.backoffMaxMs ?? 3_600_000,
+    at.random,
+  );
+  return { next: 'requeue', afterMs: delay };
 }

@@ -1,30 +1,20 @@
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import * as os from 'node:os';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { loadDesiredState, type LoadOptions } from '../manifests';
-import { loadActualState } from '../status/files';
-import { formatProblemsCapped } from '../manifests/format';
-import { DEFAULT_TRUST_FILE, loadTrustPolicy } from '../manifests/trust';
-import { resolveBaseRef, writeStatusAt } from '../status/base-ref';
-import { writeStatusFiles } from '../status/files';
-import { planHasChanges, planMigrations } from '../planner/plan';
-import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/render';
-import { createLogger } from '../log';
-import { safeText } from '../text';
-import { loadSettings } from '../settings';
-import { applyOnce } from '../reconciler/apply';
-import { MigrationStore } from '../machine/store';
-import { createDrivers } from '../drivers/factory';
-import { ProgressView } from './progress';
-import { Daemon } from '../daemon/daemon';
-import { parseDuration } from '../duration';
+import { applyRepo, DEFAULT_TRUST_FILE, loadForApply, planRepo, trustFor } from '../app/commands';
+import { createDaemon } from '../app/compose';
 import { readWebhookSecret } from '../daemon/http';
+import { parseDuration } from '../duration';
+import { createLogger } from '../log';
+import { loadDesiredState } from '../manifests';
+import { formatProblemsCapped } from '../manifests/format';
+import { planHasChanges } from '../planner/plan';
+import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/render';
 import { readGitCredentials } from '../status/git';
-import type { DesiredState, PlanFinding, Problem } from '../types';
-import { hostsSharingPath } from '../planner/shared-storage';
+import { safeText } from '../text';
+import type { Problem } from '../types';
+import { ProgressView } from './progress';
 
 /** Exit codes: 0 fine, 1 changes (plan --detailed-exitcode) or a failed/blocked migration, 2 bad input or error. */
 export const EXIT = { ok: 0, changes: 1, failed: 1, invalid: 2 } as const;
@@ -47,61 +37,6 @@ function printProblems(io: Io, problems: Problem[]): void {
 
 const TRUST_FILE_HELP = `operator's bounds on what manifests may name (default ${DEFAULT_TRUST_FILE} when present)`;
 
-/** The trust rules of one command: the operator's file (see trust.ts) and vmplace's own directories. */
-function trustFor(
-  trustFile: string | undefined,
-  dirs: { stateDir?: string; workdir?: string } = {},
-): NonNullable<LoadOptions['trust']> {
-  const policy = loadTrustPolicy(trustFile);
-  return {
-    ...(policy ? { policy } : {}),
-    ...(dirs.stateDir ? { stateDir: path.resolve(dirs.stateDir) } : {}),
-    ...(dirs.workdir ? { workdir: path.resolve(dirs.workdir) } : {}),
-  };
-}
-
-async function gitRevision(repo: string): Promise<string | undefined> {
-  return await new Promise((resolve) => {
-    execFile(
-      'git',
-      ['-C', repo, 'rev-parse', '--verify', '--quiet', 'HEAD'],
-      { timeout: 5000 },
-      (err, stdout) => resolve(err ? undefined : stdout.trim() || undefined),
-    );
-  });
-}
-
-/**
- * `status/` as it is at the merge base of `ref` and `HEAD`, read like the working tree's, and a
- * warning when the change edits `status/` (a pull request must not decide its own plan's input).
- */
-async function loadStatusAtBase(
-  root: string,
-  ref: string,
-): Promise<{ actual: Awaited<ReturnType<typeof loadActualState>>; finding: PlanFinding | undefined }> {
-  const b = await resolveBaseRef(root, ref);
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'vmplace-base-'));
-  try {
-    const problems: Problem[] = [];
-    await writeStatusAt(root, b.base, tmp, problems);
-    const actual = await loadActualState(tmp);
-    actual.problems.unshift(...problems);
-    const shown =
-      b.changed.slice(0, 5).join(', ') + (b.changed.length > 5 ? `, and ${b.changed.length - 5} more` : '');
-    const finding: PlanFinding | undefined = b.changed.length
-      ? {
-          subject: 'status/',
-          severity: 'warning',
-          reason: 'StatusEditedByChange',
-          message: `this change edits status/ (${shown}): the plan uses status from ${ref} (${b.base.slice(0, 12)}), not from this change`,
-        }
-      : undefined;
-    return { actual, finding };
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-}
-
 function parsePositiveInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 1000)
@@ -112,6 +47,15 @@ function parsePositiveInt(v: string): number {
 function packageVersion(): string {
   const file = path.resolve(__dirname, '../../package.json');
   return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+}
+
+/** Show the plan and ask on the terminal. */
+async function confirmPlan(io: Io, table: string): Promise<boolean> {
+  io.out(table + '\n');
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  const answer = await rl.question('Run these migrations? [y/N] ');
+  rl.close();
+  return /^y(es)?$/i.test(answer.trim());
 }
 
 /** Build the program. `io` and `exit` are injectable for tests. */
@@ -166,20 +110,13 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
           trustFile?: string;
         },
       ) => {
-        const root = path.resolve(repo);
-        const desired = await loadDesiredState(root, { trust: trustFor(opts.trustFile) });
-        const { actual, finding: baseFinding } = opts.baseRef
-          ? await loadStatusAtBase(root, opts.baseRef)
-          : { actual: await loadActualState(root), finding: undefined };
-        const { settings, problems: settingsProblems } = await loadSettings(root);
-        const problems = [...desired.problems, ...actual.problems, ...settingsProblems];
-        printProblems(io, problems);
-        // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
-        if (problems.length || !settings) return setExit(EXIT.invalid);
-        const plan = planMigrations(desired, actual.state, settings.policy, {
-          revision: await gitRevision(root),
+        const { problems, plan } = await planRepo({
+          root: path.resolve(repo),
+          ...(opts.baseRef ? { baseRef: opts.baseRef } : {}),
+          ...(opts.trustFile ? { trustFile: opts.trustFile } : {}),
         });
-        if (baseFinding) plan.findings = [baseFinding, ...(plan.findings ?? [])];
+        printProblems(io, problems);
+        if (!plan) return setExit(EXIT.invalid);
         const render = { table: renderPlanTable, json: renderPlanJson, markdown: renderPlanMarkdown }[
           opts.format
         ];
@@ -191,7 +128,9 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
 
   program
     .command('apply')
-    .description('one pass: observe the hosts, plan, run the migrations, write status/ (no git commit)')
+    .description(
+      "the daemon's reconciler run to rest: observe, plan, run what suspend, windows and limits allow, write status/ (no git commit)",
+    )
     .argument('[repo]', 'the GitOps repository', '.')
     .option('-y, --yes', 'do not ask before migrating')
     .option(
@@ -204,7 +143,11 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         .choices(['json', 'pretty'])
         .default('pretty'),
     )
-    .option('--parallel <n>', 'migrations at once', parsePositiveInt, 2)
+    .option(
+      '--parallel <n>',
+      "at most this many migrations at once (and vmplace.yaml's limits)",
+      parsePositiveInt,
+    )
     .option('--trust-file <file>', TRUST_FILE_HELP)
     .action(
       async (
@@ -213,68 +156,42 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
           yes?: boolean;
           stateDir: string;
           logFormat: 'json' | 'pretty';
-          parallel: number;
+          parallel?: number;
           trustFile?: string;
         },
       ) => {
-        const root = path.resolve(repo);
         const logger = createLogger({ format: opts.logFormat });
-        const desired: DesiredState = await loadDesiredState(root, {
-          trust: trustFor(opts.trustFile, { stateDir: opts.stateDir }),
+        const input = await loadForApply({
+          root: path.resolve(repo),
+          stateDir: path.resolve(opts.stateDir),
+          ...(opts.trustFile ? { trustFile: opts.trustFile } : {}),
         });
-        const previous = await loadActualState(root);
-        const { settings, problems: settingsProblems } = await loadSettings(root);
-        const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
-        printProblems(io, problems);
+        printProblems(io, input.problems);
         // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
-        if (problems.length || !settings) return setExit(EXIT.invalid);
+        if (input.problems.length || !input.settings) return setExit(EXIT.invalid);
         if (!opts.yes && !io.isTTY) {
           io.err('vmplace apply: not a terminal; pass --yes to migrate without asking\n');
           return setExit(EXIT.invalid);
         }
-        const stateDir = path.resolve(opts.stateDir);
-        const store = new MigrationStore(stateDir);
-        await store.init();
-        const drivers = createDrivers(desired, { stateDir, logger });
         const progress = io.isTTY && opts.logFormat === 'pretty' ? new ProgressView() : undefined;
         try {
-          const result = await applyOnce({
-            desired,
-            previous: previous.state,
-            driverFor: drivers.get,
-            store,
-            logger,
-            parallel: opts.parallel,
-            policy: settings.policy,
-            revision: await gitRevision(root),
-            stepDeps: {
-              transportFor: drivers.transportFor,
-              hostSpecFor: (h) => desired.hosts.get(h)?.spec,
-              sharedWith: (h, p) => hostsSharingPath(desired, h, p),
-              ...(settings.limits.bandwidthBytesPerSecond
-                ? { bwlimitKiBps: Math.max(1, Math.floor(settings.limits.bandwidthBytesPerSecond / 1024)) }
-                : {}),
-              onProgress: (ctx, done, total) => progress?.update(ctx.vm, done, total),
+          const result = await applyRepo(
+            { ...input, settings: input.settings },
+            {
+              logger,
+              ...(opts.parallel ? { parallel: opts.parallel } : {}),
+              view: {
+                ...(opts.yes ? {} : { confirm: (plan) => confirmPlan(io, renderPlanTable(plan)) }),
+                started: (m) =>
+                  progress?.start(
+                    m.vm,
+                    m.disks.reduce((a, d) => a + d.bytes, 0),
+                  ),
+                progress: (vm, done, total) => progress?.update(vm, done, total),
+                finished: (vm, r) => progress?.stop(vm, r.step),
+              },
             },
-            writeStatus: async (vms, hosts) => {
-              await writeStatusFiles(root, { vms, hosts: [...hosts.values()] });
-            },
-            confirm: opts.yes
-              ? undefined
-              : async (plan) => {
-                  io.out(renderPlanTable(plan) + '\n');
-                  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
-                  const answer = await rl.question('Run these migrations? [y/N] ');
-                  rl.close();
-                  return /^y(es)?$/i.test(answer.trim());
-                },
-            onMigrationStart: (m) =>
-              progress?.start(
-                m.vm,
-                m.disks.reduce((a, d) => a + d.bytes, 0),
-              ),
-            onMigrationEnd: (vm, r) => progress?.stop(vm, r.step),
-          });
+          );
           progress?.close();
           for (const s of result.statuses) {
             const m = s.migration;
@@ -283,12 +200,14 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
               : '';
             const why =
               s.phase === 'Placed' ? '' : ` (${s.conditions[0]?.reason}: ${s.conditions[0]?.message})`;
-            io.out(`${safeText(`${s.metadata.name}: ${s.phase}${why}${extra}`)}\n`);
+            const held = result.deferred.get(s.metadata.name);
+            io.out(
+              `${safeText(`${s.metadata.name}: ${s.phase}${why}${extra}${held ? `; held back: ${held}` : ''}`)}\n`,
+            );
           }
           setExit(result.anyFailed || !result.converged ? EXIT.failed : EXIT.ok);
         } finally {
           progress?.close();
-          await drivers.closeAll();
         }
       },
     );
@@ -358,7 +277,7 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
           /^[a-z][a-z0-9+.-]*:\/\//i.test(opts.repo) || /^[^/]+@[^:]+:/.test(opts.repo)
             ? opts.repo
             : path.resolve(opts.repo);
-        const daemon = new Daemon({
+        const daemon = createDaemon({
           repo,
           branch: opts.branch,
           workdir: path.resolve(opts.workdir),

@@ -2,12 +2,12 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { stringify } from 'yaml';
-import { createDrivers, type DriverSet } from '../drivers/factory';
-import { describeError } from '../errors';
-import { MigrationStore } from '../machine/store';
+import { describeError, outcomeOf } from '../errors';
+import type { RunResult } from '../machine/runner';
+import type { MigrationStore } from '../machine/store';
 import { loadDesiredState } from '../manifests';
 import { loadActualState, writeStatusFiles } from '../status/files';
-import { Reconciler, type PassResult } from '../reconciler/reconciler';
+import type { PassResult, Reconciler, ReconcilerEvents } from '../reconciler/reconciler';
 import { loadSettings, SettingsKeeper } from '../settings';
 import { writeRepoFile } from '../status/files';
 import { GitSync, type GitCredentials } from '../status/git';
@@ -18,7 +18,6 @@ import { startHttpServer, type HttpServer } from './http';
 import { acquireLock, workdirLockLocation, type Lock } from './lock';
 import { DaemonMetrics, type MigrationResult } from './metrics';
 import { watchManifests, type ManifestWatcher } from './watch';
-import { hostsSharingPath } from '../planner/shared-storage';
 
 export interface DaemonOptions {
   repo: string;
@@ -40,6 +39,15 @@ export interface DaemonOptions {
   logger: Logger;
 }
 
+/** What the daemon runs on, built by the composition root (src/app/compose.ts). */
+export interface DaemonRuntime {
+  store: MigrationStore;
+  reconciler: Reconciler;
+  /** serve these manifests (drivers are rebuilt when hosts change) */
+  useDesired(desired: DesiredState): void;
+  close(): Promise<void>;
+}
+
 /**
  * `vmplace daemon`: follow a GitOps repository and converge. One pass at a time: fetch,
  * load the manifests at the fetched revision, observe, plan, cancel/start migrations (they run
@@ -56,9 +64,8 @@ export class Daemon {
   private http?: HttpServer;
   private watcher?: ManifestWatcher;
   private locks: Lock[] = [];
-  private drivers?: DriverSet;
-  private driversKey = '';
-  private reconciler!: Reconciler;
+  private readonly runtime: DaemonRuntime;
+  private readonly reconciler: Reconciler;
   private ready = false;
   private stopping = false;
   private wake?: () => void;
@@ -70,10 +77,18 @@ export class Daemon {
   private readonly settings = new SettingsKeeper();
   /** when each migration finished, for the completion → status commit latency log */
   private finishedAt = new Map<string, number>();
+  /** after a failed pass: when the next one runs (see `passFailed`), and how many failed in a row */
+  private retryInMs?: number;
+  private failedPasses = 0;
 
-  constructor(private readonly opts: DaemonOptions) {
+  constructor(
+    private readonly opts: DaemonOptions,
+    compose: (events: ReconcilerEvents) => DaemonRuntime,
+  ) {
     this.log = opts.logger;
-    this.store = new MigrationStore(opts.stateDir);
+    this.runtime = compose({ onFinished: (vm, result) => this.migrationFinished(vm, result) });
+    this.store = this.runtime.store;
+    this.reconciler = this.runtime.reconciler;
   }
 
   /** Take the locks, start serving, run the first pass, then keep going until `stop`. */
@@ -91,36 +106,6 @@ export class Daemon {
       logger: this.log.child({ component: 'git' }),
       ...(this.opts.signingKey ? { signingKey: this.opts.signingKey } : {}),
       ...(this.opts.signingFormat ? { signingFormat: this.opts.signingFormat } : {}),
-    });
-    this.reconciler = new Reconciler({
-      driverFor: (h) => this.drivers?.get(h),
-      store: this.store,
-      logger: this.log,
-      stepDeps: {
-        transportFor: (a, b) => this.drivers!.transportFor(a, b),
-        hostSpecFor: (h) => this.desired?.hosts.get(h)?.spec,
-        sharedWith: (h, p) => (this.desired ? hostsSharingPath(this.desired, h, p) : []),
-      },
-      onFinished: (vm, result) => {
-        if (result.stopped) return;
-        const c = result.context;
-        const outcome: Record<string, MigrationResult> = {
-          Completed: 'completed',
-          RolledBack: 'rolled_back',
-          Failed: 'failed',
-          Blocked: 'blocked',
-        };
-        const r = outcome[result.step];
-        if (r)
-          this.metrics.recordMigration(
-            r,
-            c.strategy,
-            c.pauseMs,
-            result.step === 'Completed' ? c.bytesDone : undefined,
-          );
-        this.finishedAt.set(vm, Date.now());
-        this.trigger('migration finished');
-      },
     });
     this.http = await startHttpServer({
       listen: this.opts.listen,
@@ -140,6 +125,27 @@ export class Daemon {
       }
     }
     this.loop = this.run();
+  }
+
+  private migrationFinished(vm: string, result: RunResult): void {
+    if (result.stopped) return;
+    const c = result.context;
+    const outcome: Record<string, MigrationResult> = {
+      Completed: 'completed',
+      RolledBack: 'rolled_back',
+      Failed: 'failed',
+      Blocked: 'blocked',
+    };
+    const r = outcome[result.step];
+    if (r)
+      this.metrics.recordMigration(
+        r,
+        c.strategy,
+        c.pauseMs,
+        result.step === 'Completed' ? c.bytesDone : undefined,
+      );
+    this.finishedAt.set(vm, Date.now());
+    this.trigger('migration finished');
   }
 
   /** The address the HTTP server listens on. */
@@ -171,7 +177,7 @@ export class Daemon {
     );
     await this.watcher?.close();
     await this.http?.close();
-    await this.drivers?.closeAll();
+    await this.runtime.close();
     for (const l of this.locks.reverse()) await l.release();
     this.log.info('stopped');
   }
@@ -183,7 +189,7 @@ export class Daemon {
       if (this.stopping) break;
       if (!this.pending) {
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, this.opts.intervalMs);
+          const t = setTimeout(resolve, this.retryInMs ?? this.opts.intervalMs);
           this.wake = () => {
             clearTimeout(t);
             resolve();
@@ -206,6 +212,7 @@ export class Daemon {
       } catch (err) {
         this.metrics.gitSyncFailed();
         log.error({ err }, 'git sync failed; no pass until it works');
+        this.passFailed(err);
         return;
       }
       const root = this.opts.workdir;
@@ -221,7 +228,7 @@ export class Daemon {
       for (const note of capped.notes) log.error(note);
       this.lastProblems = problems;
       this.desired = desired;
-      this.refreshDrivers(desired);
+      this.runtime.useDesired(desired);
       const manifestRevision = (await this.git.lastManifestRevision().catch(() => undefined)) ?? revision;
       const result = await this.reconciler.pass({
         desired,
@@ -234,11 +241,22 @@ export class Daemon {
       if (result.started.length) log.info({ vms: result.started, revision }, 'migrations started');
       await this.commit(`vmplace: status of ${manifestRevision.slice(0, 12)}`);
       this.ready = true;
+      this.failedPasses = 0;
+      this.retryInMs = undefined;
     } catch (err) {
       log.error({ err, ...describeError(err) }, 'pass failed');
+      this.passFailed(err);
     } finally {
       this.metrics.observeReconcile(Number(process.hrtime.bigint() - t0) / 1e9);
     }
+  }
+
+  /** The next pass after a failed one: a waiting error's `retryAfterMs`, a backoff, at most the interval. */
+  private passFailed(err: unknown): void {
+    this.failedPasses++;
+    const every = this.opts.intervalMs;
+    const o = outcomeOf(err, { failures: this.failedPasses, backoffBaseMs: every, backoffMaxMs: every });
+    this.retryInMs = o.next === 'requeue' ? Math.min(o.afterMs, every) : undefined;
   }
 
   private async commit(message: string): Promise<void> {
@@ -261,20 +279,6 @@ export class Daemon {
       this.finishedAt.clear();
       this.log.info({ revision: res.revision, attempts: res.attempts }, 'status committed');
     }
-  }
-
-  /** One driver per host; rebuilt when the hosts' manifests change. */
-  private refreshDrivers(desired: DesiredState): void {
-    const key = JSON.stringify(
-      [...desired.hosts.values(), ...desired.clusters.values()].map((o) => [o.kind, o.metadata.name, o.spec]),
-    );
-    if (key === this.driversKey && this.drivers) return;
-    const old = this.drivers;
-    this.drivers = createDrivers(desired, { stateDir: this.opts.stateDir, logger: this.log });
-    this.driversKey = key;
-    // in-flight migrations keep their old drivers' connections until they finish; detached:
-    // closeAll never rejects (each close's error is dropped) and nothing waits for it
-    if (old && this.reconciler.inFlight().length === 0) void old.closeAll();
   }
 }
 

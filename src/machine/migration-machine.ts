@@ -1,6 +1,7 @@
 import { assign, fromPromise, setup, type AnyEventObject } from 'xstate';
 import type { MigrationContext, MigrationInput, StepOutput } from './types';
 import type { MigrationStep } from '../types';
+import { errorFacts, outcomeOf } from '../errors';
 
 /**
  * The names of the effects the machine invokes. Each takes the whole (JSON) context as input
@@ -44,11 +45,17 @@ const placeholder = fromPromise<StepOutput, MigrationContext>(async () => {
   throw new Error('step actor not provided');
 });
 
-function errorInfo(error: unknown): { reason: string; message: string; stalled: boolean } {
+function errorInfo(error: unknown): NonNullable<MigrationContext['lastError']> {
+  const f = errorFacts(error);
   const e = (error ?? {}) as StepErrorLike;
-  const reason = typeof e.reason === 'string' ? e.reason : 'InternalError';
   const message = typeof e.message === 'string' ? e.message : String(error);
-  return { reason, message, stalled: e.kind === 'stalled' };
+  // the kind is kept (when not transient) so that the reconciler decides with outcomeOf too
+  return {
+    reason: f.reason,
+    message,
+    ...(f.kind !== 'transient' ? { kind: f.kind } : {}),
+    ...(f.retryAfterMs !== undefined ? { retryAfterMs: f.retryAfterMs } : {}),
+  };
 }
 
 type Ev = AnyEventObject;
@@ -87,7 +94,7 @@ export const migrationMachine = setup({
     // On Preflight's onDone the strategy is in the output, not yet in the context.
     isCold: ({ context, event }) => strategyOf(context, event) === 'cold',
     isLive: ({ context, event }) => strategyOf(context, event) === 'live',
-    isStalled: (_, params: { error: unknown }) => errorInfo(params.error).stalled,
+    isStalled: (_, params: { error: unknown }) => outcomeOf(params.error).next === 'stalled',
     // CopyingBase's output asks for delta rounds; a round's output says they are done
     wantsRounds: ({ event }) => (event as { output?: StepOutput }).output?.deltaRounds !== undefined,
     roundsDone: ({ event }) => (event as { output?: StepOutput }).output?.deltaRounds?.done === true,
@@ -100,9 +107,8 @@ export const migrationMachine = setup({
       return { ...out, attempts: 0 };
     }),
     recordError: assign(({ context, event }, params: { step: MigrationStep }) => {
-      const info = errorInfo((event as { error?: unknown }).error);
       return {
-        lastError: { reason: info.reason, message: info.message },
+        lastError: errorInfo((event as { error?: unknown }).error),
         failedStep: params.step,
         attempts: context.attempts + 1,
       };
@@ -116,7 +122,7 @@ export const migrationMachine = setup({
     })),
     recordBlocked: assign(({ event }) => {
       const info = errorInfo((event as { error?: unknown }).error);
-      return { lastError: { reason: info.reason, message: info.message }, blockedReason: info.reason };
+      return { lastError: { ...info, kind: 'stalled' as const }, blockedReason: info.reason };
     }),
     finish: assign(() => ({ finishedAt: new Date().toISOString() })),
     goForward: assign(({ event }) => {
@@ -262,19 +268,16 @@ export const migrationMachine = setup({
 });
 
 /**
- * Errors after which neither forward nor back is safe without a human: the VM is left as it is.
- * `SavedStateLost`: the VM was saved and its saved state is gone (booting it afresh would lose
- * its memory silently).
+ * Where an error in `step` leads: Failed when {@link outcomeOf} says so (a reason that needs a
+ * human, or a stalled error past the point of no return); else before the point of no return
+ * back, after it forward again.
  */
-export const NEEDS_HUMAN_REASONS: ReadonlySet<string> = new Set(['SavedStateLost']);
-
-/** Where an error in `step` leads: before the point of no return back, after it forward again. */
 function errorRoute(step: MigrationStep) {
   const record = { type: 'recordError' as const, params: { step } };
   return [
     {
-      guard: ({ event }: { event: Ev }) =>
-        NEEDS_HUMAN_REASONS.has(errorInfo((event as { error?: unknown }).error).reason),
+      guard: ({ context, event }: { context: MigrationContext; event: Ev }) =>
+        outcomeOf((event as { error?: unknown }).error, { committed: context.committed }).next === 'failed',
       target: 'Failed',
       actions: record,
     },

@@ -4,11 +4,12 @@
  * functions; table tests in test/unit/machine/preflight-policy.test.ts pin every row.
  */
 import type { DomainDisk, DomainState, DriverCapabilities, PathSemantics } from '../drivers/driver';
+import type { Reason } from '../errors';
 import type { Strategy } from '../types';
 
 /** A reason Preflight stops with (a StalledError: the manifests or the world must change). */
 export interface Finding {
-  reason: string;
+  reason: Reason;
   message: string;
 }
 

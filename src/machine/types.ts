@@ -98,7 +98,8 @@ export interface MigrationContext extends MigrationInput {
   attempts: number;
   /** step in which the last error happened */
   failedStep?: MigrationStep;
-  lastError?: { reason: string; message: string };
+  /** the last error; `kind` and `retryAfterMs` (when not transient) decide its outcome (see outcomeOf) */
+  lastError?: { reason: string; message: string; kind?: 'stalled' | 'waiting'; retryAfterMs?: number };
   /** reason for a stop that needs a human (e.g. Blocked by a pre-flight finding) */
   blockedReason?: string;
 }

@@ -1,12 +1,16 @@
 import type { MigrationContext } from '../machine/types';
-import type { ObservedVm } from '../inventory/observe';
+import type { Observation, ObservedVm } from '../inventory/observe';
 import { FINAL_STEPS } from '../machine/migration-machine';
 import {
   API_VERSION,
+  type ActualState,
   type Condition,
+  type DesiredState,
+  type HostStatus,
   type MigrationStatus,
   type MigrationStep,
   type Phase,
+  type Plan,
   type PlannedMigration,
   type VirtualMachine,
   type VirtualMachineStatus,
@@ -54,7 +58,8 @@ export function migrationStatus(view: MigrationView): MigrationStatus {
   };
   if (c.finishedAt) out.finishedAt = c.finishedAt;
   if (c.pauseMs !== undefined) out.pauseMs = c.pauseMs;
-  if (c.lastError) out.lastError = c.lastError;
+  // reason and message only: kind and retry delay are the reconciler's, not the status file's
+  if (c.lastError) out.lastError = { reason: c.lastError.reason, message: c.lastError.message };
   return out;
 }
 
@@ -175,4 +180,100 @@ function failedCondition(m: MigrationView): Omit<Condition, 'lastTransitionTime'
     reason: e?.reason ?? 'MigrationFailed',
     message: `${m.step === 'RolledBack' ? 'rolled back' : 'failed'}: ${e?.message ?? 'unknown error'}`,
   };
+}
+
+/** What the planner is given as actual state: the observed VMs, and hosts (an unreachable one keeps its last status). */
+export function toActual(obs: Observation, previous: ActualState): ActualState {
+  const vms = new Map<string, VirtualMachineStatus>();
+  for (const [name, o] of obs.vms) {
+    if (!o.placement) continue;
+    vms.set(name, {
+      apiVersion: 'vmplace.dev/v1alpha1',
+      kind: 'VirtualMachineStatus',
+      metadata: { name },
+      phase: 'Unknown',
+      conditions: [],
+      placement: o.placement,
+      // a second definition blocks every move of the VM (DefinedOnSeveralHosts)
+      ...(o.definedOn.length > 1 ? { definedOn: [...o.definedOn] } : {}),
+    });
+  }
+  // a host that could not be observed keeps its last known status
+  const hosts = new Map(obs.hosts);
+  for (const [name, h] of previous.hosts)
+    if (!hosts.has(name) && obs.unreachable.has(name)) hosts.set(name, h);
+  return { vms, hosts };
+}
+
+/** The status of every desired VM, by name, from one observation, the plan and the migrations. */
+export function composeAll(
+  deps: { desired: DesiredState; previous: ActualState; revision?: string },
+  obs: Observation,
+  plan: Plan,
+  views: Map<string, MigrationView>,
+  now: Date,
+  thisPass: ReadonlySet<string> = new Set(),
+): VirtualMachineStatus[] {
+  const planned = new Map(plan.migrations.map((m) => [m.vm, m]));
+  const unchanged = new Set(plan.unchanged);
+  const out: VirtualMachineStatus[] = [];
+  for (const [name, vm] of [...deps.desired.vms].sort(([a], [b]) => a.localeCompare(b))) {
+    out.push(
+      composeVmStatus({
+        vm,
+        observed: obs.vms.get(name),
+        migration: views.get(name),
+        migrationThisPass: thisPass.has(name),
+        allHostsObserved: obs.unreachable.size === 0,
+        planned: planned.get(name),
+        atDesired: unchanged.has(name),
+        previous: deps.previous.vms.get(name),
+        revision: deps.revision,
+        now,
+      }),
+    );
+  }
+  return out;
+}
+
+const PHASES: Phase[] = ['Placed', 'Pending', 'Migrating', 'Blocked', 'Failed', 'Unknown'];
+
+/** How many VMs are in each phase. */
+export function countPhases(statuses: VirtualMachineStatus[]): Record<Phase, number> {
+  const out = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
+  for (const s of statuses) out[s.phase]++;
+  return out;
+}
+
+/**
+ * Host status changes all the time (free bytes move with every guest write, observedAt with
+ * every pass). To keep status commits for real changes, a host keeps its committed status
+ * while nothing but free bytes moved by less than 1% of capacity, for up to 10 minutes.
+ */
+export function stabiliseHosts(
+  observed: HostStatus[],
+  previous: ReadonlyMap<string, HostStatus>,
+  now: Date,
+  maxAgeMs = 600_000,
+): HostStatus[] {
+  return observed
+    .map((h) => {
+      const p = previous.get(h.metadata.name);
+      if (!p) return h;
+      const age = now.getTime() - Date.parse(p.observedAt);
+      if (!(age >= 0 && age < maxAgeMs)) return h;
+      if (JSON.stringify(p.cpu ?? {}) !== JSON.stringify(h.cpu ?? {})) return h;
+      if (p.storage.length !== h.storage.length) return h;
+      const same = h.storage.every((s, i) => {
+        const q = p.storage[i]!;
+        return (
+          q.name === s.name &&
+          q.path === s.path &&
+          q.capacityBytes === s.capacityBytes &&
+          Math.abs(q.freeBytes - s.freeBytes) <= s.capacityBytes / 100
+        );
+      });
+      return same ? p : h;
+    })
+    .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
 }

@@ -41,8 +41,14 @@ import {
   ownFileBaseName,
 } from '../../src/drivers/driver';
 import { StalledError, VmplaceError } from '../../src/errors';
+import type { Reason } from '../../src/errors';
 import type { CopyClaim } from '../../src/transfer/copy-local';
 import type { Transport, TransportCopyOptions } from '../../src/transfer/transport';
+
+/** A reason only the FAKE raises (what the real drivers would report as a failed command). */
+export function fakeReason(r: string): Reason {
+  return r as Reason;
+}
 
 // ------------------------------------------------------------------ crash and failure plans
 
@@ -560,13 +566,13 @@ export class FakeDriver implements HypervisorDriver {
 
   private file(p: string): FakeFile {
     const f = this.host.files.get(p);
-    if (!f) throw new VmplaceError('FileNotFound', `${p} does not exist on ${this.hostName}`);
+    if (!f) throw new VmplaceError(fakeReason('FileNotFound'), `${p} does not exist on ${this.hostName}`);
     return f;
   }
 
   private image(p: string): FakeImage {
     const c = this.file(p).content;
-    if (c.kind !== 'image') throw new VmplaceError('ImageUnreadable', `${p} is not a disk image`);
+    if (c.kind !== 'image') throw new VmplaceError(fakeReason('ImageUnreadable'), `${p} is not a disk image`);
     return c;
   }
 
@@ -587,7 +593,7 @@ export class FakeDriver implements HypervisorDriver {
   private requireDir(p: string): void {
     if (!this.host.dirs.has(POSIX_PATHS.dirname(p)))
       throw new VmplaceError(
-        'NoSuchDirectory',
+        fakeReason('NoSuchDirectory'),
         `${POSIX_PATHS.dirname(p)} does not exist on ${this.hostName}`,
       );
   }
@@ -604,11 +610,12 @@ export class FakeDriver implements HypervisorDriver {
   private checkBootable(def: FakeDef): void {
     for (const d of def.disks) {
       const c = this.world.chainOf(this.hostName, d.path);
-      if (c.broken) throw new VmplaceError('DiskUnusable', `${def.name} disk ${d.target}: ${c.broken}`);
+      if (c.broken)
+        throw new VmplaceError(fakeReason('DiskUnusable'), `${def.name} disk ${d.target}: ${c.broken}`);
       const img = this.image(d.path);
       if (img.format !== d.format)
         throw new VmplaceError(
-          'DiskUnusable',
+          fakeReason('DiskUnusable'),
           `${d.path} is ${img.format}, ${def.name} opens it as ${d.format}`,
         );
     }
@@ -691,7 +698,7 @@ export class FakeDriver implements HypervisorDriver {
       const f = this.file(path).content;
       const format = opts.format ?? 'qcow2';
       if (f.kind !== 'image' || (format !== 'raw' && f.format !== format))
-        throw new VmplaceError('ImageUnreadable', `${path} is not a ${format} image`);
+        throw new VmplaceError(fakeReason('ImageUnreadable'), `${path} is not a ${format} image`);
       const asRaw = format === 'raw' && f.format !== 'raw';
       const bytes = this.bytesOf(f);
       return {
@@ -718,7 +725,7 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('fsInfo', () => {
       const root = this.host.rootOf(path);
       if (root === undefined || !this.host.dirs.has(path))
-        throw new VmplaceError('NoSuchDirectory', `${path} does not exist on ${this.hostName}`);
+        throw new VmplaceError(fakeReason('NoSuchDirectory'), `${path} does not exist on ${this.hostName}`);
       const capacity = this.host.roots.get(root)!;
       let used = 0;
       for (const [p, f] of this.host.files) if (this.host.rootOf(p) === root) used += this.bytesOf(f.content);
@@ -811,7 +818,7 @@ export class FakeDriver implements HypervisorDriver {
       if (top.parent === undefined) return;
       if (opts.top !== undefined && d.path !== opts.top) return;
       const { paths, broken } = this.world.chainOf(this.hostName, d.path);
-      if (broken) throw new VmplaceError('ChainBroken', `${vm} ${target}: ${broken}`);
+      if (broken) throw new VmplaceError(fakeReason('ChainBroken'), `${vm} ${target}: ${broken}`);
       const bottomPath = paths[paths.length - 1]!;
       const bottom = this.image(bottomPath);
       bottom.blocks = this.world.dataOf(this.hostName, d.path).blocks;
@@ -833,7 +840,7 @@ export class FakeDriver implements HypervisorDriver {
           v.state !== 'shutoff' &&
           v.live!.disks.some((d) => this.world.chainOf(this.hostName, d.path).paths.includes(layer))
         )
-          throw new VmplaceError('ImageInUse', `${layer} is in use by ${v.name}`);
+          throw new VmplaceError(fakeReason('ImageInUse'), `${layer} is in use by ${v.name}`);
       const below = this.image(img.parent);
       Object.assign(below.blocks, img.blocks);
       img.blocks = {};
@@ -907,7 +914,7 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('savedDefinition', () => {
       const c = this.file(stateFile).content;
       if (c.kind !== 'blob' || !c.saved)
-        throw new VmplaceError('StateUnreadable', `${stateFile} holds no saved state`);
+        throw new VmplaceError(fakeReason('StateUnreadable'), `${stateFile} holds no saved state`);
       return this.encode(c.saved.def);
     });
   }
@@ -917,7 +924,7 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('restore', () => {
       const c = this.file(stateFile).content;
       if (c.kind !== 'blob' || !c.saved)
-        throw new VmplaceError('StateUnreadable', `${stateFile} holds no saved state`);
+        throw new VmplaceError(fakeReason('StateUnreadable'), `${stateFile} holds no saved state`);
       const d = def ? this.decode(def) : clone(c.saved.def);
       const existing = this.host.vms.get(d.name);
       if (existing && existing.state !== 'shutoff') return;
@@ -936,7 +943,7 @@ export class FakeDriver implements HypervisorDriver {
       const def = opts.inactive ? v.persistent : this.defOf(v);
       if (!def)
         throw new VmplaceError(
-          'DomainNotPersistent',
+          fakeReason('DomainNotPersistent'),
           `${vm} has no persistent definition on ${this.hostName}`,
         );
       return this.encode(def);
@@ -994,7 +1001,10 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('setAutostart', () => {
       const v = this.vm(vm);
       if (!v.persistent)
-        throw new VmplaceError('DomainNotPersistent', `cannot set autostart of the transient ${vm}`);
+        throw new VmplaceError(
+          fakeReason('DomainNotPersistent'),
+          `cannot set autostart of the transient ${vm}`,
+        );
       v.autostart = on;
     });
   }
@@ -1014,7 +1024,7 @@ export class FakeDriver implements HypervisorDriver {
     opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number } = {},
   ): Promise<void> {
     if (!this.capabilities.liveStorageMove)
-      throw new StalledError('CapabilityMissing', `${this.hostName} cannot move a disk live`);
+      throw new StalledError(fakeReason('CapabilityMissing'), `${this.hostName} cannot move a disk live`);
     const onDest = await this.op('moveDiskLive.look', () => {
       this.guard(destPath);
       const d = this.vm(vm).live?.disks.find((x) => x.target === target);
@@ -1077,7 +1087,7 @@ export class FakeDriver implements HypervisorDriver {
         'a live migration needs fake hosts of one family on both ends',
       );
     if (!this.capabilities.liveMigration || !target.capabilities.liveMigration)
-      throw new StalledError('CapabilityMissing', 'live migration is not offered by both hosts');
+      throw new StalledError(fakeReason('CapabilityMissing'), 'live migration is not offered by both hosts');
     if ((await target.domainState(vm)) === 'running') return { downtimeMs: 5 };
     for (const d of opts.disks) {
       await target.guardPath(d.path);
@@ -1106,7 +1116,11 @@ export class FakeDriver implements HypervisorDriver {
         const to = opts.disks.find((x) => x.target === d.target);
         if (!to) continue;
         const f = there.files.get(to.path);
-        if (!f) throw new VmplaceError('MigrationFailed', `${to.path} was not created on ${there.name}`);
+        if (!f)
+          throw new VmplaceError(
+            fakeReason('MigrationFailed'),
+            `${to.path} was not created on ${there.name}`,
+          );
         f.content = {
           kind: 'image',
           format: to.format,
@@ -1320,7 +1334,7 @@ export class FakeTransport implements Transport {
       if (!s) throw new VmplaceError('SourceMissing', `copy source ${src} vanished`);
       if (!this.to.dirs.has(POSIX_PATHS.dirname(part)))
         throw new VmplaceError(
-          'NoSuchDirectory',
+          fakeReason('NoSuchDirectory'),
           `${POSIX_PATHS.dirname(part)} does not exist on ${this.to.name}`,
         );
       const p = this.to.files.get(part) ?? { identity: this.world.newIdentity(), content: s.content };

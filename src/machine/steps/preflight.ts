@@ -2,7 +2,7 @@ import { sourceTotal, spaceNeeds, targetTotal } from '../../planner/space';
 import { StalledError } from '../../errors';
 import type { HypervisorDriver } from '../../drivers/driver';
 import { namingDiskPaths, targetDiskPath } from '../../planner/target-path';
-import { chooseStrategy, judgeDisk, judgePair, placeState } from '../preflight-policy';
+import { chooseStrategy, type Finding, judgeDisk, judgePair, placeState } from '../preflight-policy';
 import { hostStateFindings, judgeDiskFormat } from '../preflight-findings';
 import type { DiskMove, MigrationContext } from '../types';
 import type { Step } from './deps';
@@ -11,8 +11,7 @@ import { diskOf, lastPossibleRound, sum } from './common';
 
 // ------------------------------------------------------------------ Preflight
 
-const stalled = (f: { reason: string; message: string }): StalledError =>
-  new StalledError(f.reason, f.message);
+const stalled = (f: Finding): StalledError => new StalledError(f.reason, f.message);
 
 export const preflight: Step = async (ctx, deps) => {
   const src = deps.driverFor(ctx.fromHost);

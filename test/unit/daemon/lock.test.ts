@@ -11,10 +11,10 @@ let tmp: string;
 let lockModule: string;
 const children: ChildProcess[] = [];
 
-/** The real lock.ts (and errors.ts) as CommonJS, so a second node process can use it. */
+/** The real lock.ts (and errors.ts, backoff.ts) as CommonJS, so a second node process can use it. */
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-lock-'));
-  for (const rel of ['daemon/lock.ts', 'errors.ts']) {
+  for (const rel of ['daemon/lock.ts', 'errors.ts', 'backoff.ts']) {
     const out = ts.transpileModule(fs.readFileSync(path.join(SRC, rel), 'utf8'), {
       compilerOptions: {
         module: ts.ModuleKind.CommonJS,

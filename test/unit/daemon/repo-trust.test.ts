@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { createDaemon } from '../../../src/app/compose';
 import { Daemon } from '../../../src/daemon/daemon';
 import { Reconciler } from '../../../src/reconciler/reconciler';
 import { writeStatusFiles } from '../../../src/status/files';
@@ -81,7 +82,7 @@ async function startDaemon(root: string, remote: string): Promise<Run> {
   });
   const pass = jest.spyOn(Daemon.prototype, 'pass');
   const workdir = path.join(root, 'workdir');
-  const daemon = new Daemon({
+  const daemon = createDaemon({
     repo: remote,
     branch: 'main',
     workdir,

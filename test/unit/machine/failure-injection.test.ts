@@ -24,7 +24,7 @@
  * Cases that fail on the steps as they are are listed in KNOWN and run as `test.failing`.
  */
 import { StalledError, VmplaceError } from '../../../src/errors';
-import type { OpPlan, OpRecord } from '../../support/fake-hypervisor';
+import { fakeReason, type OpPlan, type OpRecord } from '../../support/fake-hypervisor';
 import {
   STRATEGIES,
   type StrategyCase,
@@ -44,8 +44,8 @@ const planFor = (fault: Fault, op: OpRecord): OpPlan => ({
   phase: fault.endsWith('before') ? 'before' : 'after',
   error: (name) =>
     fault.startsWith('stalled')
-      ? new StalledError('InjectedStall', `injected at ${name}`)
-      : new VmplaceError('Injected', `injected at ${name}`),
+      ? new StalledError(fakeReason('InjectedStall'), `injected at ${name}`)
+      : new VmplaceError(fakeReason('Injected'), `injected at ${name}`),
 });
 
 interface Known {
@@ -205,7 +205,7 @@ describe('a guest that shuts down after its disks were frozen', () => {
         delete v.live;
         delete v.bootId;
         v.state = 'shutoff';
-        return new VmplaceError('GuestShutDown', 'the guest shut down');
+        return new VmplaceError(fakeReason('GuestShutDown'), 'the guest shut down');
       },
     };
     const r = await runMigrationInWorld(s.world, s.input);

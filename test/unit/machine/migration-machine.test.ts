@@ -176,12 +176,12 @@ describe('migration machine', () => {
     async (failing) => {
       const { actors, calls } = standIns({
         [failing]: () => {
-          throw new VmplaceError('Boom', `failed in ${failing}`);
+          throw new VmplaceError('CommandFailed', `failed in ${failing}`);
         },
       });
       const res = await runMigration({ input }, { actors, store });
       expect(res.step).toBe('RolledBack');
-      expect(res.context.lastError).toEqual({ reason: 'Boom', message: `failed in ${failing}` });
+      expect(res.context.lastError).toEqual({ reason: 'CommandFailed', message: `failed in ${failing}` });
       expect(calls.at(-1)).toBe('rollBack');
       expect(calls).not.toContain('cleanUpSource');
     },
@@ -192,7 +192,7 @@ describe('migration machine', () => {
     async (failing) => {
       const { actors, calls } = standIns({
         [failing]: (_ctx: MigrationContext, call: number) => {
-          if (call === 1) throw new VmplaceError('Flaky', 'once');
+          if (call === 1) throw new VmplaceError('CommandTimedOut', 'once');
           return {};
         },
       });
@@ -206,7 +206,7 @@ describe('migration machine', () => {
   it('fails (without rolling back) when a forward step keeps failing after the point of no return', async () => {
     const { actors, calls } = standIns({
       mergeOverlays: () => {
-        throw new VmplaceError('Stuck', 'always');
+        throw new VmplaceError('CommandFailed', 'always');
       },
     });
     const res = await runMigration({ input }, { actors, store });

@@ -8,108 +8,18 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
 import { fromPromise } from 'xstate';
-import { type DomainInfo, type HypervisorDriver, POSIX_PATHS } from '../../../src/drivers/driver';
 import { STEP_ACTORS } from '../../../src/machine/migration-machine';
 import type { StepActors } from '../../../src/machine/runner';
 import { MigrationStore } from '../../../src/machine/store';
 import type { MigrationContext, StepOutput } from '../../../src/machine/types';
-import { Reconciler, stabiliseHosts } from '../../../src/reconciler/reconciler';
+import { Reconciler } from '../../../src/reconciler/reconciler';
+import { stabiliseHosts } from '../../../src/reconciler/compose-status';
 import { defaultSettings, insideMaintenanceWindow, type Settings } from '../../../src/settings';
 import type { ActualState, HostStatus } from '../../../src/types';
 import { desiredState, host, vm } from '../planner/builders';
+import { FakeHost } from './fake-fleet';
 
 const GiB = 1024 ** 3;
-
-/** FAKE hypervisor: domains with file disks in memory; only what observation asks. */
-class FakeHost {
-  readonly domains = new Map<string, { disks: { target: string; path: string }[] }>();
-  driver(name: string): HypervisorDriver {
-    const domains = this.domains;
-    const unsupported = (): never => {
-      throw new Error('fake driver: not used by observation');
-    };
-    return {
-      hostName: name,
-      capabilities: {
-        family: 'fake',
-        liveStorageMove: false,
-        liveMigration: false,
-        stateOnSharedStorage: false,
-      },
-      paths: POSIX_PATHS,
-      ownFile: unsupported,
-      diskPathsOf: unsupported,
-      withDiskPaths: unsupported,
-      canRun: unsupported,
-      listDomains: async () => [...domains.keys()],
-      getDomain: async (vmName: string): Promise<DomainInfo | undefined> => {
-        const d = domains.get(vmName);
-        if (!d) return undefined;
-        return {
-          name: vmName,
-          uuid: vmName,
-          state: 'running',
-          persistent: true,
-          memoryBytes: 256 * 1024 * 1024,
-          vcpus: 1,
-          definition: { driver: 'fake', data: '' },
-          disks: d.disks.map((x) => ({
-            ...x,
-            type: 'file',
-            device: 'disk',
-            format: 'qcow2',
-            readonly: false,
-            hasBackingStore: false,
-          })),
-        };
-      },
-      domainState: unsupported,
-      imageInfo: async (p: string) => ({
-        path: p,
-        format: 'qcow2',
-        virtualBytes: GiB,
-        allocatedBytes: GiB / 2,
-        fileBytes: GiB / 2,
-        chainLength: 1,
-      }),
-      probeFormat: unsupported,
-      fsInfo: async () => ({ capacityBytes: 1000 * GiB, freeBytes: 900 * GiB }),
-      hostCpu: async () => ({ vendor: 'Intel', model: 'Skylake' }),
-      fileExists: unsupported,
-      fileSize: unsupported,
-      freezeDisks: unsupported,
-      mergeLayers: unsupported,
-      moveDiskLive: unsupported,
-      fileIdentity: unsupported,
-      removeDirIfEmpty: unsupported,
-      createExclusive: unsupported,
-      removeIfIdentity: unsupported,
-      filesInUse: unsupported,
-      setAutostart: unsupported,
-      abortJobs: unsupported,
-      relinkLayer: unsupported,
-      mergeLayerOffline: unsupported,
-      checkImage: unsupported,
-      save: unsupported,
-      waitForSaveJob: unsupported,
-      holdsSavedState: unsupported,
-      savedDefinition: unsupported,
-      restore: unsupported,
-      definition: unsupported,
-      define: unsupported,
-      undefine: unsupported,
-      start: unsupported,
-      resume: unsupported,
-      destroy: unsupported,
-      checksum: unsupported,
-      removeFile: unsupported,
-      makeDir: unsupported,
-      guardPath: unsupported,
-      migrateLive: unsupported,
-      close: async () => undefined,
-    };
-  }
-}
 
 /** Stand-in steps: copyBase waits for the test; cleanUpSource moves the fake disks. */
 function stepsFor(
@@ -173,7 +83,6 @@ async function setup(n: number, settings: Partial<Settings> = {}, now?: () => Da
   const rec = new Reconciler({
     driverFor: (h) => (h === 'hv' ? fake.driver('hv') : undefined),
     store,
-    stepDeps: { transportFor: () => undefined },
     logger: pino({ level: 'silent' }),
     actorsFor: stepsFor(fake, gate, calls),
     backoffBaseMs: 10,
@@ -264,7 +173,6 @@ describe('reconciler (fake hypervisor, stand-in steps)', () => {
     const rec = new Reconciler({
       driverFor: (h) => (h === 'hv' || h === 'hv2' ? fake.driver(h) : undefined),
       store,
-      stepDeps: { transportFor: () => undefined },
       logger: pino({ level: 'silent' }),
       actorsFor: stepsFor(fake, new Map(), calls),
     });

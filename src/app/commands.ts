@@ -1,0 +1,178 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import { loadDesiredState, type LoadOptions } from '../manifests';
+import { DEFAULT_TRUST_FILE, loadTrustPolicy } from '../manifests/trust';
+import { planMigrations } from '../planner/plan';
+import type { RunResult } from '../machine/runner';
+import { ApplyRun, type ApplyResult } from '../reconciler/apply';
+import { loadSettings, type Settings } from '../settings';
+import { resolveBaseRef, writeStatusAt } from '../status/base-ref';
+import { loadActualState, writeStatusFiles } from '../status/files';
+import type { ActualState, DesiredState, Plan, PlanFinding, PlannedMigration, Problem } from '../types';
+import { composeRuntime } from './compose';
+
+/**
+ * What the CLI's commands do, below argument parsing and printing: read the repository, plan,
+ * apply through the reconciler built by the composition root.
+ */
+
+export { DEFAULT_TRUST_FILE };
+
+/** The trust rules of one command: the operator's file (see trust.ts) and vmplace's own directories. */
+export function trustFor(
+  trustFile: string | undefined,
+  dirs: { stateDir?: string; workdir?: string } = {},
+): NonNullable<LoadOptions['trust']> {
+  const policy = loadTrustPolicy(trustFile);
+  return {
+    ...(policy ? { policy } : {}),
+    ...(dirs.stateDir ? { stateDir: path.resolve(dirs.stateDir) } : {}),
+    ...(dirs.workdir ? { workdir: path.resolve(dirs.workdir) } : {}),
+  };
+}
+
+/** The repository's `HEAD` commit, if it is a git repository. */
+export async function gitRevision(repo: string): Promise<string | undefined> {
+  return await new Promise((resolve) => {
+    execFile(
+      'git',
+      ['-C', repo, 'rev-parse', '--verify', '--quiet', 'HEAD'],
+      { timeout: 5000 },
+      (err, stdout) => resolve(err ? undefined : stdout.trim() || undefined),
+    );
+  });
+}
+
+/**
+ * `status/` as it is at the merge base of `ref` and `HEAD`, read like the working tree's, and a
+ * warning when the change edits `status/` (a pull request must not decide its own plan's input).
+ */
+async function loadStatusAtBase(
+  root: string,
+  ref: string,
+): Promise<{ actual: Awaited<ReturnType<typeof loadActualState>>; finding: PlanFinding | undefined }> {
+  const b = await resolveBaseRef(root, ref);
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'vmplace-base-'));
+  try {
+    const problems: Problem[] = [];
+    await writeStatusAt(root, b.base, tmp, problems);
+    const actual = await loadActualState(tmp);
+    actual.problems.unshift(...problems);
+    const shown =
+      b.changed.slice(0, 5).join(', ') + (b.changed.length > 5 ? `, and ${b.changed.length - 5} more` : '');
+    const finding: PlanFinding | undefined = b.changed.length
+      ? {
+          subject: 'status/',
+          severity: 'warning',
+          reason: 'StatusEditedByChange',
+          message: `this change edits status/ (${shown}): the plan uses status from ${ref} (${b.base.slice(0, 12)}), not from this change`,
+        }
+      : undefined;
+    return { actual, finding };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** `vmplace plan`: the plan from the manifests and `status/` (of the merge base with `baseRef`); no plan on a problem. */
+export async function planRepo(o: {
+  root: string;
+  baseRef?: string;
+  trustFile?: string;
+}): Promise<{ problems: Problem[]; plan?: Plan }> {
+  const desired = await loadDesiredState(o.root, { trust: trustFor(o.trustFile) });
+  const { actual, finding: baseFinding } = o.baseRef
+    ? await loadStatusAtBase(o.root, o.baseRef)
+    : { actual: await loadActualState(o.root), finding: undefined };
+  const { settings, problems: settingsProblems } = await loadSettings(o.root);
+  const problems = [...desired.problems, ...actual.problems, ...settingsProblems];
+  // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
+  if (problems.length || !settings) return { problems };
+  const plan = planMigrations(desired, actual.state, settings.policy, {
+    revision: await gitRevision(o.root),
+  });
+  if (baseFinding) plan.findings = [baseFinding, ...(plan.findings ?? [])];
+  return { problems, plan };
+}
+
+/** What `vmplace apply` read from the repository. */
+export interface ApplyInput {
+  root: string;
+  stateDir: string;
+  desired: DesiredState;
+  previous: ActualState;
+  /** undefined when vmplace.yaml is unreadable or invalid (then `problems` says why) */
+  settings?: Settings;
+  problems: Problem[];
+}
+
+export async function loadForApply(o: {
+  root: string;
+  stateDir: string;
+  trustFile?: string;
+}): Promise<ApplyInput> {
+  const desired = await loadDesiredState(o.root, { trust: trustFor(o.trustFile, { stateDir: o.stateDir }) });
+  const previous = await loadActualState(o.root);
+  const { settings, problems: settingsProblems } = await loadSettings(o.root);
+  const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
+  return { root: o.root, stateDir: o.stateDir, desired, previous: previous.state, settings, problems };
+}
+
+/** What `vmplace apply` reports while it runs (progress bars on a terminal). */
+export interface ApplyView {
+  confirm?(plan: Plan): Promise<boolean>;
+  started?(m: PlannedMigration): void;
+  progress?(vm: string, done: number, total: number): void;
+  finished?(vm: string, result: RunResult): void;
+}
+
+/**
+ * `vmplace apply`: the daemon's reconciler run once to rest (see ApplyRun), writing `status/`
+ * (no commit). `parallel` caps `limits.concurrent` of vmplace.yaml for this run.
+ */
+export async function applyRepo(
+  input: ApplyInput & { settings: Settings },
+  o: { logger: Logger; parallel?: number; view?: ApplyView },
+): Promise<ApplyResult> {
+  const root = input.root;
+  const view = o.view;
+  const rt = composeRuntime({
+    stateDir: input.stateDir,
+    logger: o.logger,
+    events: {
+      onStarted: (m) => view?.started?.(m),
+      onTransition: () => run.statusChanged(),
+      onFinished: (vm, r) => {
+        run.finished(vm, r);
+        view?.finished?.(vm, r);
+      },
+    },
+    ...(view?.progress ? { onProgress: (ctx, done, total) => view.progress?.(ctx.vm, done, total) } : {}),
+  });
+  // (the events above fire only once `run` below runs)
+  const run = new ApplyRun(rt.reconciler, {
+    writeStatus: async (vms, hosts) => {
+      await writeStatusFiles(root, { vms, hosts });
+    },
+    ...(view?.confirm ? { confirm: (plan: Plan) => view.confirm!(plan) } : {}),
+  });
+  const limits = input.settings.limits;
+  const settings = o.parallel
+    ? { ...input.settings, limits: { ...limits, concurrent: Math.min(limits.concurrent, o.parallel) } }
+    : input.settings;
+  try {
+    await rt.store.init();
+    rt.useDesired(input.desired);
+    return await run.run({
+      desired: input.desired,
+      previous: input.previous,
+      settings,
+      revision: await gitRevision(root),
+    });
+  } finally {
+    await rt.close();
+  }
+}
