@@ -60,7 +60,11 @@ export function createStepActors(deps: StepDeps): StepActors {
           return await new Promise<StepOutput>(() => undefined);
         }
         if (input.attempts > 0) {
-          const delay = backoffDelay(input.attempts, base, STEP_RETRY_MAX_MS);
+          // a WaitingError says how long the world needs (retryAfterMs): never retry sooner
+          const delay = Math.max(
+            backoffDelay(input.attempts, base, STEP_RETRY_MAX_MS),
+            input.lastError?.retryAfterMs ?? 0,
+          );
           await new Promise((r) => setTimeout(r, delay));
         }
         const log = deps.logger?.child({ step: name });

@@ -23,7 +23,7 @@
  *
  * Cases that fail on the steps as they are are listed in KNOWN and run as `test.failing`.
  */
-import { StalledError, VmplaceError } from '../../../src/errors';
+import { StalledError, VmplaceError, WaitingError } from '../../../src/errors';
 import { fakeReason, type OpPlan, type OpRecord } from '../../support/fake-hypervisor';
 import {
   STRATEGIES,
@@ -217,5 +217,33 @@ describe('a guest that shuts down after its disks were frozen', () => {
       { target: 'vdb', path: '/pool/a/web/vdb.img', format: 'raw' },
     ]);
     expect([...s.world.host('hv-a').files.keys()].filter((p) => p.includes('vmplace-'))).toEqual([]);
+  });
+});
+
+describe('a WaitingError after the point of no return', () => {
+  // the step is retried forward, but never sooner than the error says the world needs
+  test('the retry waits its retryAfterMs (here 300 ms), not the 1 ms backoff base', async () => {
+    const dry = await dryRun('quick on one host');
+    const op = dry.ops.find((o) => o.step === 'Merging')!;
+    const s = buildScenario('quick on one host');
+    let failedAt = 0;
+    let retriedAt = 0;
+    s.world.plan = {
+      kind: 'fail',
+      at: op.n,
+      phase: 'before',
+      error: () => {
+        failedAt = performance.now();
+        return new WaitingError('GitBusy', 'busy', 300);
+      },
+    };
+    const seen = s.world.afterOp;
+    s.world.afterOp = (w, o) => {
+      if (failedAt && !retriedAt) retriedAt = performance.now();
+      seen?.(w, o);
+    };
+    const r = await runMigrationInWorld(s.world, s.input);
+    expect(r.step).toBe('Completed');
+    expect(retriedAt - failedAt).toBeGreaterThanOrEqual(290);
   });
 });
