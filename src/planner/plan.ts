@@ -23,6 +23,8 @@ import { diffPlacement, type PlacementDiff } from './diff';
 import { checkHostStatus, checkPlacement } from './status-checks';
 import { orderBySpace, type OrderItem, type OrderOutcome, type SpaceNeed } from './order';
 import { describeLocation, Topology, type Location } from './topology';
+import { cpuFindings } from './cpu';
+import { cycleText, listNames } from './names';
 
 /** Options that are not policy: identity of the desired state being planned. */
 export interface PlanOptions {
@@ -303,44 +305,6 @@ function draftMigration(
 function sharedLocation(topology: Topology, fromHost: string, toHost: string): Location | undefined {
   const there = new Set(topology.locationsOf(toHost).map((l) => l.key));
   return topology.locationsOf(fromHost).find((l) => l.scope === 'cluster' && there.has(l.key));
-}
-
-function cpuFindings(topology: Topology, fromHost: string, toHost: string, strategy: Strategy): Finding[] {
-  const a = topology.hostStatus(fromHost)?.cpu;
-  const b = topology.hostStatus(toHost)?.cpu;
-  if (a === undefined || b === undefined) return [];
-  if (a.vendor !== undefined && b.vendor !== undefined && a.vendor !== b.vendor) {
-    // A cold move boots the guest afresh, so a different vendor is a risk, not a blocker.
-    return [
-      {
-        severity: strategy === 'cold' ? 'warning' : 'error',
-        reason: 'CpuVendorMismatch',
-        message: `CPU vendor differs: ${fromHost} has ${a.vendor}, ${toHost} has ${b.vendor}; a running guest cannot move between them`,
-      },
-    ];
-  }
-  if (a.model !== undefined && b.model !== undefined && a.model !== b.model) {
-    return [
-      {
-        severity: 'warning',
-        reason: 'CpuModelMismatch',
-        message: `CPU model differs: ${fromHost} has ${a.model}, ${toHost} has ${b.model}; the guest CPU model must be available on both`,
-      },
-    ];
-  }
-  return [];
-}
-
-const MAX_NAMES = 10;
-
-function listNames(names: readonly string[]): string {
-  if (names.length <= MAX_NAMES) return names.join(', ');
-  return `${names.slice(0, MAX_NAMES).join(', ')} and ${names.length - MAX_NAMES} more`;
-}
-
-function cycleText(cycle: readonly string[]): string {
-  if (cycle.length <= MAX_NAMES + 1) return cycle.join(' -> ');
-  return `${cycle.slice(0, MAX_NAMES).join(' -> ')} -> ... (${cycle.length - 1} VMs) -> ${cycle[0]!}`;
 }
 
 function orderFindings(

@@ -55,6 +55,9 @@ import * as files from './files';
 import * as lifecycle from './lifecycle';
 import * as observe from './observe';
 import { type ParsedDisk, parseDomainXml, rewriteDiskPaths } from './xml';
+import { domainXmlOf, LIBVIRT_CAPABILITIES, libvirtDefinition } from './definition';
+
+export { domainXmlOf, LIBVIRT_CAPABILITIES, libvirtDefinition } from './definition';
 
 export { escapeDiskspecValue } from './chain';
 
@@ -77,25 +80,6 @@ export interface LibvirtDriverOptions {
 
 /** The disk of a domain, as `getDomain` returns it (the contract's `DomainDisk` plus details). */
 export type LibvirtDisk = ParsedDisk;
-
-/** A libvirt definition: domain XML (plain `dumpxml`, no secrets), as an opaque contract value. */
-export function libvirtDefinition(xml: string): VmDefinition {
-  return { driver: 'libvirt', data: xml };
-}
-
-/** The domain XML of a definition; a definition of another family is refused. */
-export function domainXmlOf(def: VmDefinition): string {
-  if (def.driver !== 'libvirt')
-    throw new StalledError('DriverMismatch', `a ${def.driver} definition cannot be used by libvirt`);
-  return def.data;
-}
-
-export const LIBVIRT_CAPABILITIES: DriverCapabilities = Object.freeze({
-  family: 'libvirt',
-  liveStorageMove: true, // blockcopy --pivot
-  liveMigration: true, // migrate --live --copy-storage-all
-  stateOnSharedStorage: true, // a save file on NFS/shared storage restores on another host
-});
 
 export class LibvirtDriver implements HypervisorDriver {
   readonly hostName: string;

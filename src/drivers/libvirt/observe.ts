@@ -2,6 +2,7 @@
  * Observation: what libvirt and the host's files say, changing nothing. Functions of the
  * libvirt driver (see `driver.ts`), each taking the host's {@link LibvirtContext}.
  */
+import { libvirtDefinition } from './definition';
 import { CommandError, VmplaceError } from '../../errors';
 import { statSize } from '../../transfer/copy-local';
 import type { CpuInfo, DomainInfo, DomainState, FsInfo, ImageInfo } from '../driver';
@@ -86,7 +87,7 @@ export async function getDomain(ctx: LibvirtContext, name: string): Promise<Doma
     ...(dom.nvram !== undefined ? { nvram: dom.nvram } : {}),
     ...(dom.uefi ? { uefi: true } : {}),
     ...(dom.tpms.length ? { tpms: dom.tpms } : {}),
-    definition: { driver: 'libvirt', data: xml },
+    definition: libvirtDefinition(xml),
   };
 }
 
