@@ -16,7 +16,7 @@ import type { MigrationContext, StepOutput } from '../../../src/machine/types';
 import { Reconciler, stabiliseHosts } from '../../../src/reconciler/reconciler';
 import { defaultSettings, insideMaintenanceWindow, type Settings } from '../../../src/settings';
 import type { ActualState, HostStatus } from '../../../src/types';
-import { desiredState, host, vm } from '../planner/builders';
+import { desiredState, host, vm } from '../../support/builders';
 
 const GiB = 1024 ** 3;
 
