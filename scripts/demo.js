@@ -5,14 +5,15 @@
 //   node scripts/demo.js [--keep]
 //
 // Every command runs through execFile with an argument array; nothing goes through a shell.
+// The guest comes from the lab library (src/lab, built to dist/lab by scripts/demo.sh).
 'use strict';
 const { execFile, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { XMLBuilder } = require('fast-xml-parser');
 
 const ROOT = path.resolve(__dirname, '..');
+const lab = require(path.join(ROOT, 'dist', 'lab'));
 const BIN = path.join(ROOT, 'bin', 'vmplace.js');
 const VM = 'vmplace-demo';
 const STORAGE = '/var/lib/vmplace-demo';
@@ -39,17 +40,8 @@ const virsh = (...args) => run('virsh', ['-c', 'qemu:///system', ...args]);
 const say = (s) => process.stdout.write(`\n\x1b[1m== ${s}\x1b[0m\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function acks(serialLog) {
-  const max = {};
-  let text = '';
-  try {
-    text = fs.readFileSync(serialLog, 'utf8');
-  } catch {
-    return max;
-  }
-  for (const m of text.matchAll(/^ACK (\w+) (\d+)\s*$/gm)) max[m[1]] = Math.max(max[m[1]] ?? 0, Number(m[2]));
-  return max;
-}
+/** Disk -> highest record the guest acknowledged, from its serial console. */
+const acks = async (serialLog) => Object.fromEntries(await lab.ackedSequences(serialLog));
 
 async function cleanup(repo) {
   await virsh('destroy', VM).catch(() => undefined);
@@ -61,16 +53,7 @@ async function cleanup(repo) {
 async function main() {
   const t0 = Date.now();
   await cleanup();
-  const { stdout } = await run('bash', [
-    path.join(ROOT, 'scripts/lab/build-guest.sh'),
-    '/var/cache/vmplace-lab/guest',
-  ]);
-  const guest = Object.fromEntries(
-    stdout
-      .trim()
-      .split('\n')
-      .map((l) => l.split('=', 2)),
-  );
+  const guest = await lab.buildGuest();
 
   // The operator's GitOps repository: the project's demo manifests in a fresh git repo.
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-demo-'));
@@ -91,44 +74,12 @@ async function main() {
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', d.path, '256M']);
     await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 32M 96M', d.path]); // some data to copy
   }
-  const src = { '@_path': serialLog, '@_append': 'on' };
-  const xml = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_', format: true }).build({
-    domain: {
-      '@_type': 'qemu',
-      name: VM,
-      memory: { '@_unit': 'MiB', '#text': '128' },
-      vcpu: '1',
-      os: {
-        type: { '@_arch': 'x86_64', '@_machine': 'pc', '#text': 'hvm' },
-        kernel: guest.kernel,
-        initrd: guest.initrd,
-        cmdline: 'console=ttyS0 panic=-1 loglevel=4 vmplace.rate=20',
-      },
-      on_poweroff: 'destroy',
-      on_reboot: 'destroy',
-      on_crash: 'destroy',
-      devices: {
-        disk: disks.map((d) => ({
-          '@_type': 'file',
-          '@_device': 'disk',
-          driver: { '@_name': 'qemu', '@_type': 'qcow2' },
-          source: { '@_file': d.path },
-          target: { '@_dev': d.target, '@_bus': 'virtio' },
-        })),
-        serial: { '@_type': 'file', source: src, target: { '@_port': '0' } },
-        console: { '@_type': 'file', source: src, target: { '@_type': 'serial', '@_port': '0' } },
-        memballoon: { '@_model': 'none' },
-      },
-    },
-  });
-  const xmlFile = path.join(work, `${VM}.xml`);
-  fs.writeFileSync(xmlFile, xml);
-  await virsh('define', xmlFile);
-  await virsh('start', VM);
-  for (let i = 0; i < 600 && !(acks(serialLog).vda >= 3 && acks(serialLog).vdb >= 3); i++) await sleep(100);
-  console.log(`guest is writing: acknowledged records ${JSON.stringify(acks(serialLog))}`);
+  await lab.defineGuestVm({ name: VM, disks, serialLog, guest, memoryMiB: 128, rateHz: 20 });
 
   try {
+    for (const d of disks)
+      await lab.waitForAcks(serialLog, { disk: d.target, atLeast: 3, timeoutMs: 60_000 });
+    console.log(`guest is writing: acknowledged records ${JSON.stringify(await acks(serialLog))}`);
     const stateDir = path.join(work, 'state');
     say('vmplace validate: the manifests are valid');
     await vmplace(['validate', repo]);
@@ -145,10 +96,10 @@ async function main() {
     await vmplace(['plan', repo, '--format', 'markdown']);
 
     say('vmplace apply: Quick Storage Migration while the guest keeps writing');
-    const before = acks(serialLog);
+    const before = await acks(serialLog);
     const code = await vmplace(['apply', repo, '--yes', '--state-dir', stateDir]);
     await sleep(1500);
-    const after = acks(serialLog);
+    const after = await acks(serialLog);
 
     say(`status/vms/${VM}.yaml`);
     process.stdout.write(fs.readFileSync(path.join(repo, 'status', 'vms', `${VM}.yaml`), 'utf8'));

@@ -1,19 +1,16 @@
 /**
- * The labs the benchmarks run on, from plain JavaScript (the test helpers are TypeScript and
- * run under jest; benchmarks never do): the local libvirt lab (scripts/lab/up.sh) and the
- * two-host lab in network namespaces (scripts/lab/hosts-up.sh), the lab guest, libvirt event
- * monitors with timestamps, and a host-side writer that puts ~10 MB/s into a running VM's disk.
+ * The labs the benchmarks run on, from plain JavaScript: the lab library itself is `src/lab`
+ * (the same one the lab tests use), loaded from its build in `dist/lab`; here are only what the
+ * benchmarks add to it: the benchmarks' own two-host lab, libvirt event monitors with
+ * timestamps, and a host-side writer that puts ~10 MB/s into a running VM's disk.
  *
- * Uses the built vmplace (dist/) for drivers and ssh: run `npm run build` first.
+ * Uses the built vmplace (dist/): run `npm run build` first.
  */
 'use strict';
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { ROOT, MiB, run, sleep, log } = require('./util');
-
-const LAB = path.join(ROOT, 'scripts', 'lab');
-const GUEST_CACHE = process.env.VMPLACE_LAB_GUEST_CACHE ?? '/var/cache/vmplace-lab/guest';
+const { ROOT, MiB, sleep } = require('./util');
 
 function dist(mod) {
   const p = path.join(ROOT, 'dist', mod);
@@ -21,179 +18,31 @@ function dist(mod) {
   return require(p);
 }
 
-async function installIfNeeded() {
-  const ok = await run(
-    'sh',
-    ['-c', 'command -v libvirtd && command -v sshd && command -v tini && command -v virsh'],
-    {
-      allowFail: true,
-    },
-  );
-  if (ok.code !== 0) {
-    log('installing the lab (scripts/lab/install.sh)');
-    await run('bash', [path.join(LAB, 'install.sh')], { timeoutMs: 900_000 });
-  }
-}
+/** The lab library (src/lab/index.ts, built), loaded on first use. */
+const core = () => dist('lab/index');
 
-/** The local lab's libvirt (qemu:///system), started under tini -s; returns the URI. */
-async function ensureLab() {
-  const ok = await run('virsh', ['-c', 'qemu:///system', 'version'], { allowFail: true, timeoutMs: 5000 });
-  if (ok.code !== 0) await installIfNeeded();
-  // always run up.sh: idempotent, and it leaves a lease for this process
-  await run('bash', [path.join(LAB, 'up.sh')], {
-    timeoutMs: 120_000,
-    env: { VMPLACE_LAB_OWNER_PID: String(process.pid) },
-  });
-  return 'qemu:///system';
-}
-
-function parseEnv(text) {
-  const raw = {};
-  for (const line of text.split('\n')) {
-    const l = line.trim();
-    if (!l || l.startsWith('#')) continue;
-    const i = l.indexOf('=');
-    raw[l.slice(0, i)] = l.slice(i + 1);
-  }
-  const host = (name) => {
-    const p = name.toUpperCase();
-    const ssh = {
-      host: raw[`${p}_ADDR`],
-      user: 'root',
-      port: Number(raw[`${p}_PORT`]),
-      identityFile: raw.MGMT_KEY,
-      knownHostsFile: raw.MGMT_KNOWN_HOSTS,
-    };
-    return {
-      name,
-      ns: raw[`${p}_NS`],
-      link: raw[`${p}_LINK`],
-      addr: raw[`${p}_ADDR`],
-      port: Number(raw[`${p}_PORT`]),
-      uri: raw[`${p}_URI`],
-      storage: raw[`${p}_STORAGE`],
-      storageMgmtPath: raw[`${p}_STORAGE_MGMT_PATH`],
-      transferKey: raw[`${p}_TRANSFER_KEY`],
-      transferKnownHosts: raw[`${p}_TRANSFER_KNOWN_HOSTS`],
-      ssh,
-      hostSpec: { driver: 'libvirt', uri: raw[`${p}_URI`], ssh, transferAddress: raw[`${p}_ADDR`] },
-    };
-  };
-  return {
-    raw,
-    mgmtKey: raw.MGMT_KEY,
-    mgmtKnownHosts: raw.MGMT_KNOWN_HOSTS,
-    csvPath: raw.CSV_PATH,
-    csvMgmtPath: raw.CSV_MGMT_PATH,
-    hosts: { hv1: host('hv1'), hv2: host('hv2') },
-  };
-}
-
-/** The two-host lab (hv1, hv2 in network namespaces, reached over ssh); returns its env. */
 /**
  * The benchmarks' own two-host lab (prefix `vmpbench`, network 10.231.77.0/24 unless
  * VMPLACE_BENCH_HOSTS_PREFIX / VMPLACE_BENCH_HOSTS_NET say otherwise): other engineers' test
  * runs bring the default lab (`vmpl`) up and down, which must not cut a benchmark in half.
  */
-const HOSTS_PREFIX = process.env.VMPLACE_BENCH_HOSTS_PREFIX ?? 'vmpbench';
-const HOSTS_NET = process.env.VMPLACE_BENCH_HOSTS_NET ?? '10.231.77';
-let hostsEnv;
-async function ensureHosts() {
-  if (hostsEnv) return hostsEnv;
-  await installIfNeeded();
-  const { stdout } = await run(
-    'bash',
-    [path.join(LAB, 'hosts-up.sh'), '--prefix', HOSTS_PREFIX, '--net', HOSTS_NET],
-    {
-      timeoutMs: 180_000,
-    },
-  );
-  hostsEnv = parseEnv(stdout);
-  return hostsEnv;
-}
+const BENCH_HOSTS = {
+  prefix: process.env.VMPLACE_BENCH_HOSTS_PREFIX ?? 'vmpbench',
+  net: process.env.VMPLACE_BENCH_HOSTS_NET ?? '10.231.77',
+};
 
+/** The local lab's libvirt (qemu:///system, scripts/lab/up.sh); returns the URI. */
+const ensureLab = () => core().ensureLab();
+/** The benchmarks' two-host lab (hv1, hv2 in network namespaces, reached over ssh); returns its env. */
+const ensureHosts = () => core().ensureHosts(BENCH_HOSTS);
 /** Stop the benchmarks' two-host lab if this process brought it up (keys and config stay). */
-async function hostsDown() {
-  if (!hostsEnv) return;
-  hostsEnv = undefined;
-  await run('bash', [path.join(LAB, 'hosts-down.sh'), '--prefix', HOSTS_PREFIX], {
-    timeoutMs: 120_000,
-    allowFail: true,
-  });
-}
+const hostsDown = () => core().hostsDown(BENCH_HOSTS);
 
-/** How host `from` reaches host `to` for host-to-host copies (its host-side key). */
-function transferSsh(from, to) {
-  return {
-    host: to.addr,
-    user: 'root',
-    port: to.port,
-    identityFile: from.transferKey,
-    knownHostsFile: from.transferKnownHosts,
-  };
-}
-
-async function buildGuest() {
-  const { stdout } = await run('bash', [path.join(LAB, 'build-guest.sh'), GUEST_CACHE], {
-    timeoutMs: 300_000,
-  });
-  const kv = Object.fromEntries(
-    stdout
-      .split('\n')
-      .filter((l) => l.includes('='))
-      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
-  );
-  if (!kv.kernel || !kv.initrd) throw new Error(`build-guest.sh printed no kernel/initrd: ${stdout}`);
-  return { kernel: kv.kernel, initrd: kv.initrd };
-}
-
-const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
-
-/** Domain XML of the lab guest (see test/lab/support/lab.ts guestDomainXml), TCG. */
-function guestXml({
-  name,
-  disks,
-  serialLog,
-  memoryMiB = 256,
-  rateHz = 10,
-  guest,
-  bulkMiBps = 0,
-  bulkSpanMiB = 64,
-}) {
-  // vmplace.bulk: the guest's own filler writer (scripts/lab/guest/init), N MiB/s per disk
-  const bulk = bulkMiBps > 0 ? ` vmplace.bulk=${bulkMiBps} vmplace.bulkspan=${bulkSpanMiB}` : '';
-  const cmdline = `console=ttyS0 panic=-1 loglevel=4 vmplace.rate=${rateHz} vmplace.maxseq=4095${bulk}`;
-  const d = disks
-    .map(
-      (x) =>
-        `<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${esc(x.path)}'/>` +
-        `<target dev='${x.target}' bus='virtio'/></disk>`,
-    )
-    .join('');
-  return `<domain type='qemu'><name>${esc(name)}</name><memory unit='MiB'>${memoryMiB}</memory><vcpu>1</vcpu>
-<os><type arch='x86_64' machine='pc'>hvm</type><kernel>${esc(guest.kernel)}</kernel><initrd>${esc(guest.initrd)}</initrd><cmdline>${cmdline}</cmdline></os>
-<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
-<devices>${d}<serial type='file'><source path='${esc(serialLog)}' append='on'/><target port='0'/></serial>
-<console type='file'><source path='${esc(serialLog)}' append='on'/><target type='serial' port='0'/></console>
-<memballoon model='none'/></devices></domain>`;
-}
-
-/** Wait until the guest acknowledged `atLeast` records on `disk` in its serial log (management-side path). */
-async function waitForAcks(serialLog, disk, atLeast = 3, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let seq = 0;
-    try {
-      for (const m of fs.readFileSync(serialLog, 'utf8').matchAll(/^ACK (vd[a-z]+) (\d+)\r?$/gm))
-        if (m[1] === disk) seq = Math.max(seq, Number(m[2]));
-    } catch {
-      // not there yet
-    }
-    if (seq >= atLeast) return seq;
-    if (Date.now() > deadline) throw new Error(`guest: no ack ${disk} >= ${atLeast} in ${serialLog}`);
-    await sleep(200);
-  }
-}
+/**
+ * Domain XML of the lab guest with the benchmarks' defaults: 256 MiB of memory (a save writes
+ * a realistic state), 10 acknowledged records per second per disk.
+ */
+const guestXml = (spec) => core().guestDomainXml({ memoryMiB: 256, rateHz: 10, ...spec });
 
 /**
  * Where a long-running command runs: locally (the local lab) or on a lab host over ssh
@@ -426,10 +275,12 @@ module.exports = {
   ensureLab,
   ensureHosts,
   hostsDown,
-  transferSsh,
-  buildGuest,
+  transferSsh: (from, to) => core().transferSsh(from, to),
+  buildGuest: () => core().buildGuest(),
   guestXml,
-  waitForAcks,
+  /** Wait until the guest acknowledged `atLeast` records on `disk` (management-side path of the serial log). */
+  waitForAcks: (serialLog, disk, atLeast = 3, timeoutMs = 120_000) =>
+    core().waitForAcks(serialLog, { disk, atLeast, timeoutMs, pollMs: 200 }),
   local,
   remote,
   spawnStoppable,

@@ -12,22 +12,20 @@ import { LibvirtDriver } from '../../src/drivers/libvirt/driver';
 import type { VirtualMachineStatus } from '../../src/types';
 import { run, VMPLACE_BIN } from './support/fleet';
 import {
-  ensureHosts,
-  hostProcesses,
-  labHostDrivers,
-  setLink,
-  twoHostManifests,
-  type HostsEnv,
-  type LabHostName,
-} from './support/hosts';
-import {
   ackedSequences,
   buildGuest,
+  ensureHosts,
   guestDomainXml,
+  hostProcesses,
+  labHostDrivers,
   labTempDir,
+  setLink,
+  twoHostManifests,
   verifyRecords,
   waitForAcks,
-} from './support/lab';
+  type HostsEnv,
+  type LabHostName,
+} from '../../src/lab';
 
 jest.setTimeout(600_000);
 

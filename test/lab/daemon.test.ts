@@ -18,7 +18,7 @@ import {
   verifyRecords,
   virsh,
   waitForAcks,
-} from './support/lab';
+} from '../../src/lab';
 import { makeFleet, run, type Fleet } from './support/fleet';
 import {
   humanClone,

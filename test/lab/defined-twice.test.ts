@@ -11,13 +11,15 @@ import { LibvirtDriver } from '../../src/drivers/libvirt/driver';
 import type { VirtualMachineStatus } from '../../src/types';
 import { run, VMPLACE_BIN } from './support/fleet';
 import {
+  buildGuest,
   ensureHosts,
+  guestDomainXml,
   labHostDrivers,
+  labTempDir,
   twoHostManifests,
   type HostsEnv,
   type LabHostName,
-} from './support/hosts';
-import { buildGuest, guestDomainXml, labTempDir } from './support/lab';
+} from '../../src/lab';
 
 jest.setTimeout(300_000);
 

@@ -16,11 +16,11 @@ import { run, VMPLACE_BIN } from './support/fleet';
 import {
   ensureHosts,
   labHostDrivers,
+  labTempDir,
   twoHostManifests,
   type HostsEnv,
   type LabHostName,
-} from './support/hosts';
-import { labTempDir } from './support/lab';
+} from '../../src/lab';
 
 jest.setTimeout(300_000);
 

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { XMLBuilder } from 'fast-xml-parser';
 import { parseDomainXml } from '../../src/drivers/libvirt/xml';
 import { applyCli, readVmStatus, type Fleet } from './support/fleet';
-import { domState, dumpXml, ensureLab, labTempDir, run, virsh } from './support/lab';
+import { domState, dumpXml, ensureLab, labTempDir, run, virsh } from '../../src/lab';
 
 jest.setTimeout(300_000);
 

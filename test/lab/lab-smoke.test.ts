@@ -12,7 +12,7 @@ import {
   verifyRecords,
   virsh,
   waitForAcks,
-} from './support/lab';
+} from '../../src/lab';
 
 jest.setTimeout(120_000);
 

@@ -23,7 +23,7 @@ import {
   verifyRecords,
   virsh,
   waitForAcks,
-} from './support/lab';
+} from '../../src/lab';
 import {
   exists,
   labHostManifest,

@@ -18,7 +18,7 @@ import {
   serialLogSize,
   serialSince,
   waitForAcks,
-} from './support/lab';
+} from '../../src/lab';
 import {
   applyCli,
   exists,

@@ -19,7 +19,7 @@ import {
   verifyRecords,
   virsh,
   waitForAcks,
-} from './support/lab';
+} from '../../src/lab';
 import { applyCli, exists, makeFleet, readVmStatus, writeManifests, type Fleet } from './support/fleet';
 import { parseDomainXml } from '../../src/drivers/libvirt/xml';
 

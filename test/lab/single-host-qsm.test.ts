@@ -16,7 +16,7 @@ import {
   verifyRecords,
   virsh,
   waitForAcks,
-} from './support/lab';
+} from '../../src/lab';
 import {
   applyCli,
   exists,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { LibvirtDriver } from '../../../src/drivers/libvirt/driver';
 import { parseDomainXml, rewriteDiskPaths } from '../../../src/drivers/libvirt/xml';
 import { localTransport } from '../../../src/transfer/transport';
-import { ensureLab } from '../support/lab';
+import { ensureLab } from '../../../src/lab';
 import { labDescribe } from './skip';
 
 jest.setTimeout(120_000);

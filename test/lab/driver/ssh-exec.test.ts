@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { CommandError } from '../../../src/errors';
 import { SshExec, runProcess } from '../../../src/exec/exec';
 import { LibvirtDriver } from '../../../src/drivers/libvirt/driver';
-import { ensureLab } from '../support/lab';
+import { ensureLab } from '../../../src/lab';
 import { labDescribe } from './skip';
 
 jest.setTimeout(60_000);

@@ -15,7 +15,7 @@ import {
   transferSsh,
   type HostsEnv,
   type LabHost,
-} from '../support/hosts';
+} from '../../../src/lab';
 
 jest.setTimeout(300_000);
 

@@ -9,8 +9,15 @@ import * as path from 'node:path';
 import { LibvirtDriver } from '../../../src/drivers/libvirt/driver';
 import { parseCapabilitiesHostUuid } from '../../../src/drivers/libvirt/parsers';
 import { copyBetweenHosts } from '../../../src/transfer/between-hosts';
-import { ensureHosts, transferSsh, type HostsEnv } from '../support/hosts';
-import { ackedSequences, buildGuest, guestDomainXml, waitForAcks } from '../support/lab';
+import {
+  ackedSequences,
+  buildGuest,
+  ensureHosts,
+  guestDomainXml,
+  transferSsh,
+  waitForAcks,
+  type HostsEnv,
+} from '../../../src/lab';
 
 jest.setTimeout(300_000);
 

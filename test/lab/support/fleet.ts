@@ -7,7 +7,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
-import { createDisk, defineGuestVm, labTempDir, REPO_ROOT } from './lab';
+import { createDisk, defineGuestVm, labTempDir, REPO_ROOT } from '../../../src/lab';
 import type { VirtualMachineStatus } from '../../../src/types';
 
 export const VMPLACE_BIN = path.join(REPO_ROOT, 'bin', 'vmplace.js');

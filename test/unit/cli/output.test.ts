@@ -10,9 +10,10 @@ import { main } from '../../../src/cli/main';
 import { capProblems, formatProblem, formatProblemsCapped } from '../../../src/manifests/format';
 import { escapeMarkdown, renderPlanMarkdown, renderPlanTable } from '../../../src/planner/render';
 import type { Plan, Problem } from '../../../src/types';
-import { cleanupRepos, hostDoc, makeRepo } from '../manifests/helpers';
+import { hostDoc, makeRepo } from '../../support/manifests';
+import { cleanupTmp } from '../../support/tmp';
 
-afterAll(cleanupRepos);
+afterAll(cleanupTmp);
 
 async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';

@@ -8,8 +8,9 @@ import * as path from 'node:path';
 import { main } from '../../../src/cli/main';
 import { renderStatusYaml } from '../../../src/status/files';
 import type { HostStatus } from '../../../src/types';
-import { hostDoc, vmDoc } from '../manifests/helpers';
-import { cleanupTmp, git, tmpDir, vmStatus } from '../status-git/helpers';
+import { git, vmStatus } from '../../support/git';
+import { hostDoc, vmDoc } from '../../support/manifests';
+import { cleanupTmp, tmpDir } from '../../support/tmp';
 
 afterAll(cleanupTmp);
 

@@ -6,9 +6,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { main } from '../../../src/cli/main';
-import { cleanupRepos, makeRepo } from '../manifests/helpers';
+import { makeRepo } from '../../support/manifests';
+import { cleanupTmp } from '../../support/tmp';
 
-afterAll(cleanupRepos);
+afterAll(cleanupTmp);
 
 async function run(...argv: string[]): Promise<{ code: number; out: string; err: string; ms: number }> {
   let out = '';

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseListen, readWebhookSecret, startHttpServer, type HttpServer } from '../../../src/daemon/http';
 import { DaemonMetrics } from '../../../src/daemon/metrics';
-import { memoryLogger } from '../status-git/helpers';
+import { memoryLogger } from '../../support/logger';
 
 const SECRET = Buffer.from('It’s a Secret to Everybody');
 const PAYLOAD = '{"ref":"refs/heads/main"}';

@@ -13,7 +13,9 @@ import { writeStatusFiles } from '../../../src/status/files';
 import { GitSync } from '../../../src/status/git';
 import type { Settings } from '../../../src/settings';
 import { parse } from 'yaml';
-import { BOT, cleanupTmp, git, memoryLogger, tmpDir, vmStatus } from '../status-git/helpers';
+import { BOT, git, vmStatus } from '../../support/git';
+import { memoryLogger } from '../../support/logger';
+import { cleanupTmp, tmpDir } from '../../support/tmp';
 
 jest.setTimeout(60_000);
 

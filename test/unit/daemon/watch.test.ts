@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { watchManifests, type ManifestWatcher } from '../../../src/daemon/watch';
-import { cleanupTmp, git, makeRemote, tmpDir, writeFile } from '../status-git/helpers';
+import { git, makeRemote, writeFile } from '../../support/git';
+import { cleanupTmp, tmpDir } from '../../support/tmp';
 
 afterAll(cleanupTmp);
 

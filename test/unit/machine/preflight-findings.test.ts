@@ -54,6 +54,6 @@ describe('hostStateFindings (state that stays on the host)', () => {
   });
 
   it('a plain BIOS domain without TPM (recorded XML): nothing', () => {
-    expect(hostStateFindings(parseDomainXml(fixture('dumpxml-inactive.xml')))).toEqual([]);
+    expect(hostStateFindings(parseDomainXml(fixture('driver/dumpxml-inactive.xml')))).toEqual([]);
   });
 });

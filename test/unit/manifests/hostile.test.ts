@@ -3,9 +3,10 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { formatProblem, loadDesiredState, type LoadOptions } from '../../../src/manifests';
 import type { DesiredState } from '../../../src/types';
-import { cleanupRepos, FIXTURES, hostDoc, makeRepo, vmDoc } from './helpers';
+import { FIXTURES, hostDoc, makeRepo, vmDoc } from '../../support/manifests';
+import { cleanupTmp } from '../../support/tmp';
 
-afterAll(cleanupRepos);
+afterAll(cleanupTmp);
 
 const fixture = (name: string): string => fs.readFileSync(path.join(FIXTURES, 'hostile', name), 'utf8');
 

@@ -3,9 +3,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { formatProblem, loadDesiredState } from '../../../src/manifests';
 import { StalledError } from '../../../src/errors';
-import { cleanupRepos, FIXTURES, hostDoc, makeRepo, REPO_ROOT, vmDoc } from './helpers';
+import { FIXTURES, hostDoc, makeRepo, REPO_ROOT, vmDoc } from '../../support/manifests';
+import { cleanupTmp } from '../../support/tmp';
 
-afterAll(cleanupRepos);
+afterAll(cleanupTmp);
 
 const lines = async (repo: string): Promise<string[]> =>
   (await loadDesiredState(repo)).problems.map(formatProblem);

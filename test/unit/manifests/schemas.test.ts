@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { getValidator, SCHEMA_DIR, SCHEMA_FILES, validateAgainstSchema } from '../../../src/manifests';
 import { checkHostLiteral, checkUri } from '../../../src/connection-uri';
-import { REPO_ROOT } from './helpers';
+import { REPO_ROOT } from '../../support/manifests';
 
 const kinds = Object.keys(SCHEMA_FILES) as (keyof typeof SCHEMA_FILES)[];
 

@@ -7,9 +7,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { formatProblem, loadDesiredState, type LoadOptions } from '../../../src/manifests';
 import { hostMatcher, loadTrustPolicy, parseTrustPolicy } from '../../../src/manifests/trust';
-import { cleanupRepos, makeRepo, REPO_ROOT } from './helpers';
+import { makeRepo, REPO_ROOT } from '../../support/manifests';
+import { cleanupTmp } from '../../support/tmp';
 
-afterAll(cleanupRepos);
+afterAll(cleanupTmp);
 
 async function lines(files: Record<string, string>, opts?: LoadOptions, repo = makeRepo(files)) {
   const state = await loadDesiredState(repo, opts);

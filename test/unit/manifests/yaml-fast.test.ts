@@ -4,9 +4,10 @@ import { loadActualState, renderStatusYaml } from '../../../src/status/files';
 import { parseFast } from '../../../src/manifests/yaml-fast';
 import { DEFAULT_LIMITS, newBudget, parseYamlFile } from '../../../src/manifests/yaml-source';
 import type { Problem, VirtualMachineStatus } from '../../../src/types';
-import { cleanupRepos, FIXTURES, hostDoc, makeRepo, REPO_ROOT, vmDoc } from './helpers';
+import { FIXTURES, hostDoc, makeRepo, REPO_ROOT, vmDoc } from '../../support/manifests';
+import { cleanupTmp } from '../../support/tmp';
 
-afterAll(cleanupRepos);
+afterAll(cleanupTmp);
 
 /** A canonical text of a value: key order, -0, NaN and Infinity all count. */
 function canon(v: unknown): string {

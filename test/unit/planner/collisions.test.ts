@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { planMigrations } from '../../../src/planner/plan';
 import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../../../src/planner/render';
 import type { DiskPlacement, ManifestObject, Plan, VirtualMachineStatus } from '../../../src/types';
-import { actualState, CSV1, desiredState, disk, fleet, LOCAL, vm, vmStatus } from './builders';
+import { actualState, CSV1, desiredState, disk, fleet, LOCAL, vm, vmStatus } from '../../support/builders';
 
 const planSchema = new Ajv2020({ allErrors: true, strict: true }).compile(
   JSON.parse(readFileSync(join(__dirname, '../../../schemas/plan.schema.json'), 'utf8')) as object,

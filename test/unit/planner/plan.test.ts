@@ -14,7 +14,7 @@ import {
   vm,
   vmStatus,
   type FleetOptions,
-} from './builders';
+} from '../../support/builders';
 
 interface VmCase {
   name: string;

@@ -12,7 +12,18 @@ import {
   renderPlanTable,
 } from '../../../src/planner/render';
 import type { Plan, PlannedMigration } from '../../../src/types';
-import { actualState, CSV1, desiredState, disk, fleet, GiB, LOCAL, MiB, vm, vmStatus } from './builders';
+import {
+  actualState,
+  CSV1,
+  desiredState,
+  disk,
+  fleet,
+  GiB,
+  LOCAL,
+  MiB,
+  vm,
+  vmStatus,
+} from '../../support/builders';
 
 const schema = JSON.parse(
   readFileSync(join(__dirname, '../../../schemas/plan.schema.json'), 'utf8'),

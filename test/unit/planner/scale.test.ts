@@ -4,7 +4,17 @@
  */
 import { planMigrations } from '../../../src/planner/plan';
 import type { HostStatus, ManifestObject, Plan, VirtualMachineStatus } from '../../../src/types';
-import { actualState, cluster, desiredState, disk, GiB, host, hostStatus, vm, vmStatus } from './builders';
+import {
+  actualState,
+  cluster,
+  desiredState,
+  disk,
+  GiB,
+  host,
+  hostStatus,
+  vm,
+  vmStatus,
+} from '../../support/builders';
 
 const CLUSTERS = 50;
 const HOSTS_PER_CLUSTER = 10;

@@ -5,7 +5,7 @@
 import { planMigrations } from '../../../src/planner/plan';
 import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../../../src/planner/render';
 import type { DiskPlacement, HostStatus } from '../../../src/types';
-import { actualState, desiredState, disk, GiB, host, hostStatus, vm, vmStatus } from './builders';
+import { actualState, desiredState, disk, GiB, host, hostStatus, vm, vmStatus } from '../../support/builders';
 
 const A = '/var/lib/vmplace/a';
 const B = '/var/lib/vmplace/b';

@@ -10,7 +10,7 @@ import type { HypervisorDriver } from '../../../src/drivers/driver';
 import { STEP_ACTORS, type StepActorName } from '../../../src/machine/migration-machine';
 import type { StepActors } from '../../../src/machine/runner';
 import type { MigrationContext, StepOutput } from '../../../src/machine/types';
-import { desiredState, host, vm } from '../planner/builders';
+import { desiredState, host, vm } from '../../support/builders';
 
 const GiB = 1024 ** 3;
 

@@ -16,7 +16,7 @@ import { Reconciler } from '../../../src/reconciler/reconciler';
 import { stabiliseHosts } from '../../../src/reconciler/compose-status';
 import { defaultSettings, insideMaintenanceWindow, type Settings } from '../../../src/settings';
 import type { ActualState, HostStatus } from '../../../src/types';
-import { desiredState, host, vm } from '../planner/builders';
+import { desiredState, host, vm } from '../../support/builders';
 import { FakeHost } from './fake-fleet';
 
 const GiB = 1024 ** 3;

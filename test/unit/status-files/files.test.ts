@@ -4,9 +4,10 @@ import { formatProblem } from '../../../src/manifests';
 import { loadActualState, renderStatusYaml, writeStatusFiles } from '../../../src/status/files';
 import { StalledError } from '../../../src/errors';
 import type { HostStatus, VirtualMachineStatus } from '../../../src/types';
-import { cleanupRepos, FIXTURES, makeRepo, REPO_ROOT } from '../manifests/helpers';
+import { FIXTURES, makeRepo, REPO_ROOT } from '../../support/manifests';
+import { cleanupTmp } from '../../support/tmp';
 
-afterAll(cleanupRepos);
+afterAll(cleanupTmp);
 
 const vmStatus = (name = 'demo', over: Partial<VirtualMachineStatus> = {}): VirtualMachineStatus => ({
   apiVersion: 'vmplace.dev/v1alpha1',

@@ -13,18 +13,9 @@ import {
 } from '../../../src/status/git';
 import { startHttpRemote } from './http-remote';
 import type { VirtualMachineStatus } from '../../../src/types';
-import {
-  BOT,
-  cleanupTmp,
-  git,
-  humanCommit,
-  humanPull,
-  makeRemote,
-  memoryLogger,
-  tmpDir,
-  vmStatus,
-  writeFile,
-} from './helpers';
+import { BOT, git, humanCommit, humanPull, makeRemote, vmStatus, writeFile } from '../../support/git';
+import { memoryLogger } from '../../support/logger';
+import { cleanupTmp, tmpDir } from '../../support/tmp';
 
 afterAll(cleanupTmp);
 

@@ -151,16 +151,14 @@ describe('coreutils', () => {
 });
 
 describe('virsh domjobinfo (recorded on the lab, see fixtures/libvirt/README.md)', () => {
-  const recorded = (name: string): string =>
-    readFileSync(join(__dirname, '../../../fixtures/libvirt', name), 'utf8');
   it('a save in flight', () =>
-    expect(parseDomJobInfo(recorded('domjobinfo-save-active.txt'))).toEqual({
+    expect(parseDomJobInfo(fixture('domjobinfo-save-active.txt'))).toEqual({
       type: 'Unbounded',
       operation: 'Save',
       active: true,
     }));
   it('no job', () =>
-    expect(parseDomJobInfo(recorded('domjobinfo-none.txt'))).toEqual({ type: 'None', active: false }));
+    expect(parseDomJobInfo(fixture('domjobinfo-none.txt'))).toEqual({ type: 'None', active: false }));
   it('the completed job of a save', () =>
     expect(parseDomJobInfo('Job type:         Completed   \nOperation:        Save        \n')).toEqual({
       type: 'Completed',
@@ -168,7 +166,7 @@ describe('virsh domjobinfo (recorded on the lab, see fixtures/libvirt/README.md)
       active: false,
     }));
   it('a save in flight is "paused (saving)", after it "shut off (saved)"', () => {
-    expect(parseDomState(recorded('domstate-reason-saving.txt'))).toBe('paused');
-    expect(parseDomState(recorded('domstate-reason-saved.txt'))).toBe('shutoff');
+    expect(parseDomState(fixture('domstate-reason-saving.txt'))).toBe('paused');
+    expect(parseDomState(fixture('domstate-reason-saved.txt'))).toBe('shutoff');
   });
 });

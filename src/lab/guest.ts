@@ -1,7 +1,7 @@
 /**
- * The local libvirt lab for end-to-end tests: bring libvirt up, build and run a real guest that
- * writes verifiable records to its disks, and check from the host that nothing acknowledged was
- * lost.
+ * The lab guest: a Debian kernel and a busybox initramfs (scripts/lab/build-guest.sh) that
+ * writes verifiable records to its disks, and the checks from the host that nothing it
+ * acknowledged was lost.
  *
  * The guest (scripts/lab/guest/init) writes, on every virtio disk, 4 KiB records at offset
  * `seq * 4096` (seq = 1, 2, ...) with O_DIRECT + fsync, and only after a record is durable
@@ -9,19 +9,15 @@
  * So: every sequence number acked in the serial log must be readable in the disk image.
  *
  * Every external command runs through execFile with an argument array; nothing goes through a
- * shell. Needs root (qemu:///system).
+ * shell.
  */
-import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { XMLBuilder, XMLParser } from 'fast-xml-parser';
+import { XMLBuilder } from 'fast-xml-parser';
+import { ensureLab, LAB_SCRIPTS_DIR, virsh, type DiskFormat } from './libvirt';
+import { run } from './run';
 
-/** The connection URI of the lab's libvirt. */
-export const LAB_URI = 'qemu:///system';
-/** Repository root (this file is test/lab/support/lab.ts). */
-export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
-export const LAB_SCRIPTS_DIR = path.join(REPO_ROOT, 'scripts', 'lab');
 /** Where buildGuest() caches kernel + initramfs (content-addressed subdirectories). */
 export const GUEST_CACHE_DIR = process.env.VMPLACE_LAB_GUEST_CACHE ?? '/var/cache/vmplace-lab/guest';
 
@@ -29,100 +25,6 @@ export const GUEST_CACHE_DIR = process.env.VMPLACE_LAB_GUEST_CACHE ?? '/var/cach
 export const RECORD_SIZE = 4096;
 /** Default last sequence number per disk in the guest (16 MiB region); disks must be larger. */
 export const DEFAULT_MAX_SEQ = 4095;
-
-/** A failed external command, with what is needed to understand it. */
-export class LabCommandError extends Error {
-  constructor(
-    readonly command: string,
-    readonly args: readonly string[],
-    readonly exitCode: number | string | null,
-    readonly stdout: string,
-    readonly stderr: string,
-  ) {
-    super(
-      `${command} ${args.join(' ')} failed (exit ${String(exitCode)}): ${stderr.trim() || stdout.trim()}`,
-    );
-    this.name = 'LabCommandError';
-  }
-}
-
-export interface RunResult {
-  stdout: string;
-  stderr: string;
-}
-
-export interface RunOptions {
-  /** Kill the command after this long (default 60 s). */
-  timeoutMs?: number;
-  env?: NodeJS.ProcessEnv;
-}
-
-/** Run a command (no shell) and return its output; throws LabCommandError on failure. */
-export function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      command,
-      args as string[],
-      {
-        timeout: opts.timeoutMs ?? 60_000,
-        maxBuffer: 64 * 1024 * 1024,
-        env: opts.env ?? { ...process.env, LC_ALL: 'C' },
-        encoding: 'utf8',
-      },
-      (err, stdout, stderr) => {
-        if (err) {
-          const code = (err as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
-          const signal = (err as { signal?: string | null }).signal;
-          reject(new LabCommandError(command, args, signal ? `signal ${signal}` : code, stdout, stderr));
-        } else {
-          resolve({ stdout, stderr });
-        }
-      },
-    );
-  });
-}
-
-/** `virsh -c qemu:///system ARGS...`, returning stdout. */
-export async function virsh(args: readonly string[], opts: RunOptions = {}): Promise<string> {
-  return (await run('virsh', ['-c', LAB_URI, ...args], opts)).stdout;
-}
-
-/** True when libvirt answers on the lab URI (`virsh version` and `virsh list` both work). */
-export async function virshOk(): Promise<boolean> {
-  try {
-    await virsh(['version'], { timeoutMs: 5_000 });
-    await virsh(['list'], { timeoutMs: 5_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-let labUp: Promise<string> | undefined;
-
-/**
- * Make sure the lab's libvirt is running and return its connection URI. Always runs
- * scripts/lab/up.sh, which is idempotent and cheap when libvirt already answers, so this
- * process holds a lease and a parallel `down.sh` leaves libvirt up until this process exits;
- * when libvirt does not answer, scripts/lab/install.sh runs first (needs root).
- */
-export function ensureLab(): Promise<string> {
-  labUp ??= (async () => {
-    const up = () => run('bash', [path.join(LAB_SCRIPTS_DIR, 'up.sh')], { timeoutMs: 60_000 });
-    if (await virshOk()) {
-      await up().catch(() => undefined); // only the lease is at stake here
-      return LAB_URI;
-    }
-    await run('bash', [path.join(LAB_SCRIPTS_DIR, 'install.sh')], { timeoutMs: 600_000 });
-    await up();
-    if (!(await virshOk())) throw new Error(`libvirt does not answer on ${LAB_URI} after scripts/lab/up.sh`);
-    return LAB_URI;
-  })().catch((err: unknown) => {
-    labUp = undefined;
-    throw err;
-  });
-  return labUp;
-}
 
 export interface GuestImage {
   kernel: string;
@@ -135,7 +37,7 @@ let guestBuilt: Promise<GuestImage> | undefined;
 export function buildGuest(outDir: string = GUEST_CACHE_DIR): Promise<GuestImage> {
   const build = async (): Promise<GuestImage> => {
     const { stdout } = await run('bash', [path.join(LAB_SCRIPTS_DIR, 'build-guest.sh'), outDir], {
-      timeoutMs: 120_000,
+      timeoutMs: 300_000, // a first build packs modules and busybox on a busy machine
     });
     const kv = new Map(
       stdout
@@ -154,18 +56,6 @@ export function buildGuest(outDir: string = GUEST_CACHE_DIR): Promise<GuestImage
     throw err;
   });
   return guestBuilt;
-}
-
-export type DiskFormat = 'qcow2' | 'raw';
-
-/** Create a disk image with `qemu-img create` (parent directory is created). */
-export async function createDisk(
-  file: string,
-  sizeBytes: number,
-  format: DiskFormat = 'qcow2',
-): Promise<void> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
-  await run('qemu-img', ['create', '-q', '-f', format, file, String(sizeBytes)]);
 }
 
 export interface GuestDisk {
@@ -189,6 +79,8 @@ export interface GuestVmSpec {
   maxSeq?: number;
   /** MiB/s of unacknowledged filler writes per disk from 32 MiB on (kernel cmdline `vmplace.bulk`). */
   bulkMiBps?: number;
+  /** MiB the filler writes cycle over from 32 MiB on (kernel cmdline `vmplace.bulkspan`, guest default 64). */
+  bulkSpanMiB?: number;
   /** Kernel/initrd to boot; default buildGuest(). */
   guest?: GuestImage;
   /** Start after defining (default true). */
@@ -217,6 +109,7 @@ export function guestDomainXml(spec: GuestVmSpec & { guest: GuestImage }): strin
     `vmplace.rate=${spec.rateHz ?? 20}`,
     `vmplace.maxseq=${spec.maxSeq ?? DEFAULT_MAX_SEQ}`,
     `vmplace.bulk=${spec.bulkMiBps ?? 0}`,
+    ...(spec.bulkSpanMiB === undefined ? [] : [`vmplace.bulkspan=${spec.bulkSpanMiB}`]),
   ].join(' ');
   const serialSource = { '@_path': spec.serialLog, '@_append': 'on' };
   return builder.build({
@@ -264,102 +157,6 @@ export async function defineGuestVm(spec: GuestVmSpec): Promise<void> {
     await fs.rm(dir, { recursive: true, force: true });
   }
   if (spec.start ?? true) await virsh(['start', spec.name]);
-}
-
-/** `virsh domstate NAME` (e.g. `running`, `shut off`, `paused`), or undefined if no such domain. */
-export async function domState(name: string): Promise<string | undefined> {
-  try {
-    return (await virsh(['domstate', name])).trim();
-  } catch {
-    return undefined;
-  }
-}
-
-/** `virsh dumpxml [--inactive] NAME`. */
-export async function dumpXml(name: string, opts: { inactive?: boolean } = {}): Promise<string> {
-  return virsh(['dumpxml', ...(opts.inactive ? ['--inactive'] : []), name]);
-}
-
-const parser = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: '@_',
-  isArray: (tagName) => ['disk', 'serial', 'console', 'backingStore'].includes(tagName),
-});
-
-interface XmlNode {
-  [key: string]: unknown;
-}
-
-function asNode(v: unknown): XmlNode | undefined {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as XmlNode) : undefined;
-}
-
-/** Host files a domain XML refers to: disk sources (with backing chains) and file consoles. */
-export function domainFiles(xml: string): { disks: string[]; logs: string[] } {
-  const doc = asNode(parser.parse(xml));
-  const devices = asNode(asNode(doc?.domain)?.devices);
-  const disks: string[] = [];
-  const logs: string[] = [];
-  const walk = (d: XmlNode | undefined): void => {
-    if (!d) return;
-    const src = asNode(d.source);
-    const file = src?.['@_file'];
-    if (typeof file === 'string') disks.push(file);
-    for (const b of (d.backingStore as unknown[] | undefined) ?? []) walk(asNode(b));
-  };
-  for (const disk of (devices?.disk as unknown[] | undefined) ?? []) {
-    const d = asNode(disk);
-    if (d?.['@_device'] === 'cdrom') continue;
-    walk(d);
-  }
-  for (const kind of ['serial', 'console']) {
-    for (const s of (devices?.[kind] as unknown[] | undefined) ?? []) {
-      const p = asNode(asNode(s)?.source)?.['@_path'];
-      if (asNode(s)?.['@_type'] === 'file' && typeof p === 'string') logs.push(p);
-    }
-  }
-  return { disks: [...new Set(disks)], logs: [...new Set(logs)] };
-}
-
-/**
- * Destroy (if running) and undefine a domain, then remove the regular files its live and
- * persistent XML name as disks (with backing chains) and file consoles, plus `extraFiles`.
- * Idempotent: a missing domain or file is fine.
- */
-export async function destroyVm(
-  name: string,
-  opts: { removeFiles?: boolean; extraFiles?: string[] } = {},
-): Promise<void> {
-  const files = new Set<string>(opts.extraFiles ?? []);
-  if (opts.removeFiles ?? true) {
-    for (const inactive of [false, true]) {
-      try {
-        const f = domainFiles(await dumpXml(name, { inactive }));
-        for (const p of [...f.disks, ...f.logs]) files.add(p);
-      } catch {
-        // no such domain (or not running): nothing to collect
-      }
-    }
-  }
-  const state = await domState(name);
-  if (state !== undefined && state !== 'shut off') {
-    await virsh(['destroy', name]).catch(() => undefined);
-  }
-  if (state !== undefined) {
-    await virsh(['undefine', name, '--managed-save', '--snapshots-metadata', '--checkpoints-metadata']).catch(
-      async (err: unknown) => {
-        if ((await domState(name)) !== undefined) throw err;
-      },
-    );
-  }
-  for (const f of files) {
-    try {
-      const st = await fs.lstat(f);
-      if (st.isFile()) await fs.rm(f, { force: true });
-    } catch {
-      // already gone
-    }
-  }
 }
 
 /** Parse serial console text into disk -> highest acked sequence number. */
@@ -465,11 +262,6 @@ export async function verifyRecords(
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
-}
-
-/** A fresh scratch directory for one test (remove it with fs.rm when done). */
-export function labTempDir(prefix = 'vmplace-lab-'): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), prefix));
 }
 
 /** Size of the serial log now (0 when it does not exist yet): an offset for {@link serialSince}. */

@@ -12,7 +12,7 @@ import {
   type Strategy,
   type VirtualMachine,
   type VirtualMachineStatus,
-} from '../../../src/types';
+} from '../../src/types';
 
 export const GiB = 1024 ** 3;
 export const MiB = 1024 ** 2;

@@ -1,6 +1,6 @@
 /**
- * The two-host lab for cross-host tests: two hypervisor hosts (hv1, hv2) in network
- * namespaces, reachable from this process (the management box) only over ssh. See
+ * The two-host lab for cross-host tests and benchmarks: two hypervisor hosts (hv1, hv2) in
+ * network namespaces, reachable from this process (the management box) only over ssh. See
  * scripts/lab/hosts-up.sh for what runs where and scripts/lab/hosts/boot.sh for one host.
  *
  * `ensureHosts()` brings the lab up (idempotent and fast when it is already up) and returns
@@ -11,9 +11,10 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import type { HostSpec, SshSpec } from '../../../src/types';
-import { LibvirtDriver } from '../../../src/drivers/libvirt/driver';
-import { LAB_SCRIPTS_DIR, run } from './lab';
+import { LibvirtDriver } from '../drivers/libvirt/driver';
+import type { HostSpec, SshSpec } from '../types';
+import { LAB_SCRIPTS_DIR } from './libvirt';
+import { run } from './run';
 
 export type LabHostName = 'hv1' | 'hv2';
 
@@ -133,13 +134,27 @@ export function transferSsh(from: LabHost, to: LabHost): SshSpec {
   };
 }
 
-let hostsUp: Promise<HostsEnv> | undefined;
+/**
+ * Which two-host lab: its name prefix (namespaces, bridge, state directory) and its /24. Two labs
+ * with different prefixes and networks run side by side (the benchmarks use their own, so test
+ * runs that bring the default lab up and down do not cut a benchmark in half).
+ */
+export interface HostsLabOptions {
+  /** default {@link HOSTS_PREFIX} */
+  prefix?: string;
+  /** first three octets of a private /24, e.g. `10.231.77` (default: hosts-up.sh's) */
+  net?: string;
+}
+
+const hostsUp = new Map<string, Promise<HostsEnv>>();
 
 /**
  * Make sure the two-host lab is up and return its env. Runs scripts/lab/install.sh first when
- * libvirtd is not installed (needs root), then scripts/lab/hosts-up.sh (idempotent).
+ * libvirtd is not installed (needs root), then scripts/lab/hosts-up.sh (idempotent); once per
+ * prefix and process.
  */
-export function ensureHosts(prefix: string = HOSTS_PREFIX): Promise<HostsEnv> {
+export function ensureHosts(opts: HostsLabOptions = {}): Promise<HostsEnv> {
+  const prefix = opts.prefix ?? HOSTS_PREFIX;
   const up = async (): Promise<HostsEnv> => {
     const installed = await run('sh', [
       '-c',
@@ -148,20 +163,38 @@ export function ensureHosts(prefix: string = HOSTS_PREFIX): Promise<HostsEnv> {
       () => true,
       () => false,
     );
-    if (!installed) await run('bash', [path.join(LAB_SCRIPTS_DIR, 'install.sh')], { timeoutMs: 600_000 });
+    if (!installed) await run('bash', [path.join(LAB_SCRIPTS_DIR, 'install.sh')], { timeoutMs: 900_000 });
     const t0 = Date.now();
-    const { stdout } = await run('bash', [path.join(LAB_SCRIPTS_DIR, 'hosts-up.sh'), '--prefix', prefix], {
-      timeoutMs: 120_000,
+    const args = ['--prefix', prefix, ...(opts.net === undefined ? [] : ['--net', opts.net])];
+    const { stdout } = await run('bash', [path.join(LAB_SCRIPTS_DIR, 'hosts-up.sh'), ...args], {
+      timeoutMs: 180_000,
     });
     hostsUpMs = Date.now() - t0;
     return parseHostsEnv(stdout);
   };
-  if (prefix !== HOSTS_PREFIX) return up();
-  hostsUp ??= up().catch((err: unknown) => {
-    hostsUp = undefined;
-    throw err;
-  });
-  return hostsUp;
+  let env = hostsUp.get(prefix);
+  if (env === undefined) {
+    env = up().catch((err: unknown) => {
+      hostsUp.delete(prefix);
+      throw err;
+    });
+    hostsUp.set(prefix, env);
+  }
+  return env;
+}
+
+/**
+ * Stop the two-host lab `prefix` if this process brought it up (scripts/lab/hosts-down.sh;
+ * keys and configuration stay for the next hosts-up.sh). Never fails: a lab that is already
+ * down is fine.
+ */
+export async function hostsDown(opts: { prefix?: string } = {}): Promise<void> {
+  const prefix = opts.prefix ?? HOSTS_PREFIX;
+  if (!hostsUp.has(prefix)) return;
+  hostsUp.delete(prefix);
+  await run('bash', [path.join(LAB_SCRIPTS_DIR, 'hosts-down.sh'), '--prefix', prefix], {
+    timeoutMs: 120_000,
+  }).catch(() => undefined);
 }
 
 /** How long the last hosts-up.sh run of this process took (ms), for reports. */

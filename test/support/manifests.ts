@@ -1,19 +1,19 @@
 /**
- * Temporary repositories for manifest and status tests.
+ * Temporary repositories and manifest documents for manifest, status and CLI tests.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { tmpDir } from './tmp';
 
-export const REPO_ROOT = path.resolve(__dirname, '../../..');
+export const REPO_ROOT = path.resolve(__dirname, '../..');
 export const FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures');
 
-const made: string[] = [];
-
-/** A fresh directory holding `files` (relative path -> content); removed by {@link cleanupRepos}. */
+/**
+ * A fresh repository holding `files` (relative path -> content) and an empty `manifests/`;
+ * removed by `cleanupTmp` (test/support/tmp.ts).
+ */
 export function makeRepo(files: Record<string, string | Buffer> = {}): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-manifests-'));
-  made.push(dir);
+  const dir = tmpDir('vmplace-manifests-');
   const repo = path.join(dir, 'repo');
   fs.mkdirSync(path.join(repo, 'manifests'), { recursive: true });
   for (const [rel, content] of Object.entries(files)) {
@@ -22,10 +22,6 @@ export function makeRepo(files: Record<string, string | Buffer> = {}): string {
     fs.writeFileSync(abs, content);
   }
   return repo;
-}
-
-export function cleanupRepos(): void {
-  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
 
 /** A valid local Host with storage `a` and `b`; `extra` lines are appended under `spec:`. */

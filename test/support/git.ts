@@ -1,25 +1,12 @@
 /**
- * Real temporary git repositories: a bare remote and a "human" clone that pushes to it.
+ * Real temporary git repositories: a bare remote and a "human" clone that pushes to it (under
+ * {@link tmpDir}: remove them with `cleanupTmp`).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Writable } from 'node:stream';
-import pino, { type Logger } from 'pino';
-import type { VirtualMachineStatus } from '../../../src/types';
-
-const made: string[] = [];
-
-export function tmpDir(prefix = 'vmplace-git-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  made.push(dir);
-  return dir;
-}
-
-export function cleanupTmp(): void {
-  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-}
+import type { VirtualMachineStatus } from '../../src/types';
+import { tmpDir } from './tmp';
 
 export const HUMAN = { name: 'Ada Human', email: 'ada@example.com' };
 export const BOT = { name: 'vmplace bot', email: 'vmplace@example.com' };
@@ -57,7 +44,7 @@ export function humanCommit(clone: string, files: Record<string, string>, messag
 
 /** A bare remote on `main` with one commit (a manifest) and a human clone of it. */
 export function makeRemote(): { root: string; remote: string; human: string; initial: string } {
-  const root = tmpDir();
+  const root = tmpDir('vmplace-git-');
   const remote = path.join(root, 'remote.git');
   git(root, 'init', '--quiet', '--bare', '--initial-branch=main', remote);
   const human = path.join(root, 'human');
@@ -72,18 +59,7 @@ export function humanPull(clone: string): void {
   git(clone, 'pull', '--quiet', '--ff-only', 'origin', 'main');
 }
 
-/** A pino logger writing JSON lines into `lines` (debug level). */
-export function memoryLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      done();
-    },
-  });
-  return { logger: pino({ level: 'debug' }, stream), lines };
-}
-
+/** A VM placed on host `lab`, storage `a` (the status file the git tests commit). */
 export const vmStatus = (name = 'demo', over: Partial<VirtualMachineStatus> = {}): VirtualMachineStatus => ({
   apiVersion: 'vmplace.dev/v1alpha1',
   kind: 'VirtualMachineStatus',
