@@ -11,6 +11,13 @@ import { XMLBuilder } from 'fast-xml-parser';
 import { parseDomainXml } from '../../src/drivers/libvirt/xml';
 import { applyCli, readVmStatus, type Fleet } from './support/fleet';
 import { domState, dumpXml, ensureLab, labTempDir, run, virsh } from '../../src/lab';
+import { LibvirtDriver } from '../../src/drivers/libvirt/driver';
+import { newStepMemo, type RunDeps } from '../../src/machine/steps/deps';
+import { preflight } from '../../src/machine/steps/preflight';
+import { snapshotDisks } from '../../src/machine/steps/copy';
+import { rollBack } from '../../src/machine/steps/rollback';
+import type { MigrationContext } from '../../src/machine/types';
+import { localTransport } from '../../src/transfer/transport';
 
 jest.setTimeout(300_000);
 
@@ -169,6 +176,74 @@ describe('image formats on real libvirt', () => {
     expect(io.stdout).not.toMatch(/fail/i);
     expect(await fs.readdir(vm.a)).toEqual([]);
     expect(`${res.stdout}${res.stderr}`).toMatch(/starts with a qcow2 header.*moves as raw, byte for byte/);
+  });
+
+  it('a raw VM shut down after its disks were frozen rolls back onto its raw base, opened as raw', async () => {
+    // The freeze makes libvirt's persistent definition name the qcow2 overlay. The rollback of a
+    // VM that stopped meanwhile merges the overlay offline and redefines the VM on its base: with
+    // the base's own format, never the overlay's (this guest wrote a qcow2 image into its raw
+    // disk: opened as qcow2 it would be the guest's image, with whatever backing file it names).
+    const vm = await bareVm('rawrb', { file: 'disk.raw', format: 'raw' }, { start: false });
+    const src = path.join(vm.a, 'disk.raw');
+    await run('qemu-img', ['create', '-q', '-f', 'raw', src, String(64 * MiB)]);
+    await virsh(['start', vm.name]);
+    const q = path.join(vm.root, 'inner.qcow2');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', q, String(1024 * MiB)]);
+    await guestIo(vm.name, `write -s ${q} 0 ${(await fs.stat(q)).size}`);
+    await guestIo(vm.name, 'flush');
+    const drv = new LibvirtDriver(
+      'lab',
+      { driver: 'libvirt', uri: 'qemu:///system' },
+      { allowedRoots: [vm.a, vm.b] },
+    );
+    cleanups.push(() => drv.close());
+    const deps: RunDeps = {
+      driverFor: () => drv,
+      transportFor: () => localTransport(drv.exec, (p) => drv.guardPath(p)),
+      memo: newStepMemo(),
+      intents: { mark: async () => undefined, has: async () => false, at: async () => undefined },
+    };
+    let ctx: MigrationContext = {
+      id: 'rb1',
+      vm: vm.name,
+      strategy: 'quick',
+      fromHost: 'lab',
+      toHost: 'lab',
+      moves: [{ target: 'vda', fromStorage: 'a', toStorage: 'b', toPath: vm.b }],
+      targetMarginBytes: 0,
+      sourceHeadroomRatio: 0.1,
+      maxForwardAttempts: 2,
+      disks: [],
+      memoryBytes: 0,
+      bytesDone: 0,
+      bytesTotal: 0,
+      startedAt: new Date().toISOString(),
+      committed: false,
+      attempts: 0,
+    };
+    ctx = { ...ctx, ...(await preflight(ctx, deps)) };
+    ctx = { ...ctx, ...(await snapshotDisks(ctx, deps)) };
+    const overlay = ctx.disks[0]!.srcOverlay;
+    expect(parseDomainXml(await dumpXml(vm.name, { inactive: true })).disks[0]).toMatchObject({
+      path: overlay,
+      format: 'qcow2',
+    });
+    // written after the freeze: into the overlay, merged back into the base by the rollback
+    await guestIo(vm.name, `write -P 0xcd ${8 * MiB} ${MiB}`);
+    await guestIo(vm.name, 'flush');
+    await virsh(['destroy', vm.name]);
+    await rollBack({ ...ctx, lastError: { reason: 'DomainNotRunning', message: 'the guest stopped' } }, deps);
+    expect(parseDomainXml(await dumpXml(vm.name, { inactive: true })).disks[0]).toMatchObject({
+      path: src,
+      format: 'raw',
+    });
+    await expect(fs.access(overlay)).rejects.toThrow();
+    const bytes = await fs.readFile(src);
+    expect(bytes.subarray(0, 4).toString('latin1')).toBe('QFI\xfb'); // the guest's own data, kept
+    expect(bytes.subarray(8 * MiB, 9 * MiB).every((b) => b === 0xcd)).toBe(true);
+    // and it boots on it as raw
+    await virsh(['start', vm.name]);
+    expect(parseDomainXml(await dumpXml(vm.name)).disks[0]).toMatchObject({ path: src, format: 'raw' });
   });
 
   it('a disk declared qcow2 whose file is not qcow2 is blocked (DiskFormatMismatch), nothing written', async () => {
