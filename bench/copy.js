@@ -1,11 +1,11 @@
 /**
  * Copy throughput and bytes on the wire.
  *
- * Same host (the management box's own filesystem, as `LibvirtDriver.copyFile` on the local
+ * Same host (the management box's own filesystem, as the local transport on the local
  * lab): one file of `sizeBytes` with half of it allocated in 64 MiB runs of random data, page
  * cache warm (the file was just written; caches are never dropped: this machine is shared).
  * Per run, in rotating order: `cp --sparse=always` (the baseline), `cp --sparse=always` + `sync`,
- * vmplace's `copyLocal(exec, src, dst, {verify: false})`, and `LibvirtDriver.copyFile` (verified
+ * vmplace's `copyLocal(exec, src, dst, {verify: false})`, and the local transport (verified
  * with sha256 of both files); plus the two sha256sums alone, in parallel, as copyLocal runs them.
  *
  * Across hosts (two-host lab, hv1 -> hv2): plain `rsync --sparse` run on hv1 over the same ssh
@@ -44,6 +44,7 @@ async function sameHost({ runs, sizeBytes, results }) {
   const { copyLocal, sha256 } = lab.dist('transfer/copy-local');
   const { LocalExec } = lab.dist('exec/exec');
   const { LibvirtDriver } = lab.dist('drivers/libvirt/driver');
+  const { localTransport } = lab.dist('transfer/transport');
   // on the lab's filesystem (not a tmpfs): where VM images live
   const dir = fs.mkdtempSync(
     path.join(fs.existsSync('/var/tmp') ? '/var/tmp' : os.tmpdir(), 'vmplace-bench-copy-'),
@@ -66,7 +67,7 @@ async function sameHost({ runs, sizeBytes, results }) {
         await run('sync', ['--', dst]);
       },
       'copyLocal verify:false': () => copyLocal(exec, src, dst, { verify: false }),
-      'LibvirtDriver.copyFile (sha256)': () => drv.copyFile(src, dst),
+      'local transport (sha256)': () => localTransport(drv.exec, (p) => drv.guardPath(p)).copy(src, dst),
       'sha256 of both (parallel)': async () => {
         await run('cp', ['--sparse=always', '--', src, dst]); // not timed below
         return 'sha';

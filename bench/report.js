@@ -221,7 +221,7 @@ function writeReport(out) {
   if (c) {
     const cp = cs('same-host', 'cp --sparse=always');
     const nv = cs('same-host', 'copyLocal verify:false');
-    const v = cs('same-host', 'LibvirtDriver.copyFile (sha256)');
+    const v = cs('same-host', 'local transport (sha256)');
     goals.push([
       `3. same-host copy, copyLocal verify:false vs cp --sparse=always (${size(c.opts.sizeBytes)}, half allocated)`,
       `${mmm(nv)} ms vs ${mmm(cp)} ms`,
@@ -231,7 +231,7 @@ function writeReport(out) {
       verdict(cp.median / nv.median >= 0.9),
     ]);
     goals.push([
-      `3. same-host copy, LibvirtDriver.copyFile (sha256 verified) vs cp`,
+      `3. same-host copy, the local transport (sha256 verified) vs cp`,
       `${mmm(v)} ms`,
       v.n,
       '≥ 0.9× cp',
@@ -422,7 +422,7 @@ function writeReport(out) {
       );
     }
     const sha = cs('same-host', 'sha256 of both (parallel)');
-    const v = cs('same-host', 'LibvirtDriver.copyFile (sha256)');
+    const v = cs('same-host', 'local transport (sha256)');
     if (sha.n)
       L.push(
         `\nsha256 of source and copy (in parallel, as copyLocal does): ${mmm(sha)} ms = ${f0((100 * sha.median) / v.median)} % of the verified copy's median.`,
