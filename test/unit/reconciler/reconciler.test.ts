@@ -7,46 +7,29 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
-import { fromPromise } from 'xstate';
-import { STEP_ACTORS } from '../../../src/machine/migration-machine';
 import type { StepActors } from '../../../src/machine/runner';
 import { MigrationStore } from '../../../src/machine/store';
-import type { MigrationContext, StepOutput } from '../../../src/machine/types';
 import { Reconciler } from '../../../src/reconciler/reconciler';
 import { stabiliseHosts } from '../../../src/reconciler/compose-status';
 import { defaultSettings, insideMaintenanceWindow, type Settings } from '../../../src/settings';
 import type { ActualState, HostStatus } from '../../../src/types';
 import { desiredState, host, vm } from '../../support/builders';
-import { FakeHost } from './fake-fleet';
+import { FakeHost, standInSteps } from './fake-fleet';
 
 const GiB = 1024 ** 3;
 
-/** Stand-in steps: copyBase waits for the test; cleanUpSource moves the fake disks. */
+/** Stand-in steps (fake-fleet's): copyBase waits for the test to open its gate. */
 function stepsFor(
   fake: FakeHost,
   gate: Map<string, () => void>,
   calls: string[],
 ): (vm: string) => StepActors {
-  return (vmName) =>
-    Object.fromEntries(
-      STEP_ACTORS.map((name) => [
-        name,
-        fromPromise<StepOutput, MigrationContext>(async ({ input }) => {
-          calls.push(`${vmName}:${name}`);
-          if (name === 'preflight') return { effectiveStrategy: 'quick' };
-          if (name === 'copyBase') await new Promise<void>((r) => gate.set(vmName, r));
-          if (name === 'restoreVm') return { committed: true, pauseMs: 7 };
-          if (name === 'cleanUpSource') {
-            const d = fake.domains.get(vmName)!;
-            d.disks = d.disks.map((x) => ({
-              ...x,
-              path: path.posix.join(input.moves[0]!.toPath, path.posix.basename(x.path)),
-            }));
-          }
-          return {};
-        }),
-      ]),
-    ) as StepActors;
+  return standInSteps(fake, calls, {
+    copyBase: async (vm) => {
+      await new Promise<void>((r) => gate.set(vm, r));
+      return {};
+    },
+  });
 }
 
 let dir: string;

@@ -6,40 +6,9 @@ import { StalledError } from '../../../src/errors';
 import type { HostStatus, VirtualMachineStatus } from '../../../src/types';
 import { FIXTURES, makeRepo, REPO_ROOT } from '../../support/manifests';
 import { cleanupTmp } from '../../support/tmp';
+import { vmStatus } from '../../support/git';
 
 afterAll(cleanupTmp);
-
-const vmStatus = (name = 'demo', over: Partial<VirtualMachineStatus> = {}): VirtualMachineStatus => ({
-  apiVersion: 'vmplace.dev/v1alpha1',
-  kind: 'VirtualMachineStatus',
-  metadata: { name },
-  observedRevision: 'abc1234',
-  placement: {
-    host: 'lab',
-    memoryBytes: 1073741824,
-    disks: [
-      {
-        target: 'vda',
-        path: '/var/lib/vmplace/a/demo-vda.qcow2',
-        storage: 'a',
-        format: 'qcow2',
-        virtualBytes: 10737418240,
-        allocatedBytes: 1610612736,
-      },
-    ],
-  },
-  phase: 'Placed',
-  conditions: [
-    {
-      type: 'Placed',
-      status: 'True',
-      reason: 'AtDesiredPlacement',
-      message: 'all disks on a',
-      lastTransitionTime: '2025-01-15T10:00:00Z',
-    },
-  ],
-  ...over,
-});
 
 const hostStatus = (name = 'lab'): HostStatus => ({
   apiVersion: 'vmplace.dev/v1alpha1',
