@@ -171,6 +171,13 @@ export interface HypervisorDriver {
    */
   probeFormat(path: string): Promise<string | undefined>;
   fsInfo(path: string): Promise<FsInfo>;
+  /**
+   * The places on this host where the hypervisor keeps VM disks as files, as the hypervisor
+   * names them (libvirt: the target paths of its storage pools that hold files; Hyper-V: its
+   * virtual hard disk folders). For adopting a running host (`vmplace import`); a place may not
+   * exist yet, and none is a declared storage location until a manifest says so.
+   */
+  storageLocations(): Promise<{ name: string; path: string }[]>;
   hostCpu(): Promise<CpuInfo>;
   fileExists(path: string): Promise<boolean>;
   /** apparent size in bytes; undefined when missing */

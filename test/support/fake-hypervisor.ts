@@ -134,6 +134,8 @@ export interface FakeHostOptions {
   roots: Record<string, number | undefined>;
   family?: string;
   capabilities?: Partial<Omit<DriverCapabilities, 'family'>>;
+  /** what `storageLocations` reports (default: each root, named by its last segment) */
+  pools?: { name: string; path: string }[];
 }
 
 export class FakeHost {
@@ -142,11 +144,14 @@ export class FakeHost {
   readonly vms = new Map<string, FakeVm>();
   readonly roots: Map<string, number>;
   readonly capabilities: DriverCapabilities;
+  readonly pools: { name: string; path: string }[];
   constructor(
     readonly name: string,
     opts: FakeHostOptions,
   ) {
     this.roots = new Map(Object.entries(opts.roots).map(([p, c]) => [p, c ?? 100 * 2 ** 30]));
+    this.pools =
+      opts.pools ?? [...this.roots.keys()].map((p) => ({ name: POSIX_PATHS.basename(p), path: p }));
     for (const r of this.roots.keys()) this.dirs.add(r);
     this.capabilities = {
       family: opts.family ?? 'fake',
@@ -731,6 +736,10 @@ export class FakeDriver implements HypervisorDriver {
       for (const [p, f] of this.host.files) if (this.host.rootOf(p) === root) used += this.bytesOf(f.content);
       return { capacityBytes: capacity, freeBytes: Math.max(0, capacity - used) };
     });
+  }
+
+  storageLocations(): Promise<{ name: string; path: string }[]> {
+    return this.op('storageLocations', () => this.host.pools.map((p) => ({ ...p })));
   }
 
   hostCpu(): Promise<{ vendor?: string; model?: string }> {

@@ -227,6 +227,10 @@ export class LibvirtDriver implements HypervisorDriver {
     return observe.fsInfo(this.ctx, path);
   }
 
+  storageLocations(): Promise<{ name: string; path: string }[]> {
+    return observe.storageLocations(this.ctx);
+  }
+
   compareCpu(domainXml: string, virtType: string): Promise<{ compatible: boolean; message: string }> {
     return observe.compareCpu(this.ctx, domainXml, virtType);
   }

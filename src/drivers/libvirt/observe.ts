@@ -18,7 +18,35 @@ import {
   parseOdHex,
   parseQemuImgInfo,
 } from './parsers';
-import { type ParsedDisk, parseDomainXml, referencedFiles } from './xml';
+import { type ParsedDisk, parseDomainXml, parsePoolXml, referencedFiles } from './xml';
+
+/** Pool types whose target path is a directory of image files (not a device directory). */
+const FILE_POOL_TYPES = new Set(['dir', 'fs', 'netfs', 'gluster', 'vstorage']);
+
+/**
+ * `virsh pool-list --all --name`, then `pool-dumpxml` of each: the target paths of the pools
+ * that hold files (active or not), by pool name, sorted by name. A pool removed between the
+ * two calls is skipped.
+ */
+export async function storageLocations(ctx: LibvirtContext): Promise<{ name: string; path: string }[]> {
+  const names = parseNameList((await ctx.virsh(['pool-list', '--all', '--name'])).stdout);
+  const out: { name: string; path: string }[] = [];
+  for (const name of names.sort()) {
+    const r = await ctx.virsh(['pool-dumpxml', '--pool', name], { allowExitCodes: [1] });
+    if (r.exitCode !== 0) {
+      if (!parseNameList((await ctx.virsh(['pool-list', '--all', '--name'])).stdout).includes(name)) continue;
+      throw new CommandError(
+        'CommandFailed',
+        ['virsh', 'pool-dumpxml', '--pool', name],
+        r.exitCode,
+        r.stderr,
+      );
+    }
+    const pool = parsePoolXml(r.stdout);
+    if (FILE_POOL_TYPES.has(pool.type) && pool.path) out.push({ name: pool.name || name, path: pool.path });
+  }
+  return out;
+}
 
 export async function listDomains(ctx: LibvirtContext): Promise<string[]> {
   return parseNameList((await ctx.virsh(['list', '--all', '--name'])).stdout);

@@ -267,6 +267,28 @@ export function parseDomainXml(xml: string): ParsedDomain {
   return out;
 }
 
+// ---------------------------------------------------------------- storage pool XML
+
+/** What vmplace reads of a storage pool (`virsh pool-dumpxml`). */
+export interface ParsedPool {
+  name: string;
+  /** pool type: dir | fs | netfs | logical | disk | iscsi | rbd ... */
+  type: string;
+  /** `<target><path>`: where the pool's volumes are on the host (a device directory for some types) */
+  path?: string;
+}
+
+/** Read a `<pool>` document. Throws only on XML that is not a `<pool>`. */
+export function parsePoolXml(xml: string): ParsedPool {
+  const pool = rootElement(parseOrdered(xml), 'pool');
+  const path = textOf(firstChild(firstChild(pool, 'target') ?? {}, 'path'))?.trim();
+  return {
+    name: textOf(firstChild(pool, 'name'))?.trim() ?? '',
+    type: attrOf(pool, 'type') ?? '',
+    ...(path ? { path } : {}),
+  };
+}
+
 /**
  * Every file a domain XML refers to as disk storage: each disk's source (file or block
  * device), the backing chain the XML shows, and a block job's mirror target.

@@ -65,6 +65,37 @@ describe('LibvirtDriver (fake execs)', () => {
     expect(v.calls[0]!.argv.slice(0, 5)).toEqual(['env', 'LC_ALL=C', 'virsh', '-c', 'qemu:///system']);
   });
 
+  it('storageLocations lists the target paths of the pools that hold files (recorded pool-dumpxml)', async () => {
+    const { drv, v } = makeDriver((a) => {
+      if (a[0] === 'pool-list') return { stdout: fixture('pool-list-name.txt') };
+      if (a[0] === 'pool-dumpxml' && a[2] === 'images-a') return { stdout: fixture('pool-dumpxml-dir.xml') };
+      if (a[0] === 'pool-dumpxml' && a[2] === 'nfs-b') return { stdout: fixture('pool-dumpxml-netfs.xml') };
+      if (a[0] === 'pool-dumpxml' && a[2] === 'vg0')
+        return {
+          stdout: "<pool type='logical'><name>vg0</name><target><path>/dev/vg0</path></target></pool>",
+        };
+      return undefined;
+    });
+    expect(await drv.storageLocations()).toEqual([
+      { name: 'images-a', path: '/tmp/vmplace-pool-a' },
+      { name: 'nfs-b', path: '/srv/nfs-b' },
+    ]);
+    // the pool name is an argument of --pool, never an option
+    expect(vargs(v.calls[1]!.argv)).toEqual(['pool-dumpxml', '--pool', 'images-a']);
+  });
+
+  it('storageLocations leaves out a device pool (logical: its target is a device directory)', async () => {
+    const { drv } = makeDriver((a) => {
+      if (a[0] === 'pool-list') return { stdout: 'vg0\n' };
+      if (a[0] === 'pool-dumpxml')
+        return {
+          stdout: "<pool type='logical'><name>vg0</name><target><path>/dev/vg0</path></target></pool>",
+        };
+      return undefined;
+    });
+    expect(await drv.storageLocations()).toEqual([]);
+  });
+
   it('getDomain returns undefined for a domain that does not exist', async () => {
     const { drv } = makeDriver((a) => (a[0] === 'list' ? { stdout: 'other\n' } : undefined));
     expect(await drv.getDomain('nosuch')).toBeUndefined();
