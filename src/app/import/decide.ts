@@ -17,11 +17,14 @@
  *   `suspend: true` and the reasons; a domain it cannot describe (a name that is not a DNS label,
  *   a disk in no declared location) is left out and reported.
  */
-import type { DomainDisk, DomainInfo } from '../../drivers/driver';
+import type { DomainInfo } from '../../drivers/driver';
 import { isInside, normaliseAbsolute } from '../../drivers/paths';
 import { storageProblem } from '../../manifests/trust';
-import { quote, safeText } from '../../text';
+import { quote } from '../../text';
 import type { DesiredState, HostSpec, StorageLocation, VirtualMachineSpec } from '../../types';
+import { draftVm, hostText, locate, placementDifference, storageDisks } from './vm-draft';
+
+export { hostText } from './vm-draft';
 
 /** What one host showed (or why it could not be looked at). */
 export interface ObservedHost {
@@ -94,8 +97,6 @@ export interface ImportDecision {
 }
 
 const DNS_LABEL = /^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$/;
-/** the schema's per-disk override keys */
-const DISK_KEY = /^(?:vd|sd|hd|xvd)[a-z]{1,3}$/;
 /** the schema's absolute path: no `.`/`..` segments, no `//`, no control characters */
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const SCHEMA_PATH = /^(?:\/(?!\.{1,2}(?:\/|$))[^/\u0000-\u001f\u007f-\u009f]+)+$/;
@@ -124,17 +125,6 @@ export function locationName(raw: string, taken: ReadonlySet<string>): string {
     const name = base.slice(0, 63 - suffix.length).replace(/-+$/, '') + suffix;
     if (!taken.has(name)) return name;
   }
-}
-
-/** Text from a host for a message or a YAML comment: one line, printable, bounded. */
-export function hostText(text: string, max = 120): string {
-  const s = safeText(text).replace(/[^\x20-\x7e]/g, '?');
-  return s.length > max ? `${s.slice(0, max)}...` : s;
-}
-
-/** Disks that are the VM's storage (cdroms and floppies are media), as `observe` counts them. */
-function storageDisks(dom: DomainInfo): DomainDisk[] {
-  return dom.disks.filter((d) => d.device === 'disk' || d.device === 'lun');
 }
 
 interface Candidate {
@@ -203,16 +193,6 @@ function hostCandidates(h: ObservedHost, opts: ImportOptions, notes: ImportNote[
       });
   }
   return kept.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-}
-
-/** The location holding `path` (the innermost), among `locs`. */
-function locate(locs: readonly StorageLocation[], path: string): StorageLocation | undefined {
-  const p = normaliseAbsolute(path);
-  if (!p) return undefined;
-  let best: StorageLocation | undefined;
-  for (const l of locs)
-    if (isInside(p, l.path, { allowRoot: true }) && (!best || l.path.length > best.path.length)) best = l;
-  return best;
 }
 
 /** Decide what to add to the repository (see the file comment). Pure. */
@@ -374,82 +354,4 @@ export function decideImport(
     vms.push(draft);
   }
   return { hosts, clusters, vms, notes };
-}
-
-/** The VirtualMachine of one domain at its current place, or undefined (with a note) when it cannot be described. */
-function draftVm(
-  name: string,
-  host: string,
-  dom: DomainInfo,
-  locs: readonly StorageLocation[],
-  notes: ImportNote[],
-  subject: string,
-): VmDraft | undefined {
-  const unmovable: string[] = [];
-  if (!dom.persistent) unmovable.push('it is a transient domain (no persistent definition)');
-  const placed: { target: string; loc: string }[] = [];
-  for (const d of storageDisks(dom)) {
-    const t = hostText(d.target, 20);
-    if (d.shareable) unmovable.push(`disk ${t} is shareable`);
-    if (d.type === 'block') unmovable.push(`disk ${t} is a block device`);
-    else if (d.type === 'network') unmovable.push(`disk ${t} is a network disk`);
-    else if (d.type !== 'file' || !d.path)
-      unmovable.push(`disk ${t} is not a file (type ${hostText(d.type, 20)})`);
-    if (d.type !== 'file' || !d.path) continue;
-    const loc = locate(locs, d.path);
-    if (!loc) {
-      notes.push({
-        severity: 'warning',
-        reason: 'DiskOutsideStorage',
-        subject,
-        message: `disk ${t} at ${quote(hostText(d.path))} is in no storage location of Host/${host}; not imported (declare the location in the Host manifest, then import again)`,
-      });
-      return undefined;
-    }
-    placed.push({ target: d.target, loc: loc.name });
-  }
-  let storage: string | undefined;
-  if (placed.length) {
-    const count = new Map<string, number>();
-    for (const p of placed) count.set(p.loc, (count.get(p.loc) ?? 0) + 1);
-    storage = placed[0]!.loc;
-    for (const p of placed) if (count.get(p.loc)! > count.get(storage)!) storage = p.loc;
-  } else {
-    storage = locs[0]?.name;
-    if (storage === undefined) {
-      notes.push({
-        severity: 'warning',
-        reason: 'NoStorage',
-        subject,
-        message: `Host/${host} has no storage location to name as its storage; not imported`,
-      });
-      return undefined;
-    }
-  }
-  const spec: VirtualMachineSpec = { host, storage };
-  const disks: Record<string, { storage: string }> = {};
-  for (const p of placed) {
-    if (p.loc === storage) continue;
-    if (DISK_KEY.test(p.target)) disks[p.target] = { storage: p.loc };
-    else unmovable.push(`disk ${hostText(p.target, 20)} has a name a per-disk override cannot use`);
-  }
-  if (Object.keys(disks).length) spec.disks = disks;
-  return { name, spec, unmovable };
-}
-
-/** How a declared VM's desired placement differs from where its domain is, or undefined. */
-function placementDifference(
-  want: VirtualMachineSpec,
-  is: VirtualMachineSpec,
-  dom: DomainInfo,
-): string | undefined {
-  const parts: string[] = [];
-  if (want.host !== is.host) parts.push(`the manifest wants host ${want.host}, it is on ${is.host}`);
-  for (const d of storageDisks(dom)) {
-    if (d.type !== 'file' || !d.path) continue;
-    const w = want.disks?.[d.target]?.storage ?? want.storage;
-    const i = is.disks?.[d.target]?.storage ?? is.storage;
-    if (w !== i) parts.push(`disk ${hostText(d.target, 20)}: the manifest wants storage ${w}, it is on ${i}`);
-  }
-  return parts.length ? parts.join('; ') : undefined;
 }
