@@ -107,6 +107,7 @@ export const REASONS = [
   'WorkdirRemoteMismatch',
   'WriteOutsideStatus',
   // configuration and the daemon
+  'DaemonUnreachable',
   'InvalidDuration',
   'InvalidListenAddress',
   'TrustFileInvalid',

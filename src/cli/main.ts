@@ -8,6 +8,7 @@ import { isManifestName } from '../app/import/decide';
 import { type HostOption, parseHostOption } from '../app/import/host-option';
 import { renderImportReport } from '../app/import/report';
 import { runImport } from '../app/import/run';
+import { fetchFleet, readFleet, watchStatusFiles, type Fleet } from '../app/fleet';
 import { readWebhookSecret } from '../daemon/http';
 import { parseDuration } from '../duration';
 import { createLogger } from '../log';
@@ -18,6 +19,7 @@ import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/
 import { readGitCredentials } from '../status/git';
 import { safeText } from '../text';
 import type { Problem } from '../types';
+import { renderFleetTable } from './fleet-table';
 import { ProgressView } from './progress';
 
 /** Exit codes: 0 fine, 1 changes (plan --detailed-exitcode) or a failed/blocked migration, 2 bad input or error. */
@@ -27,6 +29,8 @@ interface Io {
   out: (s: string) => void;
   err: (s: string) => void;
   isTTY: boolean;
+  /** `status --watch` stops when this settles (default: SIGINT or SIGTERM); for tests */
+  until?: Promise<unknown>;
 }
 
 const defaultIo: Io = {
@@ -129,6 +133,56 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         setExit(opts.detailedExitcode && planHasChanges(plan) ? EXIT.changes : EXIT.ok);
       },
     );
+
+  program
+    .command('status')
+    .description(
+      'the fleet as a table (VM, host, storage, phase, step, progress, pause) from status/, or live from a daemon',
+    )
+    .argument('[repo]', 'the GitOps repository', '.')
+    .option('-w, --watch', 'render again on every change (status/ files; a daemon: every --interval)')
+    .option('--daemon <url>', "a running daemon's HTTP address (its --listen), e.g. http://127.0.0.1:9464")
+    .option('--interval <duration>', 'with --daemon --watch: how often to ask (500ms, 2s)', '2s')
+    .action(async (repo: string, opts: { watch?: boolean; daemon?: string; interval: string }) => {
+      const root = path.resolve(repo);
+      const read = (): Promise<Fleet> => (opts.daemon ? fetchFleet(opts.daemon) : readFleet(root));
+      const show = (fleet: Fleet, again: boolean): number => {
+        if (again) io.out(io.isTTY ? '\x1b[H\x1b[2J' : '\n');
+        printProblems(io, fleet.problems);
+        if (fleet.noStatusDir) io.err(`no ${path.join(repo, 'status')}/: nothing observed yet\n`);
+        const table = renderFleetTable(fleet.vms);
+        if (table) io.out(table);
+        else if (!fleet.noStatusDir) io.err('no VMs in status\n');
+        return fleet.problems.length ? EXIT.invalid : EXIT.ok;
+      };
+      setExit(show(await read(), false));
+      if (!opts.watch) return;
+      const intervalMs = parseDuration(opts.interval);
+      let busy = Promise.resolve();
+      // one read at a time, in order; a failed read is said and the watch goes on
+      const refresh = () => {
+        busy = busy.then(async () => {
+          try {
+            setExit(show(await read(), true));
+          } catch (err) {
+            io.err(`vmplace status: ${safeText((err as Error).message)}\n`);
+          }
+        });
+      };
+      const watcher = opts.daemon ? undefined : await watchStatusFiles(root, refresh);
+      const timer = opts.daemon ? setInterval(refresh, intervalMs) : undefined;
+      try {
+        await (io.until ??
+          new Promise<void>((resolve) => {
+            process.once('SIGINT', () => resolve());
+            process.once('SIGTERM', () => resolve());
+          }));
+      } finally {
+        if (timer) clearInterval(timer);
+        await watcher?.close();
+        await busy;
+      }
+    });
 
   program
     .command('apply')

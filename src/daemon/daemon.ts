@@ -113,6 +113,7 @@ export class Daemon {
       onWebhook: () => this.trigger('webhook'),
       ...(this.opts.webhookSecret ? { webhookSecret: this.opts.webhookSecret } : {}),
       isReady: () => this.ready,
+      fleet: () => ({ vms: this.reconciler.statuses(), hosts: this.lastPass?.hosts ?? [] }),
       logger: this.log.child({ component: 'http' }),
     });
     this.log.info({ listen: this.http.address.url }, 'serving health, readiness, metrics and webhooks');

@@ -1,6 +1,6 @@
 /**
- * The daemon's HTTP endpoints on node:http: `/healthz`, `/readyz`, `/metrics` and the git
- * webhook `POST /hooks/git` (GitHub-style `X-Hub-Signature-256` when a secret is configured).
+ * The daemon's HTTP endpoints on node:http: `/healthz`, `/readyz`, `/metrics`, the read-only
+ * fleet status `/v1/status` (for `vmplace status --daemon`) and the git webhook `POST /hooks/git` (GitHub-style `X-Hub-Signature-256` when a secret is configured).
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import * as http from 'node:http';
@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { readFile } from 'node:fs/promises';
 import { StalledError } from '../errors';
+import type { HostStatus, VirtualMachineStatus } from '../types';
 
 /** Largest webhook body read (GitHub caps payloads at 25 MB; push events are far smaller). */
 export const MAX_WEBHOOK_BODY = 1024 * 1024;
@@ -56,6 +57,8 @@ export interface HttpServerOptions {
   webhookSecret?: Buffer;
   /** `/readyz` answers 200 while this is true (the daemon: once the first pass finished) */
   isReady: () => boolean;
+  /** the fleet as `GET /v1/status` serves it (read-only; the same content as the status files) */
+  fleet?: () => { vms: VirtualMachineStatus[]; hosts: HostStatus[] };
   logger: Logger;
   /** body limit of webhooks in bytes (default {@link MAX_WEBHOOK_BODY}) */
   maxBodyBytes?: number;
@@ -95,6 +98,8 @@ export function parseListen(listen: string): { host: string; port: number } {
  * - `GET /healthz`: 200 `ok` while the process serves requests.
  * - `GET /readyz`: 200 `ready` when `isReady()`, else 503 `not ready`.
  * - `GET /metrics`: Prometheus text.
+ * - `GET /v1/status`: `{"vms": [VirtualMachineStatus...], "hosts": [HostStatus...]}` as JSON, when
+ *   `fleet` is given (404 otherwise): what the daemon would write to `status/` now.
  * - `POST /hooks/git`: body up to `maxBodyBytes` (else 413); with a secret, a missing or wrong
  *   `X-Hub-Signature-256` gets 401 and does nothing; otherwise 202 and `onWebhook()`.
  * - other paths 404; other methods on known paths 405 with `Allow`. `HEAD` works like `GET`.
@@ -145,6 +150,12 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     },
     '/hooks/git': { methods: ['POST'], run: (q, r) => webhook(q, r) },
   };
+  const fleet = opts.fleet;
+  if (fleet)
+    routes['/v1/status'] = {
+      methods: ['GET', 'HEAD'],
+      run: (_q, r) => reply(r, 200, JSON.stringify(fleet()) + '\n', 'application/json; charset=utf-8'),
+    };
 
   async function handle(req: Req, res: Res): Promise<void> {
     const route = routes[pathOf(req)];
