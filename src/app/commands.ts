@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { loadDesiredState, type LoadOptions } from '../manifests';
 import { DEFAULT_TRUST_FILE, loadTrustPolicy } from '../manifests/trust';
+import { unknownDiskOverrides } from '../planner/disk-overrides';
+import { markInFlight } from '../planner/in-flight';
 import { planMigrations } from '../planner/plan';
 import type { RunResult } from '../machine/runner';
 import { ApplyRun, type ApplyResult } from '../reconciler/apply';
@@ -77,25 +79,89 @@ async function loadStatusAtBase(
   }
 }
 
-/** `vmplace plan`: the plan from the manifests and `status/` (of the merge base with `baseRef`); no plan on a problem. */
-export async function planRepo(o: {
-  root: string;
-  baseRef?: string;
-  trustFile?: string;
-}): Promise<{ problems: Problem[]; plan?: Plan }> {
+/**
+ * Problem paths as the user can open them: relative to `cwd` (where the command ran), not to the
+ * repository, so that `vmplace validate ../fleet` prints `../fleet/manifests/vms.yaml:3:5`, which
+ * editors, terminals and CI annotations can follow.
+ */
+export function fromCwd(root: string, problems: readonly Problem[], cwd = process.cwd()): Problem[] {
+  return problems.map((p) => {
+    const rel = path.relative(cwd, path.resolve(root, p.file)).split(path.sep).join('/');
+    return { ...p, file: rel === '' ? '.' : rel };
+  });
+}
+
+/** What `validate` and `plan` read from a repository: the same input, so that they agree. */
+export interface RepoInput {
+  desired: DesiredState;
+  actual: ActualState;
+  /** undefined when vmplace.yaml is unreadable or invalid (then `problems` says why) */
+  settings?: Settings;
+  /** errors, paths relative to the repository */
+  problems: Problem[];
+  /** warnings (skipped files, no status/), paths relative to the repository */
+  warnings: Problem[];
+  /** a finding for the plan about the base ref (`--base-ref`) */
+  baseFinding?: PlanFinding;
+}
+
+/**
+ * Read the manifests, `status/` (of the merge base with `baseRef`, when given) and `vmplace.yaml`,
+ * and check the manifests against the status (per-disk overrides naming no disk of the VM).
+ */
+export async function readRepo(o: { root: string; baseRef?: string; trustFile?: string }): Promise<RepoInput> {
   const desired = await loadDesiredState(o.root, { trust: trustFor(o.trustFile) });
   const { actual, finding: baseFinding } = o.baseRef
     ? await loadStatusAtBase(o.root, o.baseRef)
     : { actual: await loadActualState(o.root), finding: undefined };
   const { settings, problems: settingsProblems } = await loadSettings(o.root);
-  const problems = [...desired.problems, ...actual.problems, ...settingsProblems];
+  const problems = [
+    ...desired.problems,
+    ...unknownDiskOverrides(desired, actual.state),
+    ...actual.problems,
+    ...settingsProblems,
+  ];
+  const warnings = [...(desired.warnings ?? []), ...actual.warnings];
+  return {
+    desired,
+    actual: actual.state,
+    ...(settings ? { settings } : {}),
+    problems,
+    warnings,
+    ...(baseFinding ? { baseFinding } : {}),
+  };
+}
+
+/** `vmplace validate`: problems and warnings of the same input `plan` reads, and a summary. */
+export async function validateRepo(o: {
+  root: string;
+  trustFile?: string;
+}): Promise<{ problems: Problem[]; warnings: Problem[]; summary: string }> {
+  const r = await readRepo(o);
+  const d = r.desired;
+  const files = new Set(r.problems.map((p) => p.file)).size;
+  const summary = r.problems.length
+    ? `${r.problems.length} problem(s) in ${files} file(s)`
+    : `valid: ${d.hosts.size} host(s), ${d.clusters.size} cluster(s), ${d.vms.size} VM(s), ${r.actual.vms.size} VM status file(s)`;
+  return { problems: r.problems, warnings: r.warnings, summary };
+}
+
+/** `vmplace plan`: the plan from the manifests and `status/` (of the merge base with `baseRef`); no plan on a problem. */
+export async function planRepo(o: {
+  root: string;
+  baseRef?: string;
+  trustFile?: string;
+}): Promise<{ problems: Problem[]; warnings: Problem[]; plan?: Plan; input: RepoInput }> {
+  const input = await readRepo(o);
+  const { problems, warnings, settings } = input;
   // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
-  if (problems.length || !settings) return { problems };
-  const plan = planMigrations(desired, actual.state, settings.policy, {
+  if (problems.length || !settings) return { problems, warnings, input };
+  const planned = planMigrations(input.desired, input.actual, settings.policy, {
     revision: await gitRevision(o.root),
   });
-  if (baseFinding) plan.findings = [baseFinding, ...(plan.findings ?? [])];
-  return { problems, plan };
+  const plan = markInFlight(planned, input.actual);
+  if (input.baseFinding) plan.findings = [input.baseFinding, ...(plan.findings ?? [])];
+  return { problems, warnings, plan, input };
 }
 
 /** What `vmplace apply` read from the repository. */
@@ -117,7 +183,12 @@ export async function loadForApply(o: {
   const desired = await loadDesiredState(o.root, { trust: trustFor(o.trustFile, { stateDir: o.stateDir }) });
   const previous = await loadActualState(o.root);
   const { settings, problems: settingsProblems } = await loadSettings(o.root);
-  const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
+  const problems = [
+    ...desired.problems,
+    ...unknownDiskOverrides(desired, previous.state),
+    ...previous.problems,
+    ...settingsProblems,
+  ];
   return { root: o.root, stateDir: o.stateDir, desired, previous: previous.state, settings, problems };
 }
 
