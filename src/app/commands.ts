@@ -6,11 +6,18 @@ import type { Logger } from 'pino';
 import { loadDesiredState, type LoadOptions } from '../manifests';
 import { DEFAULT_TRUST_FILE, loadTrustPolicy } from '../manifests/trust';
 import { unknownDiskOverrides } from '../planner/disk-overrides';
+import { writeFileAtomic } from '../atomic-file';
+import { formatGithub, formatGitlab, formatJson, type ProblemFormat } from '../manifests/format-ci';
 import { markInFlight } from '../planner/in-flight';
+import { planHasChanges } from '../planner/plan';
+import { renderPlanJson, renderPlanTable } from '../planner/render';
+import { renderPlanComment, type CommentContext } from '../planner/render-markdown';
+import { measuredThroughput } from '../planner/schedule';
+import { storageFill } from '../planner/storage-fill';
 import { planMigrations } from '../planner/plan';
 import type { RunResult } from '../machine/runner';
 import { ApplyRun, type ApplyResult } from '../reconciler/apply';
-import { loadSettings, type Settings } from '../settings';
+import { defaultSettings, loadSettings, type Settings } from '../settings';
 import { resolveBaseRef, writeStatusAt } from '../status/base-ref';
 import { loadActualState, writeStatusFiles } from '../status/files';
 import type { ActualState, DesiredState, Plan, PlanFinding, PlannedMigration, Problem } from '../types';
@@ -162,6 +169,52 @@ export async function planRepo(o: {
   const plan = markInFlight(planned, input.actual);
   if (input.baseFinding) plan.findings = [input.baseFinding, ...(plan.findings ?? [])];
   return { problems, warnings, plan, input };
+}
+
+/** Exit codes: 0 fine, 1 changes (plan --detailed-exitcode) or a failed/blocked migration, 2 bad input or error. */
+export const EXIT = { ok: 0, changes: 1, failed: 1, invalid: 2 } as const;
+
+/**
+ * The exit code of `vmplace plan`: 1 with `detailedExitcode` when migrations are planned (kubectl
+ * diff's meaning, not Terraform's) and with `failOnBlocked` when any is blocked, else 0.
+ */
+export function planExitCode(plan: Plan, o: { detailedExitcode?: boolean; failOnBlocked?: boolean }): number {
+  if (o.failOnBlocked && plan.migrations.some((m) => m.blocked)) return EXIT.failed;
+  return o.detailedExitcode && planHasChanges(plan) ? EXIT.changes : EXIT.ok;
+}
+
+/** What the plan comment needs besides the plan: limits, measured throughput, storage fill. */
+export function commentContext(plan: Plan, input: RepoInput): CommentContext {
+  const running = new Map<string, boolean | undefined>();
+  for (const [vm, s] of input.actual.vms) running.set(vm, s.placement?.running);
+  return {
+    limits: (input.settings ?? defaultSettings()).limits,
+    measured: measuredThroughput(input.actual.vms.values()),
+    running,
+    fill: storageFill(plan, input.desired, input.actual),
+  };
+}
+
+/** The plan as text in one of `plan`'s formats, ending with a newline. */
+export function renderPlanAs(format: 'table' | 'json' | 'markdown', plan: Plan, input: RepoInput): string {
+  if (format === 'json') return renderPlanJson(plan);
+  if (format === 'markdown') return renderPlanComment(plan, commentContext(plan, input));
+  return renderPlanTable(plan);
+}
+
+/** Problems and warnings in one of `validate`'s machine formats (see format-ci.ts). */
+export function renderProblems(
+  format: Exclude<ProblemFormat, 'text'>,
+  problems: readonly Problem[],
+  warnings: readonly Problem[],
+): string {
+  if (format === 'github') return formatGithub(problems, warnings).map((l) => l + '\n').join('');
+  return format === 'gitlab' ? formatGitlab(problems, warnings) : formatJson(problems, warnings);
+}
+
+/** Write `-o/--output FILE` whole or not at all (a reader never sees half a plan). */
+export async function writeOutput(file: string, text: string): Promise<void> {
+  await writeFileAtomic(path.resolve(file), text, { mode: 0o644 });
 }
 
 /** What `vmplace apply` read from the repository. */

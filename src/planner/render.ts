@@ -257,10 +257,10 @@ function takeLines(lines: readonly string[], budget: number): { taken: string[];
 /**
  * A pull-request comment: the summary line, a table of moves (order, VM, kind, strategy, hosts,
  * disks, bytes, status), the findings (errors first), and the unknown and suspended VMs. Always
- * shorter than `MARKDOWN_LIMIT` characters: table rows and findings that do not fit are left
+ * shorter than `limit` (default `MARKDOWN_LIMIT`) characters: table rows and findings that do not fit are left
  * out with a note saying how many. Names and messages are escaped.
  */
-export function renderPlanMarkdown(plan: Plan): string {
+export function renderPlanMarkdown(plan: Plan, limit = MARKDOWN_LIMIT): string {
   const head: string[] = [`**vmplace plan**: ${summarizePlan(plan)}`];
   if (plan.revision !== undefined) head.push('', `Revision: ${escapeMarkdown(plan.revision.slice(0, 200))}`);
 
@@ -308,7 +308,7 @@ export function renderPlanMarkdown(plan: Plan): string {
   const size = (lines: readonly string[]) => lines.reduce((n, l) => n + l.length + 1, 0);
   const noteReserve = 2 * 200;
   let remaining =
-    MARKDOWN_LIMIT -
+    limit -
     1 -
     noteReserve -
     size(head) -
