@@ -116,7 +116,11 @@ export interface RepoInput {
  * Read the manifests, `status/` (of the merge base with `baseRef`, when given) and `vmplace.yaml`,
  * and check the manifests against the status (per-disk overrides naming no disk of the VM).
  */
-export async function readRepo(o: { root: string; baseRef?: string; trustFile?: string }): Promise<RepoInput> {
+export async function readRepo(o: {
+  root: string;
+  baseRef?: string;
+  trustFile?: string;
+}): Promise<RepoInput> {
   const desired = await loadDesiredState(o.root, { trust: trustFor(o.trustFile) });
   const { actual, finding: baseFinding } = o.baseRef
     ? await loadStatusAtBase(o.root, o.baseRef)
@@ -208,7 +212,10 @@ export function renderProblems(
   problems: readonly Problem[],
   warnings: readonly Problem[],
 ): string {
-  if (format === 'github') return formatGithub(problems, warnings).map((l) => l + '\n').join('');
+  if (format === 'github')
+    return formatGithub(problems, warnings)
+      .map((l) => l + '\n')
+      .join('');
   return format === 'gitlab' ? formatGitlab(problems, warnings) : formatJson(problems, warnings);
 }
 

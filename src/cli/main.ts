@@ -204,7 +204,7 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
           stateDir: path.resolve(opts.stateDir),
           ...(opts.trustFile ? { trustFile: opts.trustFile } : {}),
         });
-        printProblems(io, input.problems);
+        printProblems(io, fromCwd(input.root, input.problems));
         // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
         if (input.problems.length || !input.settings) return setExit(EXIT.invalid);
         if (!opts.yes && !io.isTTY) {

@@ -134,7 +134,8 @@ export function readYamlFiles(
     for (const dirent of dirents) {
       const name = dirent.name;
       if (name.startsWith('.')) {
-        if (dirent.isDirectory() || YAML_LIKE.test(name)) skipped.push({ rel: `${rel}/${name}`, why: 'hidden' });
+        if (dirent.isDirectory() || YAML_LIKE.test(name))
+          skipped.push({ rel: `${rel}/${name}`, why: 'hidden' });
         continue;
       }
       if (++entries > MAX_ENTRIES) {

@@ -48,7 +48,13 @@ export function mermaidLabel(text: string): string {
 
 /** The gantt chart: one section per migration, a copy task and a pause task (critical), times in ms. */
 export function renderGantt(slots: readonly Slot[]): string[] {
-  const lines = ['```mermaid', 'gantt', '  title Migration order (estimated)', '  dateFormat x', '  axisFormat %H:%M:%S'];
+  const lines = [
+    '```mermaid',
+    'gantt',
+    '  title Migration order (estimated)',
+    '  dateFormat x',
+    '  axisFormat %H:%M:%S',
+  ];
   for (const s of slots) {
     const m = s.migration;
     const bytes = m.disks.reduce((n, d) => n + d.bytes, 0);
@@ -59,7 +65,9 @@ export function renderGantt(slots: readonly Slot[]): string[] {
       `  ${mermaidLabel(bytes > 0 ? `copy ${formatBytes(bytes)}` : 'no copy')} :m${m.order}c, ${s.startMs}, ${Math.max(copyEnd, s.startMs + 1)}`,
     );
     if (s.pauseMs > 0)
-      lines.push(`  ${mermaidLabel(`pause ${humanDuration(s.pauseMs)}`)} :crit, m${m.order}p, ${copyEnd}, ${s.endMs}`);
+      lines.push(
+        `  ${mermaidLabel(`pause ${humanDuration(s.pauseMs)}`)} :crit, m${m.order}p, ${copyEnd}, ${s.endMs}`,
+      );
   }
   lines.push('```');
   return lines;
@@ -89,7 +97,9 @@ function fillTable(fill: readonly LocationFill[]): string[] {
     ...fill.map((f) => {
       const cap = f.capacityBytes === undefined ? '?' : formatBytes(f.capacityBytes);
       const before =
-        f.freeBeforeBytes === undefined ? 'not reported' : formatBytes(f.freeBeforeBytes) + pct(f.freeBeforeBytes, f.capacityBytes);
+        f.freeBeforeBytes === undefined
+          ? 'not reported'
+          : formatBytes(f.freeBeforeBytes) + pct(f.freeBeforeBytes, f.capacityBytes);
       const after =
         f.freeAfterBytes === undefined
           ? 'not reported'
@@ -114,7 +124,7 @@ function estimateLines(ctx: CommentContext, slots: readonly Slot[]): string[] {
     );
   if (slots.some((s) => !s.measured || !s.pauseMeasured))
     out.push(
-      `- elsewhere: a default of ${formatBytes(DEFAULT_BYTES_PER_SECOND)}/s and a pause of ${humanDuration(DEFAULT_PAUSE_MS.quick)} (quick) or ${humanDuration(DEFAULT_PAUSE_MS.live)} (live): no finished migration in status/ measured those hosts`,
+      `- ${pairs.size ? 'other host pairs' : 'every host pair'}: a default of ${formatBytes(DEFAULT_BYTES_PER_SECOND)}/s and a pause of ${humanDuration(DEFAULT_PAUSE_MS.quick)} (quick) or ${humanDuration(DEFAULT_PAUSE_MS.live)} (live): no finished migration in status/ measured those hosts`,
     );
   const bw = ctx.limits.bandwidthBytesPerSecond;
   if (bw !== undefined) out.push(`- copies capped at ${formatBytes(bw)}/s (vmplace.yaml limits.bandwidth)`);
@@ -141,18 +151,28 @@ export function renderPlanComment(plan: Plan, ctx: CommentContext): string {
       `**Blocked: ${blocked.length} of ${plan.migrations.length} migration(s)**, one line per reason:`,
       '',
       ...reasons.slice(0, MAX_CHARTED),
-      ...(reasons.length > MAX_CHARTED ? ['', `_${reasons.length - MAX_CHARTED} more reason(s) in the findings below._`] : []),
+      ...(reasons.length > MAX_CHARTED
+        ? ['', `_${reasons.length - MAX_CHARTED} more reason(s) in the findings below._`]
+        : []),
     );
   }
   if (charted.length) {
     const total = Math.max(...slots.map((s) => s.endMs));
-    extra.push('', `#### Order (about ${humanDuration(total)} in all)`, '', ...renderGantt(charted), '', ...orderTable(charted));
+    extra.push(
+      '',
+      `#### Order (about ${humanDuration(total)} in all)`,
+      '',
+      ...renderGantt(charted),
+      '',
+      ...orderTable(charted),
+    );
     if (slots.length > charted.length)
       extra.push('', `_${slots.length - charted.length} more migration(s) not charted._`);
   }
   if (ctx.fill.length) {
     extra.push('', '#### Storage', '', ...fillTable(ctx.fill.slice(0, MAX_CHARTED)));
-    if (ctx.fill.length > MAX_CHARTED) extra.push('', `_${ctx.fill.length - MAX_CHARTED} more location(s) not shown._`);
+    if (ctx.fill.length > MAX_CHARTED)
+      extra.push('', `_${ctx.fill.length - MAX_CHARTED} more location(s) not shown._`);
   }
   if (charted.length) extra.push('', ...estimateLines(ctx, slots));
   // the blocked lines may be long (messages): keep the whole comment under the limit

@@ -190,7 +190,10 @@ export function renderPlanTable(plan: Plan): string {
     lines.push('', `Unknown (no observed placement): ${oneLine(plan.unknown.join(', '))}`);
   if (plan.suspended.length > 0) lines.push('', `Suspended: ${oneLine(plan.suspended.join(', '))}`);
   if (plan.inFlight?.length)
-    lines.push('', `In flight (a migration runs, to where the manifests say): ${oneLine(plan.inFlight.join(', '))}`);
+    lines.push(
+      '',
+      `In flight (a migration runs, to where the manifests say): ${oneLine(plan.inFlight.join(', '))}`,
+    );
   lines.push('', `Plan: ${summarizePlan(plan)}.`);
   return `${lines.join('\n')}\n`;
 }

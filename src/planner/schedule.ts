@@ -115,7 +115,7 @@ export function scheduleMigrations(plan: Plan, input: ScheduleInput): Slot[] {
   const usage = emptyUsage();
   let now = 0;
   while (waiting.length) {
-    for (let i = 0; i < waiting.length; ) {
+    for (let i = 0; i < waiting.length;) {
       const e = waiting[i]!;
       if (limitReached(e.migration, usage, input.limits) !== undefined) {
         i++;
@@ -140,7 +140,5 @@ export function scheduleMigrations(plan: Plan, input: ScheduleInput): Slot[] {
       done.push(s);
     }
   }
-  return [...done, ...running].sort(
-    (a, b) => a.startMs - b.startMs || a.migration.order - b.migration.order,
-  );
+  return [...done, ...running].sort((a, b) => a.startMs - b.startMs || a.migration.order - b.migration.order);
 }

@@ -5,7 +5,14 @@
  * (`write.ts`) replaces each atomically, never through a link the repository holds.
  */
 import * as path from 'node:path';
-import { assertRepo, capFindings, cloneTree, describeType, skippedWarnings, sortProblems } from '../manifests/load';
+import {
+  assertRepo,
+  capFindings,
+  cloneTree,
+  describeType,
+  skippedWarnings,
+  sortProblems,
+} from '../manifests/load';
 import { objectLabel } from '../manifests/references';
 import { quote, validateAgainstSchema, type DataPath } from '../manifests/schemas';
 import {
@@ -64,7 +71,9 @@ export async function loadActualState(
       budget,
       problems,
     );
-    warnings.push(...skippedWarnings(skipped, `only .yaml is read in ${STATUS_DIR}/ (the files vmplace writes)`));
+    warnings.push(
+      ...skippedWarnings(skipped, `only .yaml is read in ${STATUS_DIR}/ (the files vmplace writes)`),
+    );
     for (const file of files) {
       const stem = path.posix.basename(file.rel, '.yaml');
       const check = (docs: ParsedDoc[], found: Problem[]): VirtualMachineStatus | HostStatus | undefined => {
