@@ -70,7 +70,10 @@ interface ObjectBase<K extends Kind, S> {
 
 export type Host = ObjectBase<'Host', HostSpec>;
 export type Cluster = ObjectBase<'Cluster', ClusterSpec>;
-export type VirtualMachine = ObjectBase<'VirtualMachine', VirtualMachineSpec>;
+export type VirtualMachine = ObjectBase<'VirtualMachine', VirtualMachineSpec> & {
+  /** where each key of `spec.disks` is declared, for findings about one override */
+  diskSources?: Record<string, SourceRef>;
+};
 export type ManifestObject = Host | Cluster | VirtualMachine;
 
 /** One problem found in the repository, printed as `file:line:col: Kind/name: message`. */
@@ -91,6 +94,8 @@ export interface DesiredState {
   problems: Problem[];
   /** files that had at least one problem (relative paths) */
   invalidFiles: Set<string>;
+  /** what was read but not an error: files skipped that look meant to be read (hidden, `.YAML`) */
+  warnings?: Problem[];
 }
 
 // ---------------------------------------------------------------- status (actual state)
@@ -259,6 +264,8 @@ export interface Plan {
   unchanged: string[];
   unknown: string[];
   suspended: string[];
+  /** VMs whose migration is in flight (status phase `Migrating`) and already goes where they should be; only when any */
+  inFlight?: string[];
   /** findings not attached to a migration (status, the base ref, VMs without a migration) */
   findings?: PlanFinding[];
 }

@@ -2,7 +2,20 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { applyRepo, DEFAULT_TRUST_FILE, loadForApply, planRepo, trustFor } from '../app/commands';
+import {
+  applyRepo,
+  DEFAULT_TRUST_FILE,
+  EXIT,
+  fromCwd,
+  loadForApply,
+  planExitCode,
+  planRepo,
+  renderPlanAs,
+  renderProblems,
+  trustFor,
+  validateRepo,
+  writeOutput,
+} from '../app/commands';
 import { createDaemon } from '../app/compose';
 import { isManifestName } from '../app/import/decide';
 import { type HostOption, parseHostOption } from '../app/import/host-option';
@@ -12,18 +25,16 @@ import { fetchFleet, readFleet, watchStatusFiles, type Fleet } from '../app/flee
 import { readWebhookSecret } from '../daemon/http';
 import { parseDuration } from '../duration';
 import { createLogger } from '../log';
-import { loadDesiredState } from '../manifests';
 import { formatProblemsCapped } from '../manifests/format';
-import { planHasChanges } from '../planner/plan';
-import { renderPlanJson, renderPlanMarkdown, renderPlanTable } from '../planner/render';
+import type { ProblemFormat } from '../manifests/format-ci';
+import { renderPlanTable } from '../planner/render';
 import { readGitCredentials } from '../status/git';
 import { safeText } from '../text';
 import type { Problem } from '../types';
 import { renderFleetTable } from './fleet-table';
 import { ProgressView } from './progress';
 
-/** Exit codes: 0 fine, 1 changes (plan --detailed-exitcode) or a failed/blocked migration, 2 bad input or error. */
-export const EXIT = { ok: 0, changes: 1, failed: 1, invalid: 2 } as const;
+export { EXIT };
 
 interface Io {
   out: (s: string) => void;
@@ -41,6 +52,11 @@ const defaultIo: Io = {
 
 function printProblems(io: Io, problems: Problem[]): void {
   for (const line of formatProblemsCapped(problems)) io.err(line + '\n');
+}
+
+function printWarnings(io: Io, warnings: Problem[]): void {
+  for (const line of formatProblemsCapped(warnings.map((w) => ({ ...w, message: `warning: ${w.message}` }))))
+    io.err(line + '\n');
 }
 
 const TRUST_FILE_HELP = `operator's bounds on what manifests may name (default ${DEFAULT_TRUST_FILE} when present)`;
@@ -77,20 +93,31 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
 
   program
     .command('validate')
-    .description('check manifests against the schemas and each other; print every problem as FILE:LINE:COL')
+    .description(
+      'check manifests, status/ and vmplace.yaml (what plan reads) against the schemas and each other; print every problem as FILE:LINE:COL',
+    )
     .argument('[repo]', 'the GitOps repository', '.')
+    .addOption(
+      new Option(
+        '--format <format>',
+        'text (FILE:LINE:COL), github (workflow commands: annotations), gitlab (Code Quality report), json',
+      )
+        .choices(['text', 'github', 'gitlab', 'json'])
+        .default('text'),
+    )
     .option('--trust-file <file>', TRUST_FILE_HELP)
-    .action(async (repo: string, opts: { trustFile?: string }) => {
-      const desired = await loadDesiredState(path.resolve(repo), { trust: trustFor(opts.trustFile) });
-      printProblems(io, desired.problems);
-      if (desired.problems.length) {
-        io.err(`${desired.problems.length} problem(s) in ${desired.invalidFiles.size} file(s)\n`);
-        return setExit(EXIT.invalid);
-      }
-      io.out(
-        `valid: ${desired.hosts.size} host(s), ${desired.clusters.size} cluster(s), ${desired.vms.size} VM(s)\n`,
-      );
-      setExit(EXIT.ok);
+    .action(async (repo: string, opts: { format: ProblemFormat; trustFile?: string }) => {
+      const root = path.resolve(repo);
+      const r = await validateRepo({ root, ...(opts.trustFile ? { trustFile: opts.trustFile } : {}) });
+      const problems = fromCwd(root, r.problems);
+      const warnings = fromCwd(root, r.warnings);
+      if (opts.format === 'text') {
+        printProblems(io, problems);
+        printWarnings(io, warnings);
+      } else io.out(renderProblems(opts.format, problems, warnings));
+      if (problems.length) io.err(`${r.summary}\n`);
+      else io.out(opts.format === 'text' ? `${r.summary}\n` : '');
+      setExit(problems.length ? EXIT.invalid : EXIT.ok);
     });
 
   program
@@ -102,7 +129,12 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         .choices(['table', 'json', 'markdown'])
         .default('table'),
     )
-    .option('--detailed-exitcode', 'exit 0 when nothing changes, 1 when migrations are planned, 2 on error')
+    .option('-o, --output <file>', 'write the plan to FILE instead of standard output')
+    .option(
+      '--detailed-exitcode',
+      "exit 0 when nothing changes, 1 when migrations are planned (blocked ones too), 2 on error (kubectl diff's meaning; Terraform's flag of this name uses 2 for changes and 1 for errors)",
+    )
+    .option('--fail-on-blocked', 'exit 1 when any planned migration is blocked (a pull request check fails)')
     .option(
       '--base-ref <ref>',
       "plan against status/ at the merge base with REF (a pull request's base branch), and warn when the change edits status/",
@@ -113,24 +145,26 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
         repo: string,
         opts: {
           format: 'table' | 'json' | 'markdown';
+          output?: string;
           detailedExitcode?: boolean;
+          failOnBlocked?: boolean;
           baseRef?: string;
           trustFile?: string;
         },
       ) => {
-        const { problems, plan } = await planRepo({
-          root: path.resolve(repo),
+        const root = path.resolve(repo);
+        const { problems, warnings, plan, input } = await planRepo({
+          root,
           ...(opts.baseRef ? { baseRef: opts.baseRef } : {}),
           ...(opts.trustFile ? { trustFile: opts.trustFile } : {}),
         });
-        printProblems(io, problems);
+        printProblems(io, fromCwd(root, problems));
+        printWarnings(io, fromCwd(root, warnings));
         if (!plan) return setExit(EXIT.invalid);
-        const render = { table: renderPlanTable, json: renderPlanJson, markdown: renderPlanMarkdown }[
-          opts.format
-        ];
-        const text = render(plan);
-        io.out(text.endsWith('\n') ? text : text + '\n');
-        setExit(opts.detailedExitcode && planHasChanges(plan) ? EXIT.changes : EXIT.ok);
+        const text = renderPlanAs(opts.format, plan, input);
+        if (opts.output) await writeOutput(opts.output, text);
+        else io.out(text);
+        setExit(planExitCode(plan, opts));
       },
     );
 
@@ -224,7 +258,7 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
           stateDir: path.resolve(opts.stateDir),
           ...(opts.trustFile ? { trustFile: opts.trustFile } : {}),
         });
-        printProblems(io, input.problems);
+        printProblems(io, fromCwd(input.root, input.problems));
         // an unreadable or invalid vmplace.yaml stops here: never plan or apply with defaults
         if (input.problems.length || !input.settings) return setExit(EXIT.invalid);
         if (!opts.yes && !io.isTTY) {

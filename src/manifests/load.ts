@@ -28,6 +28,7 @@ import {
   type ParseOptions,
   type ReadLimits,
 } from './yaml-source';
+import type { SkippedEntry } from './repo-files';
 
 /** Directory of the manifests, relative to the repository root. */
 export const MANIFESTS_DIR = 'manifests';
@@ -74,7 +75,7 @@ export async function loadDesiredState(repoDir: string, opts: LoadOptions = {}):
   assertRepo(repoDir);
   const problems: Problem[] = [];
   const budget = newBudget();
-  const { files, found } = readYamlFiles(
+  const { files, found, skipped } = readYamlFiles(
     repoDir,
     MANIFESTS_DIR,
     { recursive: true, extensions: ['.yaml', '.yml'] },
@@ -106,13 +107,28 @@ export async function loadDesiredState(repoDir: string, opts: LoadOptions = {}):
   const resolved = resolveReferences(declarations, skippedFiles);
   problems.push(...resolved.problems);
   sortProblems(problems);
+  const warnings = skippedWarnings(skipped, 'only .yaml and .yml (lower case) are read');
   return {
     hosts: resolved.hosts,
     clusters: resolved.clusters,
     vms: resolved.vms,
     problems,
     invalidFiles: new Set(problems.map((p) => p.file)),
+    ...(warnings.length ? { warnings } : {}),
   };
+}
+
+/** One warning per entry {@link readYamlFiles} skipped though it looks meant; `read` says what is read. */
+export function skippedWarnings(skipped: readonly SkippedEntry[], read: string): Problem[] {
+  return skipped.map((e) => ({
+    file: e.rel,
+    line: 1,
+    col: 1,
+    message:
+      e.why === 'hidden'
+        ? 'skipped: hidden (its name starts with a dot); rename it to have it read'
+        : `skipped: ${read}`,
+  }));
 }
 
 /** @throws StalledError when the repository directory is missing or not a directory. */
@@ -213,8 +229,15 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[], trust: TrustConte
   const nameOk = !findings.some((f) => f.path[0] === 'metadata' && f.path[1] === 'name');
   if (!nameOk) return undefined;
   const decl: Declaration = { kind: knownKind, name: rawName, locate: at };
-  if (findings.length === 0)
+  if (findings.length === 0) {
     decl.object = buildObject(knownKind, parsed.shared ? cloneTree(obj) : obj, at([]));
+    const disks = (obj.spec as { disks?: Record<string, unknown> } | undefined)?.disks;
+    if (knownKind === 'VirtualMachine' && disks && Object.keys(disks).length) {
+      (decl.object as VirtualMachine).diskSources = Object.fromEntries(
+        Object.keys(disks).map((dev) => [dev, at(['spec', 'disks', dev], true)]),
+      );
+    }
+  }
   return decl;
 }
 

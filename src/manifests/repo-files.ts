@@ -76,12 +76,14 @@ interface WalkOptions {
  * Find and read the YAML files under `repoDir/subdir`, in a stable order (sorted by path).
  * Symbolic links are followed only while they stay inside the repository; each directory and
  * each file is visited once (by real path), so link loops end. Hidden entries (`.name`) are
- * skipped. Entry types come from the directory listing (no lstat per entry; a symlink still
+ * skipped; those a person may have meant to be read (hidden directories, hidden files named like
+ * YAML) and files named like YAML in another case or extension (`.YAML`, `.yml` where only
+ * `.yaml` is read) are listed in `skipped`, so the caller can say so. Entry types come from the directory listing (no lstat per entry; a symlink still
  * gets its realpath check). Reads use synchronous I/O into one reused buffer: measured on
  * 10,000 status files, a pool of promise-based reads took 3-5 times as long and a callback pool
  * no less than sync reads, and the parse that follows is synchronous anyway.
  *
- * @returns the files read and whether `subdir` exists at all.
+ * @returns the files read, whether `subdir` exists at all, and what was skipped that looked meant.
  */
 export function readYamlFiles(
   repoDir: string,
@@ -90,9 +92,10 @@ export function readYamlFiles(
   limits: ReadLimits,
   budget: Budget,
   problems: Problem[],
-): { files: SourceFile[]; found: boolean } {
+): { files: SourceFile[]; found: boolean; skipped: SkippedEntry[] } {
   const repoReal = fs.realpathSync(repoDir);
   const files: SourceFile[] = [];
+  const skipped: SkippedEntry[] = [];
   const seenDirs = new Set<string>();
   const seenFiles = new Set<string>();
   let entries = 0;
@@ -100,16 +103,16 @@ export function readYamlFiles(
   const start = path.join(repoReal, subdir);
   const startRel = toRel(repoReal, start);
   const startReal = resolveInside(repoReal, start, startRel, problems);
-  if (startReal === undefined) return { files, found: false };
+  if (startReal === undefined) return { files, found: false, skipped };
   let startStat: fs.Stats;
   try {
     startStat = fs.statSync(startReal);
   } catch {
-    return { files, found: false };
+    return { files, found: false, skipped };
   }
   if (!startStat.isDirectory()) {
     problems.push(problem(startRel, `${startRel} is not a directory`));
-    return { files, found: false };
+    return { files, found: false, skipped };
   }
 
   const walk = (absReal: string, rel: string, depth: number): void => {
@@ -130,7 +133,11 @@ export function readYamlFiles(
     dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const dirent of dirents) {
       const name = dirent.name;
-      if (name.startsWith('.')) continue;
+      if (name.startsWith('.')) {
+        if (dirent.isDirectory() || YAML_LIKE.test(name))
+          skipped.push({ rel: `${rel}/${name}`, why: 'hidden' });
+        continue;
+      }
       if (++entries > MAX_ENTRIES) {
         if (!budget.exhausted)
           problems.push(problem(rel, `more than ${MAX_ENTRIES} directory entries; rest skipped`));
@@ -167,7 +174,10 @@ export function readYamlFiles(
         continue;
       }
       // regular files and anything else named like YAML: readOne refuses what is not a file
-      if (!isYaml) continue;
+      if (!isYaml) {
+        if (YAML_LIKE.test(name)) skipped.push({ rel: childRel, why: 'extension' });
+        continue;
+      }
       if (seenFiles.has(real)) continue;
       seenFiles.add(real);
       const file = readOne(real, childRel, limits, budget, problems);
@@ -177,7 +187,19 @@ export function readYamlFiles(
   };
   walk(startReal, startRel, 0);
   files.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
-  return { files, found: true };
+  skipped.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  return { files, found: true, skipped };
+}
+
+/** Names that look like YAML in any case (`.yaml`, `.yml`, `.YAML`, ...). */
+const YAML_LIKE = /\.ya?ml$/i;
+
+/** An entry {@link readYamlFiles} did not read though it looks meant to be read. */
+export interface SkippedEntry {
+  /** relative to the repository root, forward slashes */
+  rel: string;
+  /** `hidden`: its name starts with a dot; `extension`: not one of the extensions read (case matters) */
+  why: 'hidden' | 'extension';
 }
 
 /**

@@ -5,6 +5,7 @@
 import type { Finding, Plan, PlanFinding, PlannedMigration } from '../types';
 import { neutraliseMentions, safeText } from '../text';
 import { formatBytes } from './bytes';
+import { MIGRATION_IN_FLIGHT } from './in-flight';
 
 export { planHasChanges } from './plan';
 
@@ -16,6 +17,8 @@ export interface PlanDocument {
   unchanged: string[];
   unknown: string[];
   suspended: string[];
+  /** VMs whose migration is in flight and already goes where they should be; only when any */
+  inFlight?: string[];
   /** findings about the input, not one migration (`status/` edits, status that disagrees with the manifests); only when any */
   findings?: PlanFinding[];
 }
@@ -45,6 +48,7 @@ export function toPlanDocument(plan: Plan): PlanDocument {
     unchanged: [...plan.unchanged],
     unknown: [...plan.unknown],
     suspended: [...plan.suspended],
+    ...(plan.inFlight?.length ? { inFlight: [...plan.inFlight] } : {}),
     ...(plan.findings?.length
       ? {
           findings: plan.findings.map((f) => ({
@@ -80,7 +84,9 @@ export function summarizePlan(plan: Plan): string {
   const blocked = plan.migrations.filter((m) => m.blocked).length;
   return (
     `${plural(plan.migrations.length, 'migration')} (${blocked} blocked), ` +
-    `${plan.unchanged.length} unchanged, ${plan.unknown.length} unknown, ${plan.suspended.length} suspended; ` +
+    `${plan.unchanged.length} unchanged, ${plan.unknown.length} unknown, ${plan.suspended.length} suspended` +
+    (plan.inFlight?.length ? `, ${plan.inFlight.length} in flight` : '') +
+    '; ' +
     `${formatBytes(planCopyBytes(plan))} to copy`
   );
 }
@@ -93,8 +99,9 @@ function warningCount(m: PlannedMigration): number {
   return m.findings.filter((f) => f.severity === 'warning').length;
 }
 
-function statusText(m: PlannedMigration): string {
+export function statusText(m: PlannedMigration): string {
   if (m.blocked) return 'blocked';
+  if (m.findings.some((f) => f.reason === MIGRATION_IN_FLIGHT)) return 'in flight';
   const w = warningCount(m);
   return w === 0 ? 'ready' : `ready (${plural(w, 'warning')})`;
 }
@@ -182,6 +189,11 @@ export function renderPlanTable(plan: Plan): string {
   if (plan.unknown.length > 0)
     lines.push('', `Unknown (no observed placement): ${oneLine(plan.unknown.join(', '))}`);
   if (plan.suspended.length > 0) lines.push('', `Suspended: ${oneLine(plan.suspended.join(', '))}`);
+  if (plan.inFlight?.length)
+    lines.push(
+      '',
+      `In flight (a migration runs, to where the manifests say): ${oneLine(plan.inFlight.join(', '))}`,
+    );
   lines.push('', `Plan: ${summarizePlan(plan)}.`);
   return `${lines.join('\n')}\n`;
 }
@@ -248,10 +260,10 @@ function takeLines(lines: readonly string[], budget: number): { taken: string[];
 /**
  * A pull-request comment: the summary line, a table of moves (order, VM, kind, strategy, hosts,
  * disks, bytes, status), the findings (errors first), and the unknown and suspended VMs. Always
- * shorter than `MARKDOWN_LIMIT` characters: table rows and findings that do not fit are left
+ * shorter than `limit` (default `MARKDOWN_LIMIT`) characters: table rows and findings that do not fit are left
  * out with a note saying how many. Names and messages are escaped.
  */
-export function renderPlanMarkdown(plan: Plan): string {
+export function renderPlanMarkdown(plan: Plan, limit = MARKDOWN_LIMIT): string {
   const head: string[] = [`**vmplace plan**: ${summarizePlan(plan)}`];
   if (plan.revision !== undefined) head.push('', `Revision: ${escapeMarkdown(plan.revision.slice(0, 200))}`);
 
@@ -299,7 +311,7 @@ export function renderPlanMarkdown(plan: Plan): string {
   const size = (lines: readonly string[]) => lines.reduce((n, l) => n + l.length + 1, 0);
   const noteReserve = 2 * 200;
   let remaining =
-    MARKDOWN_LIMIT -
+    limit -
     1 -
     noteReserve -
     size(head) -

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Observation } from '../inventory/observe';
 import type { MigrationContext } from '../machine/types';
+import { limitReached, type Usage } from '../planner/limits';
 import type { Settings } from '../settings';
 import type { DesiredState, Placement, Plan, PlannedMigration } from '../types';
 
@@ -10,12 +11,7 @@ import type { DesiredState, Placement, Plan, PlannedMigration } from '../types';
  * and what a stalled VM waits for. `vmplace apply` and the daemon both go through these.
  */
 
-/** Migrations in flight, counted overall, per host and per storage location (`host/storage`). */
-export interface Usage {
-  total: number;
-  hosts: Map<string, number>;
-  storages: Map<string, number>;
-}
+export { addUsage, type Usage } from '../planner/limits';
 
 /** A VM held back after its last migration failed: until a time, or until its world changes. */
 export interface Hold {
@@ -53,14 +49,7 @@ export function whyHeldBack(m: PlannedMigration, g: Gate): string | undefined {
   if (b?.stalled) return 'blocked until its manifests or the world change';
   if (b && b.notBefore > g.now.getTime())
     return `backing off after ${b.failures} failure(s) until ${new Date(b.notBefore).toISOString()}`;
-  const l = g.settings.limits;
-  const u = g.usage;
-  if (u.total >= l.concurrent) return `limit: ${l.concurrent} migrations at once`;
-  for (const h of hostsOf(m))
-    if ((u.hosts.get(h) ?? 0) >= l.perHost) return `limit: ${l.perHost} per host (${h})`;
-  for (const s of storagesOf(m))
-    if ((u.storages.get(s) ?? 0) >= l.perStorage) return `limit: ${l.perStorage} per storage (${s})`;
-  return undefined;
+  return limitReached(m, g.usage, g.settings.limits);
 }
 
 /** What the migrations with these contexts use. */
@@ -75,21 +64,6 @@ export function usageOf(contexts: Iterable<MigrationContext>): Usage {
     }
   }
   return u;
-}
-
-/** Count `m` (n = 1) in `u`. */
-export function addUsage(u: Usage, m: PlannedMigration, n: number): void {
-  u.total += n;
-  for (const h of hostsOf(m)) u.hosts.set(h, (u.hosts.get(h) ?? 0) + n);
-  for (const s of storagesOf(m)) u.storages.set(s, (u.storages.get(s) ?? 0) + n);
-}
-
-function hostsOf(m: PlannedMigration): string[] {
-  return [...new Set([m.from.host, m.to.host])];
-}
-
-function storagesOf(m: PlannedMigration): string[] {
-  return [...new Set(m.disks.flatMap((d) => [`${m.from.host}/${d.from}`, `${m.to.host}/${d.to}`]))];
 }
 
 /** Where a planned migration goes: host and storage per disk. */

@@ -5,7 +5,14 @@
  * (`write.ts`) replaces each atomically, never through a link the repository holds.
  */
 import * as path from 'node:path';
-import { assertRepo, capFindings, cloneTree, describeType, sortProblems } from '../manifests/load';
+import {
+  assertRepo,
+  capFindings,
+  cloneTree,
+  describeType,
+  skippedWarnings,
+  sortProblems,
+} from '../manifests/load';
 import { objectLabel } from '../manifests/references';
 import { quote, validateAgainstSchema, type DataPath } from '../manifests/schemas';
 import {
@@ -38,22 +45,34 @@ export { writeRepoFile, writeStatusFiles } from './write';
 export async function loadActualState(
   repoDir: string,
   opts: Partial<ReadLimits> & ParseOptions = {},
-): Promise<{ state: ActualState; problems: Problem[] }> {
+): Promise<{ state: ActualState; problems: Problem[]; warnings: Problem[] }> {
   assertRepo(repoDir);
   const { fastPath, ...rest } = opts;
   const limits: ReadLimits = { ...DEFAULT_LIMITS, maxFiles: 100_000, ...rest };
   const problems: Problem[] = [];
   const budget = newBudget();
   const state: ActualState = { vms: new Map(), hosts: new Map() };
+  const warnings: Problem[] = [];
+  const top = readYamlFiles(repoDir, STATUS_DIR, { recursive: false, extensions: [] }, limits, budget, []);
+  if (!top.found)
+    warnings.push({
+      file: STATUS_DIR,
+      line: 1,
+      col: 1,
+      message: `${STATUS_DIR}/ not found: nothing observed yet, so every VM is unknown and no move is planned (vmplace apply or the daemon writes it)`,
+    });
   for (const kind of ['VirtualMachineStatus', 'HostStatus'] as const) {
     const sub = `${STATUS_DIR}/${SUBDIRS[kind]}`;
-    const { files } = readYamlFiles(
+    const { files, skipped } = readYamlFiles(
       repoDir,
       sub,
       { recursive: false, extensions: ['.yaml'] },
       limits,
       budget,
       problems,
+    );
+    warnings.push(
+      ...skippedWarnings(skipped, `only .yaml is read in ${STATUS_DIR}/ (the files vmplace writes)`),
     );
     for (const file of files) {
       const stem = path.posix.basename(file.rel, '.yaml');
@@ -73,7 +92,7 @@ export async function loadActualState(
     }
   }
   sortProblems(problems);
-  return { state, problems };
+  return { state, problems, warnings };
 }
 
 function checkStatusDocument(

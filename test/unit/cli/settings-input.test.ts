@@ -59,7 +59,8 @@ describe('plan and apply with an unreadable vmplace.yaml', () => {
       const r = await run(...cmd);
       expect(r.code).toBe(2);
       expect(r.ms).toBeLessThan(2000);
-      expect(r.err).toMatch(/^vmplace\.yaml:1:1: /m);
+      // paths relative to the working directory (clickable), not to the repository
+      expect(r.err).toContain(`${path.relative(process.cwd(), repo)}/vmplace.yaml:1:1: `);
       expect(r.out + r.err).not.toContain('TOP-SECRET');
       expect(r.out).toBe('');
     }
