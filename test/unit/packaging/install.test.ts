@@ -98,7 +98,7 @@ describe('the npm pack tarball, installed with npm install --global', () => {
   it('vmplace validate examples/fleet passes from the installed copy', async () => {
     const r = await run(vmplace, ['validate', path.join(ROOT, 'examples/fleet')], elsewhere);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toBe('valid: 4 host(s), 2 cluster(s), 6 VM(s)\n');
+    expect(r.stdout).toBe('valid: 4 host(s), 2 cluster(s), 6 VM(s), 6 VM status file(s)\n');
     expect(r.code).toBe(0);
   });
 
