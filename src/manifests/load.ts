@@ -13,6 +13,7 @@ import {
   type Host,
   type Kind,
   type Problem,
+  type SourceRef,
   type VirtualMachine,
 } from '../types';
 import { checkHostValues } from './checks';
@@ -233,9 +234,17 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[], trust: TrustConte
     decl.object = buildObject(knownKind, parsed.shared ? cloneTree(obj) : obj, at([]));
     const disks = (obj.spec as { disks?: Record<string, unknown> } | undefined)?.disks;
     if (knownKind === 'VirtualMachine' && disks && Object.keys(disks).length) {
-      (decl.object as VirtualMachine).diskSources = Object.fromEntries(
-        Object.keys(disks).map((dev) => [dev, at(['spec', 'disks', dev], true)]),
-      );
+      // located on first use: a position other than a document's root costs the exact parse
+      // of the file, and only a finding (an override naming a disk the VM lacks) needs one
+      const sources: Record<string, SourceRef> = {};
+      for (const dev of Object.keys(disks)) {
+        let ref: SourceRef | undefined;
+        Object.defineProperty(sources, dev, {
+          enumerable: true,
+          get: () => (ref ??= at(['spec', 'disks', dev], true)),
+        });
+      }
+      (decl.object as VirtualMachine).diskSources = sources;
     }
   }
   return decl;
