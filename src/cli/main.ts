@@ -4,7 +4,6 @@ import * as readline from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   applyRepo,
-  DEFAULT_TRUST_FILE,
   EXIT,
   fromCwd,
   loadForApply,
@@ -12,54 +11,22 @@ import {
   planRepo,
   renderPlanAs,
   renderProblems,
-  trustFor,
   validateRepo,
   writeOutput,
 } from '../app/commands';
-import { createDaemon } from '../app/compose';
-import { isManifestName } from '../app/import/decide';
-import { type HostOption, parseHostOption } from '../app/import/host-option';
-import { renderImportReport } from '../app/import/report';
-import { runImport } from '../app/import/run';
 import { fetchFleet, readFleet, watchStatusFiles, type Fleet } from '../app/fleet';
-import { readWebhookSecret } from '../daemon/http';
 import { parseDuration } from '../duration';
 import { createLogger } from '../log';
-import { formatProblemsCapped } from '../manifests/format';
 import type { ProblemFormat } from '../manifests/format-ci';
 import { renderPlanTable } from '../planner/render';
-import { readGitCredentials } from '../status/git';
 import { safeText } from '../text';
-import type { Problem } from '../types';
 import { renderFleetTable } from './fleet-table';
+import { addDaemonCommand } from './daemon-command';
+import { addImportCommand } from './import-command';
+import { defaultIo, type Io, printProblems, printWarnings, TRUST_FILE_HELP } from './io';
 import { ProgressView } from './progress';
 
 export { EXIT };
-
-interface Io {
-  out: (s: string) => void;
-  err: (s: string) => void;
-  isTTY: boolean;
-  /** `status --watch` stops when this settles (default: SIGINT or SIGTERM); for tests */
-  until?: Promise<unknown>;
-}
-
-const defaultIo: Io = {
-  out: (s) => process.stdout.write(s),
-  err: (s) => process.stderr.write(s),
-  isTTY: Boolean(process.stdin.isTTY && process.stdout.isTTY),
-};
-
-function printProblems(io: Io, problems: Problem[]): void {
-  for (const line of formatProblemsCapped(problems)) io.err(line + '\n');
-}
-
-function printWarnings(io: Io, warnings: Problem[]): void {
-  for (const line of formatProblemsCapped(warnings.map((w) => ({ ...w, message: `warning: ${w.message}` }))))
-    io.err(line + '\n');
-}
-
-const TRUST_FILE_HELP = `operator's bounds on what manifests may name (default ${DEFAULT_TRUST_FILE} when present)`;
 
 function parsePositiveInt(v: string): number {
   const n = Number(v);
@@ -304,170 +271,8 @@ export function buildProgram(io: Io = defaultIo, setExit: (code: number) => void
       },
     );
 
-  program
-    .command('import')
-    .description(
-      'adopt running hosts: write the missing Host, Cluster and VirtualMachine manifests (each VM where it is) and their status files',
-    )
-    .argument('[repo]', 'the GitOps repository', '.')
-    .option(
-      '--host <name=uri[,identityFile=F,knownHostsFile=F,transferAddress=A]>',
-      'a host to adopt (repeatable); without it, the hosts of the Host manifests',
-      (v: string, prev: HostOption[]) => {
-        try {
-          return [...prev, parseHostOption(v)];
-        } catch (err) {
-          throw new InvalidArgumentError((err as Error).message);
-        }
-      },
-      [] as HostOption[],
-    )
-    .option('--cluster <name>', 'the Cluster the new hosts join')
-    .option(
-      '--shared <path>',
-      'storage found at this path on every new host is one shared filesystem: Cluster storage (repeatable; needs --cluster)',
-      (v: string, prev: string[]) => [...prev, v],
-      [] as string[],
-    )
-    .option('--dry-run', 'print what would be written; write nothing')
-    .option('--trust-file <file>', TRUST_FILE_HELP)
-    .action(
-      async (
-        repo: string,
-        opts: {
-          host: HostOption[];
-          cluster?: string;
-          shared: string[];
-          dryRun?: boolean;
-          trustFile?: string;
-        },
-      ) => {
-        if (opts.shared.length && !opts.cluster) {
-          io.err('vmplace import: --shared needs --cluster NAME (the Cluster whose storage it is)\n');
-          return setExit(EXIT.invalid);
-        }
-        if (opts.cluster !== undefined && !isManifestName(opts.cluster)) {
-          io.err(
-            `vmplace import: --cluster ${safeText(opts.cluster)} is not a manifest name (a lowercase DNS label)\n`,
-          );
-          return setExit(EXIT.invalid);
-        }
-        const report = await runImport({
-          root: path.resolve(repo),
-          hosts: opts.host,
-          shared: opts.shared,
-          dryRun: Boolean(opts.dryRun),
-          ...(opts.cluster ? { cluster: opts.cluster } : {}),
-          ...(opts.trustFile ? { trustFile: opts.trustFile } : {}),
-          logger: createLogger({ format: 'pretty', level: process.env.VMPLACE_LOG_LEVEL ?? 'warn' }),
-        });
-        printProblems(io, report.problems);
-        if (report.problems.length) return setExit(EXIT.invalid);
-        io.out(renderImportReport(report, Boolean(opts.dryRun)));
-        setExit(report.notes.some((n) => n.severity === 'warning') ? EXIT.failed : EXIT.ok);
-      },
-    );
-
-  program
-    .command('daemon')
-    .description(
-      'follow a GitOps repository: fetch, plan, migrate, commit status; serve health, metrics, webhooks',
-    )
-    .requiredOption('--repo <url-or-path>', 'the GitOps repository to follow (a URL or a local path)')
-    .option('--branch <name>', 'branch to follow and to push status to', 'main')
-    .option('--workdir <dir>', "the daemon's own clone", '/var/lib/vmplace/repo')
-    .option('--state-dir <dir>', 'where migration state is kept', '/var/lib/vmplace')
-    .option('--interval <duration>', 'poll interval (500ms, 2s, 5m)', '30s')
-    .option('--listen <host:port>', 'health, readiness, metrics and webhook address', '127.0.0.1:9464')
-    .option(
-      '--webhook-secret-file <file>',
-      'require GitHub-style X-Hub-Signature-256 webhooks signed with this secret',
-    )
-    .option(
-      '--git-credentials-file <file>',
-      'USER:TOKEN for an https --repo, given to git by a credential helper (never in argv or .git/config)',
-    )
-    .option('--trust-file <file>', TRUST_FILE_HELP)
-    .option('--author-name <name>', 'author of status commits', 'vmplace')
-    .option('--author-email <email>', 'email of status commits', 'vmplace@localhost')
-    .option(
-      '--signing-key <key>',
-      'sign status commits (a GnuPG key id, or an ssh public key with --signing-format ssh)',
-    )
-    .addOption(
-      new Option('--signing-format <format>', 'gpg.format for signing').choices(['openpgp', 'ssh', 'x509']),
-    )
-    .option(
-      '--shutdown-timeout <duration>',
-      'how long SIGTERM waits for migrations to reach a checkpoint',
-      '120s',
-    )
-    .addOption(
-      new Option('--log-format <format>', 'log format on stderr').choices(['json', 'pretty']).default('json'),
-    )
-    .action(
-      async (opts: {
-        repo: string;
-        branch: string;
-        workdir: string;
-        stateDir: string;
-        interval: string;
-        listen: string;
-        webhookSecretFile?: string;
-        gitCredentialsFile?: string;
-        trustFile?: string;
-        authorName: string;
-        authorEmail: string;
-        signingKey?: string;
-        signingFormat?: 'openpgp' | 'ssh' | 'x509';
-        shutdownTimeout: string;
-        logFormat: 'json' | 'pretty';
-      }) => {
-        const logger = createLogger({ format: opts.logFormat });
-        const secret = opts.webhookSecretFile ? await readWebhookSecret(opts.webhookSecretFile) : undefined;
-        const gitCredentials = opts.gitCredentialsFile
-          ? await readGitCredentials(opts.gitCredentialsFile)
-          : undefined;
-        const trust = trustFor(opts.trustFile, { stateDir: opts.stateDir, workdir: opts.workdir });
-        const repo =
-          /^[a-z][a-z0-9+.-]*:\/\//i.test(opts.repo) || /^[^/]+@[^:]+:/.test(opts.repo)
-            ? opts.repo
-            : path.resolve(opts.repo);
-        const daemon = createDaemon({
-          repo,
-          branch: opts.branch,
-          workdir: path.resolve(opts.workdir),
-          stateDir: path.resolve(opts.stateDir),
-          intervalMs: parseDuration(opts.interval),
-          listen: opts.listen,
-          ...(secret ? { webhookSecret: secret } : {}),
-          ...(gitCredentials ? { gitCredentials } : {}),
-          trust,
-          author: { name: opts.authorName, email: opts.authorEmail },
-          ...(opts.signingKey ? { signingKey: opts.signingKey } : {}),
-          ...(opts.signingFormat ? { signingFormat: opts.signingFormat } : {}),
-          shutdownTimeoutMs: parseDuration(opts.shutdownTimeout),
-          logger,
-        });
-        await daemon.start();
-        let stopFailed = false;
-        await new Promise<void>((resolve) => {
-          const onSignal = (sig: string) => {
-            logger.info({ signal: sig }, 'signal received');
-            // detached (a signal handler cannot wait): it settles the promise awaited here; a
-            // failed stop is logged and ends the process with EXIT.failed, not as an unhandled rejection
-            void daemon.stop().then(resolve, (err: unknown) => {
-              logger.error({ err }, 'stop failed');
-              stopFailed = true;
-              resolve();
-            });
-          };
-          process.once('SIGTERM', () => onSignal('SIGTERM'));
-          process.once('SIGINT', () => onSignal('SIGINT'));
-        });
-        setExit(stopFailed ? EXIT.failed : EXIT.ok);
-      },
-    );
+  addImportCommand(program, io, setExit);
+  addDaemonCommand(program, setExit);
 
   return program;
 }
