@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { Daemon, type DaemonOptions } from '../daemon/daemon';
 import { createDrivers, type DriverSet } from '../drivers/factory';
 import type { StepActors } from '../machine/runner';
-import { createStepActors, type StepDeps } from '../machine/steps';
+import { createStepActors, type StepDeps, storeRecords } from '../machine/steps';
 import { MigrationStore } from '../machine/store';
 import { hostsSharingPath } from '../planner/shared-storage';
 import { Reconciler, type ReconcilerEvents, type StepRun } from '../reconciler/reconciler';
@@ -48,15 +48,7 @@ export function stepActorsFor(world: StepWorld, run: StepRun): StepActors {
       const d = world.desired();
       return d ? hostsSharingPath(d, h, p) : [];
     },
-    intents: {
-      mark: (c, what) => store.markIntent(c.vm, c.id, what),
-      has: (c, what) => store.hasIntent(c.vm, c.id, what),
-      at: (c, what) => store.intentAt(c.vm, c.id, what),
-    },
-    owned: {
-      record: (c, rec) => store.recordOwned(c.vm, c.id, rec),
-      list: (c) => store.listOwned(c.vm, c.id),
-    },
+    ...storeRecords(store),
     stopping: run.stopping,
     logger: run.logger,
     ...(run.bwlimitKiBps ? { bwlimitKiBps: run.bwlimitKiBps } : {}),

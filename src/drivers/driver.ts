@@ -262,7 +262,7 @@ export interface HypervisorDriver {
     target: string,
     destPath: string,
     format: string,
-    opts?: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number },
+    opts?: MoveDiskLiveOptions,
   ): Promise<void>;
   /**
    * (capabilities.liveMigration) Move a running VM with its storage to `target` (a driver of
@@ -273,18 +273,7 @@ export interface HypervisorDriver {
   migrateLive(
     vm: string,
     target: HypervisorDriver,
-    opts: {
-      disks: { target: string; path: string; format: string; virtualBytes: number }[];
-      /** the target's address for the migration stream (its transfer address) */
-      address: string;
-      bandwidthMiBps?: number;
-      /** the longest stop the hypervisor may plan for the switch-over */
-      maxDowntimeMs?: number;
-      /** proof of ownership of each target image, created exclusively before the migration */
-      claimFor?: (path: string) => CopyClaim;
-      /** aborting aborts the migration job; resolves only if the VM already runs on the target */
-      signal?: AbortSignal;
-    },
+    opts: MigrateLiveOptions,
   ): Promise<{ downtimeMs?: number }>;
 
   // ---- files (inside declared storage only)
@@ -312,6 +301,28 @@ export interface HypervisorDriver {
   filesInUse(): Promise<Map<string, Set<string>>>;
 
   close(): Promise<void>;
+}
+
+/** Options of `moveDiskLive`. */
+export interface MoveDiskLiveOptions {
+  signal?: AbortSignal;
+  claim?: CopyClaim;
+  virtualBytes?: number;
+  bandwidthMiBps?: number;
+}
+
+/** Options of `migrateLive`. */
+export interface MigrateLiveOptions {
+  disks: { target: string; path: string; format: string; virtualBytes: number }[];
+  /** the target's address for the migration stream (its transfer address) */
+  address: string;
+  bandwidthMiBps?: number;
+  /** the longest stop the hypervisor may plan for the switch-over */
+  maxDowntimeMs?: number;
+  /** proof of ownership of each target image, created exclusively before the migration */
+  claimFor?: (path: string) => CopyClaim;
+  /** aborting aborts the migration job; resolves only if the VM already runs on the target */
+  signal?: AbortSignal;
 }
 
 /** POSIX path semantics (libvirt hosts, the fake). */

@@ -39,10 +39,11 @@ import {
   type VmDefinition,
   POSIX_PATHS,
   ownFileBaseName,
+  type MigrateLiveOptions,
+  type MoveDiskLiveOptions,
 } from '../../src/drivers/driver';
 import { StalledError, VmplaceError } from '../../src/errors';
 import type { Reason } from '../../src/errors';
-import type { CopyClaim } from '../../src/transfer/copy-local';
 import type { Transport, TransportCopyOptions } from '../../src/transfer/transport';
 
 /** A reason only the FAKE raises (what the real drivers would report as a failed command). */
@@ -1030,7 +1031,7 @@ export class FakeDriver implements HypervisorDriver {
     target: string,
     destPath: string,
     format: string,
-    opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number } = {},
+    opts: MoveDiskLiveOptions = {},
   ): Promise<void> {
     if (!this.capabilities.liveStorageMove)
       throw new StalledError(fakeReason('CapabilityMissing'), `${this.hostName} cannot move a disk live`);
@@ -1081,14 +1082,7 @@ export class FakeDriver implements HypervisorDriver {
   async migrateLive(
     vm: string,
     target: HypervisorDriver,
-    opts: {
-      disks: { target: string; path: string; format: string; virtualBytes: number }[];
-      address: string;
-      bandwidthMiBps?: number;
-      maxDowntimeMs?: number;
-      claimFor?: (path: string) => CopyClaim;
-      signal?: AbortSignal;
-    },
+    opts: MigrateLiveOptions,
   ): Promise<{ downtimeMs?: number }> {
     if (!(target instanceof FakeDriver) || target.world !== this.world || target.family !== this.family)
       throw new StalledError(

@@ -12,7 +12,7 @@
  */
 import { MACHINE_VERSION } from '../../src/machine/migration-machine';
 import { startMigration, type RunResult } from '../../src/machine/runner';
-import { createStepActors, type StepDeps } from '../../src/machine/steps';
+import { createStepActors, type StepDeps, storeRecords } from '../../src/machine/steps';
 import { MigrationStore, type OwnedFile, type StoredMigration } from '../../src/machine/store';
 import type { MigrationContext, MigrationInput } from '../../src/machine/types';
 import {
@@ -159,15 +159,7 @@ export async function runMigrationInWorld(
         hostSpecFor: (h) => ({ driver: 'libvirt', uri: `fake://${h}`, transferAddress: h }),
         retryBaseMs: 1,
         now: () => world.clock,
-        intents: {
-          mark: (c, what) => store.markIntent(c.vm, c.id, what),
-          has: (c, what) => store.hasIntent(c.vm, c.id, what),
-          at: (c, what) => store.intentAt(c.vm, c.id, what),
-        },
-        owned: {
-          record: (c, rec) => store.recordOwned(c.vm, c.id, rec),
-          list: (c) => store.listOwned(c.vm, c.id),
-        },
+        ...storeRecords(store),
         ...opts.deps,
       };
       const steps: string[] = [];

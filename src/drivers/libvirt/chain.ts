@@ -5,7 +5,7 @@
  * `driver.ts`), each taking the host's {@link LibvirtContext}.
  */
 import { StalledError, VmplaceError } from '../../errors';
-import type { CopyClaim } from '../../transfer/copy-local';
+import type { MoveDiskLiveOptions } from '../driver';
 import type { LibvirtContext } from './context';
 import { createExclusive, fileIdentity } from './files';
 import { fileExists, imageInfo, liveDisks } from './observe';
@@ -153,7 +153,7 @@ export async function blockCopy(
   target: string,
   destPath: string,
   format: string,
-  opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number },
+  opts: MoveDiskLiveOptions,
 ): Promise<void> {
   await ctx.guard(destPath);
   if (await finishLeftoverJob(ctx, domain, target, 'Copy')) return;

@@ -30,7 +30,6 @@ import type { Logger } from 'pino';
 
 import { StalledError } from '../../errors';
 import type { HostSpec } from '../../types';
-import type { CopyClaim } from '../../transfer/copy-local';
 import { posix } from 'node:path';
 import type { HostExec } from '../../exec/types';
 import {
@@ -46,6 +45,8 @@ import {
   type PathSemantics,
   POSIX_PATHS,
   type VmDefinition,
+  type MigrateLiveOptions,
+  type MoveDiskLiveOptions,
 } from '../driver';
 import { LocalExec, SshExec, libvirtUriWithSsh } from '../../exec/exec';
 import { assertInside } from '../paths';
@@ -195,7 +196,7 @@ export class LibvirtDriver implements HypervisorDriver {
     target: string,
     destPath: string,
     format: string,
-    opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number } = {},
+    opts: MoveDiskLiveOptions = {},
   ): Promise<void> {
     return this.blockCopy(vm, target, destPath, format, opts);
   }
@@ -271,7 +272,7 @@ export class LibvirtDriver implements HypervisorDriver {
     target: string,
     destPath: string,
     format: string,
-    opts: { signal?: AbortSignal; claim?: CopyClaim; virtualBytes?: number; bandwidthMiBps?: number } = {},
+    opts: MoveDiskLiveOptions = {},
   ): Promise<void> {
     return chain.blockCopy(this.ctx, domain, target, destPath, format, opts);
   }
@@ -351,14 +352,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async migrateLive(
     domain: string,
     target: HypervisorDriver,
-    opts: {
-      disks: { target: string; path: string; format: string; virtualBytes: number }[];
-      address: string;
-      bandwidthMiBps?: number;
-      maxDowntimeMs?: number;
-      claimFor?: (path: string) => CopyClaim;
-      signal?: AbortSignal;
-    },
+    opts: MigrateLiveOptions,
   ): Promise<{ downtimeMs?: number }> {
     if (!(target instanceof LibvirtDriver))
       throw new StalledError('DriverMismatch', 'live migration needs libvirt on both hosts');

@@ -7,8 +7,7 @@
 import { posix } from 'node:path';
 
 import { CommandError, StalledError, VmplaceError } from '../../errors';
-import type { CopyClaim } from '../../transfer/copy-local';
-import type { DomainState, HypervisorDriver } from '../driver';
+import type { DomainState, HypervisorDriver, MigrateLiveOptions } from '../driver';
 import { blockJob } from './chain';
 import type { LibvirtContext } from './context';
 import { domainState, domState, fileExists, liveDisks, listDomains } from './observe';
@@ -227,14 +226,7 @@ export async function migrateLive(
   domain: string,
   target: HypervisorDriver,
   tctx: LibvirtContext,
-  opts: {
-    disks: { target: string; path: string; format: string; virtualBytes: number }[];
-    address: string;
-    bandwidthMiBps?: number;
-    maxDowntimeMs?: number;
-    claimFor?: (path: string) => CopyClaim;
-    signal?: AbortSignal;
-  },
+  opts: MigrateLiveOptions,
 ): Promise<{ downtimeMs?: number }> {
   const there = await target.getDomain(domain);
   if (there?.state === 'running') return { downtimeMs: await incomingDowntime(tctx, domain) };

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../../drivers/driver';
 import type { Transport } from '../../transfer/transport';
 import type { HostSpec } from '../../types';
-import type { OwnedFile } from '../store';
+import type { MigrationStore, OwnedFile } from '../store';
 import type { MigrationContext, StepOutput } from '../types';
 
 /** What the real steps need from the world. */
@@ -75,3 +75,18 @@ export function newStepMemo(): StepMemo {
 export type RunDeps = StepDeps & { memo: StepMemo };
 
 export type Step = (ctx: MigrationContext, deps: RunDeps) => Promise<StepOutput>;
+
+/** The write-ahead intents and ownership records of the steps, kept in a migration store. */
+export function storeRecords(store: MigrationStore): Required<Pick<StepDeps, 'intents' | 'owned'>> {
+  return {
+    intents: {
+      mark: (c, what) => store.markIntent(c.vm, c.id, what),
+      has: (c, what) => store.hasIntent(c.vm, c.id, what),
+      at: (c, what) => store.intentAt(c.vm, c.id, what),
+    },
+    owned: {
+      record: (c, rec) => store.recordOwned(c.vm, c.id, rec),
+      list: (c) => store.listOwned(c.vm, c.id),
+    },
+  };
+}

@@ -19,7 +19,7 @@ import { rollBack } from './rollback';
 import { STEP_RETRY_MAX_MS } from './tuning';
 
 export type { StepDeps, StepMemo } from './deps';
-export { newStepMemo } from './deps';
+export { newStepMemo, storeRecords } from './deps';
 export { decideSave, type SaveObservation } from './pause';
 export { dstOverlayAt, srcOverlayAt } from './common';
 
