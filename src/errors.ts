@@ -114,6 +114,10 @@ export const REASONS = [
   'TrustFileUnreadable',
   'TrustFileUnsafe',
   'WebhookSecretEmpty',
+  // several daemons sharing a fleet (coord/)
+  'Fenced',
+  'CoordinationUnavailable',
+  'InvalidCoordinationOptions',
 ] as const;
 
 export type Reason = (typeof REASONS)[number];
@@ -198,6 +202,21 @@ export class ParseError extends VmplaceError {
   constructor(what: string, detail: string) {
     super('UnexpectedOutput', `could not parse ${what}: ${detail}`);
   }
+}
+
+/**
+ * This daemon replica does not hold the VM's lock, or cannot prove it still does (its lease is
+ * older than half its TTL): it must start no side effect and write no state for that VM.
+ */
+export class FencedError extends VmplaceError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('Fenced', message, options);
+  }
+}
+
+/** True for a {@link FencedError}, or anything carrying its reason. */
+export function isFenced(error: unknown): boolean {
+  return errorFacts(error).reason === 'Fenced';
 }
 
 /**

@@ -3,7 +3,11 @@ import { Daemon, type DaemonOptions } from '../daemon/daemon';
 import { createDrivers, type DriverSet } from '../drivers/factory';
 import type { StepActors } from '../machine/runner';
 import { createStepActors, type StepDeps, storeRecords } from '../machine/steps';
-import { MigrationStore } from '../machine/store';
+import { SOLO, type Coordination } from '../coord/coordination';
+import { EtcdCoordination } from '../coord/etcd/coordination';
+import type { EtcdOptions } from '../coord/etcd/options';
+import { fencedDriver, fencedTransport } from '../coord/fenced';
+import { MigrationStore, type MigrationRecords } from '../machine/store';
 import { hostsSharingPath } from '../planner/shared-storage';
 import { Reconciler, type ReconcilerEvents, type StepRun } from '../reconciler/reconciler';
 import type { DesiredState } from '../types';
@@ -20,7 +24,7 @@ export interface StepWorld {
   drivers: () => DriverSet | undefined;
   /** the current manifests: hosts' specs (transfer addresses, ssh) and shared storage */
   desired: () => DesiredState | undefined;
-  store: MigrationStore;
+  store: MigrationRecords;
   onProgress?: StepDeps['onProgress'];
 }
 
@@ -36,20 +40,27 @@ export function stepActorsFor(world: StepWorld, run: StepRun): StepActors {
     return d;
   };
   const store = world.store;
+  // one daemon: the fence lets everything through, and the driver is used as it is
+  const shared = run.fence.revision !== '';
   return createStepActors({
     driverFor: (h) => {
       const d = drivers().get(h);
       if (!d) throw new Error(`no driver for host ${h}`);
-      return d;
+      return shared ? fencedDriver(d, run.fence) : d;
     },
-    transportFor: (from, to) => drivers().transportFor(from, to),
+    transportFor: (from, to) => {
+      const t = drivers().transportFor(from, to);
+      return t && shared ? fencedTransport(t, run.fence) : t;
+    },
     hostSpecFor: (h) => world.desired()?.hosts.get(h)?.spec,
     sharedWith: (h, p) => {
       const d = world.desired();
       return d ? hostsSharingPath(d, h, p) : [];
     },
-    ...storeRecords(store),
+    ...storeRecords(store, run.fence),
     stopping: run.stopping,
+    beforeStep: run.beforeStep,
+    track: run.track,
     logger: run.logger,
     ...(run.bwlimitKiBps ? { bwlimitKiBps: run.bwlimitKiBps } : {}),
     ...(world.onProgress ? { onProgress: world.onProgress } : {}),
@@ -63,11 +74,13 @@ export interface RuntimeOptions {
   onProgress?: StepDeps['onProgress'];
   /** base of the per-VM retry backoff (default 30 s) */
   backoffBaseMs?: number;
+  /** how replicas share the fleet (default: one daemon) */
+  coordination?: Coordination;
 }
 
 /** The store, the drivers and the reconciler of one process. */
 export interface Runtime {
-  store: MigrationStore;
+  store: MigrationRecords;
   reconciler: Reconciler;
   /** Serve these manifests: drivers are rebuilt when the hosts' or clusters' manifests change. */
   useDesired(desired: DesiredState): void;
@@ -76,7 +89,8 @@ export interface Runtime {
 }
 
 export function composeRuntime(o: RuntimeOptions): Runtime {
-  const store = new MigrationStore(o.stateDir);
+  const coordination = o.coordination ?? SOLO;
+  const store = coordination.store(new MigrationStore(o.stateDir));
   let desired: DesiredState | undefined;
   let drivers: DriverSet | undefined;
   let driversKey = '';
@@ -90,6 +104,7 @@ export function composeRuntime(o: RuntimeOptions): Runtime {
     ...o.events,
     driverFor: (h) => drivers?.get(h),
     store,
+    coordination,
     logger: o.logger,
     actorsFor: (_vm, run) => stepActorsFor(world, run),
     ...(o.backoffBaseMs !== undefined ? { backoffBaseMs: o.backoffBaseMs } : {}),
@@ -117,8 +132,12 @@ export function composeRuntime(o: RuntimeOptions): Runtime {
 }
 
 /** `vmplace daemon` over the runtime of {@link composeRuntime}. */
-export function createDaemon(opts: DaemonOptions): Daemon {
-  return new Daemon(opts, (events) =>
-    composeRuntime({ stateDir: opts.stateDir, logger: opts.logger, events }),
+export function createDaemon(opts: DaemonOptions & { etcd?: EtcdOptions }): Daemon {
+  const { etcd, ...rest } = opts;
+  const coordination = etcd
+    ? new EtcdCoordination(etcd, opts.logger.child({ component: 'etcd', replica: etcd.replicaId }))
+    : SOLO;
+  return new Daemon({ ...rest, coordination }, (events) =>
+    composeRuntime({ stateDir: opts.stateDir, logger: opts.logger, events, coordination }),
   );
 }

@@ -1,4 +1,5 @@
 /** `vmplace daemon`: parse its options, build the daemon (app/compose), run it until a signal. */
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { type Command, Option } from 'commander';
 import { EXIT, trustFor } from '../app/commands';
@@ -8,6 +9,15 @@ import { parseDuration } from '../duration';
 import { createLogger } from '../log';
 import { readGitCredentials } from '../status/git';
 import { TRUST_FILE_HELP } from './io';
+import {
+  checkReplicaId,
+  DEFAULT_ETCD_PREFIX,
+  MIN_LEASE_TTL_MS,
+  parseEndpoints,
+  readAuthFile,
+  type EtcdOptions,
+} from '../coord/etcd/options';
+import { StalledError } from '../errors';
 
 export function addDaemonCommand(program: Command, setExit: (code: number) => void): void {
   program
@@ -44,6 +54,17 @@ export function addDaemonCommand(program: Command, setExit: (code: number) => vo
       'how long SIGTERM waits for migrations to reach a checkpoint',
       '120s',
     )
+    .option(
+      '--etcd-endpoints <urls>',
+      'share the fleet with other replicas through etcd: http(s)://HOST:PORT,... (default: this daemon alone)',
+    )
+    .option('--etcd-prefix <prefix>', 'replicas with the same prefix share a fleet', DEFAULT_ETCD_PREFIX)
+    .option('--replica-id <name>', 'this replica among the others (default: host name and pid)')
+    .option('--lease-ttl <duration>', "how long a dead replica's VMs wait before another takes them", '3s')
+    .option('--etcd-cacert <file>', 'PEM CA of the etcd servers (TLS)')
+    .option('--etcd-cert <file>', 'PEM client certificate for etcd')
+    .option('--etcd-key <file>', 'PEM client key for etcd')
+    .option('--etcd-auth-file <file>', 'USER:PASSWORD for etcd on its first line (mode 600)')
     .addOption(
       new Option('--log-format <format>', 'log format on stderr').choices(['json', 'pretty']).default('json'),
     )
@@ -64,6 +85,14 @@ export function addDaemonCommand(program: Command, setExit: (code: number) => vo
         signingFormat?: 'openpgp' | 'ssh' | 'x509';
         shutdownTimeout: string;
         logFormat: 'json' | 'pretty';
+        etcdEndpoints?: string;
+        etcdPrefix: string;
+        replicaId?: string;
+        leaseTtl: string;
+        etcdCacert?: string;
+        etcdCert?: string;
+        etcdKey?: string;
+        etcdAuthFile?: string;
       }) => {
         const logger = createLogger({ format: opts.logFormat });
         const secret = opts.webhookSecretFile ? await readWebhookSecret(opts.webhookSecretFile) : undefined;
@@ -90,6 +119,9 @@ export function addDaemonCommand(program: Command, setExit: (code: number) => vo
           ...(opts.signingFormat ? { signingFormat: opts.signingFormat } : {}),
           shutdownTimeoutMs: parseDuration(opts.shutdownTimeout),
           logger,
+          ...(opts.etcdEndpoints
+            ? { etcd: etcdOptionsOf({ ...opts, etcdEndpoints: opts.etcdEndpoints }) }
+            : {}),
         });
         await daemon.start();
         let stopFailed = false;
@@ -110,4 +142,42 @@ export function addDaemonCommand(program: Command, setExit: (code: number) => vo
         setExit(stopFailed ? EXIT.failed : EXIT.ok);
       },
     );
+}
+
+/** `--etcd-*`, `--replica-id`, `--lease-ttl` as the coordination wants them; checked here, before anything starts. */
+function etcdOptionsOf(o: {
+  etcdEndpoints: string;
+  etcdPrefix: string;
+  replicaId?: string;
+  leaseTtl: string;
+  etcdCacert?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdAuthFile?: string;
+  listen: string;
+}): EtcdOptions {
+  const leaseTtlMs = parseDuration(o.leaseTtl);
+  if (leaseTtlMs < MIN_LEASE_TTL_MS)
+    throw new StalledError(
+      'InvalidCoordinationOptions',
+      `--lease-ttl ${o.leaseTtl}: at least 2s (etcd's own minimum)`,
+    );
+  if (!o.etcdPrefix.startsWith('/'))
+    throw new StalledError('InvalidCoordinationOptions', `--etcd-prefix ${o.etcdPrefix}: must start with /`);
+  if ((o.etcdCert === undefined) !== (o.etcdKey === undefined))
+    throw new StalledError('InvalidCoordinationOptions', '--etcd-cert and --etcd-key go together');
+  if (o.etcdCert && !o.etcdCacert)
+    throw new StalledError('InvalidCoordinationOptions', '--etcd-cert needs --etcd-cacert');
+  if (o.etcdAuthFile) readAuthFile(o.etcdAuthFile); // fail now, not at the first call
+  return {
+    endpoints: parseEndpoints(o.etcdEndpoints),
+    prefix: o.etcdPrefix,
+    replicaId: checkReplicaId(o.replicaId ?? `${os.hostname().split('.')[0]}-${process.pid}`),
+    leaseTtlMs,
+    ...(o.etcdCacert
+      ? { tls: { ca: o.etcdCacert, ...(o.etcdCert ? { cert: o.etcdCert, key: o.etcdKey! } : {}) } }
+      : {}),
+    ...(o.etcdAuthFile ? { authFile: o.etcdAuthFile } : {}),
+    advertise: o.listen,
+  };
 }

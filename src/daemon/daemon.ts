@@ -2,9 +2,10 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { stringify } from 'yaml';
+import { SOLO, type Coordination } from '../coord/coordination';
 import { describeError, outcomeOf } from '../errors';
 import type { RunResult } from '../machine/runner';
-import type { MigrationStore } from '../machine/store';
+import type { MigrationRecords } from '../machine/store';
 import { loadDesiredState } from '../manifests';
 import { loadActualState, writeStatusFiles } from '../status/files';
 import type { PassResult, Reconciler, ReconcilerEvents } from '../reconciler/reconciler';
@@ -37,11 +38,13 @@ export interface DaemonOptions {
   /** how long SIGTERM waits for migrations to reach a checkpoint (default 120 s) */
   shutdownTimeoutMs: number;
   logger: Logger;
+  /** several replicas sharing the fleet (etcd); default: this daemon alone */
+  coordination?: Coordination;
 }
 
 /** What the daemon runs on, built by the composition root (src/app/compose.ts). */
 export interface DaemonRuntime {
-  store: MigrationStore;
+  store: MigrationRecords;
   reconciler: Reconciler;
   /** serve these manifests (drivers are rebuilt when hosts change) */
   useDesired(desired: DesiredState): void;
@@ -59,7 +62,7 @@ export interface DaemonRuntime {
 export class Daemon {
   private readonly log: Logger;
   private readonly metrics = new DaemonMetrics();
-  private readonly store: MigrationStore;
+  private readonly store: MigrationRecords;
   private git!: GitSync;
   private http?: HttpServer;
   private watcher?: ManifestWatcher;
@@ -80,13 +83,18 @@ export class Daemon {
   /** after a failed pass: when the next one runs (see `passFailed`), and how many failed in a row */
   private retryInMs?: number;
   private failedPasses = 0;
+  private readonly coord: Coordination;
 
   constructor(
     private readonly opts: DaemonOptions,
     compose: (events: ReconcilerEvents) => DaemonRuntime,
   ) {
     this.log = opts.logger;
-    this.runtime = compose({ onFinished: (vm, result) => this.migrationFinished(vm, result) });
+    this.coord = opts.coordination ?? SOLO;
+    this.runtime = compose({
+      onFinished: (vm, result) => this.migrationFinished(vm, result),
+      onTakeover: () => this.metrics.tookOver(),
+    });
     this.store = this.runtime.store;
     this.reconciler = this.runtime.reconciler;
   }
@@ -97,6 +105,11 @@ export class Daemon {
     this.locks.push(await acquireLock(wl.dir, wl.name));
     this.locks.push(await acquireLock(this.opts.stateDir, 'daemon'));
     await this.store.init();
+    if (this.coord.shared) {
+      this.metrics.watchReplica(() => this.coord.stats());
+      this.coord.onChange(() => this.trigger('replicas or locks changed'));
+      this.coord.start?.();
+    }
     this.git = new GitSync({
       repo: this.opts.repo,
       branch: this.opts.branch,
@@ -112,7 +125,8 @@ export class Daemon {
       metrics: this.metrics,
       onWebhook: () => this.trigger('webhook'),
       ...(this.opts.webhookSecret ? { webhookSecret: this.opts.webhookSecret } : {}),
-      isReady: () => this.ready,
+      isReady: () => this.ready && this.coord.health().ready,
+      notReadyWhy: () => (this.ready ? this.coord.health().why : 'the first pass has not finished'),
       fleet: () => ({ vms: this.reconciler.statuses(), hosts: this.lastPass?.hosts ?? [] }),
       logger: this.log.child({ component: 'http' }),
     });
@@ -176,6 +190,8 @@ export class Daemon {
     await this.commit('vmplace: status at shutdown').catch((err: unknown) =>
       this.log.error({ err }, 'last status commit failed'),
     );
+    // several replicas: the lease is revoked, the others take the VMs at once
+    await this.coord.close();
     await this.watcher?.close();
     await this.http?.close();
     await this.runtime.close();
@@ -243,7 +259,10 @@ export class Daemon {
       await this.commit(`vmplace: status of ${manifestRevision.slice(0, 12)}`);
       this.ready = true;
       this.failedPasses = 0;
-      this.retryInMs = undefined;
+      // a start lost a race with another replica: try again soon, not at the next interval
+      this.retryInMs = result.retrySoon
+        ? Math.min(this.opts.intervalMs, 200 + Math.random() * 300)
+        : undefined;
     } catch (err) {
       log.error({ err, ...describeError(err) }, 'pass failed');
       this.passFailed(err);
@@ -263,10 +282,15 @@ export class Daemon {
   private async commit(message: string): Promise<void> {
     if (!this.lastPass) return;
     const res = await this.git.commitStatus(async (wd) => {
-      // Recomputed from memory on every attempt: a rejected push loses no update.
-      const statuses = this.reconciler.statuses();
-      await writeStatusFiles(wd, { vms: statuses, hosts: this.lastPass!.hosts });
-      await writeSummary(wd, this.lastProblems, statuses, this.lastPass!.hosts, this.desired);
+      // Recomputed from memory on every attempt: a rejected push loses no update. Several
+      // replicas: each writes the files of the VMs it holds, over the others' latest commit; the
+      // one elected writes the hosts and the summary (from every VM's file as committed).
+      const statuses = this.reconciler.statuses().filter((s) => this.coord.owns(s.metadata.name));
+      const leader = this.coord.isLeader();
+      await writeStatusFiles(wd, { vms: statuses, ...(leader ? { hosts: this.lastPass!.hosts } : {}) });
+      if (!leader) return;
+      const all = this.coord.shared ? [...(await loadActualState(wd)).state.vms.values()] : statuses;
+      await writeSummary(wd, this.lastProblems, all, this.lastPass!.hosts, this.desired);
     }, message);
     if (res.committed) {
       this.metrics.statusCommitted();

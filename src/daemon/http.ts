@@ -57,6 +57,8 @@ export interface HttpServerOptions {
   webhookSecret?: Buffer;
   /** `/readyz` answers 200 while this is true (the daemon: once the first pass finished) */
   isReady: () => boolean;
+  /** why `/readyz` answers 503, when there is more to say than "not ready" (etcd unreachable) */
+  notReadyWhy?: () => string | undefined;
   /** the fleet as `GET /v1/status` serves it (read-only; the same content as the status files) */
   fleet?: () => { vms: VirtualMachineStatus[]; hosts: HostStatus[] };
   logger: Logger;
@@ -142,7 +144,10 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     '/healthz': { methods: ['GET', 'HEAD'], run: (_q, r) => reply(r, 200, 'ok\n') },
     '/readyz': {
       methods: ['GET', 'HEAD'],
-      run: (_q, r) => (opts.isReady() ? reply(r, 200, 'ready\n') : reply(r, 503, 'not ready\n')),
+      run: (_q, r) =>
+        opts.isReady()
+          ? reply(r, 200, 'ready\n')
+          : reply(r, 503, `not ready${notReady(opts.notReadyWhy?.())}\n`),
     },
     '/metrics': {
       methods: ['GET', 'HEAD'],
@@ -267,4 +272,13 @@ function checkSignature(
   const given = Buffer.from(m[1]!, 'hex');
   const expected = createHmac('sha256', secret).update(body).digest();
   return timingSafeEqual(given, expected) ? undefined : 'SignatureMismatch';
+}
+
+/** `: why` on one line, without control characters, or nothing. */
+function notReady(why: string | undefined): string {
+  if (!why) return '';
+  const oneLine = [...why]
+    .map((c) => (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f ? ' ' : c))
+    .join('');
+  return `: ${oneLine.slice(0, 500)}`;
 }

@@ -3,6 +3,7 @@
  * prefixed `vmplace_`, with low cardinality: no label holds a VM, host or path name.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ReplicaStats } from '../coord/coordination';
 import type { Phase, Strategy } from '../types';
 
 /** How a migration ended, as counted by `vmplace_migrations_total{result}`. */
@@ -32,6 +33,66 @@ export class DaemonMetrics {
   private readonly lastGitSync: Gauge;
   private readonly gitSyncErrors: Counter;
   private readonly statusCommits: Counter;
+
+  /**
+   * Several replicas: ownership and lease state of this replica, read at each scrape, labelled
+   * by replica name (`vmplace_replica_*`), and takeovers counted.
+   */
+  watchReplica(stats: () => ReplicaStats): void {
+    const registers = [this.registry];
+    const labelNames = ['replica'] as const;
+    const gauge = (name: string, help: string, value: (s: ReplicaStats) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          const s = stats();
+          this.reset();
+          this.set({ replica: s.replica }, value(s));
+        },
+      });
+    };
+    gauge('vmplace_replica_owned_vms', 'VMs whose lock this replica holds.', (s) => s.owned);
+    gauge(
+      'vmplace_replica_members',
+      'Live replicas sharing the fleet, as this replica sees them.',
+      (s) => s.members.length,
+    );
+    gauge('vmplace_replica_lease_ok', '1 while the lease was kept alive within half its TTL.', (s) =>
+      s.leaseOk ? 1 : 0,
+    );
+    gauge(
+      'vmplace_replica_lease_age_seconds',
+      'Seconds since the last successful keepalive was sent (+Inf without a lease).',
+      (s) => s.leaseAgeSeconds,
+    );
+    gauge('vmplace_replica_leader', '1 on the replica that writes the hosts’ status and the summary.', (s) =>
+      s.leader ? 1 : 0,
+    );
+    gauge(
+      'vmplace_replica_fenced_writes',
+      'State writes refused by the fence since start.',
+      (s) => s.fencedWrites,
+    );
+    this.takeovers = new Counter({
+      name: 'vmplace_replica_takeovers_total',
+      help: 'Migrations this replica took over from a replica that was gone.',
+      labelNames,
+      registers,
+    });
+    this.replica = stats().replica;
+    this.takeovers.inc({ replica: this.replica }, 0);
+  }
+
+  private takeovers?: Counter<'replica'>;
+  private replica = '';
+
+  /** A migration was taken over from a replica that was gone. */
+  tookOver(): void {
+    this.takeovers?.inc({ replica: this.replica });
+  }
 
   /** @param opts.defaultMetrics collect process metrics (`vmplace_process_*`, `vmplace_nodejs_*`); default true */
   constructor(opts: { defaultMetrics?: boolean } = {}) {

@@ -1,7 +1,9 @@
 import { createActor, type Snapshot } from 'xstate';
 import { migrationMachine, FINAL_STEPS, type StepActorName } from './migration-machine';
 import type { MigrationContext, MigrationInput } from './types';
-import type { MigrationStore } from './store';
+import { isFenced } from '../errors';
+import type { Fence } from './fence';
+import type { MigrationRecords } from './store';
 import { fromPromise } from 'xstate';
 import type { StepOutput } from './types';
 
@@ -12,11 +14,21 @@ export interface RunResult {
   context: MigrationContext;
   /** true when the run stopped at a checkpoint for a shutdown (the migration is not finished) */
   stopped?: boolean;
+  /**
+   * true when the run was abandoned because this replica lost the VM's lock (see `Fence`): the
+   * migration is not finished, and the replica that holds the lock now resumes it
+   */
+  lost?: boolean;
 }
 
 export interface RunOptions {
   actors: StepActors;
-  store: MigrationStore;
+  store: MigrationRecords;
+  /**
+   * Several replicas: every snapshot is written only while `fence.held()` (and the store's write
+   * is fenced itself); a write refused by the fence abandons the run at once (`lost`).
+   */
+  fence?: Fence;
   /** called after each transition, once the snapshot is persisted */
   onTransition?: (step: string, context: MigrationContext) => void | Promise<void>;
   /** when true at a transition into a step where the VM runs, the run stops there (shutdown) */
@@ -81,6 +93,14 @@ export interface MigrationHandle {
   cancel(reason: string): void;
   step(): string;
   context(): MigrationContext;
+  /**
+   * Resolves once the latest snapshot is persisted. Steps wait for it before their first side
+   * effect, so a step never runs ahead of the record naming it; rejects only when the write was
+   * refused by the fence (the run is abandoned then).
+   */
+  persisted(): Promise<void>;
+  /** Stop at once without writing anything more: this replica lost the VM's lock. */
+  abandon(why: string): void;
 }
 
 /**
@@ -111,10 +131,23 @@ export function startMigration(
   // the first failed save, boxed so that any thrown value (even a falsy one) counts
   let failure: { err: unknown } | undefined;
   let settled = false;
+  let abandon: (why: string) => void = () => undefined;
 
   const done = new Promise<RunResult>((resolve, reject) => {
+    abandon = (): void => {
+      if (settled) return;
+      settled = true;
+      const snap = actor.getSnapshot();
+      // stopping the actor aborts the step in flight (its signal): copies stop, nothing new starts
+      actor.stop();
+      resolve({ step: String(snap.value), context: snap.context, stopped: true, lost: true });
+    };
     const persist = (): void => {
       if (settled) return;
+      if (opts.fence && !opts.fence.held()) {
+        abandon('the lock is no longer held');
+        return;
+      }
       const snap = actor.getSnapshot();
       const value = String(snap.value);
       const context = snap.context;
@@ -127,9 +160,11 @@ export function startMigration(
         await opts.store.save(context.vm, context.id, JSON.parse(JSON.stringify(persisted)));
         if (changed && opts.onTransition) await opts.onTransition(value, context);
       });
-      // detached: only records the failure; `done` rejects with it once the run settles
+      // detached: only records the failure; `done` rejects with it once the run settles (a
+      // write refused by the fence abandons the run instead: another replica owns the VM now)
       void chain.catch((err) => {
-        failure ??= { err };
+        if (isFenced(err)) abandon('a write was refused by the fence');
+        else failure ??= { err };
       });
       if (FINAL_STEPS.has(value)) {
         settled = true;
@@ -162,6 +197,16 @@ export function startMigration(
     cancel: (reason) => actor.send({ type: 'CANCEL', reason }),
     step: () => String(actor.getSnapshot().value),
     context: () => actor.getSnapshot().context,
+    persisted: () =>
+      chain.then(
+        () => undefined,
+        (err: unknown) => {
+          // a write that failed for another reason (a full disk) does not stop the steps: the
+          // single daemon has always gone on then, and `done` reports the failure
+          if (isFenced(err)) throw err;
+        },
+      ),
+    abandon: (why) => abandon(why),
   };
 }
 

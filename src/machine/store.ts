@@ -27,7 +27,24 @@ export interface StoredMigration {
   snapshot: unknown;
 }
 
-export class MigrationStore {
+/**
+ * Where migrations keep their state: the files of one daemon ({@link MigrationStore}) or etcd
+ * for several replicas (`coord/etcd/store.ts`, whose writes are fenced by the VM's lock).
+ */
+export interface MigrationRecords {
+  init(): Promise<void>;
+  markIntent(vm: string, id: string, what: string): Promise<void>;
+  recordOwned(vm: string, id: string, rec: OwnedFile): Promise<void>;
+  listOwned(vm: string, id: string): Promise<OwnedFile[]>;
+  intentAt(vm: string, id: string, what: string): Promise<number | undefined>;
+  hasIntent(vm: string, id: string, what: string): Promise<boolean>;
+  save(vm: string, id: string, snapshot: unknown): Promise<void>;
+  finish(vm: string, id: string): Promise<void>;
+  listActive(): Promise<{ records: StoredMigration[]; problems: { file: string; message: string }[] }>;
+  lastDone(vm: string): Promise<StoredMigration | undefined>;
+}
+
+export class MigrationStore implements MigrationRecords {
   readonly activeDir: string;
   readonly doneDir: string;
   readonly intentDir: string;

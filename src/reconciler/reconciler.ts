@@ -3,7 +3,9 @@ import type { HypervisorDriver } from '../drivers/driver';
 import { describeError, outcomeOf, type Outcome } from '../errors';
 import { observe, type Observation } from '../inventory/observe';
 import { startMigration, type MigrationHandle, type RunResult, type StepActors } from '../machine/runner';
-import type { MigrationStore } from '../machine/store';
+import { SOLO, type Coordination, type MigrationClaim } from '../coord/coordination';
+import type { Fence } from '../machine/fence';
+import type { MigrationRecords } from '../machine/store';
 import type { MigrationContext, MigrationInput } from '../machine/types';
 import { planMigrations } from '../planner/plan';
 import { Topology } from '../planner/topology';
@@ -55,6 +57,8 @@ export interface PassResult {
   /** VMs held back, with why: limits, window, suspend, hold after a failure, not approved */
   deferred: Map<string, string>;
   phases: Record<Phase, number>;
+  /** a start lost a race with another replica: run the next pass soon */
+  retrySoon?: boolean;
 }
 
 export interface ReconcilerEvents {
@@ -64,11 +68,19 @@ export interface ReconcilerEvents {
   onTransition?(vm: string, step: string, context: MigrationContext): void | Promise<void>;
   /** a migration reached a final state (or a shutdown checkpoint) */
   onFinished?(vm: string, result: RunResult): void;
+  /** several replicas: this replica took over the migration of `vm`, persisted in `step` */
+  onTakeover?(vm: string, step: string): void;
 }
 
 /** What the step actors of one migration get from the reconciler. */
 export interface StepRun {
   stopping: () => boolean;
+  /** the run's fence (several replicas; lets everything through for one daemon) */
+  fence: Fence;
+  /** awaited before every step: its snapshot is persisted and the fence lets it act */
+  beforeStep: () => Promise<void>;
+  /** told of every step's promise (an abandoned run's step in flight is awaited before a resume) */
+  track: (step: Promise<unknown>) => void;
   /** from `limits.bandwidth` in vmplace.yaml */
   bwlimitKiBps?: number;
   logger: Logger;
@@ -77,7 +89,9 @@ export interface StepRun {
 export interface ReconcilerDeps extends ReconcilerEvents {
   /** drivers for observation */
   driverFor: (host: string) => HypervisorDriver | undefined;
-  store: MigrationStore;
+  store: MigrationRecords;
+  /** how replicas share the fleet (default: one daemon, {@link SOLO}) */
+  coordination?: Coordination;
   /** the step actors of one migration (the composition root wires the real steps; tests stand-ins) */
   actorsFor: (vm: string, run: StepRun) => StepActors;
   logger: Logger;
@@ -106,8 +120,18 @@ export class Reconciler {
   private lastObservation?: Observation;
   private lastInput?: PassInput;
   private lastPlan?: Plan;
+  /** the fleet's claim token read by the last {@link fleetUsage} */
+  private fleetToken = '';
+  /** a claim of this pass lost a race with another replica: the next pass should come soon */
+  private claimConflict = false;
+  /** runs abandoned after their lock was lost, until their step in flight settled */
+  private readonly abandoned = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly deps: ReconcilerDeps) {}
+  private readonly coord: Coordination;
+
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.coord = deps.coordination ?? SOLO;
+  }
 
   private get now(): Date {
     return (this.deps.now ?? (() => new Date()))();
@@ -140,6 +164,7 @@ export class Reconciler {
     const log = this.deps.logger;
     this.lastInput = input;
     await this.resume(input.settings, input.desired);
+    await this.rebalance(input);
     const observation = await observe(input.desired, this.deps.driverFor, () => this.now);
     for (const [host, why] of observation.unreachable) log.error({ host, reason: why.reason }, why.message);
     this.lastObservation = observation;
@@ -166,13 +191,13 @@ export class Reconciler {
     const gate = {
       settings: input.settings,
       inWindow: insideMaintenanceWindow(input.settings.maintenanceWindows, now),
-      usage: usageOf([...this.running.values()].map((r) => r.handle.context())),
+      usage: usageOf(await this.fleetUsage()),
       now,
       stopping: this.stopping,
     };
     const toStart: { m: PlannedMigration; input: MigrationInput }[] = [];
     for (const m of [...plan.migrations].sort((a, b) => a.order - b.order)) {
-      if (m.blocked || this.running.has(m.vm)) continue;
+      if (m.blocked || this.running.has(m.vm) || !this.coord.owns(m.vm)) continue;
       if (input.oncePerVm && this.launched.has(m.vm)) continue;
       const hold = this.holds.get(m.vm);
       if (hold?.stalled) {
@@ -207,6 +232,18 @@ export class Reconciler {
     ) {
       for (const { m } of toStart.splice(0)) deferred.set(m.vm, 'not approved');
     }
+    // several replicas: each start is claimed in etcd against the fleet's usage as read above
+    let token = this.fleetToken;
+    for (const s of toStart.splice(0)) {
+      const next = await this.coord.claim(claimOf(s.input), token);
+      if (next === undefined) {
+        deferred.set(s.m.vm, 'another replica started or claimed a migration meanwhile; next pass');
+        this.claimConflict = true;
+        continue;
+      }
+      token = next;
+      toStart.push(s);
+    }
     for (const s of toStart) {
       this.launch({ input: s.input, startedAt: now.toISOString() }, s.m.vm, targetKey(s.m), input.settings);
       this.deps.onStarted?.(s.m, s.input.id);
@@ -216,7 +253,18 @@ export class Reconciler {
     const statuses = this.statuses();
     const hosts = stabiliseHosts([...observation.hosts.values()], input.previous.hosts, now);
     const phases = countPhases(statuses);
-    return { plan, statuses, hosts, started: toStart.map((s) => s.m.vm), cancelled, deferred, phases };
+    const retrySoon = this.claimConflict;
+    this.claimConflict = false;
+    return {
+      plan,
+      statuses,
+      hosts,
+      started: toStart.map((s) => s.m.vm),
+      cancelled,
+      deferred,
+      phases,
+      ...(retrySoon ? { retrySoon } : {}),
+    };
   }
 
   /** Status of every desired VM from the last observation and the migrations' current state. */
@@ -249,11 +297,72 @@ export class Reconciler {
 
   // ------------------------------------------------------------------ internals
 
+  /**
+   * Several replicas: take the locks of the VMs this replica should own and give back the
+   * others (not while a migration runs); stop the runs whose lock was lost without writing
+   * anything more; resume the migrations of the VMs just taken over from their persisted step.
+   */
+  private async rebalance(input: PassInput): Promise<void> {
+    if (!this.coord.shared) return;
+    const log = this.deps.logger;
+    const { records, problems } = await this.deps.store.listActive();
+    for (const p of problems) log.error({ file: p.file }, `unreadable migration state: ${p.message}`);
+    const fleet = new Set([...input.desired.vms.keys(), ...records.map((r) => r.vm)]);
+    const { acquired, lost } = await this.coord.balance([...fleet].sort(), (vm) => this.running.has(vm));
+    for (const vm of lost) {
+      const r = this.running.get(vm);
+      if (!r) continue;
+      log.warn(
+        { vm, migration: r.handle.id, step: r.handle.step() },
+        'lock lost: this replica stops the migration',
+      );
+      r.handle.abandon('lock lost');
+    }
+    // every migration of a VM this replica holds runs here: one taken over with its VM, and one
+    // whose run stopped without finishing (its record is still there)
+    const taken = new Set(acquired);
+    for (const r of records) {
+      const vm = r.vm;
+      if (this.running.has(vm) || !this.coord.owns(vm)) continue;
+      // a run of this process abandoned earlier must have settled before the VM is touched again
+      await this.abandoned.get(vm);
+      if (this.running.has(vm) || !this.coord.owns(vm)) continue;
+      const snap = r.snapshot as { context?: MigrationContext; value?: string } | null;
+      log.info(
+        { vm, migration: r.id, step: snap?.value },
+        taken.has(vm) ? 'taking over migration' : 'resuming migration',
+      );
+      if (taken.has(vm)) this.deps.onTakeover?.(vm, snap?.value ?? '');
+      this.launch(
+        { snapshot: r.snapshot },
+        vm,
+        snap?.context ? contextTargetKey(snap.context) : '',
+        input.settings,
+      );
+    }
+  }
+
+  /** The migrations in flight in the fleet: this process's own, and the other replicas' claims. */
+  private async fleetUsage(): Promise<MigrationClaim[]> {
+    const mine = new Map<string, MigrationClaim>();
+    for (const r of this.running.values()) {
+      const c = r.handle.context();
+      mine.set(c.vm, claimOf(c));
+    }
+    if (!this.coord.shared) return [...mine.values()];
+    const { migrations, token } = await this.coord.fleetMigrations();
+    this.fleetToken = token;
+    for (const m of migrations) if (!mine.has(m.vm)) mine.set(m.vm, m);
+    return [...mine.values()];
+  }
+
   private async resumeInterrupted(settings: Settings, desired: DesiredState): Promise<void> {
     const { records, problems } = await this.deps.store.listActive();
     for (const p of problems)
       this.deps.logger.error({ file: p.file }, `unreadable migration state: ${p.message}`);
     for (const r of records) {
+      // several replicas: the others' migrations are theirs (taken over by `rebalance` if they die)
+      if (this.coord.shared) continue;
       const ctx = (r.snapshot as { context?: MigrationContext }).context;
       this.deps.logger.info({ vm: r.vm, migration: r.id }, 'resuming interrupted migration');
       this.launch({ snapshot: r.snapshot }, r.vm, ctx ? contextTargetKey(ctx) : '', settings);
@@ -276,14 +385,31 @@ export class Reconciler {
   ): void {
     const log = this.deps.logger;
     const bw = settings.limits.bandwidthBytesPerSecond;
+    const fence = this.coord.fenceFor(vm);
+    let persisted: () => Promise<void> = () => Promise.resolve();
+    let lastStep: Promise<unknown> = Promise.resolve();
     const actors = this.deps.actorsFor(vm, {
       stopping: () => this.stopping,
+      fence,
+      beforeStep: async () => {
+        // the runner persists a transition right after XState invoked the step: let it begin
+        await Promise.resolve();
+        await persisted();
+        fence.check();
+      },
+      track: (p) => {
+        lastStep = p.then(
+          () => undefined,
+          () => undefined,
+        );
+      },
       ...(bw ? { bwlimitKiBps: Math.max(1, Math.floor(bw / 1024)) } : {}),
       logger: log.child({ vm }),
     });
     const handle = startMigration(start, {
       actors,
       store: this.deps.store,
+      ...(this.coord.shared ? { fence } : {}),
       shouldStop: () => this.stopping,
       onTransition: async (step, context) => {
         log.info({ vm, migration: context.id, step, bytesDone: context.bytesDone }, 'migration step');
@@ -291,6 +417,7 @@ export class Reconciler {
         await this.deps.onTransition?.(vm, step, context);
       },
     });
+    persisted = () => handle.persisted();
     this.running.set(vm, { handle, target });
     this.launched.add(vm);
     // detached: the loop goes on while the migration runs (shutdown and `apply` wait through
@@ -298,6 +425,19 @@ export class Reconciler {
     void handle.done
       .then((result) => {
         this.running.delete(vm);
+        if (result.lost) {
+          // another replica holds the VM now and resumes the migration from its persisted step;
+          // the step that was in flight here is aborted: wait for it before touching the VM again
+          const settledStep = lastStep;
+          this.abandoned.set(vm, settledStep);
+          void settledStep.then(() => {
+            if (this.abandoned.get(vm) === settledStep) this.abandoned.delete(vm);
+          });
+          this.views.delete(vm);
+          log.warn({ vm, migration: result.context.id, step: result.step }, 'migration handed over');
+          this.deps.onFinished?.(vm, result);
+          return;
+        }
         this.views.set(vm, { step: result.step, context: result.context });
         if (!result.stopped) this.recordOutcome(vm, result);
         const e = result.context.lastError;
@@ -350,4 +490,15 @@ export class Reconciler {
       this.holds.set(vm, { failures, notBefore: 0, stalled: true });
     }
   }
+}
+
+/** A migration as the fleet-wide limits count it. */
+function claimOf(c: MigrationInput): MigrationClaim {
+  return {
+    vm: c.vm,
+    id: c.id,
+    fromHost: c.fromHost,
+    toHost: c.toHost,
+    moves: c.moves.map((m) => ({ fromStorage: m.fromStorage, toStorage: m.toStorage })),
+  };
 }

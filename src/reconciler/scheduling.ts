@@ -52,8 +52,15 @@ export function whyHeldBack(m: PlannedMigration, g: Gate): string | undefined {
   return limitReached(m, g.usage, g.settings.limits);
 }
 
+/** A migration as the limits count it: its hosts and its disks' storage locations. */
+export interface UsageOf {
+  fromHost: string;
+  toHost: string;
+  moves: readonly { fromStorage: string; toStorage: string }[];
+}
+
 /** What the migrations with these contexts use. */
-export function usageOf(contexts: Iterable<MigrationContext>): Usage {
+export function usageOf(contexts: Iterable<UsageOf>): Usage {
   const u: Usage = { total: 0, hosts: new Map(), storages: new Map() };
   for (const c of contexts) {
     u.total++;

@@ -44,6 +44,8 @@ export const ALLOWED: Record<string, readonly string[]> = {
   status: [...BOTTOM, 'manifests'],
   // one migration
   machine: [...BOTTOM, 'transfer', 'drivers', 'planner'],
+  // several daemon replicas sharing a fleet: etcd membership, locks, fences, migration state
+  coord: [...BOTTOM, 'transfer', 'drivers', 'machine'],
   // the loop
   reconciler: [
     ...BOTTOM,
@@ -56,6 +58,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
     'inventory',
     'status',
     'machine',
+    'coord',
   ],
   daemon: [
     ...BOTTOM,
@@ -68,6 +71,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
     'inventory',
     'status',
     'machine',
+    'coord',
     'reconciler',
   ],
   // composition root: builds drivers, store, step actors, reconciler and daemon for the CLI
@@ -82,6 +86,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
     'inventory',
     'status',
     'machine',
+    'coord',
     'reconciler',
     'daemon',
   ],
@@ -96,6 +101,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
     'inventory',
     'status',
     'machine',
+    'coord',
     'reconciler',
     'daemon',
     'app',

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../../drivers/driver';
 import type { Transport } from '../../transfer/transport';
 import type { HostSpec } from '../../types';
-import type { MigrationStore, OwnedFile } from '../store';
+import { NO_FENCE, type Fence } from '../fence';
+import type { MigrationRecords, OwnedFile } from '../store';
 import type { MigrationContext, StepOutput } from '../types';
 
 /** What the real steps need from the world. */
@@ -52,6 +53,14 @@ export interface StepDeps {
   signal?: AbortSignal;
   /** see {@link StepMemo}; one per set of step actors unless a test passes its own */
   memo?: StepMemo;
+  /**
+   * Awaited before every step starts (after its retry delay): the runner's snapshot naming the
+   * step is persisted, and the fence lets it act (several replicas). A rejection fails the step
+   * before it did anything.
+   */
+  beforeStep?: (ctx: MigrationContext) => Promise<void>;
+  /** told of every step's promise as it starts */
+  track?: (step: Promise<unknown>) => void;
 }
 
 /**
@@ -77,15 +86,27 @@ export type RunDeps = StepDeps & { memo: StepMemo };
 export type Step = (ctx: MigrationContext, deps: RunDeps) => Promise<StepOutput>;
 
 /** The write-ahead intents and ownership records of the steps, kept in a migration store. */
-export function storeRecords(store: MigrationStore): Required<Pick<StepDeps, 'intents' | 'owned'>> {
+export function storeRecords(
+  store: MigrationRecords,
+  fence: Fence = NO_FENCE,
+): Required<Pick<StepDeps, 'intents' | 'owned'>> {
+  // a write-ahead record is written only by a run that still holds the VM's lock
+  const fenced = <T>(write: () => Promise<T>): Promise<T> => {
+    try {
+      fence.check();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return write();
+  };
   return {
     intents: {
-      mark: (c, what) => store.markIntent(c.vm, c.id, what),
+      mark: (c, what) => fenced(() => store.markIntent(c.vm, c.id, what)),
       has: (c, what) => store.hasIntent(c.vm, c.id, what),
       at: (c, what) => store.intentAt(c.vm, c.id, what),
     },
     owned: {
-      record: (c, rec) => store.recordOwned(c.vm, c.id, rec),
+      record: (c, rec) => fenced(() => store.recordOwned(c.vm, c.id, rec)),
       list: (c) => store.listOwned(c.vm, c.id),
     },
   };

@@ -70,7 +70,10 @@ export function createStepActors(deps: StepDeps): StepActors {
         const log = deps.logger?.child({ step: name });
         log?.debug('step start');
         try {
-          const out = await step(input, { ...deps, memo, logger: log ?? deps.logger, signal });
+          await deps.beforeStep?.(input);
+          const running = step(input, { ...deps, memo, logger: log ?? deps.logger, signal });
+          deps.track?.(running);
+          const out = await running;
           log?.debug('step done');
           return out;
         } catch (err) {

@@ -1,0 +1,15 @@
+/**
+ * The fence of one migration run, when several daemon replicas share a fleet (see
+ * src/coord/): `check` before every side effect (throws a `FencedError` when the run's lock is no
+ * longer held, or when the lease may have expired: its last successful keepalive was sent more
+ * than half the TTL ago), `held` before every state write (the write itself is a transaction
+ * that requires the lock's revision). The single daemon's fence lets everything through.
+ */
+export interface Fence {
+  /** the lock's create revision this run is bound to ('' for the single daemon) */
+  readonly revision: string;
+  check(): void;
+  held(): boolean;
+}
+
+export const NO_FENCE: Fence = { revision: '', check: () => undefined, held: () => true };
