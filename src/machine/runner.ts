@@ -217,3 +217,39 @@ export async function runMigration(
 ): Promise<RunResult> {
   return startMigration(start, opts).done;
 }
+
+/**
+ * What ties one run's step actors to its runner and fence (build the actors with `hooks`, then
+ * `bind` the handle): every step waits until the snapshot naming it is persisted and the fence
+ * lets it act before its first effect, and the last step's promise is kept so that a run
+ * abandoned after its lock was lost can be waited for before the VM is touched again.
+ */
+export function stepGate(fence: Fence): {
+  hooks: { beforeStep: () => Promise<void>; track: (step: Promise<unknown>) => void };
+  bind(handle: Pick<MigrationHandle, 'persisted'>): void;
+  /** settles once the last step started has settled (never rejects) */
+  lastStep(): Promise<void>;
+} {
+  let handle: Pick<MigrationHandle, 'persisted'> | undefined;
+  let last: Promise<void> = Promise.resolve();
+  return {
+    hooks: {
+      beforeStep: async () => {
+        // XState invokes a step before the runner's observer persists the transition: let it
+        await Promise.resolve();
+        await handle?.persisted();
+        fence.check();
+      },
+      track: (step) => {
+        last = step.then(
+          () => undefined,
+          () => undefined,
+        );
+      },
+    },
+    bind: (h) => {
+      handle = h;
+    },
+    lastStep: () => last,
+  };
+}

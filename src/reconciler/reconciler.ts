@@ -2,7 +2,13 @@ import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../drivers/driver';
 import { describeError, outcomeOf, type Outcome } from '../errors';
 import { observe, type Observation } from '../inventory/observe';
-import { startMigration, type MigrationHandle, type RunResult, type StepActors } from '../machine/runner';
+import {
+  startMigration,
+  stepGate,
+  type MigrationHandle,
+  type RunResult,
+  type StepActors,
+} from '../machine/runner';
 import { SOLO, type Coordination, type MigrationClaim } from '../coord/coordination';
 import type { Fence } from '../machine/fence';
 import type { MigrationRecords } from '../machine/store';
@@ -386,23 +392,11 @@ export class Reconciler {
     const log = this.deps.logger;
     const bw = settings.limits.bandwidthBytesPerSecond;
     const fence = this.coord.fenceFor(vm);
-    let persisted: () => Promise<void> = () => Promise.resolve();
-    let lastStep: Promise<unknown> = Promise.resolve();
+    const gate = stepGate(fence);
     const actors = this.deps.actorsFor(vm, {
       stopping: () => this.stopping,
       fence,
-      beforeStep: async () => {
-        // the runner persists a transition right after XState invoked the step: let it begin
-        await Promise.resolve();
-        await persisted();
-        fence.check();
-      },
-      track: (p) => {
-        lastStep = p.then(
-          () => undefined,
-          () => undefined,
-        );
-      },
+      ...gate.hooks,
       ...(bw ? { bwlimitKiBps: Math.max(1, Math.floor(bw / 1024)) } : {}),
       logger: log.child({ vm }),
     });
@@ -417,7 +411,7 @@ export class Reconciler {
         await this.deps.onTransition?.(vm, step, context);
       },
     });
-    persisted = () => handle.persisted();
+    gate.bind(handle);
     this.running.set(vm, { handle, target });
     this.launched.add(vm);
     // detached: the loop goes on while the migration runs (shutdown and `apply` wait through
@@ -428,7 +422,7 @@ export class Reconciler {
         if (result.lost) {
           // another replica holds the VM now and resumes the migration from its persisted step;
           // the step that was in flight here is aborted: wait for it before touching the VM again
-          const settledStep = lastStep;
+          const settledStep = gate.lastStep();
           this.abandoned.set(vm, settledStep);
           void settledStep.then(() => {
             if (this.abandoned.get(vm) === settledStep) this.abandoned.delete(vm);

@@ -92,3 +92,17 @@ export async function mustGetDomain(drv: HypervisorDriver, ctx: MigrationContext
   if (!dom) throw new VmplaceError('DomainNotFound', `${ctx.vm} is not defined on ${drv.hostName}`);
   return dom;
 }
+
+/**
+ * Like `Promise.all`, but settles only once every branch has settled, then rejects with the
+ * first failure. A step's parallel copies never outlive the step: when one fails (a copy
+ * refused by the fence, a cancel), the others finish or fail before the step reports, so a
+ * resumed run (here, or on the replica that took the VM over) never races a branch of the
+ * run before it.
+ */
+export async function allSettled<T>(branches: readonly Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(branches);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+}

@@ -3,6 +3,7 @@ import type { DiskMove, MigrationContext } from '../types';
 import type { Step, StepDeps } from './deps';
 import { claimFor, ownedHere, removeOwned } from './ownership';
 import {
+  allSettled,
   copyAcross,
   diskOf,
   dstOverlayAt,
@@ -101,7 +102,7 @@ export const copyBase: Step = async (ctx, deps) => {
 /** Copy round `r`'s (read-only) overlays to the target and rebase them onto the layer below. */
 export async function copyRound(ctx: MigrationContext, deps: StepDeps, r: number): Promise<void> {
   const dst = deps.driverFor(ctx.toHost);
-  await Promise.all(
+  await allSettled(
     ctx.disks.map(async (d) => {
       const from = srcOverlayAt(ctx, d, r);
       const to = dstOverlayAt(ctx, d, r);

@@ -2,7 +2,7 @@ import { StalledError, VmplaceError } from '../../errors';
 import type { DomainInfo, VmDefinition } from '../../drivers/driver';
 import type { MigrationContext } from '../types';
 import type { RunDeps, Step } from './deps';
-import { copyAcross, diskOf, dstOverlayAt, mustGetDomain, srcOverlayAt } from './common';
+import { allSettled, copyAcross, diskOf, dstOverlayAt, mustGetDomain, srcOverlayAt } from './common';
 import { EARLY_COPY_FRESH_MS, PAUSE_RELAY_BELOW_BYTES, PREFETCH_FRESH_MS } from './tuning';
 
 /** What Saving sees of the VM on the source (see {@link decideSave}). */
@@ -110,7 +110,7 @@ export async function copyDeltaEarly(
     }
     const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
     const r = ctx.rounds ?? 1;
-    await Promise.all(
+    await allSettled(
       ctx.disks.map((d) =>
         copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r), undefined, small),
       ),
@@ -167,7 +167,7 @@ export const copyDelta: Step = async (ctx, deps) => {
     for (const [id, p] of prefetched) if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetched.delete(id); // never taken
     prefetched.set(ctx.id, { at: Date.now(), lookups });
   }
-  await Promise.all([
+  await allSettled([
     ...ctx.disks.map(async (d) => {
       const r = ctx.rounds ?? 1;
       await copyOne(srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r));
