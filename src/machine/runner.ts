@@ -1,7 +1,7 @@
 import { createActor, type Snapshot } from 'xstate';
 import { migrationMachine, FINAL_STEPS, type StepActorName } from './migration-machine';
 import type { MigrationContext, MigrationInput } from './types';
-import { isFenced } from '../errors';
+import { FencedError, isFenced } from '../errors';
 import type { Fence } from './fence';
 import type { MigrationRecords } from './store';
 import { fromPromise } from 'xstate';
@@ -157,6 +157,9 @@ export function startMigration(
       lastValue = value;
       lastRound = context.rounds;
       chain = chain.then(async () => {
+        // checked again when the write comes up: the lock may have gone while earlier writes ran
+        if (opts.fence && !opts.fence.held())
+          throw new FencedError(`the lock of VM ${context.vm} is no longer held: step ${value} not stored`);
         await opts.store.save(context.vm, context.id, JSON.parse(JSON.stringify(persisted)));
         if (changed && opts.onTransition) await opts.onTransition(value, context);
       });

@@ -212,7 +212,11 @@ export class Reconciler {
         if (hold.stalledKey === undefined) hold.stalledKey = key;
         else if (hold.stalledKey !== key) this.holds.delete(m.vm);
       }
-      const why = whyHeldBack(m, { ...gate, hold: this.holds.get(m.vm) });
+      // several replicas: no new migration while this replica cannot prove its lease (etcd away)
+      const shared = this.coord.health();
+      const why = shared.ready
+        ? whyHeldBack(m, { ...gate, hold: this.holds.get(m.vm) })
+        : `this replica cannot start migrations: ${shared.why ?? 'not ready'}`;
       if (why) {
         deferred.set(m.vm, why);
         continue;

@@ -109,8 +109,8 @@ describe('the npm pack tarball, installed with npm install --global', () => {
   });
 });
 
-describe('examples/systemd/vmplace.service', () => {
-  const unitText = fs.readFileSync(path.join(ROOT, 'examples/systemd/vmplace.service'), 'utf8');
+describe.each(['vmplace.service', 'vmplace-replica.service'])('examples/systemd/%s', (unitName) => {
+  const unitText = fs.readFileSync(path.join(ROOT, 'examples/systemd', unitName), 'utf8');
   // continuation lines joined, as systemd reads them
   const execStart = /^ExecStart=(.*)$/m.exec(unitText.replace(/\\\n\s*/g, ' '))![1]!;
 
@@ -136,13 +136,15 @@ describe('examples/systemd/vmplace.service', () => {
 
   const analyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find((p) => fs.existsSync(p));
   (analyze ? it : it.skip)('passes systemd-analyze verify, run against the installed command', async () => {
-    const unit = path.join(tmpDir('vmplace-unit-'), 'vmplace.service');
+    const unit = path.join(tmpDir('vmplace-unit-'), unitName);
     fs.writeFileSync(unit, unitText.replace('ExecStart=/usr/local/bin/vmplace', `ExecStart=${vmplace}`));
     const r = await run(analyze!, ['verify', unit], elsewhere);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const sec = await run(analyze!, ['security', '--offline=true', unit], elsewhere);
-    const level = /Overall exposure level for vmplace\.service: ([\d.]+)/.exec(sec.stdout);
+    const level = new RegExp(`Overall exposure level for ${unitName.replace('.', '\\.')}: ([\\d.]+)`).exec(
+      sec.stdout,
+    );
     // 8.8 ("EXPOSED") for the unit before hardening; 10 is everything open
     expect(Number(level?.[1])).toBeLessThan(2);
   });
