@@ -23,17 +23,24 @@ proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 # etcd members started by src/lab/etcd.ts whose owning test process is gone (see
 # src/lab/etcd-registry.ts: $STATE_DIR/etcd/PID holds "START OWNER OWNER_START" and the data
 # dir). Members of a live owner are never touched; this runs regardless of leases.
+live_start() { awk '$3 != "Z" {print $22}' "/proc/$1/stat" 2>/dev/null; } # zombies count as gone
 reap_etcd() {
-  local f pid start owner ostart datadir
+  local f pid start owner ostart datadir owner_alive
   for f in "$STATE_DIR"/etcd/*; do
     [ -f "$f" ] || continue
     pid=$(basename "$f")
     read -r start owner ostart <"$f" || true
     datadir=$(sed -n 2p "$f")
-    if [ -z "$start" ] || [ "$(proc_start "$pid")" != "$start" ]; then rm -f "$f"; continue; fi
-    [ -n "$owner" ] && [ "$(proc_start "$owner")" = "$ostart" ] && continue
+    owner_alive=0
+    [ -n "$owner" ] && [ "$(proc_start "$owner")" = "$ostart" ] && owner_alive=1
+    if [ -z "$start" ] || [ "$(live_start "$pid")" != "$start" ]; then
+      # a dead member of a live owner may be restarted on its data: keep that
+      if [ "$owner_alive" = 0 ]; then case "$datadir" in *.etcd) rm -rf -- "$datadir" ;; esac; fi
+      rm -f "$f"; continue
+    fi
+    [ "$owner_alive" = 1 ] && continue
     kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do [ "$(proc_start "$pid")" = "$start" ] || break; sleep 0.1; done
+    for _ in $(seq 1 50); do [ "$(live_start "$pid")" = "$start" ] || break; sleep 0.1; done
     # stop members before removing their data
     case "$datadir" in *.etcd) rm -rf -- "$datadir" ;; esac
     rm -f "$f"

@@ -58,7 +58,7 @@ export async function unregisterEtcdMember(pid: number): Promise<void> {
 export interface ReapResult {
   /** pids of stale members that were killed */
   killed: number[];
-  /** registry entries dropped because their member was already gone */
+  /** registry entries dropped because their member was already gone (data dir removed if the owner is gone too) */
   forgotten: number[];
 }
 
@@ -83,12 +83,15 @@ export async function reapStaleEtcd(stateDir: string = labStateDir()): Promise<R
     const text = await fs.readFile(file, 'utf8').catch(() => '');
     const [head = '', dataDir = ''] = text.split('\n');
     const [start = '', owner = '', ownerStart = ''] = head.split(' ');
+    const ownerAlive = await isAlive(Number(owner), ownerStart);
     if (!(await isAlive(pid, start))) {
+      // a dead member of a live owner may be restarted on its data: keep that
+      if (!ownerAlive && dataDir.endsWith('.etcd')) await fs.rm(dataDir, { recursive: true, force: true });
       await fs.rm(file, { force: true });
       result.forgotten.push(pid);
       continue;
     }
-    if (await isAlive(Number(owner), ownerStart)) continue; // its test is still running
+    if (ownerAlive) continue; // its test is still running
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
