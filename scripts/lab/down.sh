@@ -20,6 +20,51 @@ log() { printf 'lab/down: %s\n' "$*" >&2; }
 
 proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 
+# etcd members started by src/lab/etcd.ts whose owning test process is gone (see
+# src/lab/etcd-registry.ts: $STATE_DIR/etcd/PID holds "START OWNER OWNER_START" and the data
+# dir). Members of a live owner are never touched; this runs regardless of leases.
+live_start() { awk '$3 != "Z" {print $22}' "/proc/$1/stat" 2>/dev/null; } # zombies count as gone
+reap_etcd() {
+  local f pid start owner ostart datadir owner_alive
+  for f in "$STATE_DIR"/etcd/*; do
+    [ -f "$f" ] || continue
+    pid=$(basename "$f")
+    read -r start owner ostart <"$f" || true
+    datadir=$(sed -n 2p "$f")
+    owner_alive=0
+    [ -n "$owner" ] && [ "$(proc_start "$owner")" = "$ostart" ] && owner_alive=1
+    if [ -z "$start" ] || [ "$(live_start "$pid")" != "$start" ]; then
+      # a dead member of a live owner may be restarted on its data: keep that
+      if [ "$owner_alive" = 0 ]; then case "$datadir" in *.etcd) rm -rf -- "$datadir" ;; esac; fi
+      rm -f "$f"; continue
+    fi
+    [ "$owner_alive" = 1 ] && continue
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do [ "$(live_start "$pid")" = "$start" ] || break; sleep 0.1; done
+    # stop members before removing their data
+    case "$datadir" in *.etcd) rm -rf -- "$datadir" ;; esac
+    rm -f "$f"
+    log "killed stale etcd member (pid $pid, owner $owner gone)"
+  done
+}
+reap_etcd
+
+# netfilter rules of src/lab/partition.ts whose owning test process is gone (tagged
+# "vmplace-lab-partition:OWNER:OWNER_START"); rules of live owners stay.
+reap_partitions() {
+  command -v iptables >/dev/null || return 0
+  local line rule tag owner ostart spec
+  iptables -w 5 -S OUTPUT 2>/dev/null | grep -- 'vmplace-lab-partition:' | while IFS= read -r line; do
+    rule=${line#-A OUTPUT }
+    tag=$(printf '%s\n' "$rule" | grep -o 'vmplace-lab-partition:[0-9]*:[0-9]*')
+    owner=$(printf '%s' "$tag" | cut -d: -f2); ostart=$(printf '%s' "$tag" | cut -d: -f3)
+    [ "$(proc_start "$owner")" = "$ostart" ] && continue
+    read -ra spec <<<"${rule//\"/}"
+    if iptables -w 5 -D OUTPUT "${spec[@]}"; then log "removed stale partition rule ($tag)"; fi
+  done || true
+}
+reap_partitions
+
 owner=${VMPLACE_LAB_OWNER_PID:-$PPID}
 rm -f "$STATE_DIR/leases/$owner"
 if [ "$FORCE" = 0 ] && [ -d "$STATE_DIR/leases" ]; then

@@ -8,3 +8,6 @@ export * from './run';
 export * from './libvirt';
 export * from './guest';
 export * from './hosts';
+export * from './etcd';
+export * from './etcd-registry';
+export * from './partition';
