@@ -16,6 +16,7 @@ import {
   newPartitionTarget,
   partitionFromEtcd,
   processStartTime,
+  reapStaleEtcd,
   spawnOptionsFor,
   startEtcdCluster,
   type EtcdCluster,
@@ -228,5 +229,41 @@ describe('lab etcd cluster', () => {
     } finally {
       await new Promise<void>((r) => web.close(() => r()));
     }
+  });
+
+  it('leaves no member behind when the process that started it is killed', async () => {
+    // a separate owner process (the built lab library, dist/lab) with a registry of its own
+    const stateDir = path.join(dir, 'state');
+    const ownerDir = path.join(dir, 'orphan');
+    const lab = path.resolve(__dirname, '..', '..', 'dist', 'lab');
+    const script =
+      `require(${JSON.stringify(lab)}).startEtcdCluster({ dir: ${JSON.stringify(ownerDir)}, members: 1, name: 'orphan' })` +
+      `.then((c) => console.log('PIDS ' + c.members.map((m) => m.pid).join(' ')));setInterval(() => {}, 1000);`;
+    const owner = spawn(process.execPath, ['-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, VMPLACE_LAB_STATE_DIR: stateDir },
+    });
+    children.push(owner);
+    const lines = collectLines(owner);
+    const pidsLine = await waitFor('the owner starting etcd', 20_000, () =>
+      lines.find((l) => l.text.startsWith('PIDS ')),
+    );
+    const pids = pidsLine.text.split(' ').slice(1).map(Number);
+    expect(await fs.readdir(path.join(stateDir, 'etcd'))).toEqual(pids.map(String));
+    const t0 = Date.now();
+    owner.kill('SIGKILL');
+    // the kernel kills the members (parent-death signal); no reaper is needed for that
+    for (;;) {
+      const alive = await Promise.all(pids.map((p) => processStartTime(p)));
+      if (alive.every((a) => a === undefined)) break;
+      if (Date.now() - t0 > 5000) throw new Error(`etcd members outlived their owner: ${pids.join(' ')}`);
+      await sleep(20);
+    }
+    console.log(`etcd lab: members died ${Date.now() - t0} ms after SIGKILL of their owner`);
+    // what the dead owner left behind (registry entries, data dirs) is cleaned up by the reaper
+    const reaped = await reapStaleEtcd(stateDir);
+    expect(reaped.forgotten.sort()).toEqual([...pids].sort());
+    expect(await fs.readdir(path.join(stateDir, 'etcd'))).toEqual([]);
+    expect((await fs.readdir(ownerDir)).filter((f) => f.endsWith('.etcd'))).toEqual([]);
   });
 });
