@@ -57,4 +57,19 @@ module.exports = tseslint.config(
     },
     rules: { ...tseslint.configs.disableTypeChecked.rules, '@typescript-eslint/no-require-imports': 'off' },
   },
+  {
+    // The fleet page's script (web/): an ES module in the browser.
+    files: ['web/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: {
+        window: 'readonly',
+        document: 'readonly',
+        EventSource: 'readonly',
+        requestAnimationFrame: 'readonly',
+        performance: 'readonly',
+        setInterval: 'readonly',
+      },
+    },
+  },
 );

@@ -114,6 +114,7 @@ export const REASONS = [
   'TrustFileUnreadable',
   'TrustFileUnsafe',
   'WebhookSecretEmpty',
+  'UiTokenTooShort',
   // several daemons sharing a fleet (coord/)
   'Fenced',
   'CoordinationUnavailable',

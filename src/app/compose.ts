@@ -137,7 +137,7 @@ export function createDaemon(opts: DaemonOptions & { etcd?: EtcdOptions }): Daem
   const coordination = etcd
     ? new EtcdCoordination(etcd, opts.logger.child({ component: 'etcd', replica: etcd.replicaId }))
     : SOLO;
-  return new Daemon({ ...rest, coordination }, (events) =>
-    composeRuntime({ stateDir: opts.stateDir, logger: opts.logger, events, coordination }),
+  return new Daemon({ ...rest, coordination }, (events, onProgress) =>
+    composeRuntime({ stateDir: opts.stateDir, logger: opts.logger, events, onProgress, coordination }),
   );
 }

@@ -5,6 +5,7 @@ import { type Command, Option } from 'commander';
 import { EXIT, trustFor } from '../app/commands';
 import { createDaemon } from '../app/compose';
 import { readWebhookSecret } from '../daemon/http';
+import { readUiToken } from '../ui/page';
 import { parseDuration } from '../duration';
 import { createLogger } from '../log';
 import { readGitCredentials } from '../status/git';
@@ -34,6 +35,10 @@ export function addDaemonCommand(program: Command, setExit: (code: number) => vo
     .option(
       '--webhook-secret-file <file>',
       'require GitHub-style X-Hub-Signature-256 webhooks signed with this secret',
+    )
+    .option(
+      '--ui-token-file <file>',
+      'the fleet page (GET /) needs this token (16+ characters); required for the page beyond loopback',
     )
     .option(
       '--git-credentials-file <file>',
@@ -77,6 +82,7 @@ export function addDaemonCommand(program: Command, setExit: (code: number) => vo
         interval: string;
         listen: string;
         webhookSecretFile?: string;
+        uiTokenFile?: string;
         gitCredentialsFile?: string;
         trustFile?: string;
         authorName: string;
@@ -96,6 +102,7 @@ export function addDaemonCommand(program: Command, setExit: (code: number) => vo
       }) => {
         const logger = createLogger({ format: opts.logFormat });
         const secret = opts.webhookSecretFile ? await readWebhookSecret(opts.webhookSecretFile) : undefined;
+        const uiToken = opts.uiTokenFile ? await readUiToken(opts.uiTokenFile) : undefined;
         const gitCredentials = opts.gitCredentialsFile
           ? await readGitCredentials(opts.gitCredentialsFile)
           : undefined;
@@ -112,6 +119,7 @@ export function addDaemonCommand(program: Command, setExit: (code: number) => vo
           intervalMs: parseDuration(opts.interval),
           listen: opts.listen,
           ...(secret ? { webhookSecret: secret } : {}),
+          ...(uiToken ? { uiToken } : {}),
           ...(gitCredentials ? { gitCredentials } : {}),
           trust,
           author: { name: opts.authorName, email: opts.authorEmail },

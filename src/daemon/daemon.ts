@@ -9,13 +9,18 @@ import type { MigrationRecords } from '../machine/store';
 import { loadDesiredState } from '../manifests';
 import { loadActualState, writeStatusFiles } from '../status/files';
 import type { PassResult, Reconciler, ReconcilerEvents } from '../reconciler/reconciler';
-import { loadSettings, SettingsKeeper } from '../settings';
+import { migrationStatus } from '../reconciler/compose-status';
+import type { MigrationContext } from '../machine/types';
+import { insideMaintenanceWindow, loadSettings, SettingsKeeper, type Settings } from '../settings';
+import { FleetEvents } from '../ui/events';
+import { pageRoutes } from '../ui/page';
+import { buildFleetView, ProgressTracker, type FinishedView, type FleetView } from '../ui/view';
 import { writeRepoFile } from '../status/files';
 import { GitSync, type GitCredentials } from '../status/git';
 import type { LoadOptions } from '../manifests/load';
 import { capProblems, formatProblem, formatProblemsCapped } from '../manifests/format';
 import type { DesiredState, HostStatus, Problem, VirtualMachineStatus } from '../types';
-import { startHttpServer, type HttpServer } from './http';
+import { isLoopback, parseListen, startHttpServer, type HttpServer } from './http';
 import { acquireLock, workdirLockLocation, type Lock } from './lock';
 import { DaemonMetrics, type MigrationResult } from './metrics';
 import { watchManifests, type ManifestWatcher } from './watch';
@@ -40,7 +45,12 @@ export interface DaemonOptions {
   logger: Logger;
   /** several replicas sharing the fleet (etcd); default: this daemon alone */
   coordination?: Coordination;
+  /** the fleet page's token (`--ui-token-file`); see src/ui/page.ts for when it is needed */
+  uiToken?: Buffer;
 }
+
+/** Finished migrations the fleet page lists. */
+const RECENT_FINISHED = 20;
 
 /** What the daemon runs on, built by the composition root (src/app/compose.ts). */
 export interface DaemonRuntime {
@@ -84,17 +94,33 @@ export class Daemon {
   private retryInMs?: number;
   private failedPasses = 0;
   private readonly coord: Coordination;
+  /** the fleet page: copies' progress between steps, its event stream, what it shows of git */
+  private readonly progress = new ProgressTracker();
+  private readonly events = new FleetEvents(() => this.fleetView());
+  private readonly finished: FinishedView[] = [];
+  private settingsNow?: Settings;
+  private sync: { revision?: string; manifestRevision?: string; at?: string; error?: string } = {};
 
   constructor(
     private readonly opts: DaemonOptions,
-    compose: (events: ReconcilerEvents) => DaemonRuntime,
+    compose: (
+      events: ReconcilerEvents,
+      onProgress: (ctx: MigrationContext, done: number, total: number) => void,
+    ) => DaemonRuntime,
   ) {
     this.log = opts.logger;
     this.coord = opts.coordination ?? SOLO;
-    this.runtime = compose({
-      onFinished: (vm, result) => this.migrationFinished(vm, result),
-      onTakeover: () => this.metrics.tookOver(),
-    });
+    this.runtime = compose(
+      {
+        onFinished: (vm, result) => this.migrationFinished(vm, result),
+        onTakeover: () => this.metrics.tookOver(),
+        onTransition: () => this.events.changed(),
+      },
+      (ctx, done, total) => {
+        this.progress.record(ctx.id, done, total, Date.now());
+        this.events.changed();
+      },
+    );
     this.store = this.runtime.store;
     this.reconciler = this.runtime.reconciler;
   }
@@ -128,8 +154,18 @@ export class Daemon {
       isReady: () => this.ready && this.coord.health().ready,
       notReadyWhy: () => (this.ready ? this.coord.health().why : 'the first pass has not finished'),
       fleet: () => ({ vms: this.reconciler.statuses(), hosts: this.lastPass?.hosts ?? [] }),
+      routes: pageRoutes({
+        events: this.events,
+        ...(this.opts.uiToken ? { token: this.opts.uiToken } : {}),
+        exposed: !isLoopback(parseListen(this.opts.listen).host),
+      }),
       logger: this.log.child({ component: 'http' }),
     });
+    if (!this.opts.uiToken && !isLoopback(parseListen(this.opts.listen).host))
+      this.log.warn(
+        { listen: this.opts.listen },
+        'the fleet page is off: listening beyond loopback without --ui-token-file',
+      );
     this.log.info({ listen: this.http.address.url }, 'serving health, readiness, metrics and webhooks');
     if (await isLocalWorkingCopy(this.opts.repo)) {
       try {
@@ -160,7 +196,54 @@ export class Daemon {
         result.step === 'Completed' ? c.bytesDone : undefined,
       );
     this.finishedAt.set(vm, Date.now());
+    this.progress.forget(c.id);
+    if (r) {
+      const m = migrationStatus({ step: result.step, context: c });
+      this.finished.unshift({
+        vm,
+        id: c.id,
+        result: result.step,
+        strategy: c.effectiveStrategy ?? c.strategy,
+        from: m.from,
+        to: m.to,
+        bytes: c.bytesDone,
+        ...(c.pauseMs !== undefined ? { pauseMs: c.pauseMs } : {}),
+        startedAt: c.startedAt,
+        finishedAt: c.finishedAt ?? new Date().toISOString(),
+        ...(m.lastError ? { error: m.lastError } : {}),
+      });
+      this.finished.length = Math.min(this.finished.length, RECENT_FINISHED);
+    }
+    this.events.changed();
     this.trigger('migration finished');
+  }
+
+  /** What the fleet page shows now: what this replica knows (its own VMs when several share the fleet). */
+  private fleetView(): FleetView {
+    const now = new Date();
+    const s = this.settingsNow;
+    const windows = s?.maintenanceWindows ?? [];
+    const stats = this.coord.shared ? this.coord.stats() : undefined;
+    return buildFleetView({
+      now,
+      vms: this.reconciler.statuses().filter((v) => this.coord.owns(v.metadata.name)),
+      hosts: this.lastPass?.hosts ?? [],
+      ...(this.desired ? { desired: this.desired } : {}),
+      progress: (id) => this.progress.get(id),
+      ...(this.lastPass ? { heldBack: this.lastPass.deferred } : {}),
+      recent: this.finished,
+      daemon: {
+        ...(this.sync.revision ? { revision: this.sync.revision } : {}),
+        ...(this.sync.manifestRevision ? { manifestRevision: this.sync.manifestRevision } : {}),
+        ...(this.sync.at ? { lastSyncAt: this.sync.at } : {}),
+        ...(this.sync.error ? { syncError: this.sync.error } : {}),
+        suspended: s?.suspend ?? false,
+        outsideWindow: windows.length > 0 && !insideMaintenanceWindow(windows, now),
+        windows: windows.length,
+        ready: this.ready,
+        ...(stats ? { replica: stats.replica } : {}),
+      },
+    });
   }
 
   /** The address the HTTP server listens on. */
@@ -193,6 +276,7 @@ export class Daemon {
     // several replicas: the lease is revoked, the others take the VMs at once
     await this.coord.close();
     await this.watcher?.close();
+    this.events.close();
     await this.http?.close();
     await this.runtime.close();
     for (const l of this.locks.reverse()) await l.release();
@@ -226,8 +310,13 @@ export class Daemon {
       try {
         revision = (await this.git.sync()).revision;
         this.metrics.markGitSync(new Date());
+        this.sync = { ...this.sync, revision, at: new Date().toISOString() };
+        delete this.sync.error;
       } catch (err) {
         this.metrics.gitSyncFailed();
+        const d = describeError(err);
+        this.sync = { ...this.sync, error: `${d.reason}: ${d.message}`.slice(0, 300) };
+        this.events.changed();
         log.error({ err }, 'git sync failed; no pass until it works');
         this.passFailed(err);
         return;
@@ -254,6 +343,9 @@ export class Daemon {
         revision: manifestRevision,
       });
       this.lastPass = result;
+      this.settingsNow = settings;
+      this.sync.manifestRevision = manifestRevision;
+      this.events.changed();
       this.metrics.setVmPhases(result.phases);
       if (result.started.length) log.info({ vms: result.started, revision }, 'migrations started');
       await this.commit(`vmplace: status of ${manifestRevision.slice(0, 12)}`);

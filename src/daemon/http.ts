@@ -62,6 +62,8 @@ export interface HttpServerOptions {
   /** the fleet as `GET /v1/status` serves it (read-only; the same content as the status files) */
   fleet?: () => { vms: VirtualMachineStatus[]; hosts: HostStatus[] };
   logger: Logger;
+  /** more read-only routes by path (the fleet page, see src/ui/page.ts); they answer themselves */
+  routes?: Record<string, { methods: string[]; run: (req: Req, res: Res) => Promise<void> | void }>;
   /** body limit of webhooks in bytes (default {@link MAX_WEBHOOK_BODY}) */
   maxBodyBytes?: number;
   /** open connections at once (default {@link MAX_CONNECTIONS}); more are closed on arrival */
@@ -102,6 +104,7 @@ export function parseListen(listen: string): { host: string; port: number } {
  * - `GET /metrics`: Prometheus text.
  * - `GET /v1/status`: `{"vms": [VirtualMachineStatus...], "hosts": [HostStatus...]}` as JSON, when
  *   `fleet` is given (404 otherwise): what the daemon would write to `status/` now.
+ * - `opts.routes`: the fleet page (`/`, `/ui/*`, `/v1/events`), GET and HEAD only.
  * - `POST /hooks/git`: body up to `maxBodyBytes` (else 413); with a secret, a missing or wrong
  *   `X-Hub-Signature-256` gets 401 and does nothing; otherwise 202 and `onWebhook()`.
  * - other paths 404; other methods on known paths 405 with `Allow`. `HEAD` works like `GET`.
@@ -155,6 +158,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     },
     '/hooks/git': { methods: ['POST'], run: (q, r) => webhook(q, r) },
   };
+  for (const [p, r] of Object.entries(opts.routes ?? {})) if (!(p in routes)) routes[p] = r;
   const fleet = opts.fleet;
   if (fleet)
     routes['/v1/status'] = {
