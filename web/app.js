@@ -147,8 +147,8 @@ function Header({ v, conn }) {
   return html`<header class="top">
     <h1>vmplace fleet</h1>
     <ul class="badges" aria-label="Daemon">
-      <li class=${conn === 'live' ? 'ok' : 'warn'} role="status" data-conn=${conn}>
-        ${conn === 'live' ? 'live' : conn}
+      <li class=${conn === 'live' ? 'ok' : 'warn'} data-conn=${conn}>
+        <span role="status">${conn === 'live' ? 'live' : conn}</span>
       </li>
       <li title=${d.revision ?? ''}>revision <code>${short(d.revision)}</code></li>
       ${

@@ -10,7 +10,7 @@ set -euo pipefail
 PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   openssh-server rsync tini busybox-static linux-image-amd64 cpio iproute2 xz-utils zstd openssl
-  etcd-server etcd-client iptables
+  etcd-server etcd-client iptables chromium
 )
 QEMU_CONF=${VMPLACE_LAB_QEMU_CONF:-/etc/libvirt/qemu.conf}
 BEGIN_MARK='# BEGIN vmplace-lab (managed by scripts/lab/install.sh)'
