@@ -133,9 +133,11 @@ function App({ s }) {
       <${Recent} recent=${v.recent} />
     </main>
     <footer>
-      Read-only: changes to the fleet go through git.
-      ${v.daemon.replica ? `This replica (${v.daemon.replica}) shows the VMs it owns.` : ''} Updated
-      ${clock(v.at)}.
+      ${
+        'Read-only: changes to the fleet go through git. ' +
+        (v.daemon.replica ? `This replica (${v.daemon.replica}) shows the VMs it owns. ` : '') +
+        `Updated ${clock(v.at)}.`
+      }
     </footer>
   `;
 }
@@ -167,12 +169,14 @@ function Header({ v, conn }) {
       ${d.ready ? null : html`<li class="warn">first pass not finished</li>`}
     </ul>
     <p class="summary">
-      ${v.vms.length}
-      VMs${Object.entries(phases)
-        .sort()
-        .map(([p, n]) => `, ${n} ${p.toLowerCase()}`)
-        .join('')}
-      · ${v.hosts.length} hosts
+      ${
+        `${v.vms.length} VMs` +
+        Object.entries(phases)
+          .sort()
+          .map(([p, n]) => `, ${n} ${p.toLowerCase()}`)
+          .join('') +
+        ` · ${v.hosts.length} hosts`
+      }
     </p>
   </header>`;
 }
