@@ -47,7 +47,7 @@ beforeAll(async () => {
   const build = tmpDir('vmplace-pack-');
   for (const f of ['package.json', 'package-lock.json', 'README.md', 'tsconfig.json', 'tsconfig.build.json'])
     fs.copyFileSync(path.join(ROOT, f), path.join(build, f));
-  for (const d of ['bin', 'src', 'schemas'])
+  for (const d of ['bin', 'src', 'schemas', 'web'])
     fs.cpSync(path.join(ROOT, d), path.join(build, d), { recursive: true });
   fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(build, 'node_modules'));
   const out = tmpDir('vmplace-tgz-');
@@ -88,6 +88,34 @@ describe('the npm pack tarball, installed with npm install --global', () => {
     // what a management box does not need
     for (const absent of ['src', 'test', 'dist/lab', 'examples', 'scripts'])
       expect(fs.existsSync(path.join(installed, absent))).toBe(false);
+  });
+
+  it('ships the fleet page: its script and style, and preact and htm from the installed dependencies', async () => {
+    const page = path.join(prefix, 'lib/node_modules/vmplace/dist/ui/page.js');
+    const r = await run(
+      process.execPath,
+      [
+        '-e',
+        `const a = require(${JSON.stringify(page)}).pageAssets();` +
+          `for (const [p, x] of Object.entries(a)) console.log(p, x.body.length);`,
+      ],
+      elsewhere,
+    );
+    expect(r.stderr).toBe('');
+    const sizes = Object.fromEntries(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ')),
+    );
+    expect(Object.keys(sizes).sort()).toEqual([
+      '/',
+      '/ui/app.css',
+      '/ui/app.js',
+      '/ui/vendor/htm.js',
+      '/ui/vendor/preact.js',
+    ]);
+    for (const n of Object.values(sizes)) expect(Number(n)).toBeGreaterThan(400);
   });
 
   it('vmplace --version is the package version', async () => {
