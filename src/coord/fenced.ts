@@ -10,7 +10,6 @@ import type { Transport } from '../transfer/transport';
  */
 export const READ_ONLY_DRIVER_METHODS: ReadonlySet<string> = new Set([
   'ownFile',
-  'ownFileBaseName',
   'diskPathsOf',
   'withDiskPaths',
   'listDomains',
