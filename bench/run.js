@@ -8,7 +8,7 @@
  *   npm run bench:smoke                    # tiny sizes, one run each, results in a temp dir
  *
  * Sections: pause (cross-host quick single/iterative, live same host and cross host), copy,
- * plan, reaction. Every section's raw samples go to OUT/results/SECTION.json (OUT = bench/, or
+ * plan, reaction, takeover (kill -9 of the replica owning a migration, 3 daemons on etcd). Every section's raw samples go to OUT/results/SECTION.json (OUT = bench/, or
  * a temp dir with --smoke, or --out DIR); the report is rebuilt from every section there, so
  * sections can be re-run one at a time. Needs root and the labs (started here when down).
  */
@@ -26,7 +26,7 @@ const opt = (n, def) => {
 };
 const smoke = flag('smoke');
 const runs = Number(opt('runs', smoke ? 1 : 5));
-const only = opt('only', 'plan,reaction,copy,pause').split(',');
+const only = opt('only', 'plan,reaction,copy,pause,takeover').split(',');
 const bytes = (s) => {
   const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
   if (!m) throw new Error(`bad size ${s}`);
@@ -88,7 +88,9 @@ async function main() {
           guestBulk: Number(opt('guest-bulk', 0)),
         }),
       );
-    } else throw new Error(`unknown section ${section} (plan, reaction, copy, pause)`);
+    } else if (section === 'takeover') {
+      save(await require('./takeover').takeoverBench({ runs, smoke, ttl: opt('lease-ttl', '3s') }));
+    } else throw new Error(`unknown section ${section} (plan, reaction, copy, pause, takeover)`);
     log(`== ${section} done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   }
   if (!flag('keep-lab')) await require('./lib/lab').hostsDown();
