@@ -308,8 +308,8 @@ function writeReport(out) {
       verdict(st.median <= 2000),
     ]);
   }
-  const tk = R.takeover;
-  if (tk) {
+  const takeovers = ['takeover-cross', 'takeover-single'].map((k) => R[k]).filter((x) => x?.results?.length);
+  for (const tk of takeovers) {
     const st = stats(tk.results.map((x) => x.takeoverMs));
     const ttlMs = tk.opts.ttlMs;
     goals.push([
@@ -472,19 +472,22 @@ function writeReport(out) {
     );
     L.push('');
   }
-  if (tk) {
+  if (takeovers.length) {
+    const tk = takeovers[0];
     L.push('## Takeover');
     L.push('');
     L.push(
-      `Three real \`vmplace daemon\` replicas (\`--etcd-endpoints\` of a 3-member etcd on loopback, \`--lease-ttl ${tk.opts.ttl}\`, \`--interval 1s\`) follow one bare repository; a clone pushes a quick move of the lab guest (${tk.opts.topology}; ${tk.opts.dataMiB} MiB of data in the base, \`limits.bandwidth: ${tk.opts.bandwidth}\` so the base copy is in flight); 300 ms after the owning replica logs CopyingBase it gets SIGKILL. Takeover = the survivor's "taking over migration" log line − the kill; next step = its first persisted step of that migration after the takeover (the base copy runs again first). Each run waits for Completed, then restarts the killed replica under its name. Ratio = takeover / TTL.`,
+      `Three real \`vmplace daemon\` replicas (\`--etcd-endpoints\` of a 3-member etcd on loopback, \`--lease-ttl ${tk.opts.ttl}\`, \`--interval 1s\`) follow one bare repository; a clone pushes a quick move of the lab guest (${tk.opts.dataMiB} MiB of data in the base, \`limits.bandwidth: ${tk.opts.bandwidth}\` so the base copy is in flight); 300 ms after the owning replica logs CopyingBase it gets SIGKILL. Takeover = the survivor's "taking over migration" log line − the kill; next step = its first persisted step of that migration after the takeover (the base copy runs again first). Each run waits for Completed, then restarts the killed replica under its name. Ratio = takeover / TTL.`,
     );
     L.push('');
-    L.push('| N | takeover (ms) | takeover / TTL | next step (ms) | finished | taken in step |');
-    L.push('|---|---|---|---|---|---|');
-    const st = stats(tk.results.map((x) => x.takeoverMs));
-    L.push(
-      `| ${tk.results.length} | ${mmm(st)} | ${mmm(stats(tk.results.map((x) => x.takeoverMs / tk.opts.ttlMs)), f2)} | ${mmm(stats(tk.results.map((x) => x.nextStepMs)))} | ${[...new Set(tk.results.map((x) => x.finalStep))].join(', ')} | ${[...new Set(tk.results.map((x) => x.takenInStep))].join(', ')} |`,
-    );
+    L.push('| topology | N | takeover (ms) | takeover / TTL | next step (ms) | finished | taken in step |');
+    L.push('|---|---|---|---|---|---|---|');
+    for (const t of takeovers) {
+      const st = stats(t.results.map((x) => x.takeoverMs));
+      L.push(
+        `| ${t.opts.topology} | ${t.results.length} | ${mmm(st)} | ${mmm(stats(t.results.map((x) => x.takeoverMs / t.opts.ttlMs)), f2)} | ${mmm(stats(t.results.map((x) => x.nextStepMs)))} | ${[...new Set(t.results.map((x) => x.finalStep))].join(', ')} | ${[...new Set(t.results.map((x) => x.takenInStep))].join(', ')} |`,
+      );
+    }
     L.push('');
   }
   const notes = path.join(out, 'NOTES.md');

@@ -89,7 +89,13 @@ async function main() {
         }),
       );
     } else if (section === 'takeover') {
-      save(await require('./takeover').takeoverBench({ runs, smoke, ttl: opt('lease-ttl', '3s') }));
+      // the general case (two hosts, no shared storage) and the favourable one (one host);
+      // the smoke runs the one-host case once (the two-host lab takes a while to come up)
+      const topologies = opt('topologies', smoke ? 'single' : 'cross,single').split(',');
+      for (const topology of topologies)
+        save(
+          await require('./takeover').takeoverBench({ runs, smoke, ttl: opt('lease-ttl', '3s'), topology }),
+        );
     } else throw new Error(`unknown section ${section} (plan, reaction, copy, pause, takeover)`);
     log(`== ${section} done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   }
