@@ -208,8 +208,10 @@ class Replica {
     this.stopped = true;
     this.wake();
     await this.loop;
-    // the dead one's timers still run against its closed client: stop them too
-    await this.coord.close().catch(() => undefined);
+    if (!this.dead) return this.coord.close();
+    // the dead one's keepalive timer still runs against its closed client: close() stops it at
+    // once; the rest of close() (cancelling watches, revoking) waits on that client forever
+    await Promise.race([this.coord.close().catch(() => undefined), sleep(1000)]);
   }
 }
 
