@@ -35,6 +35,7 @@ import { labHostManifest, labVmManifest, makeFleet, run, type Fleet } from './su
 import { humanClone, newBareRepo, readRemoteFile } from './support/daemon';
 import { Replicas, samplePlacement, summarisePlacement, type PlacementSampler } from './support/replicas';
 import { parseDomainXml } from '../../src/drivers/libvirt/xml';
+import { ownerOf as rendezvousOwner } from '../../src/coord/rendezvous';
 import type { VirtualMachineStatus } from '../../src/types';
 
 jest.setTimeout(600_000);
@@ -155,14 +156,18 @@ interface Move {
 /** Start moving the VM to the other storage; resolves with the replica that owns it. */
 async function startMove(): Promise<Move> {
   const r = replicas!;
-  // every replica is up and sees all three members before the owner is read
+  // every replica runs (also one killed by a case that failed half-way) and sees all three
+  for (const n of NAMES) if (!r.alive(n)) await r.restart(n);
   for (const n of NAMES)
     await until(
       `${n} sees 3 members`,
       async () => (await r.metric(n, 'vmplace_replica_members')) === 3,
       60_000,
     );
-  const owner = await r.waitForOwner(f.vm);
+  // the lock is where rendezvous hashing puts it (a replica back from a kill takes its VMs
+  // back from the one that held them meanwhile): that replica runs the migration
+  const owner = rendezvousOwner(f.vm, NAMES)!;
+  await until(`${owner} holds the lock of ${f.vm}`, async () => (await r.ownerOf(f.vm)) === owner, 60_000);
   const to = desired === 'a' ? 'b' : 'a';
   desired = to;
   const since = await serialLogSize(f.serialLog);
@@ -226,6 +231,16 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (sampler) await sampler.stop();
+  // VMPLACE_FAILOVER_LOGS=DIR keeps every replica's log lines there (one file per replica)
+  const keep = process.env.VMPLACE_FAILOVER_LOGS;
+  if (keep && replicas) {
+    await fs.mkdir(keep, { recursive: true });
+    for (const r of replicas.all())
+      await fs.writeFile(
+        path.join(keep, `${r.name}.log`),
+        r.runs.flatMap((d) => d.logs.map((l) => JSON.stringify(l))).join('\n') + '\n',
+      );
+  }
   await replicas?.close();
   await etcd?.stop();
   if (f) await destroyVm(f.vm).catch(() => undefined);
@@ -249,6 +264,13 @@ describe('several daemons on one fleet (real etcd, real daemons, real libvirt)',
         60_000,
       );
       expect(takeover.replica).not.toBe(owner);
+      // the killed replica is the one that ran the migration up to the kill
+      const ranBy = new Set(
+        r
+          .logs((l) => l.msg === 'migration step' && l.migration === hit.id && l.time <= killedAt)
+          .map((l) => l.replica),
+      );
+      expect([...ranBy]).toEqual([owner]);
       const done = await r.waitForDone(f.vm, hit.id);
       const takeoverMs = takeover.time - killedAt;
       const completedMs = done.seenAt - killedAt;
@@ -294,7 +316,7 @@ describe('several daemons on one fleet (real etcd, real daemons, real libvirt)',
       ].includes(l.msg),
     );
     expect(lostIt.length).toBeGreaterThan(0);
-    expect(after.filter((l) => l.msg === 'migration step' && l.vm === f.vm)).toEqual([]);
+    expect(after.filter((l) => l.msg === 'migration step' && l.migration === hit.id)).toEqual([]);
     const fenced = await r.metric(owner, 'vmplace_replica_fenced_writes');
     measured.push(
       `SIGSTOP in CopyingBase: stop → 'taking over migration' ${takeover.time - stoppedAt} ms; ` +
@@ -347,7 +369,7 @@ describe('several daemons on one fleet (real etcd, real daemons, real libvirt)',
       r
         .get(owner)
         .daemon.logs.filter(
-          (l) => l.msg === 'migration step' && l.vm === f.vm && l.time > cutAt + LEASE_TTL_MS,
+          (l) => l.msg === 'migration step' && l.migration === hit.id && l.time > cutAt + LEASE_TTL_MS,
         ),
     ).toEqual([]);
     await expectRunningOnceWithAllData(to, since);

@@ -48,6 +48,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class Replicas {
   readonly etcd: Etcd3;
   private readonly replicas = new Map<string, Replica>();
+  /** groups this object added to /etc/group (removed by `close`) */
+  private readonly groups: number[] = [];
 
   private constructor(private readonly opts: ReplicasOptions) {
     this.etcd = new Etcd3({ hosts: [...opts.endpoints], dialTimeout: 2000 });
@@ -76,6 +78,7 @@ export class Replicas {
     const workdir = old?.workdir ?? path.join(dir, 'work', 'repo');
     const stateDir = old?.stateDir ?? path.join(dir, 'state');
     const target = old?.target ?? newPartitionTarget();
+    if (!old) await this.ensureGroup(target.gid);
     const daemon = await startDaemon({
       repo: this.opts.repo,
       workdir,
@@ -104,6 +107,20 @@ export class Replicas {
     };
     this.replicas.set(name, replica);
     return replica;
+  }
+
+  /**
+   * libvirt's client refuses to connect from a process whose group id has no record
+   * ("Failed to find group record for gid"): give the partition target's gid a name.
+   */
+  private async ensureGroup(gid: number): Promise<void> {
+    const known = await run('getent', ['group', String(gid)]).then(
+      () => true,
+      () => false,
+    );
+    if (known) return;
+    await run('groupadd', ['-g', String(gid), `vmplace-lab-${gid}`]);
+    this.groups.push(gid);
   }
 
   /** Start a replica again (after a kill) on its own workdir and state dir. */
@@ -241,6 +258,8 @@ export class Replicas {
         await d.exited;
       }
     this.etcd.close();
+    for (const gid of this.groups.splice(0))
+      await run('groupdel', [`vmplace-lab-${gid}`]).catch(() => undefined);
   }
 }
 
