@@ -189,6 +189,8 @@ async function expectFinishedOnce(id: string, by: string, label: string): Promis
   const samples = await sampler!.stop();
   sampler = undefined;
   const p = summarisePlacement(samples);
+  const odd = samples.filter((x) => x.qemus > 1 || x.runningOn.length > 1);
+  if (odd.length) measured.push(`${label}: observations with two: ${JSON.stringify(odd.slice(0, 5))}`);
   expect(p.observations).toBeGreaterThan(10);
   expect(p.maxHosts).toBe(1);
   expect(p.maxQemus).toBe(1);
