@@ -171,6 +171,8 @@ async function startMove(): Promise<Move> {
   const to = desired === 'a' ? 'b' : 'a';
   desired = to;
   const since = await serialLogSize(f.serialLog);
+  // a case that failed half-way left its sampler running: stop it (else jest never exits)
+  await sampler?.stop();
   sampler = samplePlacement(f.vm, [LAB_URI]);
   await pushManifests(`move ${f.vm} to ${to}`);
   return { to, since, owner };
