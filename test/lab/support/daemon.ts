@@ -30,6 +30,8 @@ export async function startDaemon(opts: {
   secretFile?: string;
   interval?: string;
   extra?: string[];
+  /** spawn with this group id (to cut the daemon off from etcd, see src/lab/partition.ts) */
+  gid?: number;
 }): Promise<RunningDaemon> {
   const args = [
     VMPLACE_BIN,
@@ -53,7 +55,11 @@ export async function startDaemon(opts: {
     ...(opts.secretFile ? ['--webhook-secret-file', opts.secretFile] : []),
     ...(opts.extra ?? []),
   ];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+  });
   const logs: LogLine[] = [];
   const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   let buf = '';
