@@ -53,6 +53,8 @@ export interface Coordination {
   stats(): ReplicaStats;
   /** Called when the members or the locks changed (a pass should run). */
   onChange(listener: () => void): void;
+  /** Called at once with the VMs whose locks this replica lost (their runs must stop now). */
+  onLost?(listener: (vms: string[]) => void): void;
   /** Where migration state lives: the given file store alone, or etcd. */
   store(local: MigrationRecords): MigrationRecords;
   /** Give everything back (the lease is revoked: the locks are free at once). */

@@ -1,5 +1,5 @@
 import type { HypervisorDriver } from '../drivers/driver';
-import type { Fence } from '../machine/fence';
+import { passFence, type Fence } from '../machine/fence';
 import type { Transport } from '../transfer/transport';
 
 /**
@@ -51,12 +51,8 @@ export function fencedDriver(driver: HypervisorDriver, fence: Fence): Hypervisor
       let w = wrapped.get(prop);
       if (!w) {
         const fn = value as (...a: unknown[]) => unknown;
-        w = (...args: unknown[]): unknown => {
-          try {
-            fence.check();
-          } catch (err) {
-            return Promise.reject(err);
-          }
+        w = async (...args: unknown[]): Promise<unknown> => {
+          await passFence(fence);
           return fn.apply(target, args);
         };
         wrapped.set(prop, w);
@@ -66,18 +62,18 @@ export function fencedDriver(driver: HypervisorDriver, fence: Fence): Hypervisor
   });
 }
 
-/** The transport as one migration run sees it: a copy checks `fence` before it starts. */
+/**
+ * The transport as one migration run sees it: a copy passes `fence` before it starts, and the
+ * copy passes it again before every command it runs on a host (the sync, the checksums, the
+ * removal of its part file, the rename), so a copy that outlived its lock changes nothing more.
+ */
 export function fencedTransport(t: Transport, fence: Fence): Transport {
   return {
-    ...t,
+    name: t.name,
     reachable: () => t.reachable(),
-    copy: (...args: Parameters<Transport['copy']>) => {
-      try {
-        fence.check();
-      } catch (err) {
-        return Promise.reject(err);
-      }
-      return t.copy(...args);
+    copy: async (src, dst, opts = {}) => {
+      await passFence(fence);
+      return t.copy(src, dst, { ...opts, fence: () => passFence(fence) });
     },
   };
 }

@@ -10,6 +10,29 @@ export interface Fence {
   readonly revision: string;
   check(): void;
   held(): boolean;
+  /**
+   * Resolves once `check` would pass: at once, or when a keepalive succeeds again after a
+   * short outage (an etcd leader election); rejects with `FencedError` once the lock is lost.
+   * Wait for it, then `check` synchronously right before the effect.
+   */
+  ready(): Promise<void>;
 }
 
-export const NO_FENCE: Fence = { revision: '', check: () => undefined, held: () => true };
+export const NO_FENCE: Fence = {
+  revision: '',
+  check: () => undefined,
+  held: () => true,
+  ready: () => Promise.resolve(),
+};
+
+/** Wait until `fence` lets an effect start, then check it once more right before it. */
+export async function passFence(fence: Fence): Promise<void> {
+  try {
+    fence.check();
+    return;
+  } catch {
+    // stale (etcd away for a moment) or lost: wait for either
+  }
+  await fence.ready();
+  fence.check();
+}

@@ -2,7 +2,7 @@ import { createActor, type Snapshot } from 'xstate';
 import { migrationMachine, FINAL_STEPS, type StepActorName } from './migration-machine';
 import type { MigrationContext, MigrationInput } from './types';
 import { FencedError, isFenced } from '../errors';
-import type { Fence } from './fence';
+import { passFence, type Fence } from './fence';
 import type { MigrationRecords } from './store';
 import { fromPromise } from 'xstate';
 import type { StepOutput } from './types';
@@ -241,7 +241,7 @@ export function stepGate(fence: Fence): {
         // XState invokes a step before the runner's observer persists the transition: let it
         await Promise.resolve();
         await handle?.persisted();
-        fence.check();
+        await passFence(fence);
       },
       track: (step) => {
         last = step.then(

@@ -137,6 +137,20 @@ export class Reconciler {
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.coord = deps.coordination ?? SOLO;
+    // a lost lock stops its run at once: its copies are killed before another replica starts
+    this.coord.onLost?.((vms) => this.abandonRuns(vms));
+  }
+
+  private abandonRuns(vms: readonly string[]): void {
+    for (const vm of vms) {
+      const r = this.running.get(vm);
+      if (!r) continue;
+      this.deps.logger.warn(
+        { vm, migration: r.handle.id, step: r.handle.step() },
+        'lock lost: this replica stops the migration',
+      );
+      r.handle.abandon('lock lost');
+    }
   }
 
   private get now(): Date {
@@ -315,19 +329,19 @@ export class Reconciler {
   private async rebalance(input: PassInput): Promise<void> {
     if (!this.coord.shared) return;
     const log = this.deps.logger;
-    const { records, problems } = await this.deps.store.listActive();
-    for (const p of problems) log.error({ file: p.file }, `unreadable migration state: ${p.message}`);
+    // etcd away: what is lost is still given up (below); nothing is taken or resumed this pass
+    const listed = await this.deps.store.listActive().catch((err: unknown) => {
+      log.warn({ err: describeError(err).message }, 'cannot list the fleet’s migrations');
+      return undefined;
+    });
+    const records = listed?.records ?? [];
+    for (const p of listed?.problems ?? [])
+      log.error({ file: p.file }, `unreadable migration state: ${p.message}`);
     const fleet = new Set([...input.desired.vms.keys(), ...records.map((r) => r.vm)]);
-    const { acquired, lost } = await this.coord.balance([...fleet].sort(), (vm) => this.running.has(vm));
-    for (const vm of lost) {
-      const r = this.running.get(vm);
-      if (!r) continue;
-      log.warn(
-        { vm, migration: r.handle.id, step: r.handle.step() },
-        'lock lost: this replica stops the migration',
-      );
-      r.handle.abandon('lock lost');
-    }
+    const { acquired, lost } = listed
+      ? await this.coord.balance([...fleet].sort(), (vm) => this.running.has(vm))
+      : await this.coord.balance([], () => true);
+    this.abandonRuns(lost);
     // every migration of a VM this replica holds runs here: one taken over with its VM, and one
     // whose run stopped without finishing (its record is still there)
     const taken = new Set(acquired);

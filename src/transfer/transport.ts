@@ -23,6 +23,32 @@ export interface TransportCopyOptions {
   mode?: 'direct' | 'relay' | 'auto';
   /** files up to this size go through the management box's open connections */
   relayBelowBytes?: number;
+  /**
+   * Awaited before every command the copy runs on a host (several daemon replicas: it waits
+   * while the replica's lease is unproven and rejects once its lock is lost)
+   */
+  fence?: () => Promise<void>;
+}
+
+/**
+ * `exec` whose every command first passes `before` (the same object otherwise: a proxy, so
+ * what the copies ask of it, such as whether it is an ssh host, still holds).
+ */
+export function guardedExec(exec: HostExec, before: (() => Promise<void>) | undefined): HostExec {
+  if (!before) return exec;
+  return new Proxy(exec, {
+    get(target, prop, receiver) {
+      const v: unknown = Reflect.get(target, prop, receiver);
+      if (prop === 'run') {
+        const run = target.run.bind(target);
+        return async (...args: Parameters<HostExec['run']>) => {
+          await before();
+          return run(...args);
+        };
+      }
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }
 
 export interface Transport {
@@ -45,7 +71,7 @@ export function localTransport(exec: HostExec, guard: (p: string) => Promise<voi
     reachable: () => Promise.resolve(true),
     async copy(src, dst, opts = {}) {
       await guard(dst);
-      await copyLocal(exec, src, dst, {
+      await copyLocal(guardedExec(exec, opts.fence), src, dst, {
         ...(opts.claim ? { claim: opts.claim } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
@@ -70,16 +96,22 @@ export function rsyncSshTransport(
     name: 'rsync+ssh',
     reachable: () => targetReachable(srcExec, targetSsh),
     async copy(src, dst, opts = {}) {
-      const r = await copyBetweenHosts(srcExec, dstExec, src, dst, {
-        ...(opts.claim ? { claim: opts.claim } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-        guard: () => guard(dst),
-        targetSsh,
-        mode: opts.mode ?? 'auto',
-        ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
-        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-        ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
-      });
+      const r = await copyBetweenHosts(
+        guardedExec(srcExec, opts.fence),
+        guardedExec(dstExec, opts.fence),
+        src,
+        dst,
+        {
+          ...(opts.claim ? { claim: opts.claim } : {}),
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          guard: () => guard(dst),
+          targetSsh,
+          mode: opts.mode ?? 'auto',
+          ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
+          ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+          ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
+        },
+      );
       return { mode: r.mode };
     },
   };

@@ -44,6 +44,8 @@ export class EtcdCoordination implements Coordination, LockTable {
   private lastError: string | undefined = 'not registered with etcd yet';
   private fencedWrites = 0;
   private timer: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  private readonly lostListeners: ((vms: string[]) => void)[] = [];
   private watchers: Watcher[] = [];
   private readonly listeners: (() => void)[] = [];
   private closed = false;
@@ -64,6 +66,22 @@ export class EtcdCoordination implements Coordination, LockTable {
   start(): void {
     this.schedule(0);
     void this.watch();
+    // A lease whose last successful keepalive was sent 3/4 of the TTL ago is given up here, a
+    // quarter TTL before etcd can let it expire and another replica take its locks: its runs
+    // are stopped at once (their copies killed), not at the next pass. A process woken from a
+    // stop runs this before anything else it had pending.
+    this.watchdog = setInterval(
+      () => {
+        if (this.lease && performance.now() - this.okSentAt > (this.ttlMs * 3) / 4)
+          this.leaseLost('no successful keepalive for 3/4 of the lease TTL');
+      },
+      Math.max(20, Math.floor(this.ttlMs / 40)),
+    );
+  }
+
+  /** Called with the VMs whose locks are lost, at once (not at the next pass). */
+  onLost(listener: (vms: string[]) => void): void {
+    this.lostListeners.push(listener);
   }
 
   // ------------------------------------------------------------------ lease and membership
@@ -129,6 +147,7 @@ export class EtcdCoordination implements Coordination, LockTable {
       { replica: this.replicaId, vms: vms.length, why },
       'lease lost: this replica gives up its VMs',
     );
+    for (const l of this.lostListeners) l(vms);
     // when etcd answers again, free the locks at once instead of at the lease's expiry
     if (old) void old.revoke().catch(() => undefined);
     this.notify();
@@ -174,6 +193,7 @@ export class EtcdCoordination implements Coordination, LockTable {
           this.held.delete(vm);
           this.lostQueue.push(vm);
           this.log.error({ vm }, 'lock deleted under this replica');
+          for (const l of this.lostListeners) l([vm]);
         }
         this.notify();
       }),
@@ -291,9 +311,18 @@ export class EtcdCoordination implements Coordination, LockTable {
 
   fenceFor(vm: string): Fence {
     const revision = this.held.get(vm) ?? 'none';
+    const held = (): boolean => this.lease !== undefined && this.held.get(vm) === revision;
     return {
       revision,
-      held: () => this.lease !== undefined && this.held.get(vm) === revision,
+      held,
+      // while the lease is unproven (an etcd leader election), wait; once the lock is gone, refuse
+      ready: async () => {
+        while (held() && !this.fresh()) await new Promise((r) => setTimeout(r, 50));
+        if (!held())
+          throw new FencedError(
+            `replica ${this.replicaId} no longer holds the lock of VM ${vm}: nothing started`,
+          );
+      },
       check: () => {
         if (this.lease === undefined || this.held.get(vm) !== revision)
           throw new FencedError(
@@ -376,6 +405,7 @@ export class EtcdCoordination implements Coordination, LockTable {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.watchdog) clearInterval(this.watchdog);
     await this.ticking;
     await Promise.all(this.watchers.map((w) => w.cancel().catch(() => undefined)));
     const lease = this.lease;

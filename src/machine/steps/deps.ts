@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { HypervisorDriver } from '../../drivers/driver';
 import type { Transport } from '../../transfer/transport';
 import type { HostSpec } from '../../types';
-import { NO_FENCE, type Fence } from '../fence';
+import { NO_FENCE, passFence, type Fence } from '../fence';
 import type { MigrationRecords, OwnedFile } from '../store';
 import type { MigrationContext, StepOutput } from '../types';
 
@@ -91,12 +91,8 @@ export function storeRecords(
   fence: Fence = NO_FENCE,
 ): Required<Pick<StepDeps, 'intents' | 'owned'>> {
   // a write-ahead record is written only by a run that still holds the VM's lock
-  const fenced = <T>(write: () => Promise<T>): Promise<T> => {
-    try {
-      fence.check();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  const fenced = async <T>(write: () => Promise<T>): Promise<T> => {
+    await passFence(fence);
     return write();
   };
   return {

@@ -38,8 +38,14 @@ const refusing: Fence = {
     throw new FencedError('replica r1 no longer holds the lock of VM web: nothing started');
   },
   held: () => false,
+  ready: () => Promise.reject(new FencedError('replica r1 no longer holds the lock of VM web')),
 };
-const open: Fence = { revision: '42', check: () => undefined, held: () => true };
+const open: Fence = {
+  revision: '42',
+  check: () => undefined,
+  held: () => true,
+  ready: () => Promise.resolve(),
+};
 
 /** A driver whose every contract method records its call (the real one would touch a host). */
 function recordingDriver(): { driver: HypervisorDriver; calls: string[] } {
@@ -103,6 +109,7 @@ describe('fencedDriver', () => {
       check: () => {
         if (!held) throw new FencedError('lost');
       },
+      ready: () => (held ? Promise.resolve() : Promise.reject(new FencedError('lost'))),
       held: () => held,
     };
     const { driver, calls } = recordingDriver();

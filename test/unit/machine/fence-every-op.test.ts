@@ -40,6 +40,7 @@ function testFence(): Fence & { lose(): void; lost: boolean } {
       f.lost = true;
     },
     held: () => !f.lost,
+    ready: () => (f.lost ? Promise.reject(new FencedError('the lock is lost')) : Promise.resolve()),
     check() {
       if (f.lost) throw new FencedError('the lock is lost');
     },

@@ -72,6 +72,8 @@ class FakeCoordination implements Coordination {
       check: () => {
         if (!held()) throw new FencedError(`${this.replicaId} lost ${vm}`);
       },
+      ready: () =>
+        held() ? Promise.resolve() : Promise.reject(new FencedError(`${this.replicaId} lost ${vm}`)),
     };
   }
   fleetMigrations() {
