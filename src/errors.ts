@@ -115,6 +115,10 @@ export const REASONS = [
   'TrustFileUnsafe',
   'WebhookSecretEmpty',
   'UiTokenTooShort',
+  // notifications (notify/)
+  'NotificationFileRefused',
+  'NotificationUrlInvalid',
+  'NotificationDeliveryFailed',
   // several daemons sharing a fleet (coord/)
   'Fenced',
   'CoordinationUnavailable',
