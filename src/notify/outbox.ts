@@ -203,7 +203,7 @@ export class Outbox {
 
   /** Messages waiting, per receiver. */
   pending(): Record<string, number> {
-    return Object.fromEntries([...this.queues].map(([k, q]) => [k, q.length]));
+    return Object.fromEntries([...this.queues].filter(([, q]) => q.length).map(([k, q]) => [k, q.length]));
   }
 
   /**
