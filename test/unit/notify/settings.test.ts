@@ -168,6 +168,15 @@ describe('vmplace.yaml notifications', () => {
     expect(ok.problems).toEqual([]);
   });
 
+  it('the sample examples/daemon/vmplace.yaml is valid under the sample trust file', async () => {
+    const ex = path.resolve(__dirname, '../../../examples/daemon');
+    const policy = parseTrustPolicy(fs.readFileSync(path.join(ex, 'trust.yaml'), 'utf8'), 'trust.yaml');
+    fs.copyFileSync(path.join(ex, 'vmplace.yaml'), path.join(repo, 'vmplace.yaml'));
+    const r = await loadSettings(repo, { policy });
+    expect(r.problems).toEqual([]);
+    expect(r.settings?.notifications.map((n) => n.name)).toEqual(['ops-chat', 'cmdb']);
+  });
+
   it('the trust file takes notificationFiles (absolute paths only)', () => {
     const p = parseTrustPolicy(
       'apiVersion: vmplace.dev/v1alpha1\nkind: TrustPolicy\nnotificationFiles: [/etc/vmplace/hooks]\n',
