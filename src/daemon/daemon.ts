@@ -141,7 +141,12 @@ export class Daemon {
     this.locks.push(await acquireLock(wl.dir, wl.name));
     this.locks.push(await acquireLock(this.opts.stateDir, 'daemon'));
     await this.store.init();
-    await this.notifier.start();
+    await this.notifier.start({
+      ...this.opts.trust,
+      stateDir: this.opts.stateDir,
+      workdir: this.opts.workdir,
+      repoDir: this.opts.workdir,
+    });
     if (this.coord.shared) {
       this.metrics.watchReplica(() => this.coord.stats());
       this.coord.onChange(() => this.trigger('replicas or locks changed'));

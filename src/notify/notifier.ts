@@ -6,7 +6,9 @@
  * `coordination.owns`); host events come from the elected replica, git events from each replica
  * for its own clone.
  */
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { writeFileAtomic } from '../atomic-file';
 import type { Logger } from 'pino';
 import { describeError } from '../errors';
 import type { TrustContext } from '../manifests/trust';
@@ -38,15 +40,29 @@ export class Notifier {
   /** the last configuration problem per receiver, so each is logged once */
   private readonly problems = new Map<string, string>();
   private readonly now: () => number;
+  private readonly receiversFile: string;
+  private lastConfig = '';
 
   constructor(private readonly o: NotifierOptions) {
     this.log = o.logger;
     this.now = o.now ?? Date.now;
     this.outbox = new Outbox({ ...o, file: path.join(o.stateDir, 'notifications', 'outbox.json') });
+    this.receiversFile = path.join(o.stateDir, 'notifications', 'receivers.json');
   }
 
-  start(): Promise<void> {
-    return this.outbox.load();
+  /**
+   * Load the outbox, and the receivers last configured (their file paths only, never a URL), so
+   * a daemon that restarts while git is unreachable can still say so.
+   */
+  async start(trust: TrustContext): Promise<void> {
+    await this.outbox.load();
+    let last: unknown;
+    try {
+      last = JSON.parse(await fs.readFile(this.receiversFile, 'utf8'));
+    } catch {
+      return; // none yet, or unreadable: the first pass configures
+    }
+    if (Array.isArray(last)) this.configure(last as NotificationReceiver[], trust);
   }
 
   close(): Promise<void> {
@@ -80,6 +96,20 @@ export class Notifier {
     }
     for (const name of [...this.problems.keys()]) if (!seen.has(name)) this.problems.delete(name);
     this.outbox.configure(ok);
+    const config = JSON.stringify(receivers);
+    if (config !== this.lastConfig) {
+      this.lastConfig = config;
+      // names, events and file paths: nothing secret (the URLs stay in their files)
+      void fs
+        .mkdir(path.dirname(this.receiversFile), { recursive: true, mode: 0o700 })
+        .then(() => writeFileAtomic(this.receiversFile, config))
+        .catch((err: NodeJS.ErrnoException) =>
+          this.log.error(
+            { file: this.receiversFile, code: err.code },
+            'cannot write the notification receivers',
+          ),
+        );
+    }
   }
 
   /** A migration this replica started. */

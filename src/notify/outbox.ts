@@ -73,7 +73,7 @@ export class Outbox {
   private readonly seen = new Set<string>();
   private episodes: Record<string, string> = {};
   private readonly running = new Set<string>();
-  private readonly sleepers = new Set<() => void>();
+  private readonly sleepers = new Map<string, () => void>();
   private closed = false;
   private writing?: Promise<void>;
   private dirty = false;
@@ -129,20 +129,30 @@ export class Outbox {
   }
 
   /**
-   * Send to these receivers from now on. A receiver no longer configured loses its queue; a new
-   * one starts with an empty queue (it gets what is emitted from now on).
+   * Send to these receivers from now on. A new one starts with an empty queue (it gets what is
+   * emitted from now on). The queue of a receiver no longer configured is kept, unsent, until
+   * its messages are older than `maxAgeMs` (a `vmplace.yaml` that comes back, or a daemon that
+   * restarts before it can read it, loses nothing).
    */
   configure(receivers: readonly ResolvedReceiver[]): void {
+    const before = new Map(this.receivers);
     this.receivers.clear();
-    for (const r of receivers) this.receivers.set(r.name, r);
+    for (const r of receivers) {
+      this.receivers.set(r.name, r);
+      // a new or changed URL: the head is tried again now, not after the old URL's backoff
+      if (before.get(r.name)?.url.href !== r.url.href) this.sleepers.get(r.name)?.();
+    }
+    const now = this.o.now();
     for (const [name, q] of this.queues) {
       if (this.receivers.has(name) || q.length === 0) continue;
-      this.log.warn(
-        { receiver: name, dropped: q.length },
-        'notification receiver removed: its queue is dropped',
-      );
-      this.queues.delete(name);
-      this.persist();
+      if (q.every((m) => now - m.at > this.o.maxAgeMs)) {
+        this.log.warn(
+          { receiver: name, dropped: q.length },
+          'notification receiver gone for long: its queue is dropped',
+        );
+        this.queues.delete(name);
+        this.persist();
+      }
     }
     for (const name of this.receivers.keys()) this.kick(name);
   }
@@ -212,7 +222,7 @@ export class Outbox {
    */
   async close(): Promise<void> {
     this.closed = true;
-    for (const wake of [...this.sleepers]) wake();
+    for (const wake of [...this.sleepers.values()]) wake();
     this.persist();
     while (this.writing) await this.writing;
   }
@@ -281,6 +291,11 @@ export class Outbox {
         code: res.code,
         ...(res.status ? { status: res.status } : {}),
       };
+      // the receiver's URL changed during the attempt: try the new one now
+      if (res.retry && this.receivers.get(name)?.url.href !== r.url.href) {
+        this.log.warn(failure, 'notification not delivered; the receiver changed, trying it now');
+        continue;
+      }
       if (!res.retry) {
         q.shift();
         this.log.error(failure, 'notification refused by its receiver: dropped');
@@ -296,19 +311,19 @@ export class Outbox {
       );
       this.log.warn({ ...failure, retryInMs: Math.round(delay) }, 'notification not delivered; retrying');
       this.persist();
-      await this.sleep(delay);
+      await this.sleep(name, delay);
     }
   }
 
-  private sleep(ms: number): Promise<void> {
+  private sleep(name: string, ms: number): Promise<void> {
     return new Promise((resolve) => {
       const wake = (): void => {
         clearTimeout(t);
-        this.sleepers.delete(wake);
+        if (this.sleepers.get(name) === wake) this.sleepers.delete(name);
         resolve();
       };
       const t = setTimeout(wake, ms);
-      this.sleepers.add(wake);
+      this.sleepers.set(name, wake);
     });
   }
 

@@ -280,6 +280,97 @@ describe('outbox', () => {
   });
 });
 
+describe('notifier across a restart', () => {
+  it('remembers its receivers: a daemon restarted while git fails still says so; a git failure is told once per episode', async () => {
+    const srv = await receiver();
+    const dir = path.join(tmp, 'secrets');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'hook.url'), srv.url().href + '\n', { mode: 0o600 });
+    const trust = {
+      repoDir: path.join(tmp, 'repo'),
+      stateDir: path.join(tmp, 'state'),
+      policy: { file: 'trust.yaml', notificationFiles: [dir] },
+    };
+    const config: NotificationReceiver[] = [
+      { name: 'hook', type: 'webhook', urlFile: path.join(dir, 'hook.url'), events: ['git.syncFailed'] },
+    ];
+    const { logger } = capturingLogger();
+    const first = new Notifier({ stateDir: trust.stateDir, replica: 'solo', logger, ...fast });
+    await first.start(trust);
+    first.configure(config, trust);
+    await until('receivers remembered', () =>
+      fs.existsSync(path.join(trust.stateDir, 'notifications', 'receivers.json')),
+    );
+    await first.close();
+    // restarted: git fails before any vmplace.yaml could be read
+    let t = Date.parse('2025-01-01T00:00:00Z');
+    const second = new Notifier({ stateDir: trust.stateDir, replica: 'solo', logger, ...fast, now: () => t });
+    await second.start(trust);
+    for (let pass = 0; pass < 3; pass++) second.gitSync(new Error('unreachable'));
+    second.gitSync();
+    t += 60_000;
+    second.gitSync(new Error('unreachable again'));
+    await until('two episodes told', () => srv.got.length === 2);
+    await second.close();
+    expect(srv.got.map((r) => (JSON.parse(r.body) as Notification).id)).toEqual([
+      'git.syncFailed/solo/2025-01-01T00:00:00.000Z',
+      'git.syncFailed/solo/2025-01-01T00:01:00.000Z',
+    ]);
+    await srv.close();
+  });
+
+  it('configured again on every pass with the same URL, a failing receiver keeps its backoff', async () => {
+    const down = await receiver(() => 503);
+    let attempts = 0;
+    const { logger } = capturingLogger();
+    const o = new Outbox({
+      file: path.join(tmp, 'o.json'),
+      logger,
+      ...fast,
+      retryBaseMs: 2000,
+      retryMaxMs: 2000,
+      random: () => 1,
+      post: async (r, body, headers) => {
+        attempts++;
+        const { postJson } = await import('../../../src/notify/post');
+        return postJson(r.url, body, { headers });
+      },
+    });
+    o.configure([rcv('hook', down.url())]);
+    o.emit(note('m1'));
+    for (let i = 0; i < 50; i++) {
+      o.configure([rcv('hook', down.url())]); // a fresh object each pass, as the daemon does
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(attempts).toBe(1);
+    await o.close();
+    await down.close();
+  });
+
+  it('keeps the queue of a receiver missing from the configuration (a broken vmplace.yaml loses nothing)', async () => {
+    const srv = await receiver();
+    const { logger } = capturingLogger();
+    const o = new Outbox({
+      file: path.join(tmp, 'o.json'),
+      logger,
+      ...fast,
+      retryBaseMs: 60_000,
+      retryMaxMs: 60_000,
+    });
+    const down = await receiver(() => 503);
+    o.configure([rcv('hook', down.url())]);
+    o.emit(note('m1'));
+    await until('first attempt failed', () => down.got.length === 0 && o.pending().hook === 1);
+    o.configure([]);
+    expect(o.pending()).toEqual({ hook: 1 });
+    o.configure([rcv('hook', srv.url())]);
+    await until('delivered once configured again', () => srv.got.length === 1);
+    await o.close();
+    await srv.close();
+    await down.close();
+  });
+});
+
 describe('message bodies', () => {
   const n: Notification = {
     ...note('migration.completed/web-01/20250101-abc'),
@@ -343,7 +434,7 @@ describe('secrets', () => {
     };
     const { logger, lines } = capturingLogger();
     const notifier = new Notifier({ stateDir: path.join(tmp, 'state'), replica: 'solo', logger, ...fast });
-    await notifier.start();
+    await notifier.start({ ...trust });
     const receivers: NotificationReceiver[] = ['hang', 'fails', 'closed', 'creds', 'ftp', 'garbage'].map(
       (name) => ({
         name,

@@ -253,7 +253,7 @@ describe('reading the files (checked again, whatever vmplace.yaml passed)', () =
       logger: pino({ level: 'silent' }),
       retryBaseMs: 10,
     });
-    await n.start();
+    await n.start({ ...trust, repoDir: repo });
     n.configure(receivers, { ...trust, repoDir: repo });
     n.migrationStarted(
       {
