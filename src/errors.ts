@@ -118,7 +118,6 @@ export const REASONS = [
   // notifications (notify/)
   'NotificationFileRefused',
   'NotificationUrlInvalid',
-  'NotificationDeliveryFailed',
   // several daemons sharing a fleet (coord/)
   'Fenced',
   'CoordinationUnavailable',
