@@ -115,6 +115,9 @@ export const REASONS = [
   'TrustFileUnsafe',
   'WebhookSecretEmpty',
   'UiTokenTooShort',
+  // notifications (notify/)
+  'NotificationFileRefused',
+  'NotificationUrlInvalid',
   // several daemons sharing a fleet (coord/)
   'Fenced',
   'CoordinationUnavailable',

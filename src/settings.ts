@@ -6,6 +6,8 @@ import {
   readRepoFile,
   type ParsedDoc,
 } from './manifests/yaml-source';
+import { notificationFileProblem, type TrustContext } from './manifests/trust';
+import { quote } from './text';
 import { DEFAULT_POLICY, type PlanPolicy, type Problem } from './types';
 
 /** A maintenance window: migrations start only inside one (one in flight finishes). */
@@ -33,6 +35,35 @@ export interface Limits {
   bandwidthBytesPerSecond?: number;
 }
 
+/** What a notification receiver may subscribe to (see `src/notify/`). */
+export const NOTIFICATION_EVENTS = [
+  'migration.started',
+  'migration.completed',
+  'migration.failed',
+  'migration.blocked',
+  'migration.rolledBack',
+  'git.syncFailed',
+  'host.unreachable',
+] as const;
+export type NotificationEventName = (typeof NOTIFICATION_EVENTS)[number];
+
+/**
+ * One receiver of `notifications:`. The URL is a secret: it is read from `urlFile` (outside the
+ * repository, where the trust file allows; see `notificationFileProblem`), never from the
+ * repository itself.
+ */
+export interface NotificationReceiver {
+  name: string;
+  /** `webhook`: vmplace's JSON, signed with `secretFile`; `slack` (also Mattermost); `teams` */
+  type: 'webhook' | 'slack' | 'teams';
+  urlFile: string;
+  /** webhook only: HMAC-SHA256 key for `X-Vmplace-Signature-256` */
+  secretFile?: string;
+  events: NotificationEventName[];
+  /** VM events only for VMs with all these labels (host and git events are not filtered) */
+  selector?: { matchLabels: Record<string, string> };
+}
+
 /** Settings from the optional `vmplace.yaml` at the repository root. */
 export interface Settings {
   policy: PlanPolicy;
@@ -40,6 +71,7 @@ export interface Settings {
   /** true: vmplace starts no migration anywhere (one in flight finishes) */
   suspend: boolean;
   maintenanceWindows: MaintenanceWindow[];
+  notifications: NotificationReceiver[];
 }
 
 /** vMotion's limits: 2 per host, 8 per datastore; 4 overall. */
@@ -91,6 +123,40 @@ const schema = {
         },
       },
     },
+    notifications: {
+      type: 'array',
+      maxItems: 20,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'type', 'urlFile', 'events'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$' },
+          type: { enum: ['webhook', 'slack', 'teams'] },
+          urlFile: { type: 'string', pattern: '^/', maxLength: 4096 },
+          secretFile: { type: 'string', pattern: '^/', maxLength: 4096 },
+          events: {
+            type: 'array',
+            minItems: 1,
+            uniqueItems: true,
+            items: { enum: [...NOTIFICATION_EVENTS] },
+          },
+          selector: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['matchLabels'],
+            properties: {
+              matchLabels: {
+                type: 'object',
+                maxProperties: 64,
+                propertyNames: { maxLength: 253 },
+                additionalProperties: { type: 'string', maxLength: 63 },
+              },
+            },
+          },
+        },
+      },
+    },
   },
 } as const;
 
@@ -119,6 +185,7 @@ export function defaultSettings(): Settings {
     limits: { ...DEFAULT_LIMITS },
     suspend: false,
     maintenanceWindows: [],
+    notifications: [],
   };
 }
 
@@ -144,14 +211,18 @@ export interface LoadedSettings {
  * long-running process keeps its last good settings, see {@link SettingsKeeper}; a one-shot
  * command stops). Problems are returned, not thrown.
  */
-export async function loadSettings(repo: string): Promise<LoadedSettings> {
+export async function loadSettings(
+  repo: string,
+  trust: Omit<TrustContext, 'repoDir'> = {},
+): Promise<LoadedSettings> {
   const file = SETTINGS_FILE;
   const problems: Problem[] = [];
   const read = readRepoFile(repo, file, { maxFileBytes: MAX_SETTINGS_BYTES }, problems);
   if (read === 'missing') return { settings: defaultSettings(), problems: [] };
   if (read === undefined) return { settings: undefined, problems };
   const limits = { ...DEFAULT_READ_LIMITS, maxFileBytes: MAX_SETTINGS_BYTES };
-  const r = parseYamlFile(read, limits, newBudget(), problems, checkSettings);
+  const ctx: TrustContext = { ...trust, repoDir: repo };
+  const r = parseYamlFile(read, limits, newBudget(), problems, (docs, p) => checkSettings(docs, p, ctx));
   if (!r.ok || r.result === undefined || problems.length) {
     if (problems.length === 0) problems.push({ file, line: 1, col: 1, message: 'invalid settings' });
     return { settings: undefined, problems };
@@ -160,7 +231,7 @@ export async function loadSettings(repo: string): Promise<LoadedSettings> {
 }
 
 /** Check the parsed documents of `vmplace.yaml` (at most one) and build the settings. */
-function checkSettings(docs: ParsedDoc[], problems: Problem[]): Settings | undefined {
+function checkSettings(docs: ParsedDoc[], problems: Problem[], trust: TrustContext): Settings | undefined {
   if (docs.length > 1) {
     problems.push({ ...docs[1]!.locate([]), message: 'vmplace.yaml holds one document; found more' });
     return undefined;
@@ -189,8 +260,26 @@ function checkSettings(docs: ParsedDoc[], problems: Problem[]): Settings | undef
     policy?: Partial<PlanPolicy>;
     limits?: Partial<Omit<Limits, 'bandwidthBytesPerSecond'>> & { bandwidth?: string };
     maintenanceWindows?: MaintenanceWindow[];
+    notifications?: NotificationReceiver[];
   };
   let ok = true;
+  const names = new Set<string>();
+  for (const [i, n] of (v.notifications ?? []).entries()) {
+    const bad = (key: string, message: string): void => {
+      problems.push({ ...at(['notifications', i, key]), message: `notifications.${i}.${key}: ${message}` });
+      ok = false;
+    };
+    if (names.has(n.name)) bad('name', `receiver ${n.name} is named twice`);
+    names.add(n.name);
+    if (n.secretFile !== undefined && n.type !== 'webhook')
+      bad('secretFile', `only a webhook receiver signs its messages (this one is ${n.type})`);
+    for (const key of ['urlFile', 'secretFile'] as const) {
+      const file = n[key];
+      if (file === undefined) continue;
+      const why = notificationFileProblem(file, trust);
+      if (why) bad(key, `${quote(file)} ${why}`);
+    }
+  }
   for (const [i, w] of (v.maintenanceWindows ?? []).entries()) {
     try {
       new Intl.DateTimeFormat('en-GB', { timeZone: w.timezone ?? 'UTC' });
@@ -213,6 +302,7 @@ function checkSettings(docs: ParsedDoc[], problems: Problem[]): Settings | undef
     },
     suspend: v.suspend ?? false,
     maintenanceWindows: v.maintenanceWindows ?? [],
+    notifications: v.notifications ?? [],
   };
 }
 

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { stringify } from 'yaml';
 import { SOLO, type Coordination } from '../coord/coordination';
 import { describeError, outcomeOf } from '../errors';
+import { Notifier } from '../notify/notifier';
 import type { RunResult } from '../machine/runner';
 import type { MigrationRecords } from '../machine/store';
 import { loadDesiredState } from '../manifests';
@@ -100,6 +101,7 @@ export class Daemon {
   private readonly finished: FinishedView[] = [];
   private settingsNow?: Settings;
   private sync: { revision?: string; manifestRevision?: string; at?: string; error?: string } = {};
+  private readonly notifier: Notifier;
 
   constructor(
     private readonly opts: DaemonOptions,
@@ -110,8 +112,16 @@ export class Daemon {
   ) {
     this.log = opts.logger;
     this.coord = opts.coordination ?? SOLO;
+    this.notifier = new Notifier({
+      stateDir: opts.stateDir,
+      replica: this.coord.replicaId,
+      logger: this.log.child({ component: 'notify' }),
+    });
     this.runtime = compose(
       {
+        onStarted: (m, id) => {
+          if (this.coord.owns(m.vm)) this.notifier.migrationStarted(m, id, this.labelsOf(m.vm));
+        },
         onFinished: (vm, result) => this.migrationFinished(vm, result),
         onTakeover: () => this.metrics.tookOver(),
         onTransition: () => this.events.changed(),
@@ -131,6 +141,12 @@ export class Daemon {
     this.locks.push(await acquireLock(wl.dir, wl.name));
     this.locks.push(await acquireLock(this.opts.stateDir, 'daemon'));
     await this.store.init();
+    await this.notifier.start({
+      ...this.opts.trust,
+      stateDir: this.opts.stateDir,
+      workdir: this.opts.workdir,
+      repoDir: this.opts.workdir,
+    });
     if (this.coord.shared) {
       this.metrics.watchReplica(() => this.coord.stats());
       this.coord.onChange(() => this.trigger('replicas or locks changed'));
@@ -178,9 +194,15 @@ export class Daemon {
     this.loop = this.run();
   }
 
+  private labelsOf(vm: string): Record<string, string> | undefined {
+    return this.desired?.vms.get(vm)?.metadata.labels;
+  }
+
   private migrationFinished(vm: string, result: RunResult): void {
     if (result.stopped) return;
     const c = result.context;
+    if (!result.lost && this.coord.owns(vm))
+      this.notifier.migrationFinished(result.step, c, this.labelsOf(vm));
     const outcome: Record<string, MigrationResult> = {
       Completed: 'completed',
       RolledBack: 'rolled_back',
@@ -275,6 +297,7 @@ export class Daemon {
     );
     // several replicas: the lease is revoked, the others take the VMs at once
     await this.coord.close();
+    await this.notifier.close();
     await this.watcher?.close();
     this.events.close();
     await this.http?.close();
@@ -312,8 +335,10 @@ export class Daemon {
         this.metrics.markGitSync(new Date());
         this.sync = { ...this.sync, revision, at: new Date().toISOString() };
         delete this.sync.error;
+        this.notifier.gitSync();
       } catch (err) {
         this.metrics.gitSyncFailed();
+        this.notifier.gitSync(err);
         const d = describeError(err);
         this.sync = { ...this.sync, error: `${d.reason}: ${d.message}`.slice(0, 300) };
         this.events.changed();
@@ -322,12 +347,12 @@ export class Daemon {
         return;
       }
       const root = this.opts.workdir;
-      const desired = await loadDesiredState(root, {
-        trust: { ...this.opts.trust, stateDir: this.opts.stateDir, workdir: this.opts.workdir },
-      });
+      const trust = { ...this.opts.trust, stateDir: this.opts.stateDir, workdir: this.opts.workdir };
+      const desired = await loadDesiredState(root, { trust });
       const previous = await loadActualState(root);
       // unreadable or invalid: keep the last good settings (never defaults that lift suspend)
-      const { settings, problems: settingsProblems } = this.settings.update(await loadSettings(root));
+      const { settings, problems: settingsProblems } = this.settings.update(await loadSettings(root, trust));
+      this.notifier.configure(settings.notifications, { ...trust, repoDir: root });
       const problems = [...desired.problems, ...previous.problems, ...settingsProblems];
       const capped = capProblems(problems);
       for (const p of capped.shown) log.error({ file: p.file, line: p.line, col: p.col }, formatProblem(p));
@@ -346,6 +371,7 @@ export class Daemon {
       this.settingsNow = settings;
       this.sync.manifestRevision = manifestRevision;
       this.events.changed();
+      this.notifyPass(result, desired);
       this.metrics.setVmPhases(result.phases);
       if (result.started.length) log.info({ vms: result.started, revision }, 'migrations started');
       await this.commit(`vmplace: status of ${manifestRevision.slice(0, 12)}`);
@@ -361,6 +387,14 @@ export class Daemon {
     } finally {
       this.metrics.observeReconcile(Number(process.hrtime.bigint() - t0) / 1e9);
     }
+  }
+
+  /** VMs the plan blocks (their owner tells), hosts unreachable (the elected replica tells). */
+  private notifyPass(result: PassResult, desired: DesiredState): void {
+    for (const m of result.plan.migrations)
+      if (m.blocked && this.coord.owns(m.vm)) this.notifier.planBlocked(m, this.labelsOf(m.vm));
+    if (this.coord.isLeader())
+      this.notifier.hostsObserved([...desired.hosts.keys()], result.unreachable ?? new Map());
   }
 
   /** The next pass after a failed one: a waiting error's `retryAfterMs`, a backoff, at most the interval. */

@@ -20,6 +20,8 @@ export const DEFAULT_TRUST_FILE = '/etc/vmplace/trust.yaml';
 /** The daemon's defaults, reserved even when a command is not given them. */
 export const DEFAULT_STATE_DIR = '/var/lib/vmplace';
 export const DEFAULT_WORKDIR = '/var/lib/vmplace/repo';
+/** Where notification URL and secret files live unless the trust file says otherwise. */
+export const DEFAULT_NOTIFICATION_DIR = '/etc/vmplace/notifications';
 /** Largest trust file read. */
 const MAX_TRUST_FILE_BYTES = 64 * 1024;
 
@@ -38,6 +40,13 @@ export interface TrustPolicy {
    * management box itself). Without `localhost` in the list, a Host without `ssh:` is refused.
    */
   hosts?: string[];
+  /**
+   * `notifications[].urlFile` and `secretFile` in `vmplace.yaml` must be inside one of these
+   * (default {@link DEFAULT_NOTIFICATION_DIR} alone): the files hold webhook URLs and signing
+   * secrets, which a pull request must not be able to point at another file (a private key,
+   * `/etc/shadow`).
+   */
+  notificationFiles?: string[];
 }
 
 /** Everything the always-on rules and the trust file need to check one load. */
@@ -181,7 +190,7 @@ export function storageProblem(value: string, ctx: Omit<TrustContext, 'policy'>)
   const stateDir = ctx.stateDir ?? DEFAULT_STATE_DIR;
   if (isInside(stateDir, p, { allowRoot: true }))
     return `is or contains vmplace's state directory ${stateDir}`;
-  for (const sub of ['migrations', 'done', 'intents']) {
+  for (const sub of ['migrations', 'done', 'intents', 'notifications']) {
     const own = path.posix.join(stateDir, sub);
     if (isInside(p, own, { allowRoot: true })) return `is inside vmplace's own state (${own})`;
   }
@@ -222,6 +231,42 @@ function insideRepo(file: string, repoDir: string): boolean {
   return pathForms(repoDir).some((r) => forms.some((f) => isInside(f, r, { allowRoot: true })));
 }
 
+/**
+ * Why `vmplace.yaml` may not name `file` as a notification URL or secret file, or `undefined`.
+ * It must be absolute and normalised, inside a directory the operator allows (the trust file's
+ * `notificationFiles`, default {@link DEFAULT_NOTIFICATION_DIR}), and neither inside the
+ * repository, the daemon's clone nor vmplace's state; when it exists, its real path (after
+ * symbolic links) must be allowed too. Nothing of the file is read here.
+ */
+export function notificationFileProblem(file: string, ctx: TrustContext): string | undefined {
+  const p = normaliseAbsolute(file);
+  if (p === undefined || p !== file || p === '/') return 'must be an absolute, normalised path';
+  const roots = ctx.policy?.notificationFiles ?? [DEFAULT_NOTIFICATION_DIR];
+  const from = ctx.policy?.notificationFiles
+    ? `the trust file's notificationFiles (${ctx.policy.file})`
+    : `the default ${DEFAULT_NOTIFICATION_DIR} (set notificationFiles in the trust file to change it)`;
+  const forms = [p];
+  try {
+    const real = fs.realpathSync(p);
+    if (real !== p) forms.push(real);
+  } catch {
+    // missing: its lexical place decides now; it is checked again when it is read
+  }
+  const own: [string, string][] = [
+    ['the repository', ctx.repoDir],
+    ["the daemon's clone", ctx.workdir ?? DEFAULT_WORKDIR],
+    ["vmplace's state directory", ctx.stateDir ?? DEFAULT_STATE_DIR],
+  ];
+  for (const f of forms) {
+    for (const [what, dir] of own)
+      if (pathForms(dir).some((d) => isInside(f, d, { allowRoot: true })))
+        return `is inside ${what}; notification secrets come from the operator, not from a checkout`;
+    if (!roots.some((r) => isInside(f, r, { allowRoot: true })))
+      return `${f === p ? '' : `(really ${quote(f)}) `}is outside the directories allowed by ${from}: ${roots.join(', ')}`;
+  }
+  return undefined;
+}
+
 /** A predicate for host entries of a trust file (see {@link TrustPolicy.hosts}). */
 export function hostMatcher(entries: readonly string[]): (host: string) => boolean {
   const blocks = new BlockList();
@@ -243,7 +288,7 @@ export function hostMatcher(entries: readonly string[]): (host: string) => boole
   };
 }
 
-const POLICY_KEYS = new Set(['apiVersion', 'kind', 'storagePaths', 'sshFiles', 'hosts']);
+const POLICY_KEYS = new Set(['apiVersion', 'kind', 'storagePaths', 'sshFiles', 'hosts', 'notificationFiles']);
 
 /**
  * Read the trust file: `file` when given (it must exist), else {@link DEFAULT_TRUST_FILE} when
@@ -317,6 +362,8 @@ export function parseTrustPolicy(text: string, file: string): TrustPolicy {
   const storagePaths = list('storagePaths', absolute);
   const sshFiles = list('sshFiles', absolute);
   const hosts = list('hosts', hostEntry);
+  const notificationFiles = list('notificationFiles', absolute);
+  if (notificationFiles) policy.notificationFiles = notificationFiles;
   if (storagePaths) policy.storagePaths = storagePaths;
   if (sshFiles) policy.sshFiles = sshFiles;
   if (hosts) policy.hosts = hosts;

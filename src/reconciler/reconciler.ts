@@ -65,6 +65,8 @@ export interface PassResult {
   phases: Record<Phase, number>;
   /** a start lost a race with another replica: run the next pass soon */
   retrySoon?: boolean;
+  /** hosts this pass could not observe, with why */
+  unreachable?: ReadonlyMap<string, { reason: string; message: string }>;
 }
 
 export interface ReconcilerEvents {
@@ -288,6 +290,7 @@ export class Reconciler {
       deferred,
       phases,
       ...(retrySoon ? { retrySoon } : {}),
+      unreachable: observation.unreachable,
     };
   }
 

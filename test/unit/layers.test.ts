@@ -46,6 +46,8 @@ export const ALLOWED: Record<string, readonly string[]> = {
   machine: [...BOTTOM, 'transfer', 'drivers', 'planner'],
   // several daemon replicas sharing a fleet: etcd membership, locks, fences, migration state
   coord: [...BOTTOM, 'transfer', 'drivers', 'machine'],
+  // notifications: the outbox and its receivers (machine: the migration's context type only)
+  notify: [...BOTTOM, 'manifests', 'settings', 'machine'],
   // the loop
   reconciler: [
     ...BOTTOM,
@@ -74,6 +76,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
     'status',
     'machine',
     'coord',
+    'notify',
     'reconciler',
     'ui',
   ],
@@ -90,6 +93,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
     'status',
     'machine',
     'coord',
+    'notify',
     'reconciler',
     'ui',
     'daemon',
@@ -106,6 +110,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
     'status',
     'machine',
     'coord',
+    'notify',
     'reconciler',
     'ui',
     'daemon',
