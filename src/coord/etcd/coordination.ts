@@ -33,6 +33,8 @@ export class EtcdCoordination implements Coordination, LockTable {
   private readonly keys: EtcdKeys;
   private readonly ttlMs: number;
   private lease: Lease | undefined;
+  /** the id of `lease` (a lock taken with an older lease is not this replica's any more) */
+  private leaseId = '';
   /** when the last keepalive (or grant) that succeeded was sent (monotonic ms) */
   private okSentAt = Number.NEGATIVE_INFINITY;
   private members: string[] = [];
@@ -97,7 +99,7 @@ export class EtcdCoordination implements Coordination, LockTable {
     const sentAt = performance.now();
     try {
       if (!this.lease) {
-        await this.register(sentAt);
+        await this.register();
       } else {
         const res = await this.lease.keepaliveOnce({ deadline: Date.now() + Math.floor(this.ttlMs / 3) });
         if (Number(res.TTL) <= 0) {
@@ -109,16 +111,27 @@ export class EtcdCoordination implements Coordination, LockTable {
       this.lastError = undefined;
     } catch (err) {
       this.lastError = `etcd unreachable: ${(err as Error).message}`;
-      if (err instanceof EtcdLeaseInvalidError) this.leaseLost('etcd says the lease is gone');
-      else if (performance.now() - this.okSentAt > this.ttlMs) this.leaseLost('no keepalive for a whole TTL');
+      if (this.lease && err instanceof EtcdLeaseInvalidError) this.leaseLost('etcd says the lease is gone');
+      else if (this.lease && performance.now() - this.okSentAt > this.ttlMs)
+        this.leaseLost('no keepalive for a whole TTL');
       this.log.warn({ err: (err as Error).message }, 'etcd keepalive failed');
     }
   }
 
-  private async register(sentAt: number): Promise<void> {
+  private async register(): Promise<void> {
     const lease = this.client.lease(Math.ceil(this.ttlMs / 1000), { autoKeepAlive: false });
     lease.on('lost', () => undefined);
     const id = await lease.grant();
+    try {
+      await this.join(lease, id);
+    } catch (err) {
+      // a lease granted but not joined is given back (or expires on its own)
+      void lease.revoke().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async join(lease: Lease, id: string): Promise<void> {
     const me = {
       replica: this.replicaId,
       host: os.hostname(),
@@ -127,7 +140,13 @@ export class EtcdCoordination implements Coordination, LockTable {
       ...(this.opts.advertise ? { url: this.opts.advertise } : {}),
     };
     await this.client.put(this.keys.member(this.replicaId)).value(JSON.stringify(me)).lease(id);
+    // a fresh proof before the lease counts: the grant may have taken several tries (a call
+    // retries other members), and the lease's age is counted from when its proof was sent
+    const sentAt = performance.now();
+    const res = await lease.keepaliveOnce({ deadline: Date.now() + Math.floor(this.ttlMs / 3) });
+    if (Number(res.TTL) <= 0) throw new Error('the new lease expired before it was used');
     this.lease = lease;
+    this.leaseId = id;
     this.okSentAt = sentAt;
     await this.refreshMembers();
     this.log.info({ replica: this.replicaId, lease: id, ttlMs: this.ttlMs }, 'joined the fleet');
@@ -138,6 +157,7 @@ export class EtcdCoordination implements Coordination, LockTable {
   private leaseLost(why: string): void {
     const old = this.lease;
     this.lease = undefined;
+    this.leaseId = '';
     this.okSentAt = Number.NEGATIVE_INFINITY;
     this.leader = false;
     const vms = [...this.held.keys()];
@@ -255,7 +275,8 @@ export class EtcdCoordination implements Coordination, LockTable {
         .if(key, 'Create', '==', 0)
         .then(this.client.put(key).value(this.replicaId).lease(leaseId))
         .commit();
-      if (!res.succeeded || this.lease === undefined) return;
+      // taken with a lease given up meanwhile: it goes with that lease, it is not ours
+      if (!res.succeeded || this.leaseId !== leaseId) return;
       this.held.set(vm, String(res.header.revision));
       this.acquiredQueue.push(vm);
     } catch (err) {
@@ -282,7 +303,7 @@ export class EtcdCoordination implements Coordination, LockTable {
         .then(this.client.put(key).value(this.replicaId).lease(leaseId))
         .else(this.client.get(key))
         .commit();
-      if (res.succeeded) this.leader = true;
+      if (res.succeeded) this.leader = this.leaseId === leaseId;
       else {
         const kv = res.responses[0]?.response_range?.kvs[0];
         this.leader = kv?.value.toString() === this.replicaId && String(kv.lease) === leaseId;
