@@ -227,7 +227,16 @@ async function takeoverBench({ runs, smoke = false, ttl = '3s', topology = 'cros
       fs.writeFileSync(path.join(human, 'manifests', 'fleet.yaml'), world.manifests(place));
       await git('add', '-A');
       await git('commit', '-q', '-m', msg);
-      await git('push', '-q', 'origin', 'HEAD:main');
+      // the replicas push status commits meanwhile: rebase onto them and push again
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await git('push', '-q', 'origin', 'HEAD:main');
+          return;
+        } catch (err) {
+          if (attempt >= 10) throw err;
+          await git('pull', '-q', '--rebase');
+        }
+      }
     };
     let on = world.places[0];
     await push(on, 'initial placement');
