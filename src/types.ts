@@ -277,6 +277,12 @@ export interface PlanPolicy {
   sourceHeadroomRatio: number;
   /** most delta rounds of a quick migration before the pause (1: the seed's single round; default 8) */
   maxDeltaRounds?: number;
+  /**
+   * quick across hosts: how the memory crosses in the pause. `migrate` (default, where both
+   * drivers can and the hosts reach each other): the hypervisor's own migration stream moves
+   * the paused VM onto the copied disks; `stateFile`: the seed's saved state file, copied over.
+   */
+  quickMemory?: 'migrate' | 'stateFile';
 }
 
 export const DEFAULT_POLICY: PlanPolicy = {

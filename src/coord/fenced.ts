@@ -25,6 +25,7 @@ export const READ_ONLY_DRIVER_METHODS: ReadonlySet<string> = new Set([
   'canRun',
   'checkImage',
   'waitForSaveJob',
+  'waitForMigrationJob',
   'holdsSavedState',
   'savedDefinition',
   'definition',

@@ -88,6 +88,12 @@ export interface DriverCapabilities {
   liveMigration: boolean;
   /** a saved state written on storage two hosts share can be restored by the other host */
   stateOnSharedStorage: boolean;
+  /**
+   * move a paused VM's memory and device state to another host of the family onto disk images
+   * that are already there, without a state file (libvirt: `virsh migrate --unsafe` without
+   * storage: QEMU's migration stream, host to host); see `migratePaused`
+   */
+  pausedMigration: boolean;
 }
 
 /** Path semantics of the hosts a driver talks to (POSIX for libvirt, Windows for Hyper-V). */
@@ -243,7 +249,17 @@ export interface HypervisorDriver {
   undefine(vm: string): Promise<void>;
   start(vm: string): Promise<void>;
   /** resume a paused VM; a running one is left alone */
-  resume(vm: string): Promise<void>;
+  resume(vm: string, opts?: { knownPaused?: boolean }): Promise<void>;
+  /**
+   * Pause a running VM: its CPUs stop and every disk write it made is flushed to its image
+   * before this resolves (a paused VM is left alone).
+   */
+  pause(vm: string, opts?: { knownRunning?: boolean }): Promise<void>;
+  /**
+   * Wait while the hypervisor still runs an outgoing migration of `vm` that an interrupted run
+   * asked for (libvirt keeps or cleans up a migration whose client died); true when there was one.
+   */
+  waitForMigrationJob(vm: string): Promise<boolean>;
   destroy(vm: string): Promise<void>;
   /** enable or disable starting the VM when the host boots */
   setAutostart(vm: string, on: boolean): Promise<void>;
@@ -275,6 +291,16 @@ export interface HypervisorDriver {
     target: HypervisorDriver,
     opts: MigrateLiveOptions,
   ): Promise<{ downtimeMs?: number }>;
+
+  /**
+   * (capabilities.pausedMigration) Move a paused VM to `target` (a driver of the same family)
+   * onto disk images already there: each moved disk of `opts.disks` is opened from its new
+   * path and format (the layer chain below it as the images record it); the memory and device
+   * state go host to host. The VM arrives paused or running (the caller resumes it); the source
+   * keeps its persistent definition, inactive, and the target's is transient until defined.
+   * Not idempotent by itself: the caller looks at both hosts first.
+   */
+  migratePaused(vm: string, target: HypervisorDriver, opts: MigratePausedOptions): Promise<void>;
 
   // ---- files (inside declared storage only)
   /** throws StalledError PathOutsideStorage unless `path` lies inside this host's declared storage */
@@ -322,6 +348,16 @@ export interface MigrateLiveOptions {
   /** proof of ownership of each target image, created exclusively before the migration */
   claimFor?: (path: string) => CopyClaim;
   /** aborting aborts the migration job; resolves only if the VM already runs on the target */
+  signal?: AbortSignal;
+}
+
+/** Options of `migratePaused`. */
+export interface MigratePausedOptions {
+  /** the moved disks: their path on the target (without a format: one of the driver's layers) */
+  disks: { target: string; path: string; format?: string }[];
+  /** the target's address for the migration stream (its transfer address) */
+  address: string;
+  /** aborting aborts the migration job; resolves only if the VM already arrived on the target */
   signal?: AbortSignal;
 }
 

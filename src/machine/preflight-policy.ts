@@ -147,9 +147,13 @@ export function judgeDisk(o: DiskObservation): { action: 'copy' | 'stay' } | { f
 
 /**
  * Where the memory state of a quick move goes. One host: onto the target storage (the first
- * moved disk's), so nothing is copied in the pause. Hosts that share storage and whose driver
- * restores a state from it: onto that shared storage. Otherwise beside the first source disk,
- * copied over in the pause (`copyState`). Cold and live moves write none.
+ * moved disk's), so nothing is copied in the pause. Across hosts whose driver moves a paused
+ * VM's memory itself (`pausedMigration`, libvirt: QEMU's migration stream onto the disks the
+ * copy rounds put in place) and that reach each other: no state file at all (`migrateMemory`):
+ * the memory goes host to host while the VM is paused, never written to a disk and read back.
+ * Hosts that share storage and whose driver restores a state from it: onto that shared
+ * storage. Otherwise beside the first source disk, copied over in the pause (`copyState`).
+ * Cold and live moves write none. `policy.quickMemory: stateFile` keeps the seed's state file.
  */
 export function placeState(o: {
   strategy: Executed;
@@ -162,10 +166,18 @@ export function placeState(o: {
   sharedStatePath?: string;
   /** both drivers restore a state another host of the family saved on shared storage */
   stateOnSharedStorage: boolean;
+  /** both drivers move a paused VM's memory to the other host themselves */
+  pausedMigration?: boolean;
+  /** the hosts reach each other (host to host) */
+  direct?: boolean;
+  /** `policy.quickMemory` (default `migrate`) */
+  quickMemory?: 'migrate' | 'stateFile';
   /** the state file's own name (the driver's ownFile, without a directory) */
   join: (dir: string) => string;
-}): { stateFile?: string; srcStateFile?: string; copyState: boolean } {
+}): { stateFile?: string; srcStateFile?: string; copyState: boolean; migrateMemory?: true } {
   if (o.strategy !== 'quick') return { copyState: false };
+  if (o.cross && o.pausedMigration && o.direct && (o.quickMemory ?? 'migrate') === 'migrate')
+    return { copyState: false, migrateMemory: true };
   const shared = o.cross && o.stateOnSharedStorage ? o.sharedStatePath : undefined;
   const stateFile = o.join(shared ?? o.firstTo);
   const copyState = o.cross && !shared && o.firstSourceDir !== undefined;

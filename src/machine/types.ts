@@ -54,6 +54,8 @@ export interface MigrationInput {
   maxPauseMs?: number;
   /** most overlays before the pause (1 = the seed's single round; default 1) */
   maxRounds?: number;
+  /** quick across hosts: memory by the hypervisor's migration (default) or by a state file */
+  quickMemory?: 'migrate' | 'stateFile';
   /** a storage location both hosts mount at this path (a cluster's shared storage), for the state file */
   sharedStatePath?: string;
 }
@@ -70,6 +72,11 @@ export interface MigrationContext extends MigrationInput {
   srcStateFile?: string;
   /** the state file is copied from the source host to the target host (paths may be equal) */
   copyState?: boolean;
+  /**
+   * quick across hosts: no state file; the paused VM's memory goes to the target by the
+   * hypervisor's own migration stream onto the copied disks (see placeState)
+   */
+  migrateMemory?: boolean;
   /** how data goes between hosts: host to host, or relayed by the management box */
   transferMode?: 'direct' | 'relay';
   /** the VM was running when the migration started */

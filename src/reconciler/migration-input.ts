@@ -44,6 +44,7 @@ export function migrationInput(
     ...sharedStatePathOf(m, topo),
     maxPauseMs: maxPauseMs ?? 1000,
     maxRounds: policy.maxDeltaRounds ?? 8,
+    ...(policy.quickMemory ? { quickMemory: policy.quickMemory } : {}),
     maxForwardAttempts: 5,
   };
 }

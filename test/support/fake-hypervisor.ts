@@ -40,6 +40,7 @@ import {
   POSIX_PATHS,
   ownFileBaseName,
   type MigrateLiveOptions,
+  type MigratePausedOptions,
   type MoveDiskLiveOptions,
 } from '../../src/drivers/driver';
 import { StalledError, VmplaceError } from '../../src/errors';
@@ -159,6 +160,7 @@ export class FakeHost {
       liveStorageMove: opts.capabilities?.liveStorageMove ?? true,
       liveMigration: opts.capabilities?.liveMigration ?? true,
       stateOnSharedStorage: opts.capabilities?.stateOnSharedStorage ?? false,
+      pausedMigration: opts.capabilities?.pausedMigration ?? false,
     };
   }
 
@@ -992,7 +994,67 @@ export class FakeDriver implements HypervisorDriver {
     });
   }
 
-  resume(vm: string): Promise<void> {
+  pause(vm: string, opts: { knownRunning?: boolean } = {}): Promise<void> {
+    void opts;
+    return this.op('pause', () => {
+      const v = this.host.vms.get(vm);
+      if (!v) throw new StalledError('DomainNotFound', `${vm} is not defined on ${this.hostName}`);
+      if (v.state === 'shutoff') throw new VmplaceError('DomainNotRunning', `${vm} is shut off`);
+      v.state = 'paused';
+    });
+  }
+
+  waitForMigrationJob(vm: string): Promise<boolean> {
+    void vm;
+    return this.op('waitForMigrationJob', () => false);
+  }
+
+  /** The paused VM moves at once (one op): its memory (boot id) and the definition onto `opts.disks`. */
+  async migratePaused(vm: string, target: HypervisorDriver, opts: MigratePausedOptions): Promise<void> {
+    if (!(target instanceof FakeDriver) || target.world !== this.world || target.family !== this.family)
+      throw new StalledError('DriverMismatch', 'a migration needs fake hosts of one family on both ends');
+    if (!this.capabilities.pausedMigration || !target.capabilities.pausedMigration)
+      throw new StalledError(
+        fakeReason('CapabilityMissing'),
+        'paused migration is not offered by both hosts',
+      );
+    if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `migration of ${vm} cancelled`);
+    await this.op('migratePaused', () => {
+      const v = this.vm(vm);
+      if (v.state !== 'paused') throw new VmplaceError('DomainNotPaused', `${vm} is ${v.state}`);
+      const there = target.host;
+      if (there.vms.get(vm) && there.vms.get(vm)!.state !== 'shutoff')
+        throw new VmplaceError(fakeReason('MigrationFailed'), `${vm} is already active on ${there.name}`);
+      const def = clone(v.live!);
+      for (const d of def.disks) {
+        const to = opts.disks.find((x) => x.target === d.target);
+        if (to) Object.assign(d, { path: to.path, format: to.format ?? 'qcow2' });
+      }
+      // the target must open each disk (checked on the world: `target` may be a fenced proxy)
+      for (const d of def.disks) {
+        const c = this.world.chainOf(there.name, d.path);
+        const f = there.files.get(d.path)?.content;
+        if (c.broken || f?.kind !== 'image' || f.format !== d.format)
+          throw new VmplaceError(
+            fakeReason('DiskUnusable'),
+            `${vm} disk ${d.target} cannot be opened on ${there.name}: ${c.broken ?? `${d.path} is not a ${d.format} image`}`,
+          );
+      }
+      this.world.clock += def.memoryBytes / this.world.copyBytesPerMs;
+      const existing = there.vms.get(vm);
+      there.vms.set(vm, {
+        ...(existing ?? { name: vm, autostart: false }),
+        name: vm,
+        state: 'paused',
+        live: def,
+        bootId: v.bootId!,
+      });
+      this.stop(v);
+    });
+  }
+
+  resume(vm: string, opts: { knownPaused?: boolean } = {}): Promise<void> {
+    void opts;
     return this.op('resume', () => {
       const v = this.host.vms.get(vm);
       if (!v) throw new StalledError('DomainNotFound', `${vm} is not defined on ${this.hostName}`);

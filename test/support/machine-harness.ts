@@ -301,7 +301,9 @@ export { decodeDef };
 export const STRATEGIES = [
   'quick on one host',
   'quick across hosts',
+  'quick across hosts by migration',
   'quick with delta rounds',
+  'quick with delta rounds by migration',
   'cold across hosts',
   'cold on one host',
   'live on one host',
@@ -318,10 +320,13 @@ export type StrategyCase = (typeof STRATEGIES)[number];
 export function buildScenario(kind: StrategyCase, opts: { targetFamily?: string } = {}): Scenario {
   const world = new FakeWorld();
   const cross = kind.includes('across') || kind.includes('rounds');
-  world.addHost('hv-a', { roots: { '/pool/a': undefined, '/pool/b': undefined } });
+  // 'by migration': the paused VM's memory goes by the hypervisor's migration, no state file
+  const caps = kind.endsWith('by migration') ? { capabilities: { pausedMigration: true } } : {};
+  world.addHost('hv-a', { roots: { '/pool/a': undefined, '/pool/b': undefined }, ...caps });
   world.addHost('hv-b', {
     roots: { '/pool/b': undefined },
     ...(opts.targetFamily ? { family: opts.targetFamily } : {}),
+    ...caps,
   });
   const cold = kind.startsWith('cold');
   world.addVm('hv-a', {

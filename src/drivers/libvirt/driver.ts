@@ -46,6 +46,7 @@ import {
   POSIX_PATHS,
   type VmDefinition,
   type MigrateLiveOptions,
+  type MigratePausedOptions,
   type MoveDiskLiveOptions,
 } from '../driver';
 import { LocalExec, SshExec, libvirtUriWithSsh } from '../../exec/exec';
@@ -332,8 +333,16 @@ export class LibvirtDriver implements HypervisorDriver {
     return lifecycle.start(this.ctx, domain);
   }
 
-  resume(domain: string): Promise<void> {
-    return lifecycle.resume(this.ctx, domain);
+  resume(domain: string, opts: { knownPaused?: boolean } = {}): Promise<void> {
+    return lifecycle.resume(this.ctx, domain, opts);
+  }
+
+  pause(domain: string, opts: { knownRunning?: boolean } = {}): Promise<void> {
+    return lifecycle.suspend(this.ctx, domain, opts);
+  }
+
+  waitForMigrationJob(domain: string): Promise<boolean> {
+    return lifecycle.waitForMigrationJob(this.ctx, domain);
   }
 
   destroy(domain: string): Promise<void> {
@@ -357,6 +366,13 @@ export class LibvirtDriver implements HypervisorDriver {
     if (!(target instanceof LibvirtDriver))
       throw new StalledError('DriverMismatch', 'live migration needs libvirt on both hosts');
     return lifecycle.migrateLive(this.ctx, domain, target, target.ctx, opts);
+  }
+
+  /** Needs libvirt on both hosts (`DriverMismatch` otherwise); see `lifecycle.migratePaused`. */
+  async migratePaused(domain: string, target: HypervisorDriver, opts: MigratePausedOptions): Promise<void> {
+    if (!(target instanceof LibvirtDriver))
+      throw new StalledError('DriverMismatch', 'a migration needs libvirt on both hosts');
+    return lifecycle.migratePaused(this.ctx, domain, target.ctx, opts);
   }
 
   // ---------------------------------------------------------------- files and ownership (files.ts)

@@ -7,7 +7,7 @@
 import { posix } from 'node:path';
 
 import { CommandError, StalledError, VmplaceError } from '../../errors';
-import type { DomainState, HypervisorDriver, MigrateLiveOptions } from '../driver';
+import type { DomainState, HypervisorDriver, MigrateLiveOptions, MigratePausedOptions } from '../driver';
 import { blockJob } from './chain';
 import type { LibvirtContext } from './context';
 import { domainState, domState, fileExists, liveDisks, listDomains } from './observe';
@@ -23,14 +23,28 @@ const ACTIVE: readonly DomainState[] = ['running', 'paused', 'pmsuspended'];
  * the domain ends shut off (saved); measured on libvirt 9.0, see the lab test
  * restart-during-save. Resolves true when there was such a job (it has ended by then).
  */
-export async function waitForSaveJob(ctx: LibvirtContext, domain: string): Promise<boolean> {
+export function waitForSaveJob(ctx: LibvirtContext, domain: string): Promise<boolean> {
+  return waitForJob(ctx, domain, 'Save', 'a save');
+}
+
+/** As waitForSaveJob, for an outgoing migration (`migratePaused`, `migrateLive`). */
+export function waitForMigrationJob(ctx: LibvirtContext, domain: string): Promise<boolean> {
+  return waitForJob(ctx, domain, 'Outgoing migration', 'a migration');
+}
+
+async function waitForJob(
+  ctx: LibvirtContext,
+  domain: string,
+  operation: string,
+  what: string,
+): Promise<boolean> {
   let waited = false;
   for (;;) {
     const r = await ctx.virsh(['domjobinfo', '--domain', domain], { allowExitCodes: [1] });
     // exit 1: the domain is not active (or gone): no job
     const job = r.exitCode === 0 ? parseDomJobInfo(r.stdout) : undefined;
-    if (!job?.active || (job.operation !== undefined && job.operation !== 'Save')) return waited;
-    if (!waited) ctx.log?.info({ domain }, 'a save of an interrupted run is still running: waiting for it');
+    if (!job?.active || (job.operation !== undefined && job.operation !== operation)) return waited;
+    if (!waited) ctx.log?.info({ domain }, `${what} of an interrupted run is still running: waiting for it`);
     waited = true;
     await new Promise((res) => setTimeout(res, ctx.pollMs));
   }
@@ -183,11 +197,102 @@ export async function start(ctx: LibvirtContext, domain: string): Promise<void> 
   await ctx.virsh(['start', '--domain', domain]);
 }
 
-export async function resume(ctx: LibvirtContext, domain: string): Promise<void> {
+export async function resume(
+  ctx: LibvirtContext,
+  domain: string,
+  opts: { knownPaused?: boolean } = {},
+): Promise<void> {
+  if (opts.knownPaused) {
+    // one round trip inside a pause; a VM found running after all is what was wanted
+    const r = await ctx.virsh(['resume', '--domain', domain], { allowExitCodes: [1] });
+    if (r.exitCode === 0 || (await domState(ctx, domain)) === 'running') return;
+    throw new VmplaceError('ResumeFailed', `virsh resume ${domain} failed: ${r.stderr.trim()}`);
+  }
   const state = await domState(ctx, domain);
   if (state === undefined) throw new StalledError('DomainNotFound', `domain ${domain} is not defined`);
   if (state !== 'paused') return;
   await ctx.virsh(['resume', '--domain', domain]);
+}
+
+/**
+ * `virsh suspend`: QEMU stops the CPUs, drains every disk's requests and flushes the images
+ * (its `stop`) before libvirt answers. A paused domain is left alone (virsh says so with an
+ * error: asked again then).
+ */
+export async function suspend(
+  ctx: LibvirtContext,
+  domain: string,
+  opts: { knownRunning?: boolean } = {},
+): Promise<void> {
+  if (!opts.knownRunning) {
+    const state = await domState(ctx, domain);
+    if (state === undefined) throw new StalledError('DomainNotFound', `domain ${domain} is not defined`);
+    if (state === 'paused') return;
+  }
+  const r = await ctx.virsh(['suspend', '--domain', domain], { allowExitCodes: [1] });
+  if (r.exitCode === 0 || (await domState(ctx, domain)) === 'paused') return;
+  throw new VmplaceError('SuspendFailed', `virsh suspend ${domain} failed: ${r.stderr.trim()}`);
+}
+
+/**
+ * Move a paused domain to `tctx`'s host onto images already there: `virsh migrate --unsafe`
+ * without `--live` and without storage copy. libvirt calls a migration "unsafe" when a disk is
+ * on a local filesystem, because QEMU would otherwise go on writing the source's image while
+ * the target reads its own; here the VM is paused (QEMU drained and flushed every disk before
+ * `suspend` answered) and each target image is a verified copy of the paused source's, so
+ * nothing writes either side until the target runs. The destination XML names the target's
+ * images (the layer chain below each as its images record it). No `--persistent` and no
+ * `--undefinesource`: the target's definition stays transient until Finalizing defines it from
+ * verified copies, and the source keeps its own, inactive, until CleaningUp (as with a saved
+ * state restored on the target). The memory goes host to host (`tcp://address`).
+ */
+export async function migratePaused(
+  ctx: LibvirtContext,
+  domain: string,
+  tctx: LibvirtContext,
+  opts: MigratePausedOptions,
+): Promise<void> {
+  const live = (await ctx.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info'])).stdout;
+  const xml = rewriteDiskPaths(
+    live,
+    Object.fromEntries(opts.disks.map((d) => [d.target, d.path])),
+    // a disk without a format is one of our qcow2 layers
+    Object.fromEntries(opts.disks.map((d) => [d.target, d.format ?? 'qcow2'])),
+  );
+  if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `migration of ${domain} cancelled`);
+  const job = new AbortController();
+  const onAbort = (): void => {
+    void ctx
+      .virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] })
+      .catch(() => undefined)
+      .finally(() => job.abort());
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await ctx.virshWithXmlFile(
+      [
+        'migrate',
+        '--unsafe',
+        '--domain',
+        domain,
+        '--desturi',
+        tctx.uri,
+        '--migrateuri',
+        `tcp://${opts.address}`,
+        '--xml',
+        '{XML}',
+      ],
+      xml,
+      { timeoutMs: null, signal: job.signal },
+    );
+  } catch (err) {
+    if (!opts.signal?.aborted) throw err;
+    const there = await domState(tctx, domain);
+    if (there !== undefined && ACTIVE.includes(there)) return;
+    throw new VmplaceError('Cancelled', `migration of ${domain} cancelled`, { cause: err });
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 export async function destroy(ctx: LibvirtContext, domain: string): Promise<void> {

@@ -2,7 +2,15 @@ import { StalledError, VmplaceError } from '../../errors';
 import type { DomainInfo, VmDefinition } from '../../drivers/driver';
 import type { MigrationContext } from '../types';
 import type { RunDeps, Step } from './deps';
-import { allSettled, copyAcross, diskOf, dstOverlayAt, mustGetDomain, srcOverlayAt } from './common';
+import {
+  allSettled,
+  copyAcross,
+  diskOf,
+  dstOverlayAt,
+  mustGetDomain,
+  srcOverlayAt,
+  transferSsh,
+} from './common';
 import { EARLY_COPY_FRESH_MS, PAUSE_RELAY_BELOW_BYTES, PREFETCH_FRESH_MS } from './tuning';
 
 /** What Saving sees of the VM on the source (see {@link decideSave}). */
@@ -30,7 +38,48 @@ export function decideSave(o: SaveObservation): 'save' | 'saved' | 'lost' | 'not
   return 'notRunning';
 }
 
+/**
+ * What Saving does when the memory moves by migration (`migrateMemory`), from what it sees
+ * (pure). Running: pause it. Paused after this migration's pause (a write-ahead intent): paused
+ * already. Anything else (paused by someone before us, shut off, gone): `notRunning`, back to
+ * the source (the rollback resumes a VM paused by a migration that ran and never starts a
+ * stopped one).
+ */
+export function decidePause(o: {
+  state: DomainInfo['state'];
+  pauseIssued: boolean;
+}): 'pause' | 'paused' | 'notRunning' {
+  if (o.state === 'running') return 'pause';
+  if (o.state === 'paused' && o.pauseIssued) return 'paused';
+  return 'notRunning';
+}
+
+/**
+ * Saving, when the memory moves by the hypervisor's migration: pause the VM (its disks drained
+ * and flushed); the memory stays in the source's RAM until Restoring moves it.
+ */
+async function pauseVm(ctx: MigrationContext, deps: RunDeps): Promise<{ pausedAt: number }> {
+  const drv = deps.driverFor(ctx.fromHost);
+  const now = deps.now ?? Date.now;
+  const issuedAt = await deps.intents?.at(ctx, 'save');
+  const dom = await mustGetDomain(drv, ctx);
+  const decision = decidePause({
+    state: dom.state,
+    pauseIssued: deps.intents ? issuedAt !== undefined : true,
+  });
+  if (decision === 'paused') return { pausedAt: ctx.pausedAt ?? issuedAt ?? now() };
+  if (decision === 'notRunning')
+    throw new VmplaceError('DomainNotRunning', `${ctx.vm} is ${dom.state}, expected running`);
+  // a source host that reboots once the VM runs on the target must not start it again
+  if (ctx.sourceAutostart) await drv.setAutostart(ctx.vm, false);
+  await deps.intents?.mark(ctx, 'save');
+  const pausedAt = now();
+  await drv.pause(ctx.vm, { knownRunning: true });
+  return { pausedAt };
+}
+
 export const saveVm: Step = async (ctx, deps) => {
+  if (ctx.migrateMemory) return pauseVm(ctx, deps);
   const drv = deps.driverFor(ctx.fromHost);
   const stateFile = ctx.srcStateFile ?? ctx.stateFile!;
   const now = deps.now ?? Date.now;
@@ -160,7 +209,7 @@ export const copyDelta: Step = async (ctx, deps) => {
   const from = ctx.srcStateFile;
   const to = ctx.stateFile!;
   const stateInPlace = !from || (!ctx.copyState && from === to);
-  if (stateInPlace && ctx.effectiveStrategy !== 'cold') {
+  if (stateInPlace && ctx.effectiveStrategy !== 'cold' && !ctx.migrateMemory) {
     const lookups = restoreLookups(ctx, deps);
     lookups.catch(() => undefined); // Restoring awaits it (or asks again)
     const prefetched = deps.memo.prefetchedRestore;
@@ -218,7 +267,69 @@ export function takePrefetchedRestore(
   return p && Date.now() - p.at < PREFETCH_FRESH_MS ? (p.lookups as Promise<RestoreLookups>) : undefined;
 }
 
+/**
+ * Restoring, when the memory moves by migration: the paused VM goes to the target onto the
+ * copied layers (its top layer per disk), then runs there. Looks at both hosts first: a run that
+ * died during the migration may have left it arrived (paused or running), in flight (the source
+ * still has its job: waited for), or not started.
+ */
+async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnType<Step> {
+  const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
+  const now = deps.now ?? Date.now;
+  const top = (d: MigrationContext['disks'][number]): string => dstOverlayAt(ctx, d, ctx.rounds ?? 1);
+  const onTarget = (x: DomainInfo): boolean =>
+    ctx.disks.every((d) => {
+      const p = diskOf(x, d.target)?.path;
+      return p === top(d) || p === d.dstPath;
+    });
+  const done = async (state: DomainInfo['state'] | 'arrived'): ReturnType<Step> => {
+    // arrived: paused as it left (libvirt may have resumed it already: resume says so)
+    if (state !== 'running') await dst.resume(ctx.vm, { knownPaused: true });
+    const resumedAt = ctx.resumedAt ?? now();
+    const pauseMs = ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined;
+    deps.logger?.info({ pauseMs }, 'VM resumed on the target');
+    return { committed: true, resumedAt, pauseMs };
+  };
+  for (let look = 0; ; look++) {
+    const [dom, onSource] = await Promise.all([dst.getDomain(ctx.vm), src.getDomain(ctx.vm)]);
+    const sourceActive = onSource !== undefined && onSource.state !== 'shutoff';
+    if (dom && dom.state !== 'shutoff') {
+      if (!onTarget(dom))
+        throw new VmplaceError(
+          'DomainRunningOnSource',
+          `${ctx.vm} runs on ${ctx.toHost}, but not from the target's disks`,
+        );
+      // arrived; the source QEMU ends when the migration completes
+      if (!sourceActive) return done(dom.state);
+      // both active: a migration an interrupted run started is still going on, or ending
+      if (look < 3 && ((await src.waitForMigrationJob(ctx.vm)) || look === 0)) continue;
+      throw new VmplaceError(
+        'DomainRunningOnSource',
+        `${ctx.vm} is ${onSource.state} on ${ctx.fromHost} and ${dom.state} on ${ctx.toHost}; never on both`,
+      );
+    }
+    if (!onSource || onSource.state !== 'paused')
+      throw new VmplaceError(
+        onSource?.state === 'running' ? 'DomainRunningOnSource' : 'DomainNotPaused',
+        `${ctx.vm} is ${onSource?.state ?? 'not defined'} on ${ctx.fromHost}, expected paused for its move`,
+      );
+    break;
+  }
+  await deps.intents?.mark(ctx, 'restore');
+  const t0 = Date.now();
+  await src.migratePaused(ctx.vm, dst, {
+    // each disk from our top layer (a layer: the driver's own format)
+    disks: ctx.disks.map((d) => ({ target: d.target, path: top(d) })),
+    address: transferSsh(deps, ctx.toHost).host,
+    ...(deps.signal ? { signal: deps.signal } : {}),
+  });
+  deps.logger?.info({ ms: Date.now() - t0 }, 'paused VM moved to the target by migration (no state file)');
+  return done('arrived');
+}
+
 export const restoreVm: Step = async (ctx, deps) => {
+  if (ctx.migrateMemory) return arriveByMigration(ctx, deps);
   const drv = deps.driverFor(ctx.toHost);
   const now = deps.now ?? Date.now;
   const cross = ctx.fromHost !== ctx.toHost;

@@ -168,13 +168,16 @@ export const preflight: Step = async (ctx, deps) => {
   if (disks.length === 0 && !cross)
     throw new StalledError('NothingToMove', `${ctx.vm}'s disks are already where they should be`);
 
-  const { stateFile, srcStateFile, copyState } = placeState({
+  const { stateFile, srcStateFile, copyState, migrateMemory } = placeState({
     strategy: effective,
     cross,
     firstTo: ctx.moves[0]!.toPath,
     ...(disks.length > 0 ? { firstSourceDir: src.paths.dirname(disks[0]!.srcPath) } : {}),
     ...(ctx.sharedStatePath ? { sharedStatePath: ctx.sharedStatePath } : {}),
     stateOnSharedStorage: src.capabilities.stateOnSharedStorage && dst.capabilities.stateOnSharedStorage,
+    pausedMigration: src.capabilities.pausedMigration && dst.capabilities.pausedMigration,
+    direct: transferMode !== 'relay',
+    ...(ctx.quickMemory ? { quickMemory: ctx.quickMemory } : {}),
     join: (dir) => src.ownFile(dir, ctx.vm, ctx.id, { what: 'state' }),
   });
 
@@ -225,6 +228,7 @@ export const preflight: Step = async (ctx, deps) => {
     stateFile,
     srcStateFile,
     copyState,
+    ...(migrateMemory ? { migrateMemory } : {}),
     ...(transferMode ? { transferMode } : {}),
     wasRunning: dom.state === 'running',
     ...(cross && dom.autostart ? { sourceAutostart: true } : {}),

@@ -121,7 +121,9 @@ export const rollBack: Step = async (ctx, deps) => {
       if (!deps.intents || (await deps.intents.has(ctx, 'save')))
         throw new StalledError(
           'SavedStateLost',
-          `${ctx.vm} is shut off on ${ctx.fromHost} and its saved state is gone; vmplace does not boot it afresh`,
+          ctx.migrateMemory
+            ? `${ctx.vm} was shut off on ${ctx.fromHost} while paused for its move: its memory is gone; vmplace does not boot it afresh`
+            : `${ctx.vm} is shut off on ${ctx.fromHost} and its saved state is gone; vmplace does not boot it afresh`,
         );
       log?.warn(
         'the VM was shut down during the migration; it stays shut off (vmplace never boots a guest afresh)',

@@ -81,6 +81,20 @@ describe.each(STRATEGIES)('%s', (kind) => {
   }, 60_000);
 });
 
+describe('the memory of a quick move across hosts', () => {
+  test.each([
+    ['quick across hosts', ['save', 'restore'], ['pause', 'migratePaused']],
+    ['quick with delta rounds', ['save', 'restore'], ['pause', 'migratePaused']],
+    ['quick across hosts by migration', ['pause', 'migratePaused', 'resume'], ['save', 'restore']],
+    ['quick with delta rounds by migration', ['pause', 'migratePaused', 'resume'], ['save', 'restore']],
+  ] as const)('%s: the dry run calls %j, never %j', async (kind, calls, never) => {
+    const dry = await dryRun(kind);
+    const names = new Set(dry.ops.map((o) => o.name));
+    for (const n of calls) expect(names).toContain(n);
+    for (const n of never) expect(names).not.toContain(n);
+  });
+});
+
 describe('known bugs (each fails until the step is fixed)', () => {
   for (const k of KNOWN) {
     const kinds = k.kinds === 'all' ? STRATEGIES : k.kinds;

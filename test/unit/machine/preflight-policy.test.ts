@@ -197,6 +197,36 @@ describe('placeState', () => {
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
     ],
     [
+      'across hosts that reach each other, both drivers migrate a paused VM: no state file',
+      { cross: true, pausedMigration: true, direct: true },
+      { copyState: false, migrateMemory: true },
+    ],
+    [
+      'the same with shared storage: no state file either',
+      { cross: true, pausedMigration: true, direct: true, sharedStatePath: '/shared' },
+      { copyState: false, migrateMemory: true },
+    ],
+    [
+      'paused migration, but the hosts do not reach each other: beside the source, copied',
+      { cross: true, pausedMigration: true, direct: false },
+      { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
+    ],
+    [
+      'paused migration, but policy.quickMemory: stateFile: beside the source, copied',
+      { cross: true, pausedMigration: true, direct: true, quickMemory: 'stateFile' },
+      { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
+    ],
+    [
+      'one host: a state file on the target storage even where the driver migrates',
+      { cross: false, pausedMigration: true, direct: true },
+      { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/b/v.state.vmplace-1', copyState: false },
+    ],
+    [
+      'live: none, whatever the driver offers',
+      { strategy: 'live', cross: true, pausedMigration: true, direct: true },
+      { copyState: false },
+    ],
+    [
       'across hosts, every disk stays (no copied disk): on the target path, not copied',
       { cross: true, firstSourceDir: undefined },
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/b/v.state.vmplace-1', copyState: false },

@@ -67,6 +67,7 @@ class FakeHost {
         liveStorageMove: true,
         liveMigration: true,
         stateOnSharedStorage: true,
+        pausedMigration: false,
       },
       paths: POSIX_PATHS,
       diskPathsOf: (def) => Object.fromEntries(parseDomainXml(def.data).disks.map((d) => [d.target, d.path])),
