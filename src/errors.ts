@@ -69,6 +69,7 @@ export const REASONS = [
   'AlreadyOnTarget',
   'DomainNotRunning',
   'DomainNotPaused',
+  'GuestRanWhilePaused',
   'SuspendFailed',
   'ResumeFailed',
   'DomainRunningOnSource',

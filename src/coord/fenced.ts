@@ -26,6 +26,7 @@ export const READ_ONLY_DRIVER_METHODS: ReadonlySet<string> = new Set([
   'checkImage',
   'waitForSaveJob',
   'waitForMigrationJob',
+  'guestRunTime',
   'holdsSavedState',
   'savedDefinition',
   'definition',

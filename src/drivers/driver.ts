@@ -260,6 +260,12 @@ export interface HypervisorDriver {
    * asked for (libvirt keeps or cleans up a migration whose client died); true when there was one.
    */
   waitForMigrationJob(vm: string): Promise<boolean>;
+  /**
+   * How long the active VM's CPUs have run, as an opaque counter: two equal answers mean the
+   * guest did not run in between (libvirt: the sum of `vcpu.N.time`). Undefined when the VM is
+   * not active or the hypervisor does not say.
+   */
+  guestRunTime(vm: string): Promise<string | undefined>;
   destroy(vm: string): Promise<void>;
   /** enable or disable starting the VM when the host boots */
   setAutostart(vm: string, on: boolean): Promise<void>;

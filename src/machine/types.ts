@@ -93,6 +93,12 @@ export interface MigrationContext extends MigrationInput {
   finishedAt?: string;
   /** ms since epoch when the VM went offline (save started) */
   pausedAt?: number;
+  /**
+   * migrateMemory: the guest's run time counter read once it was paused (driver's
+   * guestRunTime); Restoring migrates only if it has not grown (nobody ran the guest while its
+   * last delta was copied)
+   */
+  pausedRunTime?: string;
   /** ms since epoch when the VM ran again on the target */
   resumedAt?: number;
   pauseMs?: number;

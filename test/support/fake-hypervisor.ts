@@ -129,6 +129,8 @@ export interface FakeVm {
   autostart: boolean;
   /** the guest's memory: kept by save/restore and live migration, new on every boot */
   bootId?: string;
+  /** grows while the guest runs (each write it makes); `guestRunTime` */
+  ran?: number;
 }
 
 export interface FakeHostOptions {
@@ -356,6 +358,8 @@ export class FakeWorld {
       this.violations.push(`guest of ${vm} writes to ${disk.path} on ${h.name}, which is not an image`);
       return;
     }
+    const v = h.vms.get(vm)!;
+    v.ran = (v.ran ?? 0) + 1;
     const block = seq % f.content.virtualBlocks;
     const value = `${vm}/${disk.target}/w${seq}`;
     f.content.blocks[block] = value;
@@ -1007,6 +1011,13 @@ export class FakeDriver implements HypervisorDriver {
   waitForMigrationJob(vm: string): Promise<boolean> {
     void vm;
     return this.op('waitForMigrationJob', () => false);
+  }
+
+  guestRunTime(vm: string): Promise<string | undefined> {
+    return this.op('guestRunTime', () => {
+      const v = this.host.vms.get(vm);
+      return v && v.state !== 'shutoff' ? String(v.ran ?? 0) : undefined;
+    });
   }
 
   /** The paused VM moves at once (one op): its memory (boot id) and the definition onto `opts.disks`. */

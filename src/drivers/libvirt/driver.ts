@@ -345,6 +345,10 @@ export class LibvirtDriver implements HypervisorDriver {
     return lifecycle.waitForMigrationJob(this.ctx, domain);
   }
 
+  guestRunTime(domain: string): Promise<string | undefined> {
+    return lifecycle.guestRunTime(this.ctx, domain);
+  }
+
   destroy(domain: string): Promise<void> {
     return lifecycle.destroy(this.ctx, domain);
   }

@@ -214,6 +214,21 @@ export async function resume(
   await ctx.virsh(['resume', '--domain', domain]);
 }
 
+/** The sum of the domain's `vcpu.N.time` (ns) from `virsh domstats --vcpu`; undefined when not active. */
+export async function guestRunTime(ctx: LibvirtContext, domain: string): Promise<string | undefined> {
+  const r = await ctx.virsh(['domstats', '--vcpu', domain], { allowExitCodes: [1] });
+  if (r.exitCode !== 0) return undefined;
+  let sum = 0n;
+  let seen = false;
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s*vcpu\.\d+\.time=(\d+)\s*$/.exec(line);
+    if (!m) continue;
+    sum += BigInt(m[1]!);
+    seen = true;
+  }
+  return seen ? sum.toString() : undefined;
+}
+
 /**
  * `virsh suspend`: QEMU stops the CPUs, drains every disk's requests and flushes the images
  * (its `stop`) before libvirt answers. A paused domain is left alone (virsh says so with an

@@ -216,6 +216,9 @@ export const copyDelta: Step = async (ctx, deps) => {
     for (const [id, p] of prefetched) if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetched.delete(id); // never taken
     prefetched.set(ctx.id, { at: Date.now(), lookups });
   }
+  // migrateMemory: the guest's run time now that it is paused, read while the delta is copied
+  const runTime = ctx.migrateMemory ? src.guestRunTime(ctx.vm) : undefined;
+  runTime?.catch(() => undefined); // awaited below
   await allSettled([
     ...ctx.disks.map(async (d) => {
       const r = ctx.rounds ?? 1;
@@ -225,7 +228,8 @@ export const copyDelta: Step = async (ctx, deps) => {
     }),
     ...(from && (ctx.copyState || from !== to) ? [copyOne(from, to)] : []),
   ]);
-  return {};
+  const pausedRunTime = await runTime;
+  return pausedRunTime !== undefined ? { pausedRunTime } : {};
 };
 
 export interface RestoreLookups {
@@ -292,7 +296,11 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
     return { committed: true, resumedAt, pauseMs };
   };
   for (let look = 0; ; look++) {
-    const [dom, onSource] = await Promise.all([dst.getDomain(ctx.vm), src.getDomain(ctx.vm)]);
+    const [dom, onSource, ranFor] = await Promise.all([
+      dst.getDomain(ctx.vm),
+      src.getDomain(ctx.vm),
+      ctx.pausedRunTime !== undefined ? src.guestRunTime(ctx.vm) : undefined,
+    ]);
     const sourceActive = onSource !== undefined && onSource.state !== 'shutoff';
     if (dom && dom.state !== 'shutoff') {
       if (!onTarget(dom))
@@ -313,6 +321,14 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
       throw new VmplaceError(
         onSource?.state === 'running' ? 'DomainRunningOnSource' : 'DomainNotPaused',
         `${ctx.vm} is ${onSource?.state ?? 'not defined'} on ${ctx.fromHost}, expected paused for its move`,
+      );
+    // Someone resumed and paused it again while its last delta was copied: the copies miss what
+    // the guest wrote meanwhile, and its memory (which goes now) knows of those writes. Back to
+    // the source (the rollback resumes it); a later run starts afresh.
+    if (ctx.pausedRunTime !== undefined && ranFor !== ctx.pausedRunTime)
+      throw new VmplaceError(
+        'GuestRanWhilePaused',
+        `${ctx.vm} ran on ${ctx.fromHost} after vmplace paused it (its CPU time grew from ${ctx.pausedRunTime} to ${ranFor ?? 'unknown'}); its copied disks may miss writes, not moving it`,
       );
     break;
   }
