@@ -74,7 +74,9 @@ async function pauseVm(ctx: MigrationContext, deps: RunDeps): Promise<{ pausedAt
   if (ctx.sourceAutostart) await drv.setAutostart(ctx.vm, false);
   await deps.intents?.mark(ctx, 'save');
   const pausedAt = now();
+  const t0 = Date.now();
   await drv.pause(ctx.vm, { knownRunning: true });
+  deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: pause');
   return { pausedAt };
 }
 
@@ -289,12 +291,15 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
     });
   const done = async (state: DomainInfo['state'] | 'arrived'): ReturnType<Step> => {
     // arrived: paused as it left (libvirt may have resumed it already: resume says so)
+    const t = Date.now();
     if (state !== 'running') await dst.resume(ctx.vm, { knownPaused: true });
+    deps.logger?.debug({ ms: Date.now() - t }, 'pause part: resume');
     const resumedAt = ctx.resumedAt ?? now();
     const pauseMs = ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined;
     deps.logger?.info({ pauseMs }, 'VM resumed on the target');
     return { committed: true, resumedAt, pauseMs };
   };
+  const t0 = Date.now();
   for (let look = 0; ; look++) {
     const [dom, onSource, ranFor] = await Promise.all([
       dst.getDomain(ctx.vm),
@@ -332,15 +337,16 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
       );
     break;
   }
+  deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: arrival lookups');
   await deps.intents?.mark(ctx, 'restore');
-  const t0 = Date.now();
+  const t1 = Date.now();
   await src.migratePaused(ctx.vm, dst, {
     // each disk from our top layer (a layer: the driver's own format)
     disks: ctx.disks.map((d) => ({ target: d.target, path: top(d) })),
     address: transferSsh(deps, ctx.toHost).host,
     ...(deps.signal ? { signal: deps.signal } : {}),
   });
-  deps.logger?.info({ ms: Date.now() - t0 }, 'paused VM moved to the target by migration (no state file)');
+  deps.logger?.info({ ms: Date.now() - t1 }, 'paused VM moved to the target by migration (no state file)');
   return done('arrived');
 }
 
