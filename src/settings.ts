@@ -92,7 +92,7 @@ const schema = {
         targetMarginBytes: { type: 'integer', minimum: 0 },
         sourceHeadroomRatio: { type: 'number', minimum: 0, maximum: 10 },
         maxDeltaRounds: { type: 'integer', minimum: 1, maximum: 32 },
-        quickMemory: { enum: ['migrate', 'stateFile'] },
+        quickMemory: { enum: ['live', 'paused', 'stateFile'] },
       },
     },
     limits: {

@@ -278,11 +278,14 @@ export interface PlanPolicy {
   /** most delta rounds of a quick migration before the pause (1: the seed's single round; default 8) */
   maxDeltaRounds?: number;
   /**
-   * quick across hosts: how the memory crosses in the pause. `migrate` (default, where both
-   * drivers can and the hosts reach each other): the hypervisor's own migration stream moves
-   * the paused VM onto the copied disks; `stateFile`: the seed's saved state file, copied over.
+   * quick across hosts: how the memory and the last delta cross (where both drivers can and the
+   * hosts reach each other). `live` (default): the hypervisor's live migration carries the
+   * memory and mirrors only the top layer onto the bases vmplace copied, so the VM stops only
+   * for its switch-over; `paused`: the VM is paused, vmplace copies and verifies the last delta,
+   * the migration stream moves the paused memory; `stateFile`: the seed's saved state file,
+   * copied over in the pause.
    */
-  quickMemory?: 'migrate' | 'stateFile';
+  quickMemory?: 'live' | 'paused' | 'stateFile';
 }
 
 export const DEFAULT_POLICY: PlanPolicy = {

@@ -94,6 +94,12 @@ export interface DriverCapabilities {
    * storage: QEMU's migration stream, host to host); see `migratePaused`
    */
   pausedMigration: boolean;
+  /**
+   * live-migrate a running VM to another host of the family onto layer chains already there,
+   * mirroring only each disk's top layer (libvirt: `migrate --live --copy-storage-inc`); see
+   * `migrateOntoLayers`
+   */
+  liveOntoLayers: boolean;
 }
 
 /** Path semantics of the hosts a driver talks to (POSIX for libvirt, Windows for Hyper-V). */
@@ -217,6 +223,11 @@ export interface HypervisorDriver {
    * undefined when the parent is itself one of this driver's layers.
    */
   relinkLayer(layer: string, parent: string, parentFormat?: string): Promise<void>;
+  /**
+   * Create an empty layer `path` (one of the driver's own, named by `ownFile`) over `parent`
+   * (without a format: one of the driver's layers). Replaces a file of that name (ours by it).
+   */
+  createLayer(path: string, parent: string, parentFormat?: string): Promise<void>;
   /** check an image's consistency, opened as `format`; resolves with the problems found (empty when clean) */
   checkImage(path: string, format: string): Promise<string[]>;
 
@@ -308,6 +319,21 @@ export interface HypervisorDriver {
    */
   migratePaused(vm: string, target: HypervisorDriver, opts: MigratePausedOptions): Promise<void>;
 
+  /**
+   * (capabilities.liveOntoLayers) Live-migrate a running VM to `target` (a driver of the same
+   * family) onto layer chains already there: each disk of `opts.disks` runs on the target from
+   * its `path`, an empty layer over the copied layers below, into which the hypervisor mirrors
+   * the source's top layer while the VM runs; memory follows, and the VM stops only for the
+   * switch-over. Resolves with the downtime the hypervisor reports. The source keeps its
+   * persistent definition, inactive; the target's is transient until defined. Not idempotent
+   * by itself: the caller looks at both hosts first.
+   */
+  migrateOntoLayers(
+    vm: string,
+    target: HypervisorDriver,
+    opts: MigrateOntoLayersOptions,
+  ): Promise<{ downtimeMs?: number }>;
+
   // ---- files (inside declared storage only)
   /** throws StalledError PathOutsideStorage unless `path` lies inside this host's declared storage */
   guardPath(path: string): Promise<void>;
@@ -365,6 +391,13 @@ export interface MigratePausedOptions {
   address: string;
   /** aborting aborts the migration job; resolves only if the VM already arrived on the target */
   signal?: AbortSignal;
+}
+
+/** Options of `migrateOntoLayers`. */
+export interface MigrateOntoLayersOptions extends MigratePausedOptions {
+  /** the longest stop the hypervisor may plan for the switch-over */
+  maxDowntimeMs?: number;
+  bandwidthMiBps?: number;
 }
 
 /** POSIX path semantics (libvirt hosts, the fake). */

@@ -147,10 +147,12 @@ export function judgeDisk(o: DiskObservation): { action: 'copy' | 'stay' } | { f
 
 /**
  * Where the memory state of a quick move goes. One host: onto the target storage (the first
- * moved disk's), so nothing is copied in the pause. Across hosts whose driver moves a paused
- * VM's memory itself (`pausedMigration`, libvirt: QEMU's migration stream onto the disks the
- * copy rounds put in place) and that reach each other: no state file at all (`migrateMemory`):
- * the memory goes host to host while the VM is paused, never written to a disk and read back.
+ * moved disk's), so nothing is copied in the pause. Across hosts that reach each other, no
+ * state file at all (`migrateMemory`): by default (`live`, capability `liveOntoLayers`) the
+ * hypervisor's live migration carries the memory and mirrors only each disk's top layer onto
+ * the layers vmplace copied (libvirt: `migrate --live --copy-storage-inc`), the VM stops only
+ * for the switch-over; with `paused` (capability `pausedMigration`) the VM is paused, vmplace
+ * copies the last delta, and QEMU's migration stream moves the paused memory.
  * Hosts that share storage and whose driver restores a state from it: onto that shared
  * storage. Otherwise beside the first source disk, copied over in the pause (`copyState`).
  * Cold and live moves write none. `policy.quickMemory: stateFile` keeps the seed's state file.
@@ -168,16 +170,27 @@ export function placeState(o: {
   stateOnSharedStorage: boolean;
   /** both drivers move a paused VM's memory to the other host themselves */
   pausedMigration?: boolean;
+  /** both drivers live-migrate a VM onto layers already copied, mirroring only the top one */
+  liveOntoLayers?: boolean;
+  /** every disk of the VM is copied (none stays on storage both hosts mount) */
+  allDisksMove?: boolean;
   /** the hosts reach each other (host to host) */
   direct?: boolean;
-  /** `policy.quickMemory` (default `migrate`) */
-  quickMemory?: 'migrate' | 'stateFile';
+  /** `policy.quickMemory` (default `live`) */
+  quickMemory?: 'live' | 'paused' | 'stateFile';
   /** the state file's own name (the driver's ownFile, without a directory) */
   join: (dir: string) => string;
-}): { stateFile?: string; srcStateFile?: string; copyState: boolean; migrateMemory?: true } {
+}): { stateFile?: string; srcStateFile?: string; copyState: boolean; migrateMemory?: 'live' | 'paused' } {
   if (o.strategy !== 'quick') return { copyState: false };
-  if (o.cross && o.pausedMigration && o.direct && (o.quickMemory ?? 'migrate') === 'migrate')
-    return { copyState: false, migrateMemory: true };
+  const want = o.quickMemory ?? 'live';
+  if (o.cross && o.direct) {
+    // a disk that stays on shared storage would be written by the running source until the
+    // switch-over: only a paused VM moves with one
+    if (want === 'live' && o.liveOntoLayers && o.allDisksMove !== false)
+      return { copyState: false, migrateMemory: 'live' };
+    if ((want === 'live' || want === 'paused') && o.pausedMigration)
+      return { copyState: false, migrateMemory: 'paused' };
+  }
   const shared = o.cross && o.stateOnSharedStorage ? o.sharedStatePath : undefined;
   const stateFile = o.join(shared ?? o.firstTo);
   const copyState = o.cross && !shared && o.firstSourceDir !== undefined;

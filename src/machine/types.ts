@@ -54,8 +54,8 @@ export interface MigrationInput {
   maxPauseMs?: number;
   /** most overlays before the pause (1 = the seed's single round; default 1) */
   maxRounds?: number;
-  /** quick across hosts: memory by the hypervisor's migration (default) or by a state file */
-  quickMemory?: 'migrate' | 'stateFile';
+  /** quick across hosts: how memory and last delta cross (policy.quickMemory; default live) */
+  quickMemory?: 'live' | 'paused' | 'stateFile';
   /** a storage location both hosts mount at this path (a cluster's shared storage), for the state file */
   sharedStatePath?: string;
 }
@@ -73,10 +73,12 @@ export interface MigrationContext extends MigrationInput {
   /** the state file is copied from the source host to the target host (paths may be equal) */
   copyState?: boolean;
   /**
-   * quick across hosts: no state file; the paused VM's memory goes to the target by the
-   * hypervisor's own migration stream onto the copied disks (see placeState)
+   * quick across hosts without a state file (see placeState): `live`, the hypervisor's live
+   * migration carries the memory and mirrors each disk's top layer onto the copied layers
+   * below it; `paused`, the VM is paused, its last delta copied by vmplace, and the migration
+   * stream moves the paused VM onto the copies
    */
-  migrateMemory?: boolean;
+  migrateMemory?: 'live' | 'paused';
   /** how data goes between hosts: host to host, or relayed by the management box */
   transferMode?: 'direct' | 'relay';
   /** the VM was running when the migration started */

@@ -209,18 +209,19 @@ async function exists(p: string): Promise<boolean> {
 
 describe('quick storage migration across hosts (two-host lab over ssh)', () => {
   it.each([
-    ['by migration (the default)', 'migrate'],
+    ['by live migration onto the copied layers (the default)', 'live'],
+    ['by migration while paused (policy.quickMemory: paused)', 'paused'],
     ['by a saved state file (policy.quickMemory: stateFile)', 'stateFile'],
   ] as const)(
     'moves a running, writing VM with a 1 GiB disk from hv1 to hv2, its memory %s: never on both hosts, nothing lost',
     async (_how, memory) => {
-      const v = await guestOn(memory === 'migrate' ? 'big' : 'bigsf', 'hv1', 'local', [
+      const v = await guestOn(`big${memory.slice(0, 2)}`, 'hv1', 'local', [
         { target: 'vda', size: 1024 * MiB, fill: 512 * MiB },
         { target: 'vdb', size: 64 * MiB },
       ]);
       await writeDesired(v, 'hv2', 'local');
-      if (memory === 'stateFile')
-        await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), 'policy: {quickMemory: stateFile}\n');
+      if (memory !== 'live')
+        await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), `policy: {quickMemory: ${memory}}\n`);
       const t0 = Date.now();
       const { exited } = apply(v);
       let both = 0;
@@ -249,10 +250,16 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
         // the overlays crossed while the memory state was being written (and were verified after)
         expect(res.stderr).toContain('delta copied while the memory state was being saved');
         expect(res.stderr).not.toContain('by migration');
-      } else {
+        expect(res.stderr).not.toContain('live-migrated onto');
+      } else if (memory === 'paused') {
         // no state file: QEMU's migration stream moved the paused VM onto the copied layers
         expect(res.stderr).toContain('paused VM moved to the target by migration (no state file)');
         expect(res.stderr).not.toContain('memory state was being saved');
+      } else {
+        // no state file, no pause but the switch-over: the top layer mirrored onto the copies
+        expect(res.stderr).toContain('VM live-migrated onto the copied layers');
+        expect(res.stderr).not.toContain('memory state was being saved');
+        expect(res.stderr).not.toContain('paused VM moved');
       }
       expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
       const onHv2 = await d.hv2.getDomain(v.name);

@@ -41,6 +41,7 @@ import {
   ownFileBaseName,
   type MigrateLiveOptions,
   type MigratePausedOptions,
+  type MigrateOntoLayersOptions,
   type MoveDiskLiveOptions,
 } from '../../src/drivers/driver';
 import { StalledError, VmplaceError } from '../../src/errors';
@@ -163,6 +164,7 @@ export class FakeHost {
       liveMigration: opts.capabilities?.liveMigration ?? true,
       stateOnSharedStorage: opts.capabilities?.stateOnSharedStorage ?? false,
       pausedMigration: opts.capabilities?.pausedMigration ?? false,
+      liveOntoLayers: opts.capabilities?.liveOntoLayers ?? false,
     };
   }
 
@@ -863,6 +865,27 @@ export class FakeDriver implements HypervisorDriver {
     });
   }
 
+  createLayer(path: string, parent: string, parentFormat?: string): Promise<void> {
+    return this.op('createLayer', () => {
+      this.guard(path);
+      this.guard(parent);
+      this.requireDir(path);
+      const below = this.image(parent);
+      this.removeRaw(path, 'createLayer');
+      this.host.files.set(path, {
+        identity: this.world.newIdentity(),
+        content: {
+          kind: 'image',
+          format: 'qcow2',
+          parent,
+          parentFormat: parentFormat ?? 'qcow2',
+          virtualBlocks: below.virtualBlocks,
+          blocks: {},
+        },
+      });
+    });
+  }
+
   relinkLayer(layer: string, parent: string, parentFormat?: string): Promise<void> {
     return this.op('relinkLayer', () => {
       this.guard(layer);
@@ -1062,6 +1085,60 @@ export class FakeDriver implements HypervisorDriver {
       });
       this.stop(v);
     });
+  }
+
+  /**
+   * The running VM moves at once (one op): the source's top layer of each disk is mirrored into
+   * the target's (empty) top layer, memory (boot id) and definition onto `opts.disks`.
+   */
+  async migrateOntoLayers(
+    vm: string,
+    target: HypervisorDriver,
+    opts: MigrateOntoLayersOptions,
+  ): Promise<{ downtimeMs?: number }> {
+    if (!(target instanceof FakeDriver) || target.world !== this.world || target.family !== this.family)
+      throw new StalledError('DriverMismatch', 'a migration needs fake hosts of one family on both ends');
+    if (!this.capabilities.liveOntoLayers || !target.capabilities.liveOntoLayers)
+      throw new StalledError(
+        fakeReason('CapabilityMissing'),
+        'live migration onto layers is not offered by both hosts',
+      );
+    if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `migration of ${vm} cancelled`);
+    await this.op('migrateOntoLayers', () => {
+      const v = this.vm(vm);
+      if (v.state !== 'running') throw new VmplaceError('DomainNotRunning', `${vm} is ${v.state}`);
+      const there = target.host;
+      if (there.vms.get(vm) && there.vms.get(vm)!.state !== 'shutoff')
+        throw new VmplaceError(fakeReason('MigrationFailed'), `${vm} is already active on ${there.name}`);
+      const def = clone(v.live!);
+      for (const d of def.disks) {
+        const to = opts.disks.find((x) => x.target === d.target);
+        if (!to) continue;
+        const f = there.files.get(to.path)?.content;
+        const c = this.world.chainOf(there.name, to.path);
+        if (f?.kind !== 'image' || c.broken)
+          throw new VmplaceError(
+            fakeReason('DiskUnusable'),
+            `${vm} disk ${d.target}: ${to.path} on ${there.name} is not a usable layer${c.broken ? `: ${c.broken}` : ''}`,
+          );
+        // the mirror: the source's top layer into the target's
+        Object.assign(f.blocks, this.image(d.path).blocks);
+        this.world.clock +=
+          (Object.keys(f.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
+        Object.assign(d, { path: to.path, format: to.format ?? 'qcow2' });
+      }
+      this.world.clock += def.memoryBytes / this.world.copyBytesPerMs;
+      const existing = there.vms.get(vm);
+      there.vms.set(vm, {
+        ...(existing ?? { name: vm, autostart: false }),
+        name: vm,
+        state: 'running',
+        live: def,
+        bootId: v.bootId!,
+      });
+      this.stop(v);
+    });
+    return { downtimeMs: 5 };
   }
 
   resume(vm: string, opts: { knownPaused?: boolean } = {}): Promise<void> {

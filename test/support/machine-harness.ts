@@ -301,9 +301,11 @@ export { decodeDef };
 export const STRATEGIES = [
   'quick on one host',
   'quick across hosts',
-  'quick across hosts by migration',
+  'quick across hosts by paused migration',
+  'quick across hosts by live migration',
   'quick with delta rounds',
-  'quick with delta rounds by migration',
+  'quick with delta rounds by paused migration',
+  'quick with delta rounds by live migration',
   'cold across hosts',
   'cold on one host',
   'live on one host',
@@ -321,7 +323,12 @@ export function buildScenario(kind: StrategyCase, opts: { targetFamily?: string 
   const world = new FakeWorld();
   const cross = kind.includes('across') || kind.includes('rounds');
   // 'by migration': the paused VM's memory goes by the hypervisor's migration, no state file
-  const caps = kind.endsWith('by migration') ? { capabilities: { pausedMigration: true } } : {};
+  // 'by live migration': live onto the copied layers (paused migration offered too)
+  const caps = kind.endsWith('by paused migration')
+    ? { capabilities: { pausedMigration: true } }
+    : kind.endsWith('by live migration')
+      ? { capabilities: { pausedMigration: true, liveOntoLayers: true } }
+      : {};
   world.addHost('hv-a', { roots: { '/pool/a': undefined, '/pool/b': undefined }, ...caps });
   world.addHost('hv-b', {
     roots: { '/pool/b': undefined },

@@ -243,6 +243,27 @@ export async function rebaseUnsafe(
 }
 
 /**
+ * `qemu-img create -f qcow2 -b PARENT -F FORMAT`: an empty layer of the parent's size, over it
+ * (a file of that name is replaced: the caller names only its own layers).
+ */
+export async function createLayer(
+  ctx: LibvirtContext,
+  layer: string,
+  parent: string,
+  parentFormat: string,
+): Promise<void> {
+  await ctx.guard(layer);
+  await ctx.guard(parent);
+  await ctx.run(
+    ctx.exec,
+    ['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', parentFormat, '-b', parent, '--', layer],
+    {
+      timeoutMs: ctx.quickMs,
+    },
+  );
+}
+
+/**
  * `qemu-img commit -f qcow2`: the overlay stays (emptied); re-running writes the same data
  * again. The backing image is opened as the format the overlay records (libvirt and
  * `rebaseUnsafe` always record one); an overlay without one stops with

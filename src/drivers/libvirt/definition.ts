@@ -20,4 +20,5 @@ export const LIBVIRT_CAPABILITIES: DriverCapabilities = Object.freeze({
   liveMigration: true, // migrate --live --copy-storage-all
   stateOnSharedStorage: true, // a save file on NFS/shared storage restores on another host
   pausedMigration: true, // migrate --unsafe of a paused domain onto copied images
+  liveOntoLayers: true, // migrate --live --copy-storage-inc onto copied backing chains
 });

@@ -47,6 +47,7 @@ import {
   type VmDefinition,
   type MigrateLiveOptions,
   type MigratePausedOptions,
+  type MigrateOntoLayersOptions,
   type MoveDiskLiveOptions,
 } from '../driver';
 import { LocalExec, SshExec, libvirtUriWithSsh } from '../../exec/exec';
@@ -177,6 +178,11 @@ export class LibvirtDriver implements HypervisorDriver {
 
   mergeLayerOffline(layer: string): Promise<void> {
     return this.commitOffline(layer);
+  }
+
+  /** qemu-img create -b; a parent without a format is one of our qcow2 overlays. */
+  createLayer(layer: string, parent: string, parentFormat?: string): Promise<void> {
+    return chain.createLayer(this.ctx, layer, parent, parentFormat ?? 'qcow2');
   }
 
   /** qemu-img rebase -u; a parent without a format is one of our qcow2 overlays. */
@@ -370,6 +376,17 @@ export class LibvirtDriver implements HypervisorDriver {
     if (!(target instanceof LibvirtDriver))
       throw new StalledError('DriverMismatch', 'live migration needs libvirt on both hosts');
     return lifecycle.migrateLive(this.ctx, domain, target, target.ctx, opts);
+  }
+
+  /** Needs libvirt on both hosts (`DriverMismatch` otherwise); see `lifecycle.migrateOntoLayers`. */
+  async migrateOntoLayers(
+    domain: string,
+    target: HypervisorDriver,
+    opts: MigrateOntoLayersOptions,
+  ): Promise<{ downtimeMs?: number }> {
+    if (!(target instanceof LibvirtDriver))
+      throw new StalledError('DriverMismatch', 'a migration needs libvirt on both hosts');
+    return lifecycle.migrateOntoLayers(this.ctx, domain, target.ctx, opts);
   }
 
   /** Needs libvirt on both hosts (`DriverMismatch` otherwise); see `lifecycle.migratePaused`. */

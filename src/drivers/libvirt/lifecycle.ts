@@ -7,7 +7,13 @@
 import { posix } from 'node:path';
 
 import { CommandError, StalledError, VmplaceError } from '../../errors';
-import type { DomainState, HypervisorDriver, MigrateLiveOptions, MigratePausedOptions } from '../driver';
+import type {
+  DomainState,
+  HypervisorDriver,
+  MigrateLiveOptions,
+  MigrateOntoLayersOptions,
+  MigratePausedOptions,
+} from '../driver';
 import { blockJob } from './chain';
 import type { LibvirtContext } from './context';
 import { domainState, domState, fileExists, liveDisks, listDomains } from './observe';
@@ -432,6 +438,76 @@ export async function migrateLive(
     if ((await target.domainState(domain)) === 'running')
       return { downtimeMs: await incomingDowntime(tctx, domain) };
     throw new VmplaceError('Cancelled', `live migration of ${domain} cancelled`, { cause: err });
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+  return { downtimeMs: await incomingDowntime(tctx, domain) };
+}
+
+/**
+ * Live-migrate a running domain onto layer chains already on `tctx`'s host: `virsh migrate
+ * --live --copy-storage-inc --migrate-disks ...`. Each listed disk's target `path` is an empty
+ * layer over the copies vmplace made and verified (created by the caller); QEMU mirrors only
+ * the source's top layer into it (libvirt's incremental storage copy: the backing chain is
+ * expected on the destination) while the memory goes by its live migration; the VM stops
+ * only for the switch-over (`migrate-setmaxdowntime` first). No `--persistent`, no
+ * `--undefinesource` (see migratePaused). Aborting `signal` aborts the job.
+ */
+export async function migrateOntoLayers(
+  ctx: LibvirtContext,
+  domain: string,
+  tctx: LibvirtContext,
+  opts: MigrateOntoLayersOptions,
+): Promise<{ downtimeMs?: number }> {
+  const live = (await ctx.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info'])).stdout;
+  const xml = rewriteDiskPaths(
+    live,
+    Object.fromEntries(opts.disks.map((d) => [d.target, d.path])),
+    Object.fromEntries(opts.disks.map((d) => [d.target, d.format ?? 'qcow2'])),
+  );
+  if (opts.maxDowntimeMs !== undefined)
+    await ctx.virsh([
+      'migrate-setmaxdowntime',
+      '--domain',
+      domain,
+      '--downtime',
+      String(Math.max(1, Math.round(opts.maxDowntimeMs))),
+    ]);
+  if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `migration of ${domain} cancelled`);
+  const job = new AbortController();
+  const onAbort = (): void => {
+    void ctx
+      .virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] })
+      .catch(() => undefined)
+      .finally(() => job.abort());
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await ctx.virshWithXmlFile(
+      [
+        'migrate',
+        '--live',
+        '--copy-storage-inc',
+        '--migrate-disks',
+        opts.disks.map((d) => d.target).join(','),
+        '--domain',
+        domain,
+        '--desturi',
+        tctx.uri,
+        '--migrateuri',
+        `tcp://${opts.address}`,
+        '--xml',
+        '{XML}',
+        ...(opts.bandwidthMiBps ? ['--bandwidth', String(Math.max(1, Math.floor(opts.bandwidthMiBps)))] : []),
+      ],
+      xml,
+      { timeoutMs: null, signal: job.signal },
+    );
+  } catch (err) {
+    if (!opts.signal?.aborted) throw err;
+    if ((await domState(tctx, domain)) === 'running')
+      return { downtimeMs: await incomingDowntime(tctx, domain) };
+    throw new VmplaceError('Cancelled', `migration of ${domain} cancelled`, { cause: err });
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
   }

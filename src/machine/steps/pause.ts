@@ -11,7 +11,7 @@ import {
   srcOverlayAt,
   transferSsh,
 } from './common';
-import { EARLY_COPY_FRESH_MS, PAUSE_RELAY_BELOW_BYTES, PREFETCH_FRESH_MS } from './tuning';
+import { EARLY_COPY_FRESH_MS, LIVE_DOWNTIME_MS, PAUSE_RELAY_BELOW_BYTES, PREFETCH_FRESH_MS } from './tuning';
 
 /** What Saving sees of the VM on the source (see {@link decideSave}). */
 export interface SaveObservation {
@@ -81,7 +81,9 @@ async function pauseVm(ctx: MigrationContext, deps: RunDeps): Promise<{ pausedAt
 }
 
 export const saveVm: Step = async (ctx, deps) => {
-  if (ctx.migrateMemory) return pauseVm(ctx, deps);
+  // live: nothing stops here; the migration's switch-over is the only pause
+  if (ctx.migrateMemory === 'live') return {};
+  if (ctx.migrateMemory === 'paused') return pauseVm(ctx, deps);
   const drv = deps.driverFor(ctx.fromHost);
   const stateFile = ctx.srcStateFile ?? ctx.stateFile!;
   const now = deps.now ?? Date.now;
@@ -176,7 +178,30 @@ export async function copyDeltaEarly(
   }
 }
 
+/**
+ * CopyingDelta when the memory goes by live migration: on the target, each disk's top layer is
+ * made empty over the layers copied below it; the migration mirrors the source's top layer
+ * into it. A VM already running from it (a run that died after the migration) keeps it.
+ */
+async function prepareTopLayers(ctx: MigrationContext, deps: RunDeps): ReturnType<Step> {
+  const dst = deps.driverFor(ctx.toHost);
+  const r = ctx.rounds ?? 1;
+  const inUse = await dst.filesInUse();
+  await allSettled(
+    ctx.disks.map(async (d) => {
+      const top = dstOverlayAt(ctx, d, r);
+      if (inUse.has(top)) return;
+      // ours by its name (the migration's id): a half-made one of an interrupted run goes
+      await dst.removeFile(top);
+      if (r === 1) await dst.createLayer(top, d.dstPath, d.format);
+      else await dst.createLayer(top, dstOverlayAt(ctx, d, r - 1));
+    }),
+  );
+  return {};
+}
+
 export const copyDelta: Step = async (ctx, deps) => {
+  if (ctx.migrateMemory === 'live') return prepareTopLayers(ctx, deps);
   const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
   // The VM is paused from here to the restore: copy everything at once; every copy is
@@ -219,7 +244,7 @@ export const copyDelta: Step = async (ctx, deps) => {
     prefetched.set(ctx.id, { at: Date.now(), lookups });
   }
   // migrateMemory: the guest's run time now that it is paused, read while the delta is copied
-  const runTime = ctx.migrateMemory ? src.guestRunTime(ctx.vm) : undefined;
+  const runTime = ctx.migrateMemory === 'paused' ? src.guestRunTime(ctx.vm) : undefined;
   runTime?.catch(() => undefined); // awaited below
   await allSettled([
     ...ctx.disks.map(async (d) => {
@@ -283,19 +308,21 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
   const src = deps.driverFor(ctx.fromHost);
   const dst = deps.driverFor(ctx.toHost);
   const now = deps.now ?? Date.now;
+  const live = ctx.migrateMemory === 'live';
   const top = (d: MigrationContext['disks'][number]): string => dstOverlayAt(ctx, d, ctx.rounds ?? 1);
   const onTarget = (x: DomainInfo): boolean =>
     ctx.disks.every((d) => {
       const p = diskOf(x, d.target)?.path;
       return p === top(d) || p === d.dstPath;
     });
-  const done = async (state: DomainInfo['state'] | 'arrived'): ReturnType<Step> => {
-    // arrived: paused as it left (libvirt may have resumed it already: resume says so)
+  const done = async (state: DomainInfo['state'] | 'arrived', downtimeMs?: number): ReturnType<Step> => {
+    // arrived: paused as it left (libvirt may have resumed it already: resume says so); a live
+    // migration lands running, unless the VM was paused meanwhile (left as it is then)
     const t = Date.now();
-    if (state !== 'running') await dst.resume(ctx.vm, { knownPaused: true });
+    if (state !== 'running' && !live) await dst.resume(ctx.vm, { knownPaused: true });
     deps.logger?.debug({ ms: Date.now() - t }, 'pause part: resume');
     const resumedAt = ctx.resumedAt ?? now();
-    const pauseMs = ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined;
+    const pauseMs = live ? (downtimeMs ?? ctx.pauseMs) : ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined;
     deps.logger?.info({ pauseMs }, 'VM resumed on the target');
     return { committed: true, resumedAt, pauseMs };
   };
@@ -322,10 +349,15 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
         `${ctx.vm} is ${onSource.state} on ${ctx.fromHost} and ${dom.state} on ${ctx.toHost}; never on both`,
       );
     }
-    if (!onSource || onSource.state !== 'paused')
+    const expected = live ? 'running' : 'paused';
+    if (!onSource || onSource.state !== expected)
       throw new VmplaceError(
-        onSource?.state === 'running' ? 'DomainRunningOnSource' : 'DomainNotPaused',
-        `${ctx.vm} is ${onSource?.state ?? 'not defined'} on ${ctx.fromHost}, expected paused for its move`,
+        live
+          ? 'DomainNotRunning'
+          : onSource?.state === 'running'
+            ? 'DomainRunningOnSource'
+            : 'DomainNotPaused',
+        `${ctx.vm} is ${onSource?.state ?? 'not defined'} on ${ctx.fromHost}, expected ${expected} for its move`,
       );
     // Someone resumed and paused it again while its last delta was copied: the copies miss what
     // the guest wrote meanwhile, and its memory (which goes now) knows of those writes. Back to
@@ -339,19 +371,34 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
   }
   deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: arrival lookups');
   await deps.intents?.mark(ctx, 'restore');
+  // a source host that reboots once the VM runs on the target must not start it again
+  if (live && ctx.sourceAutostart) await src.setAutostart(ctx.vm, false);
   const t1 = Date.now();
-  await src.migratePaused(ctx.vm, dst, {
+  const how = {
     // each disk from our top layer (a layer: the driver's own format)
     disks: ctx.disks.map((d) => ({ target: d.target, path: top(d) })),
     address: transferSsh(deps, ctx.toHost).host,
     ...(deps.signal ? { signal: deps.signal } : {}),
-  });
+  };
+  if (live) {
+    const res = await src.migrateOntoLayers(ctx.vm, dst, {
+      ...how,
+      maxDowntimeMs: Math.min(ctx.maxPauseMs ?? LIVE_DOWNTIME_MS, LIVE_DOWNTIME_MS),
+      ...(deps.bwlimitKiBps ? { bandwidthMiBps: Math.max(1, deps.bwlimitKiBps / 1024) } : {}),
+    });
+    deps.logger?.info(
+      { ms: Date.now() - t1, downtimeMs: res.downtimeMs },
+      'VM live-migrated onto the copied layers (top layer mirrored, no state file)',
+    );
+    return done('arrived', res.downtimeMs);
+  }
+  await src.migratePaused(ctx.vm, dst, how);
   deps.logger?.info({ ms: Date.now() - t1 }, 'paused VM moved to the target by migration (no state file)');
   return done('arrived');
 }
 
 export const restoreVm: Step = async (ctx, deps) => {
-  if (ctx.migrateMemory) return arriveByMigration(ctx, deps);
+  if (ctx.migrateMemory) return arriveByMigration(ctx, deps); // live or paused
   const drv = deps.driverFor(ctx.toHost);
   const now = deps.now ?? Date.now;
   const cross = ctx.fromHost !== ctx.toHost;

@@ -176,6 +176,8 @@ export const preflight: Step = async (ctx, deps) => {
     ...(ctx.sharedStatePath ? { sharedStatePath: ctx.sharedStatePath } : {}),
     stateOnSharedStorage: src.capabilities.stateOnSharedStorage && dst.capabilities.stateOnSharedStorage,
     pausedMigration: src.capabilities.pausedMigration && dst.capabilities.pausedMigration,
+    liveOntoLayers: src.capabilities.liveOntoLayers && dst.capabilities.liveOntoLayers,
+    allDisksMove: !ctx.moves.some((m) => m.stays),
     direct: transferMode !== 'relay',
     ...(ctx.quickMemory ? { quickMemory: ctx.quickMemory } : {}),
     join: (dir) => src.ownFile(dir, ctx.vm, ctx.id, { what: 'state' }),

@@ -85,8 +85,22 @@ describe('the memory of a quick move across hosts', () => {
   test.each([
     ['quick across hosts', ['save', 'restore'], ['pause', 'migratePaused']],
     ['quick with delta rounds', ['save', 'restore'], ['pause', 'migratePaused']],
-    ['quick across hosts by migration', ['pause', 'migratePaused', 'resume'], ['save', 'restore']],
-    ['quick with delta rounds by migration', ['pause', 'migratePaused', 'resume'], ['save', 'restore']],
+    ['quick across hosts by paused migration', ['pause', 'migratePaused', 'resume'], ['save', 'restore']],
+    [
+      'quick with delta rounds by paused migration',
+      ['pause', 'migratePaused', 'resume'],
+      ['save', 'restore'],
+    ],
+    [
+      'quick across hosts by live migration',
+      ['createLayer', 'migrateOntoLayers'],
+      ['save', 'restore', 'pause', 'migratePaused'],
+    ],
+    [
+      'quick with delta rounds by live migration',
+      ['createLayer', 'migrateOntoLayers'],
+      ['save', 'restore', 'pause', 'migratePaused'],
+    ],
   ] as const)('%s: the dry run calls %j, never %j', async (kind, calls, never) => {
     const dry = await dryRun(kind);
     const names = new Set(dry.ops.map((o) => o.name));

@@ -197,28 +197,43 @@ describe('placeState', () => {
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
     ],
     [
-      'across hosts that reach each other, both drivers migrate a paused VM: no state file',
-      { cross: true, pausedMigration: true, direct: true },
-      { copyState: false, migrateMemory: true },
+      'across hosts that reach each other, both drivers migrate live onto layers: live, no state file',
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true },
+      { copyState: false, migrateMemory: 'live' },
     ],
     [
-      'the same with shared storage: no state file either',
-      { cross: true, pausedMigration: true, direct: true, sharedStatePath: '/shared' },
-      { copyState: false, migrateMemory: true },
+      'the same with shared storage: live, no state file either',
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true, sharedStatePath: '/shared' },
+      { copyState: false, migrateMemory: 'live' },
+    ],
+    [
+      'live wanted, but a disk stays on shared storage: paused',
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true, allDisksMove: false },
+      { copyState: false, migrateMemory: 'paused' },
+    ],
+    [
+      'policy.quickMemory: paused',
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true, quickMemory: 'paused' },
+      { copyState: false, migrateMemory: 'paused' },
+    ],
+    [
+      'only a paused migration offered: paused',
+      { cross: true, pausedMigration: true, direct: true },
+      { copyState: false, migrateMemory: 'paused' },
     ],
     [
       'paused migration, but the hosts do not reach each other: beside the source, copied',
-      { cross: true, pausedMigration: true, direct: false },
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: false },
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
     ],
     [
       'paused migration, but policy.quickMemory: stateFile: beside the source, copied',
-      { cross: true, pausedMigration: true, direct: true, quickMemory: 'stateFile' },
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true, quickMemory: 'stateFile' },
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
     ],
     [
       'one host: a state file on the target storage even where the driver migrates',
-      { cross: false, pausedMigration: true, direct: true },
+      { cross: false, pausedMigration: true, liveOntoLayers: true, direct: true },
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/b/v.state.vmplace-1', copyState: false },
     ],
     [

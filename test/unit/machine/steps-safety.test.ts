@@ -68,6 +68,7 @@ class FakeHost {
         liveMigration: true,
         stateOnSharedStorage: true,
         pausedMigration: false,
+        liveOntoLayers: false,
       },
       paths: POSIX_PATHS,
       diskPathsOf: (def) => Object.fromEntries(parseDomainXml(def.data).disks.map((d) => [d.target, d.path])),
