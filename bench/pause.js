@@ -6,6 +6,11 @@
  *  - `migration.pauseMs` in the VM's status file (vmplace's own clock: before `virsh save`
  *    is called until `virsh restore` returned).
  *
+ * Topologies (`--topologies`, default both) of the cross-host modes: `nothing-shared` (hv1 and hv2
+ * with no Cluster manifest: each host only its own local storage, so the memory state is saved
+ * on the source and crosses hosts inside the pause) and `cluster` (both hosts in cluster c1 with
+ * the shared storage csv: the state file is saved where the target reads it).
+ *
  * Modes (`--modes`, default all): `quick:single` and `quick:iterative` (cross-host, the real CLI
  * `vmplace apply` on the two-host lab; iterative sets `spec.maxPause` in the manifest, so
  * whatever the machine does with it is measured without changes here; single sets
@@ -18,7 +23,22 @@
  * into the disk from the host through QEMU's block layer (see WriteInjector), stopped as soon
  * as the persisted step is Saving (QEMU aborts on a write while the save has the disks
  * inactive) and started again on the target once the VM runs there. The VM moves hv1 -> hv2,
- * then back, and so on: one VM per size, filled once.
+ * then back, and so on: one VM per size, filled once. Runs rotate: each run of each topology
+ * and mode, then the baselines, then the next run.
+ *
+ * Baselines (`--baselines`, default both), the same VM in the same run:
+ *  - `floor`: plain `virsh save` + `virsh restore` of the VM on the host it is on (state file on
+ *    that host's local storage), both in one shell on that host: the fixed cost of the method;
+ *  - `seed`: the seed's steps by hand across hosts without shared storage: `virsh
+ *    snapshot-create-as --disk-only` overlay, rsync of the base while the VM runs, `virsh save`,
+ *    scp of overlay and state file (and `virsh save-image-dumpxml` beside it), then on the target
+ *    the XML written, `qemu-img rebase -u`, `virsh restore --xml`; afterwards (outside the pause)
+ *    `blockcommit --active --pivot`, define from the live XML, undefine and clean up the source.
+ * Pause of both: QEMU STOP -> RESUME events, as for vmplace.
+ *
+ * Parts of vmplace's quick pause come from its debug log (`VMPLACE_LOG_LEVEL=debug`: the steps'
+ * "step start"/"step done" and the "pause part: ..." lines of src/machine/steps/pause.ts, with
+ * pino's timestamps), clipped to the QEMU STOP -> RESUME interval (see pauseParts).
  */
 'use strict';
 const { spawn } = require('node:child_process');
@@ -33,7 +53,10 @@ const VMPLACE = path.join(ROOT, 'bin', 'vmplace.js');
 const PAUSED_STEPS = new Set(['Saving', 'CopyingDelta', 'Restoring']);
 const AFTER_RESTORE = new Set(['Merging', 'Verifying', 'Finalizing', 'CleaningUp', 'Completed']);
 
-function hostDoc(env, h) {
+/** Cross-host topologies: cluster c1 with the shared storage csv, or each host only its own. */
+const TOPOLOGIES = ['nothing-shared', 'cluster'];
+
+function hostDoc(env, h, topology) {
   const x = env.hosts[h];
   return `apiVersion: vmplace.dev/v1alpha1
 kind: Host
@@ -41,8 +64,7 @@ metadata: {name: ${h}}
 spec:
   driver: libvirt
   uri: ${x.uri}
-  ssh: {host: ${x.addr}, user: root, identityFile: ${env.mgmtKey}, knownHostsFile: ${env.mgmtKnownHosts}}
-  cluster: c1
+  ssh: {host: ${x.addr}, user: root, identityFile: ${env.mgmtKey}, knownHostsFile: ${env.mgmtKnownHosts}}${topology === 'cluster' ? '\n  cluster: c1' : ''}
   transferAddress: ${x.addr}
   storage: [{name: local, path: ${x.storage}}]
 `;
@@ -61,15 +83,19 @@ spec:
 `;
 }
 
-function crossManifests(env, vm, host, mode, maxPause) {
-  return `${hostDoc(env, 'hv1')}---\n${hostDoc(env, 'hv2')}---
-apiVersion: vmplace.dev/v1alpha1
+function crossManifests(env, vm, host, mode, maxPause, topology) {
+  const cluster =
+    topology === 'cluster'
+      ? `apiVersion: vmplace.dev/v1alpha1
 kind: Cluster
 metadata: {name: c1}
 spec:
   storage: [{name: csv, path: ${env.csvPath}}]
 ---
-${vmDoc(vm, host, 'local', mode, maxPause)}`;
+`
+      : '';
+  return `${hostDoc(env, 'hv1', topology)}---\n${hostDoc(env, 'hv2', topology)}---
+${cluster}${vmDoc(vm, host, 'local', mode, maxPause)}`;
 }
 
 function localManifests(dirs, vm, storage, mode) {
@@ -140,7 +166,12 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
   const child = spawn(
     process.execPath,
     [VMPLACE, 'apply', repo, '--yes', '--state-dir', stateDir, '--log-format', 'json'],
-    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    // debug: the steps' start/done lines and the pause's parts (see pauseParts)
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      env: { ...process.env, VMPLACE_LOG_LEVEL: 'debug' },
+    },
   );
   let stderr = '';
   child.stderr.setEncoding('utf8');
@@ -194,6 +225,7 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
   const status = YAML.parse(fs.readFileSync(path.join(repo, 'status', 'vms', `${vm}.yaml`), 'utf8'));
   const ctx = finishedContext(stateDir) ?? {};
   const ev = lab.pauseFromEvents(monSrc, monDst, vm, t0);
+  const marks = stopResume(monSrc, monDst, vm, t0);
   const stepMs = {};
   for (let i = 0; i < steps.length; i++) {
     const next = steps[i + 1]?.t ?? tEnd;
@@ -222,6 +254,8 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
     migrationMs: Date.parse(status.migration?.finishedAt) - Date.parse(status.migration?.startedAt),
     applyMs: tEnd - tApply,
     stepMs,
+    parts: marks ? pauseParts(logs, marks.stop, marks.resume) : undefined,
+    events: marks ? eventMarks(monSrc, monDst, vm, marks) : undefined,
     stateBytes: job?.data?.data_processed,
     injectedBytesBeforeSave: injectedBeforeSave,
     injectedMBps: inject ? injector.rate() / 1e6 : 0,
@@ -231,8 +265,99 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
   };
 }
 
+/** The last STOP on the source and the first RESUME on the target after it (one pause). */
+function stopResume(monSrc, monDst, vm, since) {
+  const stops = monSrc.of(vm, since).filter((e) => e.kind === 'STOP');
+  const stop = stops[stops.length - 1]?.t;
+  const resume = monDst.of(vm, since).find((e) => e.kind === 'RESUME' && e.t >= stop)?.t;
+  return stop === undefined || resume === undefined ? undefined : { stop, resume };
+}
+
+/** The lifecycle and QEMU events around the pause, relative to the STOP (for the raw results). */
+function eventMarks(monSrc, monDst, vm, { stop, resume }) {
+  const mons = monDst === monSrc ? [monSrc] : [monSrc, monDst];
+  return mons
+    .flatMap((m) => m.of(vm, stop - 1000))
+    .filter((e) => e.t <= resume + 1000 && ['STOP', 'RESUME', 'lifecycle'].includes(e.kind))
+    .sort((a, b) => a.t - b.t)
+    .map((e) => ({ host: e.host, kind: e.kind, detail: e.detail || undefined, dt: e.t - stop }));
+}
+
+/**
+ * Where vmplace's quick pause goes, from its debug log: every part is an interval on this
+ * machine's clock (pino's `time` is when the line was written, `ms` how long the part took),
+ * clipped to the pause (QEMU STOP on the source -> RESUME on the target, the clock every lab host
+ * shares). save: `virsh save` until it returned; afterSave: the rest of the step Saving (it waits
+ * for the delta copy begun during the save, `earlyDelta`); copyingDelta: the step copyDelta, inside which
+ * `stateTransfer` (the state file to the target, nothing-shared only) and `delta` (the last
+ * overlay compared or copied, then relinked) run side by side; restore: `virsh restore`; checks:
+ * the pause minus save, afterSave, copyingDelta and restore (step transitions with their
+ * persisted snapshots, the restore lookups, the last look at the source, the write-ahead intents).
+ * `log`: vmplace's debug lines written during the pause (time relative to the STOP), to see what
+ * the checks are.
+ */
+function pauseParts(logs, stop, resume) {
+  const last = (msg, pred = () => true) =>
+    [...logs].reverse().find((l) => l.msg === msg && typeof l.time === 'number' && pred(l));
+  const clip = (span) => (span ? Math.max(0, Math.min(span[1], resume) - Math.max(span[0], stop)) : 0);
+  const timed = (l) => (l && typeof l.ms === 'number' ? [l.time - l.ms, l.time] : undefined);
+  const stepSpan = (step) => {
+    const a = last('step start', (l) => l.step === step);
+    const b = last('step done', (l) => l.step === step);
+    return a && b && b.time >= a.time ? [a.time, b.time] : undefined;
+  };
+  const pause = resume - stop;
+  const saveLine = last('pause part: save');
+  const save = clip(timed(saveLine));
+  const savingStep = stepSpan('saveVm');
+  const afterSave = saveLine && savingStep ? clip([saveLine.time, savingStep[1]]) : 0;
+  const copyingDelta = clip(stepSpan('copyDelta'));
+  const restore = clip(timed(last('pause part: restore')));
+  const deltas = logs.filter((l) => l.msg === 'pause part: delta');
+  const msOf = (msg) => last(msg)?.ms;
+  return {
+    pause,
+    save,
+    earlyDelta: msOf('pause part: delta during save'),
+    afterSave,
+    copyingDelta,
+    stateTransfer: msOf('pause part: state transfer'),
+    delta: deltas.length ? Math.max(...deltas.map((l) => l.ms + (l.relinkMs ?? 0))) : undefined,
+    restoreLookups: msOf('pause part: restore lookups'),
+    restore,
+    checks: pause - save - afterSave - copyingDelta - restore,
+    // whether the log had every line this needs (an older build logs none of the parts)
+    complete: Boolean(saveLine && savingStep && last('pause part: restore') && stepSpan('copyDelta')),
+    log: logs
+      .filter((l) => typeof l.time === 'number' && l.time >= stop - 50 && l.time <= resume + 50)
+      .map((l) => ({
+        dt: l.time - stop,
+        msg: l.msg,
+        ...(l.step ? { step: l.step } : {}),
+        ...(l.host ? { host: l.host } : {}),
+        ...(typeof l.ms === 'number' ? { ms: l.ms } : {}),
+        ...(Array.isArray(l.argv)
+          ? { argv: l.argv.filter((a) => !/^(env|LC_ALL=C|-c|qemu\+\w+:.*)$/.test(a)).join(' ') }
+          : {}),
+      })),
+  };
+}
+
 /** Cross-host quick (single, iterative) and live: one VM per size, moved back and forth. */
-async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, inject, guestBulk, results }) {
+async function crossHost({
+  env,
+  guest,
+  root,
+  sizes,
+  modes,
+  topologies,
+  baselines,
+  runs,
+  maxPause,
+  inject,
+  guestBulk,
+  results,
+}) {
   const { LibvirtDriver } = lab.dist('drivers/libvirt/driver');
   const d = {};
   for (const h of ['hv1', 'hv2'])
@@ -269,21 +394,27 @@ async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, injec
       fs.mkdirSync(path.join(repo, 'manifests'), { recursive: true });
       const injector = new lab.WriteInjector({ where: where.hv1, domain: vm, diskBytes: size });
       let on = 'hv1';
-      for (const mode of modes) {
-        let fellBack = false;
-        for (let i = 0; i < runs && !fellBack; i++) {
+      const other = (h) => (h === 'hv1' ? 'hv2' : 'hv1');
+      // every topology and mode, then the baselines, once per run: load drifts alike for all
+      const combos = topologies.flatMap((topology) =>
+        modes.map((mode) => ({ topology, mode, fellBack: false })),
+      );
+      for (let i = 0; i < runs; i++) {
+        for (const c of combos) {
+          if (c.fellBack) continue;
+          const { topology, mode } = c;
           const from = on;
-          const to = on === 'hv1' ? 'hv2' : 'hv1';
+          const to = other(on);
           fs.writeFileSync(
             path.join(repo, 'manifests', 'fleet.yaml'),
-            crossManifests(env, vm, to, mode, maxPause),
+            crossManifests(env, vm, to, mode, maxPause, topology),
           );
           // the seed's single round: no delta rounds before the pause
           fs.writeFileSync(
             path.join(repo, 'vmplace.yaml'),
             mode === 'quick:single' ? 'policy:\n  maxDeltaRounds: 1\n' : '',
           );
-          const stateDir = path.join(root, vm, `state-${mode.replace(':', '-')}-${i}`);
+          const stateDir = path.join(root, vm, `state-${topology}-${mode.replace(':', '-')}-${i}`);
           const load = loadavg();
           // live across hosts migrates with QEMU's own migration: writes from the monitor are not
           // safe around its switch-over, so only the guest's own writer runs then
@@ -299,18 +430,70 @@ async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, injec
           });
           if (r.placedOn !== to) throw new Error(`${vm} ended on ${r.placedOn}, expected ${to}`);
           on = to;
-          const row = { mode, sizeBytes: size, run: i + 1, from, to, load, ...r };
+          const row = { topology, mode, sizeBytes: size, run: i + 1, from, to, load, ...r };
           if (mode === 'live:cross' && r.effectiveStrategy !== 'live') {
             row.note = `vmplace ran ${r.effectiveStrategy}: live across hosts not available yet`;
-            fellBack = true;
+            c.fellBack = true;
           }
           results.push(row);
+          const pp = r.parts;
           log(
-            `pause: ${mode} ${size / MiB} MiB run ${i + 1}: events ${fmt(r.pauseQemuMs)} ms (lifecycle ${fmt(r.pauseLifecycleMs)}), ` +
-              `status ${fmt(r.pauseMs)} ms, rounds ${r.rounds}, ${r.effectiveStrategy}, steps ${JSON.stringify(r.stepMs)}, ` +
+            `pause: ${topology} ${mode} ${size / MiB} MiB run ${i + 1}: events ${fmt(r.pauseQemuMs)} ms (lifecycle ${fmt(r.pauseLifecycleMs)}), ` +
+              `status ${fmt(r.pauseMs)} ms, rounds ${r.rounds}, ${r.effectiveStrategy}, ` +
+              (pp && mode.startsWith('quick')
+                ? `parts: save ${fmt(pp.save)} state ${fmt(pp.stateTransfer)} delta ${fmt(pp.delta)} CopyingDelta ${fmt(pp.copyingDelta)} restore ${fmt(pp.restore)} checks ${fmt(pp.checks)}, `
+                : '') +
               `injected ${r.injectedMBps.toFixed(1)} MB/s, ${((r.injectedBytesBeforeSave ?? 0) / MiB).toFixed(0)} MiB before save, load ${load}`,
           );
           fs.rmSync(stateDir, { recursive: true, force: true });
+        }
+        if (baselines.includes('floor')) {
+          const load = loadavg();
+          const r = await floorRun({
+            vm,
+            drv: d[on],
+            where: where[on],
+            host: on,
+            storage: env.hosts[on].storage,
+            injector,
+            inject,
+          });
+          results.push({
+            topology: 'one-host',
+            mode: 'base:floor',
+            sizeBytes: size,
+            run: i + 1,
+            from: on,
+            to: on,
+            load,
+            ...r,
+          });
+          log(
+            `pause: floor (virsh save + restore on ${on}) ${size / MiB} MiB run ${i + 1}: events ${fmt(r.pauseQemuMs)} ms ` +
+              `(lifecycle ${fmt(r.pauseLifecycleMs)}), save ${fmt(r.parts?.save)} restore ${fmt(r.parts?.restore)}, load ${load}`,
+          );
+        }
+        if (baselines.includes('seed')) {
+          const from = on;
+          const to = other(on);
+          const load = loadavg();
+          const r = await seedRun({ env, vm, d, where, from, to, injector, inject });
+          on = to;
+          results.push({
+            topology: 'nothing-shared',
+            mode: 'base:seed',
+            sizeBytes: size,
+            run: i + 1,
+            from,
+            to,
+            load,
+            ...r,
+          });
+          log(
+            `pause: seed by hand ${from} -> ${to} ${size / MiB} MiB run ${i + 1}: events ${fmt(r.pauseQemuMs)} ms, ` +
+              `save ${fmt(r.parts?.save)} transfer ${fmt(r.parts?.stateTransfer)} restore ${fmt(r.parts?.restore)} checks ${fmt(r.parts?.checks)}, ` +
+              `overlay ${fmt((r.overlayBytes ?? 0) / 1e6)} MB, state ${fmt((r.stateBytes ?? 0) / 1e6)} MB, load ${load}`,
+          );
         }
       }
     }
@@ -329,6 +512,236 @@ async function crossHost({ env, guest, root, sizes, modes, runs, maxPause, injec
       await d[h].close();
     }
   }
+}
+
+const VIRSH = ['virsh', '-q', '-c', 'qemu:///system'];
+
+/** the VM's one disk (vda) on `drv`, a single qcow2 file (no backing file) */
+async function soleDisk(drv, vm) {
+  const dom = await drv.getDomain(vm);
+  const disk = dom?.disks.find((x) => x.target === 'vda')?.path;
+  if (dom?.state !== 'running' || !disk) throw new Error(`${vm} does not run on ${drv.hostName} with a vda`);
+  const info = JSON.parse((await drv.exec.run(['qemu-img', 'info', '-U', '--output=json', disk])).stdout);
+  if (info['backing-filename']) throw new Error(`${disk} has a backing file: not a single-file disk`);
+  return disk;
+}
+
+/** let the write load run a second, then stop it (nothing may write while a save runs) */
+async function writeAWhile(injector, where, inject) {
+  if (!inject) return;
+  injector.start(where);
+  await sleep(1000);
+  await injector.stop();
+}
+
+/** a command on a lab host, timed on this machine's clock (the clock the events have) */
+async function timed(exec, argv, opts = {}) {
+  const start = Date.now();
+  const r = await exec.run(argv, { timeoutMs: 600_000, ...opts });
+  return { start, end: Date.now(), stdout: r.stdout };
+}
+
+/** length of the part of [a, b] inside [stop, resume] */
+const clipTo = ({ stop, resume }, a, b) => Math.max(0, Math.min(b, resume) - Math.max(a, stop));
+
+/**
+ * Baseline (a), the floor of the method: `virsh save` then `virsh restore` of the VM in one shell
+ * on the host it runs on, the state file on that host's local storage. Parts from the events:
+ * save = STOP -> lifecycle "Stopped Saved"; restore = from there to RESUME (the second virsh's
+ * start included).
+ */
+async function floorRun({ vm, drv, where, host, storage, injector, inject }) {
+  const state = path.posix.join(storage, `${vm}.floor-state`);
+  const mon = new lab.EventMonitor(where, host);
+  await mon.ready();
+  const t0 = Date.now();
+  try {
+    await soleDisk(drv, vm);
+    await writeAWhile(injector, where, inject);
+    await drv.exec.run(
+      [
+        'sh',
+        '-c',
+        'virsh -q -c qemu:///system save "$1" "$2" && virsh -q -c qemu:///system restore "$2"',
+        'sh',
+        vm,
+        state,
+      ],
+      { timeoutMs: 600_000 },
+    );
+    await sleep(300); // late events
+  } finally {
+    await mon.stop();
+    await drv.exec.run(['rm', '-f', '--', state]).catch(() => undefined);
+  }
+  const ev = lab.pauseFromEvents(mon, mon, vm, t0);
+  const marks = stopResume(mon, mon, vm, t0);
+  const saved = mon.of(vm, t0).find((e) => e.kind === 'lifecycle' && /^Stopped Saved/.test(e.detail))?.t;
+  const job = mon.of(vm, t0).find((e) => e.kind === 'job-completed' && e.data);
+  return {
+    pauseQemuMs: ev.qemu,
+    pauseLifecycleMs: ev.lifecycle,
+    stateBytes: job?.data?.data_processed,
+    parts:
+      marks && saved !== undefined
+        ? {
+            pause: marks.resume - marks.stop,
+            save: clipTo(marks, marks.stop, saved),
+            restore: clipTo(marks, saved, marks.resume),
+            checks: 0,
+            complete: true,
+          }
+        : undefined,
+    events: marks ? eventMarks(mon, mon, vm, marks) : undefined,
+  };
+}
+
+/** scp's argv for host `from` copying `files` into directory `dir` on `to` (the lab's host-to-host key) */
+function scpArgv(env, from, to, files, dir) {
+  const { sshOptions } = lab.dist('exec/exec');
+  const hop = lab.transferSsh(env.hosts[from], env.hosts[to]);
+  const o = sshOptions({ ...hop, user: undefined });
+  // ssh's -p is scp's -P
+  const args = o.map((a, k) => (a === '-p' && o[k - 1] !== '-o' ? '-P' : a));
+  return ['scp', '-q', ...args, '--', ...files, `${hop.user ?? 'root'}@${hop.host}:${dir}/`];
+}
+
+/** rsync's argv for host `from` copying `file` to `dest` on `to`, as the seed did */
+function rsyncArgv(env, from, to, file, dest) {
+  const { sshOptions, quoteShellArgs } = lab.dist('exec/exec');
+  const hop = lab.transferSsh(env.hosts[from], env.hosts[to]);
+  return [
+    'rsync',
+    '-a',
+    '--sparse',
+    '-e',
+    quoteShellArgs(['ssh', ...sshOptions(hop)]),
+    '--',
+    file,
+    `${hop.host}:${dest}`,
+  ];
+}
+
+/**
+ * Baseline (b): the seed's steps by hand from `from` to `to`, hosts without shared storage (see
+ * the file's header). The write load runs during the snapshot and the base copy and stops before
+ * the save (as for vmplace); it is not restarted on the target. Parts, on this machine's clock and
+ * clipped to STOP -> RESUME: save (`virsh save` over ssh), stateTransfer (scp of overlay and state,
+ * the saved XML read beside it), restore (XML written, rebase, `virsh restore --xml`, one shell on
+ * the target); checks = the rest (here only the hand-offs between those commands).
+ */
+async function seedRun({ env, vm, d, where, from, to, injector, inject }) {
+  const src = d[from];
+  const dst = d[to];
+  const srcDir = env.hosts[from].storage;
+  const dstDir = env.hosts[to].storage;
+  const base = await soleDisk(src, vm);
+  const name = path.posix.basename(base);
+  const ovl = path.posix.join(srcDir, `${vm}.seed-overlay.qcow2`);
+  const state = path.posix.join(srcDir, `${vm}.seed-state`);
+  const dstBase = path.posix.join(dstDir, name);
+  const dstOvl = path.posix.join(dstDir, path.posix.basename(ovl));
+  const dstState = path.posix.join(dstDir, path.posix.basename(state));
+  const dstXml = path.posix.join(dstDir, `${vm}.seed-restore.xml`);
+  const monSrc = new lab.EventMonitor(where[from], from);
+  const monDst = new lab.EventMonitor(where[to], to);
+  await Promise.all([monSrc.ready(), monDst.ready()]);
+  const t0 = Date.now();
+  const out = {};
+  try {
+    if (inject) injector.start(where[from]);
+    await sleep(inject ? 1000 : 0);
+    const snap = await timed(src.exec, [
+      ...VIRSH,
+      'snapshot-create-as',
+      vm,
+      '--disk-only',
+      '--no-metadata',
+      '--atomic',
+      '--diskspec',
+      `vda,file=${ovl}`,
+    ]);
+    const copy = await timed(src.exec, rsyncArgv(env, from, to, base, dstBase));
+    await injector.stop();
+    const save = await timed(src.exec, [...VIRSH, 'save', vm, state]);
+    const [scp, xml] = await Promise.all([
+      timed(src.exec, scpArgv(env, from, to, [ovl, state], dstDir)),
+      timed(src.exec, [...VIRSH, 'save-image-dumpxml', state]),
+    ]);
+    const def = xml.stdout.split(ovl).join(dstOvl).split(base).join(dstBase);
+    const restore = await timed(
+      dst.exec,
+      [
+        'sh',
+        '-c',
+        'cat >"$1" && qemu-img rebase -u -F qcow2 -b "$2" "$3" && virsh -q -c qemu:///system restore "$4" --xml "$1"',
+        'sh',
+        dstXml,
+        dstBase,
+        dstOvl,
+        dstState,
+      ],
+      { input: def },
+    );
+    await sleep(300); // late events
+    const sizes = (await src.exec.run(['stat', '-c', '%s', '--', ovl, state])).stdout
+      .trim()
+      .split('\n')
+      .map(Number);
+    Object.assign(out, {
+      overlayBytes: sizes[0],
+      stateFileBytes: sizes[1],
+      snapshotMs: snap.end - snap.start,
+      baseCopyMs: copy.end - copy.start,
+      spans: { save, scp, xml, restore },
+    });
+    // outside the pause: merge the overlay into the base copy, make the target's definition
+    // persistent, and remove the source's
+    await dst.exec.run([...VIRSH, 'blockcommit', vm, 'vda', '--active', '--pivot', '--wait'], {
+      timeoutMs: 600_000,
+    });
+    await dst.exec.run([
+      'sh',
+      '-c',
+      'virsh -q -c qemu:///system dumpxml "$1" >"$2" && virsh -q -c qemu:///system define "$2" >/dev/null',
+      'sh',
+      vm,
+      dstXml,
+    ]);
+    await src.exec.run([...VIRSH, 'undefine', vm]);
+    await src.exec.run(['rm', '-f', '--', base, ovl, state]);
+  } finally {
+    await injector.stop();
+    await Promise.all([monSrc.stop(), monDst.stop()]);
+    await dst.exec.run(['rm', '-f', '--', dstOvl, dstState, dstXml]).catch(() => undefined);
+  }
+  const ev = lab.pauseFromEvents(monSrc, monDst, vm, t0);
+  const marks = stopResume(monSrc, monDst, vm, t0);
+  const job = monSrc.of(vm, t0).find((e) => e.kind === 'job-completed' && e.data);
+  const { spans, ...rest } = out;
+  let parts;
+  if (marks && spans) {
+    const save = clipTo(marks, spans.save.start, spans.save.end);
+    const transfer = clipTo(marks, spans.save.end, Math.max(spans.scp.end, spans.xml.end));
+    const restore = clipTo(marks, spans.restore.start, spans.restore.end);
+    parts = {
+      pause: marks.resume - marks.stop,
+      save,
+      stateTransfer: clipTo(marks, spans.scp.start, spans.scp.end),
+      copyingDelta: transfer,
+      restore,
+      checks: marks.resume - marks.stop - save - transfer - restore,
+      complete: true,
+    };
+  }
+  return {
+    pauseQemuMs: ev.qemu,
+    pauseLifecycleMs: ev.lifecycle,
+    stateBytes: job?.data?.data_processed,
+    ...rest,
+    parts,
+    events: marks ? eventMarks(monSrc, monDst, vm, marks) : undefined,
+  };
 }
 
 /** Same host, strategy live (blockcopy --pivot), storage a <-> b on the local lab. */
@@ -389,6 +802,7 @@ async function sameHostLive({ guest, root, sizes, runs, inject, guestBulk, resul
           throw new Error(`${vm} ended on ${r.placedStorage}, expected ${to}`);
         on = to;
         results.push({
+          topology: 'one-host',
           mode: 'live:same',
           sizeBytes: size,
           run: i + 1,
@@ -430,17 +844,24 @@ const fmt = (x) => (typeof x === 'number' ? x.toFixed(0) : String(x));
 
 /**
  * opts: runs, sizes (bytes), modes (quick:single, quick:iterative, live:same, live:cross),
- * maxPause ('1s'), inject (default true).
+ * topologies of the cross-host modes (nothing-shared, cluster; default both), baselines (floor,
+ * seed; default both), maxPause ('1s'), inject (default true), guestBulk.
  */
 async function pauseBench(opts) {
   const results = [];
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-bench-pause-'));
   const guest = await lab.buildGuest();
   const cross = opts.modes.filter((m) => m !== 'live:same');
+  const topologies = opts.topologies ?? TOPOLOGIES;
+  const baselines = opts.baselines ?? ['floor', 'seed'];
+  for (const t of topologies)
+    if (!TOPOLOGIES.includes(t)) throw new Error(`unknown topology ${t} (${TOPOLOGIES})`);
+  for (const b of baselines)
+    if (!['floor', 'seed'].includes(b)) throw new Error(`unknown baseline ${b} (floor, seed)`);
   const loadBefore = loadavg();
   let error;
   try {
-    if (cross.length) {
+    if (cross.length || baselines.length) {
       const env = await lab.ensureHosts();
       await crossHost({
         env,
@@ -448,6 +869,8 @@ async function pauseBench(opts) {
         root,
         sizes: opts.sizes,
         modes: cross,
+        topologies,
+        baselines,
         runs: opts.runs,
         maxPause: opts.maxPause,
         inject: opts.inject,
@@ -484,4 +907,4 @@ async function pauseBench(opts) {
   };
 }
 
-module.exports = { pauseBench, GiB };
+module.exports = { pauseBench, pauseParts, TOPOLOGIES, GiB };

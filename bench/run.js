@@ -5,9 +5,11 @@
  *   npm run bench                          # everything, 5 runs each (tens of minutes)
  *   node bench/run.js --only pause,copy --runs 7
  *   node bench/run.js --modes quick:single,quick:iterative --sizes 1G,4G --max-pause 1s
+ *   node bench/run.js --only pause --topologies nothing-shared --modes quick:iterative --baselines floor
  *   npm run bench:smoke                    # tiny sizes, one run each, results in a temp dir
  *
- * Sections: pause (cross-host quick single/iterative, live same host and cross host), copy,
+ * Sections: pause (cross-host quick single/iterative and live on two topologies, live same host,
+ * the baselines floor and seed), copy,
  * plan, reaction, takeover (kill -9 of the replica owning a migration, 3 daemons on etcd). Every section's raw samples go to OUT/results/SECTION.json (OUT = bench/, or
  * a temp dir with --smoke, or --out DIR); the report is rebuilt from every section there, so
  * sections can be re-run one at a time. Needs root and the labs (started here when down).
@@ -31,6 +33,22 @@ const bytes = (s) => {
   const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
   if (!m) throw new Error(`bad size ${s}`);
   return Math.round(Number(m[1]) * { '': 1, K: 1024, M: MiB, G: GiB }[m[2].toUpperCase()]);
+};
+const listOpt = (n, def) =>
+  opt(n, def)
+    .split(',')
+    .filter((x) => x && x !== 'none');
+// --topologies: pause knows nothing-shared and cluster, takeover cross and single; each section
+// takes the values it knows (its default when none), a value no section knows is an error
+const PAUSE_TOPOLOGIES = ['nothing-shared', 'cluster'];
+const TAKEOVER_TOPOLOGIES = ['cross', 'single'];
+const topologiesGiven = opt('topologies') === undefined ? undefined : listOpt('topologies');
+for (const t of topologiesGiven ?? [])
+  if (![...PAUSE_TOPOLOGIES, ...TAKEOVER_TOPOLOGIES].includes(t))
+    throw new Error(`unknown topology ${t} (pause: ${PAUSE_TOPOLOGIES}; takeover: ${TAKEOVER_TOPOLOGIES})`);
+const topologiesOf = (known, def) => {
+  const mine = (topologiesGiven ?? []).filter((t) => known.includes(t));
+  return mine.length ? mine : def;
 };
 const out = path.resolve(
   opt('out', smoke ? fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-bench-smoke-')) : __dirname),
@@ -81,7 +99,9 @@ async function main() {
           sizes: opt('sizes', smoke ? '64M' : '1G,4G')
             .split(',')
             .map(bytes),
-          modes: opt('modes', 'quick:single,quick:iterative,live:same,live:cross').split(','),
+          modes: listOpt('modes', 'quick:single,quick:iterative,live:same,live:cross'),
+          topologies: topologiesOf(PAUSE_TOPOLOGIES, PAUSE_TOPOLOGIES),
+          baselines: listOpt('baselines', 'floor,seed'),
           maxPause: opt('max-pause', '1s'),
           inject: !flag('no-inject'),
           // the guest's own filler writer (MiB/s per disk, vmplace.bulk), instead of or with injection
@@ -91,7 +111,7 @@ async function main() {
     } else if (section === 'takeover') {
       // the general case (two hosts, no shared storage) and the favourable one (one host);
       // the smoke runs the one-host case once (the two-host lab takes a while to come up)
-      const topologies = opt('topologies', smoke ? 'single' : 'cross,single').split(',');
+      const topologies = topologiesOf(TAKEOVER_TOPOLOGIES, smoke ? ['single'] : TAKEOVER_TOPOLOGIES);
       for (const topology of topologies)
         save(
           await require('./takeover').takeoverBench({ runs, smoke, ttl: opt('lease-ttl', '3s'), topology }),

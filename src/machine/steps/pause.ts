@@ -112,10 +112,12 @@ export const saveVm: Step = async (ctx, deps) => {
   // durable before the save: a restart finds when the pause began and that a save was issued
   await deps.intents?.mark(ctx, 'save');
   const pausedAt = now();
+  const t0 = Date.now();
   const saving = drv.save(ctx.vm, stateFile, { knownActive: true });
   const early = ctx.effectiveStrategy === 'quick' ? copyDeltaEarly(ctx, deps, saving) : undefined;
   try {
     await saving;
+    deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: save');
   } finally {
     // settled before anything else (a rollback) touches the target's files
     await early;
@@ -163,6 +165,7 @@ export async function copyDeltaEarly(
     }
     const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
     const r = ctx.rounds ?? 1;
+    const t0 = Date.now();
     await allSettled(
       ctx.disks.map((d) =>
         copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r), undefined, small),
@@ -172,6 +175,7 @@ export async function copyDeltaEarly(
       at: Date.now(),
       paths: new Set(ctx.disks.map((d) => dstOverlayAt(ctx, d, r))),
     });
+    deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: delta during save');
     deps.logger?.info('delta copied while the memory state was being saved');
   } catch (err) {
     deps.logger?.info({ err }, 'early delta copy failed; CopyingDelta copies it');
@@ -249,11 +253,22 @@ export const copyDelta: Step = async (ctx, deps) => {
   await allSettled([
     ...ctx.disks.map(async (d) => {
       const r = ctx.rounds ?? 1;
+      const t0 = Date.now();
       await copyOne(srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r));
+      const t1 = Date.now();
       if (r === 1) await dst.relinkLayer(dstOverlayAt(ctx, d, r), d.dstPath, d.format);
       else await dst.relinkLayer(dstOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r - 1));
+      deps.logger?.debug({ ms: t1 - t0, relinkMs: Date.now() - t1, disk: d.target }, 'pause part: delta');
     }),
-    ...(from && (ctx.copyState || from !== to) ? [copyOne(from, to)] : []),
+    ...(from && (ctx.copyState || from !== to)
+      ? [
+          (async () => {
+            const t0 = Date.now();
+            await copyOne(from, to);
+            deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: state transfer');
+          })(),
+        ]
+      : []),
   ]);
   const pausedRunTime = await runTime;
   return pausedRunTime !== undefined ? { pausedRunTime } : {};
@@ -402,7 +417,10 @@ export const restoreVm: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.toHost);
   const now = deps.now ?? Date.now;
   const cross = ctx.fromHost !== ctx.toHost;
-  const { dom, onSource, saved } = await (takePrefetchedRestore(ctx, deps) ?? restoreLookups(ctx, deps));
+  const t0 = Date.now();
+  const prefetched = takePrefetchedRestore(ctx, deps);
+  const { dom, onSource, saved } = await (prefetched ?? restoreLookups(ctx, deps));
+  deps.logger?.debug({ ms: Date.now() - t0, prefetched: !!prefetched }, 'pause part: restore lookups');
   const onTarget = (x: DomainInfo): boolean =>
     ctx.disks.every((d) => {
       const p = diskOf(x, d.target)?.path;
@@ -435,9 +453,11 @@ export const restoreVm: Step = async (ctx, deps) => {
     // each disk runs from our top layer (a layer: the driver's own format)
     Object.fromEntries(ctx.disks.map((d) => [d.target, { path: dstOverlayAt(ctx, d, ctx.rounds ?? 1) }])),
   );
+  const t1 = Date.now();
   await drv.restore(ctx.stateFile!, rewritten, {
     knownInactive: dom === undefined || dom.state === 'shutoff',
   });
+  deps.logger?.debug({ ms: Date.now() - t1 }, 'pause part: restore');
   const resumedAt = now();
   const pauseMs = ctx.pausedAt ? resumedAt - ctx.pausedAt : undefined;
   deps.logger?.info({ pauseMs }, 'VM resumed on the target');
