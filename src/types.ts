@@ -279,11 +279,11 @@ export interface PlanPolicy {
   maxDeltaRounds?: number;
   /**
    * quick across hosts: how the memory and the last delta cross (where both drivers can and the
-   * hosts reach each other). `live` (default): the hypervisor's live migration carries the
+   * hosts reach each other). `stateFile` (default): the seed's saved state file, copied over in
+   * the pause. Experimental: `live`, the hypervisor's live migration carries the
    * memory and mirrors only the top layer onto the bases vmplace copied, so the VM stops only
    * for its switch-over; `paused`: the VM is paused, vmplace copies and verifies the last delta,
-   * the migration stream moves the paused memory; `stateFile`: the seed's saved state file,
-   * copied over in the pause.
+   * the migration stream moves the paused memory.
    */
   quickMemory?: 'live' | 'paused' | 'stateFile';
 }

@@ -176,13 +176,14 @@ export function placeState(o: {
   allDisksMove?: boolean;
   /** the hosts reach each other (host to host) */
   direct?: boolean;
-  /** `policy.quickMemory` (default `live`) */
+  /** `policy.quickMemory` (default `stateFile`; `live` and `paused` are experimental) */
   quickMemory?: 'live' | 'paused' | 'stateFile';
   /** the state file's own name (the driver's ownFile, without a directory) */
   join: (dir: string) => string;
 }): { stateFile?: string; srcStateFile?: string; copyState: boolean; migrateMemory?: 'live' | 'paused' } {
   if (o.strategy !== 'quick') return { copyState: false };
-  const want = o.quickMemory ?? 'live';
+  // stateFile by default: the migrating ways are experimental (see README, policy.quickMemory)
+  const want = o.quickMemory ?? 'stateFile';
   if (o.cross && o.direct) {
     // a disk that stays on shared storage would be written by the running source until the
     // switch-over: only a paused VM moves with one

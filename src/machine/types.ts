@@ -54,7 +54,7 @@ export interface MigrationInput {
   maxPauseMs?: number;
   /** most overlays before the pause (1 = the seed's single round; default 1) */
   maxRounds?: number;
-  /** quick across hosts: how memory and last delta cross (policy.quickMemory; default live) */
+  /** quick across hosts: how memory and last delta cross (policy.quickMemory; default stateFile) */
   quickMemory?: 'live' | 'paused' | 'stateFile';
   /** a storage location both hosts mount at this path (a cluster's shared storage), for the state file */
   sharedStatePath?: string;

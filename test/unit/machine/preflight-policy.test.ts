@@ -197,18 +197,32 @@ describe('placeState', () => {
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
     ],
     [
-      'across hosts that reach each other, both drivers migrate live onto layers: live, no state file',
-      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true },
+      'across hosts that reach each other, both drivers migrate live onto layers, quickMemory live: no state file',
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true, quickMemory: 'live' },
       { copyState: false, migrateMemory: 'live' },
     ],
     [
       'the same with shared storage: live, no state file either',
-      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true, sharedStatePath: '/shared' },
+      {
+        cross: true,
+        pausedMigration: true,
+        liveOntoLayers: true,
+        direct: true,
+        sharedStatePath: '/shared',
+        quickMemory: 'live',
+      },
       { copyState: false, migrateMemory: 'live' },
     ],
     [
       'live wanted, but a disk stays on shared storage: paused',
-      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true, allDisksMove: false },
+      {
+        cross: true,
+        pausedMigration: true,
+        liveOntoLayers: true,
+        direct: true,
+        allDisksMove: false,
+        quickMemory: 'live',
+      },
       { copyState: false, migrateMemory: 'paused' },
     ],
     [
@@ -217,13 +231,13 @@ describe('placeState', () => {
       { copyState: false, migrateMemory: 'paused' },
     ],
     [
-      'only a paused migration offered: paused',
-      { cross: true, pausedMigration: true, direct: true },
+      'live wanted, only a paused migration offered: paused',
+      { cross: true, pausedMigration: true, direct: true, quickMemory: 'live' },
       { copyState: false, migrateMemory: 'paused' },
     ],
     [
       'paused migration, but the hosts do not reach each other: beside the source, copied',
-      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: false },
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: false, quickMemory: 'live' },
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
     ],
     [
@@ -232,13 +246,18 @@ describe('placeState', () => {
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
     ],
     [
+      'by default (no policy.quickMemory): the state file, even where both drivers migrate',
+      { cross: true, pausedMigration: true, liveOntoLayers: true, direct: true },
+      { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/a/v.state.vmplace-1', copyState: true },
+    ],
+    [
       'one host: a state file on the target storage even where the driver migrates',
-      { cross: false, pausedMigration: true, liveOntoLayers: true, direct: true },
+      { cross: false, pausedMigration: true, liveOntoLayers: true, direct: true, quickMemory: 'live' },
       { stateFile: '/b/v.state.vmplace-1', srcStateFile: '/b/v.state.vmplace-1', copyState: false },
     ],
     [
       'live: none, whatever the driver offers',
-      { strategy: 'live', cross: true, pausedMigration: true, direct: true },
+      { strategy: 'live', cross: true, pausedMigration: true, direct: true, quickMemory: 'live' },
       { copyState: false },
     ],
     [
