@@ -472,7 +472,8 @@ async function crossHost({
           log(
             `pause: ${topology} ${mode} ${size / MiB} MiB run ${i + 1}: events ${fmt(r.pauseQemuMs)} ms (lifecycle ${fmt(r.pauseLifecycleMs)}), ` +
               `status ${fmt(r.pauseMs)} ms, rounds ${r.rounds}, ${r.effectiveStrategy}, ` +
-              (pp && mode.startsWith('quick')
+              (pp?.way ? `memory ${pp.way}, ` : '') +
+              (pp?.complete
                 ? `parts: save ${fmt(pp.save)} state ${fmt(pp.stateTransfer)} delta ${fmt(pp.delta)} CopyingDelta ${fmt(pp.copyingDelta)} restore ${fmt(pp.restore)} checks ${fmt(pp.checks)}, `
                 : '') +
               `injected ${r.injectedMBps.toFixed(1)} MB/s, ${((r.injectedBytesBeforeSave ?? 0) / MiB).toFixed(0)} MiB before save, load ${load}`,
