@@ -265,6 +265,15 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
   };
 }
 
+/** vmplace.yaml of a run: the seed's single round for quick:single; policy.quickMemory when given */
+function vmplaceYaml(mode, quickMemory) {
+  const policy = [
+    ...(mode === 'quick:single' ? ['  maxDeltaRounds: 1'] : []),
+    ...(quickMemory && mode.startsWith('quick') ? [`  quickMemory: ${quickMemory}`] : []),
+  ];
+  return policy.length ? `policy:\n${policy.join('\n')}\n` : '';
+}
+
 /** The last STOP on the source and the first RESUME on the target after it (one pause). */
 function stopResume(monSrc, monDst, vm, since) {
   const stops = monSrc.of(vm, since).filter((e) => e.kind === 'STOP');
@@ -293,6 +302,8 @@ function eventMarks(monSrc, monDst, vm, { stop, resume }) {
  * overlay compared or copied, then relinked) run side by side; restore: `virsh restore`; checks:
  * the pause minus save, afterSave, copyingDelta and restore (step transitions with their
  * persisted snapshots, the restore lookups, the last look at the source, the write-ahead intents).
+ * The paused way (policy.quickMemory: paused): save = `virsh suspend`, state transfer = QEMU's
+ * migration of the paused VM (in Restoring, after CopyingDelta), restore = `virsh resume`.
  * `log`: vmplace's debug lines written during the pause (time relative to the STOP), to see what
  * the checks are.
  */
@@ -307,27 +318,48 @@ function pauseParts(logs, stop, resume) {
     return a && b && b.time >= a.time ? [a.time, b.time] : undefined;
   };
   const pause = resume - stop;
-  const saveLine = last('pause part: save');
+  // how the memory crossed (policy.quickMemory): a state file (save, copy, restore), or QEMU's
+  // migration of the paused VM (pause, migrate in Restoring, resume); live: only a switch-over
+  const paused = last('paused VM moved to the target by migration (no state file)');
+  const way = last('pause part: save')
+    ? 'stateFile'
+    : paused
+      ? 'paused'
+      : last('VM live-migrated onto the copied layers (top layer mirrored, no state file)')
+        ? 'live'
+        : undefined;
+  const saveLine = way === 'paused' ? last('pause part: pause') : last('pause part: save');
+  const restoreLine = way === 'paused' ? last('pause part: resume') : last('pause part: restore');
   const save = clip(timed(saveLine));
   const savingStep = stepSpan('saveVm');
   const afterSave = saveLine && savingStep ? clip([saveLine.time, savingStep[1]]) : 0;
   const copyingDelta = clip(stepSpan('copyDelta'));
-  const restore = clip(timed(last('pause part: restore')));
+  const restore = clip(timed(restoreLine));
+  // the paused way moves the memory in Restoring, after CopyingDelta
+  const memoryMigration = way === 'paused' ? clip(timed(paused)) : 0;
   const deltas = logs.filter((l) => l.msg === 'pause part: delta');
   const msOf = (msg) => last(msg)?.ms;
   return {
+    way,
     pause,
     save,
     earlyDelta: msOf('pause part: delta during save'),
     afterSave,
     copyingDelta,
-    stateTransfer: msOf('pause part: state transfer'),
+    stateTransfer: way === 'paused' ? memoryMigration : msOf('pause part: state transfer'),
     delta: deltas.length ? Math.max(...deltas.map((l) => l.ms + (l.relinkMs ?? 0))) : undefined,
-    restoreLookups: msOf('pause part: restore lookups'),
+    restoreLookups: msOf(way === 'paused' ? 'pause part: arrival lookups' : 'pause part: restore lookups'),
     restore,
-    checks: pause - save - afterSave - copyingDelta - restore,
-    // whether the log had every line this needs (an older build logs none of the parts)
-    complete: Boolean(saveLine && savingStep && last('pause part: restore') && stepSpan('copyDelta')),
+    checks: pause - save - afterSave - copyingDelta - memoryMigration - restore,
+    // whether the log had every line this needs (an older build logs none of the parts; the live
+    // way has no parts of its own: its pause is the migration's switch-over)
+    complete: Boolean(
+      (way === 'stateFile' || way === 'paused') &&
+      saveLine &&
+      savingStep &&
+      restoreLine &&
+      stepSpan('copyDelta'),
+    ),
     log: logs
       .filter((l) => typeof l.time === 'number' && l.time >= stop - 50 && l.time <= resume + 50)
       .map((l) => ({
@@ -354,6 +386,7 @@ async function crossHost({
   baselines,
   runs,
   maxPause,
+  quickMemory,
   inject,
   guestBulk,
   results,
@@ -410,10 +443,7 @@ async function crossHost({
             crossManifests(env, vm, to, mode, maxPause, topology),
           );
           // the seed's single round: no delta rounds before the pause
-          fs.writeFileSync(
-            path.join(repo, 'vmplace.yaml'),
-            mode === 'quick:single' ? 'policy:\n  maxDeltaRounds: 1\n' : '',
-          );
+          fs.writeFileSync(path.join(repo, 'vmplace.yaml'), vmplaceYaml(mode, quickMemory));
           const stateDir = path.join(root, vm, `state-${topology}-${mode.replace(':', '-')}-${i}`);
           const load = loadavg();
           // live across hosts migrates with QEMU's own migration: writes from the monitor are not
@@ -431,6 +461,8 @@ async function crossHost({
           if (r.placedOn !== to) throw new Error(`${vm} ended on ${r.placedOn}, expected ${to}`);
           on = to;
           const row = { topology, mode, sizeBytes: size, run: i + 1, from, to, load, ...r };
+          // how the memory crossed, as vmplace's log says (policy.quickMemory)
+          if (r.parts?.way) row.memory = r.parts.way;
           if (mode === 'live:cross' && r.effectiveStrategy !== 'live') {
             row.note = `vmplace ran ${r.effectiveStrategy}: live across hosts not available yet`;
             c.fellBack = true;
@@ -440,7 +472,8 @@ async function crossHost({
           log(
             `pause: ${topology} ${mode} ${size / MiB} MiB run ${i + 1}: events ${fmt(r.pauseQemuMs)} ms (lifecycle ${fmt(r.pauseLifecycleMs)}), ` +
               `status ${fmt(r.pauseMs)} ms, rounds ${r.rounds}, ${r.effectiveStrategy}, ` +
-              (pp && mode.startsWith('quick')
+              (pp?.way ? `memory ${pp.way}, ` : '') +
+              (pp?.complete
                 ? `parts: save ${fmt(pp.save)} state ${fmt(pp.stateTransfer)} delta ${fmt(pp.delta)} CopyingDelta ${fmt(pp.copyingDelta)} restore ${fmt(pp.restore)} checks ${fmt(pp.checks)}, `
                 : '') +
               `injected ${r.injectedMBps.toFixed(1)} MB/s, ${((r.injectedBytesBeforeSave ?? 0) / MiB).toFixed(0)} MiB before save, load ${load}`,
@@ -845,7 +878,8 @@ const fmt = (x) => (typeof x === 'number' ? x.toFixed(0) : String(x));
 /**
  * opts: runs, sizes (bytes), modes (quick:single, quick:iterative, live:same, live:cross),
  * topologies of the cross-host modes (nothing-shared, cluster; default both), baselines (floor,
- * seed; default both), maxPause ('1s'), inject (default true), guestBulk.
+ * seed; default both), maxPause ('1s'), quickMemory (policy.quickMemory of the quick runs: live,
+ * paused, stateFile; default: vmplace's own), inject (default true), guestBulk.
  */
 async function pauseBench(opts) {
   const results = [];
@@ -873,6 +907,7 @@ async function pauseBench(opts) {
         baselines,
         runs: opts.runs,
         maxPause: opts.maxPause,
+        quickMemory: opts.quickMemory,
         inject: opts.inject,
         guestBulk: opts.guestBulk ?? 0,
         results,

@@ -458,7 +458,7 @@ function writeReport(out) {
       L.push('### Where the pause goes');
       L.push('');
       L.push(
-        'Medians (min–max) per part, ms, each clipped to the pause (QEMU STOP → RESUME). vmplace\'s parts come from its debug log (`VMPLACE_LOG_LEVEL=debug`: the "pause part: …" lines of src/machine/steps/pause.ts and the steps\' start/done lines, pino timestamps on the same clock as the events): **save** = `virsh save` until it returned; **wait after save** = the rest of the step Saving, which waits for the delta copy begun during the save (*delta during save*); **state transfer** = the state file copied to the target (nothing shared only) and **delta** = the last overlay compared with its early copy (or copied) and relinked, both inside **CopyingDelta** and side by side; **restore** = `virsh restore`; **checks** = pause − save − wait after save − CopyingDelta − restore (step transitions and their persisted snapshots, restore lookups, the last look at the source, the write-ahead intents). *Delta during save* is the overlay copied while the memory is written (it starts once the source stops). Floor: save = STOP → lifecycle "Stopped Saved", restore = the rest. Seed by hand: save = `virsh save` over ssh, state transfer = scp of overlay + state, CopyingDelta column = save end → scp and `save-image-dumpxml` both done, restore = XML + rebase + `virsh restore --xml`, checks = the rest.',
+        'Medians (min–max) per part, ms, each clipped to the pause (QEMU STOP → RESUME). vmplace\'s parts come from its debug log (`VMPLACE_LOG_LEVEL=debug`: the "pause part: …" lines of src/machine/steps/pause.ts and the steps\' start/done lines, pino timestamps on the same clock as the events): **save** = `virsh save` until it returned; **wait after save** = the rest of the step Saving, which waits for the delta copy begun during the save (*delta during save*); **state transfer** = the state file copied to the target (nothing shared only) and **delta** = the last overlay compared with its early copy (or copied) and relinked, both inside **CopyingDelta** and side by side; **restore** = `virsh restore`; **checks** = pause − save − wait after save − CopyingDelta − restore (step transitions and their persisted snapshots, restore lookups, the last look at the source, the write-ahead intents). *Delta during save* is the overlay copied while the memory is written (it starts once the source stops). With the memory moved by QEMU\'s migration of the paused VM (`[memory: paused]`, `policy.quickMemory: paused`): save = `virsh suspend`, state transfer = the migration (in Restoring, after CopyingDelta, so it counts apart from it), restore = `virsh resume`, restore lookups = the arrival lookups. The live way has no parts (its pause is the switch-over) and no row here. Floor: save = STOP → lifecycle "Stopped Saved", restore = the rest. Seed by hand: save = `virsh save` over ssh, state transfer = scp of overlay + state, CopyingDelta column = save end → scp and `save-image-dumpxml` both done, restore = XML + rebase + `virsh restore --xml`, checks = the rest.',
       );
       L.push('');
       for (const t of topologies) {
@@ -480,10 +480,14 @@ function writeReport(out) {
               (x) => x.parts?.complete,
             );
             if (!rows.length) continue;
-            const P = (k) => mmm(stats(rows.map((x) => x.parts[k])));
-            L.push(
-              `| ${MODE_LABEL[mode]} | ${size(s)} | ${rows.length} | ${P('pause')} | ${P('save')} | ${P('afterSave')} | ${P('stateTransfer')} | ${P('delta')} | ${P('copyingDelta')} | ${P('restore')} | ${P('checks')} | ${P('earlyDelta')} | ${P('restoreLookups')} |`,
-            );
+            // one row per way the memory crossed (policy.quickMemory), as vmplace's log says
+            for (const way of [...new Set(rows.map((x) => x.parts.way))]) {
+              const these = rows.filter((x) => x.parts.way === way);
+              const P = (k) => mmm(stats(these.map((x) => x.parts[k])));
+              L.push(
+                `| ${MODE_LABEL[mode]}${way ? ` [memory: ${way}]` : ''} | ${size(s)} | ${these.length} | ${P('pause')} | ${P('save')} | ${P('afterSave')} | ${P('stateTransfer')} | ${P('delta')} | ${P('copyingDelta')} | ${P('restore')} | ${P('checks')} | ${P('earlyDelta')} | ${P('restoreLookups')} |`,
+              );
+            }
           }
         L.push('');
       }

@@ -103,6 +103,8 @@ async function main() {
           topologies: topologiesOf(PAUSE_TOPOLOGIES, PAUSE_TOPOLOGIES),
           baselines: listOpt('baselines', 'floor,seed'),
           maxPause: opt('max-pause', '1s'),
+          // policy.quickMemory of the quick runs (live, paused, stateFile); vmplace's default when not given
+          ...(opt('quick-memory') ? { quickMemory: opt('quick-memory') } : {}),
           inject: !flag('no-inject'),
           // the guest's own filler writer (MiB/s per disk, vmplace.bulk), instead of or with injection
           guestBulk: Number(opt('guest-bulk', 0)),
