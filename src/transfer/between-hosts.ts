@@ -49,8 +49,9 @@ import type { HostExec, ProgressFn } from '../exec/types';
 import type { SshSpec } from '../types';
 import { type CopyClaim, PART_SUFFIX, createExclusive, ownsPath, sha256 } from './copy-local';
 import { finishOnTarget, statAllocation, statSizes, targetReachable } from './host-files';
+import { followHash } from './follow-hash';
 import { copyRelay } from './relay';
-import { copyDirect } from './rsync-direct';
+import { DEFAULT_IO_TIMEOUT_SEC, copyDirect } from './rsync-direct';
 import { localArgv } from './spawn-stream';
 
 export { hopSshOptions, rsyncArgv } from './rsync-direct';
@@ -213,19 +214,31 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   }
   opts.onProgress?.(resumedFrom, total);
   // the source does not change while it is copied (a read-only base, a saved state, a frozen
-  // overlay): hash it while the data travels instead of after
+  // overlay): hash it while the data travels instead of after; a fresh part is read back and
+  // hashed on the target as it is written (see follow-hash.ts)
   const srcDigest = verify ? sha256(srcHost, src) : undefined;
   srcDigest?.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
-  const sent =
-    mode === 'direct'
-      ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
-      : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
-          literal: n,
-          wire: n,
-        }));
+  const follower =
+    verify && resumedFrom === 0
+      ? followHash(dstHost, part, total, (opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC) + 10)
+      : undefined;
+  let sent: { literal: number; wire: number };
+  try {
+    sent =
+      mode === 'direct'
+        ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
+        : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
+            literal: n,
+            wire: n,
+          }));
+  } catch (err) {
+    follower?.stop();
+    throw err;
+  }
 
-  const digest = srcDigest ? await srcDigest : undefined;
-  const finished = await finishOnTarget(dstHost, part, dst, digest);
+  const [digest, readBack] = await Promise.all([srcDigest, follower?.digest()]);
+  // read back equal already: the finish only flushes and renames; otherwise it hashes the part
+  const finished = await finishOnTarget(dstHost, part, dst, readBack === digest ? undefined : digest);
   if (finished.mismatch !== undefined) {
     throw new VmplaceError(
       'CopyVerifyFailed',

@@ -10,7 +10,7 @@ import type { SshSpec } from '../types';
 import { RsyncProgressParser, parseRsyncStats } from './rsync-progress';
 import { runStreaming } from './spawn-stream';
 
-const DEFAULT_IO_TIMEOUT_SEC = 60;
+export const DEFAULT_IO_TIMEOUT_SEC = 60;
 
 /**
  * ssh options the source host uses to reach the target (for rsync `-e`): the same as every

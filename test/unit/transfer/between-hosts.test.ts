@@ -197,6 +197,16 @@ describe('copyBetweenHosts relay with LocalExec on both ends', () => {
     });
   });
 
+  it('a fresh copy is read back on the target while it is written (and still verified)', async () => {
+    const src = join(dir, 'src.img');
+    const dst = join(dir, 'dst.img');
+    sparseFile(src);
+    const r = await copyBetweenHosts(exec, exec, src, dst, { mode: 'relay' });
+    expect(r).toMatchObject({ mode: 'relay', resumedFromBytes: 0, sha256: sha(src) });
+    expect(sha(dst)).toBe(sha(src));
+    expect(statSync(dst).blocks * 512).toBeLessThan(4 * 1024 * 1024);
+  });
+
   it('refuses to overwrite a different destination, and reports a missing source', async () => {
     const src = join(dir, 'src.img');
     const dst = join(dir, 'dst.img');
