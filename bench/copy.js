@@ -4,9 +4,11 @@
  * Same host (the management box's own filesystem, as the local transport on the local
  * lab): one file of `sizeBytes` with half of it allocated in 64 MiB runs of random data, page
  * cache warm (the file was just written; caches are never dropped: this machine is shared).
- * Per run, in rotating order: `cp --sparse=always` (the baseline), `cp --sparse=always` + `sync`,
- * vmplace's `copyLocal(exec, src, dst, {verify: false})`, and the local transport (verified
- * with sha256 of both files); plus the two sha256sums alone, in parallel, as copyLocal runs them.
+ * Per run, in rotating order: `cp --sparse=always`, `cp --sparse=always` + `sync` (the baseline:
+ * every vmplace copy is flushed before it gets its name), vmplace's `copyLocal(exec, src, dst,
+ * {verify: false})`, the local transport (verified: byte comparison with `qemu-img compare`), and
+ * `copyLocal` with `hash: true` (verified by sha256 of both files, read through read()); plus the
+ * two sha256s alone, in parallel, as `hash: true` runs them.
  *
  * Across hosts (two-host lab, hv1 -> hv2): plain `rsync --sparse` run on hv1 over the same ssh
  * link (same key, known_hosts) against vmplace's `copyBetweenHosts` without and with sha256
@@ -67,7 +69,8 @@ async function sameHost({ runs, sizeBytes, results }) {
         await run('sync', ['--', dst]);
       },
       'copyLocal verify:false': () => copyLocal(exec, src, dst, { verify: false }),
-      'local transport (sha256)': () => localTransport(drv.exec, (p) => drv.guardPath(p)).copy(src, dst),
+      'local transport (verified)': () => localTransport(drv.exec, (p) => drv.guardPath(p)).copy(src, dst),
+      'copyLocal hash:true (sha256)': () => copyLocal(exec, src, dst, { hash: true }),
       'sha256 of both (parallel)': async () => {
         await run('cp', ['--sparse=always', '--', src, dst]); // not timed below
         return 'sha';

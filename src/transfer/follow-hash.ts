@@ -17,8 +17,13 @@ import { localArgv, runStreaming } from './spawn-stream';
 
 /** Largest piece read per step: the follower reports its position at least this often. */
 const STEP_BYTES = 256 * 1024 * 1024;
-/** How long the follower waits between looks at a part that did not grow. */
+/** How long the follower waits between looks at a part that did not grow (or grew little). */
 const POLL_SEC = 0.02;
+/**
+ * A step smaller than this is followed by a pause too: a slow (bandwidth-limited) copy is then
+ * looked at 50 times a second, not as often as `stat` and `dd` can start.
+ */
+const SMALL_STEP_BYTES = 8 * 1024 * 1024;
 
 /**
  * `$1` part, `$2` total bytes, `$3` polls without growth before giving up. Reads the part's new
@@ -39,8 +44,9 @@ const FOLLOW_SCRIPT = [
   `    [ "$s" -gt $((n + ${STEP_BYTES})) ] && s=$((n + ${STEP_BYTES}))`,
   '    if [ "$s" -gt "$n" ]; then',
   '      dd if="$part" bs=1M iflag=skip_bytes,count_bytes skip="$n" count=$((s - n)) status=none || exit 2',
-  '      n=$s w=0',
+  '      step=$((s - n)) n=$s w=0',
   '      echo "$n" >&3 || exit 4',
+  `      [ "$step" -lt ${SMALL_STEP_BYTES} ] && sleep ${POLL_SEC}`,
   '    else',
   '      w=$((w + 1))',
   '      [ "$w" -gt "$idle" ] && exit 3',
