@@ -38,9 +38,13 @@
  * **auto**: probe from the source host whether the target's ssh port accepts a TCP connection
  * (bash's `/dev/tcp`, 5 s): direct when it does, relay when it does not.
  *
- * Finish like `copyLocal`, in one command on the target: `sync` the part, sha256 of it compared
- * with the source's (hashed while the data travelled), `mv -T`, `sync` the directory. A file
- * named DST is always complete and verified.
+ * Verification: sha256 on both hosts (`openssl dgst`, else `sha256sum`). The source is hashed
+ * while the data travels (it does not change while it is copied); a fresh part file is read
+ * back and hashed on the target while it is written (`follow-hash.ts`), a resumed one after
+ * the copy. Then one command on the target: `sync` the part, sha256 of it (only when the
+ * read-back digest is missing or differs) compared with the source's, a link to DST that
+ * never replaces anything, `sync` the directory. A file named DST is always complete and
+ * verified.
  * Idempotent: a DST that already matches returns `alreadyDone`; a DST that differs is not
  * overwritten (`DestinationDiffers`, stalled).
  */
@@ -136,8 +140,8 @@ const SPARSE_HOLES_MIN = 64 * 1024 * 1024;
  * anything is written.
  *
  * Round trips (each host command over ssh costs one): sizes on both hosts and the guard at
- * once; the copy, with the source's sha256 computed alongside it; then one command on the
- * target that flushes, hashes, compares, renames and flushes the directory.
+ * once; the copy, with the source's sha256 and the target's read-back computed alongside it;
+ * then one command on the target that flushes, compares, renames and flushes the directory.
  */
 export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, dst, opts) => {
   const t0 = Date.now();
