@@ -28,7 +28,8 @@ const SMALL_STEP_BYTES = 8 * 1024 * 1024;
 /**
  * `$1` part, `$2` total bytes, `$3` polls without growth before giving up. Reads the part's new
  * bytes as its size grows (`dd`, at most STEP_BYTES per step) into `openssl dgst -sha256` (else
- * `sha256sum`) until `total` bytes went in. Prints the position after each step and `.` after
+ * `sha256sum`) until `total` bytes went in, and keeps one `sync -d` of the part running in the
+ * background meanwhile (the data is written back while the copy runs instead of after it). Prints the position after each step and `.` after
  * each empty look (a write to a closed connection ends it: nothing lingers on the host once the
  * client is gone), then the digest line.
  */
@@ -37,7 +38,7 @@ const FOLLOW_SCRIPT = [
   'exec 3>&1',
   'hash() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }',
   '{',
-  '  n=0 w=0',
+  '  n=0 w=0 f=',
   '  while [ "$n" -lt "$total" ]; do',
   '    s=$(stat -c %s -- "$part" 2>/dev/null) || s=0',
   '    [ "$s" -gt "$total" ] && s=$total',
@@ -45,6 +46,9 @@ const FOLLOW_SCRIPT = [
   '    if [ "$s" -gt "$n" ]; then',
   '      dd if="$part" bs=1M iflag=skip_bytes,count_bytes skip="$n" count=$((s - n)) status=none || exit 2',
   '      step=$((s - n)) n=$s w=0',
+  // start writing back what was read (one flush at a time, in the background, its output
+  // closed so it never holds the connection): the flush after the copy has little left to do
+  '      if [ -z "$f" ] || ! kill -0 "$f" 2>/dev/null; then sync -d -- "$part" </dev/null >/dev/null 2>&1 3>&- & f=$!; fi',
   '      echo "$n" >&3 || exit 4',
   `      [ "$step" -lt ${SMALL_STEP_BYTES} ] && sleep ${POLL_SEC}`,
   '    else',

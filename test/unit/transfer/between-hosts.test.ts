@@ -137,6 +137,11 @@ describe('rsyncArgv', () => {
     expect(e).toContain("'-i' '/root/.ssh/id ed25519'");
     expect(e).toContain("'-p' '2222'");
     expect(e).toContain("'-l' 'root'");
+    // the bulk data prefers AES-GCM, from OpenSSH's default set only
+    expect(e).toContain(
+      "'-o' 'Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,",
+    );
+    expect(/Ciphers=([^']*)/.exec(e)![1]).not.toMatch(/cbc|arcfour|none/);
   });
 
   it('brackets IPv6 addresses and refuses hostile values', () => {
