@@ -320,11 +320,9 @@ export async function copyLocal(
     }
     await opts.claim.intend?.();
     await opts.claim.record(await createExclusive(exec, part));
-  } else {
-    await exec.run(['rm', '-f', '--', part]);
   }
   opts.onProgress?.(0, total);
-  const argv =
+  const copyArgv =
     opts.bwlimitKiBps !== undefined
       ? [
           'rsync',
@@ -337,6 +335,10 @@ export async function copyLocal(
           part,
         ]
       : ['cp', '--sparse=always', '--preserve=mode', '--', src, part];
+  // without a claim a leftover part goes first, in the same command (the shell becomes the copy)
+  const argv = opts.claim
+    ? copyArgv
+    : ['sh', '-c', 'p=$1; shift; rm -f -- "$p" && exec "$@"', 'vmplace-copy', part, ...copyArgv];
 
   let copying = true;
   let wake: () => void = () => undefined;

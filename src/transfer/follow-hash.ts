@@ -26,7 +26,7 @@ const POLL_SEC = 0.02;
 const SMALL_STEP_BYTES = 8 * 1024 * 1024;
 
 /**
- * `$1` part, `$2` total bytes, `$3` polls without growth before giving up. Reads the part's new
+ * `$1` part, `$2` total bytes, `$3` polls without growth before giving up, `$4` 1 to flush. Reads the part's new
  * bytes as its size grows (`dd`, at most STEP_BYTES per step) into `openssl dgst -sha256` (else
  * `sha256sum`) until `total` bytes went in, and keeps one `sync -d` of the part running in the
  * background meanwhile (the data is written back while the copy runs instead of after it). Prints the position after each step and `.` after
@@ -34,7 +34,7 @@ const SMALL_STEP_BYTES = 8 * 1024 * 1024;
  * client is gone), then the digest line.
  */
 const FOLLOW_SCRIPT = [
-  'part=$1 total=$2 idle=$3',
+  'part=$1 total=$2 idle=$3 flush=$4',
   'exec 3>&1',
   'hash() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }',
   '{',
@@ -48,7 +48,7 @@ const FOLLOW_SCRIPT = [
   '      step=$((s - n)) n=$s w=0',
   // start writing back what was read (one flush at a time, in the background, its output
   // closed so it never holds the connection): the flush after the copy has little left to do
-  '      if [ -z "$f" ] || ! kill -0 "$f" 2>/dev/null; then sync -d -- "$part" </dev/null >/dev/null 2>&1 3>&- & f=$!; fi',
+  '      if [ "$flush" = 1 ] && { [ -z "$f" ] || ! kill -0 "$f" 2>/dev/null; }; then sync -d -- "$part" </dev/null >/dev/null 2>&1 3>&- & f=$!; fi',
   '      echo "$n" >&3 || exit 4',
   `      [ "$step" -lt ${SMALL_STEP_BYTES} ] && sleep ${POLL_SEC}`,
   '    else',
@@ -80,6 +80,7 @@ export function followHash(
   part: string,
   total: number,
   idleSec: number,
+  opts: { flush?: boolean } = {},
 ): Follower | undefined {
   const argv = [
     'sh',
@@ -89,6 +90,7 @@ export function followHash(
     part,
     String(total),
     String(Math.ceil(idleSec / POLL_SEC)),
+    opts.flush === false ? '0' : '1',
   ];
   if (!localArgv(host, argv)) return undefined;
   const ac = new AbortController();

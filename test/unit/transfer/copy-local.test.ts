@@ -37,7 +37,7 @@ function damagingExec(damage: (part: string) => void): HostExec {
     label: 'local',
     async run(argv, opts) {
       const r = await exec.run(argv, opts);
-      if (argv[0] === 'cp') damage(argv[argv.length - 1]!);
+      if (argv.includes('--sparse=always')) damage(argv[argv.length - 1]!); // the copy (cp)
       return r;
     },
     close: () => Promise.resolve(),
