@@ -133,6 +133,13 @@ export interface CopyBetweenHosts {
 const SPARSE_HOLES_MIN = 64 * 1024 * 1024;
 
 /**
+ * Smallest file whose target hash runs while it is copied: below it a second command on the
+ * target costs more than hashing after the copy (1 MiB: 1124 against 648 ms, median of 5 with
+ * and without it). Everything copied inside a pause is smaller.
+ */
+const FOLLOW_MIN_BYTES = 256 * 1024 * 1024;
+
+/**
  * Copy `src` on `srcHost` to `dst` on `dstHost`: sparse, resumable, with progress, verified on
  * both hosts and atomic by rename (see the file comment for how). The caller checks that `dst`
  * lies inside a declared storage location of the target and that its directory exists, or
@@ -223,7 +230,7 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   const srcDigest = verify ? sha256(srcHost, src) : undefined;
   srcDigest?.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
   const follower =
-    verify && resumedFrom === 0
+    verify && resumedFrom === 0 && total >= FOLLOW_MIN_BYTES
       ? followHash(dstHost, part, total, (opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC) + 10)
       : undefined;
   let sent: { literal: number; wire: number };
