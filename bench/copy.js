@@ -4,13 +4,15 @@
  * Same host (the management box's own filesystem, as the local transport on the local
  * lab): one file of `sizeBytes` with half of it allocated in 64 MiB runs of random data, page
  * cache warm (the file was just written; caches are never dropped: this machine is shared).
- * Per run, in rotating order: `cp --sparse=always` (the baseline), `cp --sparse=always` + `sync`,
- * vmplace's `copyLocal(exec, src, dst, {verify: false})`, and the local transport (verified
- * with sha256 of both files); plus the two sha256sums alone, in parallel, as copyLocal runs them.
+ * Per run, in rotating order: `cp --sparse=always`, `cp --sparse=always` + `sync` (the baseline:
+ * every vmplace copy is flushed before it gets its name), vmplace's `copyLocal(exec, src, dst,
+ * {verify: false})`, the local transport (verified: byte comparison with `qemu-img compare`), and
+ * `copyLocal` with `hash: true` (verified by sha256 of both files, read through read()); plus the
+ * two sha256s alone, in parallel, as `hash: true` runs them.
  *
  * Across hosts (two-host lab, hv1 -> hv2): plain `rsync --sparse` run on hv1 over the same ssh
- * link (same key, known_hosts) against vmplace's `copyBetweenHosts` without and with sha256
- * verification. Then a sparse file (`sparseBytes` apparent, `sparseAllocBytes` allocated, raw)
+ * link (same key, known_hosts; ssh's default ciphers, and AES-GCM first as vmplace's copies ask)
+ * against vmplace's `copyBetweenHosts` without and with sha256 verification. Then a sparse file (`sparseBytes` apparent, `sparseAllocBytes` allocated, raw)
  * and a qcow2 image of the same virtual size and data: bytes on the wire counted three ways:
  * rsync's `--stats` ("Total bytes sent"), vmplace's `bytesSent` (rsync's literal data), and the
  * tx_bytes of hv1's interface (every byte, ssh included; other traffic on the lab adds to it).
@@ -67,7 +69,8 @@ async function sameHost({ runs, sizeBytes, results }) {
         await run('sync', ['--', dst]);
       },
       'copyLocal verify:false': () => copyLocal(exec, src, dst, { verify: false }),
-      'local transport (sha256)': () => localTransport(drv.exec, (p) => drv.guardPath(p)).copy(src, dst),
+      'local transport (verified)': () => localTransport(drv.exec, (p) => drv.guardPath(p)).copy(src, dst),
+      'copyLocal hash:true (sha256)': () => copyLocal(exec, src, dst, { hash: true }),
       'sha256 of both (parallel)': async () => {
         await run('cp', ['--sparse=always', '--', src, dst]); // not timed below
         return 'sha';
@@ -129,13 +132,18 @@ async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, spars
     await e2.run(['rm', '-f', '--', file, `${file}.vmplace-part`]);
     await e2.run(['sync']);
   };
-  const plainRsync = (from, to) =>
+  // vmplace's copies prefer AES-GCM (COPY_CIPHERS); plain rsync is measured with ssh's defaults
+  // (the goal's baseline) and with that preference too, to show what the cipher alone is worth
+  const aesFirst =
+    lab.dist('transfer/rsync-direct').COPY_CIPHERS ??
+    'aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr';
+  const plainRsync = (from, to, sshExtra = []) =>
     e1.run([
       'rsync',
       '--sparse',
       '--stats',
       '-e',
-      quoteShellArgs(['ssh', ...hopSshOptions(hop)]),
+      quoteShellArgs(['ssh', ...hopSshOptions(hop), ...sshExtra]),
       '--',
       from,
       `${h2.addr}:${to}`,
@@ -144,6 +152,8 @@ async function crossHost({ runs, sizeBytes, sparseBytes, sparseAllocBytes, spars
     await e1.run(['sh', '-c', fillScript(src, sizeBytes, sizeBytes / 2)], { timeoutMs: 600_000 });
     const methods = {
       'rsync --sparse over ssh': async () => rsyncStats((await plainRsync(src, dst)).stdout).totalSent,
+      'rsync --sparse over ssh, AES-GCM first': async () =>
+        rsyncStats((await plainRsync(src, dst, ['-o', `Ciphers=${aesFirst}`])).stdout).totalSent,
       'copyBetweenHosts verify:false': async () =>
         (await copyBetweenHosts(e1, e2, src, dst, { targetSsh: hop, verify: false })).bytesSent,
       'copyBetweenHosts (sha256)': async () =>

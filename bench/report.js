@@ -288,23 +288,25 @@ function writeReport(out) {
     stats((c?.results ?? []).filter((x) => x.kind === kind && x.method === method).map((x) => x[key]));
   if (c) {
     const cp = cs('same-host', 'cp --sparse=always');
+    const cps = cs('same-host', 'cp --sparse=always + sync');
     const nv = cs('same-host', 'copyLocal verify:false');
-    const v = cs('same-host', 'local transport (sha256)');
+    const v = cs('same-host', 'local transport (verified)');
+    // the goal (issue 14): against cp + sync, since every vmplace copy is flushed before its rename
     goals.push([
-      `3. same-host copy, copyLocal verify:false vs cp --sparse=always (${size(c.opts.sizeBytes)}, half allocated)`,
-      `${mmm(nv)} ms vs ${mmm(cp)} ms`,
+      `3. same-host copy, copyLocal verify:false vs cp --sparse=always + sync (${size(c.opts.sizeBytes)}, half allocated; bare cp ${mmm(cp)} ms)`,
+      `${mmm(nv)} ms vs ${mmm(cps)} ms`,
       nv.n,
-      '≥ 0.9× cp',
-      f2(cp.median / nv.median),
-      verdict(cp.median / nv.median >= 0.9),
+      '≥ 0.9× cp + sync',
+      f2(cps.median / nv.median),
+      verdict(cps.median / nv.median >= 0.9),
     ]);
     goals.push([
-      `3. same-host copy, the local transport (sha256 verified) vs cp`,
+      `3. same-host copy, the local transport (verified) vs cp --sparse=always + sync`,
       `${mmm(v)} ms`,
       v.n,
-      '≥ 0.9× cp',
-      f2(cp.median / v.median),
-      verdict(cp.median / v.median >= 0.9),
+      '≥ 0.9× cp + sync',
+      f2(cps.median / v.median),
+      verdict(cps.median / v.median >= 0.9),
     ]);
     const rs = cs('cross-host', 'rsync --sparse over ssh');
     const bn = cs('cross-host', 'copyBetweenHosts verify:false');
@@ -562,10 +564,10 @@ function writeReport(out) {
       );
     }
     const sha = cs('same-host', 'sha256 of both (parallel)');
-    const v = cs('same-host', 'local transport (sha256)');
+    const hv = cs('same-host', 'copyLocal hash:true (sha256)');
     if (sha.n)
       L.push(
-        `\nsha256 of source and copy (in parallel, as copyLocal does): ${mmm(sha)} ms = ${f0((100 * sha.median) / v.median)} % of the verified copy's median.`,
+        `\nsha256 of source and copy (in parallel, as copyLocal with hash: true does): ${mmm(sha)} ms = ${f0((100 * sha.median) / hv.median)} % of that copy's median.`,
       );
     L.push('');
   }

@@ -38,9 +38,13 @@
  * **auto**: probe from the source host whether the target's ssh port accepts a TCP connection
  * (bash's `/dev/tcp`, 5 s): direct when it does, relay when it does not.
  *
- * Finish like `copyLocal`, in one command on the target: `sync` the part, sha256 of it compared
- * with the source's (hashed while the data travelled), `mv -T`, `sync` the directory. A file
- * named DST is always complete and verified.
+ * Verification: sha256 on both hosts (`openssl dgst`, else `sha256sum`). The source is hashed
+ * while the data travels (it does not change while it is copied); a fresh part file is read
+ * back and hashed on the target while it is written (`follow-hash.ts`), a resumed one after
+ * the copy. Then one command on the target: `sync` the part, sha256 of it (only when the
+ * read-back digest is missing or differs) compared with the source's, a link to DST that
+ * never replaces anything, `sync` the directory. A file named DST is always complete and
+ * verified.
  * Idempotent: a DST that already matches returns `alreadyDone`; a DST that differs is not
  * overwritten (`DestinationDiffers`, stalled).
  */
@@ -49,8 +53,9 @@ import type { HostExec, ProgressFn } from '../exec/types';
 import type { SshSpec } from '../types';
 import { type CopyClaim, PART_SUFFIX, createExclusive, ownsPath, sha256 } from './copy-local';
 import { finishOnTarget, statAllocation, statSizes, targetReachable } from './host-files';
+import { followHash } from './follow-hash';
 import { copyRelay } from './relay';
-import { copyDirect } from './rsync-direct';
+import { DEFAULT_IO_TIMEOUT_SEC, copyDirect } from './rsync-direct';
 import { localArgv } from './spawn-stream';
 
 export { hopSshOptions, rsyncArgv } from './rsync-direct';
@@ -128,6 +133,13 @@ export interface CopyBetweenHosts {
 const SPARSE_HOLES_MIN = 64 * 1024 * 1024;
 
 /**
+ * Smallest file whose target hash runs while it is copied: below it a second command on the
+ * target costs more than hashing after the copy (1 MiB: 1124 against 648 ms, median of 5 with
+ * and without it). Everything copied inside a pause is smaller.
+ */
+const FOLLOW_MIN_BYTES = 256 * 1024 * 1024;
+
+/**
  * Copy `src` on `srcHost` to `dst` on `dstHost`: sparse, resumable, with progress, verified on
  * both hosts and atomic by rename (see the file comment for how). The caller checks that `dst`
  * lies inside a declared storage location of the target and that its directory exists, or
@@ -135,8 +147,8 @@ const SPARSE_HOLES_MIN = 64 * 1024 * 1024;
  * anything is written.
  *
  * Round trips (each host command over ssh costs one): sizes on both hosts and the guard at
- * once; the copy, with the source's sha256 computed alongside it; then one command on the
- * target that flushes, hashes, compares, renames and flushes the directory.
+ * once; the copy, with the source's sha256 and the target's read-back computed alongside it;
+ * then one command on the target that flushes, compares, renames and flushes the directory.
  */
 export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, dst, opts) => {
   const t0 = Date.now();
@@ -213,19 +225,31 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   }
   opts.onProgress?.(resumedFrom, total);
   // the source does not change while it is copied (a read-only base, a saved state, a frozen
-  // overlay): hash it while the data travels instead of after
+  // overlay): hash it while the data travels instead of after; a fresh part is read back and
+  // hashed on the target as it is written (see follow-hash.ts)
   const srcDigest = verify ? sha256(srcHost, src) : undefined;
   srcDigest?.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
-  const sent =
-    mode === 'direct'
-      ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
-      : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
-          literal: n,
-          wire: n,
-        }));
+  const follower =
+    verify && resumedFrom === 0 && total >= FOLLOW_MIN_BYTES
+      ? followHash(dstHost, part, total, (opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC) + 10)
+      : undefined;
+  let sent: { literal: number; wire: number };
+  try {
+    sent =
+      mode === 'direct'
+        ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
+        : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
+            literal: n,
+            wire: n,
+          }));
+  } catch (err) {
+    follower?.stop();
+    throw err;
+  }
 
-  const digest = srcDigest ? await srcDigest : undefined;
-  const finished = await finishOnTarget(dstHost, part, dst, digest);
+  const [digest, readBack] = await Promise.all([srcDigest, follower?.digest()]);
+  // read back equal already: the finish only flushes and renames; otherwise it hashes the part
+  const finished = await finishOnTarget(dstHost, part, dst, readBack === digest ? undefined : digest);
   if (finished.mismatch !== undefined) {
     throw new VmplaceError(
       'CopyVerifyFailed',

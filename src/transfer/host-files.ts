@@ -70,22 +70,24 @@ export async function statSizes(exec: HostExec, paths: readonly string[]): Promi
 }
 
 /**
- * On the target, after the data arrived, in one round trip: flush the part file, hash it
- * (`openssl dgst -sha256`, else `sha256sum`, when `want` is given) and compare with the source's hash, then rename it
- * to its final name without replacing anything (a hard link, see `LINK_NO_REPLACE`) and flush
- * the directory. A part that does not match is removed. Prints the part's hash (or `-`). Exit
+ * On the target, after the data arrived, in one round trip: flush the part file and meanwhile
+ * hash it (`openssl dgst -sha256`, else `sha256sum`, when `want` is given) and compare with the
+ * source's hash, then (the flush done) rename it to its final name without replacing anything
+ * (a hard link, see `LINK_NO_REPLACE`) and flush the directory. A part that does not match is removed. Prints the part's hash (or `-`). Exit
  * codes: 0 done, 3 mismatch, 4 the final name exists, others: the failing command's.
  */
 const FINISH_SCRIPT = [
   'part=$1 want=$2 dst=$3 dir=$4',
-  'sync -- "$part" || exit $?',
+  // the hash reads the page cache the flush writes back: both at once
+  'sync -- "$part" & flush=$!',
   'got=-',
   'if [ -n "$want" ]; then',
-  '  if command -v openssl >/dev/null 2>&1; then got=$(openssl dgst -sha256 -r < "$part") || exit $?',
-  '  else got=$(sha256sum < "$part") || exit $?; fi',
+  '  if command -v openssl >/dev/null 2>&1; then got=$(openssl dgst -sha256 -r < "$part") || { r=$?; wait "$flush"; exit "$r"; }',
+  '  else got=$(sha256sum < "$part") || { r=$?; wait "$flush"; exit "$r"; }; fi',
   '  got=${got%% *}',
-  '  if [ "$got" != "$want" ]; then rm -f -- "$part"; echo "$got"; exit 3; fi',
+  '  if [ "$got" != "$want" ]; then wait "$flush"; rm -f -- "$part"; echo "$got"; exit 3; fi',
   'fi',
+  'wait "$flush" || exit $?',
   LINK_NO_REPLACE,
   'sync -- "$dir" || exit $?',
   'echo "$got"',

@@ -67,7 +67,13 @@ export async function runStreaming(
   const p = spawnArgv(local, ['ignore', 'pipe', 'pipe']);
   p.child.stdout?.setEncoding('utf8');
   p.child.stdout?.on('data', onStdout);
-  const abort = (): void => void p.child.kill('SIGTERM');
+  const abort = (): void => {
+    p.child.kill('SIGTERM');
+    // and stop reading: a command's own children that still hold its output (a script's
+    // pipeline) get EPIPE on their next write instead of keeping the command "running"
+    p.child.stdout?.destroy();
+    p.child.stderr?.destroy();
+  };
   signal?.addEventListener('abort', abort, { once: true });
   try {
     const r = await p.done.catch((e: NodeJS.ErrnoException) => {

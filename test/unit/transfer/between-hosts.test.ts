@@ -137,6 +137,11 @@ describe('rsyncArgv', () => {
     expect(e).toContain("'-i' '/root/.ssh/id ed25519'");
     expect(e).toContain("'-p' '2222'");
     expect(e).toContain("'-l' 'root'");
+    // the bulk data prefers AES-GCM, from OpenSSH's default set only
+    expect(e).toContain(
+      "'-o' 'Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,",
+    );
+    expect(/Ciphers=([^']*)/.exec(e)![1]).not.toMatch(/cbc|arcfour|none/);
   });
 
   it('brackets IPv6 addresses and refuses hostile values', () => {
@@ -196,6 +201,20 @@ describe('copyBetweenHosts relay with LocalExec on both ends', () => {
       alreadyDone: true,
     });
   });
+
+  it('a fresh copy of 256 MiB (read back on the target while it is written) ends verified and sparse', async () => {
+    const src = join(dir, 'src.img');
+    const dst = join(dir, 'dst.img');
+    const fd = openSync(src, 'w');
+    ftruncateSync(fd, 256 * 1024 * 1024);
+    writeSync(fd, Buffer.alloc(1024 * 1024, 0xab), 0, 1024 * 1024, 100 * 1024 * 1024);
+    writeSync(fd, Buffer.alloc(1024 * 1024, 0xcd), 0, 1024 * 1024, 255 * 1024 * 1024);
+    closeSync(fd);
+    const r = await copyBetweenHosts(exec, exec, src, dst, { mode: 'relay' });
+    expect(r).toMatchObject({ mode: 'relay', resumedFromBytes: 0, sha256: sha(src) });
+    expect(sha(dst)).toBe(sha(src));
+    expect(statSync(dst).blocks * 512).toBeLessThan(8 * 1024 * 1024);
+  }, 30_000);
 
   it('refuses to overwrite a different destination, and reports a missing source', async () => {
     const src = join(dir, 'src.img');
