@@ -227,8 +227,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
         { target: 'vdb', size: 64 * MiB },
       ]);
       await writeDesired(v, 'hv2', 'local');
-      if (memory !== 'live')
-        await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), `policy: {quickMemory: ${memory}}\n`);
+      await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), `policy: {quickMemory: ${memory}}\n`);
       const t0 = Date.now();
       const { exited } = apply(v);
       let both = 0;
