@@ -273,47 +273,15 @@ export async function migratePaused(
   tctx: LibvirtContext,
   opts: MigratePausedOptions,
 ): Promise<void> {
-  const live = (await ctx.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info'])).stdout;
-  const xml = rewriteDiskPaths(
-    live,
-    Object.fromEntries(opts.disks.map((d) => [d.target, d.path])),
-    // a disk without a format is one of our qcow2 layers
-    Object.fromEntries(opts.disks.map((d) => [d.target, d.format ?? 'qcow2'])),
-  );
-  if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `migration of ${domain} cancelled`);
-  const job = new AbortController();
-  const onAbort = (): void => {
-    void ctx
-      .virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] })
-      .catch(() => undefined)
-      .finally(() => job.abort());
-  };
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await ctx.virshWithXmlFile(
-      [
-        'migrate',
-        '--unsafe',
-        '--domain',
-        domain,
-        '--desturi',
-        tctx.uri,
-        '--migrateuri',
-        `tcp://${opts.address}`,
-        '--xml',
-        '{XML}',
-      ],
-      xml,
-      { timeoutMs: null, signal: job.signal },
-    );
-  } catch (err) {
-    if (!opts.signal?.aborted) throw err;
-    const there = await domState(tctx, domain);
-    if (there !== undefined && ACTIVE.includes(there)) return;
-    throw new VmplaceError('Cancelled', `migration of ${domain} cancelled`, { cause: err });
-  } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
-  }
+  const xml = await migrationXml(ctx, domain, opts.disks);
+  await runMigrate(ctx, domain, tctx, {
+    flags: ['--unsafe'],
+    address: opts.address,
+    xml,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    what: 'migration',
+    arrived: (st) => st !== undefined && ACTIVE.includes(st),
+  });
 }
 
 export async function destroy(ctx: LibvirtContext, domain: string): Promise<void> {
@@ -382,65 +350,17 @@ export async function migrateLive(
       },
     );
   }
-  const live = (await ctx.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info'])).stdout;
-  const xml = rewriteDiskPaths(
-    live,
-    Object.fromEntries(opts.disks.map((d) => [d.target, d.path])),
-    Object.fromEntries(opts.disks.map((d) => [d.target, d.format])),
-  );
-  if (opts.maxDowntimeMs !== undefined) {
-    // QEMU switches over once it predicts the rest fits this (its default: 300 ms); settable
-    // before the migration starts since libvirt 1.2.9
-    await ctx.virsh([
-      'migrate-setmaxdowntime',
-      '--domain',
-      domain,
-      '--downtime',
-      String(Math.max(1, Math.round(opts.maxDowntimeMs))),
-    ]);
-  }
-  const job = new AbortController();
-  const onAbort = (): void => {
-    // libvirt keeps the job when the virsh client dies: abort it there, then stop waiting;
-    // detached (an abort listener cannot wait): a failed abort is dropped, the wait stops anyway
-    void ctx
-      .virsh(['domjobabort', '--domain', domain], { allowExitCodes: [1] })
-      .catch(() => undefined)
-      .finally(() => job.abort());
-  };
-  if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `live migration of ${domain} cancelled`);
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  const migrating = ctx.virshWithXmlFile(
-    [
-      'migrate',
-      '--live',
-      '--persistent',
-      '--undefinesource',
-      '--copy-storage-all',
-      '--domain',
-      domain,
-      '--desturi',
-      tctx.uri,
-      '--migrateuri',
-      `tcp://${opts.address}`,
-      '--xml',
-      '{XML}',
-      ...(opts.bandwidthMiBps ? ['--bandwidth', String(Math.max(1, Math.floor(opts.bandwidthMiBps)))] : []),
-    ],
+  const xml = await migrationXml(ctx, domain, opts.disks);
+  await setMaxDowntime(ctx, domain, opts.maxDowntimeMs);
+  await runMigrate(ctx, domain, tctx, {
+    flags: ['--live', '--persistent', '--undefinesource', '--copy-storage-all'],
+    extra: bandwidthArgs(opts.bandwidthMiBps),
+    address: opts.address,
     xml,
-    { timeoutMs: null, signal: job.signal },
-  );
-  try {
-    await migrating;
-  } catch (err) {
-    if (!opts.signal?.aborted) throw err;
-    // cancelled: a migration that completed before the abort landed runs on the target
-    if ((await target.domainState(domain)) === 'running')
-      return { downtimeMs: await incomingDowntime(tctx, domain) };
-    throw new VmplaceError('Cancelled', `live migration of ${domain} cancelled`, { cause: err });
-  } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
-  }
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    what: 'live migration',
+    arrived: (st) => st === 'running',
+  });
   return { downtimeMs: await incomingDowntime(tctx, domain) };
 }
 
@@ -459,21 +379,69 @@ export async function migrateOntoLayers(
   tctx: LibvirtContext,
   opts: MigrateOntoLayersOptions,
 ): Promise<{ downtimeMs?: number }> {
+  const xml = await migrationXml(ctx, domain, opts.disks);
+  await setMaxDowntime(ctx, domain, opts.maxDowntimeMs);
+  await runMigrate(ctx, domain, tctx, {
+    flags: ['--live', '--copy-storage-inc', '--migrate-disks', opts.disks.map((d) => d.target).join(',')],
+    extra: bandwidthArgs(opts.bandwidthMiBps),
+    address: opts.address,
+    xml,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    what: 'migration',
+    arrived: (st) => st === 'running',
+  });
+  return { downtimeMs: await incomingDowntime(tctx, domain) };
+}
+
+/** The running domain's migratable XML (secrets kept: it goes to the target) with the moved disks' paths and formats. */
+async function migrationXml(
+  ctx: LibvirtContext,
+  domain: string,
+  disks: readonly { target: string; path: string; format?: string }[],
+): Promise<string> {
   const live = (await ctx.virsh(['dumpxml', '--domain', domain, '--migratable', '--security-info'])).stdout;
-  const xml = rewriteDiskPaths(
+  return rewriteDiskPaths(
     live,
-    Object.fromEntries(opts.disks.map((d) => [d.target, d.path])),
-    Object.fromEntries(opts.disks.map((d) => [d.target, d.format ?? 'qcow2'])),
+    Object.fromEntries(disks.map((d) => [d.target, d.path])),
+    // a disk without a format is one of our qcow2 layers
+    Object.fromEntries(disks.map((d) => [d.target, d.format ?? 'qcow2'])),
   );
-  if (opts.maxDowntimeMs !== undefined)
-    await ctx.virsh([
-      'migrate-setmaxdowntime',
-      '--domain',
-      domain,
-      '--downtime',
-      String(Math.max(1, Math.round(opts.maxDowntimeMs))),
-    ]);
-  if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `migration of ${domain} cancelled`);
+}
+
+/** QEMU switches over once it predicts the rest fits this (its default: 300 ms); settable before the migration starts since libvirt 1.2.9. */
+async function setMaxDowntime(ctx: LibvirtContext, domain: string, ms: number | undefined): Promise<void> {
+  if (ms === undefined) return;
+  await ctx.virsh([
+    'migrate-setmaxdowntime',
+    '--domain',
+    domain,
+    '--downtime',
+    String(Math.max(1, Math.round(ms))),
+  ]);
+}
+
+/**
+ * `virsh migrate FLAGS --domain D --desturi T --migrateuri tcp://ADDRESS --xml XML [EXTRA]`, with
+ * cancellation: aborting `signal` aborts libvirt's job (libvirt keeps the job when the virsh
+ * client dies: abort it there, then stop waiting; detached, since an abort listener cannot wait:
+ * a failed abort is dropped, the wait stops anyway). A cancelled migration that completed before
+ * the abort landed counts as done when `arrived` says so of the target's state; else `Cancelled`.
+ */
+async function runMigrate(
+  ctx: LibvirtContext,
+  domain: string,
+  tctx: LibvirtContext,
+  o: {
+    flags: string[];
+    extra?: string[];
+    address: string;
+    xml: string;
+    signal?: AbortSignal;
+    what: string;
+    arrived: (state: DomainState | undefined) => boolean;
+  },
+): Promise<void> {
+  if (o.signal?.aborted) throw new VmplaceError('Cancelled', `${o.what} of ${domain} cancelled`);
   const job = new AbortController();
   const onAbort = (): void => {
     void ctx
@@ -481,38 +449,36 @@ export async function migrateOntoLayers(
       .catch(() => undefined)
       .finally(() => job.abort());
   };
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  o.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await ctx.virshWithXmlFile(
       [
         'migrate',
-        '--live',
-        '--copy-storage-inc',
-        '--migrate-disks',
-        opts.disks.map((d) => d.target).join(','),
+        ...o.flags,
         '--domain',
         domain,
         '--desturi',
         tctx.uri,
         '--migrateuri',
-        `tcp://${opts.address}`,
+        `tcp://${o.address}`,
         '--xml',
         '{XML}',
-        ...(opts.bandwidthMiBps ? ['--bandwidth', String(Math.max(1, Math.floor(opts.bandwidthMiBps)))] : []),
+        ...(o.extra ?? []),
       ],
-      xml,
+      o.xml,
       { timeoutMs: null, signal: job.signal },
     );
   } catch (err) {
-    if (!opts.signal?.aborted) throw err;
-    if ((await domState(tctx, domain)) === 'running')
-      return { downtimeMs: await incomingDowntime(tctx, domain) };
-    throw new VmplaceError('Cancelled', `migration of ${domain} cancelled`, { cause: err });
+    if (!o.signal?.aborted) throw err;
+    if (o.arrived(await domState(tctx, domain))) return;
+    throw new VmplaceError('Cancelled', `${o.what} of ${domain} cancelled`, { cause: err });
   } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
+    o.signal?.removeEventListener('abort', onAbort);
   }
-  return { downtimeMs: await incomingDowntime(tctx, domain) };
 }
+
+const bandwidthArgs = (mibps: number | undefined): string[] =>
+  mibps ? ['--bandwidth', String(Math.max(1, Math.floor(mibps)))] : [];
 
 /** `Total downtime` of the last completed incoming migration, as QEMU measured it. */
 async function incomingDowntime(ctx: LibvirtContext, domain: string): Promise<number | undefined> {
