@@ -26,6 +26,7 @@ import {
   type HostsEnv,
   type LabHostName,
 } from '../../src/lab';
+import { exitedDrained } from './support/process';
 
 jest.setTimeout(600_000);
 
@@ -134,9 +135,7 @@ function apply(v: Vm): {
   let stderr = '';
   child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
   child.stdout.resume();
-  const exited = new Promise<{ code: number | null; stderr: string }>((r) =>
-    child.on('exit', (code) => r({ code, stderr })),
-  );
+  const exited = exitedDrained(child).then((code) => ({ code, stderr }));
   return { child, exited };
 }
 

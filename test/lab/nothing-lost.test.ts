@@ -39,6 +39,7 @@ import {
 import { humanClone, newBareRepo, startDaemon, type LogLine, type RunningDaemon } from './support/daemon';
 import { parseDomainXml } from '../../src/drivers/libvirt/xml';
 import type { VirtualMachineStatus } from '../../src/types';
+import { exitedDrained } from './support/process';
 
 jest.setTimeout(420_000);
 
@@ -194,7 +195,7 @@ describe('target paths that cannot collide (real libvirt)', () => {
     const child = spawnApply(f);
     let stderr = '';
     child.stderr!.on('data', (x: Buffer) => (stderr += x.toString()));
-    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const exited = exitedDrained(child);
     const vmDir = path.join(f.storage.b, f.vm);
     const planted = path.join(vmDir, path.basename(f.disks[0]!.path));
     let done = false;

@@ -29,6 +29,7 @@ import {
   type Fleet,
 } from './support/fleet';
 import { parseDomainXml } from '../../src/drivers/libvirt/xml';
+import { exitedDrained } from './support/process';
 
 jest.setTimeout(300_000);
 
@@ -140,7 +141,7 @@ describe('quick storage migration on one host (real libvirt, real guest)', () =>
     );
     // The disk fills up for real once the base copy has begun (a real ENOSPC, test-chosen time).
     const child = spawnApply(f);
-    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const exited = exitedDrained(child);
     let stderr = '';
     child.stderr!.on('data', (b: Buffer) => {
       stderr += b.toString();

@@ -7,6 +7,7 @@ import { createHmac } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { run, VMPLACE_BIN } from './fleet';
+import { exitedDrained } from './process';
 
 export interface LogLine {
   level: number;
@@ -84,7 +85,7 @@ export async function startDaemon(opts: {
       }
     }
   });
-  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  const exited = exitedDrained(child);
   const waitFor = (pred: (l: LogLine) => boolean, timeoutMs = 120_000): Promise<LogLine> => {
     const found = logs.find(pred);
     if (found) return Promise.resolve(found);

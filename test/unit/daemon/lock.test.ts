@@ -52,7 +52,9 @@ function holder(dir: string): Promise<{ child: ChildProcess; outcome: string }> 
       if (out.includes('\n')) resolve({ child, outcome: out.trim() });
     });
     child.on('error', reject);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': a child's stdout may still hold its last line when 'exit' fires
+    // (seen on a busy CI machine: "refused AlreadyRunning" arrived after the exit event)
+    child.on('close', (code) => {
       if (!out.includes('\n')) reject(new Error(`holder exited ${code} without a word`));
     });
   });
