@@ -13,6 +13,9 @@ import { EtcdMigrationStore, type LockTable } from './store';
 /** How many lock transactions one pass runs at once. */
 const LOCK_CONCURRENCY = 16;
 
+/** How many members one keepalive tries (within TTL/3) before the tick counts as failed. */
+const KEEPALIVE_TRIES = 4;
+
 /**
  * Several daemons sharing one fleet on etcd. Each replica has one lease (TTL `--lease-ttl`),
  * kept alive every TTL/3, and a member key on it; every VM is owned by one live member
@@ -51,7 +54,10 @@ export class EtcdCoordination implements Coordination, LockTable {
   private watchers: Watcher[] = [];
   private readonly listeners: (() => void)[] = [];
   private closed = false;
+  /** the registration in progress (a pass waits for it) */
   private ticking: Promise<void> = Promise.resolve();
+  /** keepalives in flight (close waits for them) */
+  private readonly renewals = new Set<Promise<void>>();
 
   constructor(
     private readonly opts: EtcdOptions,
@@ -88,32 +94,76 @@ export class EtcdCoordination implements Coordination, LockTable {
 
   // ------------------------------------------------------------------ lease and membership
 
+  /**
+   * Keepalives go every TTL/3 whether or not the previous one was answered: under load an
+   * answer takes over a second (measured on a busy 2-core machine), and a period counted from
+   * the answer, or a deadline of TTL/3 on it, used up the 3/4-TTL budget and gave up leases
+   * whose etcd was slow but working. So each keepalive may take until TTL/2 and the next one
+   * does not wait for it (at most two in flight); whichever succeeds proves the lease from when
+   * it was sent. Registering is never done twice at once.
+   */
   private schedule(ms: number): void {
     if (this.closed) return;
     this.timer = setTimeout(() => {
-      this.ticking = this.tick().finally(() => this.schedule(Math.floor(this.ttlMs / 3)));
+      const lease = this.lease;
+      if (lease) {
+        const renewal = this.renew(lease).finally(() => this.renewals.delete(renewal));
+        this.renewals.add(renewal);
+        this.schedule(Math.floor(this.ttlMs / 3));
+      } else {
+        this.ticking = this.registerOnce().finally(() => this.schedule(Math.floor(this.ttlMs / 3)));
+      }
     }, ms);
   }
 
-  private async tick(): Promise<void> {
-    const sentAt = performance.now();
-    try {
-      if (!this.lease) {
-        await this.register();
-      } else {
-        const res = await this.lease.keepaliveOnce({ deadline: Date.now() + Math.floor(this.ttlMs / 3) });
-        if (Number(res.TTL) <= 0) {
-          this.leaseLost('etcd says the lease expired');
-          return;
-        }
-        this.okSentAt = sentAt;
+  /**
+   * One keepalive, tried again on another member while time is left: etcd3 opens the keepalive
+   * stream on one member picked at random and does not retry it elsewhere, so with one member
+   * of three down a third of the keepalives failed at once (measured: ECONNREFUSED on the
+   * killed member) and two in a row gave the lease up. Resolves with when the keepalive that
+   * succeeded was sent (the lease's age counts from there).
+   */
+  private async keepalive(lease: Lease): Promise<{ ttl: number; sentAt: number }> {
+    const deadline = Date.now() + Math.floor(this.ttlMs / 2);
+    for (let attempt = 1; ; attempt++) {
+      const sentAt = performance.now();
+      try {
+        const res = await lease.keepaliveOnce({ deadline });
+        return { ttl: Number(res.TTL), sentAt };
+      } catch (err) {
+        if (err instanceof EtcdLeaseInvalidError || attempt >= KEEPALIVE_TRIES || Date.now() >= deadline - 10)
+          throw err;
+        this.log.debug({ err: (err as Error).message, attempt }, 'etcd keepalive failed; trying again');
       }
+    }
+  }
+
+  /** Keep `lease` alive once; what it learns counts only while `lease` is still this replica's. */
+  private async renew(lease: Lease): Promise<void> {
+    try {
+      const { ttl, sentAt } = await this.keepalive(lease);
+      if (this.lease !== lease) return;
+      if (ttl <= 0) {
+        this.leaseLost('etcd says the lease expired');
+        return;
+      }
+      this.okSentAt = Math.max(this.okSentAt, sentAt);
+      this.lastError = undefined;
+    } catch (err) {
+      if (this.lease !== lease) return;
+      this.lastError = `etcd unreachable: ${(err as Error).message}`;
+      if (err instanceof EtcdLeaseInvalidError) this.leaseLost('etcd says the lease is gone');
+      else if (performance.now() - this.okSentAt > this.ttlMs) this.leaseLost('no keepalive for a whole TTL');
+      this.log.warn({ err: (err as Error).message }, 'etcd keepalive failed');
+    }
+  }
+
+  private async registerOnce(): Promise<void> {
+    try {
+      await this.register();
       this.lastError = undefined;
     } catch (err) {
       this.lastError = `etcd unreachable: ${(err as Error).message}`;
-      if (this.lease && err instanceof EtcdLeaseInvalidError) this.leaseLost('etcd says the lease is gone');
-      else if (this.lease && performance.now() - this.okSentAt > this.ttlMs)
-        this.leaseLost('no keepalive for a whole TTL');
       this.log.warn({ err: (err as Error).message }, 'etcd keepalive failed');
     }
   }
@@ -142,9 +192,8 @@ export class EtcdCoordination implements Coordination, LockTable {
     await this.client.put(this.keys.member(this.replicaId)).value(JSON.stringify(me)).lease(id);
     // a fresh proof before the lease counts: the grant may have taken several tries (a call
     // retries other members), and the lease's age is counted from when its proof was sent
-    const sentAt = performance.now();
-    const res = await lease.keepaliveOnce({ deadline: Date.now() + Math.floor(this.ttlMs / 3) });
-    if (Number(res.TTL) <= 0) throw new Error('the new lease expired before it was used');
+    const { ttl, sentAt } = await this.keepalive(lease);
+    if (ttl <= 0) throw new Error('the new lease expired before it was used');
     this.lease = lease;
     this.leaseId = id;
     this.okSentAt = sentAt;
@@ -428,6 +477,7 @@ export class EtcdCoordination implements Coordination, LockTable {
     if (this.timer) clearTimeout(this.timer);
     if (this.watchdog) clearInterval(this.watchdog);
     await this.ticking;
+    await Promise.all([...this.renewals]);
     await Promise.all(this.watchers.map((w) => w.cancel().catch(() => undefined)));
     const lease = this.lease;
     this.lease = undefined;

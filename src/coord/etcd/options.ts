@@ -120,7 +120,13 @@ export function etcdClient(o: EtcdOptions): Etcd3 {
     // policy still retries another member on a recoverable error.
     faultHandling: { host: () => noop },
     // one connection pool per client: a shared pool kept a dead member's connection in backoff
-    grpcOptions: { 'grpc.use_local_subchannel_pool': 1 },
+    // reconnect within a second: with gRPC's default backoff (1 s growing to 120 s) a replica
+    // woken from SIGSTOP waited 50 s "for LB pick" before a keepalive got through (measured)
+    grpcOptions: {
+      'grpc.use_local_subchannel_pool': 1,
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+    },
   };
   if (o.tls) {
     opts.credentials = {

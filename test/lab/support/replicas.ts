@@ -4,6 +4,7 @@
  * and state dir), read who owns a VM and which step its migration persisted in etcd, kill,
  * stop and resume a replica, and sample where the VM runs every 100 ms.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -269,7 +270,7 @@ export interface PlacementSample {
   t: number;
   /** `virsh domstate` on each connection (undefined: not defined there) */
   states: Record<string, string | undefined>;
-  /** QEMU processes of this guest on this machine (`pgrep -f guest=VM,`) */
+  /** QEMU processes of this guest on this machine (as `pgrep -f guest=VM,` counts them) */
   qemus: number;
   /** connections on which the VM counts as running: state `running` or `paused` */
   runningOn: string[];
@@ -278,6 +279,76 @@ export interface PlacementSample {
 export interface PlacementSampler {
   /** Stop sampling; resolves with every observation, oldest first. */
   stop(): Promise<PlacementSample[]>;
+}
+
+/**
+ * One long-lived `virsh` reading commands from its stdin: a sampler that spawned a virsh (and a
+ * connection to libvirtd) ten times a second added much of the load of the busy machine it
+ * measures. `domstate` answers what one `virsh domstate` would (undefined: no such domain).
+ */
+class VirshSession {
+  private child: ChildProcess | undefined;
+  private out = '';
+  private n = 0;
+  private pending: { marker: string; resolve: (text: string | undefined) => void } | undefined;
+
+  constructor(private readonly uri: string) {}
+
+  private start(): ChildProcess {
+    const child = spawn('virsh', ['-q', '-c', this.uri], { stdio: ['pipe', 'pipe', 'ignore'] });
+    child.stdout!.on('data', (d: Buffer) => {
+      this.out += d.toString();
+      const p = this.pending;
+      // the echo's output, not the echoed command line (which spells it with quotes)
+      const at = p ? this.out.indexOf(p.marker) : -1;
+      if (p && at >= 0) {
+        const text = this.out.slice(0, at);
+        this.out = this.out.slice(at + p.marker.length);
+        this.pending = undefined;
+        p.resolve(text);
+      }
+    });
+    const gone = (): void => {
+      if (this.child === child) this.child = undefined;
+      this.pending?.resolve(undefined);
+      this.pending = undefined;
+    };
+    child.on('exit', gone);
+    child.on('error', gone);
+    child.stdin!.on('error', () => undefined);
+    return child;
+  }
+
+  /** The domain's state, undefined if not defined there (or the session failed: asked again next time). */
+  async domstate(vm: string): Promise<string | undefined> {
+    this.child ??= this.start();
+    const id = `@@vmplace-sample-${++this.n}`;
+    const child = this.child;
+    const text = await new Promise<string | undefined>((resolve) => {
+      // a libvirtd that does not answer in 10 s: this observation says nothing, a new session next
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      this.pending = {
+        marker: `${id}@@`,
+        resolve: (t) => {
+          clearTimeout(timer);
+          resolve(t);
+        },
+      };
+      child.stdin!.write(`domstate ${vm}\necho "${id}""@@"\n`);
+    });
+    if (text === undefined) return undefined;
+    // what is left once the prompts and the echoed command lines are taken out: the state
+    const lines = text
+      .split('\n')
+      .map((l) => l.replace(/^(virsh # )+/, '').trim())
+      .filter((l) => l && l !== `domstate ${vm}` && !l.startsWith('echo "@@vmplace-sample-'));
+    return lines[0];
+  }
+
+  close(): void {
+    this.child?.stdin?.end();
+    this.child = undefined;
+  }
 }
 
 /**
@@ -291,20 +362,17 @@ export function samplePlacement(vm: string, uris: readonly string[], everyMs = 1
   const samples: PlacementSample[] = [];
   const t0 = Date.now();
   let stopped = false;
+  const sessions = uris.map((uri) => new VirshSession(uri));
   const loop = (async () => {
     while (!stopped) {
       const started = Date.now();
       const states: Record<string, string | undefined> = {};
       await Promise.all(
-        uris.map(async (uri) => {
-          const r = await run('virsh', ['-c', uri, 'domstate', vm], { timeoutMs: 10_000 }).catch(
-            () => undefined,
-          );
-          states[uri] = r?.stdout.trim() || undefined;
+        uris.map(async (uri, i) => {
+          states[uri] = await sessions[i]!.domstate(vm);
         }),
       );
-      const pg = await run('pgrep', ['-f', `guest=${vm},`], { timeoutMs: 10_000 }).catch(() => undefined);
-      const qemus = pg ? pg.stdout.split('\n').filter(Boolean).length : 0;
+      const qemus = await countProcesses(`guest=${vm},`);
       const runningOn = uris.filter((u) => states[u] === 'running' || states[u] === 'paused');
       samples.push({ t: started - t0, states, qemus, runningOn });
       await sleep(Math.max(0, everyMs - (Date.now() - started)));
@@ -314,6 +382,7 @@ export function samplePlacement(vm: string, uris: readonly string[], everyMs = 1
     stop: async () => {
       stopped = true;
       await loop;
+      for (const s of sessions) s.close();
       return samples;
     },
   };
@@ -348,6 +417,21 @@ export function summarisePlacement(samples: readonly PlacementSample[]): {
     maxQemus: Math.max(0, ...samples.map((s) => s.qemus)),
     gapsMs,
   };
+}
+
+/**
+ * How many processes have `needle` in their command line (what `pgrep -f` matches), read from
+ * /proc in this process: a sampler that spawned pgrep 10 times a second added to the load of
+ * the busy machine it measures.
+ */
+export async function countProcesses(needle: string): Promise<number> {
+  let n = 0;
+  for (const pid of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.replace(/\0/g, ' ').includes(needle)) n++;
+  }
+  return n;
 }
 
 export async function exists(p: string): Promise<boolean> {
