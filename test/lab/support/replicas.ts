@@ -296,7 +296,7 @@ class VirshSession {
 
   private start(): ChildProcess {
     const child = spawn('virsh', ['-q', '-c', this.uri], { stdio: ['pipe', 'pipe', 'ignore'] });
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       this.out += d.toString();
       const p = this.pending;
       // the echo's output, not the echoed command line (which spells it with quotes)
@@ -315,7 +315,7 @@ class VirshSession {
     };
     child.on('exit', gone);
     child.on('error', gone);
-    child.stdin!.on('error', () => undefined);
+    child.stdin.on('error', () => undefined);
     return child;
   }
 
