@@ -134,6 +134,12 @@ export class Reconciler {
   private claimConflict = false;
   /** runs abandoned after their lock was lost, until their step in flight settled */
   private readonly abandoned = new Map<string, Promise<unknown>>();
+  /**
+   * Ids of migrations this process ran to their end (the newest 1,000): a pass that listed the
+   * records before such a run finished must not resume it from its stale record (seen: a
+   * migration finished, then "resuming migration ... Completed" and finished a second time).
+   */
+  private readonly finishedIds = new Set<string>();
 
   private readonly coord: Coordination;
 
@@ -353,7 +359,7 @@ export class Reconciler {
       if (this.running.has(vm) || !this.coord.owns(vm)) continue;
       // a run of this process abandoned earlier must have settled before the VM is touched again
       await this.abandoned.get(vm);
-      if (this.running.has(vm) || !this.coord.owns(vm)) continue;
+      if (this.running.has(vm) || !this.coord.owns(vm) || this.finishedIds.has(r.id)) continue;
       const snap = r.snapshot as { context?: MigrationContext; value?: string } | null;
       log.info(
         { vm, migration: r.id, step: snap?.value },
@@ -454,7 +460,11 @@ export class Reconciler {
           return;
         }
         this.views.set(vm, { step: result.step, context: result.context });
-        if (!result.stopped) this.recordOutcome(vm, result);
+        if (!result.stopped) {
+          this.finishedIds.add(result.context.id);
+          if (this.finishedIds.size > 1000) this.finishedIds.delete(this.finishedIds.values().next().value!);
+          this.recordOutcome(vm, result);
+        }
         const e = result.context.lastError;
         log.info(
           {

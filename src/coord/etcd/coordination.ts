@@ -227,7 +227,10 @@ export class EtcdCoordination implements Coordination, LockTable {
   }
 
   private async watch(): Promise<void> {
-    const watchOne = async (prefix: string, on: (key: string, deleted: boolean) => void): Promise<void> => {
+    const watchOne = async (
+      prefix: string,
+      on: (key: string, deleted: boolean, revision: string) => void,
+    ): Promise<void> => {
       for (;;) {
         if (this.closed) return;
         try {
@@ -236,9 +239,9 @@ export class EtcdCoordination implements Coordination, LockTable {
             await w.cancel();
             return;
           }
-          w.on('put', (kv) => on(kv.key.toString(), false));
-          w.on('delete', (kv) => on(kv.key.toString(), true));
-          w.on('connected', () => on('', false));
+          w.on('put', (kv) => on(kv.key.toString(), false, kv.mod_revision));
+          w.on('delete', (kv) => on(kv.key.toString(), true, kv.mod_revision));
+          w.on('connected', () => on('', false, '0'));
           w.on('error', () => undefined);
           this.watchers.push(w);
           return;
@@ -254,11 +257,15 @@ export class EtcdCoordination implements Coordination, LockTable {
           () => undefined,
         );
       }),
-      watchOne(this.keys.locks(), (key, deleted) => {
+      watchOne(this.keys.locks(), (key, deleted, revision) => {
         if (!deleted) return;
         const vm = this.keys.nameIn(this.keys.locks(), key);
-        // ours deleted without our release: by a human, or our lease expired under us
-        if (vm !== undefined && this.held.has(vm)) {
+        const mine = vm === undefined ? undefined : this.held.get(vm);
+        // ours deleted without our release: by a human, or our lease expired under us. A watch
+        // that lags (it reconnected after an etcd leader died) can deliver the delete of an
+        // earlier lock of the VM after this replica took the lock anew: only a delete after our
+        // lock's creation is ours (seen: a migration stuck for minutes, its live lock "lost")
+        if (vm !== undefined && mine !== undefined && BigInt(revision) > BigInt(mine)) {
           this.held.delete(vm);
           this.lostQueue.push(vm);
           this.log.error({ vm }, 'lock deleted under this replica');
@@ -329,10 +336,20 @@ export class EtcdCoordination implements Coordination, LockTable {
       const res = await this.client
         .if(key, 'Create', '==', 0)
         .then(this.client.put(key).value(this.replicaId).lease(leaseId))
+        .else(this.client.get(key))
         .commit();
       // taken with a lease given up meanwhile: it goes with that lease, it is not ours
-      if (!res.succeeded || this.leaseId !== leaseId) return;
-      this.held.set(vm, String(res.header.revision));
+      if (this.leaseId !== leaseId) return;
+      let revision: string;
+      if (res.succeeded) revision = String(res.header.revision);
+      else {
+        // a lock on this very lease that this process forgot (it judged it lost): ours again
+        const kv = res.responses[0]?.response_range?.kvs[0];
+        if (!kv || String(kv.lease) !== leaseId || kv.value.toString() !== this.replicaId) return;
+        revision = String(kv.create_revision);
+        this.log.warn({ vm }, 'took back a lock this replica still held in etcd');
+      }
+      this.held.set(vm, revision);
       this.acquiredQueue.push(vm);
     } catch (err) {
       this.log.warn({ vm, err: (err as Error).message }, 'could not take the lock');
