@@ -187,7 +187,12 @@ class LabEtcdCluster implements EtcdCluster {
     ];
     const log = openSync(m.logFile, 'a');
     try {
-      const child = spawn('setpriv', args, { stdio: ['ignore', log, log] });
+      // etcd first for the CPU and the disk (nice -10, best-effort I/O class at its highest), as
+      // etcd's tuning guide asks of a shared machine: on a busy 2-core CI machine beside QEMU,
+      // three daemons and the tests, its keepalive answers took over a second (measured)
+      const child = spawn('nice', ['-n', '-10', 'ionice', '-c2', '-n0', 'setpriv', ...args], {
+        stdio: ['ignore', log, log],
+      });
       m.child = child;
       m.pid = child.pid;
       m.exited = new Promise((resolve) => child.once('exit', () => resolve()));
