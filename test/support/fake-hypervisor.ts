@@ -1045,45 +1045,28 @@ export class FakeDriver implements HypervisorDriver {
 
   /** The paused VM moves at once (one op): its memory (boot id) and the definition onto `opts.disks`. */
   async migratePaused(vm: string, target: HypervisorDriver, opts: MigratePausedOptions): Promise<void> {
-    if (!(target instanceof FakeDriver) || target.world !== this.world || target.family !== this.family)
-      throw new StalledError('DriverMismatch', 'a migration needs fake hosts of one family on both ends');
-    if (!this.capabilities.pausedMigration || !target.capabilities.pausedMigration)
-      throw new StalledError(
-        fakeReason('CapabilityMissing'),
-        'paused migration is not offered by both hosts',
-      );
-    if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `migration of ${vm} cancelled`);
-    await this.op('migratePaused', () => {
-      const v = this.vm(vm);
-      if (v.state !== 'paused') throw new VmplaceError('DomainNotPaused', `${vm} is ${v.state}`);
-      const there = target.host;
-      if (there.vms.get(vm) && there.vms.get(vm)!.state !== 'shutoff')
-        throw new VmplaceError(fakeReason('MigrationFailed'), `${vm} is already active on ${there.name}`);
-      const def = clone(v.live!);
-      for (const d of def.disks) {
-        const to = opts.disks.find((x) => x.target === d.target);
-        if (to) Object.assign(d, { path: to.path, format: to.format ?? 'qcow2' });
-      }
-      // the target must open each disk (checked on the world: `target` may be a fenced proxy)
-      for (const d of def.disks) {
-        const c = this.world.chainOf(there.name, d.path);
-        const f = there.files.get(d.path)?.content;
-        if (c.broken || f?.kind !== 'image' || f.format !== d.format)
-          throw new VmplaceError(
-            fakeReason('DiskUnusable'),
-            `${vm} disk ${d.target} cannot be opened on ${there.name}: ${c.broken ?? `${d.path} is not a ${d.format} image`}`,
-          );
-      }
-      this.world.clock += def.memoryBytes / this.world.copyBytesPerMs;
-      const existing = there.vms.get(vm);
-      there.vms.set(vm, {
-        ...(existing ?? { name: vm, autostart: false }),
-        name: vm,
-        state: 'paused',
-        live: def,
-        bootId: v.bootId!,
-      });
-      this.stop(v);
+    await this.migrateInto(vm, target, opts, {
+      op: 'migratePaused',
+      capability: 'pausedMigration',
+      what: 'paused migration',
+      from: 'paused',
+      notFrom: 'DomainNotPaused',
+      disks: (def, there) => {
+        for (const d of def.disks) {
+          const to = opts.disks.find((x) => x.target === d.target);
+          if (to) Object.assign(d, { path: to.path, format: to.format ?? 'qcow2' });
+        }
+        // the target must open each disk (checked on the world: `target` may be a fenced proxy)
+        for (const d of def.disks) {
+          const c = this.world.chainOf(there.name, d.path);
+          const f = there.files.get(d.path)?.content;
+          if (c.broken || f?.kind !== 'image' || f.format !== d.format)
+            throw new VmplaceError(
+              fakeReason('DiskUnusable'),
+              `${vm} disk ${d.target} cannot be opened on ${there.name}: ${c.broken ?? `${d.path} is not a ${d.format} image`}`,
+            );
+        }
+      },
     });
   }
 
@@ -1096,49 +1079,76 @@ export class FakeDriver implements HypervisorDriver {
     target: HypervisorDriver,
     opts: MigrateOntoLayersOptions,
   ): Promise<{ downtimeMs?: number }> {
+    await this.migrateInto(vm, target, opts, {
+      op: 'migrateOntoLayers',
+      capability: 'liveOntoLayers',
+      what: 'live migration onto layers',
+      from: 'running',
+      notFrom: 'DomainNotRunning',
+      disks: (def, there) => {
+        for (const d of def.disks) {
+          const to = opts.disks.find((x) => x.target === d.target);
+          if (!to) continue;
+          const f = there.files.get(to.path)?.content;
+          const c = this.world.chainOf(there.name, to.path);
+          if (f?.kind !== 'image' || c.broken)
+            throw new VmplaceError(
+              fakeReason('DiskUnusable'),
+              `${vm} disk ${d.target}: ${to.path} on ${there.name} is not a usable layer${c.broken ? `: ${c.broken}` : ''}`,
+            );
+          // the mirror: the source's top layer into the target's
+          Object.assign(f.blocks, this.image(d.path).blocks);
+          this.world.clock +=
+            (Object.keys(f.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
+          Object.assign(d, { path: to.path, format: to.format ?? 'qcow2' });
+        }
+      },
+    });
+    return { downtimeMs: 5 };
+  }
+
+  /**
+   * What both migrations share: both ends fake hosts of one family offering `capability`, not
+   * cancelled; then in one op the VM in state `from` here and not active there, its definition
+   * rewritten by `disks`, its memory copied, and it arrives there in the same state.
+   */
+  private async migrateInto(
+    vm: string,
+    target: HypervisorDriver,
+    opts: { signal?: AbortSignal },
+    how: {
+      op: string;
+      capability: 'pausedMigration' | 'liveOntoLayers';
+      what: string;
+      from: 'paused' | 'running';
+      notFrom: 'DomainNotPaused' | 'DomainNotRunning';
+      disks: (def: FakeDef, there: FakeHost) => void;
+    },
+  ): Promise<void> {
     if (!(target instanceof FakeDriver) || target.world !== this.world || target.family !== this.family)
       throw new StalledError('DriverMismatch', 'a migration needs fake hosts of one family on both ends');
-    if (!this.capabilities.liveOntoLayers || !target.capabilities.liveOntoLayers)
-      throw new StalledError(
-        fakeReason('CapabilityMissing'),
-        'live migration onto layers is not offered by both hosts',
-      );
+    if (!this.capabilities[how.capability] || !target.capabilities[how.capability])
+      throw new StalledError(fakeReason('CapabilityMissing'), `${how.what} is not offered by both hosts`);
     if (opts.signal?.aborted) throw new VmplaceError('Cancelled', `migration of ${vm} cancelled`);
-    await this.op('migrateOntoLayers', () => {
+    await this.op(how.op, () => {
       const v = this.vm(vm);
-      if (v.state !== 'running') throw new VmplaceError('DomainNotRunning', `${vm} is ${v.state}`);
+      if (v.state !== how.from) throw new VmplaceError(how.notFrom, `${vm} is ${v.state}`);
       const there = target.host;
       if (there.vms.get(vm) && there.vms.get(vm)!.state !== 'shutoff')
         throw new VmplaceError(fakeReason('MigrationFailed'), `${vm} is already active on ${there.name}`);
       const def = clone(v.live!);
-      for (const d of def.disks) {
-        const to = opts.disks.find((x) => x.target === d.target);
-        if (!to) continue;
-        const f = there.files.get(to.path)?.content;
-        const c = this.world.chainOf(there.name, to.path);
-        if (f?.kind !== 'image' || c.broken)
-          throw new VmplaceError(
-            fakeReason('DiskUnusable'),
-            `${vm} disk ${d.target}: ${to.path} on ${there.name} is not a usable layer${c.broken ? `: ${c.broken}` : ''}`,
-          );
-        // the mirror: the source's top layer into the target's
-        Object.assign(f.blocks, this.image(d.path).blocks);
-        this.world.clock +=
-          (Object.keys(f.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
-        Object.assign(d, { path: to.path, format: to.format ?? 'qcow2' });
-      }
+      how.disks(def, there);
       this.world.clock += def.memoryBytes / this.world.copyBytesPerMs;
       const existing = there.vms.get(vm);
       there.vms.set(vm, {
         ...(existing ?? { name: vm, autostart: false }),
         name: vm,
-        state: 'running',
+        state: how.from,
         live: def,
         bootId: v.bootId!,
       });
       this.stop(v);
     });
-    return { downtimeMs: 5 };
   }
 
   resume(vm: string, opts: { knownPaused?: boolean } = {}): Promise<void> {
