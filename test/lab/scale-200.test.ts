@@ -207,10 +207,14 @@ class Replica {
   async stop(): Promise<void> {
     this.stopped = true;
     this.wake();
-    await this.loop;
-    if (!this.dead) return this.coord.close();
-    // the dead one's keepalive timer still runs against its closed client: close() stops it at
-    // once; the rest of close() (cancelling watches, revoking) waits on that client forever
+    if (!this.dead) {
+      await this.loop;
+      return this.coord.close();
+    }
+    // a dead one's loop may sit forever in a pass whose driver call never returns (a crash in
+    // the middle of a pass): it is not awaited. Its keepalive timer still runs against its
+    // closed client: close() stops it at once; the rest of close() (cancelling watches,
+    // revoking) waits on that client forever
     await Promise.race([this.coord.close().catch(() => undefined), sleep(1000)]);
   }
 }
