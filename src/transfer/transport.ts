@@ -57,11 +57,18 @@ export interface Transport {
   /** can the source host reach the target host directly? (always true on one host) */
   reachable(): Promise<boolean>;
   /** copy `src` (on the source host) to `dst` (on the target host), verified; resumable where it can */
-  copy(
-    src: string,
-    dst: string,
-    opts?: TransportCopyOptions,
-  ): Promise<{ mode: 'local' | 'direct' | 'relay' }>;
+  copy(src: string, dst: string, opts?: TransportCopyOptions): Promise<TransportCopyResult>;
+}
+
+export interface TransportCopyResult {
+  mode: 'local' | 'direct' | 'relay';
+  /**
+   * sha256 (hex, as `HypervisorDriver.checksum` gives it) of the content now at `dst`, when the
+   * copy proved it by hashing the source as it was read and the target before the rename; a
+   * caller that needs the digest uses it instead of reading both files again. Absent when the
+   * copy was proven another way (a byte comparison) or not hashed.
+   */
+  sha256?: string;
 }
 
 /** One POSIX host: a sparse local copy, verified, renamed into place. */
@@ -71,13 +78,13 @@ export function localTransport(exec: HostExec, guard: (p: string) => Promise<voi
     reachable: () => Promise.resolve(true),
     async copy(src, dst, opts = {}) {
       await guard(dst);
-      await copyLocal(guardedExec(exec, opts.fence), src, dst, {
+      const r = await copyLocal(guardedExec(exec, opts.fence), src, dst, {
         ...(opts.claim ? { claim: opts.claim } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
         ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
       });
-      return { mode: 'local' };
+      return r.sha256 ? { mode: 'local', sha256: r.sha256 } : { mode: 'local' };
     },
   };
 }
@@ -112,7 +119,7 @@ export function rsyncSshTransport(
           ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
         },
       );
-      return { mode: r.mode };
+      return r.sha256 ? { mode: r.mode, sha256: r.sha256 } : { mode: r.mode };
     },
   };
 }

@@ -46,7 +46,7 @@ import {
 } from '../../src/drivers/driver';
 import { StalledError, VmplaceError } from '../../src/errors';
 import type { Reason } from '../../src/errors';
-import type { Transport, TransportCopyOptions } from '../../src/transfer/transport';
+import type { Transport, TransportCopyOptions, TransportCopyResult } from '../../src/transfer/transport';
 
 /** A reason only the FAKE raises (what the real drivers would report as a failed command). */
 export function fakeReason(r: string): Reason {
@@ -204,6 +204,11 @@ export class FakeWorld {
   copyBytesPerMs = 100 * 1024;
   /** the world's clock (ms since epoch): each op takes 1 ms, a copy its bytes at `copyBytesPerMs` */
   clock = Date.UTC(2030, 0, 1);
+  /**
+   * copies answer with the sha256 both ends were proven by, as the real ones do; false: like a
+   * copy proven by byte comparison (no digest), the caller hashes both files itself
+   */
+  copyDigests = true;
   /** can `from` reach `to` directly (the transport's `reachable`) */
   reachable: (from: string, to: string) => boolean = () => true;
   /** images `checkImage` reports problems in */
@@ -1435,11 +1440,7 @@ export class FakeTransport implements Transport {
     );
   }
 
-  async copy(
-    src: string,
-    dst: string,
-    opts: TransportCopyOptions = {},
-  ): Promise<{ mode: 'local' | 'direct' | 'relay' }> {
+  async copy(src: string, dst: string, opts: TransportCopyOptions = {}): Promise<TransportCopyResult> {
     const part = `${dst}.vmplace-part`;
     const mode: 'local' | 'direct' | 'relay' =
       this.from === this.to
@@ -1460,8 +1461,12 @@ export class FakeTransport implements Transport {
       return {
         dst: d ? { identity: d.identity, same: checksumOf(d.content) === checksumOf(s.content) } : undefined,
         part: this.to.files.get(part)?.identity,
+        digest: checksumOf(s.content),
       };
     });
+    // like the real copies: the digest both ends were proven by (unless the world says otherwise)
+    const result = (digest: string): TransportCopyResult =>
+      this.world.copyDigests ? { mode, sha256: digest } : { mode };
     if (seen.dst) {
       if (opts.claim && !(await opts.claim.owns(seen.dst.identity)))
         throw new StalledError(
@@ -1471,7 +1476,7 @@ export class FakeTransport implements Transport {
       if (seen.dst.same) {
         if (seen.part !== undefined)
           await this.op('copy.dropPart', () => this.dst.removeRaw(part, 'copy.dropPart'));
-        return { mode };
+        return result(seen.digest);
       }
       throw new VmplaceError('DestinationDiffers', `${dst} exists and differs from ${src}; not overwriting`, {
         kind: 'stalled',
@@ -1510,7 +1515,7 @@ export class FakeTransport implements Transport {
       this.world.clock += bytes / this.world.copyBytesPerMs;
       opts.onProgress?.(bytes, bytes);
     });
-    await this.op('copy.link', () => {
+    const digest = await this.op('copy.link', () => {
       const s = this.from.files.get(src);
       const p = this.to.files.get(part);
       if (!s || !p || checksumOf(s.content) !== checksumOf(p.content)) {
@@ -1521,7 +1526,8 @@ export class FakeTransport implements Transport {
         throw new StalledError('DestinationExists', `${dst} appeared during the copy; not replaced`);
       this.to.files.set(dst, p);
       this.to.files.delete(part);
+      return checksumOf(p.content);
     });
-    return { mode };
+    return result(digest);
   }
 }

@@ -1,6 +1,6 @@
 import { StalledError, VmplaceError } from '../../errors';
 import { type DomainInfo, type HypervisorDriver, ownFileBaseName, POSIX_PATHS } from '../../drivers/driver';
-import { type Transport, transferSshOf } from '../../transfer/transport';
+import { type Transport, type TransportCopyResult, transferSshOf } from '../../transfer/transport';
 import type { SshSpec } from '../../types';
 import type { CopyClaim } from '../../transfer/copy-local';
 import type { DiskMove, MigrationContext } from '../types';
@@ -65,8 +65,8 @@ export async function copyAcross(
   to: string,
   onProgress?: (n: number) => void,
   opts: { relayBelowBytes?: number; claim?: CopyClaim } = {},
-): Promise<void> {
-  await transportOf(ctx, deps).copy(from, to, {
+): Promise<TransportCopyResult> {
+  return transportOf(ctx, deps).copy(from, to, {
     ...(opts.claim ? { claim: opts.claim } : {}),
     ...(deps.signal ? { signal: deps.signal } : {}),
     mode: ctx.transferMode ?? 'direct',
