@@ -398,6 +398,12 @@ export interface MigrateOntoLayersOptions extends MigratePausedOptions {
   /** the longest stop the hypervisor may plan for the switch-over */
   maxDowntimeMs?: number;
   bandwidthMiBps?: number;
+  /**
+   * A guest that dirties memory faster than it crosses never converges: after this long the
+   * hypervisor pauses the VM and finishes the migration paused (the pause is then what is left
+   * to send, not a guess). Unset: no bound.
+   */
+  suspendAfterMs?: number;
 }
 
 /** POSIX path semantics (libvirt hosts, the fake). */

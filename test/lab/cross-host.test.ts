@@ -19,6 +19,7 @@ import {
   hostProcesses,
   labHostDrivers,
   labTempDir,
+  REPO_ROOT,
   setLink,
   twoHostManifests,
   verifyRecords,
@@ -31,6 +32,7 @@ import { exitedDrained } from './support/process';
 jest.setTimeout(600_000);
 
 const MiB = 1024 * 1024;
+const ARTIFACTS = path.join(REPO_ROOT, 'test-artifacts', 'cross-host');
 let env: HostsEnv;
 let d: Record<LabHostName, LibvirtDriver>;
 let root: string;
@@ -52,6 +54,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  // the guests' serial consoles (acks, and a kernel's last words when a guest died) outlive the run
+  await fs.mkdir(ARTIFACTS, { recursive: true });
+  for (const vm of vms)
+    await fs
+      .copyFile(path.join(env.csvMgmtPath, `${vm}.serial.log`), path.join(ARTIFACTS, `${vm}.serial.log`))
+      .catch(() => undefined);
   for (const h of ['hv1', 'hv2'] as const) {
     for (const vm of vms) {
       await d[h].destroy(vm).catch(() => undefined);

@@ -209,6 +209,11 @@ export class FakeWorld {
    * copy proven by byte comparison (no digest), the caller hashes both files itself
    */
   copyDigests = true;
+  /**
+   * a live migration of the memory converges (the guest dirties less than crosses); false: it
+   * ends only by the caller's `suspendAfterMs`, paused, and fails without one
+   */
+  liveConverges = true;
   /** can `from` reach `to` directly (the transport's `reachable`) */
   reachable: (from: string, to: string) => boolean = () => true;
   /** images `checkImage` reports problems in */
@@ -1084,6 +1089,12 @@ export class FakeDriver implements HypervisorDriver {
     target: HypervisorDriver,
     opts: MigrateOntoLayersOptions,
   ): Promise<{ downtimeMs?: number }> {
+    // a guest dirtying memory faster than it crosses: only the bound ends it (paused, below);
+    // without one it runs until someone aborts it, the VM still on this host
+    if (!this.world.liveConverges && opts.suspendAfterMs === undefined)
+      await this.op('migrateOntoLayers', () => {
+        throw new VmplaceError(fakeReason('NeverConverged'), `the live migration of ${vm} never converged`);
+      });
     await this.migrateInto(vm, target, opts, {
       op: 'migrateOntoLayers',
       capability: 'liveOntoLayers',
@@ -1109,7 +1120,9 @@ export class FakeDriver implements HypervisorDriver {
         }
       },
     });
-    return { downtimeMs: 5 };
+    if (this.world.liveConverges) return { downtimeMs: 5 };
+    this.world.clock += opts.suspendAfterMs ?? 0;
+    return { downtimeMs: 1000 }; // what was left to send, paused
   }
 
   /**

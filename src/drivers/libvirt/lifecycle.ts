@@ -383,7 +383,7 @@ export async function migrateOntoLayers(
   await setMaxDowntime(ctx, domain, opts.maxDowntimeMs);
   await runMigrate(ctx, domain, tctx, {
     flags: ['--live', '--copy-storage-inc', '--migrate-disks', opts.disks.map((d) => d.target).join(',')],
-    extra: bandwidthArgs(opts.bandwidthMiBps),
+    extra: [...bandwidthArgs(opts.bandwidthMiBps), ...suspendAfterArgs(opts.suspendAfterMs)],
     address: opts.address,
     xml,
     ...(opts.signal ? { signal: opts.signal } : {}),
@@ -391,6 +391,15 @@ export async function migrateOntoLayers(
     arrived: (st) => st === 'running',
   });
   return { downtimeMs: await incomingDowntime(tctx, domain) };
+}
+
+/**
+ * `--timeout N --timeout-suspend` (virsh): a live migration still running after N seconds
+ * suspends the domain and completes paused; libvirt counts from the migration's start.
+ */
+export function suspendAfterArgs(ms: number | undefined): string[] {
+  if (ms === undefined) return [];
+  return ['--timeout', String(Math.max(1, Math.ceil(ms / 1000))), '--timeout-suspend'];
 }
 
 /** The running domain's migratable XML (secrets kept: it goes to the target) with the moved disks' paths and formats. */

@@ -11,7 +11,14 @@ import {
   srcOverlayAt,
   transferSsh,
 } from './common';
-import { EARLY_COPY_FRESH_MS, LIVE_DOWNTIME_MS, PAUSE_RELAY_BELOW_BYTES, PREFETCH_FRESH_MS } from './tuning';
+import {
+  EARLY_COPY_FRESH_MS,
+  LIVE_CONVERGE_MIN_MS,
+  LIVE_DOWNTIME_MS,
+  MIN_COPY_RATE_BYTES_PER_MS,
+  PAUSE_RELAY_BELOW_BYTES,
+  PREFETCH_FRESH_MS,
+} from './tuning';
 
 /** What Saving sees of the VM on the source (see {@link decideSave}). */
 export interface SaveObservation {
@@ -399,6 +406,7 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
     const res = await src.migrateOntoLayers(ctx.vm, dst, {
       ...how,
       maxDowntimeMs: Math.min(ctx.maxPauseMs ?? LIVE_DOWNTIME_MS, LIVE_DOWNTIME_MS),
+      suspendAfterMs: liveConvergeLimitMs(ctx),
       ...(deps.bwlimitKiBps ? { bandwidthMiBps: Math.max(1, deps.bwlimitKiBps / 1024) } : {}),
     });
     deps.logger?.info(
@@ -410,6 +418,12 @@ async function arriveByMigration(ctx: MigrationContext, deps: RunDeps): ReturnTy
   await src.migratePaused(ctx.vm, dst, how);
   deps.logger?.info({ ms: Date.now() - t1 }, 'paused VM moved to the target by migration (no state file)');
   return done('arrived');
+}
+
+/** How long a live migration of the memory may run before it is finished paused (see LIVE_CONVERGE_MIN_MS). */
+export function liveConvergeLimitMs(ctx: MigrationContext): number {
+  const rate = Math.max(ctx.deltaRounds?.baseBytesPerMs ?? 0, MIN_COPY_RATE_BYTES_PER_MS);
+  return Math.max(LIVE_CONVERGE_MIN_MS, Math.round((3 * ctx.memoryBytes) / rate));
 }
 
 export const restoreVm: Step = async (ctx, deps) => {

@@ -48,3 +48,10 @@ export const EARLY_COPY_FRESH_MS = 60_000;
 
 /** The longest backoff before a failed step runs again (it doubles from `retryBaseMs`). */
 export const STEP_RETRY_MAX_MS = 60_000;
+
+/**
+ * A live migration of the memory (policy.quickMemory: live) that has not converged after
+ * max(this, 3 times the memory at the measured copy rate) is finished paused (virsh
+ * `--timeout-suspend`): the guest dirties memory faster than it crosses.
+ */
+export const LIVE_CONVERGE_MIN_MS = 30_000;

@@ -10,6 +10,9 @@ import {
   runMigrationInWorld,
   type StrategyCase,
 } from '../../support/machine-harness';
+import { liveConvergeLimitMs } from '../../../src/machine/steps/pause';
+import { LIVE_CONVERGE_MIN_MS } from '../../../src/machine/steps/tuning';
+import type { MigrationContext } from '../../../src/machine/types';
 
 describe.each([
   'quick across hosts by paused migration',
@@ -52,4 +55,28 @@ describe.each([
     expect(r.context.pausedRunTime).toBeDefined();
     expect(outcomeProblems(s, r)).toEqual([]);
   });
+});
+
+describe.each(['quick across hosts by live migration', 'quick with delta rounds by live migration'] as const)(
+  '%s',
+  (kind: StrategyCase) => {
+    test('a guest whose memory never converges: the migration is bounded and finishes paused, nothing lost', async () => {
+      const s = buildScenario(kind);
+      s.world.liveConverges = false;
+      const r = await runMigrationInWorld(s.world, s.input);
+      expect(r.step).toBe('Completed');
+      expect(s.world.activeOn('web')).toEqual(['hv-b']);
+      expect(outcomeProblems(s, r)).toEqual([]);
+    });
+  },
+);
+
+test('the live migration’s bound: at least LIVE_CONVERGE_MIN_MS, longer for memory that takes longer to cross', () => {
+  const ctx = { memoryBytes: 256 * 2 ** 20 } as MigrationContext;
+  expect(liveConvergeLimitMs(ctx)).toBe(
+    Math.max(LIVE_CONVERGE_MIN_MS, Math.round((3 * 256 * 2 ** 20) / 10_000)),
+  );
+  expect(liveConvergeLimitMs({ ...ctx, deltaRounds: { baseBytesPerMs: 1e9, copiedThrough: 0 } })).toBe(
+    LIVE_CONVERGE_MIN_MS,
+  );
 });

@@ -288,6 +288,44 @@ describe('LibvirtDriver (fake execs)', () => {
     expect(existsSync(args[4]!)).toBe(false); // removed afterwards
   });
 
+  it.each([
+    [45_500, ['--timeout', '46', '--timeout-suspend']],
+    [undefined, []],
+  ])(
+    'migrateOntoLayers: live, only the listed disks’ top layers, the switch-over bound, and after %s ms a paused finish',
+    async (suspendAfterMs, bound) => {
+      const { drv: src, v } = makeDriver((a) => {
+        if (a[0] === 'dumpxml') return { stdout: fixture('dumpxml-running.xml') };
+        if (a[0] === 'migrate-setmaxdowntime' || a[0] === 'migrate') return {};
+        return undefined;
+      });
+      const { drv: dst } = makeDriver((a) =>
+        a[0] === 'domjobinfo'
+          ? { stdout: 'Job type:         Completed\nTotal downtime:   42 ms\n' }
+          : undefined,
+      );
+      const res = await src.migrateOntoLayers('vmp-rec', dst, {
+        address: '10.0.0.2',
+        disks: [{ target: 'vda', path: '/srv/a/vmp-rec.vda.overlay.vmplace-m1' }],
+        maxDowntimeMs: 50,
+        ...(suspendAfterMs === undefined ? {} : { suspendAfterMs }),
+      });
+      expect(res.downtimeMs).toBe(42);
+      const migrate = vargs(v.calls.find((c) => vargs(c.argv)[0] === 'migrate')!.argv);
+      expect(migrate.slice(0, 5)).toEqual([
+        'migrate',
+        '--live',
+        '--copy-storage-inc',
+        '--migrate-disks',
+        'vda',
+      ]);
+      expect(migrate.slice(migrate.indexOf('--xml') + 2)).toEqual(bound);
+      expect(migrate).toContain('tcp://10.0.0.2');
+      const downtime = vargs(v.calls.find((c) => vargs(c.argv)[0] === 'migrate-setmaxdowntime')!.argv);
+      expect(downtime).toEqual(['migrate-setmaxdowntime', '--domain', 'vmp-rec', '--downtime', '50']);
+    },
+  );
+
   it('escapes diskspec commas', () => {
     expect(escapeDiskspecValue('/a,b,,c')).toBe('/a,,b,,,,c');
   });
