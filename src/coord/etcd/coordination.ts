@@ -164,7 +164,10 @@ export class EtcdCoordination implements Coordination, LockTable {
       this.lastError = undefined;
     } catch (err) {
       this.lastError = `etcd unreachable: ${(err as Error).message}`;
-      this.log.warn({ err: (err as Error).message }, 'etcd keepalive failed');
+      this.log.warn(
+        { err: (err as Error).message },
+        'etcd registration failed (lease or member key); trying again',
+      );
     }
   }
 
