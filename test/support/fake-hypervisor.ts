@@ -1312,16 +1312,17 @@ export class FakeDriver implements HypervisorDriver {
           (Object.keys(f.content.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
         Object.assign(d, { path: to.path, format: to.format });
       }
-      // --persistent --undefinesource: defined on the target, gone from the source
+      // without --persistent and --undefinesource (as libvirt's driver runs it): transient on
+      // the target until Finalizing defines it; the source keeps its definition, inactive
+      const existing = there.vms.get(vm);
       there.vms.set(vm, {
+        ...(existing ?? { name: vm, autostart: false }),
         name: vm,
         state: 'running',
         live: def,
-        persistent: clone(def),
-        autostart: false,
         bootId: v.bootId!,
       });
-      this.host.vms.delete(vm);
+      this.stop(v);
     });
     return { downtimeMs: 5 };
   }
