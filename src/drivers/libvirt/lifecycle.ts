@@ -354,10 +354,10 @@ export async function migrateLive(
   await setMaxDowntime(ctx, domain, opts.maxDowntimeMs);
   await runMigrate(ctx, domain, tctx, {
     // No --persistent, no --undefinesource: libvirt persists the definition on the target
-    // before it resumes the guest, inside the switch-over (a file write and flush on a busy
-    // host: 1 GiB lab moves paused 513-583 ms with them, 103-504 without). The target's
-    // definition stays transient until Finalizing defines it; the source keeps its own,
-    // inactive, until CleaningUp (as with the quick ways).
+    // before it resumes the guest, inside the switch-over. Measured on the busy lab (1 GiB):
+    // 513-583 ms with them, 103-504 without, and 531-629 ms without at 4 GiB, so it is not the
+    // main cost of this pause. The target's definition stays transient until Finalizing
+    // defines it; the source keeps its own, inactive, until CleaningUp (as with the quick ways).
     flags: ['--live', '--copy-storage-all'],
     extra: bandwidthArgs(opts.bandwidthMiBps),
     address: opts.address,
