@@ -74,10 +74,15 @@ export interface StepMemo {
   earlyCopies: Map<string, { at: number; paths: Set<string> }>;
   /** Restoring's lookups started during CopyingDelta, by migration id */
   prefetchedRestore: Map<string, { at: number; lookups: Promise<unknown> }>;
+  /**
+   * the state file copied to the target by Saving once the save had ended (the source's file no
+   * longer changes then, and the copy is verified on both ends), by migration id
+   */
+  earlyState: Map<string, { at: number; from: string; to: string }>;
 }
 
 export function newStepMemo(): StepMemo {
-  return { earlyCopies: new Map(), prefetchedRestore: new Map() };
+  return { earlyCopies: new Map(), prefetchedRestore: new Map(), earlyState: new Map() };
 }
 
 /** What a step gets: the deps, with the memo always there. */

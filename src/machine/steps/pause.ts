@@ -122,15 +122,43 @@ export const saveVm: Step = async (ctx, deps) => {
   const t0 = Date.now();
   const saving = drv.save(ctx.vm, stateFile, { knownActive: true });
   const early = ctx.effectiveStrategy === 'quick' ? copyDeltaEarly(ctx, deps, saving) : undefined;
+  let earlyState: Promise<void> | undefined;
   try {
     await saving;
     deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: save');
+    // the state file crosses hosts: start it now, beside the delta still being copied
+    if (stateCrosses(ctx)) earlyState = copyStateEarly(ctx, deps);
   } finally {
     // settled before anything else (a rollback) touches the target's files
-    await early;
+    await Promise.all([early, earlyState]);
   }
   return { pausedAt };
 };
+
+/** The state file is saved on the source and copied to the target (hosts that share no storage for it). */
+function stateCrosses(ctx: MigrationContext): boolean {
+  const from = ctx.srcStateFile;
+  return !!from && !ctx.migrateMemory && (!!ctx.copyState || from !== ctx.stateFile);
+}
+
+/**
+ * Beyond the seed: copy the state file to the target as soon as the save has ended, instead of
+ * after the early delta copy (Saving waits for both). The saved file no longer changes and the
+ * copy is verified on both ends, so CopyingDelta takes it as done (no second hash). Best effort:
+ * a failure, or a restart that forgot it, leaves the copy to CopyingDelta.
+ */
+async function copyStateEarly(ctx: MigrationContext, deps: RunDeps): Promise<void> {
+  const from = ctx.srcStateFile!;
+  const to = ctx.stateFile!;
+  const t0 = Date.now();
+  try {
+    await copyAcross(ctx, deps, from, to, undefined, { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES });
+    deps.memo.earlyState.set(ctx.id, { at: Date.now(), from, to });
+    deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: state transfer');
+  } catch (err) {
+    deps.logger?.info({ err }, 'early state copy failed; CopyingDelta copies it');
+  }
+}
 
 /**
  * Beyond the seed: `virsh save` stops the VM's CPUs first (QEMU drains and flushes the disks
@@ -247,8 +275,20 @@ export const copyDelta: Step = async (ctx, deps) => {
   const from = ctx.srcStateFile;
   const to = ctx.stateFile!;
   const stateInPlace = !from || (!ctx.copyState && from === to);
-  if (stateInPlace && ctx.effectiveStrategy !== 'cold' && !ctx.migrateMemory) {
-    const lookups = restoreLookups(ctx, deps);
+  const earlyState = deps.memo.earlyState.get(ctx.id);
+  deps.memo.earlyState.delete(ctx.id);
+  for (const [id, e] of deps.memo.earlyState)
+    if (Date.now() - e.at > EARLY_COPY_FRESH_MS) deps.memo.earlyState.delete(id);
+  // copied by Saving once the save had ended (verified then; the source's file is final)
+  const stateCopied =
+    !!earlyState &&
+    earlyState.from === from &&
+    earlyState.to === to &&
+    Date.now() - earlyState.at <= EARLY_COPY_FRESH_MS;
+  if (ctx.effectiveStrategy !== 'cold' && !ctx.migrateMemory && (stateInPlace || stateCrosses(ctx))) {
+    // Restoring's lookups, now: when the state file crosses, its saved definition is read from
+    // the source's file (the copy is byte for byte the same, verified), beside the copy
+    const lookups = restoreLookups(ctx, deps, stateInPlace ? undefined : { host: ctx.fromHost, path: from });
     lookups.catch(() => undefined); // Restoring awaits it (or asks again)
     const prefetched = deps.memo.prefetchedRestore;
     for (const [id, p] of prefetched) if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetched.delete(id); // never taken
@@ -267,7 +307,7 @@ export const copyDelta: Step = async (ctx, deps) => {
       else await dst.relinkLayer(dstOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r - 1));
       deps.logger?.debug({ ms: t1 - t0, relinkMs: Date.now() - t1, disk: d.target }, 'pause part: delta');
     }),
-    ...(from && (ctx.copyState || from !== to)
+    ...(from && (ctx.copyState || from !== to) && !stateCopied
       ? [
           (async () => {
             const t0 = Date.now();
@@ -292,13 +332,20 @@ export interface RestoreLookups {
  * is paused: ask both hosts and read the saved definition at once (each call over ssh is a round
  * trip); an unreadable state file only matters if a restore is still needed.
  */
-export function restoreLookups(ctx: MigrationContext, deps: RunDeps): Promise<RestoreLookups> {
+export function restoreLookups(
+  ctx: MigrationContext,
+  deps: RunDeps,
+  savedAt?: { host: string; path: string },
+): Promise<RestoreLookups> {
   const drv = deps.driverFor(ctx.toHost);
   const cross = ctx.fromHost !== ctx.toHost;
+  const savedDef = savedAt
+    ? deps.driverFor(savedAt.host).savedDefinition(savedAt.path)
+    : drv.savedDefinition(ctx.stateFile!);
   return Promise.all([
     drv.getDomain(ctx.vm),
     cross ? deps.driverFor(ctx.fromHost).getDomain(ctx.vm) : Promise.resolve(undefined),
-    drv.savedDefinition(ctx.stateFile!).then(
+    savedDef.then(
       (def) => ({ def }),
       (err: unknown) => ({ err }),
     ),
@@ -306,10 +353,10 @@ export function restoreLookups(ctx: MigrationContext, deps: RunDeps): Promise<Re
 }
 
 /**
- * Restore lookups started during CopyingDelta, when the state file is already where the target
- * reads it (one host, or the cluster's shared storage): by id, in memory only (the saved definition
- * holds secrets), taken once by Restoring if still fresh. The VM is saved before CopyingDelta
- * starts, so what they see is the state after the pause began.
+ * Restore lookups started during CopyingDelta (the saved definition read where the state file
+ * already is: the target's, or the source's while it crosses): by id, in memory only (the saved
+ * definition holds secrets), taken once by Restoring if still fresh. The VM is saved before
+ * CopyingDelta starts, so what they see is the state after the pause began.
  */
 export function takePrefetchedRestore(
   ctx: MigrationContext,

@@ -1,0 +1,53 @@
+/**
+ * Across hosts without shared storage (the state file saved on the source, copied to the
+ * target), Saving starts the state file's copy as soon as the save has ended, beside the delta
+ * copied during the save, and CopyingDelta takes it as done; Restoring's lookups start during
+ * CopyingDelta with the saved definition read from the source's file. Both save round trips
+ * inside the VM's pause. On the FAKE hypervisor (test/support/fake-hypervisor.ts): what is
+ * proven here is the order of the steps' operations, not libvirt (the cross-host lab test moves
+ * a writing VM this way).
+ */
+import type { OpRecord } from '../../support/fake-hypervisor';
+import {
+  buildScenario,
+  dryRun,
+  outcomeProblems,
+  runCase,
+  runMigrationInWorld,
+} from '../../support/machine-harness';
+
+const ops = (trace: OpRecord[], step: string, name: string, host?: string): number =>
+  trace.filter((o) => o.step === step && o.name === name && (host === undefined || o.host === host)).length;
+
+describe('quick across hosts, state file copied', () => {
+  test('the state file crosses in Saving, once; CopyingDelta only compares the early deltas', async () => {
+    const s = buildScenario('quick across hosts');
+    const r = await runMigrationInWorld(s.world, s.input);
+    expect(r.step).toBe('Completed');
+    const disks = r.context.disks.length;
+    expect(r.context.srcStateFile).toBeDefined();
+    expect(r.context.srcStateFile).not.toBe(r.context.stateFile);
+    // the early delta copies and the state file
+    expect(ops(s.world.trace, 'Saving', 'copy.look')).toBe(disks + 1);
+    expect(ops(s.world.trace, 'CopyingDelta', 'copy.look')).toBe(0);
+    // the early deltas are compared on both ends; the state file is not hashed again
+    expect(ops(s.world.trace, 'CopyingDelta', 'checksum')).toBe(2 * disks);
+    // the saved definition came from the source's file, read during CopyingDelta
+    expect(ops(s.world.trace, 'CopyingDelta', 'savedDefinition', 'hv-a')).toBe(1);
+    expect(ops(s.world.trace, 'Restoring', 'savedDefinition')).toBe(0);
+    expect(outcomeProblems(s, r)).toEqual([]);
+  });
+
+  test('a crash as CopyingDelta begins forgets the early copy: the state file is copied again (found complete), nothing lost', async () => {
+    const dry = await dryRun('quick across hosts');
+    const first = dry.ops.find((o) => o.step === 'CopyingDelta');
+    expect(first).toBeDefined();
+    const c = await runCase('quick across hosts', { kind: 'crash', at: first!.n, phase: 'before' });
+    expect(c.r.step).toBe('Completed');
+    expect(c.r.crashes).toHaveLength(1);
+    // after the restart CopyingDelta looks at every copy itself: the deltas and the state file
+    const after = c.s.world.trace.filter((o) => o.n >= first!.n);
+    expect(ops(after, 'CopyingDelta', 'copy.look')).toBe(c.r.context.disks.length + 1);
+    expect(c.problems).toEqual([]);
+  });
+});
