@@ -27,6 +27,10 @@ export const REASONS = [
   'UnexpectedOutput',
   'UnsafeHostUri',
   'PathOutsideStorage',
+  // a value or command line vmplace refuses to hand to a remote shell (drivers/hyperv/powershell.ts)
+  'UnsafeScriptValue',
+  'UnsafeCommandLine',
+  'CommandLineTooLong',
   // pre-flight findings: nothing changed yet
   'AlreadyRunning',
   'CpuCompareFailed',

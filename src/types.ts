@@ -24,7 +24,10 @@ export interface ObjectMeta {
 
 export interface StorageLocation {
   name: string;
-  /** absolute path, normalised, no `..` */
+  /**
+   * absolute path, normalised, no `..`: POSIX on libvirt hosts (`/var/lib/vmplace/local`),
+   * Windows on Hyper-V hosts (`D:\VMs`, `C:\ClusterStorage\Volume1`)
+   */
   path: string;
 }
 
@@ -46,6 +49,11 @@ export interface HostSpec {
 }
 
 export interface ClusterSpec {
+  /**
+   * the driver of the cluster's hosts (default `libvirt`): every member host has this driver,
+   * and the shared storage paths follow its path rules (Windows for `hyperv`)
+   */
+  driver?: DriverName;
   storage?: StorageLocation[];
 }
 

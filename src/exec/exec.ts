@@ -4,7 +4,9 @@
  * Both take an argument vector and never hand a command line to a local shell. Over ssh the
  * remote side always runs a shell (that is how OpenSSH works), so `SshExec` quotes every
  * argument with POSIX single quotes in {@link quoteShellArgs}; the remote login shell must be
- * POSIX-compatible (sh, bash, dash, zsh, ksh — not csh/tcsh or fish).
+ * POSIX-compatible (sh, bash, dash, zsh, ksh — not csh/tcsh or fish). For hosts whose ssh server
+ * runs commands through cmd.exe or PowerShell (Windows), `SshExec.runRaw` sends a line that needs
+ * no quoting at all (see {@link RAW_COMMAND_LINE}).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -181,6 +183,29 @@ export function quoteShellArgs(argv: readonly string[]): string {
   return argv.map(shellQuote).join(' ');
 }
 
+/**
+ * A remote command line that needs no quoting in any shell an ssh server may hand it to (a POSIX
+ * shell, cmd.exe, PowerShell): tokens of ASCII letters, digits and `.+/=-`, separated by single
+ * spaces. None of these characters is special to any of them (no quote, `$`, `%`, `^`, `&`, `|`,
+ * `;`, `<`, `>`, backtick, glob or newline), so the line arrives as it was sent.
+ */
+export const RAW_COMMAND_LINE = /^[A-Za-z0-9.+/=-]+(?: [A-Za-z0-9.+/=-]+)*$/;
+
+/** Throws `StalledError('UnsafeCommandLine')` unless `line` matches {@link RAW_COMMAND_LINE}. */
+export function checkRawCommandLine(line: string): void {
+  if (!RAW_COMMAND_LINE.test(line)) {
+    throw new StalledError(
+      'UnsafeCommandLine',
+      'refusing a raw remote command line with a character other than letters, digits, ".+/=-" and single spaces',
+    );
+  }
+}
+
+/** The tokens of a raw command line for error messages, those over 40 characters (an encoded script) shown as their length. */
+function rawDisplayTokens(line: string): string[] {
+  return line.split(' ').map((t) => (t.length > 40 ? `[${t.length} chars]` : t));
+}
+
 // ---------------------------------------------------------------- ssh
 
 export interface SshExecOptions {
@@ -321,6 +346,31 @@ export class SshExec implements HostExec {
   run(argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
     // errors name the remote command (what failed), prefixed by where it ran
     return runProcess(this.sshArgv(argv), opts, [`ssh:${this.label}`, ...argv]);
+  }
+
+  /**
+   * Run `commandLine` on the remote host as it is, without {@link quoteShellArgs}: for ssh servers
+   * whose shell is not POSIX (Windows' OpenSSH hands the line to cmd.exe, or PowerShell), where
+   * POSIX single quotes mean nothing. Only a line of {@link RAW_COMMAND_LINE} is accepted, which
+   * every shell passes through unchanged; anything else is refused before ssh starts
+   * (`StalledError('UnsafeCommandLine')`). Same ssh options as {@link run}: host key checked, no
+   * configuration file, no agent. Errors show the line's tokens with long ones (an encoded
+   * script) replaced by their length.
+   */
+  async runRaw(commandLine: string, opts?: RunOptions): Promise<RunResult> {
+    checkRawCommandLine(commandLine);
+    return runProcess(
+      [
+        this.opts.sshBinary ?? 'ssh',
+        ...sshOptions(this.spec, this.controlPath, this.opts),
+        '-T',
+        '--',
+        this.spec.host,
+        commandLine,
+      ],
+      opts,
+      [`ssh:${this.label}`, ...rawDisplayTokens(commandLine)],
+    );
   }
 
   async close(): Promise<void> {

@@ -44,6 +44,8 @@ export async function observe(
         unreachable.set(hostName, { reason: 'DriverUnavailable', message: `no driver for host ${hostName}` });
         return;
       }
+      // the host's own path rules (Windows on Hyper-V): a path of another style is no file of it
+      const rules = topo.rulesOf(hostName);
       try {
         const storage: StorageStatus[] = [];
         for (const loc of topo.locationsOf(hostName)) {
@@ -82,7 +84,7 @@ export async function observe(
             // location: a plan that wants it elsewhere meets the DiskNotFile pre-flight finding.
             // Network disks have no path on the host and are not placed anywhere.
             const path = d.type === 'file' ? (d.path ?? '') : d.type === 'block' ? (d.sourceDev ?? '') : '';
-            if (!path.startsWith('/')) continue;
+            if (!rules.isAbsolute(path)) continue;
             const placed: DiskPlacement = {
               target: d.target,
               path,

@@ -16,7 +16,7 @@ import {
   type SourceRef,
   type VirtualMachine,
 } from '../types';
-import { checkHostValues } from './checks';
+import { checkHostValues, checkStoragePathValues } from './checks';
 import { checkTrust, type TrustContext } from './trust';
 import { objectLabel, resolveReferences, type Declaration } from './references';
 import { quote, validateAgainstSchema, type DataPath, type SchemaFinding } from './schemas';
@@ -223,7 +223,12 @@ function checkDocument(parsed: ParsedDoc, problems: Problem[], trust: TrustConte
   if (knownKind === 'Host' || knownKind === 'Cluster') {
     const failed = findings.map((f) => f.path.join('\u0000') + '\u0000');
     const skip = (p: DataPath): boolean => failed.some((f) => (p.join('\u0000') + '\u0000').startsWith(f));
-    findings.push(...checkTrust(knownKind, data, trust, skip));
+    // the driver's path rules first: the trust rules then see only paths those accept
+    const paths = checkStoragePathValues(data, skip);
+    findings.push(...paths);
+    const skipToo = (p: DataPath): boolean =>
+      skip(p) || paths.some((f) => f.path.join('\u0000') === p.join('\u0000'));
+    findings.push(...checkTrust(knownKind, data, trust, skipToo));
   }
   for (const f of capFindings(findings)) push(f);
   if (typeof rawName !== 'string') return undefined;

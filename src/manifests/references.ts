@@ -8,6 +8,7 @@ import type { Cluster, Host, Kind, Problem, SourceRef, StorageLocation, VirtualM
 import type { DataPath } from './schemas';
 import { displayPath, quote } from './schemas';
 import { isInside } from '../drivers/paths';
+import { pathRulesFor, type PathRules } from '../drivers/path-rules';
 import { sameHostKey } from '../connection-uri';
 
 /** Which machine a Host is: its ssh host and port, or this machine. */
@@ -118,7 +119,7 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
   // clusters: their own storage must be consistent
   const clusters = new Map<string, Cluster>();
   for (const { d, obj } of single<Cluster>('Cluster')) {
-    const found = checkStorage(obj.spec.storage ?? [], [], d, problems);
+    const found = checkStorage(obj.spec.storage ?? [], [], d, problems, pathRulesFor(obj.spec.driver));
     if (found) status.Cluster.set(obj.metadata.name, 'invalid');
     else clusters.set(obj.metadata.name, obj);
   }
@@ -132,8 +133,10 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
     let bad = false;
     let shared: StorageLocation[] = [];
     const clusterName = obj.spec.cluster;
+    const rules = pathRulesFor(obj.spec.driver);
     if (clusterName !== undefined) {
       const c = clusters.get(clusterName);
+      const clusterDriver = c?.spec.driver ?? 'libvirt';
       if (!c) {
         problems.push({
           ...d.locate(['spec', 'cluster']),
@@ -141,9 +144,17 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
           message: `spec.cluster: ${refProblem('Cluster', clusterName)}`,
         });
         bad = true;
+      } else if (clusterDriver !== obj.spec.driver) {
+        // one cluster, one hypervisor: its shared storage has one path style, its hosts one driver
+        problems.push({
+          ...d.locate(['spec', 'cluster']),
+          object: label,
+          message: `spec.cluster: Cluster ${quote(clusterName)} is a ${clusterDriver} cluster${c.spec.driver === undefined ? ' (no spec.driver: libvirt)' : ''} and this host's driver is ${obj.spec.driver}; the hosts of a cluster have its driver (declared at ${where(c.source)})`,
+        });
+        bad = true;
       } else shared = c.spec.storage ?? [];
     }
-    if (!bad && checkStorage(obj.spec.storage ?? [], shared, d, problems, clusterName)) bad = true;
+    if (!bad && checkStorage(obj.spec.storage ?? [], shared, d, problems, rules, clusterName)) bad = true;
     if (bad) {
       status.Host.set(obj.metadata.name, 'invalid');
       continue;
@@ -166,10 +177,15 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
     for (const { d, obj } of list) {
       let bad = false;
       const own = obj.spec.storage ?? [];
+      const rules = pathRulesFor(obj.spec.driver);
+      // POSIX exactly as before; Windows paths compare case-insensitively (a POSIX path is never
+      // inside a Windows one: both styles fail the other's rules)
+      const overlaps = (a: string, b: string): boolean =>
+        rules.style === 'posix'
+          ? isInside(a, b, { allowRoot: true }) || isInside(b, a)
+          : rules.isAtOrInside(a, b) || rules.isAtOrInside(b, a);
       own.forEach((loc, i) => {
-        const clash = seen.find(
-          (o) => isInside(loc.path, o.path, { allowRoot: true }) || isInside(o.path, loc.path),
-        );
+        const clash = seen.find((o) => overlaps(loc.path, o.path));
         if (!clash) return;
         const p: DataPath = ['spec', 'storage', i, 'path'];
         problems.push({
@@ -230,14 +246,16 @@ export function resolveReferences(declarations: Declaration[], skippedFiles: num
 /**
  * Check `own` storage locations (of the declaring object) against each other and against the
  * `shared` locations of its cluster: names unique, paths neither equal nor nested (a file under
- * a nested path would belong to two locations). Reports at the own location; returns true when
- * something was wrong.
+ * a nested path would belong to two locations), compared by the driver's path `rules` (on
+ * Windows, `D:\VMs` and `d:\vms` are one path). Reports at the own location; returns true
+ * when something was wrong.
  */
 function checkStorage(
   own: StorageLocation[],
   shared: StorageLocation[],
   d: Declaration,
   problems: Problem[],
+  rules: PathRules,
   clusterName?: string,
 ): boolean {
   const label = objectLabel(d.kind, d.name);
@@ -264,12 +282,12 @@ function checkStorage(
     }
   });
 
-  // every path, with who declares it; own index or -1 for shared
-  const byPath = new Map<string, { name: string; own: number }[]>();
+  // every path (by its comparison key), with who declares it; own index or -1 for shared
+  const byPath = new Map<string, { path: string; list: { name: string; own: number }[] }>();
   const add = (p: string, v: { name: string; own: number }): void => {
-    const list = byPath.get(p);
-    if (list) list.push(v);
-    else byPath.set(p, [v]);
+    const entry = byPath.get(rules.key(p));
+    if (entry) entry.list.push(v);
+    else byPath.set(rules.key(p), { path: p, list: [v] });
   };
   own.forEach((s, i) => add(s.path, { name: s.name, own: i }));
   for (const s of shared) add(s.path, { name: s.name, own: -1 });
@@ -277,7 +295,7 @@ function checkStorage(
     v.own >= 0
       ? `storage ${quote(v.name)}`
       : `shared storage ${quote(v.name)} of Cluster ${quote(clusterName)}`;
-  for (const [p, list] of byPath) {
+  for (const [k, { path: p, list }] of byPath) {
     // equal paths; own locations come first in each list
     const head = list[0]!;
     for (const v of list.slice(1)) {
@@ -285,13 +303,14 @@ function checkStorage(
       else if (head.own >= 0) report(head.own, 'path', `same path as ${describe(v)}`);
     }
     // nested paths: look up every ancestor directory (linear in path depth)
-    let cut = p.lastIndexOf('/');
+    let cut = k.lastIndexOf(rules.sep);
     while (cut > 0) {
-      const ancestor = p.slice(0, cut);
-      const outer = byPath.get(ancestor);
+      const ancestorKey = k.slice(0, cut);
+      const outer = byPath.get(ancestorKey);
       if (outer) {
+        const ancestor = outer.path;
         for (const inner of list) {
-          for (const o of outer) {
+          for (const o of outer.list) {
             if (inner.own >= 0)
               report(inner.own, 'path', `${quote(p)} is inside ${describe(o)} (${quote(ancestor)})`);
             else if (o.own >= 0)
@@ -299,7 +318,7 @@ function checkStorage(
           }
         }
       }
-      cut = ancestor.lastIndexOf('/');
+      cut = ancestorKey.lastIndexOf(rules.sep);
     }
   }
   return bad;

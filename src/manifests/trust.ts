@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { parseDocument } from 'yaml';
 import { StalledError } from '../errors';
 import { isInside, normaliseAbsolute } from '../drivers/paths';
+import { pathRulesFor, WINDOWS_RULES } from '../drivers/path-rules';
 import { checkHostLiteral, parseConnectionUri } from '../connection-uri';
 import type { DataPath, SchemaFinding } from './schemas';
 import { quote } from './schemas';
@@ -29,7 +30,10 @@ const MAX_TRUST_FILE_BYTES = 64 * 1024;
 export interface TrustPolicy {
   /** where it was read from, for messages */
   file: string;
-  /** storage paths (Host and Cluster `spec.storage[].path`) must be one of these or inside one */
+  /**
+   * storage paths (Host and Cluster `spec.storage[].path`) must be one of these or inside one;
+   * POSIX entries bound libvirt storage, Windows entries (`D:\VMs`) bound Hyper-V storage
+   */
   storagePaths?: string[];
   /** `ssh.identityFile` and `ssh.knownHostsFile` must be one of these or inside one */
   sshFiles?: string[];
@@ -95,6 +99,27 @@ const SYSTEM_TREES = [
 const CONTAINERS = ['/home', '/var/lib/libvirt', '/tmp', '/var/tmp', '/srv', '/mnt', '/media', '/opt'];
 
 /**
+ * The same on a Hyper-V host, below any volume (Windows need not live on `C:`): folders of the
+ * system and of installed programs, and Hyper-V's own configuration under `ProgramData`, are
+ * never storage; `ProgramData\Microsoft\Windows\Virtual Hard Disks`, Hyper-V's default
+ * folder for disks, is allowed (as libvirt's `images` is).
+ */
+const WINDOWS_SYSTEM_TREES = [
+  'Windows',
+  'Program Files',
+  'Program Files (x86)',
+  'ProgramData',
+  'System Volume Information',
+  '$Recycle.Bin',
+  'Recovery',
+  'Boot',
+  'EFI',
+];
+const WINDOWS_ALLOWED_SYSTEM_SUBTREES = ['ProgramData\\Microsoft\\Windows\\Virtual Hard Disks'];
+/** Folders a Hyper-V storage path may lie inside but must not be (`C:\ClusterStorage\Volume1`, not `C:\ClusterStorage`). */
+const WINDOWS_CONTAINERS = ['Users', 'ClusterStorage'];
+
+/**
  * Findings for one Host or Cluster document (data already passed its schema where `skip` says
  * nothing): the always-on rules, then the trust file's bounds. Each finding names the field.
  */
@@ -113,18 +138,18 @@ export function checkTrust(
   };
   const policy = ctx.policy;
   const from = policy ? ` (trust file ${policy.file})` : '';
+  const windows = pathRulesFor(typeof s.driver === 'string' ? s.driver : undefined).style === 'windows';
 
   if (Array.isArray(s.storage)) {
     s.storage.forEach((loc: unknown, i) => {
       const p: DataPath = ['spec', 'storage', i, 'path'];
       const value = (loc as { path?: unknown } | null)?.path;
       if (typeof value !== 'string' || skip(p)) return;
-      const why = storageProblem(value, ctx);
+      const why = windows ? windowsStorageProblem(value) : storageProblem(value, ctx);
+      const allowedBy = (r: string): boolean =>
+        windows ? WINDOWS_RULES.isAtOrInside(value, r) : isInside(value, r, { allowRoot: true });
       if (why) add(p, `spec.storage[${i}].path: ${quote(value)} ${why}`);
-      else if (
-        policy?.storagePaths &&
-        !policy.storagePaths.some((r) => isInside(value, r, { allowRoot: true }))
-      )
+      else if (policy?.storagePaths && !policy.storagePaths.some(allowedBy))
         add(
           p,
           `spec.storage[${i}].path: ${quote(value)} is outside the storage paths the operator allows${from}: ${policy.storagePaths.join(', ')}`,
@@ -203,6 +228,32 @@ export function storageProblem(value: string, ctx: Omit<TrustContext, 'policy'>)
       if (isInside(p, form, { allowRoot: true }) || isInside(form, p)) return `overlaps ${what} (${form})`;
     }
   }
+  return undefined;
+}
+
+/**
+ * Why a Hyper-V storage path (accepted by the Windows path rules) is never acceptable, or
+ * `undefined`: a system folder of any volume, a bare container, an administrative share
+ * (`\\server\C$` is a whole volume). vmplace's own directories (state, clone, repository) are
+ * on the management box, which a Hyper-V host never is: its URI always names a remote host.
+ */
+export function windowsStorageProblem(value: string): string | undefined {
+  if (WINDOWS_RULES.check(value) !== undefined) return undefined; // the path rules report it
+  const drive = /^([A-Za-z]:)\\/.exec(value)?.[1];
+  if (drive === undefined) {
+    const share = value.slice(2).split('\\')[1] ?? '';
+    return share.endsWith('$')
+      ? `is on the administrative share ${quote(share)}; name a share made for virtual machines`
+      : undefined;
+  }
+  const under = (rel: string): string => `${drive}\\${rel}`;
+  if (WINDOWS_ALLOWED_SYSTEM_SUBTREES.some((t) => WINDOWS_RULES.isAtOrInside(value, under(t))))
+    return undefined;
+  for (const t of WINDOWS_SYSTEM_TREES)
+    if (WINDOWS_RULES.isAtOrInside(value, under(t))) return `is a system directory (${under(t)})`;
+  for (const c of WINDOWS_CONTAINERS)
+    if (WINDOWS_RULES.key(value) === WINDOWS_RULES.key(under(c)))
+      return `is ${under(c)} itself; name a directory inside it`;
   return undefined;
 }
 
@@ -358,8 +409,14 @@ export function parseTrustPolicy(text: string, file: string): TrustPolicy {
     const why = checkHostLiteral(name);
     return why ? `is not an IP address, CIDR, host name or *.domain: ${why}` : undefined;
   };
+  // storage may be a Hyper-V host's: a Windows path in normal form bounds Windows storage
+  const storageRoot = (v: string): string | undefined => {
+    if (!WINDOWS_RULES.isAbsolute(v)) return absolute(v);
+    const why = WINDOWS_RULES.check(v);
+    return why === undefined ? undefined : `must be an absolute Windows path in normal form: it ${why}`;
+  };
   const policy: TrustPolicy = { file };
-  const storagePaths = list('storagePaths', absolute);
+  const storagePaths = list('storagePaths', storageRoot);
   const sshFiles = list('sshFiles', absolute);
   const hosts = list('hosts', hostEntry);
   const notificationFiles = list('notificationFiles', absolute);

@@ -3,7 +3,6 @@
  * `targetDiskPath` the migration's Preflight uses too) and whether any two disks would then
  * name one file. Pure: reads the topology and the actual placements, never the world.
  */
-import * as path from 'node:path';
 import type { ActualState, Finding } from '../types';
 import type { PlacementDiff } from './diff';
 import { findPathCollisions, targetDiskPath } from './target-path';
@@ -31,7 +30,9 @@ function scopeOf(loc: Location | undefined, host: string): string {
  * target path that equals another disk's target path or another disk's *current* path (the
  * source files stay until the end of their own migration, so a planned move away does not free
  * the path in time). Disks that merely share a current path (shareable disks) are not a target
- * collision and are left to the migration's Preflight.
+ * collision and are left to the migration's Preflight. Paths are built and compared by the
+ * path rules of their host's driver (the hosts of a cluster share one driver): on Hyper-V,
+ * `D:\VMs\vm1\A.vhdx` and `d:\vms\vm1\a.vhdx` are one file.
  *
  * @returns per VM, per disk target: the path shown as `toPath` in the plan
  */
@@ -41,10 +42,10 @@ export function checkTargetPaths(
   drafts: readonly MoveDraft[],
 ): Map<string, Map<string, string>> {
   const toPaths = new Map<string, Map<string, string>>();
-  const entries: { vm: string; target: string; scope: string; path: string }[] = [];
-  /** `scope\0path\0vm\0target` of every disk planned to move onto `path` */
+  const entries: { vm: string; target: string; scope: string; path: string; key: string }[] = [];
+  /** `scope\0path key\0vm\0target` of every disk planned to move onto a path */
   const movedThere = new Set<string>();
-  const key = (scope: string, p: string, vm: string, target: string) => `${scope}\0${p}\0${vm}\0${target}`;
+  const key = (scope: string, k: string, vm: string, target: string) => `${scope}\0${k}\0${vm}\0${target}`;
 
   // 1. Where the planned moves land.
   for (const draft of drafts) {
@@ -61,35 +62,42 @@ export function checkTargetPaths(
         mine.set(move.target, disk.path);
         continue;
       }
-      const to = targetDiskPath(name, move.target, disk.path, move.to.path, allPaths);
+      const toRules = topology.rulesOf(draft.diff.toHost);
+      const to = targetDiskPath(name, move.target, disk.path, move.to.path, allPaths, toRules);
       mine.set(move.target, to);
       const toScope = scopeOf(move.to, draft.diff.toHost);
-      const current = normalise(disk.path);
+      const toKey = toRules.key(to);
+      const current = topology.rulesOf(placement.host).normalise(disk.path);
       // already there (a status that names the wrong storage): Preflight treats it as staying
-      if (to === current && toScope === scopeOf(topology.locate(placement.host, current), placement.host))
+      if (
+        toKey === toRules.key(current) &&
+        toScope === scopeOf(topology.locate(placement.host, current), placement.host)
+      )
         continue;
-      entries.push({ vm: name, target: move.target, scope: toScope, path: to });
-      movedThere.add(key(toScope, to, name, move.target));
+      entries.push({ vm: name, target: move.target, scope: toScope, path: to, key: toKey });
+      movedThere.add(key(toScope, toKey, name, move.target));
     }
   }
   if (entries.length === 0) return toPaths;
   const draftOf = new Map(drafts.map((d) => [d.diff.vm, d]));
 
   // 2. Every disk of the fleet whose current file has one of those paths (the scope decides).
-  const targetPaths = new Set(entries.map((e) => e.path));
+  const targetKeys = new Set(entries.map((e) => e.key));
   for (const [name, status] of actual.vms) {
     const placement = status.placement;
     if (placement === undefined) continue;
+    const rules = topology.rulesOf(placement.host);
     for (const disk of placement.disks) {
-      const current = normalise(disk.path);
-      if (!targetPaths.has(current)) continue;
+      const current = rules.normalise(disk.path);
+      const currentKey = rules.key(current);
+      if (!targetKeys.has(currentKey)) continue;
       const scope = scopeOf(topology.locate(placement.host, current), placement.host);
-      entries.push({ vm: name, target: disk.target, scope, path: current });
+      entries.push({ vm: name, target: disk.target, scope, path: current, key: currentKey });
     }
   }
 
   for (const c of findPathCollisions(entries)) {
-    const moves = (d: { vm: string; target: string }) => movedThere.has(key(c.scope, c.path, d.vm, d.target));
+    const moves = (d: { vm: string; target: string }) => movedThere.has(key(c.scope, c.key, d.vm, d.target));
     if (!c.disks.some(moves)) continue;
     const parts = c.disks.map(
       (d) => `${d.vm} disk ${d.target} ${moves(d) ? 'would be moved there' : 'is there now'}`,
@@ -99,11 +107,4 @@ export function checkTargetPaths(
       draftOf.get(vm)?.findings.push({ severity: 'error', reason: 'TargetPathCollision', message });
   }
   return toPaths;
-}
-
-/** `path.posix.normalize`, skipped for the common already-normal absolute path. */
-function normalise(p: string): string {
-  return p.includes('//') || p.includes('/.') || (p.endsWith('/') && p.length > 1)
-    ? path.posix.normalize(p)
-    : p;
 }

@@ -203,7 +203,10 @@ function draftMigration(
     }
   }
 
-  if (diff.hostChanged) findings.push(...cpuFindings(topology, fromHost, toHost, strategy));
+  if (diff.hostChanged) {
+    findings.push(...hypervisorFindings(topology, fromHost, toHost));
+    findings.push(...cpuFindings(topology, fromHost, toHost, strategy));
+  }
 
   const demands = new Map<string, LocationDemand>();
   const demandOn = (location: Location): LocationDemand => {
@@ -299,6 +302,24 @@ function draftMigration(
   }
 
   return { vm, diff, kind: kindOf(topology, fromHost, toHost), strategy, findings, demands };
+}
+
+/**
+ * A move between hosts of two hypervisors (a libvirt host and a Hyper-V host) is blocked, as
+ * Preflight would block it (`MixedHypervisors`): disk formats, definitions and paths differ.
+ * Hosts no manifest declares are left to the status checks.
+ */
+function hypervisorFindings(topology: Topology, fromHost: string, toHost: string): Finding[] {
+  const from = topology.driverOf(fromHost);
+  const to = topology.driverOf(toHost);
+  if (from === undefined || to === undefined || from === to) return [];
+  return [
+    {
+      severity: 'error',
+      reason: 'MixedHypervisors',
+      message: `${fromHost} runs ${from} and ${toHost} runs ${to}; vmplace moves VMs only between hosts of one hypervisor`,
+    },
+  ];
 }
 
 /** A cluster location both hosts reach (where a cross-host quick move saves the memory state). */

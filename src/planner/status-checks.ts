@@ -4,32 +4,34 @@
  * from a placement or a host status, it is checked against the manifests; every disagreement is
  * a finding with a PascalCase reason. Pure.
  */
-import * as path from 'node:path';
+import { POSIX_RULES } from '../drivers/path-rules';
 import type { DesiredState, Finding, HostStatus, Placement } from '../types';
-import { isPathInside, type Location, type Topology } from './topology';
+import type { Location, Topology } from './topology';
 
 /**
- * True for an absolute path in normal form: no `.` or `..` segment, no empty segment, no
+ * True for an absolute POSIX path in normal form: no `.` or `..` segment, no empty segment, no
  * trailing slash. Only such paths are compared with storage locations: `/srv/a/../../etc/x`
- * starts with `/srv/a/` but is not inside it.
+ * starts with `/srv/a/` but is not inside it. (A host's own rules: `Topology.rulesOf(host).check`;
+ * on a Hyper-V host, Windows paths in normal form.)
  */
 export function isNormalisedPath(p: string): boolean {
-  return p.startsWith('/') && path.posix.normalize(p) === p && (p === '/' || !p.endsWith('/'));
+  return POSIX_RULES.check(p) === undefined;
 }
 
 /**
  * The location a disk of `placement` is on: the storage its label names when the path lies
  * inside that storage, else the location holding the path; undefined for a path that is not in
- * normal form or lies in no declared location of the host.
+ * normal form (by the host's path rules) or lies in no declared location of the host.
  */
 export function diskLocation(
   topology: Topology,
   host: string,
   disk: { path: string; storage?: string },
 ): Location | undefined {
-  if (!isNormalisedPath(disk.path)) return undefined;
+  const rules = topology.rulesOf(host);
+  if (rules.check(disk.path) !== undefined) return undefined;
   const named = disk.storage === undefined ? undefined : topology.resolve(host, disk.storage);
-  if (named && isPathInside(disk.path, named.path)) return named;
+  if (named && rules.isAtOrInside(disk.path, named.path)) return named;
   return topology.locate(host, disk.path);
 }
 
@@ -38,11 +40,14 @@ export function diskLocation(
  * a host no manifest declares (`PlacementHostUndeclared`), a disk path not in normal form
  * (`DiskPathNotNormalised`), outside every declared storage of its host (`DiskOutsideStorage`)
  * or not inside the storage its label names (`DiskStorageMismatch`), and two disks with one
- * target (`DuplicateDiskTarget`) or one path (`DuplicateDiskPath`).
+ * target (`DuplicateDiskTarget`) or one path (`DuplicateDiskPath`). Paths follow the host's
+ * driver: POSIX on libvirt hosts, Windows on Hyper-V hosts (compared case-insensitively, so
+ * `D:\VMs\a.vhdx` and `d:\vms\A.VHDX` are one path).
  */
 export function checkPlacement(topology: Topology, desired: DesiredState, placement: Placement): Finding[] {
   const out: Finding[] = [];
   const host = placement.host;
+  const rules = topology.rulesOf(host);
   const error = (reason: string, message: string): void => {
     out.push({ severity: 'error', reason, message });
   };
@@ -57,13 +62,17 @@ export function checkPlacement(topology: Topology, desired: DesiredState, placem
   for (const disk of placement.disks) {
     if (targets.has(disk.target)) error('DuplicateDiskTarget', `two disks have the target ${disk.target}`);
     targets.add(disk.target);
-    if (paths.has(disk.path)) error('DuplicateDiskPath', `two disks have the path ${disk.path}`);
-    paths.add(disk.path);
+    const pathKey = rules.key(disk.path);
+    if (paths.has(pathKey)) error('DuplicateDiskPath', `two disks have the path ${disk.path}`);
+    paths.add(pathKey);
     if (!desired.hosts.has(host)) continue;
-    if (!isNormalisedPath(disk.path)) {
+    const why = rules.check(disk.path);
+    if (why !== undefined) {
       error(
         'DiskPathNotNormalised',
-        `disk ${disk.target}: path ${disk.path} is not an absolute path in normal form (no ., .., // or trailing /)`,
+        rules.style === 'posix'
+          ? `disk ${disk.target}: path ${disk.path} is not an absolute path in normal form (no ., .., // or trailing /)`
+          : `disk ${disk.target}: path ${disk.path} is not an absolute Windows path in normal form (host ${host} runs Hyper-V): it ${why}`,
       );
       continue;
     }
@@ -74,7 +83,7 @@ export function checkPlacement(topology: Topology, desired: DesiredState, placem
           'DiskStorageMismatch',
           `disk ${disk.target}: storage ${disk.storage} is not declared on host ${host} or its cluster`,
         );
-      } else if (!isPathInside(disk.path, named.path)) {
+      } else if (!rules.isAtOrInside(disk.path, named.path)) {
         error(
           'DiskStorageMismatch',
           `disk ${disk.target}: path ${disk.path} is not inside storage ${disk.storage} (${named.path})`,
@@ -93,17 +102,19 @@ export function checkPlacement(topology: Topology, desired: DesiredState, placem
 
 /**
  * Findings (errors) about one host's status: a storage location it reports under a declared
- * name but at another path than the manifests say (`HostStorageMismatch`); its free space
- * cannot be trusted for that location.
+ * name but at another path than the manifests say (`HostStorageMismatch`; compared as the
+ * host's filesystem compares, so case-insensitively on Hyper-V); its free space cannot be
+ * trusted for that location.
  */
 export function checkHostStatus(topology: Topology, status: HostStatus): Finding[] {
   const out: Finding[] = [];
   const host = status.metadata.name;
+  const rules = topology.rulesOf(host);
   const declared = topology.locationsOf(host);
   for (const s of status.storage) {
     const loc = declared.find((l) => l.name === s.name);
     if (loc === undefined) continue;
-    if (!isNormalisedPath(s.path) || s.path !== loc.path) {
+    if (rules.check(s.path) !== undefined || rules.key(s.path) !== rules.key(loc.path)) {
       out.push({
         severity: 'error',
         reason: 'HostStorageMismatch',

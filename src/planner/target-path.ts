@@ -1,4 +1,4 @@
-import * as path from 'node:path';
+import { POSIX_RULES, type PathRules } from '../drivers/path-rules';
 
 /**
  * Where a moved disk lands: a directory of the VM's own inside the target storage location,
@@ -8,12 +8,15 @@ import * as path from 'node:path';
  * When two disks of the VM share a file name, each is prefixed with its target device
  * (`vdb-disk.qcow2`), so one VM's disks never collide either. Pure: the planner and the
  * migration's Preflight call this one function, so the plan shows the paths the migration uses.
+ * Paths follow the target host's driver (`rules`): on a Hyper-V host `D:\VMs\web-01\disk.vhdx`,
+ * and file names that differ only in case (`A.vhdx`, `a.vhdx`) count as one name there.
  *
  * @param vm the VM (domain) name: a DNS label, validated by the manifests
  * @param target the disk's target device (vda, sdb, ...)
  * @param srcPath the disk's current file
  * @param toPath the target storage location's path
  * @param vmDiskPaths the current files of all the VM's disks (moved or not)
+ * @param rules the path rules of the target host's driver (POSIX by default: libvirt)
  */
 export function targetDiskPath(
   vm: string,
@@ -21,37 +24,53 @@ export function targetDiskPath(
   srcPath: string,
   toPath: string,
   vmDiskPaths: readonly string[],
+  rules: PathRules = POSIX_RULES,
 ): string {
-  const base = path.posix.basename(srcPath);
-  const sameName = vmDiskPaths.filter((p) => path.posix.basename(p) === base).length;
+  const base = rules.basename(srcPath);
+  const baseKey = rules.key(base);
+  const sameName = vmDiskPaths.filter((p) => rules.key(rules.basename(p)) === baseKey).length;
   const name = sameName > 1 ? `${target}-${base}` : base;
-  return path.posix.join(toPath, vm, name);
+  return rules.join(toPath, vm, name);
+}
+
+/** A path that several disks would share, in one scope. */
+export interface PathCollision {
+  scope: string;
+  /** the path as the first disk names it */
+  path: string;
+  /** the form it was compared in (see {@link findPathCollisions}) */
+  key: string;
+  disks: { vm: string; target: string }[];
 }
 
 /**
  * Paths that more than one (vm, disk) would end up at. Input: every disk's final path after
  * the planned moves (moved disks at their target path, the others where they are), with the
  * scope in which a path names one file: the host for local storage, the cluster for storage
- * its hosts share.
- * Returns each shared path with the disks that share it, in a stable order.
+ * its hosts share, and optionally the form in which paths of that scope compare (`key`: upper
+ * case on Windows, where `D:\VMs\a.vhdx` and `d:\vms\A.VHDX` are one file; the path itself
+ * when absent).
+ * Returns each shared path (as its first disk names it) with the disks that share it, in a
+ * stable order.
  */
 export function findPathCollisions(
-  finals: readonly { vm: string; target: string; scope: string; path: string }[],
-): { scope: string; path: string; disks: { vm: string; target: string }[] }[] {
-  const by = new Map<string, { vm: string; target: string }[]>();
+  finals: readonly { vm: string; target: string; scope: string; path: string; key?: string }[],
+): PathCollision[] {
+  const by = new Map<string, PathCollision>();
   for (const f of finals) {
-    const key = `${f.scope}\0${f.path}`;
-    const list = by.get(key) ?? [];
-    list.push({ vm: f.vm, target: f.target });
-    by.set(key, list);
+    const key = f.key ?? f.path;
+    const id = `${f.scope}\0${key}`;
+    const entry = by.get(id) ?? { scope: f.scope, path: f.path, key, disks: [] };
+    entry.disks.push({ vm: f.vm, target: f.target });
+    by.set(id, entry);
   }
-  const out: { scope: string; path: string; disks: { vm: string; target: string }[] }[] = [];
-  for (const [key, disks] of by) {
+  const out: PathCollision[] = [];
+  for (const { scope, path: p, key, disks } of by.values()) {
     if (disks.length < 2) continue;
-    const [scope, p] = key.split('\0') as [string, string];
     out.push({
       scope,
       path: p,
+      key,
       disks: [...disks].sort((a, b) => `${a.vm}/${a.target}`.localeCompare(`${b.vm}/${b.target}`)),
     });
   }
@@ -60,14 +79,16 @@ export function findPathCollisions(
 
 /**
  * The paths of a VM's disks that {@link targetDiskPath} compares names with: disks and LUNs
- * (not cdroms or floppies), a file's path or a block device's, absolute ones only. The same
- * set observation records as the placement, so the plan and the migration agree on names.
+ * (not cdroms or floppies), a file's path or a block device's, absolute ones only (in the
+ * style of `rules`, the host's driver). The same set observation records as the placement, so
+ * the plan and the migration agree on names.
  */
 export function namingDiskPaths(
   disks: readonly { device: string; type: string; path?: string; sourceDev?: string }[],
+  rules: PathRules = POSIX_RULES,
 ): string[] {
   return disks
     .filter((d) => d.device === 'disk' || d.device === 'lun')
     .map((d) => (d.type === 'file' ? (d.path ?? '') : d.type === 'block' ? (d.sourceDev ?? '') : ''))
-    .filter((p) => p.startsWith('/'));
+    .filter((p) => rules.isAbsolute(p));
 }

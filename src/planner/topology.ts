@@ -3,7 +3,15 @@
  * space each location has. A location is keyed by its owner, not by the host that reaches it:
  * a cluster's shared storage is one location (`cluster c1, csv2`) however many hosts mount it.
  */
-import type { ActualState, DesiredState, HostStatus, StorageLocation, StorageStatus } from '../types';
+import { pathRulesFor, POSIX_RULES, type PathRules } from '../drivers/path-rules';
+import type {
+  ActualState,
+  DesiredState,
+  DriverName,
+  HostStatus,
+  StorageLocation,
+  StorageStatus,
+} from '../types';
 
 /** A storage location as the planner accounts for it. */
 export interface Location {
@@ -33,12 +41,12 @@ function normalisePath(path: string): string {
   return trimmed === '' ? '/' : trimmed;
 }
 
-/** True when `path` is `dir` or lies below it, comparing whole path segments. */
+/**
+ * True when `path` is `dir` or lies below it, comparing whole POSIX path segments (a host's
+ * own rules: {@link Topology.rulesOf}).
+ */
 export function isPathInside(path: string, dir: string): boolean {
-  const p = normalisePath(path);
-  const d = normalisePath(dir);
-  if (d === '/') return p.startsWith('/');
-  return p === d || p.startsWith(`${d}/`);
+  return POSIX_RULES.isAtOrInside(path, dir);
 }
 
 /**
@@ -77,6 +85,20 @@ export class Topology {
     return this.clusterOfHost.get(host);
   }
 
+  /** The driver of a host according to its manifest, if any. */
+  driverOf(host: string): DriverName | undefined {
+    return this.desired.hosts.get(host)?.spec.driver;
+  }
+
+  /**
+   * The path rules of a host's driver (Windows for `driver: hyperv`); POSIX for a host no
+   * manifest declares. Its cluster's shared storage follows the same rules (the manifests
+   * refuse a host whose driver is not its cluster's).
+   */
+  rulesOf(host: string): PathRules {
+    return pathRulesFor(this.driverOf(host));
+  }
+
   /** The observed status of a host, if any. */
   hostStatus(host: string): HostStatus | undefined {
     return this.actual.hosts.get(host);
@@ -92,12 +114,14 @@ export class Topology {
     if (cached) return cached;
     const out: Location[] = [];
     const manifest = this.desired.hosts.get(host);
+    // Windows paths are accepted only in normal form (no trailing separator but a volume's root)
+    const posix = this.rulesOf(host).style === 'posix';
     const add = (scope: Location['scope'], owner: string, list: readonly StorageLocation[] | undefined) => {
       for (const s of list ?? []) {
         out.push({
           key: locationKey(scope, owner, s.name),
           name: s.name,
-          path: normalisePath(s.path),
+          path: posix ? normalisePath(s.path) : s.path,
           scope,
           owner,
         });
@@ -119,11 +143,15 @@ export class Topology {
     return this.locationsOf(host).find((l) => l.name === storageName);
   }
 
-  /** The location holding `path` on `host`: the longest matching location path, segment-aware. */
+  /**
+   * The location holding `path` on `host`: the longest matching location path, segment-aware,
+   * by the host's path rules (case-insensitive on Windows).
+   */
   locate(host: string, path: string): Location | undefined {
+    const rules = this.rulesOf(host);
     let best: Location | undefined;
     for (const loc of this.locationsOf(host)) {
-      if (!isPathInside(path, loc.path)) continue;
+      if (!rules.isAtOrInside(path, loc.path)) continue;
       if (best === undefined || loc.path.length > best.path.length) best = loc;
     }
     return best;

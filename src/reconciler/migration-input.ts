@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import * as path from 'node:path';
 import { parseDuration } from '../duration';
 import type { MigrationInput } from '../machine/types';
 import type { Topology } from '../planner/topology';
@@ -11,7 +10,10 @@ export function newMigrationId(now: Date): string {
   return `${t}-${randomBytes(3).toString('hex')}`;
 }
 
-/** The machine's input for a planned migration: storage names resolved to paths on the target. */
+/**
+ * The machine's input for a planned migration: storage names resolved to paths on the target,
+ * in the normal form of the target host's driver (POSIX for libvirt, Windows for Hyper-V).
+ */
 export function migrationInput(
   m: PlannedMigration,
   id: string,
@@ -34,7 +36,7 @@ export function migrationInput(
         target: d.target,
         fromStorage: d.from,
         toStorage: d.to,
-        toPath: path.posix.normalize(loc.path),
+        toPath: topo.rulesOf(m.to.host).normalise(loc.path),
         // the same location (a cluster's shared storage): nothing to copy
         ...(from?.key === loc.key ? { stays: true } : {}),
       };
@@ -65,5 +67,5 @@ function sharedStatePathOf(m: PlannedMigration, topo: Topology): { sharedStatePa
   if (m.from.host === m.to.host) return {};
   const there = new Set(topo.locationsOf(m.to.host).map((l) => l.key));
   const shared = topo.locationsOf(m.from.host).find((l) => l.scope === 'cluster' && there.has(l.key));
-  return shared ? { sharedStatePath: path.posix.normalize(shared.path) } : {};
+  return shared ? { sharedStatePath: topo.rulesOf(m.to.host).normalise(shared.path) } : {};
 }

@@ -5,6 +5,7 @@ import {
   type Cluster,
   type DesiredState,
   type DiskPlacement,
+  type DriverName,
   type Host,
   type HostStatus,
   type ManifestObject,
@@ -24,14 +25,19 @@ function locations(storage: Record<string, string> | undefined) {
   return storage === undefined ? undefined : Object.entries(storage).map(([name, path]) => ({ name, path }));
 }
 
-export function host(name: string, opts: { cluster?: string; storage?: Record<string, string> } = {}): Host {
+/** A Host; `driver: 'hyperv'` gives it a Hyper-V URI (its storage paths are then Windows paths). */
+export function host(
+  name: string,
+  opts: { cluster?: string; storage?: Record<string, string>; driver?: DriverName } = {},
+): Host {
+  const driver = opts.driver ?? 'libvirt';
   return {
     apiVersion: API_VERSION,
     kind: 'Host',
     metadata: { name },
     spec: {
-      driver: 'libvirt',
-      uri: `qemu+ssh://${name}/system`,
+      driver,
+      uri: driver === 'hyperv' ? `ssh://${name}` : `qemu+ssh://${name}/system`,
       ...(opts.cluster === undefined ? {} : { cluster: opts.cluster }),
       ...(opts.storage === undefined ? {} : { storage: locations(opts.storage) }),
     },
@@ -39,12 +45,16 @@ export function host(name: string, opts: { cluster?: string; storage?: Record<st
   };
 }
 
-export function cluster(name: string, storage: Record<string, string>): Cluster {
+export function cluster(
+  name: string,
+  storage: Record<string, string>,
+  opts: { driver?: DriverName } = {},
+): Cluster {
   return {
     apiVersion: API_VERSION,
     kind: 'Cluster',
     metadata: { name },
-    spec: { storage: locations(storage) },
+    spec: { ...(opts.driver === undefined ? {} : { driver: opts.driver }), storage: locations(storage) },
     source: SOURCE,
   };
 }

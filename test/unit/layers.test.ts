@@ -34,11 +34,12 @@ export const ALLOWED: Record<string, readonly string[]> = {
   exec: [...BOTTOM],
   transfer: [...BOTTOM, 'exec'],
   drivers: [...BOTTOM, 'exec', 'transfer'],
-  // desired state from the repository, and the daemon's settings file
-  manifests: [...BOTTOM, 'drivers/paths'],
+  // desired state from the repository, and the daemon's settings file (of drivers/: the lexical
+  // path checks and each driver's path rules, both pure)
+  manifests: [...BOTTOM, 'drivers/paths', 'drivers/path-rules'],
   settings: [...BOTTOM, 'manifests'],
-  // decisions: pure (see PURE below)
-  planner: ['errors', 'types', 'text', 'duration', 'backoff'],
+  // decisions: pure (see PURE below); of drivers/, only each driver's path rules (pure too)
+  planner: ['errors', 'types', 'text', 'duration', 'backoff', 'drivers/path-rules'],
   // actual state: observed through drivers; status files and git
   inventory: [...BOTTOM, 'drivers', 'planner'],
   status: [...BOTTOM, 'manifests'],
@@ -146,6 +147,12 @@ const PURE: Record<string, string> = {
   duration: 'the bottom is pure',
   backoff: 'the bottom is pure',
   'machine/migration-machine.ts': 'the machine definition names its effects, it runs none',
+  // the path rules the planner and the manifests import from drivers/
+  'drivers/paths.ts': 'the lexical path checks are pure',
+  'drivers/path-rules.ts': 'the path rules are pure: the planner imports them',
+  'drivers/windows-paths.ts': 'the path rules are pure: the planner imports them',
+  'drivers/driver.ts':
+    'the driver contract is pure: the path rules the planner imports take POSIX_PATHS from it',
   'ui/view.ts': "the fleet page's view is built from data, no I/O",
 };
 /**

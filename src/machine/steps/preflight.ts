@@ -1,6 +1,7 @@
 import { sourceTotal, spaceNeeds, targetTotal } from '../../planner/space';
 import { StalledError } from '../../errors';
 import type { HypervisorDriver } from '../../drivers/driver';
+import { pathRulesOfStyle } from '../../drivers/path-rules';
 import { namingDiskPaths, targetDiskPath } from '../../planner/target-path';
 import { chooseStrategy, type Finding, judgeDisk, judgePair, placeState } from '../preflight-policy';
 import { hostStateFindings, judgeDiskFormat } from '../preflight-findings';
@@ -99,7 +100,8 @@ export const preflight: Step = async (ctx, deps) => {
   if (chosen.warning) deps.logger?.warn(chosen.warning);
 
   const disks: DiskMove[] = [];
-  const vmDiskPaths = namingDiskPaths(dom.disks);
+  // the plan's rules for names and paths, by each host's driver (see planner/target-path.ts)
+  const vmDiskPaths = namingDiskPaths(dom.disks, pathRulesOfStyle(src.paths.style));
   // Files of this VM that another domain on the source host uses (a linked clone's base, an
   // image shared read-only): moving them would delete them under that domain.
   const inUse = ctx.moves.some((m) => !m.stays)
@@ -140,7 +142,14 @@ export const preflight: Step = async (ctx, deps) => {
     if ('finding' in verdict) throw stalled(verdict.finding);
     if (verdict.action === 'stay') continue;
     const srcPath = seen!;
-    const dstPath = targetDiskPath(ctx.vm, m.target, srcPath, m.toPath, vmDiskPaths);
+    const dstPath = targetDiskPath(
+      ctx.vm,
+      m.target,
+      srcPath,
+      m.toPath,
+      vmDiskPaths,
+      pathRulesOfStyle(dst.paths.style),
+    );
     if (await dst.fileExists(dstPath))
       throw new StalledError(
         'TargetFileExists',

@@ -36,6 +36,22 @@ it("the README's manifest example validates as pasted", async () => {
   expect(code).toBe(0);
 });
 
+it("the README's Hyper-V example validates as pasted (issue 15)", async () => {
+  const repo = tmpDir();
+  fs.mkdirSync(path.join(repo, 'manifests'));
+  fs.writeFileSync(path.join(repo, 'manifests/example.yaml'), blockAfter('### Hyper-V hosts', 'yaml'));
+  let out = '';
+  let err = '';
+  const code = await main(['node', 'vmplace', 'validate', repo], {
+    out: (s) => (out += s),
+    err: (s) => (err += s),
+    isTTY: false,
+  });
+  expect(err.split('\n').filter((l) => l !== '' && !/: warning: /.test(l))).toEqual([]);
+  expect(out).toBe('valid: 1 host(s), 1 cluster(s), 0 VM(s), 0 VM status file(s)\n');
+  expect(code).toBe(0);
+});
+
 it('the offline quick start runs vmplace through npx (npm ci links no own bin)', () => {
   const block = blockAfter('Without root and without a lab', 'sh');
   expect(block).not.toContain('node_modules/.bin/vmplace');

@@ -2,10 +2,12 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { CommandError } from '../../../src/errors';
+import { CommandError, StalledError } from '../../../src/errors';
 import {
   LocalExec,
+  RAW_COMMAND_LINE,
   SshExec,
+  checkRawCommandLine,
   childEnv,
   libvirtUriWithSsh,
   quoteShellArgs,
@@ -229,6 +231,95 @@ describe('ssh options', () => {
       const r = await runProcess([path, 'x', 'y z', '$(q)', "it's"]);
       expect(r.stdout).toBe("x|y z|$(q)|it's|");
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('SshExec.runRaw (Windows hosts: no POSIX quoting)', () => {
+  const b64 = `${'QQBCAEMA'.repeat(20)}==`;
+  const line = `powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand ${b64}`;
+
+  it('accepts tokens of letters, digits and .+/=- separated by single spaces', () => {
+    expect(line).toMatch(RAW_COMMAND_LINE);
+    expect(() => checkRawCommandLine(line)).not.toThrow();
+  });
+
+  it.each([
+    ['a single quote', "powershell.exe -Command 'x'"],
+    ['a double quote', 'powershell.exe -Command "x"'],
+    ['&', 'powershell.exe & calc.exe'],
+    ['&&', 'a && b'],
+    ['|', 'powershell.exe | more'],
+    ['a newline', 'powershell.exe\ncalc.exe'],
+    ['a carriage return', 'powershell.exe\rcalc.exe'],
+    ['^', 'a^b'],
+    ['%VAR%', 'a %PATH%'],
+    ['<', 'a < b'],
+    ['>', 'a > b'],
+    [';', 'a;b'],
+    ['$', 'a $x'],
+    ['a backtick', 'a `b'],
+    ['a tab', 'a\tb'],
+    ['two spaces', 'a  b'],
+    ['a leading space', ' a'],
+    ['a trailing space', 'a '],
+    ['nothing', ''],
+    ['a Unicode dash', 'a –b'],
+  ])('refuses %s', (_what, bad) => {
+    expect(() => checkRawCommandLine(bad)).toThrow(StalledError);
+    expect(() => checkRawCommandLine(bad)).toThrow(expect.objectContaining({ reason: 'UnsafeCommandLine' }));
+  });
+
+  it('refuses before starting ssh', async () => {
+    const ssh = new SshExec({ host: 'hv1' }, { sshBinary: '/nonexistent/ssh' });
+    try {
+      await expect(ssh.runRaw('a & b')).rejects.toThrow(
+        expect.objectContaining({ reason: 'UnsafeCommandLine' }),
+      );
+    } finally {
+      await ssh.close();
+    }
+  });
+
+  it('passes the line unquoted as the one remote command, with the same ssh options as run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmp-raw-'));
+    const fakeSsh = join(dir, 'ssh');
+    writeFileSync(fakeSsh, '#!/bin/sh\nprintf \'%s\\0\' "$@"\n', { mode: 0o700 });
+    const ssh = new SshExec({ host: 'hv1.example', user: 'admin' }, { sshBinary: fakeSsh });
+    try {
+      const r = await ssh.runRaw(line);
+      const argv = r.stdout.split('\0').slice(0, -1);
+      expect(argv.slice(-4)).toEqual(['-T', '--', 'hv1.example', line]);
+      expect(argv.slice(0, -4)).toEqual(ssh.options());
+    } finally {
+      await ssh.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names a failed command by its tokens, an encoded script by its length only', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmp-raw-'));
+    const fakeSsh = join(dir, 'ssh');
+    writeFileSync(fakeSsh, '#!/bin/sh\necho "#< CLIXML" >&2\nexit 3\n', { mode: 0o700 });
+    const ssh = new SshExec({ host: 'hv1' }, { sshBinary: fakeSsh });
+    try {
+      const e = (await ssh.runRaw(line).catch((err: unknown) => err)) as CommandError;
+      expect(e).toBeInstanceOf(CommandError);
+      expect(e.exitCode).toBe(3);
+      expect(e.command).toEqual([
+        'ssh:hv1',
+        'powershell.exe',
+        '-NoProfile',
+        '-NonInteractive',
+        '-ExecutionPolicy',
+        'Bypass',
+        '-EncodedCommand',
+        `[${b64.length} chars]`,
+      ]);
+      expect(e.message).not.toContain(b64);
+    } finally {
+      await ssh.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
