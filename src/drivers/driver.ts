@@ -13,7 +13,9 @@
  * idempotent where the doc says so, because a restored migration re-runs the step that was in
  * flight. Paths are absolute paths on the host the driver talks to. Callers (the machine) only
  * pass paths that lie inside a declared storage location; drivers check it again before any
- * write or delete (`guardPath`).
+ * write or delete (`guardPath`). A path the caller gave comes back spelled as the caller gave it
+ * (the machine compares the names it made as strings); paths it did not make (other VMs' files)
+ * are compared by the host's rules (`paths.style`: Windows names case-insensitively).
  */
 
 import { posix } from 'node:path';
@@ -203,6 +205,12 @@ export interface HypervisorDriver {
    * becomes read-only and a new empty layer `layer` on top of it takes the writes. Returns the
    * layers it created, each with the image below it. Idempotent: disks already on their layer
    * are returned as they are.
+   *
+   * A driver may layer more disks than it was asked to (Hyper-V: a checkpoint covers every disk
+   * of the VM); it returns every layer it made, the asked ones first, the others under names of
+   * its own, and the caller merges those back (`mergeLayers` with `top`). Asked again with the
+   * asked disks on their layers, it returns the same layers, those of other disks only while
+   * their disk still runs on them.
    */
   freezeDisks(
     vm: string,
@@ -212,10 +220,15 @@ export interface HypervisorDriver {
    * Merge a running VM's top layer(s) of `target` into the image at the bottom and run from it.
    * Pass `opts.top` (the layer this migration created): a re-run then does nothing once the
    * active layer is no longer that one, so a disk that legitimately sits on a base image is
-   * never merged into it.
+   * never merged into it. Resolves only once the disk runs from the bottom image: a hypervisor
+   * that merges in the background (Hyper-V) is waited for, and a re-run finds a merge an
+   * interrupted run started still running (waited for) or done.
    */
   mergeLayers(vm: string, target: string, opts?: { top?: string }): Promise<void>;
-  /** merge a layer of a VM that does not run into the image below it */
+  /**
+   * Merge a layer of a VM that does not run into the image below it; resolves once merged (a
+   * background merge waited for). A layer already merged away (Hyper-V deletes it) is fine.
+   */
   mergeLayerOffline(layer: string): Promise<void>;
   /**
    * Point `layer` at `parent` without copying data (the layer's blocks are unchanged; its
@@ -235,7 +248,11 @@ export interface HypervisorDriver {
   /**
    * Save a running VM's memory into `stateFile` and stop it (idempotent: a VM already saved
    * there is fine). `knownActive`: the caller has just seen the VM active, so the driver need
-   * not ask again (one round trip less inside the VM's pause).
+   * not ask again (one round trip less inside the VM's pause). A hypervisor that writes a saved
+   * state as several files (Hyper-V: `.vmrs`, `.vmgs`) has the others named after `stateFile`
+   * and beside it; they are the driver's and go with `stateFile`: `removeFile(stateFile)`
+   * removes them, `holdsSavedState` wants them all, and a transport between such hosts copies
+   * them with it.
    */
   save(vm: string, stateFile: string, opts?: { knownActive?: boolean }): Promise<void>;
   /**

@@ -25,6 +25,38 @@
  *
  * Every op is synchronous inside (resolves in microtasks only), so a run is deterministic: op
  * number N is the same op in every run of the same scenario.
+ *
+ * FAKE Hyper-V flavour (`FakeHostOptions.flavour: 'hyperv'`, family `fake-hyperv`): the same
+ * world shaped where Hyper-V behaves otherwise than libvirt, so that the whole machine runs
+ * against it behind the contract. It is a FAKE written from Hyper-V's documented behaviour,
+ * never proof about Hyper-V (only a real Hyper-V host is). What it models:
+ * - Windows paths (`WINDOWS_PATHS`: `D:\VMs\web\web-os.vhdx`, `C:\ClusterStorage\Volume1`); the
+ *   guard refuses whatever `checkWindowsPath` refuses (a `/`, `..`, streams, device names); a
+ *   host's files and directories are one namespace of case-folded names, as on NTFS (a file
+ *   keeps the spelling it was created with);
+ * - a checkpoint covers every disk: `freezeDisks` asked for some disks layers EVERY disk of the
+ *   VM with a differencing disk (`.avhdx`, format `avhdx`) beside its parent: the asked disks
+ *   under the asked names (which must lie beside the parent), the others under names the
+ *   hypervisor picks (`<disk>_fake-checkpoint-N.avhdx`); it returns every layer it made;
+ * - merges run in the background: `mergeLayers` / `mergeLayerOffline` start one (an op) and
+ *   then poll (`.wait` ops) until it is done; a merge completes `mergeOps` ops after it started,
+ *   whatever the vmplace process does meanwhile (it dies: the merge goes on); when it completes
+ *   the data is in the parent, the VM's disk runs from the parent, the merged `.avhdx` files
+ *   are deleted;
+ * - a saved state is a set of files: `save(vm, 'x.vmrs')` writes `x.vmrs` (memory and
+ *   configuration) and the guest state `x.vmgs` beside it; it is complete only with both from
+ *   one save; `removeFile` removes both (and their part files), the transport copies both;
+ * - one configuration per VM (no live/persistent split): a restore registers the VM with the
+ *   restored configuration, a checkpoint, merge or storage move changes both;
+ * - `Move-VMStorage` (`moveDiskLive`) and `Move-VM -IncludeStorage` (`migrateLive`) move: the
+ *   source file, and across hosts the source VM, are gone afterwards;
+ * - capabilities: liveStorageMove, liveMigration, stateOnSharedStorage; no pausedMigration, no
+ *   liveOntoLayers.
+ * Not modelled: storage two hosts see at once (a CSV is a root of each host, not shared between
+ * them); names Hyper-V picks for the asked disks' layers (it honours the asked name); memory in
+ * a checkpoint (standard checkpoints); a merge per checkpoint (Remove-VMCheckpoint merges every
+ * disk of it, the fake merges per disk); configuration files (`.vmcx`) and Import-VM; merges
+ * that fail or are cancelled.
  */
 import { createHash } from 'node:crypto';
 
@@ -36,6 +68,7 @@ import {
   type HypervisorDriver,
   type ImageInfo,
   type OwnFileKind,
+  type PathSemantics,
   type VmDefinition,
   POSIX_PATHS,
   ownFileBaseName,
@@ -44,8 +77,11 @@ import {
   type MigrateOntoLayersOptions,
   type MoveDiskLiveOptions,
 } from '../../src/drivers/driver';
+import { pathRulesOfStyle } from '../../src/drivers/path-rules';
+import { checkWindowsPath, WINDOWS_PATHS } from '../../src/drivers/windows-paths';
 import { StalledError, VmplaceError } from '../../src/errors';
 import type { Reason } from '../../src/errors';
+import { PART_SUFFIX } from '../../src/transfer/copy-local';
 import type { Transport, TransportCopyOptions, TransportCopyResult } from '../../src/transfer/transport';
 
 /** A reason only the FAKE raises (what the real drivers would report as a failed command). */
@@ -104,8 +140,10 @@ export interface FakeBlob {
   kind: 'blob';
   /** bytes the file takes */
   bytes: number;
-  /** a saved state of a VM (the definition and memory inside it) */
-  saved?: { vm: string; def: FakeDef; bootId: string; paused: boolean };
+  /** a saved state of a VM (the definition and memory inside it); `saveId` names the save */
+  saved?: { vm: string; def: FakeDef; bootId: string; paused: boolean; saveId?: string };
+  /** Hyper-V flavour: a file of the saved state `saveId` beside its main file (the guest state) */
+  sidecarOf?: string;
 }
 
 export interface FakeFile {
@@ -137,40 +175,142 @@ export interface FakeVm {
 export interface FakeHostOptions {
   /** storage roots with their capacity in bytes (default 100 GiB each) */
   roots: Record<string, number | undefined>;
+  /**
+   * How the FAKE host behaves: `libvirt`-shaped (the default: POSIX paths, QEMU's layers) or
+   * `hyperv`-shaped (see the file's header: Windows paths, checkpoints of every disk,
+   * background merges, saved states as several files; family `fake-hyperv`)
+   */
+  flavour?: 'libvirt' | 'hyperv';
   family?: string;
   capabilities?: Partial<Omit<DriverCapabilities, 'family'>>;
   /** what `storageLocations` reports (default: each root, named by its last segment) */
   pools?: { name: string; path: string }[];
 }
 
+/**
+ * Paths as keys, compared by `fold` (the identity on POSIX hosts; upper case on Windows, where
+ * `D:\VMs\a.vhdx` and `d:\vms\A.VHDX` name one file). An entry keeps the spelling it was first
+ * set with, as a file keeps the name it was created with.
+ */
+export class PathMap<V> extends Map<string, V> {
+  private readonly spelling = new Map<string, string>();
+  constructor(private readonly fold: (p: string) => string) {
+    super();
+  }
+  override get(p: string): V | undefined {
+    const s = this.spelling.get(this.fold(p));
+    return s === undefined ? undefined : super.get(s);
+  }
+  override has(p: string): boolean {
+    return this.spelling.has(this.fold(p));
+  }
+  override set(p: string, v: V): this {
+    const s = this.spelling.get(this.fold(p));
+    if (s === undefined) this.spelling.set(this.fold(p), p);
+    return super.set(s ?? p, v);
+  }
+  override delete(p: string): boolean {
+    const s = this.spelling.get(this.fold(p));
+    if (s === undefined) return false;
+    this.spelling.delete(this.fold(p));
+    return super.delete(s);
+  }
+  override clear(): void {
+    this.spelling.clear();
+    super.clear();
+  }
+}
+
+/** A set of paths compared by `fold` (see {@link PathMap}). */
+export class PathSet extends Set<string> {
+  private readonly spelling = new Map<string, string>();
+  constructor(private readonly fold: (p: string) => string) {
+    super();
+  }
+  override has(p: string): boolean {
+    return this.spelling.has(this.fold(p));
+  }
+  override add(p: string): this {
+    if (this.spelling.has(this.fold(p))) return this;
+    this.spelling.set(this.fold(p), p);
+    return super.add(p);
+  }
+  override delete(p: string): boolean {
+    const s = this.spelling.get(this.fold(p));
+    if (s === undefined) return false;
+    this.spelling.delete(this.fold(p));
+    return super.delete(s);
+  }
+  override clear(): void {
+    this.spelling.clear();
+    super.clear();
+  }
+}
+
+/** A checkpoint the Hyper-V-shaped host made: the layers asked for, and every layer it made. */
+export interface FakeCheckpoint {
+  vm: string;
+  asked: string[];
+  layers: { target: string; layer: string; below: string }[];
+}
+
 export class FakeHost {
-  readonly files = new Map<string, FakeFile>();
-  readonly dirs = new Set<string>();
+  readonly flavour: 'libvirt' | 'hyperv';
+  /** the host's path semantics: POSIX, or Windows for the Hyper-V flavour */
+  readonly paths: PathSemantics;
+  /** how two spellings of a path are compared: identical on POSIX, case-folded on Windows */
+  readonly fold: (p: string) => string;
+  readonly files: PathMap<FakeFile>;
+  readonly dirs: PathSet;
   readonly vms = new Map<string, FakeVm>();
   readonly roots: Map<string, number>;
   readonly capabilities: DriverCapabilities;
   readonly pools: { name: string; path: string }[];
+  /** the format of the layers the hypervisor makes: qcow2 (libvirt) or avhdx (Hyper-V) */
+  readonly layerFormat: string;
+  /** Hyper-V flavour: the checkpoints made, for an idempotent `freezeDisks` */
+  readonly checkpoints: FakeCheckpoint[] = [];
   constructor(
     readonly name: string,
     opts: FakeHostOptions,
   ) {
+    this.flavour = opts.flavour ?? 'libvirt';
+    const hyperv = this.flavour === 'hyperv';
+    this.paths = hyperv ? WINDOWS_PATHS : POSIX_PATHS;
+    const rules = pathRulesOfStyle(this.paths.style);
+    this.fold = (p) => rules.key(p);
+    this.files = new PathMap(this.fold);
+    this.dirs = new PathSet(this.fold);
+    this.layerFormat = hyperv ? 'avhdx' : 'qcow2';
     this.roots = new Map(Object.entries(opts.roots).map(([p, c]) => [p, c ?? 100 * 2 ** 30]));
-    this.pools =
-      opts.pools ?? [...this.roots.keys()].map((p) => ({ name: POSIX_PATHS.basename(p), path: p }));
+    this.pools = opts.pools ?? [...this.roots.keys()].map((p) => ({ name: this.paths.basename(p), path: p }));
     for (const r of this.roots.keys()) this.dirs.add(r);
     this.capabilities = {
-      family: opts.family ?? 'fake',
+      family: opts.family ?? (hyperv ? 'fake-hyperv' : 'fake'),
       liveStorageMove: opts.capabilities?.liveStorageMove ?? true,
       liveMigration: opts.capabilities?.liveMigration ?? true,
-      stateOnSharedStorage: opts.capabilities?.stateOnSharedStorage ?? false,
+      stateOnSharedStorage: opts.capabilities?.stateOnSharedStorage ?? hyperv,
       pausedMigration: opts.capabilities?.pausedMigration ?? false,
       liveOntoLayers: opts.capabilities?.liveOntoLayers ?? false,
     };
   }
 
+  /** do `a` and `b` name one file on this host? */
+  same(a: string, b: string): boolean {
+    return this.fold(a) === this.fold(b);
+  }
+
   rootOf(p: string): string | undefined {
-    for (const r of this.roots.keys()) if (p === r || POSIX_PATHS.isInside(p, r)) return r;
+    for (const r of this.roots.keys()) if (this.same(p, r) || this.paths.isInside(p, r)) return r;
     return undefined;
+  }
+
+  /**
+   * Hyper-V flavour: the other files of the saved state whose main file is `p` (`x.vmrs` has
+   * its guest state `x.vmgs`); none for any other file, or on a libvirt-shaped host.
+   */
+  stateSidecars(p: string): string[] {
+    return this.flavour === 'hyperv' && /\.vmrs$/i.test(p) ? [`${p.slice(0, -'.vmrs'.length)}.vmgs`] : [];
   }
 }
 
@@ -196,8 +336,17 @@ export class FakeWorld {
   readonly acked = new Map<string, Map<string, Map<number, string>>>();
   /** the blocks each disk had at the start: vm → target → blocks */
   readonly initial = new Map<string, Map<string, Record<number, string>>>();
-  /** original disk images by `host\0path`: removing one needs another full copy of its VM's data */
+  /** original disk images by `host\0path` (see `preciousKey`): removing one needs another full copy of its VM's data */
   readonly precious = new Map<string, { vm: string; target: string }>();
+  /**
+   * Hyper-V flavour: what the hypervisor does in the background (merges), each done after
+   * `remaining` more ops, whatever the vmplace process does meanwhile
+   */
+  readonly jobs: { host: string; key: string; remaining: number; complete: () => void }[] = [];
+  /** Hyper-V flavour: ops a merge takes in the background, from the op that started it */
+  mergeOps = 3;
+  /** files the hypervisor named itself for a migration (the layers of disks a checkpoint was not asked for) */
+  readonly hypervisorMade: { host: string; path: string }[] = [];
   /** bytes one block takes (allocation, space) */
   blockBytes = 1024 * 1024;
   /** how fast copies go, for the world's clock (bytes per ms) */
@@ -234,6 +383,8 @@ export class FakeWorld {
   private nextIdentity = 1;
   private nextBoot = 1;
   private writeSeq = 0;
+  private nextCheckpoint = 1;
+  private nextSave = 1;
 
   addHost(name: string, opts: FakeHostOptions): FakeHost {
     const h = new FakeHost(name, opts);
@@ -274,16 +425,30 @@ export class FakeWorld {
     return `fake:${this.nextIdentity++}`;
   }
 
+  /** a new checkpoint's id (Hyper-V flavour: in the names of the layers the hypervisor picks) */
+  newCheckpoint(): string {
+    return `fake-checkpoint-${this.nextCheckpoint++}`;
+  }
+
+  newSave(): string {
+    return `save-${this.nextSave++}`;
+  }
+
+  /** The key of `precious` for `path` on `host` (the host's own comparison of names). */
+  preciousKey(host: string, path: string): string {
+    return `${host}\0${this.host(host).fold(path)}`;
+  }
+
   // ---- setup helpers
 
   mkdirs(host: string, dir: string): void {
     const h = this.host(host);
-    for (let d = dir; h.rootOf(d) !== undefined && !h.dirs.has(d); d = POSIX_PATHS.dirname(d)) h.dirs.add(d);
+    for (let d = dir; h.rootOf(d) !== undefined && !h.dirs.has(d); d = h.paths.dirname(d)) h.dirs.add(d);
   }
 
   /** Put a disk image on a host (its directory made) and remember its blocks as the disk's start. */
   putImage(host: string, path: string, image: Omit<FakeImage, 'kind'>): FakeFile {
-    this.mkdirs(host, POSIX_PATHS.dirname(path));
+    this.mkdirs(host, this.host(host).paths.dirname(path));
     const f: FakeFile = { identity: this.newIdentity(), content: { kind: 'image', ...clone(image) } };
     this.host(host).files.set(path, f);
     return f;
@@ -319,7 +484,7 @@ export class FakeWorld {
         blocks,
       });
       start.set(d.target, blocks);
-      this.precious.set(`${host}\0${d.path}`, { vm: vm.name, target: d.target });
+      this.precious.set(this.preciousKey(host, d.path), { vm: vm.name, target: d.target });
     }
     this.initial.set(vm.name, start);
     const v: FakeVm = {
@@ -441,6 +606,8 @@ export class FakeWorld {
     const rec: OpRecord = { n: ++this.opCount, name, host, ...this.observe?.() };
     this.trace.push(rec);
     this.clock += 1;
+    // the hypervisor's background work goes on with time, whatever happens to the process
+    this.advanceJobs();
     const plan = this.plan?.at === rec.n ? this.plan : undefined;
     if (plan?.phase === 'before') {
       if (plan.kind === 'crash') {
@@ -490,15 +657,16 @@ export class FakeWorld {
     const step = this.trace[this.trace.length - 1]?.step;
     const at = `op ${this.opCount} (${opName} on ${host}${step ? `, in ${step}` : ''})`;
     const h = this.host(host);
+    const inChain = (top: string): boolean => this.chainOf(host, top).paths.some((x) => h.same(x, path));
     for (const vm of h.vms.values()) {
       for (const def of [vm.state !== 'shutoff' ? vm.live : undefined, vm.persistent]) {
         for (const d of def?.disks ?? []) {
-          if (this.chainOf(host, d.path).paths.includes(path))
+          if (inChain(d.path))
             this.violations.push(`${at}: removed ${path}, which ${vm.name} uses (${vm.state})`);
         }
       }
     }
-    const p = this.precious.get(`${host}\0${path}`);
+    const p = this.precious.get(this.preciousKey(host, path));
     if (!p) return;
     // another copy of the VM must hold everything the guest wrote (a verified target)
     const want = this.expectedData(p.vm, p.target);
@@ -506,22 +674,96 @@ export class FakeWorld {
       const vm = o.vms.get(p.vm);
       const def = vm?.state !== 'shutoff' ? vm?.live : vm?.persistent;
       const d = def?.disks.find((x) => x.target === p.target);
-      if (!d || (o.name === host && this.chainOf(host, d.path).paths.includes(path))) return [];
+      if (!d || (o.name === host && inChain(d.path))) return [];
       return this.missingData(o.name, d.path, want).length === 0 ? [`${o.name}:${d.path}`] : [];
     });
     if (holders.length === 0)
       this.violations.push(
         `${at}: removed the original ${path} of ${p.vm} ${p.target} while no other copy holds its data`,
       );
-    else this.precious.delete(`${host}\0${path}`);
+    else this.precious.delete(this.preciousKey(host, path));
   }
 
-  /** Files whose names say a migration made them (overlays, states, probes, part files, temp files). */
+  /** The hypervisor removes a file (a merged layer): checked like a removal by vmplace. */
+  dropFile(host: string, path: string, opName: string): void {
+    const h = this.host(host);
+    if (!h.files.has(path)) return;
+    this.checkRemoval(host, path, opName);
+    h.files.delete(path);
+  }
+
+  // ---- the hypervisor's background work (Hyper-V flavour)
+
+  startJob(host: string, key: string, complete: () => void): void {
+    this.jobs.push({ host, key, remaining: this.mergeOps, complete });
+  }
+
+  jobRunning(host: string, key: string): boolean {
+    return this.jobs.some((j) => j.host === host && j.key === key);
+  }
+
+  private advanceJobs(): void {
+    for (const j of [...this.jobs]) {
+      if (--j.remaining > 0) continue;
+      this.jobs.splice(this.jobs.indexOf(j), 1);
+      j.complete();
+    }
+  }
+
+  /**
+   * A merge of the chain under `top` completes (Hyper-V flavour, in the background): the data
+   * of the whole chain goes into its bottom image, every configuration that named a merged layer
+   * names the bottom image, and the merged layers are deleted.
+   */
+  completeMerge(host: string, top: string): void {
+    const h = this.host(host);
+    const { paths, broken } = this.chainOf(host, top);
+    if (broken || paths.length < 2) return;
+    const bottomPath = paths[paths.length - 1]!;
+    const bottom = h.files.get(bottomPath)!.content as FakeImage;
+    bottom.blocks = this.dataOf(host, top).blocks;
+    const merged = paths.slice(0, -1);
+    for (const v of h.vms.values())
+      for (const def of [v.live, v.persistent])
+        for (const d of def?.disks ?? [])
+          if (merged.some((m) => h.same(m, d.path)))
+            Object.assign(d, { path: bottomPath, format: bottom.format });
+    for (const m of merged) this.dropFile(host, m, 'merge (background)');
+  }
+
+  /**
+   * An offline merge of `layer` into its parent completes (Hyper-V flavour): the parent holds
+   * the layer's data, what named the layer (a configuration, a layer above) names the parent,
+   * and the layer is deleted.
+   */
+  completeOfflineMerge(host: string, layer: string): void {
+    const h = this.host(host);
+    const c = h.files.get(layer)?.content;
+    if (c?.kind !== 'image' || c.parent === undefined) return;
+    const parent = h.files.get(c.parent)?.content;
+    if (parent?.kind !== 'image') return;
+    Object.assign(parent.blocks, c.blocks);
+    for (const f of h.files.values())
+      if (f.content.kind === 'image' && f.content.parent !== undefined && h.same(f.content.parent, layer))
+        Object.assign(f.content, { parent: c.parent, parentFormat: c.parentFormat ?? parent.format });
+    for (const v of h.vms.values())
+      for (const def of [v.live, v.persistent])
+        for (const d of def?.disks ?? [])
+          if (h.same(d.path, layer))
+            Object.assign(d, { path: c.parent, format: c.parentFormat ?? parent.format });
+    this.dropFile(host, layer, 'merge offline (background)');
+  }
+
+  /**
+   * Files whose names say a migration made them (overlays, states, probes, part files, temp
+   * files), and the layers the hypervisor named itself for a migration's checkpoint.
+   */
   migrationFiles(): string[] {
     const out: string[] = [];
     for (const h of this.hosts.values())
-      for (const p of h.files.keys())
-        if (/\.vmplace-/.test(POSIX_PATHS.basename(p))) out.push(`${h.name}:${p}`);
+      for (const p of h.files.keys()) if (/\.vmplace-/.test(h.paths.basename(p))) out.push(`${h.name}:${p}`);
+    for (const m of this.hypervisorMade)
+      if (this.host(m.host).files.has(m.path)) out.push(`${m.host}:${m.path}`);
     return out;
   }
 }
@@ -550,7 +792,7 @@ function checksumOf(c: FakeImage | FakeBlob): string {
 export class FakeDriver implements HypervisorDriver {
   readonly hostName: string;
   readonly capabilities: DriverCapabilities;
-  readonly paths = POSIX_PATHS;
+  readonly paths: PathSemantics;
 
   constructor(
     readonly world: FakeWorld,
@@ -559,6 +801,11 @@ export class FakeDriver implements HypervisorDriver {
   ) {
     this.hostName = host.name;
     this.capabilities = host.capabilities;
+    this.paths = host.paths;
+  }
+
+  private get hyperv(): boolean {
+    return this.host.flavour === 'hyperv';
   }
 
   private op<T>(name: string, effect: () => T): Promise<T> {
@@ -581,7 +828,11 @@ export class FakeDriver implements HypervisorDriver {
 
   private guard(p: string, opts: { allowRoot?: boolean } = {}): void {
     const root = this.host.rootOf(p);
-    if (root === undefined || (root === p && !opts.allowRoot) || p.includes('/../') || p.endsWith('/..'))
+    // Windows: only what checkWindowsPath accepts (no `/`, `..`, streams, device names)
+    const malformed = this.hyperv
+      ? checkWindowsPath(p) !== undefined
+      : p.includes('/../') || p.endsWith('/..');
+    if (root === undefined || (this.host.same(root, p) && !opts.allowRoot) || malformed)
       throw new StalledError(
         'PathOutsideStorage',
         `${p} is not inside the declared storage of ${this.hostName}`,
@@ -615,10 +866,10 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   private requireDir(p: string): void {
-    if (!this.host.dirs.has(POSIX_PATHS.dirname(p)))
+    if (!this.host.dirs.has(this.paths.dirname(p)))
       throw new VmplaceError(
         fakeReason('NoSuchDirectory'),
-        `${POSIX_PATHS.dirname(p)} does not exist on ${this.hostName}`,
+        `${this.paths.dirname(p)} does not exist on ${this.hostName}`,
       );
   }
 
@@ -646,13 +897,15 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   removeRaw(p: string, opName: string): void {
-    if (!this.host.files.has(p)) return;
-    this.world.checkRemoval(this.hostName, p, opName);
-    this.host.files.delete(p);
+    this.world.dropFile(this.hostName, p, opName);
   }
 
+  /** Hyper-V flavour: a layer is an `.avhdx` (Hyper-V opens no other), a saved state a `.vmrs`. */
   ownFile(dir: string, vm: string, migration: string, kind: OwnFileKind): string {
-    return POSIX_PATHS.join(dir, ownFileBaseName(vm, migration, kind));
+    const base = ownFileBaseName(vm, migration, kind);
+    if (!this.hyperv) return this.paths.join(dir, base);
+    const ext = kind.what === 'layer' ? '.avhdx' : kind.what === 'state' ? '.vmrs' : '.tmp';
+    return this.paths.join(dir, `${base}${ext}`);
   }
 
   // ---- definitions (pure)
@@ -661,7 +914,7 @@ export class FakeDriver implements HypervisorDriver {
     return Object.fromEntries(this.decode(def).disks.map((d) => [d.target, d.path]));
   }
 
-  /** A disk without a format is one of the fake's layers (qcow2, like libvirt's). */
+  /** A disk without a format is one of the fake's layers (qcow2, like libvirt's; avhdx on Hyper-V). */
   withDiskPaths(def: VmDefinition, disks: Record<string, { path: string; format?: string }>): VmDefinition {
     const d = this.decode(def);
     const missing = Object.keys(disks).filter((t) => !d.disks.some((x) => x.target === t));
@@ -671,7 +924,7 @@ export class FakeDriver implements HypervisorDriver {
       ...d,
       disks: d.disks.map((x) => {
         const w = disks[x.target];
-        return w ? { ...x, path: w.path, format: w.format ?? 'qcow2' } : x;
+        return w ? { ...x, path: w.path, format: w.format ?? this.host.layerFormat } : x;
       }),
     });
   }
@@ -720,7 +973,7 @@ export class FakeDriver implements HypervisorDriver {
   imageInfo(path: string, opts: { format?: string; forceShare?: boolean } = {}): Promise<ImageInfo> {
     return this.op('imageInfo', () => {
       const f = this.file(path).content;
-      const format = opts.format ?? 'qcow2';
+      const format = opts.format ?? this.host.layerFormat;
       if (f.kind !== 'image' || (format !== 'raw' && f.format !== format))
         throw new VmplaceError(fakeReason('ImageUnreadable'), `${path} is not a ${format} image`);
       const asRaw = format === 'raw' && f.format !== 'raw';
@@ -791,6 +1044,7 @@ export class FakeDriver implements HypervisorDriver {
     layers: { target: string; layer: string }[],
   ): Promise<{ target: string; layer: string; below: string }[]> {
     return this.op('freezeDisks', () => {
+      if (this.hyperv) return this.checkpoint(vm, layers);
       for (const l of layers) this.guard(l.layer);
       const v = this.vm(vm);
       const def = this.defOf(v);
@@ -836,7 +1090,133 @@ export class FakeDriver implements HypervisorDriver {
     });
   }
 
+  /**
+   * Hyper-V flavour (inside the op `freezeDisks`): Checkpoint-VM. Every disk of the VM gets a
+   * differencing disk beside its image: an asked disk under the asked name (which must lie
+   * there), every other disk under a name the hypervisor picks. Returns every layer it made,
+   * the asked ones first. Idempotent: with the asked disks on their layers, the same checkpoint's
+   * layers are returned, those of other disks only while their disk still runs on them.
+   */
+  private checkpoint(
+    vm: string,
+    layers: { target: string; layer: string }[],
+  ): { target: string; layer: string; below: string }[] {
+    const h = this.host;
+    for (const l of layers) this.guard(l.layer);
+    const v = this.vm(vm);
+    const def = this.defOf(v);
+    const diskOf = (t: string): FakeDef['disks'][number] => {
+      const d = def.disks.find((x) => x.target === t);
+      if (!d) throw new StalledError('DiskNotFound', `${vm} has no disk ${t}`);
+      return d;
+    };
+    const done = layers.filter((l) => h.same(diskOf(l.target).path, l.layer));
+    if (done.length === layers.length) {
+      const cp = h.checkpoints.find(
+        (c) =>
+          c.vm === vm &&
+          c.asked.length === layers.length &&
+          layers.every((l, i) => h.same(c.asked[i]!, l.layer)),
+      );
+      const others = (cp?.layers ?? []).filter(
+        (x) =>
+          !layers.some((l) => l.target === x.target) &&
+          def.disks.some((d) => d.target === x.target && h.same(d.path, x.layer)),
+      );
+      return [...layers.map((l) => ({ ...l, below: this.image(l.layer).parent ?? '' })), ...others];
+    }
+    if (done.length > 0)
+      throw new StalledError('SnapshotPartial', `${vm}: only some disks are on their layers`);
+    const id = this.world.newCheckpoint();
+    const asked = layers.map((l) => ({ ...l, below: diskOf(l.target).path }));
+    const others = def.disks
+      .filter((d) => !layers.some((l) => l.target === d.target))
+      .map((d) => {
+        const stem = this.paths.basename(d.path).replace(/\.[^.]*$/, '');
+        return {
+          target: d.target,
+          layer: this.paths.join(this.paths.dirname(d.path), `${stem}_${id}.avhdx`),
+          below: d.path,
+        };
+      });
+    const made = [...asked, ...others];
+    for (const m of made) {
+      if (!h.same(this.paths.dirname(m.layer), this.paths.dirname(m.below)))
+        throw new StalledError(
+          fakeReason('LayerPlacement'),
+          `Hyper-V makes the differencing disk of ${vm} ${m.target} beside ${m.below}, not at ${m.layer}`,
+        );
+      if (h.files.has(m.layer))
+        throw new StalledError('OverlayExists', `${m.layer} exists but ${vm} does not use it`);
+      this.requireDir(m.layer);
+    }
+    for (const m of made) {
+      const below = this.image(m.below);
+      h.files.set(m.layer, {
+        identity: this.world.newIdentity(),
+        content: {
+          kind: 'image',
+          format: h.layerFormat,
+          parent: m.below,
+          parentFormat: diskOf(m.target).format,
+          virtualBlocks: below.virtualBlocks,
+          blocks: {},
+        },
+      });
+    }
+    // one configuration: what runs and what is defined both name the new layers
+    for (const x of [v.live, v.persistent]) {
+      for (const m of made) {
+        const d = x?.disks.find((y) => y.target === m.target);
+        if (d) Object.assign(d, { path: m.layer, format: h.layerFormat });
+      }
+    }
+    h.checkpoints.push({ vm, asked: layers.map((l) => l.layer), layers: made });
+    for (const o of others) this.world.hypervisorMade.push({ host: this.hostName, path: o.layer });
+    return made;
+  }
+
+  /**
+   * Hyper-V flavour: a merge runs in the background. Start it (or find it running), then ask
+   * until it is done (each `.wait` an op, as a real driver polls): the method resolves only
+   * once the disk runs from the bottom image, but a process that dies meanwhile leaves the
+   * merge running, and it completes anyway.
+   */
+  private async mergeInBackground(
+    key: string,
+    ops: { start: string; wait: string },
+    begin: () => (() => void) | undefined,
+  ): Promise<void> {
+    const running = await this.op(ops.start, () => {
+      if (this.world.jobRunning(this.hostName, key)) return true;
+      const complete = begin();
+      if (complete) this.world.startJob(this.hostName, key, complete);
+      return complete !== undefined;
+    });
+    for (let i = 0; running; i++) {
+      if (await this.op(ops.wait, () => !this.world.jobRunning(this.hostName, key))) return;
+      if (i > 1000) throw new Error(`fake world: the merge ${key} never ends`);
+    }
+  }
+
   mergeLayers(vm: string, target: string, opts: { top?: string } = {}): Promise<void> {
+    if (this.hyperv)
+      return this.mergeInBackground(
+        `merge\0${vm}\0${target}`,
+        { start: 'mergeLayers', wait: 'mergeLayers.wait' },
+        () => {
+          const v = this.vm(vm);
+          if (v.state === 'shutoff') throw new VmplaceError('DomainNotRunning', `${vm} is not running`);
+          const d = v.live!.disks.find((x) => x.target === target);
+          if (!d) throw new StalledError('DiskNotFound', `${vm} has no disk ${target}`);
+          if (this.image(d.path).parent === undefined) return undefined;
+          if (opts.top !== undefined && !this.host.same(d.path, opts.top)) return undefined;
+          const { broken } = this.world.chainOf(this.hostName, d.path);
+          if (broken) throw new VmplaceError(fakeReason('ChainBroken'), `${vm} ${target}: ${broken}`);
+          const top = d.path;
+          return () => this.world.completeMerge(this.hostName, top);
+        },
+      );
     return this.op('mergeLayers', () => {
       const v = this.vm(vm);
       if (v.state === 'shutoff') throw new VmplaceError('DomainNotRunning', `${vm} is not running`);
@@ -858,6 +1238,28 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   mergeLayerOffline(layer: string): Promise<void> {
+    if (this.hyperv)
+      return this.mergeInBackground(
+        `merge-offline\0${this.host.fold(layer)}`,
+        { start: 'mergeLayerOffline', wait: 'mergeLayerOffline.wait' },
+        () => {
+          this.guard(layer);
+          // merged already: Hyper-V deleted the layer
+          const f = this.host.files.get(layer);
+          if (f?.content.kind !== 'image' || f.content.parent === undefined) return undefined;
+          this.guard(f.content.parent);
+          this.image(f.content.parent);
+          for (const v of this.host.vms.values())
+            if (
+              v.state !== 'shutoff' &&
+              v.live!.disks.some((d) =>
+                this.world.chainOf(this.hostName, d.path).paths.some((p) => this.host.same(p, layer)),
+              )
+            )
+              throw new VmplaceError(fakeReason('ImageInUse'), `${layer} is in use by ${v.name}`);
+          return () => this.world.completeOfflineMerge(this.hostName, layer);
+        },
+      );
     return this.op('mergeLayerOffline', () => {
       this.guard(layer);
       const img = this.image(layer);
@@ -915,6 +1317,10 @@ export class FakeDriver implements HypervisorDriver {
 
   // ---- lifecycle
 
+  /**
+   * Hyper-V flavour: Save-VM writes the memory state as files; the fake's driver has them named
+   * after `stateFile` (`x.vmrs`, and the guest state `x.vmgs` beside it).
+   */
   save(vm: string, stateFile: string, opts: { knownActive?: boolean } = {}): Promise<void> {
     void opts;
     return this.op('save', () => {
@@ -922,15 +1328,28 @@ export class FakeDriver implements HypervisorDriver {
       const v = this.host.vms.get(vm);
       if (v && v.state !== 'shutoff') {
         this.requireDir(stateFile);
-        this.removeRaw(stateFile, 'save');
+        const sidecars = this.host.stateSidecars(stateFile);
+        for (const p of [stateFile, ...sidecars]) this.removeRaw(p, 'save');
+        const saveId = this.world.newSave();
         this.host.files.set(stateFile, {
           identity: this.world.newIdentity(),
           content: {
             kind: 'blob',
             bytes: v.live!.memoryBytes,
-            saved: { vm, def: clone(v.live!), bootId: v.bootId!, paused: v.state === 'paused' },
+            saved: {
+              vm,
+              def: clone(v.live!),
+              bootId: v.bootId!,
+              paused: v.state === 'paused',
+              ...(sidecars.length ? { saveId } : {}),
+            },
           },
         });
+        for (const p of sidecars)
+          this.host.files.set(p, {
+            identity: this.world.newIdentity(),
+            content: { kind: 'blob', bytes: this.world.blockBytes, sidecarOf: saveId },
+          });
         this.stop(v);
         return;
       }
@@ -947,9 +1366,14 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('waitForSaveJob', () => false);
   }
 
+  /** A complete saved state of `vm`: on Hyper-V with every file of the same save beside it. */
   private holds(stateFile: string, vm: string): boolean {
     const c = this.host.files.get(stateFile)?.content;
-    return c?.kind === 'blob' && c.saved?.vm === vm;
+    if (c?.kind !== 'blob' || c.saved?.vm !== vm) return false;
+    return this.host.stateSidecars(stateFile).every((p) => {
+      const x = this.host.files.get(p)?.content;
+      return x?.kind === 'blob' && x.sidecarOf !== undefined && x.sidecarOf === c.saved?.saveId;
+    });
   }
 
   holdsSavedState(stateFile: string, vm: string): Promise<boolean> {
@@ -977,11 +1401,18 @@ export class FakeDriver implements HypervisorDriver {
       const d = def ? this.decode(def) : clone(c.saved.def);
       const existing = this.host.vms.get(d.name);
       if (existing && existing.state !== 'shutoff') return;
+      if (!this.holds(stateFile, c.saved.vm))
+        throw new VmplaceError(
+          fakeReason('StateUnreadable'),
+          `${stateFile} lacks a file of its saved state (${this.host.stateSidecars(stateFile).join(', ')})`,
+        );
       this.checkBootable(d);
       const v: FakeVm = existing ?? { name: d.name, state: 'shutoff', autostart: false };
       v.state = c.saved.paused ? 'paused' : 'running';
       v.live = d;
       v.bootId = c.saved.bootId;
+      // Hyper-V: one configuration; the restored VM is registered with it (no transient VMs)
+      if (this.hyperv) v.persistent = clone(d);
       this.host.vms.set(d.name, v);
     });
   }
@@ -1253,7 +1684,14 @@ export class FakeDriver implements HypervisorDriver {
       this.world.clock +=
         (Object.keys(dest.content.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
       // the running definition follows the pivot; the persistent one still names the old path
+      const old = d.path;
       Object.assign(d, { path: destPath, format });
+      if (this.hyperv) {
+        // Move-VMStorage: one configuration follows, and the source file is gone
+        const p = v.persistent?.disks.find((x) => x.target === target);
+        if (p) Object.assign(p, { path: destPath, format });
+        this.removeRaw(old, 'moveDiskLive.pivot');
+      }
     });
   }
 
@@ -1272,7 +1710,7 @@ export class FakeDriver implements HypervisorDriver {
     if ((await target.domainState(vm)) === 'running') return { downtimeMs: 5 };
     for (const d of opts.disks) {
       await target.guardPath(d.path);
-      await target.makeDir(POSIX_PATHS.dirname(d.path));
+      await target.makeDir(target.paths.dirname(d.path));
       const claim = opts.claimFor?.(d.path);
       const id = await target.fileIdentity(d.path);
       if (id !== undefined) {
@@ -1312,6 +1750,22 @@ export class FakeDriver implements HypervisorDriver {
           (Object.keys(f.content.blocks).length * this.world.blockBytes) / this.world.copyBytesPerMs;
         Object.assign(d, { path: to.path, format: to.format });
       }
+      if (this.hyperv) {
+        // Move-VM -IncludeStorage: the VM, its configuration with it, is registered on the
+        // target and gone from the source, and so are the source's files of the moved disks
+        there.vms.set(vm, {
+          name: vm,
+          state: 'running',
+          live: def,
+          persistent: clone(def),
+          autostart: v.autostart,
+          bootId: v.bootId!,
+        });
+        const moved = v.live!.disks.filter((d) => opts.disks.some((x) => x.target === d.target));
+        this.host.vms.delete(vm);
+        for (const d of moved) this.removeRaw(d.path, 'migrateLive.switch');
+        return;
+      }
       // without --persistent and --undefinesource (as libvirt's driver runs it): transient on
       // the target until Finalizing defines it; the source keeps its definition, inactive
       const existing = there.vms.get(vm);
@@ -1337,9 +1791,14 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('checksum', () => checksumOf(this.file(path).content));
   }
 
+  /** Hyper-V flavour: a saved state's main file goes with the other files of the state (and their part files). */
   removeFile(path: string): Promise<void> {
     return this.op('removeFile', () => {
       this.guard(path);
+      for (const s of this.host.stateSidecars(path)) {
+        this.removeRaw(s, 'removeFile');
+        this.removeRaw(s + PART_SUFFIX, 'removeFile');
+      }
       this.removeRaw(path, 'removeFile');
     });
   }
@@ -1355,8 +1814,8 @@ export class FakeDriver implements HypervisorDriver {
     return this.op('removeDirIfEmpty', () => {
       this.guard(path);
       const busy =
-        [...this.host.files.keys()].some((p) => POSIX_PATHS.isInside(p, path)) ||
-        [...this.host.dirs].some((p) => POSIX_PATHS.isInside(p, path));
+        [...this.host.files.keys()].some((p) => this.paths.isInside(p, path)) ||
+        [...this.host.dirs].some((p) => this.paths.isInside(p, path));
       if (!busy) this.host.dirs.delete(path);
     });
   }
@@ -1454,8 +1913,26 @@ export class FakeTransport implements Transport {
     );
   }
 
+  /**
+   * Hyper-V flavour: a saved state's main file comes with the other files of the state (copied
+   * first, each the same way, so a main file in place means a complete state).
+   */
   async copy(src: string, dst: string, opts: TransportCopyOptions = {}): Promise<TransportCopyResult> {
-    const part = `${dst}.vmplace-part`;
+    const from = this.from.stateSidecars(src);
+    const to = this.to.stateSidecars(dst);
+    if (from.length !== to.length)
+      throw new StalledError(
+        fakeReason('StateFilesDiffer'),
+        `a saved state ${src} cannot be copied as ${dst} (its files would not go with it)`,
+      );
+    const plain: TransportCopyOptions = { ...opts };
+    delete plain.claim; // the state is named by the migration, not claimed
+    for (let i = 0; i < from.length; i++) await this.copyOne(from[i]!, to[i]!, plain);
+    return this.copyOne(src, dst, opts);
+  }
+
+  private async copyOne(src: string, dst: string, opts: TransportCopyOptions): Promise<TransportCopyResult> {
+    const part = `${dst}${PART_SUFFIX}`;
     const mode: 'local' | 'direct' | 'relay' =
       this.from === this.to
         ? 'local'
@@ -1463,7 +1940,8 @@ export class FakeTransport implements Transport {
           ? 'relay'
           : 'direct';
     const seen = await this.op('copy.look', () => {
-      if (this.to.rootOf(dst) === undefined || this.to.rootOf(dst) === dst)
+      const root = this.to.rootOf(dst);
+      if (root === undefined || this.to.same(root, dst))
         throw new StalledError(
           'PathOutsideStorage',
           `${dst} is not inside the declared storage of ${this.to.name}`,
@@ -1514,10 +1992,10 @@ export class FakeTransport implements Transport {
     await this.op('copy.data', () => {
       const s = this.from.files.get(src);
       if (!s) throw new VmplaceError('SourceMissing', `copy source ${src} vanished`);
-      if (!this.to.dirs.has(POSIX_PATHS.dirname(part)))
+      if (!this.to.dirs.has(this.to.paths.dirname(part)))
         throw new VmplaceError(
           fakeReason('NoSuchDirectory'),
-          `${POSIX_PATHS.dirname(part)} does not exist on ${this.to.name}`,
+          `${this.to.paths.dirname(part)} does not exist on ${this.to.name}`,
         );
       const p = this.to.files.get(part) ?? { identity: this.world.newIdentity(), content: s.content };
       p.content = clone(s.content);

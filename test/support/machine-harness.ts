@@ -9,6 +9,10 @@
  * runner and the steps use, deterministic and fast. What it holds survives a crash; once the
  * process has died it takes no more writes (they throw `Crash`), so nothing the dead process did
  * after the crash is remembered.
+ *
+ * Scenarios: `buildScenario` (libvirt-shaped FAKE hosts, POSIX paths) and `buildHypervScenario`
+ * (Hyper-V-shaped FAKE hosts: Windows paths, checkpoints of every disk, background merges,
+ * saved states as several files; never proof about Hyper-V).
  */
 import { MACHINE_VERSION } from '../../src/machine/migration-machine';
 import { startMigration, type RunResult } from '../../src/machine/runner';
@@ -156,7 +160,11 @@ export async function runMigrationInWorld(
           return d;
         },
         transportFor: (a, b) => world.transport(a, b, epoch),
-        hostSpecFor: (h) => ({ driver: 'libvirt', uri: `fake://${h}`, transferAddress: h }),
+        hostSpecFor: (h) => ({
+          driver: world.host(h).flavour,
+          uri: `fake://${h}`,
+          transferAddress: h,
+        }),
         retryBaseMs: 1,
         now: () => world.clock,
         ...storeRecords(store),
@@ -221,6 +229,9 @@ export function outcomeProblems(
     (result.context.lastError?.message ?? '').includes(p);
   const ours = w.migrationFiles().filter((f) => !reported(f.slice(f.indexOf(':') + 1)));
   if (ours.length) out.push(`files of the migration left: ${ours.join(', ')}`);
+  // the hypervisor's background work (Hyper-V-shaped merges) the migration started is over
+  if (w.jobs.length)
+    out.push(`still running in the background: ${w.jobs.map((j) => `${j.host}:${j.key}`).join(', ')}`);
   const expectOnly = (host: string): void => {
     const active = w.activeOn(vm);
     const wantActive = s.before.running ? [host] : [];
@@ -272,7 +283,8 @@ export function outcomeProblems(
     checkDisks(fromHost, (_, p) => p);
     for (const m of s.input.moves) {
       const d = s.before.def.disks.find((x) => x.target === m.target);
-      const dst = `${m.toPath}/${vm}/${d?.path.split('/').pop() ?? ''}`;
+      const paths = w.host(toHost).paths;
+      const dst = paths.join(m.toPath, vm, d ? w.host(fromHost).paths.basename(d.path) : '');
       if (w.hosts.get(toHost)?.files.has(dst) && !reported(dst))
         out.push(`the target copy ${toHost}:${dst} was left behind`);
     }
@@ -364,13 +376,99 @@ export function buildScenario(kind: StrategyCase, opts: { targetFamily?: string 
   return { name: kind, world, input, vm: 'web', before: vmBefore(world, 'hv-a', 'web') };
 }
 
+/**
+ * The Hyper-V-shaped strategies (FAKE hosts, see fake-hypervisor.ts; never proof about Hyper-V):
+ * every way Hyper-V's capabilities allow (quick in one round and in delta rounds, a live storage
+ * move on one host, a live migration with storage across hosts, cold), between a local volume,
+ * another volume and a Cluster Shared Volume's path, on one host and across hosts.
+ */
+export const HYPERV_STRATEGIES = [
+  'quick on one host, local to CSV',
+  'quick on one host, volume to volume',
+  'quick on one host, one disk stays',
+  'quick on one host, the target written in another case',
+  'quick across hosts, local to local',
+  'quick with delta rounds on one host, one disk stays',
+  'quick with delta rounds across hosts, local to local',
+  'live on one host, local to CSV',
+  'live across hosts, local to local',
+  'cold on one host, volume to volume',
+  'cold across hosts, local to CSV',
+] as const;
+export type HypervCase = (typeof HYPERV_STRATEGIES)[number];
+// a case's name says which world it runs in (runCase): no name in both lists
+if (STRATEGIES.some((k) => (HYPERV_STRATEGIES as readonly string[]).includes(k)))
+  throw new Error('machine-harness: a strategy name is both libvirt- and Hyper-V-shaped');
+
+/** A local volume, another volume, and a Cluster Shared Volume's path (a root of each host here). */
+export const HYPERV_ROOTS = {
+  local: 'D:\\VMs',
+  volume: 'E:\\VMs',
+  csv: 'C:\\ClusterStorage\\Volume1',
+} as const;
+
+/**
+ * A fresh Hyper-V-shaped FAKE world for one case: host hv-a with D:\VMs, E:\VMs and
+ * C:\ClusterStorage\Volume1, host hv-b with D:\VMs and C:\ClusterStorage\Volume1 (its own: the
+ * FAKE shares no storage between hosts); VM `web` on hv-a with two disks (scsi0-0 and scsi0-1,
+ * vhdx) in D:\VMs\web, running (shut off for cold), autostart on, its guest writing a block
+ * after every op while it runs. The case says where its disks go.
+ */
+export function buildHypervScenario(kind: HypervCase): Scenario {
+  const world = new FakeWorld();
+  const cross = kind.includes('across');
+  const { local, volume, csv } = HYPERV_ROOTS;
+  world.addHost('hv-a', {
+    flavour: 'hyperv',
+    roots: { [local]: undefined, [volume]: undefined, [csv]: undefined },
+  });
+  world.addHost('hv-b', { flavour: 'hyperv', roots: { [local]: undefined, [csv]: undefined } });
+  const cold = kind.startsWith('cold');
+  world.addVm('hv-a', {
+    name: 'web',
+    state: cold ? 'shutoff' : 'running',
+    autostart: true,
+    disks: [
+      { target: 'scsi0-0', path: `${local}\\web\\web-os.vhdx`, format: 'vhdx', blocks: 12 },
+      { target: 'scsi0-1', path: `${local}\\web\\web-data.vhdx`, format: 'vhdx', blocks: 6 },
+    ],
+  });
+  world.afterOp = (w) => w.guestWrite('web');
+  const to: string = kind.endsWith('volume to volume')
+    ? volume
+    : kind.endsWith('local to local')
+      ? local
+      : kind.includes('another case')
+        ? csv.toLowerCase()
+        : csv;
+  const targets = kind.includes('one disk stays') ? ['scsi0-0'] : ['scsi0-0', 'scsi0-1'];
+  const input: MigrationInput = {
+    id: 'm1',
+    vm: 'web',
+    strategy: kind.startsWith('live') ? 'live' : cold ? 'cold' : 'quick',
+    fromHost: 'hv-a',
+    toHost: cross ? 'hv-b' : 'hv-a',
+    moves: targets.map((target) => ({ target, fromStorage: 'local', toStorage: 'target', toPath: to })),
+    targetMarginBytes: 0,
+    sourceHeadroomRatio: 0.1,
+    maxForwardAttempts: 3,
+    ...(kind.includes('rounds') ? { maxRounds: 3, maxPauseMs: 1000 } : {}),
+  };
+  return { name: kind, world, input, vm: 'web', before: vmBefore(world, 'hv-a', 'web') };
+}
+
+/** Either family of scenarios by its name. */
+export type AnyCase = StrategyCase | HypervCase;
+const isHyperv = (kind: AnyCase): kind is HypervCase =>
+  (HYPERV_STRATEGIES as readonly string[]).includes(kind);
+
 /** One run of a strategy's scenario with `plan` (none: the dry run), and what went wrong. */
 export async function runCase(
-  kind: StrategyCase,
+  kind: AnyCase,
   plan?: OpPlan,
   opts: { targetFamily?: string; acceptReported?: boolean; durableTransitions?: boolean } = {},
 ): Promise<{ s: Scenario; r: HarnessResult; problems: string[] }> {
-  const s = buildScenario(kind, opts);
+  const s = isHyperv(kind) ? buildHypervScenario(kind) : buildScenario(kind, opts);
   if (plan) s.world.plan = plan;
   if (opts.durableTransitions === false) s.world.durableTransitions = false;
   const r = await runMigrationInWorld(s.world, s.input);
@@ -386,9 +484,7 @@ export interface OpCase {
 }
 
 /** The dry run of a strategy: its ops in order (the same in every run up to the planned op). */
-export async function dryRun(
-  kind: StrategyCase,
-): Promise<{ ops: OpRecord[]; step: string; problems: string[] }> {
+export async function dryRun(kind: AnyCase): Promise<{ ops: OpRecord[]; step: string; problems: string[] }> {
   const c = await runCase(kind);
   return { ops: [...c.s.world.trace], step: c.r.step, problems: c.problems };
 }

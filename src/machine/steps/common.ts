@@ -34,6 +34,23 @@ function legacyLayer(ctx: MigrationContext, first: string, disk: string, r: numb
   );
 }
 
+/**
+ * Freeze the moved disks onto round `r`'s layers. A driver may layer more disks than it was
+ * asked to (a Hyper-V checkpoint covers every disk of the VM): those layers, named by the
+ * hypervisor, are merged back at once, so only the moved disks run on layers. Idempotent: with
+ * the moved disks on their layers already (a re-run), the driver names the layers it made again
+ * and whatever is left of the others is merged.
+ */
+export async function freezeRound(ctx: MigrationContext, drv: HypervisorDriver, r: number): Promise<void> {
+  const made = await drv.freezeDisks(
+    ctx.vm,
+    ctx.disks.map((d) => ({ target: d.target, layer: srcOverlayAt(ctx, d, r) })),
+  );
+  for (const x of made)
+    if (!ctx.disks.some((d) => d.target === x.target))
+      await drv.mergeLayers(ctx.vm, x.target, { top: x.layer });
+}
+
 /** The highest round any overlay of this migration can have. */
 export const lastPossibleRound = (ctx: MigrationContext): number => Math.max(1, ctx.maxRounds ?? 1);
 

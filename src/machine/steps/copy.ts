@@ -7,6 +7,7 @@ import {
   copyAcross,
   diskOf,
   dstOverlayAt,
+  freezeRound,
   lastPossibleRound,
   mustGetDomain,
   roundOnSource,
@@ -31,15 +32,12 @@ export const snapshotDisks: Step = async (ctx, deps) => {
   const drv = deps.driverFor(ctx.fromHost);
   const dom = await mustGetDomain(drv, ctx);
   const onOverlay = ctx.disks.filter((d) => diskOf(dom, d.target)?.path === d.srcOverlay);
-  if (onOverlay.length === ctx.disks.length) return {};
-  if (onOverlay.length > 0)
+  if (onOverlay.length > 0 && onOverlay.length < ctx.disks.length)
     throw new StalledError('InconsistentSnapshot', `only some of ${ctx.vm}'s disks run on overlays`);
   // A leftover layer file (ours by its name) from a freeze that failed must not make the hypervisor refuse.
-  for (const d of ctx.disks) await drv.removeFile(d.srcOverlay);
-  await drv.freezeDisks(
-    ctx.vm,
-    ctx.disks.map((d) => ({ target: d.target, layer: d.srcOverlay })),
-  );
+  if (onOverlay.length === 0) for (const d of ctx.disks) await drv.removeFile(d.srcOverlay);
+  // frozen already (a re-run): asked again, so the layers of other disks are merged back
+  await freezeRound(ctx, drv, 1);
   return {};
 };
 
@@ -142,6 +140,9 @@ export const deltaRound: Step = async (ctx, deps) => {
   const st = ctx.deltaRounds ?? { baseBytesPerMs: MIN_COPY_RATE_BYTES_PER_MS, copiedThrough: 0 };
   const dom = await mustGetDomain(src, ctx);
   const r = roundOnSource(ctx, ctx.disks[0]!, diskOf(dom, ctx.disks[0]!.target)?.path) ?? 1;
+  // frozen by an interrupted run (its round not copied yet): asked again, so the layers of
+  // other disks are merged back
+  if (r > st.copiedThrough + 1) await freezeRound(ctx, src, r);
   for (let k = st.copiedThrough + 1; k < r; k++) await copyRound(ctx, deps, k);
   // fixed costs of the pause: save and restore, and copying the memory state between hosts
   const fixedMs = PAUSE_FIXED_COST_MS + (ctx.copyState ? ctx.memoryBytes / st.baseBytesPerMs : 0);
@@ -175,10 +176,7 @@ export const deltaRound: Step = async (ctx, deps) => {
   if (predictedMs <= budgetMs || r >= lastPossibleRound(ctx) || delta > DELTA_SHRINK_FACTOR * previous)
     return { rounds: r, deltaRounds: { ...st, copiedThrough: r - 1, done: true } };
   throwIfCancelled(deps, 'the delta rounds');
-  await src.freezeDisks(
-    ctx.vm,
-    ctx.disks.map((d) => ({ target: d.target, layer: srcOverlayAt(ctx, d, r + 1) })),
-  );
+  await freezeRound(ctx, src, r + 1);
   const t0 = Date.now();
   await copyRound(ctx, deps, r);
   return {

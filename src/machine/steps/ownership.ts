@@ -1,3 +1,4 @@
+import { pathRulesOfStyle } from '../../drivers/path-rules';
 import { type CopyClaim, PART_SUFFIX } from '../../transfer/copy-local';
 import type { MigrationContext } from '../types';
 import type { StepDeps } from './deps';
@@ -33,21 +34,35 @@ export function claimFor(
 
 /**
  * Who uses each of `paths` of `host`: every domain on that host, and for files on storage the
- * host shares with its cluster, every domain on those hosts too (named `domain@host`).
+ * host shares with its cluster, every domain on those hosts too (named `domain@host`). Names
+ * compare as the host's filesystem compares them (Windows: case-insensitively): each of `paths`
+ * gets the users of every spelling of it.
  */
 export async function usersOf(
   deps: StepDeps,
   host: string,
   paths: readonly string[],
 ): Promise<Map<string, Set<string>>> {
+  const drv = deps.driverFor(host);
+  const rules = pathRulesOfStyle(drv.paths.style);
+  const key = (p: string): string => rules.key(p);
+  const asked = new Map(paths.map((p) => [key(p), p]));
   const out = new Map<string, Set<string>>();
-  for (const [p, users] of await deps.driverFor(host).filesInUse()) out.set(p, new Set(users));
+  const add = (p: string, users: Iterable<string>): void => {
+    const as = asked.get(key(p)) ?? p;
+    out.set(as, new Set([...(out.get(as) ?? []), ...users]));
+  };
+  for (const [p, users] of await drv.filesInUse()) add(p, users);
   const peers = new Set(paths.flatMap((p) => deps.sharedWith?.(host, p) ?? []));
   for (const peer of peers) {
     const seen = await deps.driverFor(peer).filesInUse();
-    for (const p of paths) {
-      if (!(deps.sharedWith?.(host, p) ?? []).includes(peer)) continue;
-      for (const u of seen.get(p) ?? []) out.set(p, new Set([...(out.get(p) ?? []), `${u}@${peer}`]));
+    for (const [q, users] of seen) {
+      const p = asked.get(key(q));
+      if (p === undefined || !(deps.sharedWith?.(host, p) ?? []).includes(peer)) continue;
+      add(
+        p,
+        [...users].map((u) => `${u}@${peer}`),
+      );
     }
   }
   return out;

@@ -6,6 +6,7 @@ import { removeOwned } from './ownership';
 import {
   diskOf,
   dstOverlayAt,
+  freezeRound,
   lastPossibleRound,
   mustGetDomain,
   roundOnSource,
@@ -74,6 +75,13 @@ export const rollBack: Step = async (ctx, deps) => {
       dom = await mustGetDomain(src, ctx);
     }
     if (dom.state === 'running' || dom.state === 'paused') {
+      // A driver that layered other disks too (a checkpoint covers every disk): asked again for
+      // the round the moved disks run on, it names those layers, merged back (a failure came
+      // between a freeze and that merge)
+      const seen = dom;
+      const rounds = ctx.disks.map((d) => roundOnSource(ctx, d, diskOf(seen, d.target)?.path));
+      if (rounds[0] !== undefined && rounds.every((r) => r === rounds[0]))
+        await freezeRound(ctx, src, rounds[0]);
       for (const d of ctx.disks) {
         const disk = diskOf(dom, d.target);
         const r = roundOnSource(ctx, d, disk?.path);
