@@ -21,6 +21,18 @@ const path = require('node:path');
 const { MiB, GiB, log, loadavg, machineInfo } = require('./lib/util');
 
 const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  // the usage is this file's header comment: print it rather than start a bench of tens of minutes
+  const head = fs.readFileSync(path.join(__dirname, 'run.js'), 'utf8').split('*/')[0];
+  process.stdout.write(
+    `${head
+      .split('\n')
+      .filter((l) => l.startsWith(' *'))
+      .map((l) => l.replace(/^ \* ?/, ''))
+      .join('\n')}\n`,
+  );
+  process.exit(0);
+}
 const flag = (n) => args.includes(`--${n}`);
 const opt = (n, def) => {
   const i = args.indexOf(`--${n}`);
