@@ -31,6 +31,13 @@ export const REASONS = [
   'UnsafeScriptValue',
   'UnsafeCommandLine',
   'CommandLineTooLong',
+  // a Hyper-V host (drivers/hyperv/): its ssh does not answer, it refuses the account, a name
+  // it holds twice, a step the driver does not take without a real host to prove it
+  'HostUnreachable',
+  'AccessDenied',
+  'VmNameAmbiguous',
+  'NotSupportedByDriver',
+  'SavedStateMismatch',
   // pre-flight findings: nothing changed yet
   'AlreadyRunning',
   'CpuCompareFailed',

@@ -514,9 +514,7 @@ export function parseFileInfo(result: unknown): HvFileInfo {
     .split(',')
     .map((a) => a.trim())
     .filter((a) => a !== '');
-  const ids = [...str(o, 'FileIdText', what).matchAll(/0x([0-9A-Fa-f]+)/g)];
-  if (ids.length !== 1) throw new ParseError(what, `expected one 0x file id in fsutil's line`);
-  const fileId = ids[0]![1]!.toLowerCase().replace(/^0+(?=.)/, '');
+  const fileId = fileIdOfText(str(o, 'FileIdText', what), what);
   const unique = str(o, 'VolumeId', what);
   const guid = /\{([0-9A-Fa-f-]{36})\}/.exec(unique)?.[1];
   if (guid === undefined) throw new ParseError(what, `no volume GUID in ${JSON.stringify(unique)}`);
@@ -532,6 +530,16 @@ export function parseFileInfo(result: unknown): HvFileInfo {
   };
   if (!isDirectory) info.length = size(o, 'Length', what);
   return info;
+}
+
+/**
+ * The file id in what `fsutil file queryfileid` printed: its one `0x` hex number, lower case,
+ * without leading zeros (the words around it are localized).
+ */
+export function fileIdOfText(text: string, what = 'file id'): string {
+  const ids = [...text.matchAll(/0x([0-9A-Fa-f]+)/g)];
+  if (ids.length !== 1) throw new ParseError(what, `expected one 0x file id in fsutil's line`);
+  return ids[0]![1]!.toLowerCase().replace(/^0+(?=.)/, '');
 }
 
 /** newDirectory's answer. */
@@ -632,4 +640,214 @@ export function parseVmHostStorage(result: unknown): {
     virtualHardDiskPath: str(o, 'VirtualHardDiskPath', what),
     virtualMachinePath: str(o, 'VirtualMachinePath', what),
   };
+}
+
+// ---------------------------------------------------------------- the driver's own scripts
+
+/** A hard disk drive as vmDisks writes it: the drive, and what Get-VHD says of its file. */
+export interface HvDiskDrive extends HvHardDrive {
+  /** `VHD`, `VHDX`, `VHDSet`; undefined without a file or when Get-VHD could not read it */
+  vhdFormat?: string;
+  /** `Fixed`, `Dynamic`, `Differencing` */
+  vhdType?: string;
+  /** the parent a differencing disk records */
+  parentPath?: string;
+  /** why Get-VHD could not read the file */
+  vhdError?: string;
+}
+
+/** A VM of vmDisks: as `parseVms` reads it, each drive with its file's format and parent. */
+export interface HvVmDisks extends Omit<HvVm, 'hardDrives'> {
+  hardDrives: HvDiskDrive[];
+}
+
+/** vmDisks' answer. */
+export function parseVmDisks(result: unknown): HvVmDisks[] {
+  const what = 'Hyper-V VM disks';
+  return records(result, what).map((o) => {
+    const drives = list(o, 'HardDrives', what).map((d) => {
+      if (!isRec(d)) throw new ParseError(what, 'a hard drive is not an object');
+      const out: HvDiskDrive = hardDrive(d, what);
+      for (const [key, field] of [
+        ['VhdFormat', 'vhdFormat'],
+        ['VhdType', 'vhdType'],
+        ['ParentPath', 'parentPath'],
+        ['VhdError', 'vhdError'],
+      ] as const) {
+        const v = optStr(d, key, what);
+        if (v !== undefined) out[field] = v;
+      }
+      if (out.vhdType === 'Differencing' && out.parentPath === undefined)
+        throw new ParseError(what, `${out.path ?? 'a drive'} is differencing without ParentPath`);
+      return out;
+    });
+    return { ...vm({ ...o, HardDrives: [] }), hardDrives: drives };
+  });
+}
+
+/** One answer of layerLinks: the file a VM runs on, and the layer-named files beside it. */
+export interface HvLayerLinks {
+  path: string;
+  fileId: string;
+  links: { path: string; fileId: string }[];
+}
+
+export function parseLayerLinks(result: unknown): HvLayerLinks[] {
+  const what = 'layer links';
+  return records(result, what).map((o) => ({
+    path: str(o, 'Path', what),
+    fileId: fileIdOfText(str(o, 'FileIdText', what), what),
+    links: list(o, 'Links', what).map((l) => {
+      if (!isRec(l)) throw new ParseError(what, 'a link is not an object');
+      return { path: str(l, 'Path', what), fileId: fileIdOfText(str(l, 'FileIdText', what), what) };
+    }),
+  }));
+}
+
+/** vmFiles' answer: every VM with the files it refers to (drives, checkpoints, parents). */
+export function parseVmFiles(
+  result: unknown,
+): { name: string; id: string; state: string; paths: string[] }[] {
+  const what = 'VM files';
+  return records(result, what).map((o) => ({
+    name: str(o, 'Name', what),
+    id: str(o, 'Id', what),
+    state: enumName(o, 'State', what),
+    paths: strings(o, 'Paths', what),
+  }));
+}
+
+/** pathAttributes' answer. */
+export interface HvPathAttributes {
+  path: string;
+  exists: boolean;
+  attributes: string[];
+  /** a symbolic link, junction or mount point: the name leads elsewhere */
+  reparsePoint: boolean;
+}
+
+export function parsePathAttributes(result: unknown): HvPathAttributes[] {
+  const what = 'path attributes';
+  return records(result, what).map((o) => {
+    const attributes = (optStr(o, 'Attributes', what) ?? '')
+      .split(',')
+      .map((a) => a.trim())
+      .filter((a) => a !== '');
+    const exists = bool(o, 'Exists', what);
+    if (exists && attributes.length === 0) throw new ParseError(what, 'an existing path without attributes');
+    return {
+      path: str(o, 'Path', what),
+      exists,
+      attributes,
+      reparsePoint: attributes.includes('ReparsePoint'),
+    };
+  });
+}
+
+/** removeIfIdentity's answer. */
+export function parseRemoveOwn(result: unknown): 'removed' | 'absent' | 'other' {
+  const what = 'remove own file';
+  const v = enumName(single(result, what), 'Outcome', what);
+  if (v === 'Removed') return 'removed';
+  if (v === 'Absent') return 'absent';
+  if (v === 'Other') return 'other';
+  throw new ParseError(what, `Outcome ${v}`);
+}
+
+/** hardLink's answer: whether the link was made now, and the file ids of both names. */
+export function parseHardLink(result: unknown): { created: boolean; linkId: string; targetId: string } {
+  const what = 'hard link';
+  const o = single(result, what);
+  return {
+    created: bool(o, 'Created', what),
+    linkId: fileIdOfText(str(o, 'LinkIdText', what), what),
+    targetId: fileIdOfText(str(o, 'TargetIdText', what), what),
+  };
+}
+
+/** stateFiles' answer. */
+export interface HvStateFiles {
+  name: string;
+  id: string;
+  state: string;
+  /** the configuration files that exist, by kind (`vmrs`, `vmgs`, `vmcx`) */
+  files: { kind: string; path: string; fileId: string }[];
+}
+
+export function parseStateFiles(result: unknown): HvStateFiles {
+  const what = 'VM state files';
+  const o = single(result, what);
+  return {
+    name: str(o, 'Name', what),
+    id: str(o, 'Id', what),
+    state: enumName(o, 'State', what),
+    files: list(o, 'Files', what).map((f) => {
+      if (!isRec(f)) throw new ParseError(what, 'a file is not an object');
+      const kind = str(f, 'Kind', what);
+      if (!['vmrs', 'vmgs', 'vmcx'].includes(kind)) throw new ParseError(what, `kind ${kind}`);
+      return { kind, path: str(f, 'Path', what), fileId: fileIdOfText(str(f, 'FileIdText', what), what) };
+    }),
+  };
+}
+
+/** vmUptime's answer. */
+export function parseUptime(result: unknown): { name: string; state: string; uptimeTicks: string } {
+  const what = 'VM uptime';
+  const o = single(result, what);
+  const ticks = str(o, 'UptimeTicks', what);
+  bigSizeOf(ticks, `${what} UptimeTicks`);
+  return { name: str(o, 'Name', what), state: enumName(o, 'State', what), uptimeTicks: ticks };
+}
+
+/** fileHeader's answer: the first bytes and those of the footer's place, or what Get-VHD said when reading was denied. */
+export function parseFileHeader(result: unknown): {
+  bytes?: Buffer;
+  tail?: Buffer;
+  denied: boolean;
+  vhdFormat?: string;
+} {
+  const what = 'file header';
+  const o = single(result, what);
+  const denied = bool(o, 'Denied', what);
+  const bytesOf = (key: string): Buffer | undefined => {
+    const hex = optStr(o, key, what);
+    if (hex === undefined) return undefined;
+    if (!/^[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2})*$/.test(hex))
+      throw new ParseError(what, `${key} ${JSON.stringify(hex)}`);
+    return Buffer.from(hex.replace(/-/g, ''), 'hex');
+  };
+  const out: { bytes?: Buffer; tail?: Buffer; denied: boolean; vhdFormat?: string } = { denied };
+  const bytes = bytesOf('Hex');
+  const tail = bytesOf('Tail');
+  if (bytes !== undefined) out.bytes = bytes;
+  else if (!denied) throw new ParseError(what, 'neither bytes nor denied');
+  if (tail !== undefined) out.tail = tail;
+  const f = optStr(o, 'VhdFormat', what);
+  if (f !== undefined) out.vhdFormat = f;
+  return out;
+}
+
+/** tcpReachable's answer. */
+export function parseReachable(result: unknown): boolean {
+  return bool(single(result, 'TCP probe'), 'Reachable', 'TCP probe');
+}
+
+/** scpToHost's answer. */
+export function parseCopied(result: unknown): true {
+  if (!bool(single(result, 'scp'), 'Copied', 'scp')) throw new ParseError('scp', 'Copied is false');
+  return true;
+}
+
+/** finishCopy's answer: the part's SHA-256 and whether it now has its final name. */
+export function parseFinishCopy(result: unknown): { hash: string; moved: boolean } {
+  const what = 'finish copy';
+  const o = single(result, what);
+  const hash = str(o, 'Hash', what);
+  if (!/^[0-9a-f]{64}$/.test(hash)) throw new ParseError(what, `not a SHA-256: ${JSON.stringify(hash)}`);
+  return { hash, moved: bool(o, 'Moved', what) };
+}
+
+/** copyIntoPart's answer: bytes copied. */
+export function parseCopiedLength(result: unknown): number {
+  return size(single(result, 'local copy'), 'Length', 'local copy');
 }

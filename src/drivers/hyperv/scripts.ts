@@ -550,3 +550,346 @@ export function vmHostStorage(): string {
     ].join('\n'),
   );
 }
+
+// ---------------------------------------------------------------- the driver's own (HyperVDriver)
+
+/**
+ * Values of a list bound to `$<prefix>0`, `$<prefix>1`, ... and the code `@($p0,$p1,...)` that
+ * names them (our identifiers only; the values themselves go through {@link psQuote}).
+ */
+function listOf(prefix: string, values: readonly string[]): { values: Record<string, string>; code: string } {
+  const bound = Object.fromEntries(values.map((v, i) => [`${prefix}${i}`, v]));
+  return { values: bound, code: `@(${values.map((_v, i) => `$${prefix}${i}`).join(',')})` };
+}
+
+/**
+ * `Fid PATH`: the text `fsutil file queryfileid` prints for the file (its id, one `0x` number in
+ * localized words); a path with `"` is refused (`BadPath`, see {@link fileInfo}).
+ */
+const FID = [
+  "function Fid($p){if($p.IndexOf([char]34) -ge 0){Fail BadPath InvalidArgument 'a path with a double quote'}",
+  '$t=@(& fsutil.exe file queryfileid $p)',
+  "if($LASTEXITCODE -ne 0){Fail FileIdUnavailable ReadError ('fsutil file queryfileid exited '+$LASTEXITCODE)}",
+  '[string]::Join([char]10,$t)}',
+].join('\n');
+
+/**
+ * `Disk DRIVE`: a hard disk drive with what the driver needs of its file: VhdFormat, VhdType and
+ * ParentPath from Get-VHD (or VhdError, the message, when Get-VHD cannot read it).
+ */
+const DISK = [
+  'function Disk($x){$h=$null;$e=$null',
+  "if($x.Path){try{$g=@(Get-VHD -Path $x.Path);if($g.Count -eq 1){$h=$g[0]}else{$e=[string]$g.Count+' answers'}}catch{$e=$_.Exception.Message}}",
+  '[pscustomobject]@{Path=$x.Path;ControllerType=[string]$x.ControllerType;ControllerNumber=$x.ControllerNumber;ControllerLocation=$x.ControllerLocation',
+  'VhdFormat=$(if($h){[string]$h.VhdFormat});VhdType=$(if($h){[string]$h.VhdType});ParentPath=$(if($h){$h.ParentPath});VhdError=$e}}',
+].join('\n');
+
+/**
+ * Every VM named `name`, as {@link getVm} writes one, each hard drive with its file's
+ * VhdFormat, VhdType and ParentPath (Get-VHD), or VhdError. Parse with `parseVmDisks`.
+ */
+export function vmDisks(name: string): string {
+  return script(
+    { n: name },
+    'foreach($v in @(Get-VM|Where-Object{$_.Name -eq $n})){$o=VmOut $v;$o.HardDrives=@(foreach($x in @(Get-VMHardDiskDrive -VM $v)){Disk $x});$o}',
+    [DRIVES, VM_OUT, DISK],
+  );
+}
+
+/**
+ * For each of `paths` (differencing disks a VM runs on): its file id (`FileIdText`, see
+ * {@link fileInfo}) and every file beside it named like one of vmplace's layers
+ * (`*.vmplace-*.avhdx`) with its file id: a layer vmplace asked for is a hard link to the
+ * `.avhdx` Hyper-V made, the same file under the asked name. Parse with `parseLayerLinks`.
+ */
+export function layerLinks(paths: readonly string[]): string {
+  const l = listOf('p', paths);
+  return script(
+    l.values,
+    `foreach($p in ${l.code}){$d=[IO.Path]::GetDirectoryName($p);[pscustomobject]@{Path=$p;FileIdText=(Fid $p);Links=@(foreach($c in [IO.Directory]::GetFiles($d,'*.vmplace-*.avhdx')){[pscustomobject]@{Path=$c;FileIdText=(Fid $c)}})}}`,
+    [FID],
+  );
+}
+
+/**
+ * Every VM of the host with every file it refers to: the files of its hard drives and of its
+ * checkpoints' hard drives (`Get-VMSnapshot`), each followed down its parents (Get-VHD
+ * ParentPath, at most 64; a file Get-VHD cannot read ends its chain). Parse with `parseVmFiles`.
+ */
+export function vmFiles(): string {
+  return script(
+    {},
+    [
+      'foreach($v in @(Get-VM)){$l=New-Object Collections.ArrayList',
+      '$d=@(Get-VMHardDiskDrive -VM $v)+@(foreach($s in @(Get-VMSnapshot -VM $v)){Get-VMHardDiskDrive -VMSnapshot $s})',
+      'foreach($x in $d){$p=$x.Path;$k=0;while($p -and $k -lt 64){$null=$l.Add($p);$k++;try{$p=(Get-VHD -Path $p).ParentPath}catch{$p=$null}}}',
+      '[pscustomobject]@{Name=$v.Name;Id=[string]$v.Id;State=[string]$v.State;Paths=@($l)}}',
+    ].join('\n'),
+  );
+}
+
+/**
+ * For each of `paths`: whether something is there and its attributes (`[IO.File]::GetAttributes`,
+ * which reads the name itself: a symbolic link or junction shows `ReparsePoint`, a dangling one
+ * included). For the path guard. Parse with `parsePathAttributes`.
+ */
+export function pathAttributes(paths: readonly string[]): string {
+  const l = listOf('p', paths);
+  return script(
+    l.values,
+    `foreach($p in ${l.code}){$a=$null;try{$a=[string][IO.File]::GetAttributes($p)}catch [IO.FileNotFoundException],[IO.DirectoryNotFoundException]{};[pscustomobject]@{Path=$p;Exists=($null -ne $a);Attributes=$a}}`,
+  );
+}
+
+/**
+ * Create `path` as a new empty file (`[IO.File]::Open` with `CreateNew`: never a name that
+ * exists, a dangling link included; `FileExists` then), and answer what {@link fileInfo} answers
+ * for it (its identity). Parse with `parseFileInfo`.
+ */
+export function createNewFile(path: string): string {
+  return script(
+    { p: path },
+    [
+      'try{$s=[IO.File]::Open($p,[IO.FileMode]::CreateNew,[IO.FileAccess]::Write,[IO.FileShare]::None);$s.Dispose()}',
+      "catch [IO.IOException]{if([IO.File]::Exists($p) -or [IO.Directory]::Exists($p)){Fail FileExists ResourceExists 'the name exists'};throw}",
+      '$i=Get-Item -LiteralPath $p -Force;$w=Get-Volume -FilePath $p',
+      '[pscustomobject]@{Exists=$true;IsDirectory=$false;Length=[string]$i.Length;Attributes=[string]$i.Attributes;VolumeId=$w.UniqueId;FileIdText=(Fid $p)}',
+    ].join('\n'),
+    [FID],
+  );
+}
+
+/**
+ * Remove the file `path` only when its identity (`<volume GUID>:<file id>`, as `parseFileInfo`
+ * makes it) is `identity`, compared right before `Remove-Item`. Answers `{ Outcome }`: `Removed`,
+ * `Absent` (nothing there) or `Other` (another file has the name: left alone). Parse with
+ * `parseRemoveOwn`.
+ */
+export function removeIfIdentity(path: string, identity: string): string {
+  return script(
+    { p: path, i: identity },
+    [
+      "if(-not [IO.File]::Exists($p)){[pscustomobject]@{Outcome='Absent'};return}",
+      "$f=[regex]::Match((Fid $p),'0x([0-9A-Fa-f]+)').Groups[1].Value.ToLower().TrimStart([char]48);if($f.Length -eq 0){$f='0'}",
+      "$g=[regex]::Match([string](Get-Volume -FilePath $p).UniqueId,'\\{([0-9A-Fa-f-]{36})\\}').Groups[1].Value.ToLower()",
+      "if(($g+':'+$f) -cne $i){[pscustomobject]@{Outcome='Other'};return}",
+      "Remove-Item -LiteralPath $p -Force -Confirm:$false;[pscustomobject]@{Outcome='Removed'}",
+    ].join('\n'),
+    [FID],
+  );
+}
+
+/**
+ * Give the file `existing` the second name `link` (`fsutil hardlink create`: an NTFS or ReFS hard
+ * link, same volume only), unless `link` exists; answers both file ids (`LinkIdText`,
+ * `TargetIdText`) so the caller sees whether `link` is that file. Parse with `parseHardLink`.
+ */
+export function hardLink(link: string, existing: string): string {
+  return script(
+    { l: link, e: existing },
+    [
+      "if($l.IndexOf([char]34) -ge 0){Fail BadPath InvalidArgument 'a path with a double quote'}",
+      '$made=$false',
+      'if(-not [IO.File]::Exists($l)){$null=@(& fsutil.exe hardlink create $l $e)',
+      "if($LASTEXITCODE -ne 0){Fail LinkFailed WriteError ('fsutil hardlink create exited '+$LASTEXITCODE)};$made=$true}",
+      '[pscustomobject]@{Created=$made;LinkIdText=(Fid $l);TargetIdText=(Fid $e)}',
+    ].join('\n'),
+    [FID],
+  );
+}
+
+/**
+ * The VM's state and its configuration files as Hyper-V names them (configuration version 6.2 and
+ * later, documented: `<ConfigurationLocation>\Virtual Machines\<VM id>.vmcx`, `.vmrs` the runtime
+ * state that holds a saved VM's memory, `.vmgs` the guest state), those that exist, each with
+ * its file id. Parse with `parseStateFiles`.
+ */
+export function stateFiles(vm: string): string {
+  return script(
+    { n: vm },
+    [
+      "$v=Vm $n;$d=[IO.Path]::Combine($v.ConfigurationLocation,'Virtual Machines')",
+      "$f=@(foreach($x in @('vmrs','vmgs','vmcx')){$p=[IO.Path]::Combine($d,[string]$v.Id+'.'+$x);if([IO.File]::Exists($p)){[pscustomobject]@{Kind=$x;Path=$p;FileIdText=(Fid $p)}}})",
+      '[pscustomobject]@{Name=$v.Name;Id=[string]$v.Id;State=[string]$v.State;Files=$f}',
+    ].join('\n'),
+    [VM, FID],
+  );
+}
+
+/**
+ * Move one virtual hard disk of a running (or stopped) VM to `destination` on this host
+ * (`Move-VMStorage -VHDs @(@{SourceFilePath; DestinationFilePath})`): Hyper-V mirrors it, switches
+ * the VM to it and deletes the source. Answers the VM after, as {@link getVm} does.
+ */
+export function moveVmVhd(vm: string, source: string, destination: string): string {
+  return script(
+    { n: vm, s: source, d: destination },
+    [
+      '$v=Vm $n',
+      'Move-VMStorage -VM $v -VHDs @(@{SourceFilePath=$s;DestinationFilePath=$d}) -Confirm:$false',
+      'VmOut (Get-VM -Id $v.Id)',
+    ].join('\n'),
+    [VM, DRIVES, VM_OUT],
+  );
+}
+
+/**
+ * Point the VM's hard disk drive at controller `controllerType` `number`:`location` to the file
+ * `path` (`Set-VMHardDiskDrive -VMHardDiskDrive -Path`). Hyper-V allows it for a VM that is off.
+ * Answers the state after (`parseVmStates`).
+ */
+export function setDrivePath(
+  vm: string,
+  controllerType: string,
+  number: number,
+  location: number,
+  path: string,
+): string {
+  return script(
+    { n: vm, t: controllerType, c: String(number), l: String(location), p: path },
+    [
+      '$v=Vm $n',
+      '$x=@(Get-VMHardDiskDrive -VM $v -ControllerType $t -ControllerNumber ([int]$c) -ControllerLocation ([int]$l))',
+      "if($x.Count -ne 1){Fail DriveNotFound ObjectNotFound 'no hard disk drive at that place'}",
+      'Set-VMHardDiskDrive -VMHardDiskDrive $x[0] -Path $p -Confirm:$false',
+      'VmState $v',
+    ].join('\n'),
+    [VM, VM_STATE],
+  );
+}
+
+/** `Set-VM -AutomaticStartAction` (`Nothing`, `StartIfRunning`, `Start`). Answers the state after. */
+export function setStartAction(vm: string, action: 'Nothing' | 'StartIfRunning' | 'Start'): string {
+  return script(
+    { n: vm },
+    ['$v=Vm $n', `Set-VM -VM $v -AutomaticStartAction ${action} -Confirm:$false`, 'VmState $v'].join('\n'),
+    [VM, VM_STATE],
+  );
+}
+
+/** The VM's state and `Uptime` in ticks (100 ns) as a string. Parse with `parseUptime`. */
+export function vmUptime(vm: string): string {
+  return script(
+    { n: vm },
+    '$v=Vm $n;[pscustomobject]@{Name=$v.Name;State=[string]$v.State;UptimeTicks=[string]$v.Uptime.Ticks}',
+    [VM],
+  );
+}
+
+/**
+ * The first 8 bytes of the file and the first 8 of its last 512 (`Tail`: where a VHD keeps its
+ * footer; absent for a file under 1 KiB), as hex pairs (`[BitConverter]::ToString`), read with every
+ * sharing mode allowed (a disk Hyper-V holds open may still refuse: then `Denied`, and VhdFormat
+ * from Get-VHD, which reads the header through Hyper-V). Parse with `parseFileHeader`.
+ */
+export function fileHeader(path: string): string {
+  return script(
+    { p: path },
+    [
+      '$x=$null;$y=$null;$f=$null',
+      '$m=[IO.FileShare]::ReadWrite -bor [IO.FileShare]::Delete',
+      'try{$s=[IO.File]::Open($p,[IO.FileMode]::Open,[IO.FileAccess]::Read,$m)',
+      'try{$b=New-Object byte[] 8;$k=$s.Read($b,0,8);$x=[BitConverter]::ToString($b,0,$k)',
+      'if($s.Length -ge 1024){$null=$s.Seek(-512,[IO.SeekOrigin]::End);$k=$s.Read($b,0,8);$y=[BitConverter]::ToString($b,0,$k)}}finally{$s.Dispose()}}',
+      'catch [IO.IOException],[UnauthorizedAccessException]{if(-not [IO.File]::Exists($p)){throw};try{$f=[string](Get-VHD -Path $p).VhdFormat}catch{}}',
+      '[pscustomobject]@{Path=$p;Hex=$x;Tail=$y;Denied=($null -eq $x);VhdFormat=$f}',
+    ].join('\n'),
+  );
+}
+
+/**
+ * Whether this host reaches `host`:`port` over TCP within 5 s (the target's sshd, for copies).
+ * Answers `{ Reachable }`. Parse with `parseReachable`.
+ */
+export function tcpReachable(host: string, port: number): string {
+  return script(
+    { h: host, t: String(port) },
+    [
+      '$c=New-Object Net.Sockets.TcpClient',
+      'try{$ok=$c.ConnectAsync($h,[int]$t).Wait(5000)}catch{$ok=$false}finally{$c.Dispose()}',
+      '[pscustomobject]@{Reachable=[bool]$ok}',
+    ].join('\n'),
+  );
+}
+
+// ---------------------------------------------------------------- copies (drivers/hyperv/transport.ts)
+
+/**
+ * Copy the file `source` of this host to `remotePath` on `host` with Windows' OpenSSH client,
+ * `scp.exe -s` (the SFTP protocol: the remote path travels inside the protocol, never through the
+ * target's shell, cmd.exe, which would read `&`, `^` or `%` in it), as `user` (empty: the name of
+ * the account it runs as), port `port`, with
+ * this account's own key and known_hosts (`~\.ssh` of the account vmplace logs in as: no key or
+ * host key of the management box reaches the host), `BatchMode=yes` (no prompt), host key checked
+ * (`StrictHostKeyChecking=yes`: an unknown or changed key fails the copy), no agent, no
+ * forwarding. `limitKbit`: `-l` (Kbit/s). The source is named relative to its directory
+ * (`.\name`), so that scp cannot take `D:` for a host. scp's output is collected and reported
+ * when it fails (`ScpFailed`). Answers `{ Copied }`. Parse with `parseCopied`.
+ */
+export function scpToHost(
+  source: string,
+  user: string,
+  host: string,
+  port: number,
+  remotePath: string,
+  opts: { limitKbit?: number } = {},
+): string {
+  const values: Record<string, string> = { s: source, u: user, h: host, t: String(port), r: remotePath };
+  let extra = '';
+  if (opts.limitKbit !== undefined) {
+    values.k = String(Math.max(1, Math.floor(opts.limitKbit)));
+    extra = ",'-l',$k";
+  }
+  return script(
+    values,
+    [
+      "if($h.IndexOf([char]58) -ge 0){$h='['+$h+']'}",
+      "$a=@('-s','-B','-q','-o','BatchMode=yes','-o','StrictHostKeyChecking=yes','-o','ForwardAgent=no','-o','IdentityAgent=none','-o','ClearAllForwardings=yes','-o','ConnectTimeout=10','-P',$t" +
+        extra +
+        ')',
+      'Set-Location -LiteralPath ([IO.Path]::GetDirectoryName($s))',
+      "$t2=$h+':'+$r;if($u.Length -gt 0){$t2=$u+'@'+$t2}",
+      "$o=@(&{$ErrorActionPreference='Continue';& scp.exe @a -- ('.\\'+[IO.Path]::GetFileName($s)) $t2 2>&1|ForEach-Object{[string]$_}})",
+      "if($LASTEXITCODE -ne 0){Fail ScpFailed WriteError ('scp.exe exited '+$LASTEXITCODE+': '+[string]::Join([char]32,$o))}",
+      '[pscustomobject]@{Copied=$true}',
+    ].join('\n'),
+  );
+}
+
+/**
+ * Finish a copy on the host that received it: flush the part file `part` to disk
+ * (`FileStream.Flush($true)`: FlushFileBuffers), SHA-256 it (`Get-FileHash`), and only when it is
+ * `sha256` give it its final name `destination` (`[IO.File]::Move`, which never replaces a file:
+ * the name taken fails the move; the part keeps its file id, so a claimed identity holds). One
+ * round trip. Answers `{ Hash, Moved }`; a part whose hash differs stays as it is. Parse with
+ * `parseFinishCopy`.
+ */
+export function finishCopy(part: string, destination: string, sha256: string): string {
+  return script(
+    { p: part, d: destination, x: sha256 },
+    [
+      '$s=[IO.File]::Open($p,[IO.FileMode]::Open,[IO.FileAccess]::ReadWrite,[IO.FileShare]::Read);try{$s.Flush($true)}finally{$s.Dispose()}',
+      '$h=(Get-FileHash -LiteralPath $p -Algorithm SHA256).Hash.ToLower()',
+      'if($h -cne $x){[pscustomobject]@{Hash=$h;Moved=$false};return}',
+      '[IO.File]::Move($p,$d)',
+      '[pscustomobject]@{Hash=$h;Moved=$true}',
+    ].join('\n'),
+  );
+}
+
+/**
+ * Copy `source` into `part` on this host through .NET streams: the part is opened as it is (or
+ * created) and truncated first, so a part created exclusively before keeps its file id; flushed
+ * to disk after. Answers `{ Length }` (bytes, string). Parse with `parseCopiedLength`.
+ */
+export function copyIntoPart(source: string, part: string): string {
+  return script(
+    { s: source, d: part },
+    [
+      '$i=[IO.File]::Open($s,[IO.FileMode]::Open,[IO.FileAccess]::Read,[IO.FileShare]::ReadWrite)',
+      'try{$o=[IO.File]::Open($d,[IO.FileMode]::OpenOrCreate,[IO.FileAccess]::Write,[IO.FileShare]::None)',
+      'try{$o.SetLength(0);$i.CopyTo($o,8388608);$o.Flush($true);$n=$o.Length}finally{$o.Dispose()}}finally{$i.Dispose()}',
+      '[pscustomobject]@{Length=[string]$n}',
+    ].join('\n'),
+  );
+}

@@ -63,11 +63,43 @@ const TABLE: Record<string, Variant[]> = {
   volumeInfo: [v('volumeInfo', 1, (s) => scripts.volumeInfo(at(s, 0)))],
   hostInfo: [v('hostInfo', 0, () => scripts.hostInfo())],
   vmHostStorage: [v('vmHostStorage', 0, () => scripts.vmHostStorage())],
+  // the driver's own (src/drivers/hyperv/driver.ts) and the copies (src/drivers/hyperv/transport.ts)
+  vmDisks: [v('vmDisks', 1, (s) => scripts.vmDisks(at(s, 0)))],
+  layerLinks: [
+    v('layerLinks one', 1, (s) => scripts.layerLinks([at(s, 0)])),
+    v('layerLinks two', 2, (s) => scripts.layerLinks([at(s, 0), at(s, 1)])),
+  ],
+  vmFiles: [v('vmFiles', 0, () => scripts.vmFiles())],
+  pathAttributes: [
+    v('pathAttributes one', 1, (s) => scripts.pathAttributes([at(s, 0)])),
+    v('pathAttributes three', 3, (s) => scripts.pathAttributes([at(s, 0), at(s, 1), at(s, 2)])),
+  ],
+  createNewFile: [v('createNewFile', 1, (s) => scripts.createNewFile(at(s, 0)))],
+  removeIfIdentity: [v('removeIfIdentity', 2, (s) => scripts.removeIfIdentity(at(s, 0), at(s, 1)))],
+  hardLink: [v('hardLink', 2, (s) => scripts.hardLink(at(s, 0), at(s, 1)))],
+  stateFiles: [v('stateFiles', 1, (s) => scripts.stateFiles(at(s, 0)))],
+  moveVmVhd: [v('moveVmVhd', 3, (s) => scripts.moveVmVhd(at(s, 0), at(s, 1), at(s, 2)))],
+  setDrivePath: [v('setDrivePath', 3, (s) => scripts.setDrivePath(at(s, 0), at(s, 1), 0, 1, at(s, 2)))],
+  setStartAction: [
+    v('setStartAction Start', 1, (s) => scripts.setStartAction(at(s, 0), 'Start')),
+    v('setStartAction Nothing', 1, (s) => scripts.setStartAction(at(s, 0), 'Nothing')),
+  ],
+  vmUptime: [v('vmUptime', 1, (s) => scripts.vmUptime(at(s, 0)))],
+  fileHeader: [v('fileHeader', 1, (s) => scripts.fileHeader(at(s, 0)))],
+  tcpReachable: [v('tcpReachable', 1, (s) => scripts.tcpReachable(at(s, 0), 22))],
+  scpToHost: [
+    v('scpToHost', 4, (s) => scripts.scpToHost(at(s, 0), at(s, 1), at(s, 2), 22, at(s, 3))),
+    v('scpToHost limited', 4, (s) =>
+      scripts.scpToHost(at(s, 0), at(s, 1), at(s, 2), 2222, at(s, 3), { limitKbit: 8000 }),
+    ),
+  ],
+  finishCopy: [v('finishCopy', 3, (s) => scripts.finishCopy(at(s, 0), at(s, 1), at(s, 2)))],
+  copyIntoPart: [v('copyIntoPart', 2, (s) => scripts.copyIntoPart(at(s, 0), at(s, 1)))],
 };
 const VARIANTS = Object.values(TABLE).flat();
 
 /** Ordinary values for the arguments not under test. */
-const SAMPLE = ['web01', 'D:\\Hyper-V\\web01\\Virtual Hard Disks', 'hv2.example.org'];
+const SAMPLE = ['web01', 'D:\\Hyper-V\\web01\\Virtual Hard Disks', 'hv2.example.org', 'D:\\VMs\\x.vhdx'];
 
 const LONG = "x'’‘‚‛$(Remove-Item C:\\ -Recurse)`;|&\n\"@'–—${env:PATH}".repeat(6);
 
