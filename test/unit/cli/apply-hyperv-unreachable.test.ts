@@ -7,22 +7,13 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { main } from '../../../src/cli/main';
 import { makeRepo } from '../../support/manifests';
+import { runCli } from '../../support/cli';
 import { cleanupTmp, tmpDir } from '../../support/tmp';
 
 afterAll(cleanupTmp);
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(['node', 'vmplace', ...args], {
-    out: (s) => (out += s),
-    err: (s) => (err += s),
-    isTTY: false,
-  });
-  return { code, out, err };
-}
+const run = runCli;
 
 /** A TCP port on 127.0.0.1 that nothing listens on (bound, then closed). */
 async function closedPort(): Promise<number> {

@@ -5,23 +5,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { main } from '../../../src/cli/main';
 import { escapeGithubData, escapeGithubProperty, formatGithub } from '../../../src/manifests/format-ci';
 import { hostDoc, makeRepo, vmDoc } from '../../support/manifests';
+import { runCli } from '../../support/cli';
 import { cleanupTmp } from '../../support/tmp';
 
 afterAll(cleanupTmp);
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(['node', 'vmplace', ...args], {
-    out: (s) => (out += s),
-    err: (s) => (err += s),
-    isTTY: false,
-  });
-  return { code, out, err };
-}
+const run = runCli;
 
 const rel = (repo: string, file: string) => `${path.relative(process.cwd(), repo)}/${file}`;
 

@@ -6,25 +6,16 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { main } from '../../../src/cli/main';
 import { capProblems, formatProblem, formatProblemsCapped } from '../../../src/manifests/format';
 import { escapeMarkdown, renderPlanMarkdown, renderPlanTable } from '../../../src/planner/render';
 import type { Plan, Problem } from '../../../src/types';
 import { hostDoc, makeRepo } from '../../support/manifests';
+import { runCli } from '../../support/cli';
 import { cleanupTmp } from '../../support/tmp';
 
 afterAll(cleanupTmp);
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(['node', 'vmplace', ...args], {
-    out: (s) => (out += s),
-    err: (s) => (err += s),
-    isTTY: false,
-  });
-  return { code, out, err };
-}
+const run = runCli;
 
 describe('problems are capped', () => {
   it('one file with 5,000 bad documents prints 100 problems and a summary; exit code 2', async () => {

@@ -7,10 +7,10 @@
 import Ajv2020 from 'ajv/dist/2020';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { main } from '../../../src/cli/main';
 import { escapeMarkdown } from '../../../src/planner/render';
 import type { Plan } from '../../../src/types';
 import { hostDoc, makeRepo } from '../../support/manifests';
+import { runCli } from '../../support/cli';
 import { cleanupTmp, tmpDir } from '../../support/tmp';
 
 const ROOT = path.resolve(__dirname, '../../..');
@@ -18,16 +18,7 @@ const EXAMPLE = path.join(ROOT, 'examples/hyperv-fleet');
 
 afterAll(cleanupTmp);
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(['node', 'vmplace', ...args], {
-    out: (s) => (out += s),
-    err: (s) => (err += s),
-    isTTY: false,
-  });
-  return { code, out, err };
-}
+const run = runCli;
 
 /** Error lines only (a repository without git history may warn). */
 const errors = (err: string): string[] => err.split('\n').filter((l) => l !== '' && !/: warning: /.test(l));
