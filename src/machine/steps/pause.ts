@@ -218,6 +218,21 @@ export async function copyDeltaEarly(
 }
 
 /**
+ * This migration's entry of a memo map, removed from it, and every other entry older than
+ * `maxAgeMs` dropped (hints of migrations that never came back for them).
+ */
+function takeAndPrune<T extends { at: number }>(
+  memo: Map<string, T>,
+  id: string,
+  maxAgeMs: number,
+): T | undefined {
+  const mine = memo.get(id);
+  memo.delete(id);
+  for (const [other, e] of memo) if (Date.now() - e.at > maxAgeMs) memo.delete(other);
+  return mine;
+}
+
+/**
  * CopyingDelta when the memory goes by live migration: on the target, each disk's top layer is
  * made empty over the layers copied below it; the migration mirrors the source's top layer
  * into it. A VM already running from it (a run that died after the migration) keeps it.
@@ -248,10 +263,7 @@ export const copyDelta: Step = async (ctx, deps) => {
   // (the copy itself looks first: no round trip of its own here).
   // small files (the last delta of iterative rounds) through the connections already open
   const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
-  const earlyCopies = deps.memo.earlyCopies;
-  const early = earlyCopies.get(ctx.id);
-  earlyCopies.delete(ctx.id);
-  for (const [id, e] of earlyCopies) if (Date.now() - e.at > EARLY_COPY_FRESH_MS) earlyCopies.delete(id);
+  const early = takeAndPrune(deps.memo.earlyCopies, ctx.id, EARLY_COPY_FRESH_MS);
   const copyOne = async (from: string, to: string): Promise<void> => {
     if (early?.paths.has(to)) {
       // copied while the memory was saved: compare now that the save is over (one round trip)
@@ -275,10 +287,7 @@ export const copyDelta: Step = async (ctx, deps) => {
   const from = ctx.srcStateFile;
   const to = ctx.stateFile!;
   const stateInPlace = !from || (!ctx.copyState && from === to);
-  const earlyState = deps.memo.earlyState.get(ctx.id);
-  deps.memo.earlyState.delete(ctx.id);
-  for (const [id, e] of deps.memo.earlyState)
-    if (Date.now() - e.at > EARLY_COPY_FRESH_MS) deps.memo.earlyState.delete(id);
+  const earlyState = takeAndPrune(deps.memo.earlyState, ctx.id, EARLY_COPY_FRESH_MS);
   // copied by Saving once the save had ended (verified then; the source's file is final)
   const stateCopied =
     !!earlyState &&
