@@ -54,6 +54,8 @@ export const REASONS = [
   'DomainRunning',
   'DomainStateUnsupported',
   'DriverMismatch',
+  // the hypervisor driver cannot run the strategy asked for (or any, for this move)
+  'StrategyUnsupported',
   'MixedHypervisors',
   'NoTransport',
   'NoTransferAddress',

@@ -102,6 +102,18 @@ export interface DriverCapabilities {
    * `migrateOntoLayers`
    */
   liveOntoLayers: boolean;
+  /**
+   * Quick Storage Migration: restore a saved state onto the copied disks, on this host or
+   * another (libvirt: `virsh restore --xml` naming the new paths). A driver without it is never
+   * asked for `quick`: Preflight refuses it (`StrategyUnsupported`) before anything changes, and
+   * `auto` runs live where it can.
+   */
+  quickStorageMigration: boolean;
+  /**
+   * Define a shut-off VM on another host from its definition (a cold move across hosts;
+   * libvirt: `virsh define`). Without it a shut-off VM moves only within one host.
+   */
+  defineOnOtherHost: boolean;
 }
 
 /** Path semantics of the hosts a driver talks to (POSIX for libvirt, Windows for Hyper-V). */

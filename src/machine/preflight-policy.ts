@@ -17,21 +17,35 @@ export type Executed = 'quick' | 'cold' | 'live';
 
 /**
  * The strategy that runs, from the VM's state, the requested strategy and what the two hosts
- * offer. A shut-off VM moves cold. A running VM: `cold` is refused; `live` and `auto` run live
- * when the driver has the fast path (a live storage move on one host, live migration across
- * hosts) and the hosts reach each other, else quick (with a warning: the VM pauses); `quick`
- * runs quick.
+ * offer. A shut-off VM moves cold (across hosts only where the driver defines a VM on another
+ * host). A running VM: `cold` is refused; `live` and `auto` run live when the driver has the
+ * fast path (a live storage move on one host, live migration across hosts) and the hosts reach
+ * each other, else quick (with a warning: the VM pauses); `quick` runs quick. Quick where the
+ * driver has no Quick Storage Migration (Hyper-V today) is refused, saying why, before
+ * anything changes.
  */
 export function chooseStrategy(o: {
   vm: string;
   state: DomainState;
   requested: Strategy;
   cross: boolean;
-  caps: Pick<DriverCapabilities, 'liveStorageMove' | 'liveMigration'>;
+  caps: Pick<
+    DriverCapabilities,
+    'family' | 'liveStorageMove' | 'liveMigration' | 'quickStorageMigration' | 'defineOnOtherHost'
+  >;
   /** the hosts reach each other (host to host); always true on one host */
   direct: boolean;
 }): { strategy: Executed; warning?: string } | { finding: Finding } {
-  if (o.state === 'shutoff') return { strategy: 'cold' };
+  const unsupported = (message: string): { finding: Finding } => ({
+    finding: { reason: 'StrategyUnsupported', message },
+  });
+  if (o.state === 'shutoff') {
+    if (o.cross && !o.caps.defineOnOtherHost)
+      return unsupported(
+        `${o.vm} is shut off and the ${o.caps.family} driver cannot define a VM on another host: move it within its host, or start it to move it live`,
+      );
+    return { strategy: 'cold' };
+  }
   if (o.state !== 'running')
     return {
       finding: {
@@ -43,18 +57,20 @@ export function chooseStrategy(o: {
     return {
       finding: { reason: 'DomainRunning', message: `strategy cold needs ${o.vm} shut off; it is running` },
     };
-  if (o.requested === 'quick') return { strategy: 'quick' };
+  const noQuick = `the ${o.caps.family} driver has no quick storage migration (it cannot restore a saved VM onto copied disks)`;
+  if (o.requested === 'quick') {
+    if (!o.caps.quickStorageMigration)
+      return unsupported(`strategy quick for ${o.vm}: ${noQuick}; use live or auto`);
+    return { strategy: 'quick' };
+  }
   // live or auto
-  if (o.cross && !o.caps.liveMigration)
-    return { strategy: 'quick', warning: 'the hypervisor offers no live migration: using quick' };
-  if (!o.cross && !o.caps.liveStorageMove)
-    return { strategy: 'quick', warning: 'the hypervisor offers no live storage move: using quick' };
-  if (o.cross && !o.direct)
-    return {
-      strategy: 'quick',
-      warning: 'the hosts cannot reach each other: live migration is not possible, using quick',
-    };
-  return { strategy: 'live' };
+  let why: string | undefined;
+  if (o.cross && !o.caps.liveMigration) why = 'the hypervisor offers no live migration';
+  else if (!o.cross && !o.caps.liveStorageMove) why = 'the hypervisor offers no live storage move';
+  else if (o.cross && !o.direct) why = 'the hosts cannot reach each other: live migration is not possible';
+  if (why === undefined) return { strategy: 'live' };
+  if (!o.caps.quickStorageMigration) return unsupported(`${o.vm} cannot move: ${why}, and ${noQuick}`);
+  return { strategy: 'quick', warning: `${why}: using quick` };
 }
 
 /** A pair of hosts vmplace can move between: one hypervisor family, and a way to copy files. */

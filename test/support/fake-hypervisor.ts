@@ -292,6 +292,8 @@ export class FakeHost {
       stateOnSharedStorage: opts.capabilities?.stateOnSharedStorage ?? hyperv,
       pausedMigration: opts.capabilities?.pausedMigration ?? false,
       liveOntoLayers: opts.capabilities?.liveOntoLayers ?? false,
+      quickStorageMigration: opts.capabilities?.quickStorageMigration ?? true,
+      defineOnOtherHost: opts.capabilities?.defineOnOtherHost ?? true,
     };
   }
 

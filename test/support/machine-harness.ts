@@ -22,6 +22,7 @@ import type { MigrationContext, MigrationInput } from '../../src/machine/types';
 import {
   Crash,
   type FakeDef,
+  type FakeHostOptions,
   FakeDriver,
   FakeWorld,
   type OpPlan,
@@ -414,15 +415,24 @@ export const HYPERV_ROOTS = {
  * vhdx) in D:\VMs\web, running (shut off for cold), autostart on, its guest writing a block
  * after every op while it runs. The case says where its disks go.
  */
-export function buildHypervScenario(kind: HypervCase): Scenario {
+export function buildHypervScenario(
+  kind: HypervCase,
+  opts: { capabilities?: FakeHostOptions['capabilities']; strategy?: MigrationInput['strategy'] } = {},
+): Scenario {
   const world = new FakeWorld();
   const cross = kind.includes('across');
   const { local, volume, csv } = HYPERV_ROOTS;
+  const capabilities = opts.capabilities ? { capabilities: opts.capabilities } : {};
   world.addHost('hv-a', {
     flavour: 'hyperv',
     roots: { [local]: undefined, [volume]: undefined, [csv]: undefined },
+    ...capabilities,
   });
-  world.addHost('hv-b', { flavour: 'hyperv', roots: { [local]: undefined, [csv]: undefined } });
+  world.addHost('hv-b', {
+    flavour: 'hyperv',
+    roots: { [local]: undefined, [csv]: undefined },
+    ...capabilities,
+  });
   const cold = kind.startsWith('cold');
   world.addVm('hv-a', {
     name: 'web',
@@ -445,7 +455,7 @@ export function buildHypervScenario(kind: HypervCase): Scenario {
   const input: MigrationInput = {
     id: 'm1',
     vm: 'web',
-    strategy: kind.startsWith('live') ? 'live' : cold ? 'cold' : 'quick',
+    strategy: opts.strategy ?? (kind.startsWith('live') ? 'live' : cold ? 'cold' : 'quick'),
     fromHost: 'hv-a',
     toHost: cross ? 'hv-b' : 'hv-a',
     moves: targets.map((target) => ({ target, fromStorage: 'local', toStorage: 'target', toPath: to })),

@@ -20,6 +20,10 @@ export const HYPERV_CAPABILITIES: DriverCapabilities = Object.freeze({
   stateOnSharedStorage: true, // a Cluster Shared Volume is seen by every node
   pausedMigration: false, // Hyper-V has no migration of a paused VM onto copied disks
   liveOntoLayers: false, // nor a live migration onto differencing disks already there
+  // Hyper-V keeps a saved VM on its disks; restoring it on copies (here or on another host)
+  // needs its configuration imported (Compare-VM fix-ups, Import-VM), not built without a host
+  quickStorageMigration: false,
+  defineOnOtherHost: false, // registering on another host is Import-VM too
 });
 
 /** One hard disk drive of a definition. */

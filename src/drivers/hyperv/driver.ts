@@ -43,6 +43,10 @@
  *   `.vmgs`), where `Save-VM` puts it. `save` gives those files the names `ownFile` asks for
  *   (hard links again: `x.vmrs`, `x.vmgs`), so `holdsSavedState`, `removeFile` and copies work
  *   on the asked names; `restore` on the host where the VM is registered is `Start-VM`.
+ * - **No Quick Storage Migration yet** (capabilities `quickStorageMigration` and
+ *   `defineOnOtherHost` false): Preflight refuses `quick`, and a cold move to another host, with
+ *   `StrategyUnsupported` before anything changes; `auto` runs live. The refusals below are a
+ *   second line behind it.
  * - **What the driver refuses** (StalledError `NotSupportedByDriver`, each saying why): a restore
  *   onto other disks or on another host (Hyper-V does not change a saved VM's disks; importing a
  *   saved VM elsewhere needs its configuration copied and `Compare-VM` fix-ups that are not

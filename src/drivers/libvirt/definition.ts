@@ -21,4 +21,6 @@ export const LIBVIRT_CAPABILITIES: DriverCapabilities = Object.freeze({
   stateOnSharedStorage: true, // a save file on NFS/shared storage restores on another host
   pausedMigration: true, // migrate --unsafe of a paused domain onto copied images
   liveOntoLayers: true, // migrate --live --copy-storage-inc onto copied backing chains
+  quickStorageMigration: true, // restore --xml onto the copied disks, here or on another host
+  defineOnOtherHost: true, // define from the source's inactive XML
 });

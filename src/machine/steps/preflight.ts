@@ -90,8 +90,11 @@ export const preflight: Step = async (ctx, deps) => {
     requested: ctx.strategy,
     cross,
     caps: {
+      family: src.capabilities.family,
       liveStorageMove: src.capabilities.liveStorageMove,
       liveMigration: src.capabilities.liveMigration && dst.capabilities.liveMigration,
+      quickStorageMigration: src.capabilities.quickStorageMigration && dst.capabilities.quickStorageMigration,
+      defineOnOtherHost: dst.capabilities.defineOnOtherHost,
     },
     direct: transferMode !== 'relay',
   });

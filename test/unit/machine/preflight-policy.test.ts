@@ -2,8 +2,11 @@
 import { POSIX_PATHS, type DomainDisk } from '../../../src/drivers/driver';
 import { chooseStrategy, judgeDisk, judgePair, placeState } from '../../../src/machine/preflight-policy';
 
-const ALL = { liveStorageMove: true, liveMigration: true };
-const NONE = { liveStorageMove: false, liveMigration: false };
+const BASE = { family: 'x', quickStorageMigration: true, defineOnOtherHost: true };
+const ALL = { ...BASE, liveStorageMove: true, liveMigration: true };
+const NONE = { ...BASE, liveStorageMove: false, liveMigration: false };
+/** a driver like Hyper-V's today: live paths, no quick storage migration, no define elsewhere */
+const LIVE_ONLY = { ...ALL, quickStorageMigration: false, defineOnOtherHost: false };
 
 describe('chooseStrategy', () => {
   const rows: [string, Parameters<typeof chooseStrategy>[0], string][] = [
@@ -64,7 +67,7 @@ describe('chooseStrategy', () => {
         state: 'running',
         requested: 'auto',
         cross: true,
-        caps: { liveStorageMove: true, liveMigration: false },
+        caps: { ...BASE, liveStorageMove: true, liveMigration: false },
         direct: true,
       },
       'quick!',
@@ -76,10 +79,57 @@ describe('chooseStrategy', () => {
         state: 'running',
         requested: 'live',
         cross: false,
-        caps: { liveStorageMove: false, liveMigration: true },
+        caps: { ...BASE, liveStorageMove: false, liveMigration: true },
         direct: true,
       },
       'quick!',
+    ],
+    [
+      'no quick storage migration: quick asked is refused',
+      { vm: 'v', state: 'running', requested: 'quick', cross: true, caps: LIVE_ONLY, direct: true },
+      'StrategyUnsupported',
+    ],
+    [
+      'no quick storage migration, one host: quick asked is refused',
+      { vm: 'v', state: 'running', requested: 'quick', cross: false, caps: LIVE_ONLY, direct: true },
+      'StrategyUnsupported',
+    ],
+    [
+      'no quick storage migration: auto across reachable hosts runs live',
+      { vm: 'v', state: 'running', requested: 'auto', cross: true, caps: LIVE_ONLY, direct: true },
+      'live',
+    ],
+    [
+      'no quick storage migration: auto on one host runs live',
+      { vm: 'v', state: 'running', requested: 'auto', cross: false, caps: LIVE_ONLY, direct: true },
+      'live',
+    ],
+    [
+      'no quick storage migration, hosts unreachable: refused instead of falling back to quick',
+      { vm: 'v', state: 'running', requested: 'auto', cross: true, caps: LIVE_ONLY, direct: false },
+      'StrategyUnsupported',
+    ],
+    [
+      'no quick storage migration nor live storage move: refused',
+      {
+        vm: 'v',
+        state: 'running',
+        requested: 'live',
+        cross: false,
+        caps: { ...LIVE_ONLY, liveStorageMove: false },
+        direct: true,
+      },
+      'StrategyUnsupported',
+    ],
+    [
+      'shut off, one host, no define elsewhere: cold',
+      { vm: 'v', state: 'shutoff', requested: 'auto', cross: false, caps: LIVE_ONLY, direct: true },
+      'cold',
+    ],
+    [
+      'shut off, across hosts, no define elsewhere: refused',
+      { vm: 'v', state: 'shutoff', requested: 'auto', cross: true, caps: LIVE_ONLY, direct: true },
+      'StrategyUnsupported',
     ],
   ];
   test.each(rows)('%s', (_name, input, want) => {

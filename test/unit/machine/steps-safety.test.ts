@@ -69,6 +69,8 @@ class FakeHost {
         stateOnSharedStorage: true,
         pausedMigration: false,
         liveOntoLayers: false,
+        quickStorageMigration: true,
+        defineOnOtherHost: true,
       },
       paths: POSIX_PATHS,
       diskPathsOf: (def) => Object.fromEntries(parseDomainXml(def.data).disks.map((d) => [d.target, d.path])),

@@ -1358,6 +1358,8 @@ describe('migrateLive: Move-VM -IncludeStorage; the capabilities it lacks', () =
       stateOnSharedStorage: true,
       pausedMigration: false,
       liveOntoLayers: false,
+      quickStorageMigration: false,
+      defineOnOtherHost: false,
     });
     await expect(d.migratePaused('web01', d, { disks: [], address: 'x' })).rejects.toMatchObject({
       reason: 'NotSupportedByDriver',
