@@ -221,7 +221,25 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
         return { msg: l };
       }
     });
-  if (code !== 0) throw new Error(`vmplace apply exited ${code}: ${stderr.slice(-3000)}`);
+  if (code !== 0) {
+    // what went wrong: vmplace's warnings and errors, and the migration's last error in the status
+    const said = logs
+      .filter((l) => (l.level ?? 50) >= 40)
+      .map((l) => `${l.msg}${l.reason ? ` (${l.reason})` : ''}${l.err?.message ? `: ${l.err.message}` : ''}`);
+    let lastError = '';
+    try {
+      const st = YAML.parse(fs.readFileSync(path.join(repo, 'status', 'vms', `${vm}.yaml`), 'utf8'));
+      const le = st?.migration?.lastError;
+      if (le) lastError = ` last error: ${le.reason}: ${le.message}`;
+    } catch {
+      // no status written
+    }
+    const err = new Error(
+      `vmplace apply exited ${code}:${lastError} ${said.slice(-12).join(' | ').slice(-3000)}`,
+    );
+    err.applyFailed = true;
+    throw err;
+  }
   const status = YAML.parse(fs.readFileSync(path.join(repo, 'status', 'vms', `${vm}.yaml`), 'utf8'));
   const ctx = finishedContext(stateDir) ?? {};
   const ev = lab.pauseFromEvents(monSrc, monDst, vm, t0);
@@ -390,6 +408,7 @@ async function crossHost({
   inject,
   guestBulk,
   results,
+  failures = [],
 }) {
   const { LibvirtDriver } = lab.dist('drivers/libvirt/driver');
   const d = {};
@@ -449,15 +468,44 @@ async function crossHost({
           // live across hosts migrates with QEMU's own migration: writes from the monitor are not
           // safe around its switch-over, so only the guest's own writer runs then
           const doInject = inject && mode !== 'live:cross';
-          const r = await measuredApply({
-            repo,
-            stateDir,
-            vm,
-            src: { name: on, where: where[on] },
-            dst: { name: to, where: where[to] },
-            injector,
-            inject: doInject,
-          });
+          let r;
+          try {
+            r = await measuredApply({
+              repo,
+              stateDir,
+              vm,
+              src: { name: on, where: where[on] },
+              dst: { name: to, where: where[to] },
+              injector,
+              inject: doInject,
+            });
+          } catch (err) {
+            // a failed move is counted, not hidden; the bench goes on while the VM runs on one host
+            if (!err.applyFailed) throw err;
+            await injector.stop();
+            const states = await Promise.all(
+              ['hv1', 'hv2'].map((h) => d[h].getDomain(vm).then((x) => x?.state)),
+            );
+            const running = ['hv1', 'hv2'].filter((_, k) => states[k] === 'running');
+            failures.push({
+              topology,
+              mode,
+              sizeBytes: size,
+              run: i + 1,
+              from,
+              to,
+              load,
+              error: err.message,
+              vmOn: running,
+            });
+            log(
+              `pause: ${topology} ${mode} ${size / MiB} MiB run ${i + 1} FAILED (VM running on ${running.join(', ') || 'no host'}): ${err.message.slice(0, 1500)}`,
+            );
+            if (running.length !== 1) throw err;
+            on = running[0];
+            fs.rmSync(stateDir, { recursive: true, force: true });
+            continue;
+          }
           if (r.placedOn !== to) throw new Error(`${vm} ended on ${r.placedOn}, expected ${to}`);
           on = to;
           const row = { topology, mode, sizeBytes: size, run: i + 1, from, to, load, ...r };
@@ -883,6 +931,7 @@ const fmt = (x) => (typeof x === 'number' ? x.toFixed(0) : String(x));
  */
 async function pauseBench(opts) {
   const results = [];
+  const failures = [];
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'vmplace-bench-pause-'));
   const guest = await lab.buildGuest();
   const cross = opts.modes.filter((m) => m !== 'live:same');
@@ -911,6 +960,7 @@ async function pauseBench(opts) {
         inject: opts.inject,
         guestBulk: opts.guestBulk ?? 0,
         results,
+        failures,
       });
     }
     if (opts.modes.includes('live:same')) {
@@ -938,6 +988,7 @@ async function pauseBench(opts) {
     loadBefore,
     loadAfter: loadavg(),
     results,
+    failures,
     error,
   };
 }

@@ -412,6 +412,17 @@ function writeReport(out) {
       `VM: the lab guest (TCG), 256 MiB RAM, one qcow2 disk half full, moved hv1 → hv2 → hv1 … with \`vmplace apply\` (the real CLI), on two topologies: **nothing shared** (no Cluster manifest: each host only its local storage, the memory state saved on the source and copied to the target inside the pause) and **cluster** (both hosts in cluster c1 with the shared storage csv, where the state file is saved and read). Runs rotate over topologies, modes and baselines. Write load: ${p.opts.inject ? '1 MiB writes from the host into the running disk through QEMU (HMP `qemu-io -d …virtio-backend`), 10 per second to fresh offsets, stopped while the persisted step is Saving/CopyingDelta/Restoring and restarted on the target once it runs there' : "only the guest's own writer"}; the guest itself writes ~10 acknowledged 4 KiB records/s${p.opts.guestBulk ? ` and, with its bulk writer, ${p.opts.guestBulk} MiB/s of 1 MiB O_DIRECT writes` : ''}. Pause = QEMU STOP event on the source → RESUME on the target (\`virsh qemu-monitor-event --timestamp\` on both hosts); libvirt lifecycle Suspended → Resumed and vmplace's \`migration.pauseMs\` beside it. Step times come from the persisted state (polled every 10 ms). Delta ≈ injected rate × (Snapshotting/2 + CopyingBase) when single round. Baselines on the same VM in the same run: the **floor** (\`virsh save\` + \`virsh restore\` in one shell on the host the VM runs on, state on its local storage) and the **seed's steps by hand** across hosts with nothing shared (\`snapshot-create-as --disk-only\`, rsync of the base while the VM runs under the same load, \`virsh save\`, scp of overlay + state with \`save-image-dumpxml\` beside it, then on the target XML written + \`qemu-img rebase -u\` + \`virsh restore --xml\` in one shell).`,
     );
     L.push('');
+    if (p.failures?.length) {
+      L.push(
+        `**Failed runs: ${p.failures.length}** (counted, not in the medians; the bench went on from the host the VM ran on):`,
+      );
+      L.push('');
+      for (const f of p.failures)
+        L.push(
+          `- ${f.topology} ${f.mode} ${size(f.sizeBytes)} run ${f.run} (${f.from} → ${f.to}, load ${f.load}; VM then on ${(f.vmOn ?? []).join(', ') || 'no host'}): ${String(f.error).slice(0, 400).replace(/\|/g, '/')}`,
+        );
+      L.push('');
+    }
     L.push(
       '| topology | strategy | disk | N | pause, QEMU events (ms) | lifecycle events (ms) | status pauseMs (ms) | status − events (ms, max abs) | rounds | Saving (ms) | CopyingDelta (ms) | Restoring (ms) | state file (MB) | delta before the pause, est. (MB) | injected (MB/s) | whole migration (s) |',
     );
