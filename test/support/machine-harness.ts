@@ -411,7 +411,7 @@ export const HYPERV_ROOTS = {
 /**
  * A fresh Hyper-V-shaped FAKE world for one case: host hv-a with D:\VMs, E:\VMs and
  * C:\ClusterStorage\Volume1, host hv-b with D:\VMs and C:\ClusterStorage\Volume1 (its own: the
- * FAKE shares no storage between hosts); VM `web` on hv-a with two disks (scsi0-0 and scsi0-1,
+ * FAKE shares no storage between hosts); VM `web` on hv-a with two disks (sda and sdb,
  * vhdx) in D:\VMs\web, running (shut off for cold), autostart on, its guest writing a block
  * after every op while it runs. The case says where its disks go.
  */
@@ -439,8 +439,8 @@ export function buildHypervScenario(
     state: cold ? 'shutoff' : 'running',
     autostart: true,
     disks: [
-      { target: 'scsi0-0', path: `${local}\\web\\web-os.vhdx`, format: 'vhdx', blocks: 12 },
-      { target: 'scsi0-1', path: `${local}\\web\\web-data.vhdx`, format: 'vhdx', blocks: 6 },
+      { target: 'sda', path: `${local}\\web\\web-os.vhdx`, format: 'vhdx', blocks: 12 },
+      { target: 'sdb', path: `${local}\\web\\web-data.vhdx`, format: 'vhdx', blocks: 6 },
     ],
   });
   world.afterOp = (w) => w.guestWrite('web');
@@ -451,7 +451,7 @@ export function buildHypervScenario(
       : kind.includes('another case')
         ? csv.toLowerCase()
         : csv;
-  const targets = kind.includes('one disk stays') ? ['scsi0-0'] : ['scsi0-0', 'scsi0-1'];
+  const targets = kind.includes('one disk stays') ? ['sda'] : ['sda', 'sdb'];
   const input: MigrationInput = {
     id: 'm1',
     vm: 'web',

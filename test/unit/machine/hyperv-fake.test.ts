@@ -79,8 +79,8 @@ describe('the Hyper-V-shaped FAKE itself', () => {
       name: 'web',
       state: 'running',
       disks: [
-        { target: 'scsi0-0', path: `${local}\\web\\web-os.vhdx`, format: 'vhdx' },
-        { target: 'scsi0-1', path: `${local}\\web\\web-data.vhdx`, format: 'vhdx' },
+        { target: 'sda', path: `${local}\\web\\web-os.vhdx`, format: 'vhdx' },
+        { target: 'sdb', path: `${local}\\web\\web-data.vhdx`, format: 'vhdx' },
       ],
     });
     return w;
@@ -113,12 +113,12 @@ describe('the Hyper-V-shaped FAKE itself', () => {
   test('FAKE: a checkpoint asked for one disk layers every disk, returns every layer, and again the same', async () => {
     const w = world();
     const drv = w.driver('hv');
-    const layer = `${local}\\web\\web.scsi0-0.overlay.vmplace-m1.avhdx`;
-    const made = await drv.freezeDisks('web', [{ target: 'scsi0-0', layer }]);
+    const layer = `${local}\\web\\web.sda.overlay.vmplace-m1.avhdx`;
+    const made = await drv.freezeDisks('web', [{ target: 'sda', layer }]);
     expect(made).toEqual([
-      { target: 'scsi0-0', layer, below: `${local}\\web\\web-os.vhdx` },
+      { target: 'sda', layer, below: `${local}\\web\\web-os.vhdx` },
       {
-        target: 'scsi0-1',
+        target: 'sdb',
         layer: `${local}\\web\\web-data_fake-checkpoint-1.avhdx`,
         below: `${local}\\web\\web-data.vhdx`,
       },
@@ -128,23 +128,23 @@ describe('the Hyper-V-shaped FAKE itself', () => {
       [layer, true],
       [`${local}\\web\\web-data_fake-checkpoint-1.avhdx`, true],
     ]);
-    expect(await drv.freezeDisks('web', [{ target: 'scsi0-0', layer }])).toEqual(made);
+    expect(await drv.freezeDisks('web', [{ target: 'sda', layer }])).toEqual(made);
     // a layer must lie beside its parent: Hyper-V puts it there
     const w2 = world();
     await expect(
-      w2.driver('hv').freezeDisks('web', [{ target: 'scsi0-0', layer: `${csv}\\x.avhdx` }]),
+      w2.driver('hv').freezeDisks('web', [{ target: 'sda', layer: `${csv}\\x.avhdx` }]),
     ).rejects.toMatchObject({ reason: 'LayerPlacement' });
   });
 
   test('FAKE: a merge runs in the background; it completes after a crash, and a re-run waits for it or finds it done', async () => {
     const w = world();
-    const layer = `${local}\\web\\web.scsi0-0.overlay.vmplace-m1.avhdx`;
-    await w.driver('hv').freezeDisks('web', [{ target: 'scsi0-0', layer }]);
+    const layer = `${local}\\web\\web.sda.overlay.vmplace-m1.avhdx`;
+    await w.driver('hv').freezeDisks('web', [{ target: 'sda', layer }]);
     w.afterOp = (x) => x.guestWrite('web');
     w.plan = { kind: 'crash', at: w.opCount + 1, phase: 'after' };
     const crashed = await w
       .driver('hv')
-      .mergeLayers('web', 'scsi0-0', { top: layer })
+      .mergeLayers('web', 'sda', { top: layer })
       .catch((e: unknown) => e);
     expect(isCrash(crashed)).toBe(true);
     expect(w.jobs).toHaveLength(1);
@@ -152,7 +152,7 @@ describe('the Hyper-V-shaped FAKE itself', () => {
     const drv = w.driver('hv');
     // still on the layer while the merge runs
     expect((await drv.getDomain('web'))!.disks[0]!.path).toBe(layer);
-    await drv.mergeLayers('web', 'scsi0-0', { top: layer });
+    await drv.mergeLayers('web', 'sda', { top: layer });
     expect(w.trace.map((o) => o.name).filter((n) => n.startsWith('mergeLayers'))).toEqual([
       'mergeLayers',
       'mergeLayers',
@@ -161,7 +161,7 @@ describe('the Hyper-V-shaped FAKE itself', () => {
     const dom = (await drv.getDomain('web'))!;
     expect(dom.disks[0]).toMatchObject({ path: `${local}\\web\\web-os.vhdx`, hasBackingStore: false });
     expect(await drv.fileExists(layer)).toBe(false);
-    expect(w.missingData('hv', `${local}\\web\\web-os.vhdx`, w.expectedData('web', 'scsi0-0'))).toEqual([]);
+    expect(w.missingData('hv', `${local}\\web\\web-os.vhdx`, w.expectedData('web', 'sda'))).toEqual([]);
     expect(w.violations).toEqual([]);
   });
 
@@ -259,7 +259,7 @@ describe('FAKE Hyper-V: a disk that stays is layered by the checkpoint too', () 
     expect(made.length).toBeGreaterThan(0);
     for (const p of made) expect(p).toMatch(/^D:\\VMs\\web\\web-data_fake-checkpoint-\d+\.avhdx$/);
     const v = c.s.world.host('hv-a').vms.get('web')!;
-    expect(v.live!.disks.find((d) => d.target === 'scsi0-1')!.path).toBe(`${local}\\web\\web-data.vhdx`);
+    expect(v.live!.disks.find((d) => d.target === 'sdb')!.path).toBe(`${local}\\web\\web-data.vhdx`);
   });
 });
 
@@ -283,7 +283,7 @@ describe('FAKE Hyper-V: names compare case-insensitively', () => {
       persistent: {
         name: 'clone',
         memoryBytes: 2 ** 20,
-        disks: [{ target: 'scsi0-0', path: clone, format: 'avhdx' }],
+        disks: [{ target: 'sda', path: clone, format: 'avhdx' }],
       },
     });
     const r = await runMigrationInWorld(w, s.input);
