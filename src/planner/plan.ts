@@ -15,6 +15,7 @@ import {
   type Strategy,
   type VirtualMachine,
 } from '../types';
+import { capabilitiesOf } from '../drivers/capabilities';
 import { formatBytes } from './bytes';
 import { executedStrategy, type SpaceDisk, spaceNeeds } from './space';
 import { checkTargetPaths } from './collisions';
@@ -207,6 +208,15 @@ function draftMigration(
     findings.push(...hypervisorFindings(topology, fromHost, toHost));
     findings.push(...cpuFindings(topology, fromHost, toHost, strategy));
   }
+  findings.push(
+    ...strategyFindings(
+      topology,
+      vm,
+      fromHost,
+      executedStrategy(vm.spec.strategy, running),
+      diff.hostChanged,
+    ),
+  );
 
   const demands = new Map<string, LocationDemand>();
   const demandOn = (location: Location): LocationDemand => {
@@ -320,6 +330,42 @@ function hypervisorFindings(topology: Topology, fromHost: string, toHost: string
       message: `${fromHost} runs ${from} and ${toHost} runs ${to}; vmplace moves VMs only between hosts of one hypervisor`,
     },
   ];
+}
+
+/**
+ * A strategy the hosts' driver cannot run, as Preflight would refuse it (`StrategyUnsupported`):
+ * quick of a running VM where the driver has no quick storage migration (Hyper-V today), a cold
+ * move to another host where the driver cannot define a VM there. A host no manifest declares is
+ * left to Preflight.
+ */
+function strategyFindings(
+  topology: Topology,
+  vm: VirtualMachine,
+  fromHost: string,
+  executed: 'quick' | 'live' | 'cold',
+  hostChanged: boolean,
+): Finding[] {
+  if (!topology.declares(fromHost)) return [];
+  const caps = capabilitiesOf(topology.driverOf(fromHost));
+  if (!caps) return [];
+  const name = vm.metadata.name;
+  if (executed === 'quick' && !caps.quickStorageMigration)
+    return [
+      {
+        severity: 'error',
+        reason: 'StrategyUnsupported',
+        message: `${name}: strategy ${vm.spec.strategy ?? 'quick (the default)'} needs quick storage migration, which the ${caps.family} driver does not have yet; set strategy: auto (or live) to move it live`,
+      },
+    ];
+  if (executed === 'cold' && hostChanged && !caps.defineOnOtherHost)
+    return [
+      {
+        severity: 'error',
+        reason: 'StrategyUnsupported',
+        message: `${name}: a cold move to another host needs the VM defined there, which the ${caps.family} driver does not do yet; move it running (strategy: auto or live) or within its host`,
+      },
+    ];
+  return [];
 }
 
 /** A cluster location both hosts reach (where a cross-host quick move saves the memory state). */

@@ -85,6 +85,11 @@ export class Topology {
     return this.clusterOfHost.get(host);
   }
 
+  /** Does a Host manifest declare `host`? */
+  declares(host: string): boolean {
+    return this.desired.hosts.has(host);
+  }
+
   /** The driver of a host according to its manifest, if any. */
   driverOf(host: string): DriverName | undefined {
     return this.desired.hosts.get(host)?.spec.driver;

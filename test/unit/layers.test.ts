@@ -39,7 +39,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
   manifests: [...BOTTOM, 'drivers/paths', 'drivers/path-rules'],
   settings: [...BOTTOM, 'manifests'],
   // decisions: pure (see PURE below); of drivers/, only each driver's path rules (pure too)
-  planner: ['errors', 'types', 'text', 'duration', 'backoff', 'drivers/path-rules'],
+  planner: ['errors', 'types', 'text', 'duration', 'backoff', 'drivers/path-rules', 'drivers/capabilities'],
   // actual state: observed through drivers; status files and git
   inventory: [...BOTTOM, 'drivers', 'planner'],
   status: [...BOTTOM, 'manifests'],
@@ -150,6 +150,7 @@ const PURE: Record<string, string> = {
   // the path rules the planner and the manifests import from drivers/
   'drivers/paths.ts': 'the lexical path checks are pure',
   'drivers/path-rules.ts': 'the path rules are pure: the planner imports them',
+  'drivers/capabilities.ts': "the drivers' capabilities are data: the planner imports them",
   'drivers/windows-paths.ts': 'the path rules are pure: the planner imports them',
   'drivers/driver.ts':
     'the driver contract is pure: the path rules the planner imports take POSIX_PATHS from it',

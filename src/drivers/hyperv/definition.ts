@@ -8,23 +8,12 @@
  * that id (`Set-VMHardDiskDrive`).
  */
 import { ParseError, StalledError } from '../../errors';
-import type { DriverCapabilities, VmDefinition } from '../driver';
+import type { VmDefinition } from '../driver';
 
 /** The `driver` of a Hyper-V definition (and the driver's family). */
 export const HYPERV_FAMILY = 'hyperv';
 
-export const HYPERV_CAPABILITIES: DriverCapabilities = Object.freeze({
-  family: HYPERV_FAMILY,
-  liveStorageMove: true, // Move-VMStorage -VHDs
-  liveMigration: true, // Move-VM -IncludeStorage
-  stateOnSharedStorage: true, // a Cluster Shared Volume is seen by every node
-  pausedMigration: false, // Hyper-V has no migration of a paused VM onto copied disks
-  liveOntoLayers: false, // nor a live migration onto differencing disks already there
-  // Hyper-V keeps a saved VM on its disks; restoring it on copies (here or on another host)
-  // needs its configuration imported (Compare-VM fix-ups, Import-VM), not built without a host
-  quickStorageMigration: false,
-  defineOnOtherHost: false, // registering on another host is Import-VM too
-});
+export { HYPERV_CAPABILITIES } from '../capabilities';
 
 /** One hard disk drive of a definition. */
 export interface HvDefinitionDisk {

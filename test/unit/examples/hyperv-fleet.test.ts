@@ -51,17 +51,6 @@ describe('examples/hyperv-fleet', () => {
     const common = { blocked: false, findings: [] };
     expect(shape).toEqual([
       {
-        vm: 'app-01',
-        kind: 'cross-host',
-        stateOnly: false,
-        ...common,
-        // its status names the disk d:\vms\app-01\app-01.vhdx: in D:\VMs all the same
-        disks: [
-          'sda local -> data D:\\VMs\\app-01\\app-01.vhdx',
-          'sdb local -> fast E:\\Hyper-V\\Fast\\app-01\\data.vhdx',
-        ],
-      },
-      {
         vm: 'sql-01',
         kind: 'same-host',
         stateOnly: false,
@@ -86,16 +75,52 @@ describe('examples/hyperv-fleet', () => {
         ...common,
         disks: ['sda volume1 -> volume1 C:\\ClusterStorage\\Volume1\\web-02\\web-02.vhdx'],
       },
+      // blocked moves come last
+      {
+        vm: 'app-01',
+        kind: 'cross-host',
+        stateOnly: false,
+        // shut off, to another host: the Hyper-V driver cannot define a VM there yet (Import-VM)
+        blocked: true,
+        findings: [
+          expect.objectContaining({
+            severity: 'error',
+            reason: 'StrategyUnsupported',
+            message: expect.stringContaining('cold move to another host') as unknown,
+          }),
+        ],
+        // its status names the disk d:\vms\app-01\app-01.vhdx: in D:\VMs all the same
+        disks: [
+          'sda local -> data D:\\VMs\\app-01\\app-01.vhdx',
+          'sdb local -> fast E:\\Hyper-V\\Fast\\app-01\\data.vhdx',
+        ],
+      },
     ]);
     expect(plan.unchanged).toEqual(['file-01']);
     expect(plan.findings).toBeUndefined();
+  });
+
+  it('plans the default strategy (quick) on a Hyper-V host as blocked: StrategyUnsupported, saying to use auto or live', async () => {
+    const { repo } = editedExample('vms.yaml', /\n {2}strategy: auto/, '');
+    const r = await run('plan', '--format', 'json', repo);
+    const plan = JSON.parse(r.out) as Plan;
+    const sql = plan.migrations.find((m) => m.vm === 'sql-01')!;
+    expect(sql.blocked).toBe(true);
+    expect(sql.findings).toEqual([
+      expect.objectContaining({
+        reason: 'StrategyUnsupported',
+        message: expect.stringMatching(/quick \(the default\).*strategy: auto/) as unknown,
+      }),
+    ]);
+    // web-01 keeps its strategy: auto, and plans as before
+    expect(plan.migrations.find((m) => m.vm === 'web-01')!.blocked).toBe(false);
   });
 
   it('plans as a table and as a pull request comment', async () => {
     const table = await run('plan', EXAMPLE);
     expect(table.code).toBe(0);
     expect(table.out).toContain('sql-01  sdb  C:\\ClusterStorage\\Volume1\\sql-01\\sdb-SQL-01.VHDX');
-    expect(table.out).toContain('Plan: 4 migrations (0 blocked), 1 unchanged');
+    expect(table.out).toContain('Plan: 4 migrations (1 blocked), 1 unchanged');
     const comment = await run('plan', '--format', 'markdown', EXAMPLE);
     expect(comment.code).toBe(0);
     for (const vm of ['app-01', 'sql-01', 'web-01', 'web-02']) expect(comment.out).toContain(vm);
