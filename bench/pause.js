@@ -288,6 +288,8 @@ function vmplaceYaml(mode, quickMemory) {
   const policy = [
     ...(mode === 'quick:single' ? ['  maxDeltaRounds: 1'] : []),
     ...(quickMemory && mode.startsWith('quick') ? [`  quickMemory: ${quickMemory}`] : []),
+    // the lab's guests are emulated (TCG): live across hosts, and quickMemory live, need the opt-in
+    ...(mode === 'live:cross' || quickMemory === 'live' ? ['  liveEmulated: true'] : []),
   ];
   return policy.length ? `policy:\n${policy.join('\n')}\n` : '';
 }

@@ -93,6 +93,7 @@ const schema = {
         sourceHeadroomRatio: { type: 'number', minimum: 0, maximum: 10 },
         maxDeltaRounds: { type: 'integer', minimum: 1, maximum: 32 },
         quickMemory: { enum: ['live', 'paused', 'stateFile'] },
+        liveEmulated: { type: 'boolean' },
       },
     },
     limits: {

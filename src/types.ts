@@ -294,6 +294,13 @@ export interface PlanPolicy {
    * the migration stream moves the paused memory.
    */
   quickMemory?: 'live' | 'paused' | 'stateFile';
+  /**
+   * Live-migrate the memory of an emulated guest (libvirt `<domain type='qemu'>`: TCG, no
+   * hardware acceleration) across hosts. Off by default: on the lab (QEMU 7.2, TCG) the live
+   * migration damaged the guest's memory in some moves (see the README); `auto` then moves such
+   * a guest quick, and `strategy: live` is refused (StrategyUnsupported).
+   */
+  liveEmulated?: boolean;
 }
 
 export const DEFAULT_POLICY: PlanPolicy = {

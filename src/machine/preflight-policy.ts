@@ -22,7 +22,8 @@ export type Executed = 'quick' | 'cold' | 'live';
  * fast path (a live storage move on one host, live migration across hosts) and the hosts reach
  * each other, else quick (with a warning: the VM pauses); `quick` runs quick. Quick where the
  * driver has no Quick Storage Migration (Hyper-V today) is refused, saying why, before
- * anything changes.
+ * anything changes. An emulated guest (TCG) is not live-migrated across hosts unless
+ * `policy.liveEmulated` allows it: `auto` runs quick, `live` is refused.
  */
 export function chooseStrategy(o: {
   vm: string;
@@ -35,6 +36,11 @@ export function chooseStrategy(o: {
   >;
   /** the hosts reach each other (host to host); always true on one host */
   direct: boolean;
+  /**
+   * the guest runs emulated (libvirt `type='qemu'`, TCG) and `policy.liveEmulated` is not set:
+   * its memory is not live-migrated across hosts (see `chooseStrategy`)
+   */
+  emulatedNoLive?: boolean;
 }): { strategy: Executed; warning?: string } | { finding: Finding } {
   const unsupported = (message: string): { finding: Finding } => ({
     finding: { reason: 'StrategyUnsupported', message },
@@ -64,6 +70,13 @@ export function chooseStrategy(o: {
     return { strategy: 'quick' };
   }
   // live or auto
+  if (o.cross && o.emulatedNoLive) {
+    // QEMU's live migration damaged emulated guests' memory on the lab (README, policy.liveEmulated)
+    const emulated = `${o.vm} runs emulated (TCG, no hardware acceleration), and vmplace does not live-migrate an emulated guest's memory unless policy.liveEmulated is set`;
+    if (o.requested === 'live') return unsupported(`strategy live: ${emulated}`);
+    if (!o.caps.quickStorageMigration) return unsupported(`${o.vm} cannot move: ${emulated}, and ${noQuick}`);
+    return { strategy: 'quick', warning: `${emulated}: using quick` };
+  }
   let why: string | undefined;
   if (o.cross && !o.caps.liveMigration) why = 'the hypervisor offers no live migration';
   else if (!o.cross && !o.caps.liveStorageMove) why = 'the hypervisor offers no live storage move';

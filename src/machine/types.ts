@@ -56,6 +56,8 @@ export interface MigrationInput {
   maxRounds?: number;
   /** quick across hosts: how memory and last delta cross (policy.quickMemory; default stateFile) */
   quickMemory?: 'live' | 'paused' | 'stateFile';
+  /** live-migrate an emulated (TCG) guest's memory across hosts (policy.liveEmulated; default no) */
+  liveEmulated?: boolean;
   /** a storage location both hosts mount at this path (a cluster's shared storage), for the state file */
   sharedStatePath?: string;
 }

@@ -335,29 +335,60 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
     await expectNothingLost(v, 'hv2', movedTo(v, 'hv2'));
   });
 
-  it('strategy live across hosts: a live migration with storage, the VM never paused for long; nothing lost', async () => {
-    const v = await guestOn('live', 'hv1', 'local', [{ target: 'vda', size: 256 * MiB, fill: 64 * MiB }]);
+  it('strategy live across hosts of an emulated (TCG) guest, without policy.liveEmulated: Blocked in Preflight (StrategyUnsupported), nothing changed', async () => {
+    const v = await guestOn('nolv', 'hv1', 'local', [{ target: 'vda', size: 64 * MiB, fill: 16 * MiB }]);
     await writeDesired(v, 'hv2', 'local');
-    await fs.appendFile(path.join(v.repo, 'manifests', 'fleet.yaml'), '');
     const text = await fs.readFile(path.join(v.repo, 'manifests', 'fleet.yaml'), 'utf8');
     await fs.writeFile(
       path.join(v.repo, 'manifests', 'fleet.yaml'),
       text.replace(`spec: {host: hv2, storage: local}`, `spec: {host: hv2, storage: local, strategy: live}`),
     );
+    const before = (await d.hv1.getDomain(v.name))!;
+    expect(before.domainType).toBe('qemu');
     const res = await apply(v).exited;
-    expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr.slice(-3000) }).toEqual({
-      code: 0,
-      stderr: '',
-    });
-    expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
+    expect(res.code).toBe(1);
+    expect(await where(v.name)).toEqual({ hv1: 'running', hv2: undefined });
+    expect((await d.hv1.getDomain(v.name))?.disks.map((x) => x.path)).toEqual(
+      before.disks.map((x) => x.path),
+    );
     const s = await status(v);
-    expect(s.phase).toBe('Placed');
-    expect(s.migration?.strategy).toBe('live');
-    expect(s.migration?.pauseMs).toBeLessThan(1000);
-    console.log(`live migration across hosts: QEMU downtime ${s.migration?.pauseMs} ms`);
-    for (const x of v.disks) expect(await exists(mgmtPath('hv1', x.file))).toBe(false);
-    await expectNothingLost(v, 'hv2', movedTo(v, 'hv2'));
+    expect(s.phase).toBe('Blocked');
+    expect(JSON.stringify(s)).toContain('StrategyUnsupported');
+    for (const p of movedTo(v, 'hv2')) expect(await exists(mgmtPath('hv2', p))).toBe(false);
   });
+
+  // QEMU's live migration damaged emulated guests' memory in lab moves (README, policy.liveEmulated):
+  // the opt-in runs with VMPLACE_LAB_EXPERIMENTAL=1, and its failures are counted there
+  (process.env.VMPLACE_LAB_EXPERIMENTAL === '1' ? it : it.skip)(
+    'strategy live across hosts with policy.liveEmulated: a live migration with storage, the VM never paused for long; nothing lost',
+    async () => {
+      const v = await guestOn('live', 'hv1', 'local', [{ target: 'vda', size: 256 * MiB, fill: 64 * MiB }]);
+      await writeDesired(v, 'hv2', 'local');
+      await fs.appendFile(path.join(v.repo, 'manifests', 'fleet.yaml'), '');
+      const text = await fs.readFile(path.join(v.repo, 'manifests', 'fleet.yaml'), 'utf8');
+      await fs.writeFile(
+        path.join(v.repo, 'manifests', 'fleet.yaml'),
+        text.replace(
+          `spec: {host: hv2, storage: local}`,
+          `spec: {host: hv2, storage: local, strategy: live}`,
+        ),
+      );
+      await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), 'policy: {liveEmulated: true}\n');
+      const res = await apply(v).exited;
+      expect({ code: res.code, stderr: res.code === 0 ? '' : res.stderr.slice(-3000) }).toEqual({
+        code: 0,
+        stderr: '',
+      });
+      expect(await where(v.name)).toEqual({ hv1: undefined, hv2: 'running' });
+      const s = await status(v);
+      expect(s.phase).toBe('Placed');
+      expect(s.migration?.strategy).toBe('live');
+      expect(s.migration?.pauseMs).toBeLessThan(1000);
+      console.log(`live migration across hosts: QEMU downtime ${s.migration?.pauseMs} ms`);
+      for (const x of v.disks) expect(await exists(mgmtPath('hv1', x.file))).toBe(false);
+      await expectNothingLost(v, 'hv2', movedTo(v, 'hv2'));
+    },
+  );
 
   it('moves only the state and the definition between hosts of one cluster when the disks stay on shared storage', async () => {
     const v = await guestOn('csv', 'hv2', 'csv', [{ target: 'vda', size: 64 * MiB, fill: 16 * MiB }]);

@@ -97,6 +97,7 @@ export const preflight: Step = async (ctx, deps) => {
       defineOnOtherHost: dst.capabilities.defineOnOtherHost,
     },
     direct: transferMode !== 'relay',
+    emulatedNoLive: dom.domainType === 'qemu' && ctx.liveEmulated !== true,
   });
   if ('finding' in chosen) throw stalled(chosen.finding);
   const effective = chosen.strategy;
