@@ -234,7 +234,9 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
         { target: 'vdb', size: 64 * MiB },
       ]);
       await writeDesired(v, 'hv2', 'local');
-      await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), `policy: {quickMemory: ${memory}}\n`);
+      // the lab's guests are emulated (TCG): a live memory migration needs policy.liveEmulated
+      const opt = memory === 'live' ? ', liveEmulated: true' : '';
+      await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), `policy: {quickMemory: ${memory}${opt}}\n`);
       const t0 = Date.now();
       const { exited } = apply(v);
       let both = 0;

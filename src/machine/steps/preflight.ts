@@ -84,6 +84,8 @@ export const preflight: Step = async (ctx, deps) => {
         );
     }
   }
+  // an emulated (TCG) guest's memory is not live-migrated across hosts without policy.liveEmulated
+  const emulatedNoLive = dom.domainType === 'qemu' && ctx.liveEmulated !== true;
   const chosen = chooseStrategy({
     vm: ctx.vm,
     state: dom.state,
@@ -97,7 +99,7 @@ export const preflight: Step = async (ctx, deps) => {
       defineOnOtherHost: dst.capabilities.defineOnOtherHost,
     },
     direct: transferMode !== 'relay',
-    emulatedNoLive: dom.domainType === 'qemu' && ctx.liveEmulated !== true,
+    emulatedNoLive,
   });
   if ('finding' in chosen) throw stalled(chosen.finding);
   const effective = chosen.strategy;
@@ -189,7 +191,8 @@ export const preflight: Step = async (ctx, deps) => {
     ...(ctx.sharedStatePath ? { sharedStatePath: ctx.sharedStatePath } : {}),
     stateOnSharedStorage: src.capabilities.stateOnSharedStorage && dst.capabilities.stateOnSharedStorage,
     pausedMigration: src.capabilities.pausedMigration && dst.capabilities.pausedMigration,
-    liveOntoLayers: src.capabilities.liveOntoLayers && dst.capabilities.liveOntoLayers,
+    // quickMemory live is a live migration too: an emulated guest without the opt-in goes paused
+    liveOntoLayers: src.capabilities.liveOntoLayers && dst.capabilities.liveOntoLayers && !emulatedNoLive,
     allDisksMove: !ctx.moves.some((m) => m.stays),
     direct: transferMode !== 'relay',
     ...(ctx.quickMemory ? { quickMemory: ctx.quickMemory } : {}),
