@@ -87,8 +87,6 @@ export interface CopyBetweenHostsOptions {
    * inside a VM's pause. Default 0 (off).
    */
   relayBelowBytes?: number;
-  /** compress on the wire (direct: rsync zstd -1) even when the file is not sparse; see TransportCopyOptions */
-  compress?: boolean;
   /** ownership proof (see `CopyClaim` in copy-local.ts); without it the part file is created as before */
   claim?: CopyClaim;
   /**
@@ -239,7 +237,7 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   try {
     sent =
       mode === 'direct'
-        ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse || opts.compress === true })
+        ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
         : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
             literal: n,
             wire: n,

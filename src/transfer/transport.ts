@@ -24,11 +24,6 @@ export interface TransportCopyOptions {
   /** files up to this size go through the management box's open connections */
   relayBelowBytes?: number;
   /**
-   * Compress on the wire (rsync: zstd level 1), for a file known to compress well: a saved memory
-   * state (the lab guest's 84.5 MB state: 33.4 MB with zstd -1). A hint: a transport may ignore it.
-   */
-  compress?: boolean;
-  /**
    * Awaited before every command the copy runs on a host (several daemon replicas: it waits
    * while the replica's lease is unproven and rejects once its lock is lost)
    */
@@ -120,7 +115,6 @@ export function rsyncSshTransport(
           targetSsh,
           mode: opts.mode ?? 'auto',
           ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
-          ...(opts.compress ? { compress: true } : {}),
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
         },

@@ -378,8 +378,6 @@ export class FakeWorld {
   durableTransitions = true;
   /** ops so far, over every process */
   opCount = 0;
-  /** every copy a transport was asked for, with the options that change how it travels */
-  readonly copiesAsked: { src: string; dst: string; compress: boolean }[] = [];
   /** the process generation: drivers of an older one are dead (their process crashed) */
   epoch = 1;
   /** the op at which the current process died, if it did */
@@ -1922,7 +1920,6 @@ export class FakeTransport implements Transport {
    * first, each the same way, so a main file in place means a complete state).
    */
   async copy(src: string, dst: string, opts: TransportCopyOptions = {}): Promise<TransportCopyResult> {
-    this.world.copiesAsked.push({ src, dst, compress: opts.compress === true });
     const from = this.from.stateSidecars(src);
     const to = this.to.stateSidecars(dst);
     if (from.length !== to.length)

@@ -81,14 +81,13 @@ export async function copyAcross(
   from: string,
   to: string,
   onProgress?: (n: number) => void,
-  opts: { relayBelowBytes?: number; claim?: CopyClaim; compress?: boolean } = {},
+  opts: { relayBelowBytes?: number; claim?: CopyClaim } = {},
 ): Promise<TransportCopyResult> {
   return transportOf(ctx, deps).copy(from, to, {
     ...(opts.claim ? { claim: opts.claim } : {}),
     ...(deps.signal ? { signal: deps.signal } : {}),
     mode: ctx.transferMode ?? 'direct',
     ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
-    ...(opts.compress ? { compress: true } : {}),
     ...(onProgress ? { onProgress } : {}),
     ...(deps.bwlimitKiBps ? { bwlimitKiBps: deps.bwlimitKiBps } : {}),
   });

@@ -135,16 +135,6 @@ export const saveVm: Step = async (ctx, deps) => {
   return { pausedAt };
 };
 
-/**
- * How the memory state crosses inside the pause: compressed on the wire (a saved guest memory
- * compresses: the lab guest's 84.5 MB state is 33.4 MB with zstd -1), and through the open
- * connections when it is small.
- */
-const STATE_COPY: { relayBelowBytes: number; compress?: boolean } = {
-  relayBelowBytes: PAUSE_RELAY_BELOW_BYTES,
-  compress: true,
-};
-
 /** The state file is saved on the source and copied to the target (hosts that share no storage for it). */
 function stateCrosses(ctx: MigrationContext): boolean {
   const from = ctx.srcStateFile;
@@ -162,7 +152,7 @@ async function copyStateEarly(ctx: MigrationContext, deps: RunDeps): Promise<voi
   const to = ctx.stateFile!;
   const t0 = Date.now();
   try {
-    await copyAcross(ctx, deps, from, to, undefined, STATE_COPY);
+    await copyAcross(ctx, deps, from, to, undefined, { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES });
     deps.memo.earlyState.set(ctx.id, { at: Date.now(), from, to });
     deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: state transfer');
   } catch (err) {
@@ -274,18 +264,14 @@ export const copyDelta: Step = async (ctx, deps) => {
   // small files (the last delta of iterative rounds) through the connections already open
   const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
   const early = takeAndPrune(deps.memo.earlyCopies, ctx.id, EARLY_COPY_FRESH_MS);
-  const copyOne = async (
-    from: string,
-    to: string,
-    opts: { relayBelowBytes: number; compress?: boolean } = small,
-  ): Promise<void> => {
+  const copyOne = async (from: string, to: string): Promise<void> => {
     if (early?.paths.has(to)) {
       // copied while the memory was saved: compare now that the save is over (one round trip)
       const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]).catch(() => ['', '-']);
       if (a === b) return;
     }
     try {
-      await copyAcross(ctx, deps, from, to, undefined, opts);
+      await copyAcross(ctx, deps, from, to, undefined, small);
     } catch (err) {
       if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
       // Partial, or relinked by an interrupted run: copied again. Unless a VM runs on it: a run
@@ -295,7 +281,7 @@ export const copyDelta: Step = async (ctx, deps) => {
       if ((await dst.filesInUse()).has(to))
         throw new StalledError('DestinationInUse', `${to} on ${ctx.toHost} is in use by a running VM; kept`);
       await dst.removeFile(to);
-      await copyAcross(ctx, deps, from, to, undefined, opts);
+      await copyAcross(ctx, deps, from, to, undefined, small);
     }
   };
   const from = ctx.srcStateFile;
@@ -334,7 +320,7 @@ export const copyDelta: Step = async (ctx, deps) => {
       ? [
           (async () => {
             const t0 = Date.now();
-            await copyOne(from, to, STATE_COPY);
+            await copyOne(from, to);
             deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: state transfer');
           })(),
         ]

@@ -38,19 +38,6 @@ describe('quick across hosts, state file copied', () => {
     expect(outcomeProblems(s, r)).toEqual([]);
   });
 
-  test('the state file is asked to travel compressed (a saved memory compresses); base and delta copies are not', async () => {
-    const s = buildScenario('quick across hosts');
-    const r = await runMigrationInWorld(s.world, s.input);
-    expect(r.step).toBe('Completed');
-    const asked = s.world.copiesAsked;
-    const state = asked.filter((c) => c.src === r.context.srcStateFile);
-    expect(state.length).toBeGreaterThan(0);
-    expect(state.every((c) => c.compress)).toBe(true);
-    const others = asked.filter((c) => c.src !== r.context.srcStateFile);
-    expect(others.length).toBeGreaterThanOrEqual(2 * r.context.disks.length); // bases and deltas
-    expect(others.filter((c) => c.compress)).toEqual([]);
-  });
-
   test('a crash as CopyingDelta begins forgets the early copy: the state file is copied again (found complete), nothing lost', async () => {
     const dry = await dryRun('quick across hosts');
     const first = dry.ops.find((o) => o.step === 'CopyingDelta');
