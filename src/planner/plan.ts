@@ -208,15 +208,9 @@ function draftMigration(
     findings.push(...hypervisorFindings(topology, fromHost, toHost));
     findings.push(...cpuFindings(topology, fromHost, toHost, strategy));
   }
-  findings.push(
-    ...strategyFindings(
-      topology,
-      vm,
-      fromHost,
-      executedStrategy(vm.spec.strategy, running),
-      diff.hostChanged,
-    ),
-  );
+  // what runs (a shut-off VM moves cold): the strategy checks and the space model below
+  const executed = executedStrategy(vm.spec.strategy, running);
+  findings.push(...strategyFindings(topology, vm, fromHost, executed, diff.hostChanged));
 
   const demands = new Map<string, LocationDemand>();
   const demandOn = (location: Location): LocationDemand => {
@@ -268,7 +262,6 @@ function draftMigration(
   // The one space model Preflight uses too (space.ts). The memory state (quick only) is saved
   // on storage both hosts share when there is one, else beside the first target disk, and
   // across hosts without shared storage first beside the first source disk.
-  const executed = executedStrategy(vm.spec.strategy, running);
   const first = diff.disks.find((d) => d.to !== undefined);
   const shared = diff.hostChanged ? sharedLocation(topology, fromHost, toHost) : undefined;
   const stateAt = shared ?? first?.to;
