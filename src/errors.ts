@@ -56,6 +56,8 @@ export const REASONS = [
   'DriverMismatch',
   // the hypervisor driver cannot run the strategy asked for (or any, for this move)
   'StrategyUnsupported',
+  // the target host cannot register the VM's copied configuration (Hyper-V: Compare-VM's report)
+  'ImportIncompatible',
   'MixedHypervisors',
   'NoTransport',
   'NoTransferAddress',

@@ -103,12 +103,22 @@ export interface DriverCapabilities {
    */
   liveOntoLayers: boolean;
   /**
-   * Quick Storage Migration: restore a saved state onto the copied disks, on this host or
-   * another (libvirt: `virsh restore --xml` naming the new paths). A driver without it is never
-   * asked for `quick`: Preflight refuses it (`StrategyUnsupported`) before anything changes, and
-   * `auto` runs live where it can.
+   * Quick Storage Migration: restore a saved state onto the copied disks on another host
+   * (libvirt: `virsh restore --xml` naming the new paths; Hyper-V: the saved VM's configuration
+   * copied with its state and registered there, Import-VM). Within one host see
+   * `quickWithinHost`. A driver is never asked for a `quick` it lacks: Preflight refuses it
+   * (`StrategyUnsupported`) before anything changes, and `auto` runs live where it can.
    */
   quickStorageMigration: boolean;
+  /**
+   * Quick Storage Migration within one host (local disk to shared storage, volume to volume):
+   * restore a saved VM onto copies on the host where it is registered (libvirt: the same
+   * `virsh restore --xml`). Hyper-V restores a saved VM only on the disks it was saved on, and
+   * registering the copied configuration beside the original needs a new VM id: not offered
+   * there (`live`, Move-VMStorage, moves storage within a Hyper-V host). Meaningful only with
+   * `quickStorageMigration`.
+   */
+  quickWithinHost: boolean;
   /**
    * Define a shut-off VM on another host from its definition (a cold move across hosts;
    * libvirt: `virsh define`). Without it a shut-off VM moves only within one host.

@@ -3,6 +3,7 @@
  * state goes. Preflight (steps/preflight.ts) looks at the world and hands what it saw to these
  * functions; table tests in test/unit/machine/preflight-policy.test.ts pin every row.
  */
+import { quickSupported } from '../drivers/capabilities';
 import type { DomainDisk, DomainState, DriverCapabilities, PathSemantics } from '../drivers/driver';
 import type { Reason } from '../errors';
 import type { Strategy } from '../types';
@@ -21,8 +22,8 @@ export type Executed = 'quick' | 'cold' | 'live';
  * host). A running VM: `cold` is refused; `live` and `auto` run live when the driver has the
  * fast path (a live storage move on one host, live migration across hosts) and the hosts reach
  * each other, else quick (with a warning: the VM pauses); `quick` runs quick. Quick where the
- * driver has no Quick Storage Migration (Hyper-V today) is refused, saying why, before
- * anything changes. An emulated guest (TCG) is not live-migrated across hosts unless
+ * driver has no Quick Storage Migration is refused, saying why, before anything changes; so is
+ * quick within one host where the driver restores only on another host (Hyper-V). An emulated guest (TCG) is not live-migrated across hosts unless
  * `policy.liveEmulated` allows it: `auto` runs quick, `live` is refused.
  */
 export function chooseStrategy(o: {
@@ -32,7 +33,12 @@ export function chooseStrategy(o: {
   cross: boolean;
   caps: Pick<
     DriverCapabilities,
-    'family' | 'liveStorageMove' | 'liveMigration' | 'quickStorageMigration' | 'defineOnOtherHost'
+    | 'family'
+    | 'liveStorageMove'
+    | 'liveMigration'
+    | 'quickStorageMigration'
+    | 'quickWithinHost'
+    | 'defineOnOtherHost'
   >;
   /** the hosts reach each other (host to host); always true on one host */
   direct: boolean;
@@ -63,10 +69,12 @@ export function chooseStrategy(o: {
     return {
       finding: { reason: 'DomainRunning', message: `strategy cold needs ${o.vm} shut off; it is running` },
     };
-  const noQuick = `the ${o.caps.family} driver has no quick storage migration (it cannot restore a saved VM onto copied disks)`;
+  const quickOk = quickSupported(o.caps, o.cross);
+  const noQuick = o.cross
+    ? `the ${o.caps.family} driver has no quick storage migration (it cannot restore a saved VM onto copied disks)`
+    : `the ${o.caps.family} driver has no quick storage migration within one host (it cannot restore a saved VM onto copies beside its disks)`;
   if (o.requested === 'quick') {
-    if (!o.caps.quickStorageMigration)
-      return unsupported(`strategy quick for ${o.vm}: ${noQuick}; use live or auto`);
+    if (!quickOk) return unsupported(`strategy quick for ${o.vm}: ${noQuick}; use live or auto`);
     return { strategy: 'quick' };
   }
   // live or auto
@@ -74,7 +82,7 @@ export function chooseStrategy(o: {
     // QEMU's live migration damaged emulated guests' memory on the lab (README, policy.liveEmulated)
     const emulated = `${o.vm} runs emulated (TCG, no hardware acceleration), and vmplace does not live-migrate an emulated guest's memory unless policy.liveEmulated is set`;
     if (o.requested === 'live') return unsupported(`strategy live: ${emulated}`);
-    if (!o.caps.quickStorageMigration) return unsupported(`${o.vm} cannot move: ${emulated}, and ${noQuick}`);
+    if (!quickOk) return unsupported(`${o.vm} cannot move: ${emulated}, and ${noQuick}`);
     return { strategy: 'quick', warning: `${emulated}: using quick` };
   }
   let why: string | undefined;
@@ -82,7 +90,7 @@ export function chooseStrategy(o: {
   else if (!o.cross && !o.caps.liveStorageMove) why = 'the hypervisor offers no live storage move';
   else if (o.cross && !o.direct) why = 'the hosts cannot reach each other: live migration is not possible';
   if (why === undefined) return { strategy: 'live' };
-  if (!o.caps.quickStorageMigration) return unsupported(`${o.vm} cannot move: ${why}, and ${noQuick}`);
+  if (!quickOk) return unsupported(`${o.vm} cannot move: ${why}, and ${noQuick}`);
   return { strategy: 'quick', warning: `${why}: using quick` };
 }
 

@@ -15,7 +15,7 @@ import {
   type Strategy,
   type VirtualMachine,
 } from '../types';
-import { capabilitiesOf } from '../drivers/capabilities';
+import { capabilitiesOf, quickSupported } from '../drivers/capabilities';
 import { formatBytes } from './bytes';
 import { executedStrategy, type SpaceDisk, spaceNeeds } from './space';
 import { checkTargetPaths } from './collisions';
@@ -327,8 +327,8 @@ function hypervisorFindings(topology: Topology, fromHost: string, toHost: string
 
 /**
  * A strategy the hosts' driver cannot run, as Preflight would refuse it (`StrategyUnsupported`):
- * quick of a running VM where the driver has no quick storage migration (Hyper-V today), a cold
- * move to another host where the driver cannot define a VM there. A host no manifest declares is
+ * quick of a running VM where the driver has no quick storage migration, or none within one host
+ * (Hyper-V), a cold move to another host where the driver cannot define a VM there. A host no manifest declares is
  * left to Preflight.
  */
 function strategyFindings(
@@ -347,7 +347,15 @@ function strategyFindings(
       {
         severity: 'error',
         reason: 'StrategyUnsupported',
-        message: `${name}: strategy ${vm.spec.strategy ?? 'quick (the default)'} needs quick storage migration, which the ${caps.family} driver does not have yet; set strategy: auto (or live) to move it live`,
+        message: `${name}: strategy ${vm.spec.strategy ?? 'quick (the default)'} needs quick storage migration, which the ${caps.family} driver does not have; set strategy: auto (or live) to move it live`,
+      },
+    ];
+  if (executed === 'quick' && !quickSupported(caps, hostChanged))
+    return [
+      {
+        severity: 'error',
+        reason: 'StrategyUnsupported',
+        message: `${name}: strategy ${vm.spec.strategy ?? 'quick (the default)'} within one host needs quick storage migration within a host, which the ${caps.family} driver does not have (it restores a saved VM only on another host); set strategy: auto (or live) to move it live`,
       },
     ];
   if (executed === 'cold' && hostChanged && !caps.defineOnOtherHost)

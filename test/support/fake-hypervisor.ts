@@ -43,19 +43,23 @@
  *   whatever the vmplace process does meanwhile (it dies: the merge goes on); when it completes
  *   the data is in the parent, the VM's disk runs from the parent, the merged `.avhdx` files
  *   are deleted;
- * - a saved state is a set of files: `save(vm, 'x.vmrs')` writes `x.vmrs` (memory and
- *   configuration) and the guest state `x.vmgs` beside it; it is complete only with both from
- *   one save; `removeFile` removes both (and their part files), the transport copies both;
+ * - a saved state is a set of files: `save(vm, 'x.vmrs')` writes `x.vmrs` (memory), the guest
+ *   state `x.vmgs` and the configuration `x.vmcx` beside it; it is complete only with all three
+ *   from one save, so a restore on another host (Import-VM of the copied configuration) needs
+ *   all of them there; `removeFile` removes them (and their part files), the transport copies
+ *   them; the saved definition is read only where the saved VM is registered (`savedDefinition`);
  * - one configuration per VM (no live/persistent split): a restore registers the VM with the
  *   restored configuration, a checkpoint, merge or storage move changes both;
  * - `Move-VMStorage` (`moveDiskLive`) and `Move-VM -IncludeStorage` (`migrateLive`) move: the
  *   source file, and across hosts the source VM, are gone afterwards;
  * - capabilities: liveStorageMove, liveMigration, stateOnSharedStorage; no pausedMigration, no
- *   liveOntoLayers.
+ *   liveOntoLayers. Quick within one host is offered by the FAKE (the machine's one-host cases
+ *   run on it) though the real driver does not (`quickWithinHost: false`): a test that wants
+ *   Hyper-V's own capabilities passes `HYPERV_CAPABILITIES`.
  * Not modelled: storage two hosts see at once (a CSV is a root of each host, not shared between
  * them); names Hyper-V picks for the asked disks' layers (it honours the asked name); memory in
  * a checkpoint (standard checkpoints); a merge per checkpoint (Remove-VMCheckpoint merges every
- * disk of it, the fake merges per disk); configuration files (`.vmcx`) and Import-VM; merges
+ * disk of it, the fake merges per disk); the checkpoints' configuration files and Compare-VM's report (an incompatible target); merges
  * that fail or are cancelled.
  */
 import { createHash } from 'node:crypto';
@@ -293,6 +297,7 @@ export class FakeHost {
       pausedMigration: opts.capabilities?.pausedMigration ?? false,
       liveOntoLayers: opts.capabilities?.liveOntoLayers ?? false,
       quickStorageMigration: opts.capabilities?.quickStorageMigration ?? true,
+      quickWithinHost: opts.capabilities?.quickWithinHost ?? true,
       defineOnOtherHost: opts.capabilities?.defineOnOtherHost ?? true,
     };
   }
@@ -309,10 +314,13 @@ export class FakeHost {
 
   /**
    * Hyper-V flavour: the other files of the saved state whose main file is `p` (`x.vmrs` has
-   * its guest state `x.vmgs`); none for any other file, or on a libvirt-shaped host.
+   * its guest state `x.vmgs` and the VM's configuration `x.vmcx`, which registers the VM on
+   * another host); none for any other file, or on a libvirt-shaped host.
    */
   stateSidecars(p: string): string[] {
-    return this.flavour === 'hyperv' && /\.vmrs$/i.test(p) ? [`${p.slice(0, -'.vmrs'.length)}.vmgs`] : [];
+    if (this.flavour !== 'hyperv' || !/\.vmrs$/i.test(p)) return [];
+    const stem = p.slice(0, -'.vmrs'.length);
+    return [`${stem}.vmgs`, `${stem}.vmcx`];
   }
 }
 
@@ -1390,6 +1398,12 @@ export class FakeDriver implements HypervisorDriver {
       const c = this.file(stateFile).content;
       if (c.kind !== 'blob' || !c.saved)
         throw new VmplaceError(fakeReason('StateUnreadable'), `${stateFile} holds no saved state`);
+      // Hyper-V keeps a saved VM's definition in its registered configuration: read only there
+      if (this.hyperv && this.host.vms.get(c.saved.vm)?.state !== 'shutoff')
+        throw new StalledError(
+          'NotSupportedByDriver',
+          `${stateFile}: ${c.saved.vm} is not saved and registered on ${this.hostName}`,
+        );
       return this.encode(c.saved.def);
     });
   }

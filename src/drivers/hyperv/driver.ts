@@ -43,14 +43,20 @@
  *   `.vmgs`), where `Save-VM` puts it. `save` gives those files the names `ownFile` asks for
  *   (hard links again: `x.vmrs`, `x.vmgs`), so `holdsSavedState`, `removeFile` and copies work
  *   on the asked names; `restore` on the host where the VM is registered is `Start-VM`.
- * - **No Quick Storage Migration yet** (capabilities `quickStorageMigration` and
- *   `defineOnOtherHost` false): Preflight refuses `quick`, and a cold move to another host, with
+ * - **Quick Storage Migration across hosts carries the configuration.** `save` also copies the
+ *   VM's `.vmcx` (`x.vmcx`) and its checkpoints' files (`x.checkpoint-<id>.*`) beside the state;
+ *   the transports copy them with it. `restore` on a host where the VM is not registered lays
+ *   them out under `x.import` as Hyper-V keeps a configuration (hard links), runs Compare-VM,
+ *   points the drives at the copies and registers the VM in place (Import-VM, id kept); then
+ *   Start-VM. Within one host it is not offered (`quickWithinHost: false`): Preflight refuses
+ *   `quick` there, and a cold move to another host (`defineOnOtherHost: false`), with
  *   `StrategyUnsupported` before anything changes; `auto` runs live. The refusals below are a
  *   second line behind it.
  * - **What the driver refuses** (StalledError `NotSupportedByDriver`, each saying why): a restore
- *   onto other disks or on another host (Hyper-V does not change a saved VM's disks; importing a
- *   saved VM elsewhere needs its configuration copied and `Compare-VM` fix-ups that are not
- *   proven without a host), merging a differencing disk that no checkpoint of vmplace holds
+ *   onto other disks of a VM registered here (Hyper-V does not change a saved VM's disks), a
+ *   restore on another host without the definition or the configuration copy beside the state
+ *   (`SavedStateMismatch`), an import Compare-VM finds incompatible (`ImportIncompatible`),
+ *   merging a differencing disk that no checkpoint of vmplace holds
  *   while the VM runs (Hyper-V merges those only offline), registering a VM on a host that has
  *   no configuration of it, a live migration whose disks do not all go to one folder under their
  *   own names, and the fast paths the capabilities say it lacks.
@@ -88,7 +94,7 @@ import * as files from './files';
 import * as checkpoints from './layers';
 import * as lifecycle from './lifecycle';
 import * as migrate from './migrate';
-import { ownFilePath } from './names';
+import { ownFilePath, type StateSidecar } from './names';
 import * as observe from './observe';
 import type { HvFileInfo } from './parsers';
 import type { RawCommandRunner } from './runner';
@@ -226,6 +232,11 @@ export class HyperVDriver implements HypervisorDriver {
   /** What is at `path` (fileInfo): existence, size, identity. Reads only. */
   fileInfo(path: string): Promise<HvFileInfo> {
     return this.ctx.fileInfo(path);
+  }
+
+  /** The files that go with the saved state `stateFile` here now (one listing; see `stateSidecarsIn`). */
+  stateSidecarFiles(stateFile: string): Promise<StateSidecar[]> {
+    return lifecycle.stateSidecarFiles(this.ctx, stateFile);
   }
 
   canRun(def: VmDefinition): Promise<{ compatible: boolean; message: string }> {

@@ -6,6 +6,7 @@
  * {@link HyperVContext}.
  */
 import { VmplaceError } from '../../errors';
+import { stateSidecarFiles } from './lifecycle';
 import { stateSidecars } from './names';
 import * as parse from './parsers';
 import * as scripts from './scripts';
@@ -16,9 +17,14 @@ export async function checksum(ctx: HyperVContext, path: string): Promise<string
   return ctx.run('checksum', scripts.fileHash(path), parse.parseFileHash, { timeoutMs: null });
 }
 
-/** `Remove-Item -LiteralPath -Force` of the file (a missing one is fine), and of a saved state's sidecars with it. */
+/**
+ * `Remove-Item -LiteralPath -Force` of the file (a missing one is fine), and of a saved state's
+ * sidecars with it (the fixed ones, and the checkpoint configuration copies there now).
+ */
 export async function removeFile(ctx: HyperVContext, path: string): Promise<void> {
-  const all = [path, ...stateSidecars(path)];
+  const fixed = stateSidecars(path);
+  const listed = fixed.length ? (await stateSidecarFiles(ctx, path)).map((f) => f.path) : [];
+  const all = [path, ...new Set([...listed, ...fixed])];
   await Promise.all(all.map((p) => ctx.guardPath(p)));
   for (const p of all) await ctx.run('removeFile', scripts.removeFile(p), parse.parseRemoved);
 }

@@ -77,8 +77,15 @@ function indexOfLetters(s: string): number {
 export const LAYER_EXTENSION = '.avhdx';
 /** The main file of a saved state: Hyper-V's runtime state (`<VM id>.vmrs`), which holds the memory. */
 export const STATE_EXTENSION = '.vmrs';
-/** The other files of a saved state, named after the main one: the guest state (`<VM id>.vmgs`). */
-export const STATE_SIDECAR_EXTENSIONS = ['.vmgs'] as const;
+/**
+ * The other files of a saved state, named after the main one: the guest state (`<VM id>.vmgs`)
+ * and a copy of the VM's configuration (`<VM id>.vmcx`), which registers the saved VM on another
+ * host (Import-VM). The configurations of the checkpoints vmplace took go too, under names
+ * that carry each checkpoint's id (see {@link checkpointSidecarStem}).
+ */
+export const STATE_SIDECAR_EXTENSIONS = ['.vmgs', '.vmcx'] as const;
+/** The files of a checkpoint's configuration (`Snapshots\<checkpoint id>.*`). */
+export const CHECKPOINT_FILE_EXTENSIONS = ['.vmcx', '.vmrs', '.vmgs'] as const;
 /** A probe is an empty file; `.tmp` so that nothing on the host takes it for a disk. */
 export const PROBE_EXTENSION = '.tmp';
 
@@ -102,6 +109,67 @@ export function stateSidecars(stateFile: string): string[] {
   if (!stateFile.toLowerCase().endsWith(STATE_EXTENSION)) return [];
   const stem = stateFile.slice(0, -STATE_EXTENSION.length);
   return STATE_SIDECAR_EXTENSIONS.map((e) => `${stem}${e}`);
+}
+
+/** A checkpoint id as Hyper-V writes it (a GUID, lower case in file names). */
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The stem of the copies of checkpoint `id`'s configuration files beside the saved state
+ * `stateFile` (`x.vmrs`): `x.checkpoint-<id>`, to which `.vmcx`, `.vmrs`, `.vmgs` are added.
+ * Undefined for an id that is not a GUID (nothing else reaches a file name).
+ */
+export function checkpointSidecarStem(stateFile: string, id: string): string | undefined {
+  if (!stateFile.toLowerCase().endsWith(STATE_EXTENSION) || !GUID.test(id)) return undefined;
+  return `${stateFile.slice(0, -STATE_EXTENSION.length)}.checkpoint-${id.toLowerCase()}`;
+}
+
+/** One file that goes with a saved state, as {@link stateSidecarsIn} reads it from its name. */
+export interface StateSidecar {
+  path: string;
+  /** the VM's own (`.vmgs`, `.vmcx`), or the configuration of checkpoint `checkpoint` */
+  checkpoint?: string;
+  /** `vmgs`, `vmcx` or (a checkpoint's) `vmrs` */
+  kind: string;
+}
+
+/**
+ * The files among `names` (file names in the saved state's folder) that go with the saved state
+ * `stateFile`: its fixed sidecars ({@link stateSidecars}) and its checkpoint configuration copies
+ * (`x.checkpoint-<GUID>.vmcx|vmrs|vmgs`), compared without regard to case as Windows does. Any
+ * other name (a part file, another migration's state) is not one of them.
+ */
+export function stateSidecarsIn(stateFile: string, names: readonly string[]): StateSidecar[] {
+  if (!stateFile.toLowerCase().endsWith(STATE_EXTENSION)) return [];
+  const dir = WINDOWS_PATHS.dirname(stateFile);
+  const stem = WINDOWS_PATHS.basename(stateFile).slice(0, -STATE_EXTENSION.length).toLowerCase();
+  const out: StateSidecar[] = [];
+  for (const name of names) {
+    const lower = name.toLowerCase();
+    if (!lower.startsWith(`${stem}.`)) continue;
+    const rest = lower.slice(stem.length + 1);
+    const fixed = STATE_SIDECAR_EXTENSIONS.find((e) => rest === e.slice(1));
+    if (fixed) {
+      out.push({ path: WINDOWS_PATHS.join(dir, name), kind: fixed.slice(1) });
+      continue;
+    }
+    const m = /^checkpoint-([0-9a-f-]{36})\.(vmcx|vmrs|vmgs)$/.exec(rest);
+    if (m && GUID.test(m[1]!))
+      out.push({ path: WINDOWS_PATHS.join(dir, name), checkpoint: m[1]!, kind: m[2]! });
+  }
+  // checkpoints' files first, the VM's configuration and guest state last (the main file after all)
+  return out.sort((a, b) => Number(!a.checkpoint) - Number(!b.checkpoint) || a.path.localeCompare(b.path));
+}
+
+/**
+ * Where a saved VM whose state `stateFile` was copied to this host is registered (Import-VM
+ * -Register keeps a VM's configuration where it is): the folder `x.import` beside `x.vmrs`, laid
+ * out as Hyper-V expects (`Virtual Machines\<VM id>.vmcx|vmrs|vmgs`, `Snapshots\<checkpoint
+ * id>.*`), its files hard links to the verified copies. It stays the VM's configuration folder.
+ */
+export function importRoot(stateFile: string): string | undefined {
+  if (!stateFile.toLowerCase().endsWith(STATE_EXTENSION)) return undefined;
+  return `${stateFile.slice(0, -STATE_EXTENSION.length)}.import`;
 }
 
 /** What an own layer's name says: the migration and the round (see {@link ownFilePath}). */

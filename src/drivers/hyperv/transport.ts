@@ -25,9 +25,10 @@
  * part the claim does not own stops the copy (`PartFileNotOwned`); without a claim a part left by
  * an interrupted run is ours by its name and removed.
  *
- * A saved state is several files (`x.vmrs` and its guest state `x.vmgs`, see `stateSidecars`):
- * copying `x.vmrs` copies `x.vmgs` first, each verified the same way, so that `x.vmrs` on the
- * target means the whole state is there.
+ * A saved state is several files (`x.vmrs`, its guest state `x.vmgs`, the VM's configuration
+ * `x.vmcx` and its checkpoints' `x.checkpoint-<id>.*`, see `stateSidecarsIn`): copying `x.vmrs`
+ * copies the others there first, each verified the same way, so that `x.vmrs` on the target
+ * means the whole state is there.
  *
  * Idempotent: a `DST` that already matches the source (by SHA-256) is done; one that differs is
  * never overwritten (`DestinationDiffers`). Every PowerShell script is one of scripts.ts (every
@@ -51,7 +52,14 @@ export interface WindowsTargetSsh {
 /** What the transports ask of a Hyper-V host: its driver (scripts, guard, files). */
 type HvHost = Pick<
   HyperVDriver,
-  'hostName' | 'run' | 'guardPath' | 'fileInfo' | 'checksum' | 'removeFile' | 'createExclusive'
+  | 'hostName'
+  | 'run'
+  | 'guardPath'
+  | 'fileInfo'
+  | 'checksum'
+  | 'removeFile'
+  | 'createExclusive'
+  | 'stateSidecarFiles'
 >;
 
 /**
@@ -124,14 +132,16 @@ async function copyWithSidecars(
   opts: TransportCopyOptions,
   bytes: CopyBytes,
 ): Promise<string> {
-  const from = stateSidecars(src);
-  const to = stateSidecars(dst);
-  if (from.length !== to.length)
+  if (stateSidecars(src).length !== stateSidecars(dst).length)
     throw new StalledError('NotSupportedByDriver', `${src} is a saved state and ${dst} is not named as one`);
-  for (let i = 0; i < from.length; i++) {
-    const info = await step(opts, () => source.fileInfo(from[i]!));
-    // a saved state of a VM without a guest state has no sidecar
-    if (info.exists) await copyOne(source, target, from[i]!, to[i]!, { ...without(opts, 'claim') }, bytes);
+  // those there now (a VM without a guest state has no .vmgs; checkpoints' files by their ids)
+  const present = stateSidecars(src).length ? await step(opts, () => source.stateSidecarFiles(src)) : [];
+  const srcStem = src.slice(0, -'.vmrs'.length);
+  const dstStem = dst.slice(0, -'.vmrs'.length);
+  for (const f of present) {
+    // the same name after the stem (stateSidecarsIn matched the stem without regard to case)
+    const to = `${dstStem}${f.path.slice(srcStem.length)}`;
+    await copyOne(source, target, f.path, to, { ...without(opts, 'claim') }, bytes);
   }
   return copyOne(source, target, src, dst, opts, bytes);
 }

@@ -489,7 +489,10 @@ export const restoreVm: Step = async (ctx, deps) => {
   const cross = ctx.fromHost !== ctx.toHost;
   const t0 = Date.now();
   const prefetched = takePrefetchedRestore(ctx, deps);
-  const { dom, onSource, saved } = await (prefetched ?? restoreLookups(ctx, deps));
+  // a state file that crossed hosts: its saved definition is read where it was saved (the copy
+  // is byte for byte the same, verified; a driver may read it only where the VM is registered)
+  const savedAt = stateCrosses(ctx) ? { host: ctx.fromHost, path: ctx.srcStateFile! } : undefined;
+  const { dom, onSource, saved } = await (prefetched ?? restoreLookups(ctx, deps, savedAt));
   deps.logger?.debug({ ms: Date.now() - t0, prefetched: !!prefetched }, 'pause part: restore lookups');
   const onTarget = (x: DomainInfo): boolean =>
     ctx.disks.every((d) => {

@@ -96,6 +96,7 @@ export const preflight: Step = async (ctx, deps) => {
       liveStorageMove: src.capabilities.liveStorageMove,
       liveMigration: src.capabilities.liveMigration && dst.capabilities.liveMigration,
       quickStorageMigration: src.capabilities.quickStorageMigration && dst.capabilities.quickStorageMigration,
+      quickWithinHost: dst.capabilities.quickWithinHost,
       defineOnOtherHost: dst.capabilities.defineOnOtherHost,
     },
     direct: transferMode !== 'relay',

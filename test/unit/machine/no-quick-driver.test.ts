@@ -1,11 +1,14 @@
 /**
- * A driver without Quick Storage Migration (`quickStorageMigration: false`, as Hyper-V's is
- * today: it cannot restore a saved VM onto copied disks) is never asked to pause a VM: Preflight
- * refuses `quick` with `StrategyUnsupported` before any op that changes either host, `auto` runs
- * live, and a shut-off VM that cannot be defined on another host (`defineOnOtherHost: false`) is
- * refused across hosts and moves cold within its host. On the Hyper-V-shaped FAKE
- * (test/support/fake-hypervisor.ts) with the real driver's capabilities: a FAKE, labelled as
- * one; the capabilities themselves are pinned by test/unit/drivers/hyperv/driver.test.ts.
+ * Hyper-V's capabilities, run by the machine: Quick Storage Migration only across hosts
+ * (`quickWithinHost: false`: a saved VM registers from its copied configuration on another host,
+ * never beside itself), so within one host Preflight refuses `quick` with `StrategyUnsupported`
+ * before any op that changes the host and `auto` runs live; across hosts `quick` runs (saved,
+ * copied with its configuration, registered and restored on the target) and `auto` runs live;
+ * a shut-off VM that cannot be defined on another host (`defineOnOtherHost: false`) is refused
+ * across hosts and moves cold within its host. And a driver with no quick storage migration at
+ * all is refused everywhere. On the Hyper-V-shaped FAKE (test/support/fake-hypervisor.ts) with
+ * the real driver's capabilities: a FAKE, labelled as one; the capabilities themselves are
+ * pinned by test/unit/drivers/hyperv/driver.test.ts.
  */
 import { HYPERV_CAPABILITIES } from '../../../src/drivers/hyperv/definition';
 import type { MigrationInput } from '../../../src/machine/types';
@@ -31,6 +34,7 @@ function worldShape(w: FakeWorld): string {
 async function run(
   kind: HypervCase,
   strategy: MigrationInput['strategy'],
+  capabilities: typeof HYPERV_ONES = HYPERV_ONES,
 ): Promise<{
   step: string;
   reason?: string;
@@ -40,7 +44,7 @@ async function run(
   after: string;
   ops: string[];
 }> {
-  const s = buildHypervScenario(kind, { capabilities: HYPERV_ONES, strategy });
+  const s = buildHypervScenario(kind, { capabilities, strategy });
   // the guest's own writes change its disks; only vmplace's changes are compared here
   if (strategy === 'quick' || kind.startsWith('cold')) s.world.afterOp = undefined;
   const before = worldShape(s.world);
@@ -58,15 +62,42 @@ async function run(
   };
 }
 
-describe('FAKE Hyper-V with the real driver capabilities (no quick storage migration)', () => {
+describe('FAKE Hyper-V with the real driver capabilities (quick only across hosts)', () => {
+  test.each<HypervCase>([
+    'quick on one host, local to CSV',
+    'quick on one host, volume to volume',
+    'quick with delta rounds on one host, one disk stays',
+  ])('%s, strategy quick: Blocked in Preflight (StrategyUnsupported), nothing changed', async (kind) => {
+    const got = await run(kind, 'quick');
+    expect(got.step).toBe('Blocked');
+    expect(got.reason).toBe('StrategyUnsupported');
+    expect(got.message).toMatch(/no quick storage migration within one host/);
+    expect(got.changed).toEqual([]);
+    expect(got.after).toBe(got.before);
+  });
+
+  test.each<HypervCase>([
+    'quick across hosts, local to local',
+    'quick with delta rounds across hosts, local to local',
+  ])(
+    '%s, strategy quick: saved, registered on the target from its copied configuration, Completed',
+    async (kind) => {
+      const got = await run(kind, 'quick');
+      expect(got.step).toBe('Completed');
+      expect(got.ops).toContain('save');
+      expect(got.ops).toContain('restore');
+      expect(got.ops).not.toContain('migrateLive.switch');
+    },
+  );
+
   test.each<[HypervCase, MigrationInput['strategy']]>([
     ['quick on one host, local to CSV', 'quick'],
     ['quick across hosts, local to local', 'quick'],
-    ['quick with delta rounds across hosts, local to local', 'quick'],
   ])(
-    '%s, strategy %s: Blocked in Preflight (StrategyUnsupported), nothing changed',
+    'a driver with no quick storage migration at all: %s, strategy %s: Blocked, nothing changed',
     async (kind, strategy) => {
-      const got = await run(kind, strategy);
+      const none = { ...HYPERV_ONES, quickStorageMigration: false, liveMigration: false };
+      const got = await run(kind, strategy, none);
       expect(got.step).toBe('Blocked');
       expect(got.reason).toBe('StrategyUnsupported');
       expect(got.message).toMatch(/no quick storage migration/);

@@ -2,11 +2,13 @@
 import { POSIX_PATHS, type DomainDisk } from '../../../src/drivers/driver';
 import { chooseStrategy, judgeDisk, judgePair, placeState } from '../../../src/machine/preflight-policy';
 
-const BASE = { family: 'x', quickStorageMigration: true, defineOnOtherHost: true };
+const BASE = { family: 'x', quickStorageMigration: true, quickWithinHost: true, defineOnOtherHost: true };
 const ALL = { ...BASE, liveStorageMove: true, liveMigration: true };
 const NONE = { ...BASE, liveStorageMove: false, liveMigration: false };
-/** a driver like Hyper-V's today: live paths, no quick storage migration, no define elsewhere */
-const LIVE_ONLY = { ...ALL, quickStorageMigration: false, defineOnOtherHost: false };
+/** a driver with live paths only: no quick storage migration, no define elsewhere */
+const LIVE_ONLY = { ...ALL, quickStorageMigration: false, quickWithinHost: false, defineOnOtherHost: false };
+/** a driver like Hyper-V's: quick only across hosts (a saved VM registers on another host only) */
+const QUICK_ACROSS = { ...ALL, quickWithinHost: false, defineOnOtherHost: false };
 
 describe('chooseStrategy', () => {
   const rows: [string, Parameters<typeof chooseStrategy>[0], string][] = [
@@ -93,6 +95,33 @@ describe('chooseStrategy', () => {
       'no quick storage migration, one host: quick asked is refused',
       { vm: 'v', state: 'running', requested: 'quick', cross: false, caps: LIVE_ONLY, direct: true },
       'StrategyUnsupported',
+    ],
+    [
+      'quick across hosts only (Hyper-V): quick across hosts runs quick',
+      { vm: 'v', state: 'running', requested: 'quick', cross: true, caps: QUICK_ACROSS, direct: true },
+      'quick',
+    ],
+    [
+      'quick across hosts only (Hyper-V): quick within one host is refused',
+      { vm: 'v', state: 'running', requested: 'quick', cross: false, caps: QUICK_ACROSS, direct: true },
+      'StrategyUnsupported',
+    ],
+    [
+      'quick across hosts only (Hyper-V): auto on one host without a live storage move is refused',
+      {
+        vm: 'v',
+        state: 'running',
+        requested: 'auto',
+        cross: false,
+        caps: { ...QUICK_ACROSS, liveStorageMove: false },
+        direct: true,
+      },
+      'StrategyUnsupported',
+    ],
+    [
+      'quick across hosts only (Hyper-V): auto across unreachable hosts falls back to quick',
+      { vm: 'v', state: 'running', requested: 'auto', cross: true, caps: QUICK_ACROSS, direct: false },
+      'quick!',
     ],
     [
       'no quick storage migration: auto across reachable hosts runs live',

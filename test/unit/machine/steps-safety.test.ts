@@ -70,6 +70,7 @@ class FakeHost {
         pausedMigration: false,
         liveOntoLayers: false,
         quickStorageMigration: true,
+        quickWithinHost: true,
         defineOnOtherHost: true,
       },
       paths: POSIX_PATHS,

@@ -1,8 +1,8 @@
 /**
  * The plan blocks what the hosts' driver cannot run, as Preflight would (`StrategyUnsupported`,
- * src/planner/plan.ts strategyFindings from src/drivers/capabilities.ts): on Hyper-V today,
- * quick of a running VM (no quick storage migration) and a shut-off VM to another host (no
- * define there); libvirt runs every strategy; a host no manifest declares is left to Preflight.
+ * src/planner/plan.ts strategyFindings from src/drivers/capabilities.ts): on Hyper-V, quick
+ * of a running VM within one host (quick only across hosts) and a shut-off VM to another host
+ * (no define there); libvirt runs every strategy; a host no manifest declares is left to Preflight.
  */
 import { planMigrations } from '../../../src/planner/plan';
 import type { ManifestObject, Strategy, VirtualMachineStatus } from '../../../src/types';
@@ -63,9 +63,11 @@ describe('strategies the driver cannot run are blocked in the plan', () => {
     ['libvirt, quick by default, across hosts', { cross: true }, []],
     ['libvirt, shut off, across hosts (cold)', { cross: true, running: false }, []],
     ['hyperv, quick by default, one host', { driver: 'hyperv', cross: false }, ['StrategyUnsupported']],
+    // across hosts Hyper-V restores onto the copies by importing the copied configuration
+    ['hyperv, quick asked, across hosts', { driver: 'hyperv', cross: true, strategy: 'quick' }, []],
     [
-      'hyperv, quick asked, across hosts',
-      { driver: 'hyperv', cross: true, strategy: 'quick' },
+      'hyperv, quick asked, one host',
+      { driver: 'hyperv', cross: false, strategy: 'quick' },
       ['StrategyUnsupported'],
     ],
     ['hyperv, auto, one host', { driver: 'hyperv', cross: false, strategy: 'auto' }, []],

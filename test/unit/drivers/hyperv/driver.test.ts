@@ -27,6 +27,9 @@ import {
   parseCheckpointName,
   parseOwnLayer,
   stateSidecars,
+  stateSidecarsIn,
+  checkpointSidecarStem,
+  importRoot,
 } from '../../../../src/drivers/hyperv/names';
 import { PowerShellError } from '../../../../src/drivers/hyperv/runner';
 import { psQuote } from '../../../../src/drivers/hyperv/powershell';
@@ -202,7 +205,45 @@ describe('Hyper-V names', () => {
     );
     const state = ownFilePath(CSV, 'web01', MIG, { what: 'state' });
     expect(state).toBe(`${CSV}\\web01.state.vmplace-${MIG}.vmrs`);
-    expect(stateSidecars(state)).toEqual([`${CSV}\\web01.state.vmplace-${MIG}.vmgs`]);
+    expect(stateSidecars(state)).toEqual([
+      `${CSV}\\web01.state.vmplace-${MIG}.vmgs`,
+      `${CSV}\\web01.state.vmplace-${MIG}.vmcx`,
+    ]);
+    expect(importRoot(state)).toBe(`${CSV}\\web01.state.vmplace-${MIG}.import`);
+    expect(checkpointSidecarStem(state, '3C4D5E6F-7A8B-4C9D-8E0F-1A2B3C4D5E6F')).toBe(
+      `${CSV}\\web01.state.vmplace-${MIG}.checkpoint-3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f`,
+    );
+    expect(checkpointSidecarStem(state, "x'; Stop-Computer")).toBeUndefined();
+    expect(checkpointSidecarStem(LAYER, '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f')).toBeUndefined();
+    // the files that go with the state, read from a folder's names without regard to case
+    const stem = `web01.state.vmplace-${MIG}`;
+    expect(
+      stateSidecarsIn(state, [
+        `${stem}.vmrs`,
+        `${stem.toUpperCase()}.VMGS`,
+        `${stem}.vmcx`,
+        `${stem}.vmcx.vmplace-part`,
+        `${stem}.checkpoint-3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f.vmcx`,
+        `${stem}.checkpoint-3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f.vmrs`,
+        `${stem}.checkpoint-3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f.avhdx`,
+        `${stem}.checkpoint-nope.vmcx`,
+        `web01.state.vmplace-other.vmcx`,
+        `${stem}x.vmcx`,
+      ]),
+    ).toEqual([
+      {
+        path: `${CSV}\\${stem}.checkpoint-3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f.vmcx`,
+        checkpoint: '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f',
+        kind: 'vmcx',
+      },
+      {
+        path: `${CSV}\\${stem}.checkpoint-3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f.vmrs`,
+        checkpoint: '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f',
+        kind: 'vmrs',
+      },
+      { path: `${CSV}\\${stem}.vmcx`, kind: 'vmcx' },
+      { path: `${CSV}\\${stem.toUpperCase()}.VMGS`, kind: 'vmgs' },
+    ]);
     expect(stateSidecars(LAYER)).toEqual([]);
     expect(ownFilePath(CSV, 'web01', MIG, { what: 'probe' })).toBe(`${CSV}\\web01.probe.vmplace-${MIG}.tmp`);
     const d = driverOn(hostWith());
@@ -601,14 +642,26 @@ describe('files and the path guard', () => {
     await d.removeDirIfEmpty(`${LOCAL}\\web01`);
   });
 
-  it('removeFile of a saved state removes its guest state with it', async () => {
-    const h: ScriptedHost = hostWith().answer('removeFile', ok({ Removed: true }));
+  it('removeFile of a saved state removes its guest state, configuration and checkpoint copies with it', async () => {
     const state = ownFilePath(CSV, 'web01', MIG, { what: 'state' });
+    const ck = `${checkpointSidecarStem(state, '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f')!}.vmcx`;
+    const h: ScriptedHost = hostWith()
+      .answer('removeFile', ok({ Removed: true }))
+      .answer('filesNamed', ok({ Names: [`web01.state.vmplace-${MIG}.vmgs`, ck.slice(CSV.length + 1)] }));
     await driverOn(h).removeFile(state);
+    expect(h.sent.find((s) => s.kind === 'filesNamed')!.values).toEqual({
+      d: CSV,
+      s: `web01.state.vmplace-${MIG}.`,
+    });
     expect(h.sent.filter((s) => s.kind === 'removeFile').map((s) => s.values.p)).toEqual([
       state,
+      ck,
       ...stateSidecars(state),
     ]);
+    // any other file: no listing
+    const other: ScriptedHost = hostWith().answer('removeFile', ok({ Removed: true }));
+    await driverOn(other).removeFile(LAYER);
+    expect(withoutRunner(other.kinds())).toEqual(['removeFile']);
   });
 });
 
@@ -996,20 +1049,55 @@ describe('save, saved state and restore', () => {
   const sameFiles = (_s: string, c: Sent): Record<string, unknown> =>
     ok(fileInfoOf(c.values.p === STATE || c.values.p === VMRS ? '51' : '52'));
 
-  it('save: Save-VM, then the state and guest state files get the asked names', async () => {
+  /** get-checkpoints.json's checkpoint of vmplace only (its other one a person took) */
+  const OURS = fixtureResult('get-checkpoints.json').slice(1);
+  const CK = '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f';
+
+  it('save: Save-VM, the state and guest state files get the asked names, the configurations are copied beside them', async () => {
     const h: ScriptedHost = hostWith()
       .answer('saveVm', fixture('vm-state-saved.json'))
       .answer('stateFiles', stateFiles('Saved'))
       .answer(
         'hardLink',
         ok({ Created: true, LinkIdText: 'File ID is 0x51', TargetIdText: 'File ID is 0x51' }),
-      );
+      )
+      .answer('getCheckpoints', ok(...OURS))
+      .answer('copyConfiguration', ok({ From: 'a', To: 'b' }));
     await driverOn(h).save('web01', STATE, { knownActive: true });
-    expect(withoutRunner(h.kinds())).toEqual(['saveVm', 'stateFiles', 'hardLink', 'hardLink']);
+    expect(withoutRunner(h.kinds())).toEqual([
+      'saveVm',
+      'stateFiles',
+      'hardLink',
+      'hardLink',
+      'getCheckpoints',
+      'copyConfiguration',
+    ]);
     expect(h.sent.filter((s) => s.kind === 'hardLink').map((s) => [s.values.l, s.values.e])).toEqual([
       [STATE, VMRS],
       [stateSidecars(STATE)[0], VMGS],
     ]);
+    // the VM's configuration to x.vmcx, vmplace's checkpoint's files under its id
+    const copy = h.sent.find((s) => s.kind === 'copyConfiguration')!;
+    expect(copy.values).toEqual({
+      n: 'web01',
+      c: stateSidecars(STATE)[1],
+      k0: CK,
+      t0: checkpointSidecarStem(STATE, CK),
+    });
+    // a checkpoint vmplace did not take is never carried along: stopped, nothing copied
+    const foreign: ScriptedHost = hostWith()
+      .answer('saveVm', fixture('vm-state-saved.json'))
+      .answer('stateFiles', stateFiles('Saved'))
+      .answer(
+        'hardLink',
+        ok({ Created: true, LinkIdText: 'File ID is 0x51', TargetIdText: 'File ID is 0x51' }),
+      )
+      .answer('getCheckpoints', fixture('get-checkpoints.json'));
+    await expect(driverOn(foreign).save('web01', STATE)).rejects.toMatchObject({
+      reason: 'DiskHasBackingChain',
+      message: expect.stringContaining('before updates') as unknown,
+    });
+    expect(foreign.kinds()).not.toContain('copyConfiguration');
     // an asked name that is another file: stopped, never replaced
     const other: ScriptedHost = hostWith()
       .answer('saveVm', fixture('vm-state-saved.json'))
@@ -1028,6 +1116,45 @@ describe('save, saved state and restore', () => {
       reason: 'NotSupportedByDriver',
       kind: 'stalled',
     });
+  });
+
+  it('save: many checkpoints (delta rounds) are copied in as few scripts as fit the command line, each once', async () => {
+    const ids = Array.from(
+      { length: 20 },
+      (_, i) => `3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e${String(i).padStart(2, '0')}`,
+    );
+    const h: ScriptedHost = hostWith()
+      .answer('saveVm', fixture('vm-state-saved.json'))
+      .answer('stateFiles', stateFiles('Saved'))
+      .answer(
+        'hardLink',
+        ok({ Created: true, LinkIdText: 'File ID is 0x51', TargetIdText: 'File ID is 0x51' }),
+      )
+      .answer(
+        'getCheckpoints',
+        ok(
+          ...ids.map((id, i) => ({
+            ...OURS[0],
+            Id: id,
+            Name: i ? `vmplace-${MIG}-r${i + 1}` : `vmplace-${MIG}`,
+          })),
+        ),
+      )
+      .answer('copyConfiguration', ok({ From: 'a', To: 'b' }));
+    await driverOn(h).save('web01', STATE);
+    const copies = h.sent.filter((s) => s.kind === 'copyConfiguration');
+    expect(copies.length).toBeGreaterThan(1);
+    expect(copies.length).toBeLessThan(ids.length);
+    expect(copies.map((c) => c.values.c)).toEqual([
+      stateSidecars(STATE)[1],
+      ...copies.slice(1).map(() => undefined),
+    ]);
+    const sentIds = copies.flatMap((c) =>
+      Object.keys(c.values)
+        .filter((k) => /^k\d+$/.test(k))
+        .map((k) => c.values[k]),
+    );
+    expect(sentIds).toEqual(ids);
   });
 
   it("holdsSavedState: saved, and both names the VM's own files", async () => {
@@ -1074,9 +1201,15 @@ describe('save, saved state and restore', () => {
       reason: 'NotSupportedByDriver',
       message: expect.stringContaining('does not change the disks of a saved VM') as unknown,
     });
-    await expect(driverOn(hostWith().answer('vmDisks', ok())).restore(STATE, def)).rejects.toMatchObject({
+    // not registered here, and no copy of its configuration beside the state: nothing registered
+    const bare = hostWith()
+      .answer('vmDisks', ok())
+      .answer('filesNamed', ok({ Names: [] }));
+    await expect(driverOn(bare).restore(STATE, def)).rejects.toMatchObject({ reason: 'SavedStateMismatch' });
+    expect(bare.kinds()).not.toContain('importSavedVm');
+    // not registered, and no definition to register it with
+    await expect(driverOn(hostWith().answer('vmDisks', ok())).restore(STATE)).rejects.toMatchObject({
       reason: 'NotSupportedByDriver',
-      message: expect.stringContaining('Import-VM') as unknown,
     });
     const notOurs: ScriptedHost = hostWith()
       .answer('vmDisks', ok(webDisks(ON_BASES, { State: 'Saved' })))
@@ -1084,6 +1217,98 @@ describe('save, saved state and restore', () => {
       .answer('fileInfo', (_s, c) => ok(fileInfoOf(c.values.p === STATE ? '77' : '51')));
     await expect(driverOn(notOurs).restore(STATE)).rejects.toMatchObject({ reason: 'SavedStateMismatch' });
     expect(notOurs.kinds()).not.toContain('startVm');
+  });
+
+  it('restore on another host: the copied configuration laid out and registered (Compare-VM, drives fixed, Import-VM), then Start-VM', async () => {
+    const d0 = driverOn(hostWith().answer('vmDisks', ok(webDisks(ON_BASES, { State: 'Saved' }))));
+    const id = definitionData((await d0.getDomain('web01'))!.definition).id;
+    const TOP = `${CSV}\\web01.sda.overlay.vmplace-${MIG}.avhdx`;
+    const TOP2 = `${CSV}\\web01.sdb.overlay.vmplace-${MIG}.avhdx`;
+    const def = d0.withDiskPaths((await d0.getDomain('web01'))!.definition, {
+      sda: { path: TOP },
+      sdb: { path: TOP2 },
+    });
+    const stem = `web01.state.vmplace-${MIG}`;
+    const ROOT = importRoot(STATE)!;
+    const REG_VMRS = `${ROOT}\\Virtual Machines\\${id}.vmrs`;
+    let registered = false;
+    const target = (answer: 'imported' | 'incompatible'): ScriptedHost =>
+      hostWith()
+        .answer('vmDisks', () =>
+          registered
+            ? ok(
+                webDisks(
+                  [
+                    { path: TOP, type: 'Differencing', parent: `${CSV}\\web01.vhdx` },
+                    { path: TOP2, type: 'Differencing', parent: `${CSV}\\web01-data.vhdx` },
+                  ],
+                  { State: 'Saved' },
+                ),
+              )
+            : ok(),
+        )
+        .answer(
+          'filesNamed',
+          ok({ Names: [`${stem}.vmrs`, `${stem}.vmgs`, `${stem}.vmcx`, `${stem}.checkpoint-${CK}.vmcx`] }),
+        )
+        .answer('hardLinks', ok({ Linked: 4 }))
+        // the drives on our own names: no hard link of Hyper-V's beside them
+        .answer('layerLinks', linksAnswer({}))
+        .answer('importSavedVm', () => {
+          if (answer === 'incompatible') return fixture('import-saved-vm-incompatible.json');
+          registered = true;
+          return fixture('import-saved-vm.json');
+        })
+        .answer('stateFiles', () =>
+          ok({
+            Name: 'web01',
+            Id: id,
+            State: 'Saved',
+            Files: [{ Kind: 'vmrs', Path: REG_VMRS, FileIdText: 'File ID is 0x61' }],
+          }),
+        )
+        .answer('fileInfo', () => ok(fileInfoOf('61')))
+        .answer('startVm', ok({ Name: 'web01', Id: id, State: 'Running', Status: 'Operating normally' }));
+    const h = target('imported');
+    await driverOn(h).restore(STATE, def);
+    expect(withoutRunner(h.kinds())).toEqual([
+      'vmDisks',
+      'filesNamed',
+      'hardLinks',
+      'importSavedVm',
+      'vmDisks',
+      'layerLinks',
+      'stateFiles',
+      'fileInfo',
+      'fileInfo',
+      'startVm',
+    ]);
+    const imp = h.sent.find((s) => s.kind === 'importSavedVm')!;
+    const ln = h.sent.find((s) => s.kind === 'hardLinks')!;
+    // the configuration under Hyper-V's names, hard links to the verified copies
+    expect(imp.values.c).toBe(`${ROOT}\\Virtual Machines\\${id}.vmcx`);
+    const links = Object.keys(ln.values)
+      .filter((k) => /^f\d+$/.test(k))
+      .map((k) => [ln.values[k], ln.values[`l${k.slice(1)}`]]);
+    expect(links).toEqual([
+      [STATE, REG_VMRS],
+      [`${CSV}\\${stem}.checkpoint-${CK}.vmcx`, `${ROOT}\\Snapshots\\${CK}.vmcx`],
+      [`${CSV}\\${stem}.vmcx`, `${ROOT}\\Virtual Machines\\${id}.vmcx`],
+      [`${CSV}\\${stem}.vmgs`, `${ROOT}\\Virtual Machines\\${id}.vmgs`],
+    ]);
+    // each drive at its controller place, pointed at the copy on this host
+    expect([imp.values.y0, imp.values.p0, imp.values.y1, imp.values.p1]).toEqual(['SCSI', TOP, 'SCSI', TOP2]);
+    expect(imp.script).toContain('N=0;L=0;P=$p0');
+    expect(imp.script).toContain('N=0;L=1;P=$p1');
+    // a target that lacks what the VM needs (a virtual switch): nothing registered, not started, named
+    registered = false;
+    const no = target('incompatible');
+    await expect(driverOn(no).restore(STATE, def)).rejects.toMatchObject({
+      reason: 'ImportIncompatible',
+      kind: 'stalled',
+      message: expect.stringContaining("Could not find Ethernet switch 'Production'. (33012)") as unknown,
+    });
+    expect(no.kinds()).not.toContain('startVm');
   });
 
   it('savedDefinition: the definition of the VM the state file names, where it holds that state', async () => {
@@ -1355,10 +1580,11 @@ describe('migrateLive: Move-VM -IncludeStorage; the capabilities it lacks', () =
       family: 'hyperv',
       liveStorageMove: true,
       liveMigration: true,
-      stateOnSharedStorage: true,
+      stateOnSharedStorage: false,
       pausedMigration: false,
       liveOntoLayers: false,
-      quickStorageMigration: false,
+      quickStorageMigration: true,
+      quickWithinHost: false,
       defineOnOtherHost: false,
     });
     await expect(d.migratePaused('web01', d, { disks: [], address: 'x' })).rejects.toMatchObject({

@@ -14,6 +14,10 @@ import { scanVerbatim } from './ps-grammar';
 
 /** Which script of scripts.ts a script is, by code only it has (most specific first). */
 const SIGNATURES: [string, string][] = [
+  ['Import-VM -CompatibilityReport', 'importSavedVm'],
+  ['Fail NotSaved', 'copyConfiguration'],
+  ['GetFiles($d)', 'filesNamed'],
+  ['Linked=$n', 'hardLinks'],
   ['scp.exe', 'scpToHost'],
   ['$s.Flush($true)}finally{$s.Dispose()}', 'finishCopy'],
   ['$i.CopyTo($o,', 'copyIntoPart'],

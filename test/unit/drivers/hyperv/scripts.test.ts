@@ -19,6 +19,7 @@ const v = (label: string, strings: number, build: (s: string[]) => string): Vari
   build,
 });
 const at = (s: string[], i: number): string => s[i] ?? '';
+const GUID = '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f';
 
 const TABLE: Record<string, Variant[]> = {
   getVm: [v('getVm', 1, (s) => scripts.getVm(at(s, 0)))],
@@ -78,6 +79,45 @@ const TABLE: Record<string, Variant[]> = {
   removeIfIdentity: [v('removeIfIdentity', 2, (s) => scripts.removeIfIdentity(at(s, 0), at(s, 1)))],
   hardLink: [v('hardLink', 2, (s) => scripts.hardLink(at(s, 0), at(s, 1)))],
   stateFiles: [v('stateFiles', 1, (s) => scripts.stateFiles(at(s, 0)))],
+  filesNamed: [v('filesNamed', 2, (s) => scripts.filesNamed(at(s, 0), at(s, 1)))],
+  copyConfiguration: [
+    v('copyConfiguration, no checkpoint', 2, (s) => scripts.copyConfiguration(at(s, 0), at(s, 1), [])),
+    v('copyConfiguration, a checkpoint', 3, (s) =>
+      scripts.copyConfiguration(at(s, 0), at(s, 1), [{ id: GUID, stem: at(s, 2) }]),
+    ),
+    v('copyConfiguration, checkpoints only', 3, (s) =>
+      scripts.copyConfiguration(at(s, 0), undefined, [
+        { id: at(s, 1), stem: at(s, 2) },
+        { id: GUID, stem: 'D:\\VMs\\x' },
+      ]),
+    ),
+  ],
+  hardLinks: [
+    v('hardLinks one', 2, (s) => scripts.hardLinks([[at(s, 0), at(s, 1)]])),
+    v('hardLinks two', 2, (s) =>
+      scripts.hardLinks([
+        [at(s, 0), at(s, 1)],
+        ['D:\\VMs\\x.vmcx', 'D:\\VMs\\x.import\\Virtual Machines\\y.vmcx'],
+      ]),
+    ),
+  ],
+  importSavedVm: [
+    v('importSavedVm, a drive', 3, (s) =>
+      scripts.importSavedVm({
+        config: at(s, 0),
+        drives: [{ controllerType: at(s, 1), controllerNumber: 0, controllerLocation: 0, path: at(s, 2) }],
+      }),
+    ),
+    v('importSavedVm, two drives', 2, (s) =>
+      scripts.importSavedVm({
+        config: 'D:\\VMs\\x.import\\Virtual Machines\\y.vmcx',
+        drives: [
+          { controllerType: 'SCSI', controllerNumber: 0, controllerLocation: 0, path: at(s, 0) },
+          { controllerType: 'SCSI', controllerNumber: 1, controllerLocation: 63, path: at(s, 1) },
+        ],
+      }),
+    ),
+  ],
   moveVmVhd: [v('moveVmVhd', 3, (s) => scripts.moveVmVhd(at(s, 0), at(s, 1), at(s, 2)))],
   setDrivePath: [v('setDrivePath', 3, (s) => scripts.setDrivePath(at(s, 0), at(s, 1), 0, 1, at(s, 2)))],
   setStartAction: [

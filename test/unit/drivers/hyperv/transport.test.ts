@@ -6,7 +6,7 @@ import pino from 'pino';
 
 import { createDrivers, windowsTargetSshOf } from '../../../../src/drivers/factory';
 import { HyperVDriver } from '../../../../src/drivers/hyperv/driver';
-import { ownFilePath, stateSidecars } from '../../../../src/drivers/hyperv/names';
+import { checkpointSidecarStem, ownFilePath, stateSidecars } from '../../../../src/drivers/hyperv/names';
 import { LibvirtDriver } from '../../../../src/drivers/libvirt/driver';
 import type { CopyClaim } from '../../../../src/transfer/copy-local';
 import {
@@ -37,14 +37,25 @@ const info = (id: string, length = '1048576'): Record<string, unknown> =>
 const missing = fixture('file-info-missing.json');
 
 function hvHost(label: string, files: Record<string, string>): ScriptedHost {
-  return new ScriptedHost(label)
-    .answer('pathAttributes', (_s, c) =>
-      Object.values(c.values).map((p) => ({ Path: p, Exists: false, Attributes: null })),
-    )
-    .answer('fileInfo', (_s, c) => (c.values.p! in files ? info(files[c.values.p!]!) : missing))
-    .answer('fileHash', fixture('file-hash.json'))
-    .answer('removeFile', ok({ Removed: true }))
-    .answer('finishCopy', (_s, c) => ok({ Hash: c.values.x, Moved: true }));
+  return (
+    new ScriptedHost(label)
+      .answer('pathAttributes', (_s, c) =>
+        Object.values(c.values).map((p) => ({ Path: p, Exists: false, Attributes: null })),
+      )
+      .answer('fileInfo', (_s, c) => (c.values.p! in files ? info(files[c.values.p!]!) : missing))
+      // the files of a folder beginning with a name: those of `files` there
+      .answer('filesNamed', (_s, c) =>
+        ok({
+          Names: Object.keys(files)
+            .filter((p) => p.slice(0, p.lastIndexOf('\\')) === c.values.d)
+            .map((p) => p.slice(p.lastIndexOf('\\') + 1))
+            .filter((n) => n.toLowerCase().startsWith(c.values.s!.toLowerCase())),
+        }),
+      )
+      .answer('fileHash', fixture('file-hash.json'))
+      .answer('removeFile', ok({ Removed: true }))
+      .answer('finishCopy', (_s, c) => ok({ Hash: c.values.x, Moved: true }))
+  );
 }
 
 const driver = (name: string, h: ScriptedHost, roots: string[]): HyperVDriver =>
@@ -171,13 +182,20 @@ describe('between two Hyper-V hosts: scp.exe -s from the source host, verified, 
     await expect(t.copy(SRC, DST)).rejects.toMatchObject({ reason: 'CopyVerifyFailed' });
   });
 
-  it('a saved state goes with its guest state, the guest state first', async () => {
+  it('a saved state goes with its guest state, configuration and checkpoint configurations, all before it', async () => {
     const state = ownFilePath('D:\\VMs', 'web01', 'm1', { what: 'state' });
     const to = ownFilePath('E:\\VMs', 'web01', 'm1', { what: 'state' });
-    const src = hvHost('hv1', { [state]: 'a1', [stateSidecars(state)[0]!]: 'a2' }).answer(
-      'scpToHost',
-      ok({ Copied: true }),
-    );
+    const ck = checkpointSidecarStem(state, '1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f')!;
+    const src = hvHost('hv1', {
+      [state]: 'a1',
+      [stateSidecars(state)[0]!]: 'a2',
+      [stateSidecars(state)[1]!]: 'a3',
+      [`${ck}.vmcx`]: 'a4',
+      [`${ck}.vmrs`]: 'a5',
+      // not the state's: another migration's, and a part file
+      [ownFilePath('D:\\VMs', 'web01', 'm2', { what: 'state' }).replace(/vmrs$/, 'vmcx')]: 'a6',
+      [`${stateSidecars(state)[1]!}.vmplace-part`]: 'a7',
+    }).answer('scpToHost', ok({ Copied: true }));
     const dst = hvHost('hv2', {});
     const t = windowsSshTransport(driver('hv1', src, ['D:\\VMs']), driver('hv2', dst, ['E:\\VMs']), {
       host: 'x',
@@ -185,11 +203,18 @@ describe('between two Hyper-V hosts: scp.exe -s from the source host, verified, 
       port: 22,
     });
     await t.copy(state, to);
+    const toCk = checkpointSidecarStem(to, '1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f')!;
     expect(src.sent.filter((s) => s.kind === 'scpToHost').map((s) => s.values.s)).toEqual([
+      `${ck}.vmcx`,
+      `${ck}.vmrs`,
+      stateSidecars(state)[1],
       stateSidecars(state)[0],
       state,
     ]);
     expect(dst.sent.filter((s) => s.kind === 'finishCopy').map((s) => s.values.d)).toEqual([
+      `${toCk}.vmcx`,
+      `${toCk}.vmrs`,
+      stateSidecars(to)[1],
       stateSidecars(to)[0],
       to,
     ]);
