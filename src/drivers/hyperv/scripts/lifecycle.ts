@@ -220,8 +220,9 @@ export interface ImportDrive {
 
 /**
  * Give each verified copy `links[i][0]` the second name `links[i][1]` (`fsutil hardlink create`:
- * same volume), creating the folders of the names; a name already there is kept (a re-run; the
- * caller compares identities where it matters). Lays a copied configuration out as Hyper-V
+ * same volume), creating the folders of the names; a name already there is kept only when it is
+ * that copy (a re-run: the same file id), else `FileExists` and nothing more is linked (a file
+ * someone else put there is never registered as the VM's configuration). Lays a copied configuration out as Hyper-V
  * keeps one (`Virtual Machines\<VM id>.vmcx|vmrs|vmgs`, `Snapshots\<checkpoint id>.*`) for
  * {@link importSavedVm}. Answers `{ Linked }` (how many were made). Parse with `parseLinked`.
  */
@@ -241,9 +242,11 @@ export function hardLinks(links: readonly [string, string][]): string {
       'for($i=0;$i -lt $ls.Count;$i++){$l=$ls[$i];$e=$fs[$i]',
       "if($l.IndexOf([char]34) -ge 0 -or $e.IndexOf([char]34) -ge 0){Fail BadPath InvalidArgument 'a path with a double quote'}",
       '$null=[IO.Directory]::CreateDirectory([IO.Path]::GetDirectoryName($l))',
-      "if(-not [IO.File]::Exists($l)){$null=@(& fsutil.exe hardlink create $l $e);if($LASTEXITCODE -ne 0){Fail LinkFailed WriteError ('fsutil hardlink create exited '+$LASTEXITCODE)};$n++}}",
+      "if([IO.File]::Exists($l)){if((Fid $l) -cne (Fid $e)){Fail FileExists ResourceExists 'the name is another file'};continue}",
+      "$null=@(& fsutil.exe hardlink create $l $e);if($LASTEXITCODE -ne 0){Fail LinkFailed WriteError ('fsutil hardlink create exited '+$LASTEXITCODE)};$n++}",
       '[pscustomobject]@{Linked=$n}',
     ].join('\n'),
+    [FID],
   );
 }
 

@@ -1309,6 +1309,17 @@ describe('save, saved state and restore', () => {
       message: expect.stringContaining("Could not find Ethernet switch 'Production'. (33012)") as unknown,
     });
     expect(no.kinds()).not.toContain('startVm');
+    // a name under the import folder that is another file (not the copy): nothing registered
+    registered = false;
+    const planted = target('imported').answer(
+      'hardLinks',
+      fail('FileExists', 'ResourceExists', 'the name is another file'),
+    );
+    await expect(driverOn(planted).restore(STATE, def)).rejects.toMatchObject({
+      reason: 'FileExists',
+      kind: 'stalled',
+    });
+    expect(planted.kinds()).not.toContain('importSavedVm');
   });
 
   it('savedDefinition: the definition of the VM the state file names, where it holds that state', async () => {
