@@ -1049,18 +1049,21 @@ describe('save, saved state and restore', () => {
   const sameFiles = (_s: string, c: Sent): Record<string, unknown> =>
     ok(fileInfoOf(c.values.p === STATE || c.values.p === VMRS ? '51' : '52'));
 
-  /** get-checkpoints.json's checkpoint of vmplace only (its other one a person took) */
-  const OURS = fixtureResult('get-checkpoints.json').slice(1);
-  const CK = '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f';
-
-  it('save: Save-VM, the state and guest state files get the asked names, the configurations are copied beside them', async () => {
-    const h: ScriptedHost = hostWith()
+  /** a host that saves web01 and links its state files under the asked names */
+  const savedHere = (): ScriptedHost =>
+    hostWith()
       .answer('saveVm', fixture('vm-state-saved.json'))
       .answer('stateFiles', stateFiles('Saved'))
       .answer(
         'hardLink',
         ok({ Created: true, LinkIdText: 'File ID is 0x51', TargetIdText: 'File ID is 0x51' }),
-      )
+      );
+  /** get-checkpoints.json's checkpoint of vmplace only (its other one a person took) */
+  const OURS = fixtureResult('get-checkpoints.json').slice(1);
+  const CK = '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f';
+
+  it('save: Save-VM, the state and guest state files get the asked names, the configurations are copied beside them', async () => {
+    const h: ScriptedHost = savedHere()
       .answer('getCheckpoints', ok(...OURS))
       .answer('copyConfiguration', ok({ From: 'a', To: 'b' }));
     await driverOn(h).save('web01', STATE, { knownActive: true });
@@ -1085,14 +1088,7 @@ describe('save, saved state and restore', () => {
       t0: checkpointSidecarStem(STATE, CK),
     });
     // a checkpoint vmplace did not take is never carried along: stopped, nothing copied
-    const foreign: ScriptedHost = hostWith()
-      .answer('saveVm', fixture('vm-state-saved.json'))
-      .answer('stateFiles', stateFiles('Saved'))
-      .answer(
-        'hardLink',
-        ok({ Created: true, LinkIdText: 'File ID is 0x51', TargetIdText: 'File ID is 0x51' }),
-      )
-      .answer('getCheckpoints', fixture('get-checkpoints.json'));
+    const foreign: ScriptedHost = savedHere().answer('getCheckpoints', fixture('get-checkpoints.json'));
     await expect(driverOn(foreign).save('web01', STATE)).rejects.toMatchObject({
       reason: 'DiskHasBackingChain',
       message: expect.stringContaining('before updates') as unknown,
@@ -1123,13 +1119,7 @@ describe('save, saved state and restore', () => {
       { length: 20 },
       (_, i) => `3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e${String(i).padStart(2, '0')}`,
     );
-    const h: ScriptedHost = hostWith()
-      .answer('saveVm', fixture('vm-state-saved.json'))
-      .answer('stateFiles', stateFiles('Saved'))
-      .answer(
-        'hardLink',
-        ok({ Created: true, LinkIdText: 'File ID is 0x51', TargetIdText: 'File ID is 0x51' }),
-      )
+    const h: ScriptedHost = savedHere()
       .answer(
         'getCheckpoints',
         ok(
