@@ -63,6 +63,7 @@
  *
  * This class only wires: the work is in `context.ts` (scripts run, errors routed, the path guard),
  * `seen.ts` (what the driver sees of a VM), `observe.ts`, `layers.ts` (checkpoints), `lifecycle.ts`,
+ * `carry.ts` (a saved VM's configuration carried to and registered on another host),
  * `migrate.ts` (storage moves, live migration) and `files.ts`; each method's documentation is on
  * the function it calls.
  */
@@ -90,6 +91,7 @@ import type {
 import { checkWindowsPath, WINDOWS_PATHS } from '../windows-paths';
 import { HyperVContext } from './context';
 import { diskPathsOfDefinition, HYPERV_CAPABILITIES, withDefinitionDiskPaths } from './definition';
+import * as carry from './carry';
 import * as files from './files';
 import * as checkpoints from './layers';
 import * as lifecycle from './lifecycle';
@@ -236,7 +238,7 @@ export class HyperVDriver implements HypervisorDriver {
 
   /** The files that go with the saved state `stateFile` here now (one listing; see `stateSidecarsIn`). */
   stateSidecarFiles(stateFile: string): Promise<StateSidecar[]> {
-    return lifecycle.stateSidecarFiles(this.ctx, stateFile);
+    return carry.stateSidecarFiles(this.ctx, stateFile);
   }
 
   canRun(def: VmDefinition): Promise<{ compatible: boolean; message: string }> {

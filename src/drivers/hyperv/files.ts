@@ -6,7 +6,7 @@
  * {@link HyperVContext}.
  */
 import { VmplaceError } from '../../errors';
-import { stateSidecarFiles } from './lifecycle';
+import { stateSidecarFiles } from './carry';
 import { stateSidecars } from './names';
 import * as parse from './parsers';
 import * as scripts from './scripts';

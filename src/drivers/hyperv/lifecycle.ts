@@ -7,17 +7,9 @@
 import { StalledError, VmplaceError } from '../../errors';
 import type { VmDefinition } from '../driver';
 import { WINDOWS_PATHS } from '../windows-paths';
-import { powershellCommandLine } from './powershell';
-import { definitionData, type HvDefinitionData } from './definition';
-import {
-  checkpointSidecarStem,
-  controllerOf,
-  importRoot,
-  parseCheckpointName,
-  type StateSidecar,
-  stateSidecars,
-  stateSidecarsIn,
-} from './names';
+import { definitionData } from './definition';
+import { copyConfiguration, importSaved } from './carry';
+import { controllerOf, stateSidecars } from './names';
 import * as parse from './parsers';
 import * as scripts from './scripts';
 import { type HyperVContext, same } from './context';
@@ -57,85 +49,6 @@ export async function save(ctx: HyperVContext, vm: string, stateFile: string): P
       );
   }
   await copyConfiguration(ctx, vm, stateFile);
-}
-
-/** The VM's configuration and its (vmplace's) checkpoints' beside the saved state (see `save`). */
-async function copyConfiguration(ctx: HyperVContext, vm: string, stateFile: string): Promise<void> {
-  const checkpoints = await ctx.run(`save ${vm}`, scripts.getCheckpoints(vm), parse.parseCheckpoints);
-  const foreign = checkpoints.filter((c) => !parseCheckpointName(c.name));
-  if (foreign.length)
-    throw new StalledError(
-      'DiskHasBackingChain',
-      `${vm} on ${ctx.hostName} has checkpoints vmplace did not take (${foreign.map((c) => c.name).join(', ')}); its configuration is not carried to another host with them`,
-    );
-  const config = stateSidecars(stateFile).find((p) => p.toLowerCase().endsWith('.vmcx'));
-  const stems = checkpoints.map((c) => {
-    const stem = checkpointSidecarStem(stateFile, c.id);
-    if (!stem)
-      throw new VmplaceError(
-        'UnexpectedOutput',
-        `checkpoint ${c.name} of ${vm} has the id ${c.id}, not a GUID`,
-      );
-    return { id: c.id, stem };
-  });
-  if (!config) throw new StalledError('NotSupportedByDriver', `${stateFile} is not named as a saved state`);
-  await Promise.all(
-    [config, ...stems.flatMap((c) => ['.vmcx', '.vmrs', '.vmgs'].map((e) => `${c.stem}${e}`))].map((p) =>
-      ctx.guardPath(p),
-    ),
-  );
-  let copied = 0;
-  // the VM's configuration with the first checkpoints, the others in as few scripts as fit
-  const batches = inBatches(stems, (b, first) =>
-    scripts.copyConfiguration(vm, first ? config : undefined, b),
-  );
-  for (const script of batches)
-    copied += (await ctx.run(`save ${vm}`, script, parse.parseConfigCopies)).length;
-  ctx.log?.debug({ vm, files: copied }, 'configuration copied beside the saved state');
-}
-
-/**
- * The scripts `build` makes of `items`, as few as fit Windows' command line each (greedy, in
- * order; `first` for the first script). An empty list is one script of none; an item too long
- * for a script of its own is refused (`CommandLineTooLong`), as any script would be.
- */
-export function inBatches<T>(items: readonly T[], build: (batch: T[], first: boolean) => string): string[] {
-  const out: string[] = [];
-  let batch: T[] = [];
-  const fits = (b: T[]): boolean => {
-    try {
-      powershellCommandLine(build(b, out.length === 0));
-      return true;
-    } catch (err) {
-      if (err instanceof StalledError && err.reason === 'CommandLineTooLong') return false;
-      throw err;
-    }
-  };
-  for (const item of items) {
-    if (batch.length && !fits([...batch, item])) {
-      out.push(build(batch, out.length === 0));
-      batch = [];
-    }
-    batch.push(item);
-  }
-  const last = build(batch, out.length === 0);
-  powershellCommandLine(last); // an item too long alone: refused here
-  out.push(last);
-  return out;
-}
-
-/**
- * The files that go with the saved state `stateFile` on this host (its guest state, the
- * configuration copies of the VM and of its checkpoints), as they are there now: one listing
- * (filesNamed). The transports copy them before the state itself; `removeFile` removes them.
- */
-export async function stateSidecarFiles(ctx: HyperVContext, stateFile: string): Promise<StateSidecar[]> {
-  const root = importRoot(stateFile);
-  if (!root) return [];
-  const dir = WINDOWS_PATHS.dirname(stateFile);
-  const stem = WINDOWS_PATHS.basename(stateFile).slice(0, -'.vmrs'.length);
-  const names = await ctx.run('stateSidecars', scripts.filesNamed(dir, `${stem}.`), parse.parseFileNames);
-  return stateSidecarsIn(stateFile, names);
 }
 
 /** Polls vmState while the VM is `Saving` (a save an interrupted run issued goes on in Hyper-V); true when it was. */
@@ -251,70 +164,6 @@ export async function restore(ctx: HyperVContext, stateFile: string, def?: VmDef
   const state = after[0]?.state;
   if (state !== 'Running' && state !== 'Starting')
     throw new VmplaceError('ResumeFailed', `${vm} on ${ctx.hostName} is ${state ?? 'gone'} after Start-VM`);
-}
-
-/**
- * Register on this host the saved VM whose state `stateFile` was copied here with its
- * configuration (Quick Storage Migration across hosts; see `save`): its files laid out under
- * `importRoot(stateFile)` as hard links to the verified copies (hardLinks), then Compare-VM, its
- * drives pointed at the files `data` names, and Import-VM -Register (importSavedVm). An incompatibility
- * that is not about those drives (a virtual switch this host lacks, say) registers nothing and
- * stops the move (`ImportIncompatible`, each named); the VM keeps its id. Every file it links
- * must be one of this migration's copies: the configuration copy must be there.
- */
-async function importSaved(ctx: HyperVContext, stateFile: string, data: HvDefinitionData): Promise<void> {
-  const root = importRoot(stateFile);
-  if (!root) throw new StalledError('NotSupportedByDriver', `${stateFile} is not named as a saved state`);
-  const sidecars = await stateSidecarFiles(ctx, stateFile);
-  const config = sidecars.find((f) => !f.checkpoint && f.kind === 'vmcx');
-  if (!config)
-    throw new StalledError(
-      'SavedStateMismatch',
-      `${stateFile} on ${ctx.hostName} has no copy of ${data.name}'s configuration beside it; nothing to register`,
-    );
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(data.id))
-    throw new VmplaceError('UnexpectedOutput', `${data.name}'s id ${data.id} is not a GUID`);
-  const vmDir = WINDOWS_PATHS.join(root, 'Virtual Machines');
-  const snapDir = WINDOWS_PATHS.join(root, 'Snapshots');
-  const links: [string, string][] = [[stateFile, WINDOWS_PATHS.join(vmDir, `${data.id}.vmrs`)]];
-  for (const f of sidecars)
-    links.push([
-      f.path,
-      f.checkpoint
-        ? WINDOWS_PATHS.join(snapDir, `${f.checkpoint}.${f.kind}`)
-        : WINDOWS_PATHS.join(vmDir, `${data.id}.${f.kind}`),
-    ]);
-  const drives = data.disks.flatMap((d) => {
-    if (d.path === undefined) return [];
-    const place = controllerOf(d.target) ?? d;
-    return [
-      {
-        controllerType: place.controllerType,
-        controllerNumber: place.controllerNumber,
-        controllerLocation: place.controllerLocation,
-        path: d.path,
-      },
-    ];
-  });
-  await Promise.all(
-    [root, ...links.map((l) => l[1]), ...drives.map((d) => d.path)].map((p) => ctx.guardPath(p)),
-  );
-  for (const script of inBatches(links, (b) => scripts.hardLinks(b)))
-    await ctx.run(`restore ${data.name}`, script, parse.parseLinked);
-  const r = await ctx.run(
-    `restore ${data.name}`,
-    scripts.importSavedVm({ config: WINDOWS_PATHS.join(vmDir, `${data.id}.vmcx`), drives }),
-    parse.parseImported,
-    { timeoutMs: null },
-  );
-  if (!r.imported)
-    throw new StalledError(
-      'ImportIncompatible',
-      `${data.name} cannot be registered on ${ctx.hostName}: ${r.incompatibilities.map((i) => `${i.message}${i.messageId !== undefined ? ` (${i.messageId})` : ''}`).join('; ')}`,
-    );
-  if (r.vm.id.toLowerCase() !== data.id.toLowerCase())
-    throw new VmplaceError('UnexpectedOutput', `Import-VM registered ${r.vm.id}, not ${data.id}`);
-  ctx.log?.info({ vm: data.name, root }, 'saved VM registered from its copied configuration (Import-VM)');
 }
 
 /** The VM's definition (Hyper-V has one configuration: `inactive` reads the same). */

@@ -106,13 +106,27 @@ export function ownFilePath(dir: string, vm: string, migration: string, kind: Ow
  * none for a file that is not a `.vmrs`. They go with it: removed, checked and copied together.
  */
 export function stateSidecars(stateFile: string): string[] {
-  if (!stateFile.toLowerCase().endsWith(STATE_EXTENSION)) return [];
-  const stem = stateFile.slice(0, -STATE_EXTENSION.length);
-  return STATE_SIDECAR_EXTENSIONS.map((e) => `${stem}${e}`);
+  const stem = stateStem(stateFile);
+  return stem === undefined ? [] : STATE_SIDECAR_EXTENSIONS.map((e) => `${stem}${e}`);
+}
+
+/**
+ * `x` of the saved state `x.vmrs` (its path without the extension), the name every file that
+ * goes with it starts with; undefined for a file that is not a `.vmrs`.
+ */
+export function stateStem(stateFile: string): string | undefined {
+  return stateFile.toLowerCase().endsWith(STATE_EXTENSION)
+    ? stateFile.slice(0, -STATE_EXTENSION.length)
+    : undefined;
 }
 
 /** A checkpoint id as Hyper-V writes it (a GUID, lower case in file names). */
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Is `id` a GUID as Hyper-V writes VM and checkpoint ids (the only ids that reach a file name)? */
+export function isGuid(id: string): boolean {
+  return GUID.test(id);
+}
 
 /**
  * The stem of the copies of checkpoint `id`'s configuration files beside the saved state
@@ -120,8 +134,8 @@ const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * Undefined for an id that is not a GUID (nothing else reaches a file name).
  */
 export function checkpointSidecarStem(stateFile: string, id: string): string | undefined {
-  if (!stateFile.toLowerCase().endsWith(STATE_EXTENSION) || !GUID.test(id)) return undefined;
-  return `${stateFile.slice(0, -STATE_EXTENSION.length)}.checkpoint-${id.toLowerCase()}`;
+  const stem = stateStem(stateFile);
+  return stem === undefined || !GUID.test(id) ? undefined : `${stem}.checkpoint-${id.toLowerCase()}`;
 }
 
 /** One file that goes with a saved state, as {@link stateSidecarsIn} reads it from its name. */
@@ -140,9 +154,10 @@ export interface StateSidecar {
  * other name (a part file, another migration's state) is not one of them.
  */
 export function stateSidecarsIn(stateFile: string, names: readonly string[]): StateSidecar[] {
-  if (!stateFile.toLowerCase().endsWith(STATE_EXTENSION)) return [];
+  const full = stateStem(stateFile);
+  if (full === undefined) return [];
   const dir = WINDOWS_PATHS.dirname(stateFile);
-  const stem = WINDOWS_PATHS.basename(stateFile).slice(0, -STATE_EXTENSION.length).toLowerCase();
+  const stem = WINDOWS_PATHS.basename(full).toLowerCase();
   const out: StateSidecar[] = [];
   for (const name of names) {
     const lower = name.toLowerCase();
@@ -168,8 +183,8 @@ export function stateSidecarsIn(stateFile: string, names: readonly string[]): St
  * id>.*`), its files hard links to the verified copies. It stays the VM's configuration folder.
  */
 export function importRoot(stateFile: string): string | undefined {
-  if (!stateFile.toLowerCase().endsWith(STATE_EXTENSION)) return undefined;
-  return `${stateFile.slice(0, -STATE_EXTENSION.length)}.import`;
+  const stem = stateStem(stateFile);
+  return stem === undefined ? undefined : `${stem}.import`;
 }
 
 /** What an own layer's name says: the migration and the round (see {@link ownFilePath}). */

@@ -153,3 +153,33 @@ export function powershellCommandLine(script: string): string {
   }
   return line;
 }
+
+/**
+ * The scripts `build` makes of `items`, as few as fit Windows' command line each (greedy, in
+ * order; `first` for the first script). An empty list is one script of none; an item too long
+ * for a script of its own is refused (`CommandLineTooLong`), as any script would be.
+ */
+export function inBatches<T>(items: readonly T[], build: (batch: T[], first: boolean) => string): string[] {
+  const out: string[] = [];
+  let batch: T[] = [];
+  const fits = (b: T[]): boolean => {
+    try {
+      powershellCommandLine(build(b, out.length === 0));
+      return true;
+    } catch (err) {
+      if (err instanceof StalledError && err.reason === 'CommandLineTooLong') return false;
+      throw err;
+    }
+  };
+  for (const item of items) {
+    if (batch.length && !fits([...batch, item])) {
+      out.push(build(batch, out.length === 0));
+      batch = [];
+    }
+    batch.push(item);
+  }
+  const last = build(batch, out.length === 0);
+  powershellCommandLine(last); // an item too long alone: refused here
+  out.push(last);
+  return out;
+}

@@ -36,7 +36,7 @@
  */
 import { StalledError, VmplaceError } from '../../errors';
 import type { HyperVDriver } from './driver';
-import { stateSidecars } from './names';
+import { stateStem } from './names';
 import * as parse from './parsers';
 import * as scripts from './scripts';
 import { PART_SUFFIX } from '../../transfer/copy-local';
@@ -132,15 +132,15 @@ async function copyWithSidecars(
   opts: TransportCopyOptions,
   bytes: CopyBytes,
 ): Promise<string> {
-  if (stateSidecars(src).length !== stateSidecars(dst).length)
+  const srcStem = stateStem(src);
+  const dstStem = stateStem(dst);
+  if ((srcStem === undefined) !== (dstStem === undefined))
     throw new StalledError('NotSupportedByDriver', `${src} is a saved state and ${dst} is not named as one`);
   // those there now (a VM without a guest state has no .vmgs; checkpoints' files by their ids)
-  const present = stateSidecars(src).length ? await step(opts, () => source.stateSidecarFiles(src)) : [];
-  const srcStem = src.slice(0, -'.vmrs'.length);
-  const dstStem = dst.slice(0, -'.vmrs'.length);
+  const present = srcStem !== undefined ? await step(opts, () => source.stateSidecarFiles(src)) : [];
   for (const f of present) {
     // the same name after the stem (stateSidecarsIn matched the stem without regard to case)
-    const to = `${dstStem}${f.path.slice(srcStem.length)}`;
+    const to = `${dstStem!}${f.path.slice(srcStem!.length)}`;
     await copyOne(source, target, f.path, to, { ...without(opts, 'claim') }, bytes);
   }
   return copyOne(source, target, src, dst, opts, bytes);
