@@ -6,6 +6,7 @@ import {
   readRepoFile,
   type ParsedDoc,
 } from './manifests/yaml-source';
+import { parseDuration } from './duration';
 import { notificationFileProblem, type TrustContext } from './manifests/trust';
 import { quote } from './text';
 import { DEFAULT_POLICY, type PlanPolicy, type Problem } from './types';
@@ -62,6 +63,8 @@ export interface NotificationReceiver {
   events: NotificationEventName[];
   /** VM events only for VMs with all these labels (host and git events are not filtered) */
   selector?: { matchLabels: Record<string, string> };
+  /** one attempt's bound, connecting included (`15s` when absent; 1 s to 10 min) */
+  timeout?: string;
 }
 
 /** Settings from the optional `vmplace.yaml` at the repository root. */
@@ -137,6 +140,7 @@ const schema = {
           type: { enum: ['webhook', 'slack', 'teams'] },
           urlFile: { type: 'string', pattern: '^/', maxLength: 4096 },
           secretFile: { type: 'string', pattern: '^/', maxLength: 4096 },
+          timeout: { type: 'string', pattern: '^[1-9][0-9]{0,5}(?:ms|s|m)$' },
           events: {
             type: 'array',
             minItems: 1,
@@ -275,6 +279,10 @@ function checkSettings(docs: ParsedDoc[], problems: Problem[], trust: TrustConte
     names.add(n.name);
     if (n.secretFile !== undefined && n.type !== 'webhook')
       bad('secretFile', `only a webhook receiver signs its messages (this one is ${n.type})`);
+    if (n.timeout !== undefined) {
+      const ms = parseDuration(n.timeout);
+      if (ms < 1000 || ms > 600_000) bad('timeout', `${n.timeout} is outside 1s to 10m`);
+    }
     for (const key of ['urlFile', 'secretFile'] as const) {
       const file = n[key];
       if (file === undefined) continue;

@@ -36,7 +36,7 @@ export interface OutboxOptions {
   /** first retry after about this long (default 1 s), doubling up to `retryMaxMs` (default 5 min) */
   retryBaseMs?: number;
   retryMaxMs?: number;
-  /** per attempt: connecting (default 5 s), the whole request (default 15 s) */
+  /** per attempt: connecting (default 5 s), the whole request (default 15 s; a receiver's `timeout` wins) */
   connectTimeoutMs?: number;
   timeoutMs?: number;
   /** messages waiting per receiver; beyond, the oldest is dropped (default 1,000) */
@@ -97,8 +97,8 @@ export class Outbox {
       opts.post ??
       ((r, body, headers) =>
         postJson(r.url, body, {
-          connectTimeoutMs: this.o.connectTimeoutMs,
-          timeoutMs: this.o.timeoutMs,
+          connectTimeoutMs: Math.min(this.o.connectTimeoutMs, r.timeoutMs ?? Infinity),
+          timeoutMs: r.timeoutMs ?? this.o.timeoutMs,
           headers,
           ...(r.secret ? { secret: r.secret } : {}),
         }));

@@ -4,6 +4,7 @@
  */
 import * as fs from 'node:fs';
 import { StalledError } from '../errors';
+import { parseDuration } from '../duration';
 import { notificationFileProblem, type TrustContext } from '../manifests/trust';
 import type { NotificationReceiver } from '../settings';
 
@@ -61,6 +62,8 @@ export interface ResolvedReceiver {
   matchLabels?: Record<string, string>;
   url: URL;
   secret?: Buffer;
+  /** `timeout`, ms: one attempt's bound (the outbox's default when absent) */
+  timeoutMs?: number;
 }
 
 /**
@@ -94,5 +97,6 @@ export function resolveReceiver(r: NotificationReceiver, trust: TrustContext): R
     ...(r.selector ? { matchLabels: r.selector.matchLabels } : {}),
     url,
     ...(r.secretFile ? { secret: readSecretFile(r.secretFile, trust) } : {}),
+    ...(r.timeout !== undefined ? { timeoutMs: parseDuration(r.timeout) } : {}),
   };
 }

@@ -138,7 +138,8 @@ beforeAll(async () => {
     'notifications:\n' +
       receiverYaml('good', `    secretFile: ${secrets}/key\n    selector: {matchLabels: {env: lab}}\n`) +
       receiverYaml('flaky') +
-      receiverYaml('hangs') +
+      // longer than any migration here: while its one attempt is open, nothing may wait for it
+      receiverYaml('hangs', '    timeout: 10m\n') +
       receiverYaml('other', '    selector: {matchLabels: {env: prod}}\n'),
   );
   await git('add', '-A');
@@ -191,8 +192,10 @@ describe('notifications (real daemon, real migration, receivers on loopback)', (
     expect(finished.step).toBe('Completed');
     const migrationMs = finished.time - started.time;
     const hangingOpenAtFinish = rx.hangs.open();
-    // the hanging receiver got "started" at the start and still holds it: nobody waited for it
-    expect(rx.hangs.hits.length).toBeGreaterThanOrEqual(1);
+    const hangingHitsAtFinish = rx.hangs.hits.length;
+    // the hanging receiver got "started" at the start and still holds that one attempt (its
+    // timeout is 10 min): the migration finished without waiting for it
+    expect(hangingHitsAtFinish).toBe(1);
     const hangOpenAtFinish = hangingOpenAtFinish === 1 && rx.hangs.hits[0]!.at < finished.time;
     // passes went on while it hung (a status commit after the migration)
     await daemon.waitFor((l) => l.msg === 'status committed' && l.time > finished.time);
@@ -240,12 +243,12 @@ describe('notifications (real daemon, real migration, receivers on loopback)', (
     const pause = c!.pauseMs!;
     console.log(
       `notifications: migration ${migrationMs} ms (pause ${pause} ms) with a receiver hanging since ${rx.hangs.hits[0]!.at - started.time} ms after the start ` +
-        `(its request still open at the finish: ${String(hangOpenAtFinish)}; the daemon's per-attempt timeout is 15 s); ` +
+        `(its request still open at the finish: ${String(hangOpenAtFinish)}; its timeout is 10 min); ` +
         `good: started +${rx.good.hits[0]!.at - started.time} ms, completed +${rx.good.hits[1]!.at - finished.time} ms after the finish; ` +
         `flaky: third try +${rx.flaky.hits[2]!.at - started.time} ms; status commits by then: ${passes}`,
     );
-    expect(migrationMs).toBeLessThan(15_000);
-    // the daemon's attempt to the hanging receiver was still in flight when the migration finished
+    // the daemon's first and only attempt to the hanging receiver was still in flight when the
+    // migration finished (no absolute bound on the migration's time: a busy lab varies it)
     expect(hangOpenAtFinish).toBe(true);
   });
 });

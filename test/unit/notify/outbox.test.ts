@@ -221,6 +221,28 @@ describe('outbox', () => {
     await ok.close();
   });
 
+  it("a receiver's own timeout bounds its attempts instead of the default", async () => {
+    let shortTries = 0;
+    let longTries = 0;
+    const short = await receiver(() => (shortTries++, 'hang'));
+    const long = await receiver(() => (longTries++, 'hang'));
+    const { logger, lines } = capturingLogger();
+    const o = new Outbox({ file: path.join(tmp, 'o.json'), logger, ...fast });
+    o.configure([rcv('short', short.url()), rcv('long', long.url(), { timeoutMs: 20_000 })]);
+    o.emit(note('m1'));
+    const timedOut = (name: string): boolean =>
+      lines.some((l) => l.includes('"code":"TimedOut"') && l.includes(`"receiver":"${name}"`));
+    // the default (500 ms here) ends the short one's attempts again and again ...
+    await until('short retried after timeouts', () => shortTries >= 3, 10_000);
+    expect(timedOut('short')).toBe(true);
+    // ... while the long one's first attempt is still open
+    expect(longTries).toBe(1);
+    expect(timedOut('long')).toBe(false);
+    await o.close();
+    await short.close();
+    await long.close();
+  });
+
   it('a receiver that refuses to connect is retried; a 4xx is dropped (not retried forever)', async () => {
     const closed = await receiver();
     const url = closed.url();

@@ -123,6 +123,55 @@ describe('vmplace.yaml notifications', () => {
     ]);
   });
 
+  it('a receiver may set its own attempt timeout, within 1s to 10m', async () => {
+    const r = await load(`notifications:
+  - name: slow
+    type: webhook
+    urlFile: ${allowed}/slack.url
+    events: [migration.started]
+    timeout: 2m
+`);
+    expect(r.problems).toEqual([]);
+    expect(r.settings?.notifications[0]?.timeout).toBe('2m');
+    const bad = await load(`notifications:
+  - name: a
+    type: webhook
+    urlFile: ${allowed}/slack.url
+    events: [migration.started]
+    timeout: 30m
+  - name: b
+    type: webhook
+    urlFile: ${allowed}/slack.url
+    events: [migration.started]
+    timeout: 500ms
+  - name: c
+    type: webhook
+    urlFile: ${allowed}/slack.url
+    events: [migration.started]
+    timeout: 1.5s
+`);
+    expect(bad.settings).toBeUndefined();
+    expect(bad.problems.map(at)).toEqual([
+      expect.stringMatching(/^vmplace\.yaml:16:14: notifications\.2\.timeout: must match pattern/),
+    ]);
+    const bad2 = await load(`notifications:
+  - name: a
+    type: webhook
+    urlFile: ${allowed}/slack.url
+    events: [migration.started]
+    timeout: 30m
+  - name: b
+    type: webhook
+    urlFile: ${allowed}/slack.url
+    events: [migration.started]
+    timeout: 500ms
+`);
+    expect(bad2.problems.map(at)).toEqual([
+      'vmplace.yaml:6:14: notifications.0.timeout: 30m is outside 1s to 10m',
+      'vmplace.yaml:11:14: notifications.1.timeout: 500ms is outside 1s to 10m',
+    ]);
+  });
+
   it.each([
     ['/etc/shadow', 'is outside the directories allowed'],
     ['/root/.ssh/id_ed25519', 'is outside the directories allowed'],
