@@ -283,11 +283,15 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
   };
 }
 
-/** vmplace.yaml of a run: the seed's single round for quick:single; policy.quickMemory when given */
-function vmplaceYaml(mode, quickMemory) {
+/**
+ * vmplace.yaml of a run: the seed's single round for quick:single; policy.quickMemory and
+ * policy.stateTransfer when given
+ */
+function vmplaceYaml(mode, quickMemory, stateTransfer) {
   const policy = [
     ...(mode === 'quick:single' ? ['  maxDeltaRounds: 1'] : []),
     ...(quickMemory && mode.startsWith('quick') ? [`  quickMemory: ${quickMemory}`] : []),
+    ...(stateTransfer && mode.startsWith('quick') ? [`  stateTransfer: ${stateTransfer}`] : []),
     // the lab's guests are emulated (TCG): live across hosts, and quickMemory live, need the opt-in
     ...(mode === 'live:cross' || quickMemory === 'live' ? ['  liveEmulated: true'] : []),
   ];
@@ -305,11 +309,19 @@ function stopResume(monSrc, monDst, vm, since) {
 /** The lifecycle and QEMU events around the pause, relative to the STOP (for the raw results). */
 function eventMarks(monSrc, monDst, vm, { stop, resume }) {
   const mons = monDst === monSrc ? [monSrc] : [monSrc, monDst];
-  return mons
-    .flatMap((m) => m.of(vm, stop - 1000))
-    .filter((e) => e.t <= resume + 1000 && ['STOP', 'RESUME', 'lifecycle'].includes(e.kind))
-    .sort((a, b) => a.t - b.t)
-    .map((e) => ({ host: e.host, kind: e.kind, detail: e.detail || undefined, dt: e.t - stop }));
+  return (
+    mons
+      .flatMap((m) => m.of(vm, stop - 1000))
+      // QEMU's other events (MIGRATION, BLOCK_JOB_*, ...) only inside the pause: they show where a
+      // switch-over goes
+      .filter(
+        (e) =>
+          e.t <= resume + 1000 &&
+          (['STOP', 'RESUME', 'lifecycle'].includes(e.kind) || (e.t >= stop && e.t <= resume)),
+      )
+      .sort((a, b) => a.t - b.t)
+      .map((e) => ({ host: e.host, kind: e.kind, detail: e.detail || undefined, dt: e.t - stop }))
+  );
 }
 
 /**
@@ -341,8 +353,11 @@ function pauseParts(logs, stop, resume) {
   // how the memory crossed (policy.quickMemory): a state file (save, copy, restore), or QEMU's
   // migration of the paused VM (pause, migrate in Restoring, resume); live: only a switch-over
   const paused = last('paused VM moved to the target by migration (no state file)');
+  // the state file through the tcp channel (policy.stateTransfer: tcp) is its own way
   const way = last('pause part: save')
-    ? 'stateFile'
+    ? last('pause part: state transfer')?.channel === 'tcp'
+      ? 'stateFile+tcp'
+      : 'stateFile'
     : paused
       ? 'paused'
       : last('VM live-migrated onto the copied layers (top layer mirrored, no state file)')
@@ -374,7 +389,7 @@ function pauseParts(logs, stop, resume) {
     // whether the log had every line this needs (an older build logs none of the parts; the live
     // way has no parts of its own: its pause is the migration's switch-over)
     complete: Boolean(
-      (way === 'stateFile' || way === 'paused') &&
+      (way === 'stateFile' || way === 'stateFile+tcp' || way === 'paused') &&
       saveLine &&
       savingStep &&
       restoreLine &&
@@ -407,6 +422,7 @@ async function crossHost({
   runs,
   maxPause,
   quickMemory,
+  stateTransfer,
   inject,
   guestBulk,
   results,
@@ -464,7 +480,7 @@ async function crossHost({
             crossManifests(env, vm, to, mode, maxPause, topology),
           );
           // the seed's single round: no delta rounds before the pause
-          fs.writeFileSync(path.join(repo, 'vmplace.yaml'), vmplaceYaml(mode, quickMemory));
+          fs.writeFileSync(path.join(repo, 'vmplace.yaml'), vmplaceYaml(mode, quickMemory, stateTransfer));
           const stateDir = path.join(root, vm, `state-${topology}-${mode.replace(':', '-')}-${i}`);
           const load = loadavg();
           // live across hosts migrates with QEMU's own migration: writes from the monitor are not
@@ -929,7 +945,8 @@ const fmt = (x) => (typeof x === 'number' ? x.toFixed(0) : String(x));
  * opts: runs, sizes (bytes), modes (quick:single, quick:iterative, live:same, live:cross),
  * topologies of the cross-host modes (nothing-shared, cluster; default both), baselines (floor,
  * seed; default both), maxPause ('1s'), quickMemory (policy.quickMemory of the quick runs: live,
- * paused, stateFile; default: vmplace's own), inject (default true), guestBulk.
+ * paused, stateFile; default: vmplace's own), stateTransfer (policy.stateTransfer of the quick runs:
+ * ssh, tcp; default: vmplace's own), inject (default true), guestBulk.
  */
 async function pauseBench(opts) {
   const results = [];
@@ -959,6 +976,7 @@ async function pauseBench(opts) {
         runs: opts.runs,
         maxPause: opts.maxPause,
         quickMemory: opts.quickMemory,
+        stateTransfer: opts.stateTransfer,
         inject: opts.inject,
         guestBulk: opts.guestBulk ?? 0,
         results,

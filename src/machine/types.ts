@@ -58,6 +58,8 @@ export interface MigrationInput {
   quickMemory?: 'live' | 'paused' | 'stateFile';
   /** live-migrate an emulated (TCG) guest's memory across hosts (policy.liveEmulated; default no) */
   liveEmulated?: boolean;
+  /** how a state file crosses between hosts (policy.stateTransfer; default ssh) */
+  stateTransfer?: 'ssh' | 'tcp';
   /** a storage location both hosts mount at this path (a cluster's shared storage), for the state file */
   sharedStatePath?: string;
 }

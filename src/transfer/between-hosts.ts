@@ -55,6 +55,7 @@ import { type CopyClaim, PART_SUFFIX, createExclusive, ownsPath, sha256 } from '
 import { finishOnTarget, statAllocation, statSizes, targetReachable } from './host-files';
 import { followHash } from './follow-hash';
 import { copyRelay } from './relay';
+import { copyViaDaemon } from './rsync-daemon';
 import { DEFAULT_IO_TIMEOUT_SEC, copyDirect } from './rsync-direct';
 import { localArgv } from './spawn-stream';
 
@@ -94,6 +95,11 @@ export interface CopyBetweenHostsOptions {
    * first look at both hosts; nothing is written before it resolves.
    */
   guard?: () => Promise<unknown>;
+  /**
+   * `tcp`: in `direct` mode, send the data unencrypted through a one-shot rsync daemon on the
+   * target (rsync-daemon.ts; verified as ever), falling back to ssh when that fails. Default `ssh`.
+   */
+  channel?: 'ssh' | 'tcp';
 }
 
 export interface CopyBetweenHostsResult {
@@ -118,6 +124,10 @@ export interface CopyBetweenHostsResult {
    */
   wireBytes: number;
   durationMs: number;
+  /** `tcp` when the data went through the rsync daemon (`channel: 'tcp'`), else `ssh` */
+  channel?: 'ssh' | 'tcp';
+  /** why `channel: 'tcp'` was asked for but the data went through ssh (no secret in it) */
+  channelFallback?: string;
 }
 
 export interface CopyBetweenHosts {
@@ -234,14 +244,32 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
       ? followHash(dstHost, part, total, (opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC) + 10)
       : undefined;
   let sent: { literal: number; wire: number };
+  let channelFallback: string | undefined;
+  let channel: 'ssh' | 'tcp' = 'ssh';
   try {
+    const fast =
+      mode === 'direct' && opts.channel === 'tcp' && opts.targetSsh
+        ? await copyViaDaemon(srcHost, dstHost, src, part, total, {
+            address: opts.targetSsh.host,
+            ...(opts.ioTimeoutSec ? { ioTimeoutSec: opts.ioTimeoutSec } : {}),
+            ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
+            ...(opts.signal ? { signal: opts.signal } : {}),
+          }).catch((err: unknown) => {
+            if (opts.signal?.aborted) throw err;
+            // through ssh then; the part keeps what arrived, rsync sends only what differs
+            channelFallback = err instanceof Error ? err.message : String(err);
+            return undefined;
+          })
+        : undefined;
+    if (fast) channel = 'tcp';
     sent =
-      mode === 'direct'
+      fast ??
+      (mode === 'direct'
         ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
         : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
             literal: n,
             wire: n,
-          }));
+          })));
   } catch (err) {
     follower?.stop();
     throw err;
@@ -265,6 +293,8 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
     bytesSent: sent.literal,
     wireBytes: sent.wire,
     durationMs: Date.now() - t0,
+    ...(mode === 'direct' ? { channel } : {}),
+    ...(channelFallback !== undefined ? { channelFallback } : {}),
   };
   if (digest !== undefined) result.sha256 = digest;
   return result;

@@ -28,6 +28,8 @@ export interface TransportCopyOptions {
    * while the replica's lease is unproven and rejects once its lock is lost)
    */
   fence?: () => Promise<void>;
+  /** between two hosts, `tcp`: unencrypted through a one-shot rsync daemon (rsync-daemon.ts) */
+  channel?: 'ssh' | 'tcp';
 }
 
 /**
@@ -69,6 +71,10 @@ export interface TransportCopyResult {
    * copy was proven another way (a byte comparison) or not hashed.
    */
   sha256?: string;
+  /** between two hosts: `tcp` when the data went through the rsync daemon, else `ssh` */
+  channel?: 'ssh' | 'tcp';
+  /** why `channel: 'tcp'` was asked for and not taken */
+  channelFallback?: string;
 }
 
 /** One POSIX host: a sparse local copy, verified, renamed into place. */
@@ -114,12 +120,18 @@ export function rsyncSshTransport(
           guard: () => guard(dst),
           targetSsh,
           mode: opts.mode ?? 'auto',
+          ...(opts.channel ? { channel: opts.channel } : {}),
           ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
         },
       );
-      return r.sha256 ? { mode: r.mode, sha256: r.sha256 } : { mode: r.mode };
+      return {
+        mode: r.mode,
+        ...(r.sha256 ? { sha256: r.sha256 } : {}),
+        ...(r.channel ? { channel: r.channel } : {}),
+        ...(r.channelFallback !== undefined ? { channelFallback: r.channelFallback } : {}),
+      };
     },
   };
 }

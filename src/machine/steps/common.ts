@@ -81,9 +81,10 @@ export async function copyAcross(
   from: string,
   to: string,
   onProgress?: (n: number) => void,
-  opts: { relayBelowBytes?: number; claim?: CopyClaim } = {},
+  opts: { relayBelowBytes?: number; claim?: CopyClaim; channel?: 'ssh' | 'tcp' } = {},
 ): Promise<TransportCopyResult> {
   return transportOf(ctx, deps).copy(from, to, {
+    ...(opts.channel === 'tcp' ? { channel: 'tcp' as const } : {}),
     ...(opts.claim ? { claim: opts.claim } : {}),
     ...(deps.signal ? { signal: deps.signal } : {}),
     mode: ctx.transferMode ?? 'direct',

@@ -1,5 +1,6 @@
 import { StalledError, VmplaceError } from '../../errors';
 import type { DomainInfo, VmDefinition } from '../../drivers/driver';
+import type { TransportCopyResult } from '../../transfer/transport';
 import type { MigrationContext } from '../types';
 import type { RunDeps, Step } from './deps';
 import {
@@ -141,6 +142,20 @@ function stateCrosses(ctx: MigrationContext): boolean {
   return !!from && !ctx.migrateMemory && (!!ctx.copyState || from !== ctx.stateFile);
 }
 
+/** The state file's copy options: small ones through the open connections, else `policy.stateTransfer`'s channel. */
+function stateCopyOptions(ctx: MigrationContext): { relayBelowBytes: number; channel?: 'tcp' } {
+  return {
+    relayBelowBytes: PAUSE_RELAY_BELOW_BYTES,
+    ...(ctx.stateTransfer === 'tcp' ? { channel: 'tcp' as const } : {}),
+  };
+}
+
+function logStateCopy(deps: RunDeps, r: TransportCopyResult, t0: number): void {
+  deps.logger?.debug({ ms: Date.now() - t0, channel: r.channel ?? r.mode }, 'pause part: state transfer');
+  if (r.channelFallback !== undefined)
+    deps.logger?.info({ why: r.channelFallback }, 'state file went through ssh, not the tcp channel');
+}
+
 /**
  * Beyond the seed: copy the state file to the target as soon as the save has ended, instead of
  * after the early delta copy (Saving waits for both). The saved file no longer changes and the
@@ -152,9 +167,9 @@ async function copyStateEarly(ctx: MigrationContext, deps: RunDeps): Promise<voi
   const to = ctx.stateFile!;
   const t0 = Date.now();
   try {
-    await copyAcross(ctx, deps, from, to, undefined, { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES });
+    const r = await copyAcross(ctx, deps, from, to, undefined, stateCopyOptions(ctx));
     deps.memo.earlyState.set(ctx.id, { at: Date.now(), from, to });
-    deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: state transfer');
+    logStateCopy(deps, r, t0);
   } catch (err) {
     deps.logger?.info({ err }, 'early state copy failed; CopyingDelta copies it');
   }
@@ -264,14 +279,14 @@ export const copyDelta: Step = async (ctx, deps) => {
   // small files (the last delta of iterative rounds) through the connections already open
   const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
   const early = takeAndPrune(deps.memo.earlyCopies, ctx.id, EARLY_COPY_FRESH_MS);
-  const copyOne = async (from: string, to: string): Promise<void> => {
+  const copyOne = async (from: string, to: string, opts = small): Promise<void> => {
     if (early?.paths.has(to)) {
       // copied while the memory was saved: compare now that the save is over (one round trip)
       const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]).catch(() => ['', '-']);
       if (a === b) return;
     }
     try {
-      await copyAcross(ctx, deps, from, to, undefined, small);
+      await copyAcross(ctx, deps, from, to, undefined, opts);
     } catch (err) {
       if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
       // Partial, or relinked by an interrupted run: copied again. Unless a VM runs on it: a run
@@ -281,7 +296,7 @@ export const copyDelta: Step = async (ctx, deps) => {
       if ((await dst.filesInUse()).has(to))
         throw new StalledError('DestinationInUse', `${to} on ${ctx.toHost} is in use by a running VM; kept`);
       await dst.removeFile(to);
-      await copyAcross(ctx, deps, from, to, undefined, small);
+      await copyAcross(ctx, deps, from, to, undefined, opts);
     }
   };
   const from = ctx.srcStateFile;
@@ -320,7 +335,7 @@ export const copyDelta: Step = async (ctx, deps) => {
       ? [
           (async () => {
             const t0 = Date.now();
-            await copyOne(from, to);
+            await copyOne(from, to, stateCopyOptions(ctx));
             deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: state transfer');
           })(),
         ]

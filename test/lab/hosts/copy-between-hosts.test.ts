@@ -2,6 +2,7 @@
  * copyBetweenHosts on the two-host lab: hv1 and hv2 in their own network namespaces, reached
  * over ssh only. Run with `npx jest test/lab/hosts --runInBand` (root).
  */
+import { readFile } from 'node:fs/promises';
 import { SshExec } from '../../../src/exec/exec';
 import { StalledError } from '../../../src/errors';
 import { PART_SUFFIX } from '../../../src/transfer/copy-local';
@@ -296,4 +297,106 @@ it('relay resumes from the part file', async () => {
   const r = await copyBetweenHosts(x1, x2, src, dst, { mode: 'relay' });
   expect(r).toMatchObject({ mode: 'relay', resumedFromBytes: 20 * MiB, bytesSent: 12 * MiB });
   expect(await sha(x2, dst)).toBe(await sha(x1, src));
+});
+
+/** rsync's exit codes of failure (a refused or half-done transfer is what some cases expect) */
+const RSYNC_FAILURES = Array.from({ length: 35 }, (_, i) => i + 1);
+
+/** Command lines of the rsync daemons running on a lab host. */
+async function daemonsOn(h: LabHost): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of await hostProcesses(h)) {
+    if (p.comm !== 'rsync' && p.comm !== 'timeout') continue;
+    const cmd = await readFile(`/proc/${p.pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes('--daemon')) out.push(cmd.split('\0').join(' '));
+  }
+  return out;
+}
+
+describe('channel tcp: a one-shot rsync daemon on the target (policy.stateTransfer: tcp)', () => {
+  it('copies through the daemon, verified, and leaves neither the daemon nor its files behind', async () => {
+    const src = `${dir}/state-tcp.img`;
+    const dst = `${dir}/state-tcp-copy.img`;
+    await makeFile(src, 48, 'all');
+    const r = await copyBetweenHosts(x1, x2, src, dst, { targetSsh: transferSsh(hv1, hv2), channel: 'tcp' });
+    expect(r).toMatchObject({ mode: 'direct', channel: 'tcp', alreadyDone: false, bytes: 48 * MiB });
+    expect(r.channelFallback).toBeUndefined();
+    expect(r.sha256).toBe(await sha(x1, src));
+    expect(await sha(x2, dst)).toBe(r.sha256);
+    const left = (await x2.run(['ls', '-A', '--', dir])).stdout.split('\n').filter(Boolean);
+    expect(left.filter((n) => n.includes('rsyncd') || n.endsWith(PART_SUFFIX))).toEqual([]);
+    expect(await daemonsOn(hv2)).toEqual([]);
+    console.log(`48 MiB through the daemon hv1->hv2: ${r.durationMs} ms`);
+  });
+
+  it('falls back to ssh for a path it does not write into a daemon configuration, and says why', async () => {
+    const src = `${dir}/state-fallback.img`;
+    const dst = `${dir}/state fallback %HOME% copy.img`;
+    await makeFile(src, 8, 'all');
+    const r = await copyBetweenHosts(x1, x2, src, dst, { targetSsh: transferSsh(hv1, hv2), channel: 'tcp' });
+    expect(r).toMatchObject({ channel: 'ssh', mode: 'direct' });
+    expect(r.channelFallback).toMatch(/not a path the tcp channel takes/);
+    expect(await sha(x2, dst)).toBe(await sha(x1, src));
+  });
+
+  it('lets in only a client with the secret, only into the one part file, and never reads', async () => {
+    const { daemonConfig, START_DAEMON_SCRIPT, STOP_DAEMON_SCRIPT, daemonPushArgv } =
+      await import('../../../src/transfer/rsync-daemon');
+    const part = `${dir}/victim.img${PART_SUFFIX}`;
+    const other = `${dir}/other-vm.img`;
+    await x2.run(['sh', '-c', 'printf keep > "$1"; : > "$2"', 'sh', other, part]);
+    const src = `${dir}/evil.img`;
+    await makeFile(src, 1, 'all');
+    const address = transferSsh(hv1, hv2).host;
+    const port = 31_000 + (process.pid % 900);
+    const secret = 'a'.repeat(48);
+    const started = await x2.run(
+      ['bash', '-c', START_DAEMON_SCRIPT, 'vmplace-rsyncd', part, address, String(port), '60'],
+      { input: `${secret}\n${daemonConfig(part)!}` },
+    );
+    const pid = started.stdout.trim();
+    expect(pid).toMatch(/^\d+$/);
+    try {
+      // the files beside the part are the owner's only
+      const modes = (
+        await x2.run(['stat', '-c', '%a %n', '--', `${part}.rsyncd.conf`, `${part}.rsyncd.secret`])
+      ).stdout;
+      expect(modes).toMatch(/^600 .*conf\n600 .*secret\n$/);
+      const push = (file: string, name: string, key: string) =>
+        x1.run(daemonPushArgv(file, `${dir}/${name}`, address, port), {
+          input: `${key}\n`,
+          allowExitCodes: RSYNC_FAILURES,
+        });
+      // a wrong secret: refused
+      expect((await push(src, `victim.img${PART_SUFFIX}`, 'b'.repeat(48))).exitCode).toBe(5);
+      // the right secret, another name (another VM's disk, the secret file itself): not written
+      await push(src, 'other-vm.img', secret);
+      await push(src, `victim.img${PART_SUFFIX}.rsyncd.secret`, secret);
+      expect((await x2.run(['cat', '--', other])).stdout).toBe('keep');
+      expect((await x2.run(['cat', '--', `${part}.rsyncd.secret`])).stdout).toBe(`vmplace:${secret}\n`);
+      // nothing can be read from it
+      const pull = await x1.run(
+        [
+          'env',
+          'LC_ALL=C',
+          'rsync',
+          '--password-file=-',
+          '--',
+          `rsync://vmplace@${address}:${port}/m/other-vm.img`,
+          '/tmp/',
+        ],
+        { input: `${secret}\n`, allowExitCodes: RSYNC_FAILURES },
+      );
+      expect(pull.exitCode).not.toBe(0);
+      expect(pull.stderr).toMatch(/module is write only/);
+      // the one name it takes
+      expect((await push(src, `victim.img${PART_SUFFIX}`, secret)).exitCode).toBe(0);
+      expect(await sha(x2, part)).toBe(await sha(x1, src));
+    } finally {
+      await x2.run(['bash', '-c', STOP_DAEMON_SCRIPT, 'stop', pid, part]);
+    }
+    expect((await daemonsOn(hv2)).filter((c) => c.includes(`--port=${port}`))).toEqual([]);
+    expect(await fileSize(x2, `${part}.rsyncd.secret`)).toBeUndefined();
+    expect(await fileSize(x2, `${part}.rsyncd.conf`)).toBeUndefined();
+  });
 });
