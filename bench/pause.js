@@ -285,13 +285,13 @@ async function measuredApply({ repo, stateDir, vm, src, dst, injector, inject })
 
 /**
  * vmplace.yaml of a run: the seed's single round for quick:single; policy.quickMemory and
- * policy.stateTransfer when given
+ * policy.pauseTransfer when given
  */
-function vmplaceYaml(mode, quickMemory, stateTransfer) {
+function vmplaceYaml(mode, quickMemory, pauseTransfer) {
   const policy = [
     ...(mode === 'quick:single' ? ['  maxDeltaRounds: 1'] : []),
     ...(quickMemory && mode.startsWith('quick') ? [`  quickMemory: ${quickMemory}`] : []),
-    ...(stateTransfer && mode.startsWith('quick') ? [`  stateTransfer: ${stateTransfer}`] : []),
+    ...(pauseTransfer && mode.startsWith('quick') ? [`  pauseTransfer: ${pauseTransfer}`] : []),
     // the lab's guests are emulated (TCG): live across hosts, and quickMemory live, need the opt-in
     ...(mode === 'live:cross' || quickMemory === 'live' ? ['  liveEmulated: true'] : []),
   ];
@@ -353,7 +353,7 @@ function pauseParts(logs, stop, resume) {
   // how the memory crossed (policy.quickMemory): a state file (save, copy, restore), or QEMU's
   // migration of the paused VM (pause, migrate in Restoring, resume); live: only a switch-over
   const paused = last('paused VM moved to the target by migration (no state file)');
-  // the state file through the tcp channel (policy.stateTransfer: tcp) is its own way
+  // the state file through the tcp channel (policy.pauseTransfer: tcp) is its own way
   const way = last('pause part: save')
     ? last('pause part: state transfer')?.channel === 'tcp'
       ? 'stateFile+tcp'
@@ -422,7 +422,7 @@ async function crossHost({
   runs,
   maxPause,
   quickMemory,
-  stateTransfer,
+  pauseTransfer,
   inject,
   guestBulk,
   results,
@@ -466,13 +466,22 @@ async function crossHost({
       let on = 'hv1';
       const other = (h) => (h === 'hv1' ? 'hv2' : 'hv1');
       // every topology and mode, then the baselines, once per run: load drifts alike for all
+      // policy.pauseTransfer may list several ways (`ssh,tcp`): each quick mode once per way
+      const transfers = pauseTransfer ? String(pauseTransfer).split(',') : [undefined];
       const combos = topologies.flatMap((topology) =>
-        modes.map((mode) => ({ topology, mode, fellBack: false })),
+        modes.flatMap((mode) =>
+          (mode.startsWith('quick') ? transfers : [undefined]).map((transfer) => ({
+            topology,
+            mode,
+            transfer,
+            fellBack: false,
+          })),
+        ),
       );
       for (let i = 0; i < runs; i++) {
         for (const c of combos) {
           if (c.fellBack) continue;
-          const { topology, mode } = c;
+          const { topology, mode, transfer } = c;
           const from = on;
           const to = other(on);
           fs.writeFileSync(
@@ -480,8 +489,12 @@ async function crossHost({
             crossManifests(env, vm, to, mode, maxPause, topology),
           );
           // the seed's single round: no delta rounds before the pause
-          fs.writeFileSync(path.join(repo, 'vmplace.yaml'), vmplaceYaml(mode, quickMemory, stateTransfer));
-          const stateDir = path.join(root, vm, `state-${topology}-${mode.replace(':', '-')}-${i}`);
+          fs.writeFileSync(path.join(repo, 'vmplace.yaml'), vmplaceYaml(mode, quickMemory, transfer));
+          const stateDir = path.join(
+            root,
+            vm,
+            `state-${topology}-${mode.replace(':', '-')}${transfer ? `-${transfer}` : ''}-${i}`,
+          );
           const load = loadavg();
           // live across hosts migrates with QEMU's own migration: writes from the monitor are not
           // safe around its switch-over, so only the guest's own writer runs then
@@ -945,7 +958,7 @@ const fmt = (x) => (typeof x === 'number' ? x.toFixed(0) : String(x));
  * opts: runs, sizes (bytes), modes (quick:single, quick:iterative, live:same, live:cross),
  * topologies of the cross-host modes (nothing-shared, cluster; default both), baselines (floor,
  * seed; default both), maxPause ('1s'), quickMemory (policy.quickMemory of the quick runs: live,
- * paused, stateFile; default: vmplace's own), stateTransfer (policy.stateTransfer of the quick runs:
+ * paused, stateFile; default: vmplace's own), pauseTransfer (policy.pauseTransfer of the quick runs:
  * ssh, tcp; default: vmplace's own), inject (default true), guestBulk.
  */
 async function pauseBench(opts) {
@@ -976,7 +989,7 @@ async function pauseBench(opts) {
         runs: opts.runs,
         maxPause: opts.maxPause,
         quickMemory: opts.quickMemory,
-        stateTransfer: opts.stateTransfer,
+        pauseTransfer: opts.pauseTransfer,
         inject: opts.inject,
         guestBulk: opts.guestBulk ?? 0,
         results,

@@ -117,8 +117,8 @@ async function main() {
           maxPause: opt('max-pause', '1s'),
           // policy.quickMemory of the quick runs (live, paused, stateFile); vmplace's default when not given
           ...(opt('quick-memory') ? { quickMemory: opt('quick-memory') } : {}),
-          // policy.stateTransfer of the quick runs (ssh, tcp); vmplace's default when not given
-          ...(opt('state-transfer') ? { stateTransfer: opt('state-transfer') } : {}),
+          // policy.pauseTransfer of the quick runs (ssh, tcp); vmplace's default when not given
+          ...(opt('pause-transfer') ? { pauseTransfer: opt('pause-transfer') } : {}),
           inject: !flag('no-inject'),
           // the guest's own filler writer (MiB/s per disk, vmplace.bulk), instead of or with injection
           guestBulk: Number(opt('guest-bulk', 0)),

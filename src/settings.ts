@@ -96,7 +96,7 @@ const schema = {
         sourceHeadroomRatio: { type: 'number', minimum: 0, maximum: 10 },
         maxDeltaRounds: { type: 'integer', minimum: 1, maximum: 32 },
         quickMemory: { enum: ['live', 'paused', 'stateFile'] },
-        stateTransfer: { enum: ['ssh', 'tcp'] },
+        pauseTransfer: { enum: ['ssh', 'tcp'] },
         liveEmulated: { type: 'boolean' },
       },
     },

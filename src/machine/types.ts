@@ -58,8 +58,8 @@ export interface MigrationInput {
   quickMemory?: 'live' | 'paused' | 'stateFile';
   /** live-migrate an emulated (TCG) guest's memory across hosts (policy.liveEmulated; default no) */
   liveEmulated?: boolean;
-  /** how a state file crosses between hosts (policy.stateTransfer; default ssh) */
-  stateTransfer?: 'ssh' | 'tcp';
+  /** how files cross between hosts inside the pause (policy.pauseTransfer; default ssh) */
+  pauseTransfer?: 'ssh' | 'tcp';
   /** a storage location both hosts mount at this path (a cluster's shared storage), for the state file */
   sharedStatePath?: string;
 }

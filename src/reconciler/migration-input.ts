@@ -47,7 +47,7 @@ export function migrationInput(
     maxPauseMs: maxPauseMs ?? 1000,
     maxRounds: policy.maxDeltaRounds ?? 8,
     ...(policy.quickMemory ? { quickMemory: policy.quickMemory } : {}),
-    ...(policy.stateTransfer === 'tcp' ? { stateTransfer: 'tcp' as const } : {}),
+    ...(policy.pauseTransfer === 'tcp' ? { pauseTransfer: 'tcp' as const } : {}),
     ...(policy.liveEmulated ? { liveEmulated: true } : {}),
     maxForwardAttempts: 5,
   };

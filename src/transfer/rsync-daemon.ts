@@ -1,7 +1,7 @@
 /**
- * The state file's fast channel between hosts (`policy.stateTransfer: tcp`): rsync on the source
- * pushes the file over plain TCP to a one-shot rsync daemon that vmplace starts on the target
- * for this one file, instead of through ssh.
+ * The fast channel between hosts for the copies inside a pause (`policy.pauseTransfer: tcp`: the
+ * last deltas and the memory state file): rsync on the source pushes the file over plain TCP to
+ * a one-shot rsync daemon that vmplace starts on the target for this one file, not through ssh.
  *
  * Why: on the hosts of the lab (2 vCPUs), ssh's own per-packet work caps a host-to-host stream
  * at ~100 MB/s, and the 83 MB memory state of the lab guest took 2.0-2.2 s through rsync over

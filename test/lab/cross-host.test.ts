@@ -220,6 +220,7 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
   // (not yet understood; see README, policy.quickMemory). They run with VMPLACE_LAB_EXPERIMENTAL=1.
   it.each([
     ['by a saved state file (the default)', 'stateFile'],
+    ['by a saved state file through a one-shot rsync daemon (policy.pauseTransfer: tcp)', 'stateFile+tcp'],
     ...(process.env.VMPLACE_LAB_EXPERIMENTAL === '1'
       ? ([
           ['by live migration onto the copied layers (policy.quickMemory: live)', 'live'],
@@ -229,14 +230,16 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
   ] as const)(
     'moves a running, writing VM with a 1 GiB disk from hv1 to hv2, its memory %s: never on both hosts, nothing lost',
     async (_how, memory) => {
-      const v = await guestOn(`big${memory.slice(0, 2)}`, 'hv1', 'local', [
+      const tcp = memory === 'stateFile+tcp';
+      const v = await guestOn(`big${memory.slice(0, 2)}${tcp ? 't' : ''}`, 'hv1', 'local', [
         { target: 'vda', size: 1024 * MiB, fill: 512 * MiB },
         { target: 'vdb', size: 64 * MiB },
       ]);
       await writeDesired(v, 'hv2', 'local');
       // the lab's guests are emulated (TCG): a live memory migration needs policy.liveEmulated
-      const opt = memory === 'live' ? ', liveEmulated: true' : '';
-      await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), `policy: {quickMemory: ${memory}${opt}}\n`);
+      const opt = memory === 'live' ? ', liveEmulated: true' : tcp ? ', pauseTransfer: tcp' : '';
+      const way = tcp ? 'stateFile' : memory;
+      await fs.writeFile(path.join(v.repo, 'vmplace.yaml'), `policy: {quickMemory: ${way}${opt}}\n`);
       const t0 = Date.now();
       const { exited } = apply(v);
       let both = 0;
@@ -261,11 +264,15 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
       });
       expect(both).toBe(0);
       expect(samples).toBeGreaterThan(5);
-      if (memory === 'stateFile') {
+      if (way === 'stateFile') {
         // the overlays crossed while the memory state was being written (and were verified after)
         expect(res.stderr).toContain('delta copied while the memory state was being saved');
         expect(res.stderr).not.toContain('by migration');
         expect(res.stderr).not.toContain('live-migrated onto');
+        // the state file (83 MB) through the daemon when asked, through ssh otherwise
+        if (tcp) expect(res.stderr).toContain('state file crossed through the tcp channel');
+        else expect(res.stderr).not.toContain('tcp channel');
+        expect(res.stderr).not.toContain('not the tcp channel');
       } else if (memory === 'paused') {
         // no state file: QEMU's migration stream moved the paused VM onto the copied layers
         expect(res.stderr).toContain('paused VM moved to the target by migration (no state file)');

@@ -142,16 +142,20 @@ function stateCrosses(ctx: MigrationContext): boolean {
   return !!from && !ctx.migrateMemory && (!!ctx.copyState || from !== ctx.stateFile);
 }
 
-/** The state file's copy options: small ones through the open connections, else `policy.stateTransfer`'s channel. */
-function stateCopyOptions(ctx: MigrationContext): { relayBelowBytes: number; channel?: 'tcp' } {
+/**
+ * Options of every copy inside the pause (the last deltas, the state file): small files through
+ * the management box's open connections, the others by `policy.pauseTransfer`'s channel.
+ */
+function pauseCopyOptions(ctx: MigrationContext): { relayBelowBytes: number; channel?: 'tcp' } {
   return {
     relayBelowBytes: PAUSE_RELAY_BELOW_BYTES,
-    ...(ctx.stateTransfer === 'tcp' ? { channel: 'tcp' as const } : {}),
+    ...(ctx.pauseTransfer === 'tcp' ? { channel: 'tcp' as const } : {}),
   };
 }
 
 function logStateCopy(deps: RunDeps, r: TransportCopyResult, t0: number): void {
   deps.logger?.debug({ ms: Date.now() - t0, channel: r.channel ?? r.mode }, 'pause part: state transfer');
+  if (r.channel === 'tcp') deps.logger?.info('state file crossed through the tcp channel');
   if (r.channelFallback !== undefined)
     deps.logger?.info({ why: r.channelFallback }, 'state file went through ssh, not the tcp channel');
 }
@@ -167,7 +171,7 @@ async function copyStateEarly(ctx: MigrationContext, deps: RunDeps): Promise<voi
   const to = ctx.stateFile!;
   const t0 = Date.now();
   try {
-    const r = await copyAcross(ctx, deps, from, to, undefined, stateCopyOptions(ctx));
+    const r = await copyAcross(ctx, deps, from, to, undefined, pauseCopyOptions(ctx));
     deps.memo.earlyState.set(ctx.id, { at: Date.now(), from, to });
     logStateCopy(deps, r, t0);
   } catch (err) {
@@ -213,7 +217,7 @@ export async function copyDeltaEarly(
       if (state !== 'running') break; // paused by the save (or shut off by it): disks quiet
       await new Promise((r) => setTimeout(r, 10));
     }
-    const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
+    const small = pauseCopyOptions(ctx);
     const r = ctx.rounds ?? 1;
     const t0 = Date.now();
     await allSettled(
@@ -277,16 +281,16 @@ export const copyDelta: Step = async (ctx, deps) => {
   // verified by sha256 on both ends, so a copy found complete is only compared, never redone
   // (the copy itself looks first: no round trip of its own here).
   // small files (the last delta of iterative rounds) through the connections already open
-  const small = { relayBelowBytes: PAUSE_RELAY_BELOW_BYTES };
+  const small = pauseCopyOptions(ctx);
   const early = takeAndPrune(deps.memo.earlyCopies, ctx.id, EARLY_COPY_FRESH_MS);
-  const copyOne = async (from: string, to: string, opts = small): Promise<void> => {
+  const copyOne = async (from: string, to: string): Promise<void> => {
     if (early?.paths.has(to)) {
       // copied while the memory was saved: compare now that the save is over (one round trip)
       const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]).catch(() => ['', '-']);
       if (a === b) return;
     }
     try {
-      await copyAcross(ctx, deps, from, to, undefined, opts);
+      await copyAcross(ctx, deps, from, to, undefined, small);
     } catch (err) {
       if (!(err instanceof VmplaceError && err.reason === 'DestinationDiffers')) throw err;
       // Partial, or relinked by an interrupted run: copied again. Unless a VM runs on it: a run
@@ -296,7 +300,7 @@ export const copyDelta: Step = async (ctx, deps) => {
       if ((await dst.filesInUse()).has(to))
         throw new StalledError('DestinationInUse', `${to} on ${ctx.toHost} is in use by a running VM; kept`);
       await dst.removeFile(to);
-      await copyAcross(ctx, deps, from, to, undefined, opts);
+      await copyAcross(ctx, deps, from, to, undefined, small);
     }
   };
   const from = ctx.srcStateFile;
@@ -335,7 +339,7 @@ export const copyDelta: Step = async (ctx, deps) => {
       ? [
           (async () => {
             const t0 = Date.now();
-            await copyOne(from, to, stateCopyOptions(ctx));
+            await copyOne(from, to);
             deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: state transfer');
           })(),
         ]

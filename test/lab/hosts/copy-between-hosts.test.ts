@@ -313,7 +313,7 @@ async function daemonsOn(h: LabHost): Promise<string[]> {
   return out;
 }
 
-describe('channel tcp: a one-shot rsync daemon on the target (policy.stateTransfer: tcp)', () => {
+describe('channel tcp: a one-shot rsync daemon on the target (policy.pauseTransfer: tcp)', () => {
   it('copies through the daemon, verified, and leaves neither the daemon nor its files behind', async () => {
     const src = `${dir}/state-tcp.img`;
     const dst = `${dir}/state-tcp-copy.img`;

@@ -4,7 +4,7 @@
  */
 import { Topology } from '../../../src/planner/topology';
 import { migrationInput } from '../../../src/reconciler/migration-input';
-import type { ManifestObject, PlannedMigration } from '../../../src/types';
+import { DEFAULT_POLICY, type ManifestObject, type PlannedMigration } from '../../../src/types';
 import { actualState, cluster, desiredState, host } from '../../support/builders';
 
 function planned(from: string, to: string, disks: [string, string][]): PlannedMigration {
@@ -62,5 +62,17 @@ describe('migrationInput', () => {
     const input = migrationInput(m, 'id-1', topo);
     expect(input.moves.map((d) => d.toPath)).toEqual(toPaths);
     expect(input.sharedStatePath).toBe(sharedStatePath);
+  });
+});
+
+describe('migrationInput: policy.pauseTransfer', () => {
+  const m = planned('kvm-a', 'kvm-b', [['local', 'local']]);
+  it.each([
+    [undefined, undefined],
+    ['ssh' as const, undefined],
+    ['tcp' as const, 'tcp'],
+  ])('%s reaches the machine as %s', (pauseTransfer, want) => {
+    const policy = { ...DEFAULT_POLICY, ...(pauseTransfer ? { pauseTransfer } : {}) };
+    expect(migrationInput(m, 'id-1', topo, policy).pauseTransfer).toBe(want);
   });
 });
