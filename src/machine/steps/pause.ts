@@ -220,14 +220,18 @@ export async function copyDeltaEarly(
     const small = pauseCopyOptions(ctx);
     const r = ctx.rounds ?? 1;
     const t0 = Date.now();
+    const digests = new Map<string, string>();
     await allSettled(
-      ctx.disks.map((d) =>
-        copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r), undefined, small),
-      ),
+      ctx.disks.map(async (d) => {
+        const to = dstOverlayAt(ctx, d, r);
+        const c = await copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), to, undefined, small);
+        if (c.sha256) digests.set(to, c.sha256);
+      }),
     );
     deps.memo.earlyCopies.set(ctx.id, {
       at: Date.now(),
       paths: new Set(ctx.disks.map((d) => dstOverlayAt(ctx, d, r))),
+      digests,
     });
     deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: delta during save');
     deps.logger?.info('delta copied while the memory state was being saved');
@@ -285,8 +289,14 @@ export const copyDelta: Step = async (ctx, deps) => {
   const early = takeAndPrune(deps.memo.earlyCopies, ctx.id, EARLY_COPY_FRESH_MS);
   const copyOne = async (from: string, to: string): Promise<void> => {
     if (early?.paths.has(to)) {
-      // copied while the memory was saved: compare now that the save is over (one round trip)
-      const [a, b] = await Promise.all([src.checksum(from), dst.checksum(to)]).catch(() => ['', '-']);
+      // copied while the memory was saved: compare now that the save is over (one round trip).
+      // The copy proved the target equal to what it read on the source (`digests`): the source
+      // hashed again is enough; without that digest, both are hashed
+      const known = early.digests?.get(to);
+      const [a, b] = await Promise.all([src.checksum(from), known ?? dst.checksum(to)]).catch(() => [
+        '',
+        '-',
+      ]);
       if (a === b) return;
     }
     try {

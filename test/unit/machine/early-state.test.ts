@@ -30,8 +30,10 @@ describe('quick across hosts, state file copied', () => {
     // the early delta copies and the state file
     expect(ops(s.world.trace, 'Saving', 'copy.look')).toBe(disks + 1);
     expect(ops(s.world.trace, 'CopyingDelta', 'copy.look')).toBe(0);
-    // the early deltas are compared on both ends; the state file is not hashed again
-    expect(ops(s.world.trace, 'CopyingDelta', 'checksum')).toBe(2 * disks);
+    // the early deltas: the source hashed again and compared with the digest the copy proved
+    // the target by; the state file is not hashed again
+    expect(ops(s.world.trace, 'CopyingDelta', 'checksum', 'hv-a')).toBe(disks);
+    expect(ops(s.world.trace, 'CopyingDelta', 'checksum')).toBe(disks);
     // the saved definition came from the source's file, read during CopyingDelta
     expect(ops(s.world.trace, 'CopyingDelta', 'savedDefinition', 'hv-a')).toBe(1);
     expect(ops(s.world.trace, 'Restoring', 'savedDefinition')).toBe(0);
@@ -49,5 +51,48 @@ describe('quick across hosts, state file copied', () => {
     const after = c.s.world.trace.filter((o) => o.n >= first!.n);
     expect(ops(after, 'CopyingDelta', 'copy.look')).toBe(c.r.context.disks.length + 1);
     expect(c.problems).toEqual([]);
+  });
+
+  test('a copy proven by byte comparison (no digest): CopyingDelta hashes both ends', async () => {
+    const s = buildScenario('quick across hosts');
+    s.world.copyDigests = false;
+    const r = await runMigrationInWorld(s.world, s.input);
+    expect(r.step).toBe('Completed');
+    expect(ops(s.world.trace, 'CopyingDelta', 'checksum')).toBe(2 * r.context.disks.length);
+    expect(outcomeProblems(s, r)).toEqual([]);
+  });
+
+  test('a source overlay written after its early copy (QEMU inactivating the disk) is copied again', async () => {
+    const dry = await dryRun('quick across hosts');
+    const first = dry.ops.find((o) => o.step === 'CopyingDelta')!;
+    const s = buildScenario('quick across hosts');
+    let changed: string | undefined;
+    s.world.afterOp = (world, op) => {
+      if (op.n !== first.n - 1) return;
+      // the last op before CopyingDelta: the early copies are done; write a block into the
+      // source's newest overlay of the VM, as QEMU may when it inactivates the disk
+      const host = world.hosts.get('hv-a')!;
+      for (const [p, f] of host.files.entries()) {
+        const disk = s.input.moves.find((m) => p.includes(`.${m.target}.overlay`))?.target;
+        if (f.content.kind !== 'image' || !f.content.parent || !disk || changed) continue;
+        // a block nothing else wrote, acknowledged: the checks then want it on the target too
+        const block = f.content.virtualBlocks - 1;
+        f.content.blocks[block] = 'written-at-inactivation';
+        world.acked.get(s.input.vm)?.get(disk)?.set(block, 'written-at-inactivation');
+        changed = p;
+      }
+    };
+    const r = await runMigrationInWorld(s.world, s.input);
+    expect(changed).toBeDefined();
+    expect(r.step).toBe('Completed');
+    // the digest no longer matched the source: that overlay crossed again (the stale copy
+    // found differing, removed, copied anew) and the target has the block
+    expect(ops(s.world.trace, 'CopyingDelta', 'copy.look')).toBeGreaterThanOrEqual(1);
+    const target = [...s.world.hosts.get('hv-b')!.files.values()].filter(
+      (f) =>
+        f.content.kind === 'image' && Object.values(f.content.blocks).includes('written-at-inactivation'),
+    );
+    expect(target.length).toBeGreaterThanOrEqual(1);
+    expect(outcomeProblems(s, r)).toEqual([]);
   });
 });
