@@ -236,6 +236,13 @@ describe('quick storage migration across hosts (two-host lab over ssh)', () => {
         { target: 'vdb', size: 64 * MiB },
       ]);
       await writeDesired(v, 'hv2', 'local');
+      // the tcp channel carries what crosses in the pause: hosts without shared storage, so the
+      // state file (83 MB) is saved on hv1 and copied to hv2
+      if (tcp)
+        await fs.writeFile(
+          path.join(v.repo, 'manifests', 'fleet.yaml'),
+          twoHostManifests(env, [{ name: v.name, host: 'hv2', storage: 'local' }], { cluster: false }),
+        );
       // the lab's guests are emulated (TCG): a live memory migration needs policy.liveEmulated
       const opt = memory === 'live' ? ', liveEmulated: true' : tcp ? ', pauseTransfer: tcp' : '';
       const way = tcp ? 'stateFile' : memory;
