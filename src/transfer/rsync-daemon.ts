@@ -29,7 +29,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { VmplaceError } from '../errors';
 import type { HostExec } from '../exec/types';
-import { DEFAULT_IO_TIMEOUT_SEC } from './rsync-direct';
+import { DEFAULT_IO_TIMEOUT_SEC, RSYNC_COPY } from './rsync-direct';
 import { parseRsyncStats } from './rsync-progress';
 
 const SAFE_PATH = /^\/[A-Za-z0-9._+/-]+$/;
@@ -131,15 +131,7 @@ export function daemonPushArgv(
   const host = address.includes(':') ? `[${address}]` : address;
   const name = part.slice(part.lastIndexOf('/') + 1);
   return [
-    'env',
-    'LC_ALL=C',
-    'rsync',
-    '--inplace',
-    '--sparse',
-    '--ignore-times',
-    '-s',
-    '--perms',
-    '--stats',
+    ...RSYNC_COPY,
     `--timeout=${Math.max(1, Math.floor(opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC))}`,
     ...(opts.bwlimitKiBps !== undefined ? [`--bwlimit=${Math.max(1, Math.floor(opts.bwlimitKiBps))}`] : []),
     '--contimeout=5',

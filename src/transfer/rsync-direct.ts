@@ -32,6 +32,23 @@ export const COPY_CIPHERS =
   'aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr';
 
 /**
+ * rsync and the options every copy of vmplace's between hosts gives it (see the file comment of
+ * `between-hosts.ts`): in place, sparse, never skipped by the quick check, the remote path inside
+ * rsync's protocol, permissions kept, statistics printed.
+ */
+export const RSYNC_COPY = [
+  'env',
+  'LC_ALL=C',
+  'rsync',
+  '--inplace',
+  '--sparse',
+  '--ignore-times',
+  '-s',
+  '--perms',
+  '--stats',
+] as const;
+
+/**
  * The argv the source host runs for a direct copy (pure). rsync splits its `-e` value itself,
  * honouring single quotes but not the `'\''` idiom, so values containing `'` are refused.
  */
@@ -48,15 +65,7 @@ export function rsyncArgv(
     throw new TypeError("target ssh options must not contain a single quote (rsync's -e splitting)");
   const host = target.host.includes(':') ? `[${target.host}]` : target.host;
   return [
-    'env',
-    'LC_ALL=C',
-    'rsync',
-    '--inplace',
-    '--sparse',
-    '--ignore-times',
-    '-s',
-    '--perms',
-    '--stats',
+    ...RSYNC_COPY,
     '--info=progress2',
     `--timeout=${Math.max(1, Math.floor(opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC))}`,
     ...(opts.bwlimitKiBps !== undefined ? [`--bwlimit=${Math.max(1, Math.floor(opts.bwlimitKiBps))}`] : []),

@@ -124,48 +124,27 @@ describe('vmplace.yaml notifications', () => {
   });
 
   it('a receiver may set its own attempt timeout, within 1s to 10m', async () => {
-    const r = await load(`notifications:
-  - name: slow
-    type: webhook
-    urlFile: ${allowed}/slack.url
-    events: [migration.started]
-    timeout: 2m
-`);
+    // receivers named a, b, c ... with these timeouts, 5 lines each
+    const withTimeouts = (...timeouts: string[]): string =>
+      'notifications:\n' +
+      timeouts
+        .map(
+          (t, i) =>
+            `  - name: ${'abc'[i]}\n    type: webhook\n    urlFile: ${allowed}/slack.url\n` +
+            `    events: [migration.started]\n    timeout: ${t}\n`,
+        )
+        .join('');
+    const r = await load(withTimeouts('2m'));
     expect(r.problems).toEqual([]);
     expect(r.settings?.notifications[0]?.timeout).toBe('2m');
-    const bad = await load(`notifications:
-  - name: a
-    type: webhook
-    urlFile: ${allowed}/slack.url
-    events: [migration.started]
-    timeout: 30m
-  - name: b
-    type: webhook
-    urlFile: ${allowed}/slack.url
-    events: [migration.started]
-    timeout: 500ms
-  - name: c
-    type: webhook
-    urlFile: ${allowed}/slack.url
-    events: [migration.started]
-    timeout: 1.5s
-`);
+    // the form first (the schema) ...
+    const bad = await load(withTimeouts('30m', '500ms', '1.5s'));
     expect(bad.settings).toBeUndefined();
     expect(bad.problems.map(at)).toEqual([
       expect.stringMatching(/^vmplace\.yaml:16:14: notifications\.2\.timeout: must match pattern/),
     ]);
-    const bad2 = await load(`notifications:
-  - name: a
-    type: webhook
-    urlFile: ${allowed}/slack.url
-    events: [migration.started]
-    timeout: 30m
-  - name: b
-    type: webhook
-    urlFile: ${allowed}/slack.url
-    events: [migration.started]
-    timeout: 500ms
-`);
+    // ... then the range
+    const bad2 = await load(withTimeouts('30m', '500ms'));
     expect(bad2.problems.map(at)).toEqual([
       'vmplace.yaml:6:14: notifications.0.timeout: 30m is outside 1s to 10m',
       'vmplace.yaml:11:14: notifications.1.timeout: 500ms is outside 1s to 10m',
