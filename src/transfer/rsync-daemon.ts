@@ -79,8 +79,11 @@ export function daemonConfig(part: string): string | undefined {
 
 /**
  * Run on the target: `$1` part, `$2` address, `$3` port, `$4` lifetime (s). Standard input: the
- * secret's line, then the configuration. Prints the daemon's pid once it accepts connections;
- * exit 4 (files removed) when it does not (the port was taken, rsync refused the config).
+ * secret's line, then the configuration. Prints the daemon's pid once the kernel lists a
+ * listening socket on that port held by the daemon itself (/proc/net/tcp and its fds); exit 4
+ * (stopped, files removed) when it does not within 2 s: the port was taken (by anyone: a
+ * process of another user listening there first would otherwise be sent the file), rsync
+ * refused the configuration.
  */
 export const START_DAEMON_SCRIPT = [
   'set -u',
@@ -93,8 +96,22 @@ export const START_DAEMON_SCRIPT = [
   '{ printf "uid = %s\\ngid = %s\\n" "$(id -u)" "$(id -g)"; cat; } > "$conf" || { rm -f -- "$secret"; exit 3; }',
   'setsid timeout "$life" rsync --daemon --no-detach --port="$port" --address="$addr" --config="$conf" </dev/null >/dev/null 2>&1 &',
   'pid=$!',
+  // ready = OUR daemon holds the listening socket: a connection that succeeds proves nothing
+  // (anyone on the host may have bound that port first, and would then get the file)
+  'hex=$(printf "%04X" "$port")',
+  'listening() {',
+  '  local c fd l ino',
+  '  for c in "$pid" $(cat /proc/"$pid"/task/*/children 2>/dev/null || pgrep -P "$pid"); do',
+  '    for fd in /proc/"$c"/fd/*; do',
+  '      l=$(readlink "$fd" 2>/dev/null) || continue',
+  '      case $l in "socket:["*"]") ino=${l#socket:[}; ino=${ino%]} ;; *) continue ;; esac',
+  '      cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v h=":$hex" -v i="$ino" \'$4 == "0A" && substr($2, length($2) - 4) == h && $10 == i { f = 1 } END { exit !f }\' && return 0',
+  '    done',
+  '  done',
+  '  return 1',
+  '}',
   'for i in $(seq 1 100); do',
-  '  if (exec 3<>"/dev/tcp/$addr/$port") 2>/dev/null; then echo "$pid"; exit 0; fi',
+  '  if listening; then echo "$pid"; exit 0; fi',
   '  kill -0 "$pid" 2>/dev/null || break',
   '  sleep 0.02',
   'done',

@@ -339,6 +339,34 @@ describe('channel tcp: a one-shot rsync daemon on the target (policy.pauseTransf
     expect(await sha(x2, dst)).toBe(await sha(x1, src));
   });
 
+  it('does not take a port someone else listens on first (the file would go to them): stopped, files removed', async () => {
+    const { daemonConfig, START_DAEMON_SCRIPT } = await import('../../../src/transfer/rsync-daemon');
+    const part = `${dir}/squatted.img${PART_SUFFIX}`;
+    await x2.run(['sh', '-c', ': > "$1"', 'sh', part]);
+    const address = transferSsh(hv1, hv2).host;
+    for (const [i, bindTo] of [address, '0.0.0.0'].entries()) {
+      const port = 30_000 + (process.pid % 900) + i;
+      // any user's process: a listener on the port before the daemon starts
+      await x2.run([
+        'sh',
+        '-c',
+        'setsid timeout 20 python3 -c "import socket,sys,time; s=socket.socket(); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); time.sleep(20)" "$1" "$2" </dev/null >/dev/null 2>&1 & sleep 0.5',
+        'sh',
+        bindTo,
+        String(port),
+      ]);
+      const started = await x2.run(
+        ['bash', '-c', START_DAEMON_SCRIPT, 'vmplace-rsyncd', part, address, String(port), '60'],
+        { input: `${'c'.repeat(48)}\n${daemonConfig(part)!}`, allowExitCodes: [4] },
+      );
+      expect(started.exitCode).toBe(4);
+      expect(started.stdout).toBe('');
+      expect(await fileSize(x2, `${part}.rsyncd.secret`)).toBeUndefined();
+      expect(await fileSize(x2, `${part}.rsyncd.conf`)).toBeUndefined();
+      expect((await daemonsOn(hv2)).filter((c) => c.includes(`--port=${port}`))).toEqual([]);
+    }
+  });
+
   it('lets in only a client with the secret, only into the one part file, and never reads', async () => {
     const { daemonConfig, START_DAEMON_SCRIPT, STOP_DAEMON_SCRIPT, daemonPushArgv } =
       await import('../../../src/transfer/rsync-daemon');

@@ -102,6 +102,9 @@ describe("the target's scripts", () => {
     expect(START_DAEMON_SCRIPT).toContain('set -C'); // noclobber: never writes over a file
     expect(START_DAEMON_SCRIPT).toContain('umask 077');
     expect(START_DAEMON_SCRIPT).toMatch(/setsid timeout "\$life" rsync --daemon/);
+    // ready only when the daemon itself holds the listening socket, never on a mere connection
+    expect(START_DAEMON_SCRIPT).toContain('/proc/net/tcp');
+    expect(START_DAEMON_SCRIPT).not.toContain('/dev/tcp');
     expect(STOP_DAEMON_SCRIPT).toContain('grep -qxF -- "--config=$part.rsyncd.conf"');
   });
 });
