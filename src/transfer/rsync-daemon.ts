@@ -30,13 +30,13 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { VmplaceError } from '../errors';
 import type { HostExec } from '../exec/types';
 import { DEFAULT_IO_TIMEOUT_SEC, RSYNC_COPY } from './rsync-direct';
-import { parseRsyncStats } from './rsync-progress';
+import { sentBytes } from './rsync-progress';
 
 const SAFE_PATH = /^\/[A-Za-z0-9._+/-]+$/;
 const SAFE_NAME = /^[A-Za-z0-9._+-]+$/;
 const SAFE_ADDRESS = /^[A-Za-z0-9.:-]+$/;
 
-/** Ports the daemon may take: above Linux's default ephemeral range's start is avoided. */
+/** Ports the daemon may take: below Linux's default ephemeral range (32768-60999), which outgoing connections use. */
 export const DAEMON_PORTS = { from: 20_000, to: 32_000 } as const;
 
 /** Where the part's daemon files go (pure). */
@@ -194,9 +194,7 @@ export async function copyViaDaemon(
       timeoutMs: life * 1000,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    const stats = parseRsyncStats(r.stdout);
-    const literal = stats.literalBytes ?? stats.bytesSent ?? total;
-    return { literal, wire: stats.bytesSent ?? literal };
+    return sentBytes(r.stdout, total);
   } catch (err) {
     throw new VmplaceError(
       'TransferFailed',

@@ -7,7 +7,7 @@ import { CommandError, StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../exec/types';
 import { quoteShellArgs, sshOptions } from '../exec/exec';
 import type { SshSpec } from '../types';
-import { RsyncProgressParser, parseRsyncStats } from './rsync-progress';
+import { RsyncProgressParser, sentBytes } from './rsync-progress';
 import { runStreaming } from './spawn-stream';
 
 export const DEFAULT_IO_TIMEOUT_SEC = 60;
@@ -126,7 +126,5 @@ export async function copyDirect(
     );
   }
   parser.end();
-  const stats = parseRsyncStats(parser.rest);
-  const literal = stats.literalBytes ?? stats.bytesSent ?? total;
-  return { literal, wire: stats.bytesSent ?? literal };
+  return sentBytes(parser.rest, total);
 }

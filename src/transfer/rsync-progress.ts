@@ -118,3 +118,14 @@ export function parseRsyncStats(text: string): RsyncStats {
   }
   return out;
 }
+
+/**
+ * What a push of a `total`-byte file sent, from rsync's `--stats` text: the file data that
+ * crossed (`Literal data`; a whole file when rsync printed neither) and the bytes on the link
+ * (`Total bytes sent`).
+ */
+export function sentBytes(statsText: string, total: number): { literal: number; wire: number } {
+  const stats = parseRsyncStats(statsText);
+  const literal = stats.literalBytes ?? stats.bytesSent ?? total;
+  return { literal, wire: stats.bytesSent ?? literal };
+}
