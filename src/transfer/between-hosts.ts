@@ -55,7 +55,7 @@ import { type CopyClaim, PART_SUFFIX, createExclusive, ownsPath, sha256 } from '
 import { finishOnTarget, statAllocation, statSizes, targetReachable } from './host-files';
 import { followHash } from './follow-hash';
 import { copyRelay } from './relay';
-import { copyViaDaemon } from './rsync-daemon';
+import { type DaemonChannel, daemonLifeSec, openDaemon } from './rsync-daemon';
 import { DEFAULT_IO_TIMEOUT_SEC, copyDirect } from './rsync-direct';
 import { localArgv } from './spawn-stream';
 
@@ -100,6 +100,12 @@ export interface CopyBetweenHostsOptions {
    * target (rsync-daemon.ts; verified as ever), falling back to ssh when that fails. Default `ssh`.
    */
   channel?: 'ssh' | 'tcp';
+  /**
+   * The source is still being written (a memory state being saved): the copy does what it can
+   * on the target at once (the guard, the look at the target, the tcp channel's daemon) and
+   * reads the source only once this resolves; it fails with its reason when it rejects.
+   */
+  sourceReady?: Promise<unknown>;
 }
 
 export interface CopyBetweenHostsResult {
@@ -143,6 +149,12 @@ export interface CopyBetweenHosts {
 const SPARSE_HOLES_MIN = 64 * 1024 * 1024;
 
 /**
+ * Lifetime of a daemon opened before the source's size is known (`sourceReady`): enough for a
+ * memory state of a few GiB; a bigger file gets a daemon of its own (`daemonLifeSec`).
+ */
+const EARLY_DAEMON_LIFE_SEC = 600;
+
+/**
  * Smallest file whose target hash runs while it is copied: below it a second command on the
  * target costs more than hashing after the copy (1 MiB: 1124 against 648 ms, median of 5 with
  * and without it). Everything copied inside a pause is smaller.
@@ -168,134 +180,194 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   const verify = opts.verify ?? true;
   const part = `${dst}${PART_SUFFIX}`;
 
-  const [srcStat, [dstSize, partSize], reachable] = await Promise.all([
-    statAllocation(srcHost, src),
-    statSizes(dstHost, [dst, part]),
-    opts.mode === 'auto'
-      ? opts.targetSsh
-        ? targetReachable(srcHost, opts.targetSsh)
-        : Promise.reject(new TypeError('copyBetweenHosts: mode auto needs targetSsh'))
-      : Promise.resolve(opts.mode !== 'relay'),
-    opts.guard?.(),
-  ]);
-  if (srcStat === undefined)
-    throw new StalledError('SourceMissing', `copy source ${src} does not exist on ${srcHost.label}`);
-  const total = srcStat.size;
-  // at least half holes, and at least 64 MiB of them: worth compressing the zeros away
-  const sparse = srcStat.allocated * 2 <= total && total - srcStat.allocated >= SPARSE_HOLES_MIN;
-  const small =
-    total !== undefined &&
-    total <= (opts.relayBelowBytes ?? 0) &&
-    localArgv(srcHost, ['true']) !== undefined &&
-    localArgv(dstHost, ['true']) !== undefined;
-  const mode: TransferMode = reachable && !small ? 'direct' : 'relay';
-
-  if (dstSize !== undefined) {
-    if (opts.claim && !(await ownsPath(dstHost, dst, opts.claim)))
-      throw new StalledError(
-        'DestinationExists',
-        `${dst} exists on ${dstHost.label} and was not created by this migration`,
-      );
-    const [a, b] = await Promise.all([sha256(srcHost, src), sha256(dstHost, dst)]);
-    if (a === b) {
-      opts.onProgress?.(total, total);
-      return {
-        bytes: total,
-        sha256: a,
-        alreadyDone: true,
-        mode,
-        resumedFromBytes: 0,
-        bytesSent: 0,
-        wireBytes: 0,
-        durationMs: Date.now() - t0,
-      };
-    }
-    throw new StalledError(
-      'DestinationDiffers',
-      `${dst} on ${dstHost.label} exists and differs from ${src}; not overwriting`,
+  const guarded = Promise.resolve(opts.guard?.());
+  guarded.catch(() => undefined); // awaited below
+  // Daemons of the tcp channel opened by this copy: each stopped once the data is in, and by
+  // the `finally` below on every other way out
+  const daemons: Promise<DaemonChannel | undefined>[] = [];
+  const stopDaemons = (): Promise<unknown> =>
+    Promise.all(
+      daemons.map((d) =>
+        d.then(
+          (ch) => ch?.stop(),
+          () => undefined,
+        ),
+      ),
     );
-  }
-
-  let resumedFrom = partSize ?? 0;
-  if (opts.claim) {
-    if (partSize !== undefined && !(await ownsPath(dstHost, part, opts.claim)))
-      throw new StalledError(
-        'PartFileNotOwned',
-        `${part} exists on ${dstHost.label} and was not created by this migration`,
-      );
-    if (partSize === undefined) {
-      await opts.claim.intend?.();
-      await opts.claim.record(await createExclusive(dstHost, part));
-    }
-  }
-  if (resumedFrom > total) {
-    // longer than the source: not a prefix of it; start over (in the same file: its identity is recorded)
-    await dstHost.run(['truncate', '-s', '0', '--', part]);
-    resumedFrom = 0;
-  }
-  opts.onProgress?.(resumedFrom, total);
-  // the source does not change while it is copied (a read-only base, a saved state, a frozen
-  // overlay): hash it while the data travels instead of after; a fresh part is read back and
-  // hashed on the target as it is written (see follow-hash.ts)
-  const srcDigest = verify ? sha256(srcHost, src) : undefined;
-  srcDigest?.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
-  const follower =
-    verify && resumedFrom === 0 && total >= FOLLOW_MIN_BYTES
-      ? followHash(dstHost, part, total, (opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC) + 10)
-      : undefined;
-  let sent: { literal: number; wire: number };
-  let channelFallback: string | undefined;
-  let channel: 'ssh' | 'tcp' = 'ssh';
-  try {
-    const fast =
-      mode === 'direct' && opts.channel === 'tcp' && opts.targetSsh
-        ? await copyViaDaemon(srcHost, dstHost, src, part, total, {
-            address: opts.targetSsh.host,
-            ...(opts.ioTimeoutSec ? { ioTimeoutSec: opts.ioTimeoutSec } : {}),
-            ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
-            ...(opts.signal ? { signal: opts.signal } : {}),
-          }).catch((err: unknown) => {
-            if (opts.signal?.aborted) throw err;
-            // through ssh then; the part keeps what arrived, rsync sends only what differs
-            channelFallback = err instanceof Error ? err.message : String(err);
+  const wantTcp = opts.channel === 'tcp' && opts.mode !== 'relay' && opts.targetSsh !== undefined;
+  let earlyFailed: string | undefined;
+  // the source is still being written: its daemon starts now (once the guard has passed: nothing
+  // is written on the target before), out of the time the copy itself takes
+  const early =
+    wantTcp && opts.sourceReady
+      ? guarded
+          .then(() =>
+            openDaemon(dstHost, part, { address: opts.targetSsh!.host, lifeSec: EARLY_DAEMON_LIFE_SEC }),
+          )
+          .catch((err: unknown) => {
+            earlyFailed = err instanceof Error ? err.message : String(err);
             return undefined;
           })
-        : undefined;
-    if (fast) channel = 'tcp';
-    sent =
-      fast ??
-      (mode === 'direct'
-        ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
-        : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
-            literal: n,
-            wire: n,
-          })));
-  } catch (err) {
-    follower?.stop();
-    throw err;
-  }
+      : undefined;
+  if (early) daemons.push(early);
+  try {
+    const [srcStat, [dstSize, partSize], reachable] = await Promise.all([
+      Promise.resolve(opts.sourceReady).then(() => statAllocation(srcHost, src)),
+      statSizes(dstHost, [dst, part]),
+      opts.mode === 'auto'
+        ? opts.targetSsh
+          ? targetReachable(srcHost, opts.targetSsh)
+          : Promise.reject(new TypeError('copyBetweenHosts: mode auto needs targetSsh'))
+        : Promise.resolve(opts.mode !== 'relay'),
+      guarded,
+    ]);
+    if (srcStat === undefined)
+      throw new StalledError('SourceMissing', `copy source ${src} does not exist on ${srcHost.label}`);
+    const total = srcStat.size;
+    // at least half holes, and at least 64 MiB of them: worth compressing the zeros away
+    const sparse = srcStat.allocated * 2 <= total && total - srcStat.allocated >= SPARSE_HOLES_MIN;
+    const small =
+      total !== undefined &&
+      total <= (opts.relayBelowBytes ?? 0) &&
+      localArgv(srcHost, ['true']) !== undefined &&
+      localArgv(dstHost, ['true']) !== undefined;
+    const mode: TransferMode = reachable && !small ? 'direct' : 'relay';
 
-  const [digest, readBack] = await Promise.all([srcDigest, follower?.digest()]);
-  // read back equal already: the finish only flushes and renames; otherwise it hashes the part
-  const finished = await finishOnTarget(dstHost, part, dst, readBack === digest ? undefined : digest);
-  if (finished.mismatch !== undefined) {
-    throw new VmplaceError(
-      'CopyVerifyFailed',
-      `sha256 of ${part} on ${dstHost.label} (${finished.mismatch}) differs from ${src} on ${srcHost.label} (${digest})`,
-    );
+    if (dstSize !== undefined) {
+      if (opts.claim && !(await ownsPath(dstHost, dst, opts.claim)))
+        throw new StalledError(
+          'DestinationExists',
+          `${dst} exists on ${dstHost.label} and was not created by this migration`,
+        );
+      const [a, b] = await Promise.all([sha256(srcHost, src), sha256(dstHost, dst)]);
+      if (a === b) {
+        opts.onProgress?.(total, total);
+        return {
+          bytes: total,
+          sha256: a,
+          alreadyDone: true,
+          mode,
+          resumedFromBytes: 0,
+          bytesSent: 0,
+          wireBytes: 0,
+          durationMs: Date.now() - t0,
+        };
+      }
+      throw new StalledError(
+        'DestinationDiffers',
+        `${dst} on ${dstHost.label} exists and differs from ${src}; not overwriting`,
+      );
+    }
+
+    let resumedFrom = partSize ?? 0;
+    if (opts.claim) {
+      if (partSize !== undefined && !(await ownsPath(dstHost, part, opts.claim)))
+        throw new StalledError(
+          'PartFileNotOwned',
+          `${part} exists on ${dstHost.label} and was not created by this migration`,
+        );
+      if (partSize === undefined) {
+        await opts.claim.intend?.();
+        await opts.claim.record(await createExclusive(dstHost, part));
+      }
+    }
+    if (resumedFrom > total) {
+      // longer than the source: not a prefix of it; start over (in the same file: its identity is recorded)
+      await dstHost.run(['truncate', '-s', '0', '--', part]);
+      resumedFrom = 0;
+    }
+    opts.onProgress?.(resumedFrom, total);
+    // the source does not change while it is copied (a read-only base, a saved state, a frozen
+    // overlay): hash it while the data travels instead of after; a fresh part is read back and
+    // hashed on the target as it is written (see follow-hash.ts)
+    const srcDigest = verify ? sha256(srcHost, src) : undefined;
+    srcDigest?.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+    const follower =
+      verify && resumedFrom === 0 && total >= FOLLOW_MIN_BYTES
+        ? followHash(dstHost, part, total, (opts.ioTimeoutSec ?? DEFAULT_IO_TIMEOUT_SEC) + 10)
+        : undefined;
+    let sent: { literal: number; wire: number };
+    let channelFallback: string | undefined;
+    let channel: 'ssh' | 'tcp' = 'ssh';
+    try {
+      const fast =
+        mode === 'direct' && wantTcp
+          ? await (async () => {
+              let ch = await early;
+              // opened for a file of unknown size: too short-lived for this one, a fresh one
+              if (ch && ch.endsAt - Date.now() < daemonLifeSec(total) * 1000) {
+                await ch.stop();
+                ch = undefined;
+              }
+              if (!ch) {
+                const opening = openDaemon(dstHost, part, {
+                  address: opts.targetSsh!.host,
+                  lifeSec: daemonLifeSec(total),
+                });
+                daemons.push(opening.catch(() => undefined));
+                ch = await opening;
+              }
+              try {
+                return await ch.push(srcHost, src, total, {
+                  ...(opts.ioTimeoutSec ? { ioTimeoutSec: opts.ioTimeoutSec } : {}),
+                  ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
+                  ...(opts.signal ? { signal: opts.signal } : {}),
+                });
+              } catch (err) {
+                await ch.stop(); // before anything else writes the part
+                throw err;
+              }
+            })().catch((err: unknown) => {
+              if (opts.signal?.aborted) throw err;
+              // through ssh then; the part keeps what arrived, rsync sends only what differs
+              channelFallback = err instanceof Error ? err.message : String(err);
+              if (earlyFailed !== undefined && earlyFailed !== channelFallback)
+                channelFallback = `${earlyFailed}; then ${channelFallback}`;
+              return undefined;
+            })
+          : undefined;
+      if (fast) channel = 'tcp';
+      sent =
+        fast ??
+        (mode === 'direct'
+          ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
+          : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
+              literal: n,
+              wire: n,
+            })));
+    } catch (err) {
+      follower?.stop();
+      throw err;
+    }
+
+    const [digest, readBack] = await Promise.all([srcDigest, follower?.digest()]);
+    // read back equal already: the finish only flushes and renames; otherwise it hashes the part
+    // the data is in: the daemon stops while the target finishes (one round trip for both)
+    const [finished] = await Promise.all([
+      finishOnTarget(dstHost, part, dst, readBack === digest ? undefined : digest),
+      stopDaemons(),
+    ]);
+    if (finished.mismatch !== undefined) {
+      throw new VmplaceError(
+        'CopyVerifyFailed',
+        `sha256 of ${part} on ${dstHost.label} (${finished.mismatch}) differs from ${src} on ${srcHost.label} (${digest})`,
+      );
+    }
+    opts.onProgress?.(total, total);
+    const result: CopyBetweenHostsResult = {
+      bytes: total,
+      alreadyDone: false,
+      mode,
+      resumedFromBytes: resumedFrom,
+      bytesSent: sent.literal,
+      wireBytes: sent.wire,
+      durationMs: Date.now() - t0,
+      ...(mode === 'direct' ? { channel } : {}),
+      ...(channelFallback !== undefined ? { channelFallback } : {}),
+    };
+    if (digest !== undefined) result.sha256 = digest;
+    return result;
+  } finally {
+    await stopDaemons();
   }
-  opts.onProgress?.(total, total);
-  const result: CopyBetweenHostsResult = {
-    bytes: total,
-    alreadyDone: false,
-    mode,
-    resumedFromBytes: resumedFrom,
-    bytesSent: sent.literal,
-    wireBytes: sent.wire,
-    durationMs: Date.now() - t0,
-    ...(mode === 'direct' ? { channel } : {}),
-    ...(channelFallback !== undefined ? { channelFallback } : {}),
-  };
-  if (digest !== undefined) result.sha256 = digest;
-  return result;
 };

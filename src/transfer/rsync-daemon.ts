@@ -159,6 +159,94 @@ export function daemonPushArgv(
   ];
 }
 
+/** A one-shot daemon running on the target for one part file (see {@link openDaemon}). */
+export interface DaemonChannel {
+  readonly part: string;
+  readonly address: string;
+  readonly port: number;
+  /** when `timeout` ends the daemon at the latest (this process's clock, ms) */
+  readonly endsAt: number;
+  /** push `src` (on the source host, `total` bytes) into the part file; the secret goes on stdin */
+  push(
+    srcHost: HostExec,
+    src: string,
+    total: number,
+    opts?: { ioTimeoutSec?: number; bwlimitKiBps?: number; signal?: AbortSignal },
+  ): Promise<{ literal: number; wire: number }>;
+  /** stop the daemon and remove its files (idempotent; never rejects) */
+  stop(): Promise<void>;
+}
+
+/** Seconds a daemon lives for a copy of `total` bytes: at 10 MB/s, plus a minute; at least 2 minutes. */
+export function daemonLifeSec(total: number): number {
+  return Math.max(120, Math.ceil(total / 10_000_000) + 60);
+}
+
+/**
+ * Start a one-shot rsync daemon on `dstHost` for `part`, reached by the source at `address`,
+ * for at most `lifeSec` seconds. Rejects `TransferFailed` when it cannot be set up (a path the
+ * channel does not take, the port taken, rsync refused): nothing is left running then.
+ */
+export async function openDaemon(
+  dstHost: HostExec,
+  part: string,
+  opts: { address: string; lifeSec: number },
+): Promise<DaemonChannel> {
+  const config = daemonConfig(part);
+  if (!config) throw new VmplaceError('TransferFailed', `${part}: not a path the tcp channel takes`);
+  if (!SAFE_ADDRESS.test(opts.address) || opts.address.startsWith('-'))
+    throw new VmplaceError(
+      'TransferFailed',
+      `${JSON.stringify(opts.address)}: not an address the tcp channel takes`,
+    );
+  const secret = randomBytes(24).toString('hex');
+  const port = randomInt(DAEMON_PORTS.from, DAEMON_PORTS.to);
+  const life = Math.max(1, Math.ceil(opts.lifeSec));
+  const t0 = Date.now();
+  const started = await dstHost.run(
+    ['bash', '-c', START_DAEMON_SCRIPT, 'vmplace-rsyncd', part, opts.address, String(port), String(life)],
+    { input: `${secret}\n${config}`, allowExitCodes: [2, 3, 4] },
+  );
+  const pid = started.exitCode === 0 ? /^(\d+)\s*$/.exec(started.stdout)?.[1] : undefined;
+  if (!pid)
+    throw new VmplaceError(
+      'TransferFailed',
+      `no rsync daemon for ${part} on ${dstHost.label} at ${opts.address}:${port} (exit ${started.exitCode})`,
+    );
+  let stopping: Promise<void> | undefined;
+  return {
+    part,
+    address: opts.address,
+    port,
+    endsAt: t0 + life * 1000,
+    async push(srcHost, src, total, o = {}) {
+      if (stopping) throw new VmplaceError('TransferFailed', `the rsync daemon for ${part} was stopped`);
+      const leftSec = Math.floor((t0 + life * 1000 - Date.now()) / 1000);
+      try {
+        const r = await srcHost.run(daemonPushArgv(src, part, opts.address, port, o), {
+          input: `${secret}\n`,
+          timeoutMs: Math.max(1, leftSec) * 1000,
+          ...(o.signal ? { signal: o.signal } : {}),
+        });
+        return sentBytes(r.stdout, total);
+      } catch (err) {
+        throw new VmplaceError(
+          'TransferFailed',
+          `rsync ${src} from ${srcHost.label} to the daemon on ${opts.address}:${port} failed`,
+          { cause: err },
+        );
+      }
+    },
+    stop() {
+      stopping ??= dstHost.run(['bash', '-c', STOP_DAEMON_SCRIPT, 'vmplace-rsyncd-stop', pid, part]).then(
+        () => undefined,
+        () => undefined,
+      );
+      return stopping;
+    },
+  };
+}
+
 /**
  * Copy `src` on `srcHost` into `part` on `dstHost` (reached by the source at `address`) through
  * a one-shot rsync daemon. Resolves with the file data sent and the bytes on the link; rejects
@@ -172,38 +260,10 @@ export async function copyViaDaemon(
   total: number,
   opts: { address: string; ioTimeoutSec?: number; bwlimitKiBps?: number; signal?: AbortSignal },
 ): Promise<{ literal: number; wire: number }> {
-  const config = daemonConfig(part);
-  if (!config) throw new VmplaceError('TransferFailed', `${part}: not a path the tcp channel takes`);
-  const secret = randomBytes(24).toString('hex');
-  const port = randomInt(DAEMON_PORTS.from, DAEMON_PORTS.to);
-  // long enough for the copy at 10 MB/s, at least 2 minutes; stopped right after it anyway
-  const life = Math.max(120, Math.ceil(total / 10_000_000) + 60);
-  const started = await dstHost.run(
-    ['bash', '-c', START_DAEMON_SCRIPT, 'vmplace-rsyncd', part, opts.address, String(port), String(life)],
-    { input: `${secret}\n${config}`, allowExitCodes: [2, 3, 4] },
-  );
-  const pid = started.exitCode === 0 ? /^(\d+)\s*$/.exec(started.stdout)?.[1] : undefined;
-  if (!pid)
-    throw new VmplaceError(
-      'TransferFailed',
-      `no rsync daemon for ${part} on ${dstHost.label} at ${opts.address}:${port} (exit ${started.exitCode})`,
-    );
+  const ch = await openDaemon(dstHost, part, { address: opts.address, lifeSec: daemonLifeSec(total) });
   try {
-    const r = await srcHost.run(daemonPushArgv(src, part, opts.address, port, opts), {
-      input: `${secret}\n`,
-      timeoutMs: life * 1000,
-      ...(opts.signal ? { signal: opts.signal } : {}),
-    });
-    return sentBytes(r.stdout, total);
-  } catch (err) {
-    throw new VmplaceError(
-      'TransferFailed',
-      `rsync ${src} from ${srcHost.label} to the daemon on ${opts.address}:${port} failed`,
-      { cause: err },
-    );
+    return await ch.push(srcHost, src, total, opts);
   } finally {
-    await dstHost
-      .run(['bash', '-c', STOP_DAEMON_SCRIPT, 'vmplace-rsyncd-stop', pid, part])
-      .catch(() => undefined);
+    await ch.stop();
   }
 }

@@ -30,6 +30,11 @@ export interface TransportCopyOptions {
   fence?: () => Promise<void>;
   /** between two hosts, `tcp`: unencrypted through a one-shot rsync daemon (rsync-daemon.ts) */
   channel?: 'ssh' | 'tcp';
+  /**
+   * The source is still being written (a memory state being saved): the copy prepares the
+   * target at once and reads the source only once this resolves (rejects with its reason)
+   */
+  sourceReady?: Promise<unknown>;
 }
 
 /**
@@ -83,7 +88,7 @@ export function localTransport(exec: HostExec, guard: (p: string) => Promise<voi
     name: 'local',
     reachable: () => Promise.resolve(true),
     async copy(src, dst, opts = {}) {
-      await guard(dst);
+      await Promise.all([guard(dst), opts.sourceReady]);
       const r = await copyLocal(guardedExec(exec, opts.fence), src, dst, {
         ...(opts.claim ? { claim: opts.claim } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
@@ -121,6 +126,7 @@ export function rsyncSshTransport(
           targetSsh,
           mode: opts.mode ?? 'auto',
           ...(opts.channel ? { channel: opts.channel } : {}),
+          ...(opts.sourceReady ? { sourceReady: opts.sourceReady } : {}),
           ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),

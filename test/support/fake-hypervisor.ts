@@ -1934,6 +1934,8 @@ export class FakeTransport implements Transport {
    * first, each the same way, so a main file in place means a complete state).
    */
   async copy(src: string, dst: string, opts: TransportCopyOptions = {}): Promise<TransportCopyResult> {
+    // the source is still being written: nothing is looked at or read before it ends
+    await opts.sourceReady;
     const from = this.from.stateSidecars(src);
     const to = this.to.stateSidecars(dst);
     if (from.length !== to.length)

@@ -132,6 +132,8 @@ async function copyWithSidecars(
   opts: TransportCopyOptions,
   bytes: CopyBytes,
 ): Promise<string> {
+  // the source is still being written (a state being saved): nothing is read before it ends
+  await opts.sourceReady;
   const srcStem = stateStem(src);
   const dstStem = stateStem(dst);
   if ((srcStem === undefined) !== (dstStem === undefined))

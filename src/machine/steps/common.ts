@@ -81,9 +81,16 @@ export async function copyAcross(
   from: string,
   to: string,
   onProgress?: (n: number) => void,
-  opts: { relayBelowBytes?: number; claim?: CopyClaim; channel?: 'ssh' | 'tcp' } = {},
+  opts: {
+    relayBelowBytes?: number;
+    claim?: CopyClaim;
+    channel?: 'ssh' | 'tcp';
+    /** the source is still being written: see TransportCopyOptions.sourceReady */
+    sourceReady?: Promise<unknown>;
+  } = {},
 ): Promise<TransportCopyResult> {
   return transportOf(ctx, deps).copy(from, to, {
+    ...(opts.sourceReady ? { sourceReady: opts.sourceReady } : {}),
     ...(opts.channel === 'tcp' ? { channel: 'tcp' as const } : {}),
     ...(opts.claim ? { claim: opts.claim } : {}),
     ...(deps.signal ? { signal: deps.signal } : {}),

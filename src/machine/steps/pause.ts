@@ -123,12 +123,12 @@ export const saveVm: Step = async (ctx, deps) => {
   const t0 = Date.now();
   const saving = drv.save(ctx.vm, stateFile, { knownActive: true });
   const early = ctx.effectiveStrategy === 'quick' ? copyDeltaEarly(ctx, deps, saving) : undefined;
-  let earlyState: Promise<void> | undefined;
+  // the state file crosses hosts: its copy prepares the target now (the tcp channel's daemon)
+  // and reads the file as soon as the save has ended, beside the delta still being copied
+  const earlyState = stateCrosses(ctx) ? copyStateEarly(ctx, deps, saving) : undefined;
   try {
     await saving;
     deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: save');
-    // the state file crosses hosts: start it now, beside the delta still being copied
-    if (stateCrosses(ctx)) earlyState = copyStateEarly(ctx, deps);
   } finally {
     // settled before anything else (a rollback) touches the target's files
     await Promise.all([early, earlyState]);
@@ -162,20 +162,35 @@ function logStateCopy(deps: RunDeps, r: TransportCopyResult, t0: number): void {
 
 /**
  * Beyond the seed: copy the state file to the target as soon as the save has ended, instead of
- * after the early delta copy (Saving waits for both). The saved file no longer changes and the
- * copy is verified on both ends, so CopyingDelta takes it as done (no second hash). Best effort:
- * a failure, or a restart that forgot it, leaves the copy to CopyingDelta.
+ * after the early delta copy (Saving waits for both). Started with the save: what the copy does
+ * on the target alone (the path guard, the look at the target, the tcp channel's one-shot
+ * daemon) runs while the memory is written; it reads the file only once `saving` has resolved
+ * (`sourceReady`). The saved file no longer changes and the copy is verified on both ends, so
+ * CopyingDelta takes it as done (no second hash). Best effort: a failure, or a restart that
+ * forgot it, leaves the copy to CopyingDelta; a failed save leaves nothing to copy.
  */
-async function copyStateEarly(ctx: MigrationContext, deps: RunDeps): Promise<void> {
+async function copyStateEarly(ctx: MigrationContext, deps: RunDeps, saving: Promise<void>): Promise<void> {
   const from = ctx.srcStateFile!;
   const to = ctx.stateFile!;
-  const t0 = Date.now();
+  // the part of the pause it takes: from the end of the save
+  let savedAt = Date.now();
+  saving.then(
+    () => (savedAt = Date.now()),
+    () => undefined,
+  );
   try {
-    const r = await copyAcross(ctx, deps, from, to, undefined, pauseCopyOptions(ctx));
+    const r = await copyAcross(ctx, deps, from, to, undefined, {
+      ...pauseCopyOptions(ctx),
+      sourceReady: saving,
+    });
     deps.memo.earlyState.set(ctx.id, { at: Date.now(), from, to });
-    logStateCopy(deps, r, t0);
+    logStateCopy(deps, r, savedAt);
   } catch (err) {
-    deps.logger?.info({ err }, 'early state copy failed; CopyingDelta copies it');
+    const saved = await saving.then(
+      () => true,
+      () => false,
+    );
+    if (saved) deps.logger?.info({ err }, 'early state copy failed; CopyingDelta copies it');
   }
 }
 

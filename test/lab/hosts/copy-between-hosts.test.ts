@@ -329,6 +329,64 @@ describe('channel tcp: a one-shot rsync daemon on the target (policy.pauseTransf
     console.log(`48 MiB through the daemon hv1->hv2: ${r.durationMs} ms`);
   });
 
+  it('opened while the source is still being written (sourceReady): the daemon listens before the file exists; copied, verified, nothing left', async () => {
+    const src = `${dir}/state-early.img`;
+    const dst = `${dir}/state-early-copy.img`;
+    let ready!: () => void;
+    const sourceReady = new Promise<void>((r) => (ready = r));
+    const copying = copyBetweenHosts(x1, x2, src, dst, {
+      targetSsh: transferSsh(hv1, hv2),
+      channel: 'tcp',
+      sourceReady,
+    });
+    // the daemon for this part runs on the target while the source does not exist yet
+    let seen: string[] = [];
+    for (let i = 0; i < 300 && seen.length === 0; i++) {
+      seen = (await daemonsOn(hv2)).filter((c) =>
+        c.includes(`state-early-copy.img${PART_SUFFIX}.rsyncd.conf`),
+      );
+      if (seen.length === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(seen.length).toBeGreaterThan(0);
+    expect((await x1.run(['ls', '-A', '--', dir])).stdout.split('\n')).not.toContain('state-early.img');
+    await makeFile(src, 48, 'all'); // "the save ends"
+    ready();
+    const r = await copying;
+    expect(r).toMatchObject({ mode: 'direct', channel: 'tcp', alreadyDone: false, bytes: 48 * MiB });
+    expect(r.channelFallback).toBeUndefined();
+    expect(r.sha256).toBe(await sha(x1, src));
+    expect(await sha(x2, dst)).toBe(r.sha256);
+    const left = (await x2.run(['ls', '-A', '--', dir])).stdout.split('\n').filter(Boolean);
+    expect(left.filter((n) => n.includes('rsyncd') || n.endsWith(PART_SUFFIX))).toEqual([]);
+    expect(await daemonsOn(hv2)).toEqual([]);
+  });
+
+  it('opened early for a source that never comes (a failed save): the copy fails with its reason; no daemon, no file left', async () => {
+    const src = `${dir}/state-never.img`;
+    const dst = `${dir}/state-never-copy.img`;
+    let fail!: (e: Error) => void;
+    const sourceReady = new Promise<void>((_r, j) => (fail = j));
+    const copying = copyBetweenHosts(x1, x2, src, dst, {
+      targetSsh: transferSsh(hv1, hv2),
+      channel: 'tcp',
+      sourceReady,
+    });
+    copying.catch(() => undefined);
+    let seen: string[] = [];
+    for (let i = 0; i < 300 && seen.length === 0; i++) {
+      seen = (await daemonsOn(hv2)).filter((c) =>
+        c.includes(`state-never-copy.img${PART_SUFFIX}.rsyncd.conf`),
+      );
+      if (seen.length === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(seen.length).toBeGreaterThan(0);
+    fail(new Error('the save failed'));
+    await expect(copying).rejects.toThrow('the save failed');
+    const left = (await x2.run(['ls', '-A', '--', dir])).stdout.split('\n').filter(Boolean);
+    expect(left.filter((n) => n.startsWith('state-never'))).toEqual([]);
+    expect(await daemonsOn(hv2)).toEqual([]);
+  });
+
   it('falls back to ssh for a path it does not write into a daemon configuration, and says why', async () => {
     const src = `${dir}/state-fallback.img`;
     const dst = `${dir}/state fallback %HOME% copy.img`;

@@ -40,6 +40,39 @@ describe('quick across hosts, state file copied', () => {
     expect(outcomeProblems(s, r)).toEqual([]);
   });
 
+  test('the state copy is asked for with the save, the save as its sourceReady: it prepares the target meanwhile and reads the file after', async () => {
+    const s = buildScenario('quick across hosts');
+    const calls: { dst: string; sourceReady: boolean; savesBefore: number }[] = [];
+    const saves = (): number => s.world.trace.filter((o) => o.name === 'save').length;
+    const transport = s.world.transport.bind(s.world);
+    s.world.transport = (a, b, epoch) => {
+      const t = transport(a, b, epoch);
+      return (
+        t && {
+          name: t.name,
+          reachable: () => t.reachable(),
+          copy: (src, dst, opts = {}) => {
+            calls.push({ dst, sourceReady: opts.sourceReady !== undefined, savesBefore: saves() });
+            return t.copy(src, dst, opts);
+          },
+        }
+      );
+    };
+    const r = await runMigrationInWorld(s.world, s.input);
+    expect(r.step).toBe('Completed');
+    const state = calls.filter((c) => c.dst === r.context.stateFile);
+    // asked once, in Saving, before the save op had run, and told to wait for it
+    expect(state).toEqual([{ dst: r.context.stateFile, sourceReady: true, savesBefore: 0 }]);
+    // no other copy waits on a source being written
+    expect(calls.filter((c) => c.sourceReady)).toHaveLength(1);
+    // the transport honoured it: the state file's look came after the save
+    const save = s.world.trace.find((o) => o.name === 'save')!;
+    const looks = s.world.trace.filter((o) => o.step === 'Saving' && o.name === 'copy.look');
+    expect(looks.length).toBe(r.context.disks.length + 1);
+    expect(looks.every((o) => o.n > save.n)).toBe(true);
+    expect(outcomeProblems(s, r)).toEqual([]);
+  });
+
   test('a crash as CopyingDelta begins forgets the early copy: the state file is copied again (found complete), nothing lost', async () => {
     const dry = await dryRun('quick across hosts');
     const first = dry.ops.find((o) => o.step === 'CopyingDelta');

@@ -240,6 +240,34 @@ describe('between two Hyper-V hosts: scp.exe -s from the source host, verified, 
     expect(sftpPathOf("D:\\My VMs\\it's & 100%\\x.vhdx")).toBe("/D:/My VMs/it's & 100%/x.vhdx");
   });
 
+  it('a source still being written (sourceReady): nothing is sent to either host before it ends; a failed one fails the copy', async () => {
+    const src = hvHost('hv1', { [SRC]: 'a1' }).answer('scpToHost', ok({ Copied: true }));
+    const dst = hvHost('hv2', {});
+    const t = windowsSshTransport(driver('hv1', src, ['D:\\VMs']), driver('hv2', dst, ['E:\\VMs']), {
+      host: 'x',
+      user: '',
+      port: 22,
+    });
+    let ready!: () => void;
+    const copying = t.copy(SRC, DST, { sourceReady: new Promise<void>((r) => (ready = r)) });
+    await new Promise((r) => setTimeout(r, 20));
+    expect([...src.sent, ...dst.sent]).toEqual([]);
+    ready();
+    expect(await copying).toEqual({ mode: 'direct', sha256: HASH });
+    expect(src.kinds()).toContain('scpToHost');
+    const src2 = hvHost('hv1', { [SRC]: 'a1' });
+    const dst2 = hvHost('hv2', {});
+    const t2 = windowsSshTransport(driver('hv1', src2, ['D:\\VMs']), driver('hv2', dst2, ['E:\\VMs']), {
+      host: 'x',
+      user: '',
+      port: 22,
+    });
+    await expect(
+      t2.copy(SRC, DST, { sourceReady: Promise.reject(new Error('save failed')) }),
+    ).rejects.toThrow('save failed');
+    expect([...src2.sent, ...dst2.sent]).toEqual([]);
+  });
+
   it('the fence is awaited before every command', async () => {
     const src = hvHost('hv1', { [SRC]: 'a1' }).answer('scpToHost', ok({ Copied: true }));
     const dst = hvHost('hv2', {});
