@@ -71,7 +71,16 @@ export interface StepDeps {
  */
 export interface StepMemo {
   /** overlays the early delta copy put on the target while the memory was saved, by migration id */
-  earlyCopies: Map<string, { at: number; paths: Set<string>; digests?: Map<string, string> }>;
+  earlyCopies: Map<
+    string,
+    {
+      at: number;
+      paths: Set<string>;
+      digests?: Map<string, string>;
+      /** those already relinked onto the target's layer below (their digests known) */
+      relinked?: Set<string>;
+    }
+  >;
   /** Restoring's lookups started during CopyingDelta, by migration id */
   prefetchedRestore: Map<string, { at: number; lookups: Promise<unknown> }>;
   /**

@@ -197,10 +197,14 @@ async function copyStateEarly(ctx: MigrationContext, deps: RunDeps, saving: Prom
 /**
  * Beyond the seed: `virsh save` stops the VM's CPUs first (QEMU drains and flushes the disks
  * then) and writes the memory state after; the overlays do not change from the stop on. So
- * copy them to the target while the memory is being written, instead of after. Best effort:
- * CopyingDelta still compares each copy with its source (sha256 on both hosts) and copies
- * again whatever differs (a header written when QEMU inactivated the disk, a failed save after
- * which the VM ran on); it only finds the work done.
+ * copy them to the target while the memory is being written, instead of after. The copies are
+ * asked for at once, with the stop as their `sourceReady`: what they do on the target alone (the
+ * path guard, the look at the target, the tcp channel's daemon) runs while the stop is awaited.
+ * A copy proven by its digest is relinked onto the target's layer below right away (`qemu-img
+ * rebase -u`: its header only), so CopyingDelta has nothing left to do for it but the check.
+ * Best effort: CopyingDelta still compares each copy's source with what was copied and copies
+ * again (and relinks) whatever differs (a header written when QEMU inactivated the disk, a
+ * failed save after which the VM ran on); it only finds the work done.
  */
 export async function copyDeltaEarly(
   ctx: MigrationContext,
@@ -208,12 +212,15 @@ export async function copyDeltaEarly(
   saving: Promise<void>,
 ): Promise<void> {
   const src = deps.driverFor(ctx.fromHost);
+  const dst = deps.driverFor(ctx.toHost);
   let saved = false;
   const done = saving.then(
     () => (saved = true),
     () => (saved = true),
   );
-  try {
+  const noStop = new Error('the save ended without a stop');
+  // resolves once the VM's disks are quiet; rejects with `noStop` when the save failed before
+  const stopped = (async () => {
     for (;;) {
       const asked = src.domainState(ctx.vm);
       asked.catch(() => undefined); // may lose the race below and fail later
@@ -226,31 +233,50 @@ export async function copyDeltaEarly(
             () => false,
           ))
         )
-          return;
-        break;
+          throw noStop;
+        return;
       }
-      if (state !== 'running') break; // paused by the save (or shut off by it): disks quiet
+      if (state !== 'running') return; // paused by the save (or shut off by it): disks quiet
       await new Promise((r) => setTimeout(r, 10));
     }
-    const small = pauseCopyOptions(ctx);
-    const r = ctx.rounds ?? 1;
-    const t0 = Date.now();
-    const digests = new Map<string, string>();
+  })();
+  stopped.catch(() => undefined); // each copy awaits it
+  const r = ctx.rounds ?? 1;
+  const digests = new Map<string, string>();
+  const relinked = new Set<string>();
+  let t0 = Date.now();
+  stopped.then(
+    () => (t0 = Date.now()),
+    () => undefined,
+  );
+  try {
     await allSettled(
       ctx.disks.map(async (d) => {
         const to = dstOverlayAt(ctx, d, r);
-        const c = await copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), to, undefined, small);
-        if (c.sha256) digests.set(to, c.sha256);
+        const c = await copyAcross(ctx, deps, srcOverlayAt(ctx, d, r), to, undefined, {
+          ...pauseCopyOptions(ctx),
+          sourceReady: stopped,
+        });
+        if (!c.sha256) return; // proven another way: CopyingDelta compares both files, then relinks
+        digests.set(to, c.sha256);
+        await dst.relinkLayer(
+          to,
+          r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
+          r === 1 ? d.format : undefined,
+        );
+        relinked.add(to);
       }),
     );
     deps.memo.earlyCopies.set(ctx.id, {
       at: Date.now(),
       paths: new Set(ctx.disks.map((d) => dstOverlayAt(ctx, d, r))),
       digests,
+      relinked,
     });
     deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: delta during save');
     deps.logger?.info('delta copied while the memory state was being saved');
   } catch (err) {
+    if (err === noStop) return;
     deps.logger?.info({ err }, 'early delta copy failed; CopyingDelta copies it');
   }
 }
@@ -302,7 +328,8 @@ export const copyDelta: Step = async (ctx, deps) => {
   // small files (the last delta of iterative rounds) through the connections already open
   const small = pauseCopyOptions(ctx);
   const early = takeAndPrune(deps.memo.earlyCopies, ctx.id, EARLY_COPY_FRESH_MS);
-  const copyOne = async (from: string, to: string): Promise<void> => {
+  /** copy `from` to `to`, verified; true when the early copy was found complete (nothing copied now) */
+  const copyOne = async (from: string, to: string): Promise<boolean> => {
     if (early?.paths.has(to)) {
       // copied while the memory was saved: compare now that the save is over (one round trip).
       // The copy proved the target equal to what it read on the source (`digests`): the source
@@ -312,7 +339,7 @@ export const copyDelta: Step = async (ctx, deps) => {
         '',
         '-',
       ]);
-      if (a === b) return;
+      if (a === b) return true;
     }
     try {
       await copyAcross(ctx, deps, from, to, undefined, small);
@@ -327,6 +354,7 @@ export const copyDelta: Step = async (ctx, deps) => {
       await dst.removeFile(to);
       await copyAcross(ctx, deps, from, to, undefined, small);
     }
+    return false;
   };
   const from = ctx.srcStateFile;
   const to = ctx.stateFile!;
@@ -354,11 +382,21 @@ export const copyDelta: Step = async (ctx, deps) => {
     ...ctx.disks.map(async (d) => {
       const r = ctx.rounds ?? 1;
       const t0 = Date.now();
-      await copyOne(srcOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r));
+      const to = dstOverlayAt(ctx, d, r);
+      const confirmed = await copyOne(srcOverlayAt(ctx, d, r), to);
       const t1 = Date.now();
-      if (r === 1) await dst.relinkLayer(dstOverlayAt(ctx, d, r), d.dstPath, d.format);
-      else await dst.relinkLayer(dstOverlayAt(ctx, d, r), dstOverlayAt(ctx, d, r - 1));
-      deps.logger?.debug({ ms: t1 - t0, relinkMs: Date.now() - t1, disk: d.target }, 'pause part: delta');
+      // relinked by the early copy, which the check just confirmed: nothing more to do
+      const relinkedEarly = confirmed && early?.relinked?.has(to) === true;
+      if (!relinkedEarly)
+        await dst.relinkLayer(
+          to,
+          r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
+          r === 1 ? d.format : undefined,
+        );
+      deps.logger?.debug(
+        { ms: t1 - t0, relinkMs: Date.now() - t1, relinkedEarly, disk: d.target },
+        'pause part: delta',
+      );
     }),
     ...(from && (ctx.copyState || from !== to) && !stateCopied
       ? [

@@ -40,9 +40,9 @@ describe('quick across hosts, state file copied', () => {
     expect(outcomeProblems(s, r)).toEqual([]);
   });
 
-  test('the state copy is asked for with the save, the save as its sourceReady: it prepares the target meanwhile and reads the file after', async () => {
+  test('every early copy is asked for with the save, told to wait (sourceReady): the state file for the save, the deltas for the stop; the deltas are relinked in Saving', async () => {
     const s = buildScenario('quick across hosts');
-    const calls: { dst: string; sourceReady: boolean; savesBefore: number }[] = [];
+    const calls: { dst: string; sourceReady: boolean; savesBefore: number; step?: string }[] = [];
     const saves = (): number => s.world.trace.filter((o) => o.name === 'save').length;
     const transport = s.world.transport.bind(s.world);
     s.world.transport = (a, b, epoch) => {
@@ -60,16 +60,21 @@ describe('quick across hosts, state file copied', () => {
     };
     const r = await runMigrationInWorld(s.world, s.input);
     expect(r.step).toBe('Completed');
-    const state = calls.filter((c) => c.dst === r.context.stateFile);
-    // asked once, in Saving, before the save op had run, and told to wait for it
-    expect(state).toEqual([{ dst: r.context.stateFile, sourceReady: true, savesBefore: 0 }]);
-    // no other copy waits on a source being written
-    expect(calls.filter((c) => c.sourceReady)).toHaveLength(1);
-    // the transport honoured it: the state file's look came after the save
+    const disks = r.context.disks.length;
+    // asked once each, in Saving, before the save op had run, and told to wait
+    const early = calls.filter((c) => c.sourceReady);
+    expect(early.map((c) => c.dst).sort()).toEqual(
+      [r.context.stateFile, ...r.context.disks.map((d) => d.dstOverlay)].sort(),
+    );
+    expect(early.every((c) => c.savesBefore === 0)).toBe(true);
+    // the transport honoured it: nothing was looked at before the save (the fake's stop)
     const save = s.world.trace.find((o) => o.name === 'save')!;
     const looks = s.world.trace.filter((o) => o.step === 'Saving' && o.name === 'copy.look');
-    expect(looks.length).toBe(r.context.disks.length + 1);
+    expect(looks.length).toBe(disks + 1);
     expect(looks.every((o) => o.n > save.n)).toBe(true);
+    // relinked once each, in Saving; CopyingDelta found them confirmed and left them
+    expect(ops(s.world.trace, 'Saving', 'relinkLayer')).toBe(disks);
+    expect(ops(s.world.trace, 'CopyingDelta', 'relinkLayer')).toBe(0);
     expect(outcomeProblems(s, r)).toEqual([]);
   });
 
@@ -80,9 +85,13 @@ describe('quick across hosts, state file copied', () => {
     const c = await runCase('quick across hosts', { kind: 'crash', at: first!.n, phase: 'before' });
     expect(c.r.step).toBe('Completed');
     expect(c.r.crashes).toHaveLength(1);
-    // after the restart CopyingDelta looks at every copy itself: the deltas and the state file
+    // after the restart CopyingDelta looks at every copy itself: the state file is found
+    // complete; the deltas, relinked in Saving, differ from their sources now: each is looked
+    // at, removed, copied and looked at again, and relinked in CopyingDelta
     const after = c.s.world.trace.filter((o) => o.n >= first!.n);
-    expect(ops(after, 'CopyingDelta', 'copy.look')).toBe(c.r.context.disks.length + 1);
+    const disks = c.r.context.disks.length;
+    expect(ops(after, 'CopyingDelta', 'copy.look')).toBe(2 * disks + 1);
+    expect(ops(after, 'CopyingDelta', 'relinkLayer')).toBe(disks);
     expect(c.problems).toEqual([]);
   });
 
