@@ -121,16 +121,32 @@ export const START_DAEMON_SCRIPT = [
 ].join('\n');
 
 /**
- * Run on the target: `$1` pid, `$2` part. Stops that daemon and waits for it (only if its command
- * line names this part's configuration: a pid is never signalled on trust), removes its files.
+ * Run on the target: `$1` pid, `$2` part. Stops that daemon and waits until its whole process
+ * group is gone (only if its command line names this part's configuration: a pid is never
+ * signalled on trust), killing what is left after ~3 s; removes its files.
  */
 export const STOP_DAEMON_SCRIPT = [
   'set -u',
   'pid=$1 part=$2',
   'if [ -r "/proc/$pid/cmdline" ] && tr "\\0" "\\n" < "/proc/$pid/cmdline" | grep -qxF -- "--config=$part.rsyncd.conf"; then',
-  // its own process group (setsid): timeout, the daemon and a connection's child
+  // its own process group (setsid): timeout, the daemon, and a connection's receiver and
+  // generator, which may outlive `timeout` by a moment: wait for the group, not the pid
   '  kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null',
-  '  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done',
+  // a process of the group that is not a zombie (an exited one waits for its parent to reap it)
+  '  live() {',
+  '    command -v ps >/dev/null 2>&1 || { kill -0 -- "-$pid" 2>/dev/null; return; }',
+  '    ps -e -o pgid=,stat= 2>/dev/null | awk -v g="$pid" \'$1 == g && $2 !~ /^Z/ { f = 1 } END { exit !f }\'',
+  '  }',
+  '  gone=0',
+  '  for i in $(seq 1 100); do',
+  '    if ! live; then gone=1; break; fi',
+  '    sleep 0.02',
+  '  done',
+  // still there after ~3 s (the group exists, so its id is not reused): killed
+  '  if [ "$gone" = 0 ]; then',
+  '    kill -KILL -- "-$pid" 2>/dev/null',
+  '    for i in $(seq 1 50); do live || break; sleep 0.02; done',
+  '  fi',
   'fi',
   'rm -f -- "$part.rsyncd.conf" "$part.rsyncd.secret" "$part.rsyncd.lock"',
 ].join('\n');

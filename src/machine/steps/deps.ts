@@ -79,6 +79,8 @@ export interface StepMemo {
       digests?: Map<string, string>;
       /** those already relinked onto the target's layer below (their digests known) */
       relinked?: Set<string>;
+      /** those whose source, hashed again after the save had ended, equals what was copied */
+      confirmed?: Set<string>;
     }
   >;
   /** Restoring's lookups started during CopyingDelta, by migration id */

@@ -201,10 +201,12 @@ async function copyStateEarly(ctx: MigrationContext, deps: RunDeps, saving: Prom
  * asked for at once, with the stop as their `sourceReady`: what they do on the target alone (the
  * path guard, the look at the target, the tcp channel's daemon) runs while the stop is awaited.
  * A copy proven by its digest is relinked onto the target's layer below right away (`qemu-img
- * rebase -u`: its header only), so CopyingDelta has nothing left to do for it but the check.
- * Best effort: CopyingDelta still compares each copy's source with what was copied and copies
- * again (and relinks) whatever differs (a header written when QEMU inactivated the disk, a
- * failed save after which the VM ran on); it only finds the work done.
+ * rebase -u`: its header only), and once the save has ended its source is hashed again (QEMU
+ * may write a layer's header when it lets go of the disk, at the end of the save): equal to
+ * what was copied, the copy is confirmed and CopyingDelta has nothing left to do for it. Best
+ * effort: CopyingDelta compares every copy not confirmed (its source with what was copied) and
+ * copies again (and relinks) whatever differs (a header written at inactivation, a failed save
+ * after which the VM ran on); it only finds the work done.
  */
 export async function copyDeltaEarly(
   ctx: MigrationContext,
@@ -244,6 +246,7 @@ export async function copyDeltaEarly(
   const r = ctx.rounds ?? 1;
   const digests = new Map<string, string>();
   const relinked = new Set<string>();
+  const confirmed = new Set<string>();
   let t0 = Date.now();
   stopped.then(
     () => (t0 = Date.now()),
@@ -259,12 +262,22 @@ export async function copyDeltaEarly(
         });
         if (!c.sha256) return; // proven another way: CopyingDelta compares both files, then relinks
         digests.set(to, c.sha256);
-        await dst.relinkLayer(
+        const relinking = dst.relinkLayer(
           to,
           r === 1 ? d.dstPath : dstOverlayAt(ctx, d, r - 1),
           r === 1 ? d.format : undefined,
         );
+        // The save has ended (succeeded): the source layer is final, whatever QEMU wrote into it
+        // when it let go of the disk included. Hashed again now, beside the state file's copy,
+        // not in CopyingDelta; equal to what was copied: confirmed.
+        const final = saving.then(
+          () => src.checksum(srcOverlayAt(ctx, d, r)),
+          () => undefined,
+        );
+        final.catch(() => undefined); // awaited below
+        await relinking;
         relinked.add(to);
+        if ((await final.catch(() => undefined)) === c.sha256) confirmed.add(to);
       }),
     );
     deps.memo.earlyCopies.set(ctx.id, {
@@ -272,6 +285,7 @@ export async function copyDeltaEarly(
       paths: new Set(ctx.disks.map((d) => dstOverlayAt(ctx, d, r))),
       digests,
       relinked,
+      confirmed,
     });
     deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: delta during save');
     deps.logger?.info('delta copied while the memory state was being saved');
@@ -330,6 +344,8 @@ export const copyDelta: Step = async (ctx, deps) => {
   const early = takeAndPrune(deps.memo.earlyCopies, ctx.id, EARLY_COPY_FRESH_MS);
   /** copy `from` to `to`, verified; true when the early copy was found complete (nothing copied now) */
   const copyOne = async (from: string, to: string): Promise<boolean> => {
+    // its source hashed again by Saving once the save had ended: equal to what was copied
+    if (early?.confirmed?.has(to)) return true;
     if (early?.paths.has(to)) {
       // copied while the memory was saved: compare now that the save is over (one round trip).
       // The copy proved the target equal to what it read on the source (`digests`): the source

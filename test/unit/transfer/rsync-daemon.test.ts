@@ -108,3 +108,122 @@ describe("the target's scripts", () => {
     expect(STOP_DAEMON_SCRIPT).toContain('grep -qxF -- "--config=$part.rsyncd.conf"');
   });
 });
+
+describe('STOP_DAEMON_SCRIPT, run here on real processes', () => {
+  it('waits for the whole process group, kills what ignores the stop, and removes the files', async () => {
+    const { spawn } = await import('node:child_process');
+    const { mkdtempSync, writeFileSync, existsSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { LocalExec } = await import('../../../src/exec/exec');
+    const dir = mkdtempSync(join(tmpdir(), 'vmp-stop-'));
+    const part = join(dir, 'x.vmplace-part');
+    for (const f of ['conf', 'secret', 'lock']) writeFileSync(`${part}.rsyncd.${f}`, 'x');
+    // as the start script runs it: setsid timeout ... with the configuration in its argv; the
+    // group's children ignore SIGTERM (as a daemon's child busy in a write might not end at once)
+    const child = spawn(
+      'setsid',
+      [
+        'timeout',
+        '60',
+        'sh',
+        '-c',
+        'trap "" TERM; sleep 30 & sleep 30 & wait',
+        'sh',
+        `--config=${part}.rsyncd.conf`,
+      ],
+      { stdio: 'ignore' },
+    );
+    const pid = child.pid!;
+    const alive = (): boolean => {
+      try {
+        process.kill(-pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 100 && !alive(); i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 200)); // the sleeps started
+    expect(alive()).toBe(true);
+    try {
+      const exited = new Promise((r) => child.once('exit', r));
+      const t0 = Date.now();
+      await new LocalExec().run(['bash', '-c', STOP_DAEMON_SCRIPT, 'vmplace-rsyncd-stop', String(pid), part]);
+      const took = Date.now() - t0;
+      // the leader is this process's child here: gone once reaped (on a host, init reaps it)
+      await exited;
+      for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(alive()).toBe(false);
+      // waited 3 s for the group before the kill, and not for the killed ones' zombies after it
+      expect(took).toBeGreaterThanOrEqual(2000);
+      expect(took).toBeLessThan(8000);
+      for (const f of ['conf', 'secret', 'lock']) expect(existsSync(`${part}.rsyncd.${f}`)).toBe(false);
+    } finally {
+      if (alive()) process.kill(-pid, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 20_000);
+
+  it('a group that ends on the stop is not waited for beyond it', async () => {
+    const { spawn } = await import('node:child_process');
+    const { LocalExec } = await import('../../../src/exec/exec');
+    const part = '/tmp/vmp-stop-quick.vmplace-part';
+    const child = spawn(
+      'setsid',
+      ['timeout', '60', 'sh', '-c', 'sleep 30', 'sh', `--config=${part}.rsyncd.conf`],
+      {
+        stdio: 'ignore',
+      },
+    );
+    const pid = child.pid!;
+    await new Promise((r) => setTimeout(r, 200));
+    const alive = (): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect(alive()).toBe(true); // running, its argv naming the part: the script's to stop
+    // this process does not reap its child while the script runs (a busy parent, or none yet)
+    const t0 = Date.now();
+    try {
+      await new LocalExec().run(['bash', '-c', STOP_DAEMON_SCRIPT, 'vmplace-rsyncd-stop', String(pid), part]);
+      expect(Date.now() - t0).toBeLessThan(2000);
+      // stopped: a zombie now, or reaped already
+      const stat = await import('node:fs')
+        .then((fs) => fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))
+        .catch(() => 'gone');
+      expect(stat === 'gone' || / Z /.test(stat)).toBe(true);
+    } finally {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  });
+
+  it("leaves a process alone whose command line does not name this part's configuration", async () => {
+    const { spawn } = await import('node:child_process');
+    const { LocalExec } = await import('../../../src/exec/exec');
+    const child = spawn('setsid', ['sleep', '30'], { stdio: 'ignore' });
+    const pid = child.pid!;
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      await new LocalExec().run([
+        'bash',
+        '-c',
+        STOP_DAEMON_SCRIPT,
+        'vmplace-rsyncd-stop',
+        String(pid),
+        '/tmp/nope.vmplace-part',
+      ]);
+      expect(() => process.kill(pid, 0)).not.toThrow();
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
+  });
+});
