@@ -171,6 +171,9 @@ const FOLLOW_MIN_BYTES = 256 * 1024 * 1024;
  * Round trips (each host command over ssh costs one): sizes on both hosts and the guard at
  * once; the copy, with the source's sha256 and the target's read-back computed alongside it;
  * then one command on the target that flushes, compares, renames and flushes the directory.
+ * Through the tcp channel, the daemon's start before the copy and its stop beside the finish;
+ * with `sourceReady`, the target's look and the daemon's start run while the source is still
+ * being written, so only the source's size, the push and the finish remain after it.
  */
 export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, dst, opts) => {
   const t0 = Date.now();
