@@ -110,7 +110,7 @@ describe("the target's scripts", () => {
 });
 
 describe('STOP_DAEMON_SCRIPT, run here on real processes', () => {
-  it('waits for the whole process group, kills what ignores the stop, and removes the files', async () => {
+  it('kills the whole process group at once (what would ignore SIGTERM too), waits until it is gone, and removes the files', async () => {
     const { spawn } = await import('node:child_process');
     const { mkdtempSync, writeFileSync, existsSync, rmSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
@@ -155,9 +155,8 @@ describe('STOP_DAEMON_SCRIPT, run here on real processes', () => {
       await exited;
       for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
       expect(alive()).toBe(false);
-      // waited 3 s for the group before the kill, and not for the killed ones' zombies after it
-      expect(took).toBeGreaterThanOrEqual(2000);
-      expect(took).toBeLessThan(8000);
+      // killed at once, not waited for (nor their zombies after the kill)
+      expect(took).toBeLessThan(1500);
       for (const f of ['conf', 'secret', 'lock']) expect(existsSync(`${part}.rsyncd.${f}`)).toBe(false);
     } finally {
       if (alive()) process.kill(-pid, 'SIGKILL');
