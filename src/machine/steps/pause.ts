@@ -129,6 +129,8 @@ export const saveVm: Step = async (ctx, deps) => {
   try {
     await saving;
     deps.logger?.debug({ ms: Date.now() - t0 }, 'pause part: save');
+    // the VM is saved: what Restoring will ask of both hosts is asked now, beside the copies
+    prefetchRestore(ctx, deps);
   } finally {
     // settled before anything else (a rollback) touches the target's files
     await Promise.all([early, earlyState]);
@@ -332,6 +334,25 @@ async function prepareTopLayers(ctx: MigrationContext, deps: RunDeps): ReturnTyp
   return {};
 }
 
+/**
+ * Restoring's lookups, started now if they are not under way already (Saving starts them as
+ * soon as the save has ended, CopyingDelta after a restart): when the state file crosses, its
+ * saved definition is read from the source's file (the copy is byte for byte the same,
+ * verified), beside the copy. By id, in memory only (see takePrefetchedRestore).
+ */
+function prefetchRestore(ctx: MigrationContext, deps: RunDeps): void {
+  if (ctx.effectiveStrategy === 'cold' || ctx.migrateMemory) return;
+  const from = ctx.srcStateFile;
+  const stateInPlace = !from || (!ctx.copyState && from === ctx.stateFile);
+  if (!stateInPlace && !stateCrosses(ctx)) return;
+  const prefetched = deps.memo.prefetchedRestore;
+  for (const [id, p] of prefetched) if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetched.delete(id); // never taken
+  if (prefetched.has(ctx.id)) return; // started by Saving, still fresh
+  const lookups = restoreLookups(ctx, deps, stateInPlace ? undefined : { host: ctx.fromHost, path: from });
+  lookups.catch(() => undefined); // Restoring awaits it (or asks again)
+  prefetched.set(ctx.id, { at: Date.now(), lookups });
+}
+
 export const copyDelta: Step = async (ctx, deps) => {
   if (ctx.migrateMemory === 'live') return prepareTopLayers(ctx, deps);
   const src = deps.driverFor(ctx.fromHost);
@@ -374,7 +395,6 @@ export const copyDelta: Step = async (ctx, deps) => {
   };
   const from = ctx.srcStateFile;
   const to = ctx.stateFile!;
-  const stateInPlace = !from || (!ctx.copyState && from === to);
   const earlyState = takeAndPrune(deps.memo.earlyState, ctx.id, EARLY_COPY_FRESH_MS);
   // copied by Saving once the save had ended (verified then; the source's file is final)
   const stateCopied =
@@ -382,15 +402,7 @@ export const copyDelta: Step = async (ctx, deps) => {
     earlyState.from === from &&
     earlyState.to === to &&
     Date.now() - earlyState.at <= EARLY_COPY_FRESH_MS;
-  if (ctx.effectiveStrategy !== 'cold' && !ctx.migrateMemory && (stateInPlace || stateCrosses(ctx))) {
-    // Restoring's lookups, now: when the state file crosses, its saved definition is read from
-    // the source's file (the copy is byte for byte the same, verified), beside the copy
-    const lookups = restoreLookups(ctx, deps, stateInPlace ? undefined : { host: ctx.fromHost, path: from });
-    lookups.catch(() => undefined); // Restoring awaits it (or asks again)
-    const prefetched = deps.memo.prefetchedRestore;
-    for (const [id, p] of prefetched) if (Date.now() - p.at >= PREFETCH_FRESH_MS) prefetched.delete(id); // never taken
-    prefetched.set(ctx.id, { at: Date.now(), lookups });
-  }
+  prefetchRestore(ctx, deps); // unless Saving started them
   // migrateMemory: the guest's run time now that it is paused, read while the delta is copied
   const runTime = ctx.migrateMemory === 'paused' ? src.guestRunTime(ctx.vm) : undefined;
   runTime?.catch(() => undefined); // awaited below
