@@ -313,6 +313,15 @@ async function daemonsOn(h: LabHost): Promise<string[]> {
   return out;
 }
 
+/** Whether a daemon for the part file named `part` runs on `h` within ~15 s. */
+async function daemonForPart(h: LabHost, part: string): Promise<boolean> {
+  for (let i = 0; i < 300; i++) {
+    if ((await daemonsOn(h)).some((c) => c.includes(`${part}.rsyncd.conf`))) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
 describe('channel tcp: a one-shot rsync daemon on the target (policy.pauseTransfer: tcp)', () => {
   it('copies through the daemon, verified, and leaves neither the daemon nor its files behind', async () => {
     const src = `${dir}/state-tcp.img`;
@@ -340,14 +349,7 @@ describe('channel tcp: a one-shot rsync daemon on the target (policy.pauseTransf
       sourceReady,
     });
     // the daemon for this part runs on the target while the source does not exist yet
-    let seen: string[] = [];
-    for (let i = 0; i < 300 && seen.length === 0; i++) {
-      seen = (await daemonsOn(hv2)).filter((c) =>
-        c.includes(`state-early-copy.img${PART_SUFFIX}.rsyncd.conf`),
-      );
-      if (seen.length === 0) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(seen.length).toBeGreaterThan(0);
+    expect(await daemonForPart(hv2, `state-early-copy.img${PART_SUFFIX}`)).toBe(true);
     expect((await x1.run(['ls', '-A', '--', dir])).stdout.split('\n')).not.toContain('state-early.img');
     await makeFile(src, 48, 'all'); // "the save ends"
     ready();
@@ -372,14 +374,7 @@ describe('channel tcp: a one-shot rsync daemon on the target (policy.pauseTransf
       sourceReady,
     });
     copying.catch(() => undefined);
-    let seen: string[] = [];
-    for (let i = 0; i < 300 && seen.length === 0; i++) {
-      seen = (await daemonsOn(hv2)).filter((c) =>
-        c.includes(`state-never-copy.img${PART_SUFFIX}.rsyncd.conf`),
-      );
-      if (seen.length === 0) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(seen.length).toBeGreaterThan(0);
+    expect(await daemonForPart(hv2, `state-never-copy.img${PART_SUFFIX}`)).toBe(true);
     fail(new Error('the save failed'));
     await expect(copying).rejects.toThrow('the save failed');
     const left = (await x2.run(['ls', '-A', '--', dir])).stdout.split('\n').filter(Boolean);

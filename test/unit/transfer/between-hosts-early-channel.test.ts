@@ -120,16 +120,16 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
     expect(cond()).toBe(true);
   };
 
+  /** The copy under test: channel tcp, direct, the source ready once `ready` resolves. */
+  const earlyCopy = (from: string, to: string, ready: Promise<void>): ReturnType<typeof copyBetweenHosts> =>
+    copyBetweenHosts(src, dst, from, to, { targetSsh, channel: 'tcp', mode: 'direct', sourceReady: ready });
+  const daemonStarted = (): boolean => dst.events.some((e) => e.what === 'daemon.start' && e.end >= 0);
+
   it('starts the daemon and looks at the target before the source is ready; reads the source only after; stops the daemon beside the finish', async () => {
     const s = pendingSource(3 * 1024 * 1024);
     const to = join(dir, 'copy.state');
-    const copying = copyBetweenHosts(src, dst, s.path, to, {
-      targetSsh,
-      channel: 'tcp',
-      mode: 'direct',
-      sourceReady: s.p,
-    });
-    await until(() => dst.events.some((e) => e.what === 'daemon.start' && e.end >= 0));
+    const copying = earlyCopy(s.path, to, s.p);
+    await until(daemonStarted);
     // the source is not there yet: nothing on the source host has run
     expect(src.events).toEqual([]);
     expect(dst.events.map((e) => e.what).sort()).toEqual(['daemon.start', 'stat.target']);
@@ -155,13 +155,8 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
   it('a source that never becomes ready (a failed save): the copy fails with its reason, the daemon is stopped, nothing is written', async () => {
     const s = pendingSource(1024);
     const to = join(dir, 'copy.state');
-    const copying = copyBetweenHosts(src, dst, s.path, to, {
-      targetSsh,
-      channel: 'tcp',
-      mode: 'direct',
-      sourceReady: s.p,
-    });
-    await until(() => dst.events.some((e) => e.what === 'daemon.start' && e.end >= 0));
+    const copying = earlyCopy(s.path, to, s.p);
+    await until(daemonStarted);
     s.fail(new Error('save failed: the guest is gone'));
     await expect(copying).rejects.toThrow('save failed: the guest is gone');
     expect(dst.events.map((e) => e.what)).toContain('daemon.stop');
@@ -173,13 +168,8 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
     dst.startExits = [4];
     const s = pendingSource(1024 * 1024);
     const to = join(dir, 'copy.state');
-    const copying = copyBetweenHosts(src, dst, s.path, to, {
-      targetSsh,
-      channel: 'tcp',
-      mode: 'direct',
-      sourceReady: s.p,
-    });
-    await until(() => dst.events.some((e) => e.what === 'daemon.start' && e.end >= 0));
+    const copying = earlyCopy(s.path, to, s.p);
+    await until(daemonStarted);
     s.ready();
     const r = await copying;
     expect(r).toMatchObject({ channel: 'tcp' });
