@@ -39,9 +39,10 @@
  * (bash's `/dev/tcp`, 5 s): direct when it does, relay when it does not.
  *
  * Verification: sha256 on both hosts (`openssl dgst`, else `sha256sum`). The source is hashed
- * while the data travels (it does not change while it is copied); a fresh part file is read
- * back and hashed on the target while it is written (`follow-hash.ts`), a resumed one after
- * the copy. Then one command on the target: `sync` the part, sha256 of it (only when the
+ * through read() while the data travels (it does not change while it is copied); a fresh part
+ * file is read back and hashed on the target while it is written (`follow-hash.ts`: its data
+ * only, its holes as zeros, where the host has perl), a resumed one through read() after the
+ * copy. Then one command on the target: `sync` the part, sha256 of it (only when the
  * read-back digest is missing or differs) compared with the source's, a link to DST that
  * never replaces anything, `sync` the directory. A file named DST is always complete and
  * verified.
