@@ -31,6 +31,7 @@ import { posix } from 'node:path';
 
 import { ParseError, StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../exec/types';
+import { PERL_READ_FILE } from './hole-reader';
 
 export const PART_SUFFIX = '.vmplace-part';
 
@@ -180,14 +181,19 @@ export async function sha256(exec: HostExec, path: string): Promise<string> {
 }
 
 /**
- * Shell function `same A B HASH`: are the files A and B equal, byte for byte? Prints one line,
- * `compare` or `sha256 HEX` when they are, `differs ...` when not (return 1); other returns are
- * errors. With qemu-img (and HASH not 1): sizes, then `qemu-img compare -U -q -f raw -F raw`
+ * Shell function `same A B HASH [FRESH]`: are the files A and B equal, byte for byte? Prints one
+ * line, `compare` or `sha256 HEX` when they are, `differs ...` when not (return 1); other returns
+ * are errors. With qemu-img (and HASH not 1): sizes, then `qemu-img compare -U -q -f raw -F raw`
  * (-U: no image locks, the files are only read; -f/-F raw: bytes, never a probed format; the
- * paths are absolute, so never read as a protocol). Otherwise sha256 of both, in parallel.
+ * paths are absolute, so never read as a protocol). Otherwise sha256 of both, in parallel: A
+ * always through read(); B, when FRESH is 1 (a part this copy just wrote into a file it created)
+ * and the host has perl, with its holes fed as zeros instead of read (`hole-reader.ts`); a read
+ * of B that fails then shows as a difference (the part is removed, the copy fails).
  */
 const SAME_FUNCTION = [
-  'sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r < "$1"; else sha256sum < "$1"; fi; }',
+  'hasher() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }',
+  'sha() { hasher < "$1"; }',
+  `shafresh() { if command -v perl >/dev/null 2>&1; then perl -e '${PERL_READ_FILE}' -- "$1" | hasher; else sha "$1"; fi; }`,
   'same() {',
   '  if [ "$3" != 1 ] && command -v qemu-img >/dev/null 2>&1; then',
   '    sa=$(stat -L -c %s -- "$1") && sb=$(stat -L -c %s -- "$2") || return 2',
@@ -198,7 +204,7 @@ const SAME_FUNCTION = [
   '  fi',
   '  t=$(mktemp) || return 2',
   '  sha "$1" > "$t" & p=$!',
-  '  hb=$(sha "$2"); rb=$?',
+  '  if [ "$4" = 1 ]; then hb=$(shafresh "$2"); else hb=$(sha "$2"); fi; rb=$?',
   '  wait "$p"; ra=$?',
   '  ha=$(cat -- "$t"); rm -f -- "$t"',
   '  [ "$ra" = 0 ] && [ "$rb" = 0 ] || return 2',
@@ -250,7 +256,7 @@ const LOCAL_FINISH_SCRIPT = [
   'sync -- "$part" & flush=$!',
   'how=-',
   'if [ "$verify" = 1 ]; then',
-  '  how=$(same "$src" "$part" "$hash"); r=$?',
+  '  how=$(same "$src" "$part" "$hash" 1); r=$?',
   '  if [ "$r" != 0 ]; then',
   '    wait "$flush"',
   '    if [ "$r" = 1 ]; then rm -f -- "$part"; echo "$how"; exit 3; fi',

@@ -8,16 +8,11 @@
  * so every byte below the part's current size is final once it is there. A resumed copy
  * rewrites bytes below that size and is hashed after the copy instead.
  *
- * Holes are not read: where the host has perl (perl-base is Essential on Debian), one perl
- * process follows the part and reads only its data (`SEEK_DATA` / `SEEK_HOLE`), feeding zeros
- * from memory for the holes. Reading a hole through read() fills the page cache with zero pages
- * that nothing needs: measured here (bench/NOTES.md, 2026-12-03), reading back a fresh 1 GiB
- * part with 512 MiB of holes took 5.1 s (4.2 s of it in the kernel) against 0.76 s for the same
- * file once cached, and the follower doing so slowed the copy beside it from ~3 s to 5.4-6.2 s.
- * Trusting the target's hole map is sound here and only here: the part is fresh, so every byte
- * in it came from this copy, and a data range misreported as a hole reads as zeros where the
- * source (hashed through read() on its own host) has data, i.e. a mismatch, never a false match.
- * Without perl the follower is the shell loop with `dd` (every byte read).
+ * Holes are not read: where the host has perl, one perl process follows the part and reads
+ * only its data, its holes fed as zeros (`hole-reader.ts`: why, and why that is sound for a
+ * fresh part). The follower reading holes through read() slowed the copy beside it from ~3 s to
+ * 5.4-6.2 s for a 1 GiB part with 512 MiB of holes (bench/NOTES.md, 2026-12-03). Without perl
+ * the follower is the shell loop with `dd` (every byte read).
  *
  * The follower is only a shortcut: when its digest equals the source's, the part was read back
  * equal to the source after it was written; any other outcome (a different digest, a failure,
@@ -25,6 +20,7 @@
  * reads every byte through read().
  */
 import type { HostExec } from '../exec/types';
+import { PERL_RANGE_SUBS } from './hole-reader';
 import { localArgv, runStreaming } from './spawn-stream';
 
 /** Largest piece read per step: the follower reports its position at least this often. */
@@ -49,23 +45,8 @@ const FOLLOW_PERL = [
   'my ($part, $total, $idle, $flush) = @ARGV;',
   "open(my $prog, '>&=', 3) or exit 5;",
   '{ my $o = select($prog); $| = 1; select($o); }',
-  'my $zeros = "\\0" x 1048576;',
   'my ($n, $w, $f, $h, $ino) = (0, 0, 0, undef, -1);',
-  'sub out { my $o = 0; while ($o < length $_[0]) { my $k = syswrite(STDOUT, $_[0], length($_[0]) - $o, $o); exit 4 unless $k; $o += $k; } }',
-  'sub zeros { my $k = $_[0]; while ($k > 0) { my $m = $k < 1048576 ? $k : 1048576; out(substr($zeros, 0, $m)); $k -= $m; } }',
-  // bytes [p, s) of the part: its data read, its holes as zeros; SEEK_DATA 3, SEEK_HOLE 4
-  'sub range { my ($p, $s) = @_;',
-  '  while ($p < $s) {',
-  '    my $d = sysseek($h, $p, 3);',
-  '    if (!defined $d) { $d = $!{ENXIO} ? $s : $p } elsif ($d > $s) { $d = $s }',
-  '    zeros($d - $p); $p = $d;',
-  '    last if $p >= $s;',
-  '    my $e = sysseek($h, $p, 4);',
-  '    $e = $s if !defined $e || $e > $s || $e <= $p;',
-  '    defined sysseek($h, $p, 0) or exit 2;',
-  '    while ($p < $e) { my $k = $e - $p; $k = 4194304 if $k > 4194304; my $r = sysread($h, my $b, $k); exit 2 unless $r; out($b); $p += $r; }',
-  '  }',
-  '}',
+  PERL_RANGE_SUBS,
   'while ($n < $total) {',
   '  my @st = stat($part); my $s = @st ? $st[7] : 0;',
   '  $s = $total if $s > $total;',
@@ -73,7 +54,7 @@ const FOLLOW_PERL = [
   '  if ($s > $n) {',
   "    if (!$h) { open($h, '<', $part) or exit 2; binmode $h; $ino = (stat $h)[1]; }",
   '    exit 2 if $st[1] != $ino;',
-  '    range($n, $s);',
+  '    range($h, $n, $s);',
   '    my $step = $s - $n; $n = $s; $w = 0;',
   '    if ($flush && (!$f || waitpid($f, POSIX::WNOHANG()) != 0)) {',
   '      $f = fork();',

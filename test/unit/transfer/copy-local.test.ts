@@ -142,6 +142,7 @@ describe('copyLocal', () => {
     ['one byte changed in a hole', false],
     ['zeros appended (a comparison pads the shorter file with zeros)', false],
     ['one byte changed in the data', true],
+    ['one byte changed in a hole', true],
     ['zeros appended (a comparison pads the shorter file with zeros)', true],
   ])(
     'a copy that differs from its source (%s; hash %s) fails and its part file is removed',
@@ -169,6 +170,31 @@ describe('copyLocal', () => {
       expect(existsSync(dst + PART_SUFFIX)).toBe(false);
     },
   );
+
+  it('hash: true reads the source through read() and the fresh part without its holes (they stay out of the page cache)', async () => {
+    // on a filesystem whose holes cost page cache when read (not tmpfs)
+    const disk = mkdtempSync(join('/var/tmp', 'vmp-copy-holes-'));
+    try {
+      const src = join(disk, 'src.img');
+      const dst = join(disk, 'dst.img');
+      const fd = openSync(src, 'w');
+      ftruncateSync(fd, 72 * 1024 * 1024);
+      writeSync(fd, Buffer.alloc(4 * 1024 * 1024, 0x5a), 0, 4 * 1024 * 1024, 0);
+      writeSync(fd, Buffer.alloc(4 * 1024 * 1024, 0xa5), 0, 4 * 1024 * 1024, 68 * 1024 * 1024);
+      closeSync(fd);
+      const r = await copyLocal(exec, src, dst, { hash: true });
+      const resident = (f: string): number =>
+        Number(
+          execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', '--', f]).toString().trim(),
+        );
+      const [srcRes, dstRes] = [resident(src), resident(dst)];
+      expect(r).toMatchObject({ verifiedBy: 'sha256', sha256: sha(src) });
+      expect(srcRes).toBeGreaterThanOrEqual(64 * 1024 * 1024); // its hole was read
+      expect(dstRes).toBeLessThan(24 * 1024 * 1024); // the part's was not
+    } finally {
+      rmSync(disk, { recursive: true, force: true });
+    }
+  });
 
   it('without verification a damaged copy is not caught (the check above is what catches it)', async () => {
     const src = join(dir, 'src.img');
