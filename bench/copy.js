@@ -7,8 +7,8 @@
  * Per run, in rotating order: `cp --sparse=always`, `cp --sparse=always` + `sync` (the baseline:
  * every vmplace copy is flushed before it gets its name), vmplace's `copyLocal(exec, src, dst,
  * {verify: false})`, the local transport (verified: byte comparison with `qemu-img compare`), and
- * `copyLocal` with `hash: true` (verified by sha256 of both files, read through read()); plus the
- * two sha256s alone, in parallel, as `hash: true` runs them.
+ * `copyLocal` with `hash: true` (verified by sha256 of both files: the source read through read(),
+ * the fresh copy without its holes); plus the two sha256s alone, in parallel, both through read().
  *
  * Across hosts (two-host lab, hv1 -> hv2): plain `rsync --sparse` run on hv1 over the same ssh
  * link (same key, known_hosts; ssh's default ciphers, and AES-GCM first as vmplace's copies ask)

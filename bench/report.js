@@ -578,7 +578,7 @@ function writeReport(out) {
     const hv = cs('same-host', 'copyLocal hash:true (sha256)');
     if (sha.n)
       L.push(
-        `\nsha256 of source and copy (in parallel, as copyLocal with hash: true does): ${mmm(sha)} ms = ${f0((100 * sha.median) / hv.median)} % of that copy's median.`,
+        `\nsha256 of source and copy, both read through read(), in parallel (copyLocal with hash: true reads its fresh copy without the holes, see NOTES): ${mmm(sha)} ms = ${f0((100 * sha.median) / hv.median)} % of that copy's median.`,
       );
     L.push('');
   }
