@@ -31,7 +31,7 @@ import { posix } from 'node:path';
 
 import { ParseError, StalledError, VmplaceError } from '../errors';
 import type { HostExec, ProgressFn } from '../exec/types';
-import { PERL_READ_FILE } from './hole-reader';
+import { HAVE_PERL_SH, PERL_READ_FILE } from './hole-reader';
 
 export const PART_SUFFIX = '.vmplace-part';
 
@@ -193,7 +193,8 @@ export async function sha256(exec: HostExec, path: string): Promise<string> {
 const SAME_FUNCTION = [
   'hasher() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }',
   'sha() { hasher < "$1"; }',
-  `shafresh() { if command -v perl >/dev/null 2>&1; then perl -e '${PERL_READ_FILE}' -- "$1" | hasher; else sha "$1"; fi; }`,
+  HAVE_PERL_SH,
+  `shafresh() { if haveperl; then perl -e '${PERL_READ_FILE}' -- "$1" | hasher; else sha "$1"; fi; }`,
   'same() {',
   '  if [ "$3" != 1 ] && command -v qemu-img >/dev/null 2>&1; then',
   '    sa=$(stat -L -c %s -- "$1") && sb=$(stat -L -c %s -- "$2") || return 2',

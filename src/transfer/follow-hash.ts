@@ -20,7 +20,7 @@
  * reads every byte through read().
  */
 import type { HostExec } from '../exec/types';
-import { PERL_RANGE_SUBS } from './hole-reader';
+import { HAVE_PERL_SH, PERL_RANGE_SUBS } from './hole-reader';
 import { localArgv, runStreaming } from './spawn-stream';
 
 /** Largest piece read per step: the follower reports its position at least this often. */
@@ -85,7 +85,8 @@ const FOLLOW_SCRIPT = [
   'part=$1 total=$2 idle=$3 flush=$4',
   'exec 3>&1',
   'hash() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }',
-  'if [ "$6" != dd ] && command -v perl >/dev/null 2>&1; then',
+  HAVE_PERL_SH,
+  'if [ "$6" != dd ] && haveperl; then',
   '  perl -e "$5" -- "$part" "$total" "$idle" "$flush" | hash',
   '  exit',
   'fi',

@@ -42,6 +42,13 @@ export const PERL_RANGE_SUBS = [
   '}',
 ].join('\n');
 
+/**
+ * Shell function `haveperl`: true when the host's perl can run the texts here (the modules they
+ * load are in Debian's perl-base; some distributions split them into packages of their own).
+ */
+export const HAVE_PERL_SH =
+  'haveperl() { command -v perl >/dev/null 2>&1 && perl -MPOSIX -MErrno -e 1 >/dev/null 2>&1; }';
+
 /** perl program: the whole of the file named by its first argument to standard output (see above). */
 export const PERL_READ_FILE = [
   'use strict; use warnings;',

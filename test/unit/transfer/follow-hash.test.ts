@@ -1,5 +1,15 @@
 import { createHash } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  ftruncateSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -160,5 +170,22 @@ describe('followHash and holes', () => {
     // the 8 MiB written are cached by the writer; readahead may add a little around them
     expect(perl.res).toBeLessThan(24 * MiB);
     expect(dd.res).toBeGreaterThanOrEqual(64 * MiB);
+  });
+
+  it('falls back to the dd loop where perl cannot load its modules (a perl without POSIX)', async () => {
+    const bin = mkdtempSync(join(tmpdir(), 'vmp-noperl-'));
+    const path = process.env.PATH;
+    try {
+      // a perl that starts but fails to load any module, as a split-package distribution's
+      writeFileSync(join(bin, 'perl'), '#!/bin/sh\necho "Can\'t locate POSIX.pm" >&2\nexit 2\n');
+      chmodSync(join(bin, 'perl'), 0o755);
+      process.env.PATH = `${bin}:${path ?? ''}`;
+      const r = await followSparse('auto');
+      expect(r.digest).toBe(r.sha);
+      expect(r.res).toBeGreaterThanOrEqual(64 * MiB); // read by dd, hole and all
+    } finally {
+      process.env.PATH = path;
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 });
