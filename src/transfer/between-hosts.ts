@@ -58,6 +58,7 @@ import { followHash } from './follow-hash';
 import { copyRelay } from './relay';
 import { type DaemonChannel, daemonLifeSec, openDaemon } from './rsync-daemon';
 import { DEFAULT_IO_TIMEOUT_SEC, copyDirect } from './rsync-direct';
+import { openHopMaster } from './ssh-master';
 import { localArgv } from './spawn-stream';
 
 export { hopSshOptions, rsyncArgv } from './rsync-direct';
@@ -214,6 +215,14 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
           })
       : undefined;
   if (early) daemons.push(early);
+  // through ssh, the connection from the source host to the target opens now too (ssh-master.ts)
+  const master =
+    opts.sourceReady && opts.targetSsh && opts.mode !== 'relay' && opts.channel !== 'tcp'
+      ? guarded
+          .then(() => openHopMaster(srcHost, src, opts.targetSsh!, EARLY_DAEMON_LIFE_SEC))
+          .catch(() => undefined)
+      : undefined;
+  const stopMaster = (): Promise<unknown> => Promise.resolve(master?.then((m) => m?.stop()));
   try {
     const [srcStat, [dstSize, partSize], reachable] = await Promise.all([
       Promise.resolve(opts.sourceReady).then(() => statAllocation(srcHost, src)),
@@ -334,7 +343,11 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
       sent =
         fast ??
         (mode === 'direct'
-          ? await copyDirect(srcHost, src, part, total, { ...opts, compress: sparse })
+          ? await copyDirect(srcHost, src, part, total, {
+              ...opts,
+              compress: sparse,
+              ...(await Promise.resolve(master).then((m) => (m ? { controlPath: m.path } : {}))),
+            })
           : await copyRelay(srcHost, dstHost, src, part, resumedFrom, total, opts).then((n) => ({
               literal: n,
               wire: n,
@@ -350,6 +363,7 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
     const [finished] = await Promise.all([
       finishOnTarget(dstHost, part, dst, readBack === digest ? undefined : digest),
       stopDaemons(),
+      stopMaster(),
     ]);
     if (finished.mismatch !== undefined) {
       throw new VmplaceError(
@@ -372,6 +386,6 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
     if (digest !== undefined) result.sha256 = digest;
     return result;
   } finally {
-    await stopDaemons();
+    await Promise.all([stopDaemons(), stopMaster()]);
   }
 };

@@ -32,6 +32,14 @@ export const COPY_CIPHERS =
   'aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr';
 
 /**
+ * ssh options that make a copy's ssh run over the connection whose control socket is `path`
+ * (ssh-master.ts); without the socket it connects on its own, as ever.
+ */
+export function viaMaster(path: string): string[] {
+  return ['-o', `ControlPath=${path}`, '-o', 'ControlMaster=no'];
+}
+
+/**
  * rsync and the options every copy of vmplace's between hosts gives it (see the file comment of
  * `between-hosts.ts`): in place, sparse, never skipped by the quick check, the remote path inside
  * rsync's protocol, permissions kept, statistics printed.
@@ -56,11 +64,12 @@ export function rsyncArgv(
   src: string,
   part: string,
   target: SshSpec,
-  opts: { bwlimitKiBps?: number; ioTimeoutSec?: number; compress?: boolean } = {},
+  opts: { bwlimitKiBps?: number; ioTimeoutSec?: number; compress?: boolean; controlPath?: string } = {},
 ): string[] {
   if (!target.host || target.host.startsWith('-') || /[\s@/]/.test(target.host))
     throw new TypeError(`bad target host ${JSON.stringify(target.host)}`);
-  const hop = hopSshOptions(target);
+  // over an ssh connection already open from the source host (ssh-master.ts), when given
+  const hop = [...hopSshOptions(target), ...(opts.controlPath ? viaMaster(opts.controlPath) : [])];
   if (hop.some((a) => a.includes("'")))
     throw new TypeError("target ssh options must not contain a single quote (rsync's -e splitting)");
   const host = target.host.includes(':') ? `[${target.host}]` : target.host;
@@ -102,6 +111,8 @@ export async function copyDirect(
     bwlimitKiBps?: number;
     ioTimeoutSec?: number;
     compress?: boolean;
+    /** the control socket of an ssh connection to the target already open (ssh-master.ts) */
+    controlPath?: string;
   },
 ): Promise<{ literal: number; wire: number }> {
   if (!opts.targetSsh) throw new TypeError('copyBetweenHosts: mode direct needs targetSsh');

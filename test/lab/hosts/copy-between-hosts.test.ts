@@ -322,6 +322,73 @@ async function daemonForPart(h: LabHost, part: string): Promise<boolean> {
   return false;
 }
 
+/** The ssh masters of vmplace's copies running on a lab host (their command lines). */
+async function mastersOn(h: LabHost): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of await hostProcesses(h)) {
+    if (p.comm !== 'ssh') continue;
+    const cmd = await readFile(`/proc/${p.pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes('ControlPath=') && cmd.includes('.vmplace-ssh-') && cmd.split('\0').includes('-M'))
+      out.push(cmd.split('\0').join(' '));
+  }
+  return out;
+}
+
+describe('through ssh while the source is still being written (sourceReady)', () => {
+  it('opens the connection hv1 -> hv2 before the file exists, copies over it, verified, and leaves no connection or socket behind', async () => {
+    const src = `${dir}/state-ssh-early.img`;
+    const dst = `${dir}/state-ssh-early-copy.img`;
+    let ready!: () => void;
+    const sourceReady = new Promise<void>((r) => (ready = r));
+    const copying = copyBetweenHosts(x1, x2, src, dst, { targetSsh: transferSsh(hv1, hv2), sourceReady });
+    // an authenticated master on hv1, its socket next to the (not yet written) source
+    let socket: string | undefined;
+    for (let i = 0; i < 300 && !socket; i++) {
+      const names = (await x1.run(['ls', '-A', '--', dir])).stdout.split('\n');
+      socket = names.find((n) => n.startsWith('.vmplace-ssh-'));
+      if (!socket) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(socket).toBeDefined();
+    const check = await x1.run(
+      ['ssh', '-F', '/dev/null', '-o', `ControlPath=${dir}/${socket!}`, '-O', 'check', '--', hv2.addr],
+      {
+        allowExitCodes: [255],
+      },
+    );
+    expect(check.exitCode).toBe(0); // the master answers: authenticated to hv2
+    expect((await mastersOn(hv1)).length).toBeGreaterThan(0);
+    await makeFile(src, 24, 'all'); // "the save ends"
+    ready();
+    const r = await copying;
+    expect(r).toMatchObject({ mode: 'direct', channel: 'ssh', alreadyDone: false, bytes: 24 * MiB });
+    expect(r.sha256).toBe(await sha(x1, src));
+    expect(await sha(x2, dst)).toBe(r.sha256);
+    expect(
+      (await x1.run(['ls', '-A', '--', dir])).stdout.split('\n').filter((n) => n.startsWith('.vmplace-ssh-')),
+    ).toEqual([]);
+    expect(await mastersOn(hv1)).toEqual([]);
+  });
+
+  it('a source that never comes: the copy fails with its reason; no connection, socket or file left', async () => {
+    const src = `${dir}/state-ssh-never.img`;
+    const dst = `${dir}/state-ssh-never-copy.img`;
+    let fail!: (e: Error) => void;
+    const sourceReady = new Promise<void>((_r, j) => (fail = j));
+    const copying = copyBetweenHosts(x1, x2, src, dst, { targetSsh: transferSsh(hv1, hv2), sourceReady });
+    copying.catch(() => undefined);
+    for (let i = 0; i < 300 && (await mastersOn(hv1)).length === 0; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    fail(new Error('the save failed'));
+    await expect(copying).rejects.toThrow('the save failed');
+    expect(
+      (await x1.run(['ls', '-A', '--', dir])).stdout.split('\n').filter((n) => n.startsWith('.vmplace-ssh-')),
+    ).toEqual([]);
+    expect(await mastersOn(hv1)).toEqual([]);
+    const left = (await x2.run(['ls', '-A', '--', dir])).stdout.split('\n').filter(Boolean);
+    expect(left.filter((n) => n.startsWith('state-ssh-never'))).toEqual([]);
+  });
+});
+
 describe('channel tcp: a one-shot rsync daemon on the target (policy.pauseTransfer: tcp)', () => {
   it('copies through the daemon, verified, and leaves neither the daemon nor its files behind', async () => {
     const src = `${dir}/state-tcp.img`;

@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { LocalExec, type RunOptions, type RunResult } from '../../../src/exec/exec';
+import type { HostExec } from '../../../src/exec/types';
 import { copyBetweenHosts } from '../../../src/transfer/between-hosts';
 import { PART_SUFFIX } from '../../../src/transfer/copy-local';
 import { START_DAEMON_SCRIPT, STOP_DAEMON_SCRIPT } from '../../../src/transfer/rsync-daemon';
@@ -38,6 +39,10 @@ class ScriptedExec extends LocalExec {
   seq = 0;
   /** exit code of the next daemon starts (0: started) */
   startExits: number[] = [];
+  /** exit code of the next ssh master starts (0: authenticated) */
+  masterExits: number[] = [];
+  /** the `-e` value of each rsync over ssh run here */
+  readonly rsyncShell: string[] = [];
   constructor(readonly name: string) {
     super();
   }
@@ -50,6 +55,22 @@ class ScriptedExec extends LocalExec {
         return { stdout: code === 0 ? '4242\n' : '', stderr: '', exitCode: code };
       }
       if (argv[2] === STOP_DAEMON_SCRIPT) return { stdout: '', stderr: '', exitCode: 0 };
+      if (argv[3] === 'vmplace-ssh-master')
+        return { stdout: '', stderr: '', exitCode: this.masterExits.shift() ?? 0 };
+      if (argv[3] === 'vmplace-ssh-stop') return { stdout: '', stderr: '', exitCode: 0 };
+      if (argv.includes('--inplace') && argv.includes('-e')) {
+        // rsync over ssh (copyDirect): `... -e SSH -- SRC HOST:PART`, done here with a local copy
+        this.rsyncShell.push(argv[argv.indexOf('-e') + 1]!);
+        const from = argv[argv.length - 2]!;
+        const part = argv[argv.length - 1]!.replace(/^[^:]*:/, '');
+        copyFileSync(from, part);
+        const n = readFileSync(from).length;
+        return {
+          stdout: `Literal data: ${n.toLocaleString('en-US')} bytes\nTotal bytes sent: ${(n + 100).toLocaleString('en-US')}\n`,
+          stderr: '',
+          exitCode: 0,
+        };
+      }
       if (argv.includes('--password-file=-')) {
         // the push into the daemon: `... -- SRC rsync://vmplace@ADDR:PORT/m/NAME`
         const src = argv[argv.length - 2]!;
@@ -72,6 +93,9 @@ class ScriptedExec extends LocalExec {
   private describe(argv: readonly string[]): string {
     if (argv[2] === START_DAEMON_SCRIPT) return 'daemon.start';
     if (argv[2] === STOP_DAEMON_SCRIPT) return 'daemon.stop';
+    if (argv[3] === 'vmplace-ssh-master') return 'master.start';
+    if (argv[3] === 'vmplace-ssh-stop') return 'master.stop';
+    if (argv.includes('--inplace') && argv.includes('-e')) return 'rsync.ssh';
     if (argv.includes('--password-file=-')) return 'push';
     if (argv[3] === 'vmplace-finish') return 'finish';
     if (argv[3] === 'vmplace-sha256') return `sha256 ${argv[4]}`;
@@ -228,5 +252,122 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
     const start = dst.events.find((e) => e.what === 'daemon.start')!;
     const look = dst.events.find((e) => e.what === 'stat.target')!;
     expect(look.end).toBeLessThan(start.start);
+  });
+});
+
+describe('copyBetweenHosts, through ssh, source still being written (sourceReady)', () => {
+  let dir: string;
+  let src: ScriptedExec;
+  let dst: ScriptedExec;
+  const targetSsh = { host: '10.0.0.12', user: 'root' };
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'vmp-early-ssh-'));
+    src = new ScriptedExec('src');
+    dst = new ScriptedExec('dst');
+    src.dir = dir;
+    dst.dir = dir;
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  // the source host as a plain HostExec: its rsync then goes through run() (answered above)
+  // instead of being spawned here
+  const srcHost = (): HostExec => ({ label: 'src', run: (a, o) => src.run(a, o), close: async () => {} });
+
+  /** a source written once the returned `ready` is called */
+  function pending(bytes: number): {
+    path: string;
+    ready: () => void;
+    fail: (e: Error) => void;
+    p: Promise<void>;
+  } {
+    const path = join(dir, 'vm.state');
+    let ready!: () => void;
+    let fail!: (e: Error) => void;
+    const p = new Promise<void>((res, rej) => {
+      ready = () => {
+        writeFileSync(path, Buffer.alloc(bytes, 0x33));
+        res();
+      };
+      fail = rej;
+    });
+    return { path, ready, fail, p };
+  }
+  const until = async (cond: () => boolean): Promise<void> => {
+    for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(cond()).toBe(true);
+  };
+  const masterOpen = (): boolean => src.events.some((e) => e.what === 'master.start' && e.end >= 0);
+  const names = (h: ScriptedExec): string[] => h.events.map((e) => e.what);
+
+  it('opens the connection to the target before the source is ready; the rsync runs over it; it is closed once, after the copy', async () => {
+    const s = pending(2 * 1024 * 1024);
+    const to = join(dir, 'copy.state');
+    const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
+      targetSsh,
+      mode: 'direct',
+      sourceReady: s.p,
+    });
+    await until(masterOpen);
+    // nothing else ran on the source host: the source is not there yet
+    expect(names(src)).toEqual(['master.start']);
+    s.ready();
+    const r = await copying;
+    expect(r).toMatchObject({ mode: 'direct', channel: 'ssh', alreadyDone: false });
+    expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
+    expect(src.rsyncShell).toHaveLength(1);
+    expect(src.rsyncShell[0]).toMatch(
+      new RegExp(`'ControlPath=${dir}/\\.vmplace-ssh-[0-9a-f]{12}' '-o' 'ControlMaster=no'`),
+    );
+    expect(names(src).filter((n) => n === 'master.stop')).toHaveLength(1);
+    const stop = src.events.find((e) => e.what === 'master.stop')!;
+    const rsync = src.events.find((e) => e.what === 'rsync.ssh')!;
+    expect(stop.start).toBeGreaterThan(rsync.end); // never under the running copy
+  });
+
+  it('a connection that cannot open: the copy connects on its own, as without sourceReady', async () => {
+    src.masterExits = [255];
+    const s = pending(1024 * 1024);
+    const to = join(dir, 'copy.state');
+    const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
+      targetSsh,
+      mode: 'direct',
+      sourceReady: s.p,
+    });
+    s.ready();
+    await copying;
+    expect(src.rsyncShell).toHaveLength(1);
+    expect(src.rsyncShell[0]).not.toContain('ControlPath');
+    expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
+  });
+
+  it('a source that never becomes ready: the copy fails with its reason and the connection is closed', async () => {
+    const s = pending(1024);
+    const to = join(dir, 'copy.state');
+    const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
+      targetSsh,
+      mode: 'direct',
+      sourceReady: s.p,
+    });
+    await until(masterOpen);
+    s.fail(new Error('save failed'));
+    await expect(copying).rejects.toThrow('save failed');
+    expect(names(src)).toContain('master.stop');
+    expect(names(src)).not.toContain('rsync.ssh');
+  });
+
+  it('opens none without sourceReady, through the tcp channel, or for a relay', async () => {
+    const from = join(dir, 'ready.state');
+    writeFileSync(from, Buffer.alloc(256 * 1024, 1));
+    await copyBetweenHosts(srcHost(), dst, from, join(dir, 'a'), { targetSsh, mode: 'direct' });
+    const s = pending(256 * 1024);
+    const tcp = copyBetweenHosts(srcHost(), dst, s.path, join(dir, 'b'), {
+      targetSsh,
+      mode: 'direct',
+      channel: 'tcp',
+      sourceReady: s.p,
+    });
+    s.ready();
+    await tcp;
+    expect(names(src)).not.toContain('master.start');
+    expect(src.rsyncShell[0]).not.toContain('ControlPath');
   });
 });
