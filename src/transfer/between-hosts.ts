@@ -104,8 +104,9 @@ export interface CopyBetweenHostsOptions {
   channel?: 'ssh' | 'tcp';
   /**
    * The source is still being written (a memory state being saved): the copy does what it can
-   * on the target at once (the guard, the look at the target, the tcp channel's daemon) and
-   * reads the source only once this resolves; it fails with its reason when it rejects.
+   * at once (the guard, the look at the target, the tcp channel's daemon, or through ssh the
+   * connection from the source host to the target: ssh-master.ts) and reads the source only
+   * once this resolves; it fails with its reason when it rejects.
    */
   sourceReady?: Promise<unknown>;
 }
@@ -174,8 +175,9 @@ const FOLLOW_MIN_BYTES = 256 * 1024 * 1024;
  * once; the copy, with the source's sha256 and the target's read-back computed alongside it;
  * then one command on the target that flushes, compares, renames and flushes the directory.
  * Through the tcp channel, the daemon's start before the copy and its stop beside the finish;
- * with `sourceReady`, the target's look and the daemon's start run while the source is still
- * being written, so only the source's size, the push and the finish remain after it.
+ * with `sourceReady`, the target's look and the daemon's start (through ssh: the ssh connection
+ * from the source host to the target) run while the source is still being written, so only the
+ * source's size, the push and the finish remain after it.
  */
 export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, dst, opts) => {
   const t0 = Date.now();
