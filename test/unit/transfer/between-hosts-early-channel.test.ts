@@ -105,6 +105,30 @@ class ScriptedExec extends LocalExec {
   }
 }
 
+/** A source file in `dir` written only once `ready()` is called, as a save writes its state file. */
+function pendingSource(
+  dir: string,
+  bytes: number,
+): { path: string; ready: () => void; fail: (e: Error) => void; p: Promise<void> } {
+  const path = join(dir, 'vm.state');
+  let ready!: () => void;
+  let fail!: (e: Error) => void;
+  const p = new Promise<void>((res, rej) => {
+    ready = () => {
+      writeFileSync(path, Buffer.alloc(bytes, 0x5a));
+      res();
+    };
+    fail = rej;
+  });
+  return { path, ready, fail, p };
+}
+
+/** Wait up to ~5 s for `cond`, then assert it. */
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(cond()).toBe(true);
+}
+
 describe('copyBetweenHosts, channel tcp, source still being written (sourceReady)', () => {
   let dir: string;
   let src: ScriptedExec;
@@ -119,38 +143,13 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  /** A source file written only once `ready()` is called, as a save writes its state file. */
-  function pendingSource(bytes: number): {
-    path: string;
-    ready: () => void;
-    fail: (e: Error) => void;
-    p: Promise<void>;
-  } {
-    const path = join(dir, 'vm.state');
-    let ready!: () => void;
-    let fail!: (e: Error) => void;
-    const p = new Promise<void>((res, rej) => {
-      ready = () => {
-        writeFileSync(path, Buffer.alloc(bytes, 0x5a));
-        res();
-      };
-      fail = rej;
-    });
-    return { path, ready, fail, p };
-  }
-
-  const until = async (cond: () => boolean): Promise<void> => {
-    for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
-    expect(cond()).toBe(true);
-  };
-
   /** The copy under test: channel tcp, direct, the source ready once `ready` resolves. */
   const earlyCopy = (from: string, to: string, ready: Promise<void>): ReturnType<typeof copyBetweenHosts> =>
     copyBetweenHosts(src, dst, from, to, { targetSsh, channel: 'tcp', mode: 'direct', sourceReady: ready });
   const daemonStarted = (): boolean => dst.events.some((e) => e.what === 'daemon.start' && e.end >= 0);
 
   it('starts the daemon and looks at the target before the source is ready; reads the source only after; stops the daemon beside the finish', async () => {
-    const s = pendingSource(3 * 1024 * 1024);
+    const s = pendingSource(dir, 3 * 1024 * 1024);
     const to = join(dir, 'copy.state');
     const copying = earlyCopy(s.path, to, s.p);
     await until(daemonStarted);
@@ -177,7 +176,7 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
   });
 
   it('a source that never becomes ready (a failed save): the copy fails with its reason, the daemon is stopped, nothing is written', async () => {
-    const s = pendingSource(1024);
+    const s = pendingSource(dir, 1024);
     const to = join(dir, 'copy.state');
     const copying = earlyCopy(s.path, to, s.p);
     await until(daemonStarted);
@@ -190,7 +189,7 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
 
   it('a daemon that could not start early (port taken): a fresh one is opened for the copy; the channel is still tcp', async () => {
     dst.startExits = [4];
-    const s = pendingSource(1024 * 1024);
+    const s = pendingSource(dir, 1024 * 1024);
     const to = join(dir, 'copy.state');
     const copying = earlyCopy(s.path, to, s.p);
     await until(daemonStarted);
@@ -205,7 +204,7 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
 
   it('neither daemon starts: the copy goes through ssh (here refused: nothing listens on port 1)', async () => {
     dst.startExits = [4, 4];
-    const s = pendingSource(1024 * 1024);
+    const s = pendingSource(dir, 1024 * 1024);
     const to = join(dir, 'copy.state');
     const copying = copyBetweenHosts(src, dst, s.path, to, {
       targetSsh: { host: '127.0.0.1', user: 'root', port: 1 },
@@ -226,7 +225,7 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
   });
 
   it('a file small enough for the open connections (relayBelowBytes): the early daemon is stopped unused', async () => {
-    const s = pendingSource(64 * 1024);
+    const s = pendingSource(dir, 64 * 1024);
     const to = join(dir, 'copy.state');
     const copying = copyBetweenHosts(src, dst, s.path, to, {
       targetSsh,
@@ -272,34 +271,11 @@ describe('copyBetweenHosts, through ssh, source still being written (sourceReady
   // instead of being spawned here
   const srcHost = (): HostExec => ({ label: 'src', run: (a, o) => src.run(a, o), close: async () => {} });
 
-  /** a source written once the returned `ready` is called */
-  function pending(bytes: number): {
-    path: string;
-    ready: () => void;
-    fail: (e: Error) => void;
-    p: Promise<void>;
-  } {
-    const path = join(dir, 'vm.state');
-    let ready!: () => void;
-    let fail!: (e: Error) => void;
-    const p = new Promise<void>((res, rej) => {
-      ready = () => {
-        writeFileSync(path, Buffer.alloc(bytes, 0x33));
-        res();
-      };
-      fail = rej;
-    });
-    return { path, ready, fail, p };
-  }
-  const until = async (cond: () => boolean): Promise<void> => {
-    for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
-    expect(cond()).toBe(true);
-  };
   const masterOpen = (): boolean => src.events.some((e) => e.what === 'master.start' && e.end >= 0);
   const names = (h: ScriptedExec): string[] => h.events.map((e) => e.what);
 
   it('opens the connection to the target before the source is ready; the rsync runs over it; it is closed once, after the copy', async () => {
-    const s = pending(2 * 1024 * 1024);
+    const s = pendingSource(dir, 2 * 1024 * 1024);
     const to = join(dir, 'copy.state');
     const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
       targetSsh,
@@ -325,7 +301,7 @@ describe('copyBetweenHosts, through ssh, source still being written (sourceReady
 
   it('a connection that cannot open: the copy connects on its own, as without sourceReady', async () => {
     src.masterExits = [255];
-    const s = pending(1024 * 1024);
+    const s = pendingSource(dir, 1024 * 1024);
     const to = join(dir, 'copy.state');
     const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
       targetSsh,
@@ -340,7 +316,7 @@ describe('copyBetweenHosts, through ssh, source still being written (sourceReady
   });
 
   it('a source that never becomes ready: the copy fails with its reason and the connection is closed', async () => {
-    const s = pending(1024);
+    const s = pendingSource(dir, 1024);
     const to = join(dir, 'copy.state');
     const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
       targetSsh,
@@ -358,7 +334,7 @@ describe('copyBetweenHosts, through ssh, source still being written (sourceReady
     const from = join(dir, 'ready.state');
     writeFileSync(from, Buffer.alloc(256 * 1024, 1));
     await copyBetweenHosts(srcHost(), dst, from, join(dir, 'a'), { targetSsh, mode: 'direct' });
-    const s = pending(256 * 1024);
+    const s = pendingSource(dir, 256 * 1024);
     const tcp = copyBetweenHosts(srcHost(), dst, s.path, join(dir, 'b'), {
       targetSsh,
       mode: 'direct',
