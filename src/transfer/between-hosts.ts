@@ -152,10 +152,11 @@ export interface CopyBetweenHosts {
 const SPARSE_HOLES_MIN = 64 * 1024 * 1024;
 
 /**
- * Lifetime of a daemon opened before the source's size is known (`sourceReady`): enough for a
- * memory state of a few GiB; a bigger file gets a daemon of its own (`daemonLifeSec`).
+ * Lifetime of a daemon, or of an ssh master's idle wait, opened before the source's size is
+ * known (`sourceReady`): enough for a memory state of a few GiB; a bigger file gets a daemon of
+ * its own (`daemonLifeSec`), and rsync's ssh connects on its own once a master has gone.
  */
-const EARLY_DAEMON_LIFE_SEC = 600;
+const EARLY_LIFE_SEC = 600;
 
 /**
  * Smallest file whose target hash runs while it is copied: below it a second command on the
@@ -208,9 +209,7 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   const early =
     wantTcp && opts.sourceReady
       ? guarded
-          .then(() =>
-            openDaemon(dstHost, part, { address: opts.targetSsh!.host, lifeSec: EARLY_DAEMON_LIFE_SEC }),
-          )
+          .then(() => openDaemon(dstHost, part, { address: opts.targetSsh!.host, lifeSec: EARLY_LIFE_SEC }))
           .catch((err: unknown) => {
             earlyFailed = err instanceof Error ? err.message : String(err);
             return undefined;
@@ -221,7 +220,7 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   const master =
     opts.sourceReady && opts.targetSsh && opts.mode !== 'relay' && opts.channel !== 'tcp'
       ? guarded
-          .then(() => openHopMaster(srcHost, src, opts.targetSsh!, EARLY_DAEMON_LIFE_SEC))
+          .then(() => openHopMaster(srcHost, src, opts.targetSsh!, EARLY_LIFE_SEC))
           .catch(() => undefined)
       : undefined;
   const stopMaster = (): Promise<unknown> => Promise.resolve(master?.then((m) => m?.stop()));

@@ -190,8 +190,15 @@ export async function sha256(exec: HostExec, path: string): Promise<string> {
  * and the host has perl, with its holes fed as zeros instead of read (`hole-reader.ts`); a read
  * of B that fails then shows as a difference (the part is removed, the copy fails).
  */
+/**
+ * Shell function `hasher`: sha256 of standard input, `openssl dgst` where the host has it (SHA
+ * instructions), else `sha256sum`. Prints `HEX *stdin` or `HEX  -`.
+ */
+export const HASHER_SH =
+  'hasher() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }';
+
 const SAME_FUNCTION = [
-  'hasher() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }',
+  HASHER_SH,
   'sha() { hasher < "$1"; }',
   HAVE_PERL_SH,
   `shafresh() { if haveperl; then perl -e '${PERL_READ_FILE}' -- "$1" | hasher; else sha "$1"; fi; }`,

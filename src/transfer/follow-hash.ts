@@ -20,6 +20,7 @@
  * reads every byte through read().
  */
 import type { HostExec } from '../exec/types';
+import { HASHER_SH } from './copy-local';
 import { HAVE_PERL_SH, PERL_RANGE_SUBS } from './hole-reader';
 import { localArgv, runStreaming } from './spawn-stream';
 
@@ -84,10 +85,10 @@ const FOLLOW_PERL = [
 const FOLLOW_SCRIPT = [
   'part=$1 total=$2 idle=$3 flush=$4',
   'exec 3>&1',
-  'hash() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }',
+  HASHER_SH,
   HAVE_PERL_SH,
   'if [ "$6" != dd ] && haveperl; then',
-  '  perl -e "$5" -- "$part" "$total" "$idle" "$flush" | hash',
+  '  perl -e "$5" -- "$part" "$total" "$idle" "$flush" | hasher',
   '  exit',
   'fi',
   '{',
@@ -111,7 +112,7 @@ const FOLLOW_SCRIPT = [
   `      sleep ${POLL_SEC}`,
   '    fi',
   '  done',
-  '} | hash',
+  '} | hasher',
 ].join('\n');
 
 export interface Follower {

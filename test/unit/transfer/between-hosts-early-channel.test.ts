@@ -129,7 +129,7 @@ async function until(cond: () => boolean): Promise<void> {
   expect(cond()).toBe(true);
 }
 
-describe('copyBetweenHosts, channel tcp, source still being written (sourceReady)', () => {
+describe('copyBetweenHosts, source still being written (sourceReady)', () => {
   let dir: string;
   let src: ScriptedExec;
   let dst: ScriptedExec;
@@ -143,207 +143,188 @@ describe('copyBetweenHosts, channel tcp, source still being written (sourceReady
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  /** The copy under test: channel tcp, direct, the source ready once `ready` resolves. */
-  const earlyCopy = (from: string, to: string, ready: Promise<void>): ReturnType<typeof copyBetweenHosts> =>
-    copyBetweenHosts(src, dst, from, to, { targetSsh, channel: 'tcp', mode: 'direct', sourceReady: ready });
-  const daemonStarted = (): boolean => dst.events.some((e) => e.what === 'daemon.start' && e.end >= 0);
+  describe('copyBetweenHosts, channel tcp, source still being written (sourceReady)', () => {
+    /** The copy under test: channel tcp, direct, the source ready once `ready` resolves. */
+    const earlyCopy = (from: string, to: string, ready: Promise<void>): ReturnType<typeof copyBetweenHosts> =>
+      copyBetweenHosts(src, dst, from, to, { targetSsh, channel: 'tcp', mode: 'direct', sourceReady: ready });
+    const daemonStarted = (): boolean => dst.events.some((e) => e.what === 'daemon.start' && e.end >= 0);
 
-  it('starts the daemon and looks at the target before the source is ready; reads the source only after; stops the daemon beside the finish', async () => {
-    const s = pendingSource(dir, 3 * 1024 * 1024);
-    const to = join(dir, 'copy.state');
-    const copying = earlyCopy(s.path, to, s.p);
-    await until(daemonStarted);
-    // the source is not there yet: nothing on the source host has run
-    expect(src.events).toEqual([]);
-    expect(dst.events.map((e) => e.what).sort()).toEqual(['daemon.start', 'stat.target']);
-    s.ready();
-    const r = await copying;
-    expect(r).toMatchObject({ channel: 'tcp', mode: 'direct', alreadyDone: false, bytes: 3 * 1024 * 1024 });
-    expect(r.channelFallback).toBeUndefined();
-    expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
-    expect(src.events.map((e) => e.what).sort()).toEqual(
-      [`sha256 ${s.path}`, 'push', `stat ${s.path}`].sort(),
-    );
-    // one daemon, started once, stopped once, and its stop ran beside the finish
-    const names = dst.events.map((e) => e.what);
-    expect(names.filter((n) => n === 'daemon.start')).toHaveLength(1);
-    expect(names.filter((n) => n === 'daemon.stop')).toHaveLength(1);
-    const finish = dst.events.find((e) => e.what === 'finish')!;
-    const stop = dst.events.find((e) => e.what === 'daemon.stop')!;
-    expect(stop.start).toBeLessThan(finish.end);
-    expect(finish.start).toBeLessThan(stop.end);
-    expect(existsSync(to + PART_SUFFIX)).toBe(false);
-  });
-
-  it('a source that never becomes ready (a failed save): the copy fails with its reason, the daemon is stopped, nothing is written', async () => {
-    const s = pendingSource(dir, 1024);
-    const to = join(dir, 'copy.state');
-    const copying = earlyCopy(s.path, to, s.p);
-    await until(daemonStarted);
-    s.fail(new Error('save failed: the guest is gone'));
-    await expect(copying).rejects.toThrow('save failed: the guest is gone');
-    expect(dst.events.map((e) => e.what)).toContain('daemon.stop');
-    expect(src.events.filter((e) => e.what !== `sha256 ${s.path}`)).toEqual([]);
-    expect(readdirSync(dir)).toEqual([]);
-  });
-
-  it('a daemon that could not start early (port taken): a fresh one is opened for the copy; the channel is still tcp', async () => {
-    dst.startExits = [4];
-    const s = pendingSource(dir, 1024 * 1024);
-    const to = join(dir, 'copy.state');
-    const copying = earlyCopy(s.path, to, s.p);
-    await until(daemonStarted);
-    s.ready();
-    const r = await copying;
-    expect(r).toMatchObject({ channel: 'tcp' });
-    expect(r.channelFallback).toBeUndefined();
-    const names = dst.events.map((e) => e.what);
-    expect(names.filter((n) => n === 'daemon.start')).toHaveLength(2);
-    expect(names.filter((n) => n === 'daemon.stop')).toHaveLength(1); // only the one that ran
-  });
-
-  it('neither daemon starts: the copy goes through ssh (here refused: nothing listens on port 1)', async () => {
-    dst.startExits = [4, 4];
-    const s = pendingSource(dir, 1024 * 1024);
-    const to = join(dir, 'copy.state');
-    const copying = copyBetweenHosts(src, dst, s.path, to, {
-      targetSsh: { host: '127.0.0.1', user: 'root', port: 1 },
-      channel: 'tcp',
-      mode: 'direct',
-      sourceReady: s.p,
-      ioTimeoutSec: 2,
+    it('starts the daemon and looks at the target before the source is ready; reads the source only after; stops the daemon beside the finish', async () => {
+      const s = pendingSource(dir, 3 * 1024 * 1024);
+      const to = join(dir, 'copy.state');
+      const copying = earlyCopy(s.path, to, s.p);
+      await until(daemonStarted);
+      // the source is not there yet: nothing on the source host has run
+      expect(src.events).toEqual([]);
+      expect(dst.events.map((e) => e.what).sort()).toEqual(['daemon.start', 'stat.target']);
+      s.ready();
+      const r = await copying;
+      expect(r).toMatchObject({ channel: 'tcp', mode: 'direct', alreadyDone: false, bytes: 3 * 1024 * 1024 });
+      expect(r.channelFallback).toBeUndefined();
+      expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
+      expect(src.events.map((e) => e.what).sort()).toEqual(
+        [`sha256 ${s.path}`, 'push', `stat ${s.path}`].sort(),
+      );
+      // one daemon, started once, stopped once, and its stop ran beside the finish
+      const names = dst.events.map((e) => e.what);
+      expect(names.filter((n) => n === 'daemon.start')).toHaveLength(1);
+      expect(names.filter((n) => n === 'daemon.stop')).toHaveLength(1);
+      const finish = dst.events.find((e) => e.what === 'finish')!;
+      const stop = dst.events.find((e) => e.what === 'daemon.stop')!;
+      expect(stop.start).toBeLessThan(finish.end);
+      expect(finish.start).toBeLessThan(stop.end);
+      expect(existsSync(to + PART_SUFFIX)).toBe(false);
     });
-    s.ready();
-    // copyDirect's failure: rsync over ssh was tried after both daemons failed to start
-    await expect(copying).rejects.toMatchObject({
-      reason: 'TransferFailed',
-      message: expect.stringMatching(/^rsync .* to 127\.0\.0\.1 failed/),
+
+    it('a source that never becomes ready (a failed save): the copy fails with its reason, the daemon is stopped, nothing is written', async () => {
+      const s = pendingSource(dir, 1024);
+      const to = join(dir, 'copy.state');
+      const copying = earlyCopy(s.path, to, s.p);
+      await until(daemonStarted);
+      s.fail(new Error('save failed: the guest is gone'));
+      await expect(copying).rejects.toThrow('save failed: the guest is gone');
+      expect(dst.events.map((e) => e.what)).toContain('daemon.stop');
+      expect(src.events.filter((e) => e.what !== `sha256 ${s.path}`)).toEqual([]);
+      expect(readdirSync(dir)).toEqual([]);
     });
-    expect(dst.events.map((e) => e.what).filter((n) => n === 'daemon.start')).toHaveLength(2);
-    expect(dst.events.map((e) => e.what)).not.toContain('daemon.stop');
-    expect(src.events.map((e) => e.what)).not.toContain('push');
-  });
 
-  it('a file small enough for the open connections (relayBelowBytes): the early daemon is stopped unused', async () => {
-    const s = pendingSource(dir, 64 * 1024);
-    const to = join(dir, 'copy.state');
-    const copying = copyBetweenHosts(src, dst, s.path, to, {
-      targetSsh,
-      channel: 'tcp',
-      mode: 'direct',
-      sourceReady: s.p,
-      relayBelowBytes: 1024 * 1024,
+    it('a daemon that could not start early (port taken): a fresh one is opened for the copy; the channel is still tcp', async () => {
+      dst.startExits = [4];
+      const s = pendingSource(dir, 1024 * 1024);
+      const to = join(dir, 'copy.state');
+      const copying = earlyCopy(s.path, to, s.p);
+      await until(daemonStarted);
+      s.ready();
+      const r = await copying;
+      expect(r).toMatchObject({ channel: 'tcp' });
+      expect(r.channelFallback).toBeUndefined();
+      const names = dst.events.map((e) => e.what);
+      expect(names.filter((n) => n === 'daemon.start')).toHaveLength(2);
+      expect(names.filter((n) => n === 'daemon.stop')).toHaveLength(1); // only the one that ran
     });
-    s.ready();
-    const r = await copying;
-    expect(r).toMatchObject({ mode: 'relay' });
-    expect(src.events.map((e) => e.what)).not.toContain('push');
-    expect(dst.events.map((e) => e.what)).toContain('daemon.stop');
-    expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
-  });
 
-  it('without sourceReady nothing starts before the look at both hosts (the daemon after it)', async () => {
-    const from = join(dir, 'ready.state');
-    writeFileSync(from, Buffer.alloc(512 * 1024, 7));
-    const to = join(dir, 'copy.state');
-    const r = await copyBetweenHosts(src, dst, from, to, { targetSsh, channel: 'tcp', mode: 'direct' });
-    expect(r).toMatchObject({ channel: 'tcp' });
-    const start = dst.events.find((e) => e.what === 'daemon.start')!;
-    const look = dst.events.find((e) => e.what === 'stat.target')!;
-    expect(look.end).toBeLessThan(start.start);
-  });
-});
-
-describe('copyBetweenHosts, through ssh, source still being written (sourceReady)', () => {
-  let dir: string;
-  let src: ScriptedExec;
-  let dst: ScriptedExec;
-  const targetSsh = { host: '10.0.0.12', user: 'root' };
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'vmp-early-ssh-'));
-    src = new ScriptedExec('src');
-    dst = new ScriptedExec('dst');
-    src.dir = dir;
-    dst.dir = dir;
-  });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
-  // the source host as a plain HostExec: its rsync then goes through run() (answered above)
-  // instead of being spawned here
-  const srcHost = (): HostExec => ({ label: 'src', run: (a, o) => src.run(a, o), close: async () => {} });
-
-  const masterOpen = (): boolean => src.events.some((e) => e.what === 'master.start' && e.end >= 0);
-  const names = (h: ScriptedExec): string[] => h.events.map((e) => e.what);
-
-  it('opens the connection to the target before the source is ready; the rsync runs over it; it is closed once, after the copy', async () => {
-    const s = pendingSource(dir, 2 * 1024 * 1024);
-    const to = join(dir, 'copy.state');
-    const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
-      targetSsh,
-      mode: 'direct',
-      sourceReady: s.p,
+    it('neither daemon starts: the copy goes through ssh (here refused: nothing listens on port 1)', async () => {
+      dst.startExits = [4, 4];
+      const s = pendingSource(dir, 1024 * 1024);
+      const to = join(dir, 'copy.state');
+      const copying = copyBetweenHosts(src, dst, s.path, to, {
+        targetSsh: { host: '127.0.0.1', user: 'root', port: 1 },
+        channel: 'tcp',
+        mode: 'direct',
+        sourceReady: s.p,
+        ioTimeoutSec: 2,
+      });
+      s.ready();
+      // copyDirect's failure: rsync over ssh was tried after both daemons failed to start
+      await expect(copying).rejects.toMatchObject({
+        reason: 'TransferFailed',
+        message: expect.stringMatching(/^rsync .* to 127\.0\.0\.1 failed/),
+      });
+      expect(dst.events.map((e) => e.what).filter((n) => n === 'daemon.start')).toHaveLength(2);
+      expect(dst.events.map((e) => e.what)).not.toContain('daemon.stop');
+      expect(src.events.map((e) => e.what)).not.toContain('push');
     });
-    await until(masterOpen);
-    // nothing else ran on the source host: the source is not there yet
-    expect(names(src)).toEqual(['master.start']);
-    s.ready();
-    const r = await copying;
-    expect(r).toMatchObject({ mode: 'direct', channel: 'ssh', alreadyDone: false });
-    expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
-    expect(src.rsyncShell).toHaveLength(1);
-    expect(src.rsyncShell[0]).toMatch(
-      new RegExp(`'ControlPath=${dir}/\\.vmplace-ssh-[0-9a-f]{12}' '-o' 'ControlMaster=no'`),
-    );
-    expect(names(src).filter((n) => n === 'master.stop')).toHaveLength(1);
-    const stop = src.events.find((e) => e.what === 'master.stop')!;
-    const rsync = src.events.find((e) => e.what === 'rsync.ssh')!;
-    expect(stop.start).toBeGreaterThan(rsync.end); // never under the running copy
+
+    it('a file small enough for the open connections (relayBelowBytes): the early daemon is stopped unused', async () => {
+      const s = pendingSource(dir, 64 * 1024);
+      const to = join(dir, 'copy.state');
+      const copying = copyBetweenHosts(src, dst, s.path, to, {
+        targetSsh,
+        channel: 'tcp',
+        mode: 'direct',
+        sourceReady: s.p,
+        relayBelowBytes: 1024 * 1024,
+      });
+      s.ready();
+      const r = await copying;
+      expect(r).toMatchObject({ mode: 'relay' });
+      expect(src.events.map((e) => e.what)).not.toContain('push');
+      expect(dst.events.map((e) => e.what)).toContain('daemon.stop');
+      expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
+    });
+
+    it('without sourceReady nothing starts before the look at both hosts (the daemon after it)', async () => {
+      const from = join(dir, 'ready.state');
+      writeFileSync(from, Buffer.alloc(512 * 1024, 7));
+      const to = join(dir, 'copy.state');
+      const r = await copyBetweenHosts(src, dst, from, to, { targetSsh, channel: 'tcp', mode: 'direct' });
+      expect(r).toMatchObject({ channel: 'tcp' });
+      const start = dst.events.find((e) => e.what === 'daemon.start')!;
+      const look = dst.events.find((e) => e.what === 'stat.target')!;
+      expect(look.end).toBeLessThan(start.start);
+    });
   });
 
-  it('a connection that cannot open: the copy connects on its own, as without sourceReady', async () => {
-    src.masterExits = [255];
-    const s = pendingSource(dir, 1024 * 1024);
-    const to = join(dir, 'copy.state');
-    const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
-      targetSsh,
-      mode: 'direct',
-      sourceReady: s.p,
-    });
-    s.ready();
-    await copying;
-    expect(src.rsyncShell).toHaveLength(1);
-    expect(src.rsyncShell[0]).not.toContain('ControlPath');
-    expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
-  });
+  describe('copyBetweenHosts, through ssh, source still being written (sourceReady)', () => {
+    // the source host as a plain HostExec: its rsync then goes through run() (answered above)
+    // instead of being spawned here
+    const srcHost = (): HostExec => ({ label: 'src', run: (a, o) => src.run(a, o), close: async () => {} });
 
-  it('a source that never becomes ready: the copy fails with its reason and the connection is closed', async () => {
-    const s = pendingSource(dir, 1024);
-    const to = join(dir, 'copy.state');
-    const copying = copyBetweenHosts(srcHost(), dst, s.path, to, {
-      targetSsh,
-      mode: 'direct',
-      sourceReady: s.p,
-    });
-    await until(masterOpen);
-    s.fail(new Error('save failed'));
-    await expect(copying).rejects.toThrow('save failed');
-    expect(names(src)).toContain('master.stop');
-    expect(names(src)).not.toContain('rsync.ssh');
-  });
+    /** The copy under test: through ssh, direct, the source ready once `ready` resolves. */
+    const sshCopy = (from: string, to: string, ready: Promise<void>): ReturnType<typeof copyBetweenHosts> =>
+      copyBetweenHosts(srcHost(), dst, from, to, { targetSsh, mode: 'direct', sourceReady: ready });
+    const masterOpen = (): boolean => src.events.some((e) => e.what === 'master.start' && e.end >= 0);
+    const names = (h: ScriptedExec): string[] => h.events.map((e) => e.what);
 
-  it('opens none without sourceReady, through the tcp channel, or for a relay', async () => {
-    const from = join(dir, 'ready.state');
-    writeFileSync(from, Buffer.alloc(256 * 1024, 1));
-    await copyBetweenHosts(srcHost(), dst, from, join(dir, 'a'), { targetSsh, mode: 'direct' });
-    const s = pendingSource(dir, 256 * 1024);
-    const tcp = copyBetweenHosts(srcHost(), dst, s.path, join(dir, 'b'), {
-      targetSsh,
-      mode: 'direct',
-      channel: 'tcp',
-      sourceReady: s.p,
+    it('opens the connection to the target before the source is ready; the rsync runs over it; it is closed once, after the copy', async () => {
+      const s = pendingSource(dir, 2 * 1024 * 1024);
+      const to = join(dir, 'copy.state');
+      const copying = sshCopy(s.path, to, s.p);
+      await until(masterOpen);
+      // nothing else ran on the source host: the source is not there yet
+      expect(names(src)).toEqual(['master.start']);
+      s.ready();
+      const r = await copying;
+      expect(r).toMatchObject({ mode: 'direct', channel: 'ssh', alreadyDone: false });
+      expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
+      expect(src.rsyncShell).toHaveLength(1);
+      expect(src.rsyncShell[0]).toMatch(
+        new RegExp(`'ControlPath=${dir}/\\.vmplace-ssh-[0-9a-f]{12}' '-o' 'ControlMaster=no'`),
+      );
+      expect(names(src).filter((n) => n === 'master.stop')).toHaveLength(1);
+      const stop = src.events.find((e) => e.what === 'master.stop')!;
+      const rsync = src.events.find((e) => e.what === 'rsync.ssh')!;
+      expect(stop.start).toBeGreaterThan(rsync.end); // never under the running copy
     });
-    s.ready();
-    await tcp;
-    expect(names(src)).not.toContain('master.start');
-    expect(src.rsyncShell[0]).not.toContain('ControlPath');
+
+    it('a connection that cannot open: the copy connects on its own, as without sourceReady', async () => {
+      src.masterExits = [255];
+      const s = pendingSource(dir, 1024 * 1024);
+      const to = join(dir, 'copy.state');
+      const copying = sshCopy(s.path, to, s.p);
+      s.ready();
+      await copying;
+      expect(src.rsyncShell).toHaveLength(1);
+      expect(src.rsyncShell[0]).not.toContain('ControlPath');
+      expect(readFileSync(to).equals(readFileSync(s.path))).toBe(true);
+    });
+
+    it('a source that never becomes ready: the copy fails with its reason and the connection is closed', async () => {
+      const s = pendingSource(dir, 1024);
+      const to = join(dir, 'copy.state');
+      const copying = sshCopy(s.path, to, s.p);
+      await until(masterOpen);
+      s.fail(new Error('save failed'));
+      await expect(copying).rejects.toThrow('save failed');
+      expect(names(src)).toContain('master.stop');
+      expect(names(src)).not.toContain('rsync.ssh');
+    });
+
+    it('opens none without sourceReady, through the tcp channel, or for a relay', async () => {
+      const from = join(dir, 'ready.state');
+      writeFileSync(from, Buffer.alloc(256 * 1024, 1));
+      await copyBetweenHosts(srcHost(), dst, from, join(dir, 'a'), { targetSsh, mode: 'direct' });
+      const s = pendingSource(dir, 256 * 1024);
+      const tcp = copyBetweenHosts(srcHost(), dst, s.path, join(dir, 'b'), {
+        targetSsh,
+        mode: 'direct',
+        channel: 'tcp',
+        sourceReady: s.p,
+      });
+      s.ready();
+      await tcp;
+      expect(names(src)).not.toContain('master.start');
+      expect(src.rsyncShell[0]).not.toContain('ControlPath');
+    });
   });
 });
