@@ -35,6 +35,11 @@ export interface TransportCopyOptions {
    * target at once and reads the source only once this resolves (rejects with its reason)
    */
   sourceReady?: Promise<unknown>;
+  /**
+   * With `sourceReady`: the source is written from its start while `sourceReady` is pending and
+   * may be read meanwhile; a transport may send it as it grows (between-hosts: stream-growing.ts)
+   */
+  sourceGrows?: boolean;
 }
 
 /**
@@ -80,6 +85,10 @@ export interface TransportCopyResult {
   channel?: 'ssh' | 'tcp';
   /** why `channel: 'tcp'` was asked for and not taken */
   channelFallback?: string;
+  /** the data crossed while the source was being written (`sourceGrows`) */
+  streamed?: boolean;
+  /** why `sourceGrows` was given and the usual copy ran */
+  streamFallback?: string;
 }
 
 /** One POSIX host: a sparse local copy, verified, renamed into place. */
@@ -127,6 +136,7 @@ export function rsyncSshTransport(
           mode: opts.mode ?? 'auto',
           ...(opts.channel ? { channel: opts.channel } : {}),
           ...(opts.sourceReady ? { sourceReady: opts.sourceReady } : {}),
+          ...(opts.sourceGrows ? { sourceGrows: true } : {}),
           ...(opts.relayBelowBytes ? { relayBelowBytes: opts.relayBelowBytes } : {}),
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           ...(opts.bwlimitKiBps ? { bwlimitKiBps: opts.bwlimitKiBps } : {}),
@@ -137,6 +147,8 @@ export function rsyncSshTransport(
         ...(r.sha256 ? { sha256: r.sha256 } : {}),
         ...(r.channel ? { channel: r.channel } : {}),
         ...(r.channelFallback !== undefined ? { channelFallback: r.channelFallback } : {}),
+        ...(r.streamed ? { streamed: true } : {}),
+        ...(r.streamFallback !== undefined ? { streamFallback: r.streamFallback } : {}),
       };
     },
   };

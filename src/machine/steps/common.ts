@@ -87,10 +87,13 @@ export async function copyAcross(
     channel?: 'ssh' | 'tcp';
     /** the source is still being written: see TransportCopyOptions.sourceReady */
     sourceReady?: Promise<unknown>;
+    /** the source is written while `sourceReady` is pending: see TransportCopyOptions.sourceGrows */
+    sourceGrows?: boolean;
   } = {},
 ): Promise<TransportCopyResult> {
   return transportOf(ctx, deps).copy(from, to, {
     ...(opts.sourceReady ? { sourceReady: opts.sourceReady } : {}),
+    ...(opts.sourceGrows ? { sourceGrows: true } : {}),
     ...(opts.channel === 'tcp' ? { channel: 'tcp' as const } : {}),
     ...(opts.claim ? { claim: opts.claim } : {}),
     ...(deps.signal ? { signal: deps.signal } : {}),

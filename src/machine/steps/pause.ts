@@ -160,6 +160,9 @@ function logStateCopy(deps: RunDeps, r: TransportCopyResult, t0: number): void {
   if (r.channel === 'tcp') deps.logger?.info('state file crossed through the tcp channel');
   if (r.channelFallback !== undefined)
     deps.logger?.info({ why: r.channelFallback }, 'state file went through ssh, not the tcp channel');
+  if (r.streamed) deps.logger?.info('state file crossed while it was being saved');
+  if (r.streamFallback !== undefined)
+    deps.logger?.info({ why: r.streamFallback }, 'state file copied after the save, not streamed');
 }
 
 /**
@@ -184,6 +187,7 @@ async function copyStateEarly(ctx: MigrationContext, deps: RunDeps, saving: Prom
     const r = await copyAcross(ctx, deps, from, to, undefined, {
       ...pauseCopyOptions(ctx),
       sourceReady: saving,
+      sourceGrows: true,
     });
     deps.memo.earlyState.set(ctx.id, { at: Date.now(), from, to });
     logStateCopy(deps, r, savedAt);

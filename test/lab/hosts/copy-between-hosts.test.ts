@@ -389,6 +389,126 @@ describe('through ssh while the source is still being written (sourceReady)', ()
   });
 });
 
+/** The stream's processes (perl streamer and writer, its ssh) running on a lab host. */
+async function streamsOn(h: LabHost): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of await hostProcesses(h)) {
+    if (p.comm !== 'perl' && p.comm !== 'ssh' && p.comm !== 'sh') continue;
+    const cmd = await readFile(`/proc/${p.pid}/cmdline`, 'utf8').catch(() => '');
+    if (
+      cmd.includes('vmplace-stream') ||
+      cmd.includes('$src, $hashsh, $poll') ||
+      cmd.includes('$part, $hashsh')
+    )
+      out.push(cmd.split('\0').join(' ').slice(0, 200));
+  }
+  return out;
+}
+
+/**
+ * Start writing `sizeMiB` of random data into `path` on hv1 in 1 MiB pieces, ~`ms` between
+ * them, behind a 16-byte header `LibvirtQemudPart` that is rewritten to `LibvirtQemudSave` at
+ * the end (as libvirt marks a save image complete). Resolves when the file is complete.
+ */
+function saveLike(path: string, sizeMiB: number, ms = 5): Promise<unknown> {
+  return x1.run([
+    'sh',
+    '-c',
+    'printf LibvirtQemudPart > "$1"; i=0; while [ $i -lt "$2" ]; do head -c 1048576 /dev/urandom >> "$1"; sleep "$3"; i=$((i+1)); done; printf LibvirtQemudSave | dd of="$1" conv=notrunc status=none',
+    'sh',
+    path,
+    String(sizeMiB),
+    String(ms / 1000),
+  ]);
+}
+
+describe('a source streamed while it is written (sourceGrows: the memory state being saved)', () => {
+  it('crosses hv1 -> hv2 while it is written, its rewritten header included, verified; nothing left running', async () => {
+    const src = `${dir}/state-stream.img`;
+    const dst = `${dir}/state-stream-copy.img`;
+    const saving = saveLike(src, 40);
+    const copying = copyBetweenHosts(x1, x2, src, dst, {
+      targetSsh: transferSsh(hv1, hv2),
+      sourceReady: saving,
+      sourceGrows: true,
+    });
+    // data arrives on hv2 before the source is complete
+    let early = 0;
+    for (let i = 0; i < 400 && early === 0; i++) {
+      early = (await fileSize(x2, `${dst}${PART_SUFFIX}`)) ?? 0;
+      if (early === 0) await new Promise((r) => setTimeout(r, 10));
+    }
+    const srcWhenSeen = (await fileSize(x1, src)) ?? 0;
+    await saving;
+    const complete = (await fileSize(x1, src))!;
+    expect(early).toBeGreaterThan(0);
+    expect(srcWhenSeen).toBeLessThan(complete);
+    const r = await copying;
+    expect(r).toMatchObject({ streamed: true, mode: 'direct', channel: 'ssh', bytes: complete });
+    expect(r.streamFallback).toBeUndefined();
+    expect(r.sha256).toBe(await sha(x1, src));
+    expect(await sha(x2, dst)).toBe(r.sha256);
+    expect((await x2.run(['head', '-c', '16', '--', dst])).stdout).toBe('LibvirtQemudSave');
+    expect(await fileSize(x2, `${dst}${PART_SUFFIX}`)).toBeUndefined();
+    expect([...(await streamsOn(hv1)), ...(await streamsOn(hv2))]).toEqual([]);
+  });
+
+  it('a middle rewritten after it crossed: the digests differ, rsync mends the part, the copy is right', async () => {
+    const src = `${dir}/state-rewrite.img`;
+    const dst = `${dir}/state-rewrite-copy.img`;
+    const saving = (async () => {
+      await saveLike(src, 24, 2);
+      // after the stream has sent it: 9 bytes at 8 MiB (outside the head and tail it sends again)
+      await new Promise((r) => setTimeout(r, 500));
+      await x1.run([
+        'sh',
+        '-c',
+        'printf rewritten | dd of="$1" bs=1 seek=8388608 conv=notrunc status=none',
+        'sh',
+        src,
+      ]);
+    })();
+    const r = await copyBetweenHosts(x1, x2, src, dst, {
+      targetSsh: transferSsh(hv1, hv2),
+      sourceReady: saving,
+      sourceGrows: true,
+    });
+    expect(r.streamed).toBeUndefined();
+    expect(r.streamFallback).toMatch(/digests differ/);
+    expect(r.resumedFromBytes).toBe(24 * MiB + 16);
+    expect(r.sha256).toBe(await sha(x1, src));
+    expect(await sha(x2, dst)).toBe(r.sha256);
+    expect((await x2.run(['dd', `if=${dst}`, 'bs=1', 'skip=8388608', 'count=9', 'status=none'])).stdout).toBe(
+      'rewritten',
+    );
+  });
+
+  it('a save that fails: the copy fails with its reason; the part and the stream are gone', async () => {
+    const src = `${dir}/state-stream-never.img`;
+    const dst = `${dir}/state-stream-never-copy.img`;
+    let fail!: (e: Error) => void;
+    const sourceReady = new Promise<void>((_r, j) => (fail = j));
+    const writing = saveLike(src, 8);
+    const copying = copyBetweenHosts(x1, x2, src, dst, {
+      targetSsh: transferSsh(hv1, hv2),
+      sourceReady,
+      sourceGrows: true,
+    });
+    copying.catch(() => undefined);
+    await until(async () => ((await fileSize(x2, `${dst}${PART_SUFFIX}`)) ?? 0) > 0, 20_000, 'the part');
+    await writing;
+    fail(new Error('the save failed'));
+    await expect(copying).rejects.toThrow('the save failed');
+    const left = (await x2.run(['ls', '-A', '--', dir])).stdout.split('\n').filter(Boolean);
+    expect(left.filter((n) => n.startsWith('state-stream-never'))).toEqual([]);
+    await until(
+      async () => [...(await streamsOn(hv1)), ...(await streamsOn(hv2))].length === 0,
+      10_000,
+      'the stream to end',
+    );
+  });
+});
+
 describe('channel tcp: a one-shot rsync daemon on the target (policy.pauseTransfer: tcp)', () => {
   it('copies through the daemon, verified, and leaves neither the daemon nor its files behind', async () => {
     const src = `${dir}/state-tcp.img`;

@@ -44,9 +44,10 @@ describe('quick across hosts, state file copied', () => {
     expect(outcomeProblems(s, r)).toEqual([]);
   });
 
-  test('every early copy is asked for with the save, told to wait (sourceReady): the state file for the save, the deltas for the stop; the deltas are relinked in Saving', async () => {
+  test('every early copy is asked for with the save, told to wait (sourceReady): the state file for the save, the deltas for the stop; the state file as growing (streamed); the deltas are relinked in Saving', async () => {
     const s = buildScenario('quick across hosts');
-    const calls: { dst: string; sourceReady: boolean; savesBefore: number; step?: string }[] = [];
+    const calls: { dst: string; sourceReady: boolean; grows: boolean; savesBefore: number; step?: string }[] =
+      [];
     const saves = (): number => s.world.trace.filter((o) => o.name === 'save').length;
     const transport = s.world.transport.bind(s.world);
     s.world.transport = (a, b, epoch) => {
@@ -56,7 +57,12 @@ describe('quick across hosts, state file copied', () => {
           name: t.name,
           reachable: () => t.reachable(),
           copy: (src, dst, opts = {}) => {
-            calls.push({ dst, sourceReady: opts.sourceReady !== undefined, savesBefore: saves() });
+            calls.push({
+              dst,
+              sourceReady: opts.sourceReady !== undefined,
+              grows: opts.sourceGrows === true,
+              savesBefore: saves(),
+            });
             return t.copy(src, dst, opts);
           },
         }
@@ -71,6 +77,8 @@ describe('quick across hosts, state file copied', () => {
       [r.context.stateFile, ...r.context.disks.map((d) => d.dstOverlay)].sort(),
     );
     expect(early.every((c) => c.savesBefore === 0)).toBe(true);
+    // only the state file is written while it may be read (streamed); a delta is complete at the stop
+    expect(calls.filter((c) => c.grows).map((c) => c.dst)).toEqual([r.context.stateFile]);
     // the transport honoured it: nothing was looked at before the save (the fake's stop)
     const save = s.world.trace.find((o) => o.name === 'save')!;
     const looks = s.world.trace.filter((o) => o.step === 'Saving' && o.name === 'copy.look');

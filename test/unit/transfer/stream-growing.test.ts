@@ -1,0 +1,223 @@
+/**
+ * The streamer and the writer of stream-growing.ts, run here with the real perl and a plain
+ * pipe between them in place of ssh (the two-host lab runs them through ssh:
+ * test/lab/hosts/copy-between-hosts.test.ts). A file is written while it is streamed; what is
+ * proven is what arrives in the part and what the digests say.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+  truncateSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { HASH_FILE_SH, STREAM_PERL, WRITE_PERL } from '../../../src/transfer/stream-growing';
+
+const MiB = 1024 * 1024;
+let dir: string;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'vmplace-stream-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Piped {
+  finish(): void;
+  close(): void;
+  ended: Promise<{ code: number | null; out: string }>;
+}
+
+/** `perl STREAMER src | perl WRITER part`, as on the hosts but without ssh between them. */
+function pipeline(src: string, part: string): Piped {
+  const child = spawn(
+    'sh',
+    [
+      '-c',
+      'perl -e "$1" -- "$3" "$4" 0.002 | perl -e "$2" -- "$5" "$4"',
+      'vmplace-stream-test',
+      STREAM_PERL,
+      WRITE_PERL,
+      src,
+      HASH_FILE_SH,
+      part,
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (s: string) => (out += s));
+  child.stdin.on('error', () => undefined);
+  const ended = new Promise<{ code: number | null; out: string }>((resolve) =>
+    child.on('close', (code) => resolve({ code, out })),
+  );
+  return { finish: () => child.stdin.end('F\n'), close: () => child.stdin.end(), ended };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i + 4 <= n; i += 4) b.writeUInt32LE((Math.imul(i, 2654435761) + seed) >>> 0, i);
+  for (let i = n - (n % 4); i < n; i++) b[i] = seed & 0xff;
+  return b;
+}
+
+/** Write `data` into `path` in `pieces` appends, pausing between them (a save in progress). */
+async function writeSlowly(path: string, data: Buffer, pieces: number, flags = 'a'): Promise<void> {
+  const fd = openSync(path, flags);
+  try {
+    const step = Math.ceil(data.length / pieces);
+    for (let o = 0; o < data.length; o += step) {
+      writeSync(fd, data, o, Math.min(step, data.length - o));
+      await sleep(5);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The digests line: source, part, size. */
+function parse(out: string): { source: string; part: string; bytes: number } {
+  const m = /^([0-9a-f]{64}) ([0-9a-f]{64}) ([0-9]+)\n$/.exec(out);
+  if (!m) throw new Error(`unexpected output ${JSON.stringify(out)}`);
+  return { source: m[1]!, part: m[2]!, bytes: Number(m[3]) };
+}
+
+describe('stream-growing (streamer | writer)', () => {
+  test('a file written while it is streamed, its header rewritten at the end, arrives whole', async () => {
+    const src = join(dir, 'state');
+    const part = join(dir, 'state.part');
+    const body = pattern(6 * MiB + 123, 1);
+    writeFileSync(src, Buffer.from('PartialHeader---'));
+    const p = pipeline(src, part);
+    await writeSlowly(src, body, 24);
+    // the writer marks the file complete in its header, as libvirt does with its magic
+    const fd = openSync(src, 'r+');
+    writeSync(fd, Buffer.from('CompleteHeader--'), 0, 16, 0);
+    closeSync(fd);
+    p.finish();
+    const r = await p.ended;
+    expect(r.code).toBe(0);
+    const d = parse(r.out);
+    const want = readFileSync(src);
+    expect(d).toEqual({ source: sha(want), part: sha(want), bytes: want.length });
+    expect(readFileSync(part).equals(want)).toBe(true);
+  });
+
+  test('a source that appears only after the stream started is followed from its start', async () => {
+    const src = join(dir, 'late');
+    const part = join(dir, 'late.part');
+    const p = pipeline(src, part);
+    await sleep(50);
+    writeFileSync(src, '');
+    await writeSlowly(src, pattern(2 * MiB, 2), 8);
+    p.finish();
+    const r = await p.ended;
+    expect(r.code).toBe(0);
+    expect(readFileSync(part).equals(readFileSync(src))).toBe(true);
+  });
+
+  test('a stale longer file truncated and written anew: the part is the new file, not the old tail', async () => {
+    const src = join(dir, 'stale');
+    const part = join(dir, 'stale.part');
+    writeFileSync(src, pattern(5 * MiB, 3));
+    const p = pipeline(src, part);
+    await sleep(100); // the stale content is streamed
+    truncateSync(src, 0);
+    await writeSlowly(src, pattern(3 * MiB, 4), 12);
+    p.finish();
+    const r = await p.ended;
+    expect(r.code).toBe(0);
+    const d = parse(r.out);
+    expect(d.bytes).toBe(3 * MiB);
+    expect(d.part).toBe(d.source);
+    expect(readFileSync(part).equals(readFileSync(src))).toBe(true);
+  });
+
+  test('bytes changed in the middle after they were sent: the digests say so (no false match)', async () => {
+    const src = join(dir, 'middle');
+    const part = join(dir, 'middle.part');
+    const p = pipeline(src, part);
+    writeFileSync(src, '');
+    await writeSlowly(src, pattern(8 * MiB, 5), 16);
+    await sleep(100); // everything sent
+    // outside the first 64 KiB and the last 1 MiB, which are sent again at the end
+    const fd = openSync(src, 'r+');
+    writeSync(fd, Buffer.from('rewritten'), 0, 9, 3 * MiB);
+    closeSync(fd);
+    p.finish();
+    const r = await p.ended;
+    expect(r.code).toBe(0);
+    const d = parse(r.out);
+    expect(d.source).toBe(sha(readFileSync(src)));
+    expect(d.part).toBe(sha(readFileSync(part)));
+    expect(d.part).not.toBe(d.source);
+  });
+
+  test('input ending without the finish aborts the stream: non-zero, no digests', async () => {
+    const src = join(dir, 'cut');
+    const part = join(dir, 'cut.part');
+    writeFileSync(src, pattern(MiB, 6));
+    const p = pipeline(src, part);
+    await sleep(50);
+    p.close();
+    const r = await p.ended;
+    expect(r.code).not.toBe(0);
+    expect(r.out).toBe('');
+  });
+
+  test('a source gone when it should be complete fails the stream', async () => {
+    const src = join(dir, 'gone');
+    const part = join(dir, 'gone.part');
+    writeFileSync(src, pattern(MiB, 7));
+    const p = pipeline(src, part);
+    await sleep(50);
+    rmSync(src);
+    p.finish();
+    const r = await p.ended;
+    expect(r.code).not.toBe(0);
+    expect(r.out).toBe('');
+  });
+
+  test('the part is never written through a symlink', async () => {
+    const src = join(dir, 'src');
+    const victim = join(dir, 'victim');
+    const part = join(dir, 'link.part');
+    writeFileSync(src, pattern(MiB, 8));
+    writeFileSync(victim, 'keep me');
+    symlinkSync(victim, part);
+    const p = pipeline(src, part);
+    p.finish();
+    const r = await p.ended;
+    expect(r.code).not.toBe(0);
+    expect(readFileSync(victim, 'utf8')).toBe('keep me');
+    expect(lstatSync(part).isSymbolicLink()).toBe(true);
+  });
+
+  test("the part gets the source's permission bits (no set-id bits)", async () => {
+    const src = join(dir, 'mode');
+    const part = join(dir, 'mode.part');
+    writeFileSync(src, pattern(MiB, 9));
+    chmodSync(src, 0o6640);
+    const p = pipeline(src, part);
+    p.finish();
+    const r = await p.ended;
+    expect(r.code).toBe(0);
+    expect(statSync(part).mode & 0o7777).toBe(0o640);
+    expect(existsSync(part)).toBe(true);
+  });
+});
