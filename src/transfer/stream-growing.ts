@@ -21,6 +21,10 @@
  *   and prints both digests and the size.
  *   Anything short of `E` exits non-zero.
  *
+ * - The writer also says how it gets on (`P` every 16 MiB written, `T SIZE` before it hashes): once
+ *   the source is complete, a stream that goes 60 s without such a line (plus the time both
+ *   hashes may take at 50 MB/s) is stopped, as rsync's `--timeout` would, and the copy falls back.
+ *
  * Nothing here is trusted to be right: the box compares the two digests (the source's, of the
  * file as it is after the save, and the part's, of what arrived), and anything but equal digests
  * (a writer that rewrote more than its header, a stream cut short, no perl) hands the copy to
@@ -42,8 +46,15 @@ export const HEAD_BYTES = 64 * 1024;
 /** Bytes re-sent from the end of the file once it is complete (a last block rewritten). */
 export const TAIL_BYTES = 1024 * 1024;
 
-/** How long a stream may take to end once the source is complete before it is given up. */
-const FINISH_TIMEOUT_MS = 120_000;
+/** The writer says `P` each time this many more bytes are written (the box's watchdog). */
+const PROGRESS_BYTES = 16 * 1024 * 1024;
+/**
+ * Once the source is complete, how long the stream may go without a sign of progress (`P`, a
+ * line of the writer) before it is given up, as rsync's `--timeout` does by default.
+ */
+const IDLE_TIMEOUT_MS = 60_000;
+/** Slowest hash rate allowed for: the writer's and the source's hash run after the last byte. */
+const MIN_HASH_BYTES_PER_MS = 50_000;
 
 /** sh text: the sha256 of the file `$1`, read through read(), as hex. */
 export const HASH_FILE_SH = `${HASHER_SH}\nhasher < "$1"`;
@@ -96,14 +107,16 @@ export const STREAM_PERL = [
 ].join('\n');
 
 /**
- * The writer (arguments: part, hash shell text). Reads the frames from standard input, prints
- * `SRC DST` (the two sha256) at the end. Exit 2: the part cannot be written, 3: the stream ended
- * early or is not understood, 5: no hash.
+ * The writer (arguments: part, hash shell text). Reads the frames from standard input; prints `P`
+ * after every `PROGRESS_BYTES` written, `T SIZE` when it has the final size (its hash starts), and
+ * `SRC DST SIZE` (the two sha256) at the end. Exit 2: the part cannot be written, 3: the stream
+ * ended early or is not understood, 5: no hash.
  */
 export const WRITE_PERL = [
   'use strict; use warnings; use Fcntl;',
   'my ($part, $hashsh) = @ARGV;',
-  'binmode STDIN;',
+  'binmode STDIN; $| = 1;',
+  `my ($said, $sent) = (0, 0);`,
   'sysopen(my $w, $part, O_WRONLY | O_CREAT | O_NOFOLLOW, 0600) or exit 2;',
   'sub rd { my $n = $_[0]; my $b = "";',
   '  while (length($b) < $n) { my $r = sysread(STDIN, $b, $n - length($b), length($b)); exit 3 unless $r; }',
@@ -113,9 +126,10 @@ export const WRITE_PERL = [
   '  my $t = rd(1);',
   '  if ($t eq "D") { my ($o, $n) = unpack("Q> N", rd(12)); my $b = rd($n);',
   '    defined sysseek($w, $o, 0) or exit 2; my $k = 0;',
-  '    while ($k < $n) { my $m = syswrite($w, $b, $n - $k, $k); exit 2 unless $m; $k += $m; } }',
+  '    while ($k < $n) { my $m = syswrite($w, $b, $n - $k, $k); exit 2 unless $m; $k += $m; }',
+  `    $sent += $n; if ($sent - $said >= ${PROGRESS_BYTES}) { print "P\\n"; $said = $sent; } }`,
   '  elsif ($t eq "T") { my $m; ($size, $m) = unpack("Q> N", rd(12));',
-  '    truncate($w, $size) or exit 2; chmod($m & 511, $w) or exit 2;',
+  '    truncate($w, $size) or exit 2; chmod($m & 511, $w) or exit 2; print "T $size\\n";',
   // the part written back while it is hashed (the finish then finds little left to flush)
   '    $sp = fork; if (defined $sp && $sp == 0) { exec("sync", "--", $part); exit 2; }',
   '    open($hp, "-|", "sh", "-c", $hashsh, "vmplace-hash", $part) or exit 5; }',
@@ -167,7 +181,7 @@ export function streamGrowing(
   src: string,
   part: string,
   target: SshSpec,
-  opts: { pollSec?: number; finishTimeoutMs?: number } = {},
+  opts: { pollSec?: number; idleTimeoutMs?: number } = {},
 ): GrowingStream | undefined {
   const argv = localArgv(srcHost, [
     'sh',
@@ -188,36 +202,60 @@ export function streamGrowing(
   if (!argv) return undefined;
   let why: string | undefined;
   const p = spawnArgv(argv, ['pipe', 'pipe', 'pipe']);
-  let out = '';
+  // the writer's lines: progress (`P`, `T SIZE`) feeds the watchdog, the last one is the result
+  let line = '';
+  let last = '';
+  let watchdog: (() => void) | undefined;
+  const idleMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+  let allowMs = idleMs;
   p.child.stdout?.setEncoding('utf8');
-  p.child.stdout?.on('data', (s: string) => (out += s));
+  p.child.stdout?.on('data', (chunk: string) => {
+    line += chunk;
+    for (let i = line.indexOf('\n'); i >= 0; i = line.indexOf('\n')) {
+      const l = line.slice(0, i);
+      line = line.slice(i + 1);
+      const t = /^T ([0-9]+)$/.exec(l);
+      // both hashes run once the size is known: as long again as reading the file takes
+      if (t) allowMs = idleMs + Math.ceil(Number(t[1]) / MIN_HASH_BYTES_PER_MS);
+      else if (l !== 'P') last = l;
+    }
+    watchdog?.();
+  });
   p.child.stdin?.on('error', () => undefined); // a pipeline that died first: seen in `ended`
   const ended = p.done.then(
     (r) => {
-      const m = /^([0-9a-f]{64}) ([0-9a-f]{64}) ([0-9]+)\n?$/.exec(out);
+      const m = /^([0-9a-f]{64}) ([0-9a-f]{64}) ([0-9]+)$/.exec(last);
       if (r.exitCode === 0 && m) return { source: m[1]!, part: m[2]!, bytes: Number(m[3]) };
-      why = `stream ended with ${r.exitCode ?? r.signal}: ${r.stderr.trim().slice(0, 300)}`;
+      why ??= `stream ended with ${r.exitCode ?? r.signal}: ${r.stderr.trim().slice(0, 300)}`;
       return undefined;
     },
     (err: Error) => {
-      why = `stream did not start: ${err.message}`;
+      why ??= `stream did not start: ${err.message}`;
       return undefined;
     },
   );
   const abort = (reason: string): void => {
     why ??= reason;
     p.child.kill('SIGTERM');
+    // and stop reading: what the command started and still holds its output must not keep the
+    // stream "running" (over ssh the remote side ends with the connection)
     p.child.stdin?.destroy();
+    p.child.stdout?.destroy();
+    p.child.stderr?.destroy();
   };
   return {
     ended,
     why: () => why,
     finish: () => {
       p.child.stdin?.end('F\n');
-      // a stream that does not end (a target that stopped taking data) is given up; the caller's
-      // usual copy has its own timeouts
-      const ms = opts.finishTimeoutMs ?? FINISH_TIMEOUT_MS;
-      const timer = setTimeout(() => abort(`stream did not end ${ms} ms after the source was complete`), ms);
+      // a stream that stops progressing (a target that no longer takes data) is given up; the
+      // caller's usual copy has its own timeouts
+      let timer: NodeJS.Timeout | undefined;
+      watchdog = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => abort(`stream made no progress for ${allowMs} ms`), allowMs);
+      };
+      watchdog();
       void ended.finally(() => clearTimeout(timer));
     },
     abort: () => abort('aborted'),
