@@ -11,16 +11,15 @@
  *
  * - The streamer (perl-base, Essential on Debian) follows SRC as it grows and sends each new
  *   range in frames (`D` offset length bytes). It waits for SRC to appear, starts over when SRC
- *   shrinks or is replaced. The management box tells it that the writer is done by writing `F` to
- *   its standard input (the pipeline's, forwarded by ssh); end of input without `F` aborts it.
+ *   shrinks or is replaced. The management box tells it that SRC is complete (the save has ended)
+ *   by writing `F` to its standard input (the pipeline's, forwarded by ssh); end of input without
+ *   `F` aborts it.
  *   Then it sends what is left, the first 64 KiB and the last 1 MiB again (a writer may finish by
  *   rewriting its header, as libvirt does with its save image's magic), the final size and mode
  *   (`T`), and the sha256 of SRC read anew through read() (`H`), then `E`.
  * - The writer opens PART (never following a symlink), writes each frame at its offset, truncates
  *   it to the final size, hashes it (read(), beside the source's hash, and beside a `sync` of it)
- *   and prints both digests and the size.
- *   Anything short of `E` exits non-zero.
- *
+ *   and prints both digests and the size. Anything short of `E` exits non-zero.
  * - The writer also says how it gets on (`P` every 16 MiB written, `T SIZE` before it hashes): once
  *   the source is complete, a stream that goes 60 s without such a line (plus the time both
  *   hashes may take at 50 MB/s) is stopped, as rsync's `--timeout` would, and the copy falls back.
