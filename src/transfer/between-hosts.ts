@@ -64,7 +64,7 @@ import { copyRelay } from './relay';
 import { type DaemonChannel, daemonLifeSec, openDaemon } from './rsync-daemon';
 import { DEFAULT_IO_TIMEOUT_SEC, copyDirect } from './rsync-direct';
 import { openHopMaster } from './ssh-master';
-import { streamGrowing } from './stream-growing';
+import { copyByStream } from './stream-growing';
 import { localArgv } from './spawn-stream';
 
 export { hopSshOptions, rsyncArgv } from './rsync-direct';
@@ -233,18 +233,17 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
           })
       : undefined;
   if (early) daemons.push(early);
-  // a growing source through ssh: streamed while it is written (its own connection opens now)
-  const streaming =
-    opts.sourceGrows === true &&
+  // the source is still being written and goes through ssh, host to host
+  const earlySsh =
     opts.sourceReady !== undefined &&
     opts.targetSsh !== undefined &&
     opts.mode !== 'relay' &&
-    opts.channel !== 'tcp' &&
-    verify &&
-    opts.claim === undefined;
-  // through ssh, the connection from the source host to the target opens now too (ssh-master.ts)
+    opts.channel !== 'tcp';
+  // a growing source is streamed while it is written (its own connection opens now)
+  const streaming = earlySsh && opts.sourceGrows === true && verify && opts.claim === undefined;
+  // otherwise the connection from the source host to the target opens now (ssh-master.ts)
   const master =
-    !streaming && opts.sourceReady && opts.targetSsh && opts.mode !== 'relay' && opts.channel !== 'tcp'
+    earlySsh && !streaming
       ? guarded
           .then(() => openHopMaster(srcHost, src, opts.targetSsh!, EARLY_LIFE_SEC))
           .catch(() => undefined)
@@ -252,7 +251,7 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
   const stopMaster = (): Promise<unknown> => Promise.resolve(master?.then((m) => m?.stop()));
   let streamFallback: string | undefined;
   if (streaming) {
-    const r = await copyStreaming(srcHost, dstHost, src, dst, opts, guarded, t0);
+    const r = await copyByStream(srcHost, dstHost, src, dst, opts, guarded, t0);
     if ('bytes' in r) return r;
     streamFallback = r.fallback;
   }
@@ -423,64 +422,3 @@ export const copyBetweenHosts: CopyBetweenHosts = async (srcHost, dstHost, src, 
     await Promise.all([stopDaemons(), stopMaster()]);
   }
 };
-
-/**
- * `sourceGrows`: stream the source to the part while it is written (stream-growing.ts), then,
- * the digests equal, the usual finish (flush, link without replacing, directory flush). Returns
- * why not when the usual copy must run: a target that already has `dst` (the usual way tells done
- * from different), no streaming on this exec, a stream that failed or digests that differ (the
- * part stays: rsync takes it as its basis). Rejects with `sourceReady`'s reason, the part removed,
- * when the source will not be complete, and when aborted.
- */
-async function copyStreaming(
-  srcHost: HostExec,
-  dstHost: HostExec,
-  src: string,
-  dst: string,
-  opts: CopyBetweenHostsOptions,
-  guarded: Promise<unknown>,
-  t0: number,
-): Promise<CopyBetweenHostsResult | { fallback: string }> {
-  const part = `${dst}${PART_SUFFIX}`;
-  const [[dstSize]] = await Promise.all([statSizes(dstHost, [dst]), guarded]);
-  if (dstSize !== undefined) return { fallback: `${dst} exists` };
-  const s = streamGrowing(srcHost, src, part, opts.targetSsh!);
-  if (!s) return { fallback: 'the source host runs no streaming command' };
-  const onAbort = (): void => s.abort();
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    try {
-      await opts.sourceReady;
-    } catch (err) {
-      // the source will not be complete: what the stream wrote goes
-      s.abort();
-      await s.ended;
-      await dstHost.run(['rm', '-f', '--', part]).catch(() => undefined);
-      throw err;
-    }
-    s.finish();
-    const r = await s.ended;
-    if (opts.signal?.aborted)
-      throw new VmplaceError('Cancelled', `copy of ${src} to ${dstHost.label} cancelled`);
-    if (!r) return { fallback: s.why() ?? 'stream failed' };
-    if (r.source !== r.part)
-      return { fallback: `digests differ after the stream (${r.part}, not ${r.source})` };
-    const finished = await finishOnTarget(dstHost, part, dst, undefined);
-    if (finished.mismatch !== undefined) return { fallback: 'the finish found a mismatch' };
-    opts.onProgress?.(r.bytes, r.bytes);
-    return {
-      bytes: r.bytes,
-      sha256: r.source,
-      alreadyDone: false,
-      mode: 'direct',
-      resumedFromBytes: 0,
-      bytesSent: r.bytes,
-      wireBytes: r.bytes,
-      durationMs: Date.now() - t0,
-      channel: 'ssh',
-      streamed: true,
-    };
-  } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
-  }
-}

@@ -17,6 +17,10 @@
  * The perl text has no single quote, so a shell script may hold it in single quotes.
  */
 
+/** perl sub `out(BUF)`: all of BUF to standard output, exit 4 when it cannot. */
+export const PERL_OUT_SUB =
+  'sub out { my $o = 0; while ($o < length $_[0]) { my $k = syswrite(STDOUT, $_[0], length($_[0]) - $o, $o); exit 4 unless $k; $o += $k; } }';
+
 /**
  * perl subs: `out(BUF)` writes all of BUF to standard output (exit 4 when it cannot),
  * `zeros(N)` writes N zero bytes, `range(FH, P, S)` writes bytes [P, S) of the open file FH:
@@ -25,7 +29,7 @@
  */
 export const PERL_RANGE_SUBS = [
   'my $zeros = "\\0" x 1048576;',
-  'sub out { my $o = 0; while ($o < length $_[0]) { my $k = syswrite(STDOUT, $_[0], length($_[0]) - $o, $o); exit 4 unless $k; $o += $k; } }',
+  PERL_OUT_SUB,
   'sub zeros { my $k = $_[0]; while ($k > 0) { my $m = $k < 1048576 ? $k : 1048576; out(substr($zeros, 0, $m)); $k -= $m; } }',
   // SEEK_DATA 3, SEEK_HOLE 4 (Linux, FreeBSD, Solaris)
   'sub range { my ($h, $p, $s) = @_;',
@@ -57,5 +61,5 @@ export const PERL_READ_FILE = [
   'range($h, 0, (stat $h)[7]);',
 ].join('\n');
 
-for (const text of [PERL_RANGE_SUBS, PERL_READ_FILE])
+for (const text of [PERL_OUT_SUB, PERL_RANGE_SUBS, PERL_READ_FILE])
   if (text.includes("'")) throw new Error('hole-reader: the perl text must not contain a single quote');

@@ -30,13 +30,19 @@
  * rsync, which finds the part as its basis and sends only what differs. The part is renamed
  * only by the usual finish (flush, link, directory flush).
  *
+ * `copyByStream` is `copyBetweenHosts`'s way for such a source (`sourceGrows`).
+ *
  * The perl texts are passed as arguments and through `quoteShellArgs` for the remote side: no
  * path reaches a shell unquoted.
  */
+import { VmplaceError } from '../errors';
 import { quoteShellArgs } from '../exec/exec';
 import type { HostExec } from '../exec/types';
 import type { SshSpec } from '../types';
-import { HASHER_SH } from './copy-local';
+import type { CopyBetweenHostsOptions, CopyBetweenHostsResult } from './between-hosts';
+import { PART_SUFFIX, SHA256_SCRIPT } from './copy-local';
+import { PERL_OUT_SUB } from './hole-reader';
+import { finishOnTarget, statSizes } from './host-files';
 import { COPY_CIPHERS, hopSshOptions } from './rsync-direct';
 import { localArgv, spawnArgv } from './spawn-stream';
 
@@ -55,9 +61,6 @@ const IDLE_TIMEOUT_MS = 60_000;
 /** Slowest hash rate allowed for: the writer's and the source's hash run after the last byte. */
 const MIN_HASH_BYTES_PER_MS = 50_000;
 
-/** sh text: the sha256 of the file `$1`, read through read(), as hex. */
-export const HASH_FILE_SH = `${HASHER_SH}\nhasher < "$1"`;
-
 /**
  * The streamer (arguments: source, hash shell text, poll seconds). Frames on standard output:
  * `D` u64 offset u32 length bytes; `T` u64 size u32 mode; `H` 64 hex; `E`. Exit 2: the source
@@ -68,7 +71,7 @@ export const STREAM_PERL = [
   'use strict; use warnings;',
   'my ($src, $hashsh, $poll) = @ARGV;',
   'binmode STDOUT; binmode STDIN;',
-  'sub out { my $o = 0; while ($o < length $_[0]) { my $k = syswrite(STDOUT, $_[0], length($_[0]) - $o, $o); exit 4 unless $k; $o += $k; } }',
+  PERL_OUT_SUB,
   'my ($h, $ino, $pos, $fin) = (undef, -1, 0, 0);',
   'sub send_range { my ($p, $e) = @_;',
   '  defined sysseek($h, $p, 0) or exit 2;',
@@ -189,14 +192,14 @@ export function streamGrowing(
     'vmplace-stream',
     src,
     STREAM_PERL,
-    HASH_FILE_SH,
+    SHA256_SCRIPT,
     String(opts.pollSec ?? 0.005),
     ...hopSshOptions(target),
     '-o',
     `Ciphers=${COPY_CIPHERS}`,
     '--',
     target.host,
-    quoteShellArgs(['perl', '-e', WRITE_PERL, '--', part, HASH_FILE_SH]),
+    quoteShellArgs(['perl', '-e', WRITE_PERL, '--', part, SHA256_SCRIPT]),
   ]);
   if (!argv) return undefined;
   let why: string | undefined;
@@ -259,4 +262,65 @@ export function streamGrowing(
     },
     abort: () => abort('aborted'),
   };
+}
+
+/**
+ * `copyBetweenHosts` with `sourceGrows`: stream the source to the part while it is written, then,
+ * the digests equal, the usual finish (flush, link without replacing, directory flush). Returns
+ * why not when the usual copy must run: a target that already has `dst` (the usual way tells done
+ * from different), no streaming on this exec, a stream that failed or digests that differ (the
+ * part stays: rsync takes it as its basis). Rejects with `sourceReady`'s reason, the part removed,
+ * when the source will not be complete, and when aborted.
+ */
+export async function copyByStream(
+  srcHost: HostExec,
+  dstHost: HostExec,
+  src: string,
+  dst: string,
+  opts: CopyBetweenHostsOptions,
+  guarded: Promise<unknown>,
+  t0: number,
+): Promise<CopyBetweenHostsResult | { fallback: string }> {
+  const part = `${dst}${PART_SUFFIX}`;
+  const [[dstSize]] = await Promise.all([statSizes(dstHost, [dst]), guarded]);
+  if (dstSize !== undefined) return { fallback: `${dst} exists` };
+  const s = streamGrowing(srcHost, src, part, opts.targetSsh!);
+  if (!s) return { fallback: 'the source host runs no streaming command' };
+  const onAbort = (): void => s.abort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    try {
+      await opts.sourceReady;
+    } catch (err) {
+      // the source will not be complete: what the stream wrote goes
+      s.abort();
+      await s.ended;
+      await dstHost.run(['rm', '-f', '--', part]).catch(() => undefined);
+      throw err;
+    }
+    s.finish();
+    const r = await s.ended;
+    if (opts.signal?.aborted)
+      throw new VmplaceError('Cancelled', `copy of ${src} to ${dstHost.label} cancelled`);
+    if (!r) return { fallback: s.why() ?? 'stream failed' };
+    if (r.source !== r.part)
+      return { fallback: `digests differ after the stream (${r.part}, not ${r.source})` };
+    const finished = await finishOnTarget(dstHost, part, dst, undefined);
+    if (finished.mismatch !== undefined) return { fallback: 'the finish found a mismatch' };
+    opts.onProgress?.(r.bytes, r.bytes);
+    return {
+      bytes: r.bytes,
+      sha256: r.source,
+      alreadyDone: false,
+      mode: 'direct',
+      resumedFromBytes: 0,
+      bytesSent: r.bytes,
+      wireBytes: r.bytes,
+      durationMs: Date.now() - t0,
+      channel: 'ssh',
+      streamed: true,
+    };
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
 }

@@ -302,15 +302,22 @@ it('relay resumes from the part file', async () => {
 /** rsync's exit codes of failure (a refused or half-done transfer is what some cases expect) */
 const RSYNC_FAILURES = Array.from({ length: 35 }, (_, i) => i + 1);
 
-/** Command lines of the rsync daemons running on a lab host. */
-async function daemonsOn(h: LabHost): Promise<string[]> {
-  const out: string[] = [];
+/** The command lines (arguments split) of the processes named `comms` running on a lab host. */
+async function cmdlinesOn(h: LabHost, comms: string[]): Promise<string[][]> {
+  const out: string[][] = [];
   for (const p of await hostProcesses(h)) {
-    if (p.comm !== 'rsync' && p.comm !== 'timeout') continue;
+    if (!comms.includes(p.comm)) continue;
     const cmd = await readFile(`/proc/${p.pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('--daemon')) out.push(cmd.split('\0').join(' '));
+    if (cmd) out.push(cmd.split('\0'));
   }
   return out;
+}
+
+/** Command lines of the rsync daemons running on a lab host. */
+async function daemonsOn(h: LabHost): Promise<string[]> {
+  return (await cmdlinesOn(h, ['rsync', 'timeout']))
+    .map((a) => a.join(' '))
+    .filter((c) => c.includes('--daemon'));
 }
 
 /** Whether a daemon for the part file named `part` runs on `h` within ~15 s. */
@@ -324,14 +331,10 @@ async function daemonForPart(h: LabHost, part: string): Promise<boolean> {
 
 /** The ssh masters of vmplace's copies running on a lab host (their command lines). */
 async function mastersOn(h: LabHost): Promise<string[]> {
-  const out: string[] = [];
-  for (const p of await hostProcesses(h)) {
-    if (p.comm !== 'ssh') continue;
-    const cmd = await readFile(`/proc/${p.pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('ControlPath=') && cmd.includes('.vmplace-ssh-') && cmd.split('\0').includes('-M'))
-      out.push(cmd.split('\0').join(' '));
-  }
-  return out;
+  return (await cmdlinesOn(h, ['ssh']))
+    .filter((a) => a.includes('-M'))
+    .map((a) => a.join(' '))
+    .filter((c) => c.includes('ControlPath=') && c.includes('.vmplace-ssh-'));
 }
 
 describe('through ssh while the source is still being written (sourceReady)', () => {
@@ -391,18 +394,13 @@ describe('through ssh while the source is still being written (sourceReady)', ()
 
 /** The stream's processes (perl streamer and writer, its ssh) running on a lab host. */
 async function streamsOn(h: LabHost): Promise<string[]> {
-  const out: string[] = [];
-  for (const p of await hostProcesses(h)) {
-    if (p.comm !== 'perl' && p.comm !== 'ssh' && p.comm !== 'sh') continue;
-    const cmd = await readFile(`/proc/${p.pid}/cmdline`, 'utf8').catch(() => '');
-    if (
-      cmd.includes('vmplace-stream') ||
-      cmd.includes('$src, $hashsh, $poll') ||
-      cmd.includes('$part, $hashsh')
+  return (await cmdlinesOn(h, ['perl', 'ssh', 'sh']))
+    .map((a) => a.join(' '))
+    .filter(
+      (c) =>
+        c.includes('vmplace-stream') || c.includes('$src, $hashsh, $poll') || c.includes('$part, $hashsh'),
     )
-      out.push(cmd.split('\0').join(' ').slice(0, 200));
-  }
-  return out;
+    .map((c) => c.slice(0, 200));
 }
 
 /**

@@ -25,7 +25,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { LocalExec } from '../../../src/exec/exec';
-import { HASH_FILE_SH, STREAM_PERL, WRITE_PERL, streamGrowing } from '../../../src/transfer/stream-growing';
+import { SHA256_SCRIPT } from '../../../src/transfer/copy-local';
+import { STREAM_PERL, WRITE_PERL, streamGrowing } from '../../../src/transfer/stream-growing';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -52,7 +53,7 @@ function pipeline(src: string, part: string): Piped {
       STREAM_PERL,
       WRITE_PERL,
       src,
-      HASH_FILE_SH,
+      SHA256_SCRIPT,
       part,
     ],
     { stdio: ['pipe', 'pipe', 'pipe'] },
