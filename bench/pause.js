@@ -619,7 +619,30 @@ async function crossHost({
     for (const h of ['hv1', 'hv2']) {
       for (const vm of made)
         await d[h].exec
-          .run(['sh', '-c', `rm -f ${env.hosts[h].storage}/${vm}[-.]* ${env.csvPath}/${vm}.*`])
+          // the disks made for it and the folder a move made for it on the target (<storage>/<vm>/)
+          .run([
+            'find',
+            env.hosts[h].storage,
+            env.csvPath,
+            '-maxdepth',
+            '1',
+            '(',
+            '-name',
+            vm,
+            '-o',
+            '-name',
+            `${vm}-*`,
+            '-o',
+            '-name',
+            `${vm}.*`,
+            ')',
+            '-exec',
+            'rm',
+            '-rf',
+            '--',
+            '{}',
+            '+',
+          ])
           .catch(() => undefined);
       await d[h].close();
     }

@@ -65,9 +65,35 @@ afterAll(async () => {
       await d[h].destroy(vm).catch(() => undefined);
       await d[h].undefine(vm).catch(() => undefined);
     }
-    await d[h].exec
-      .run(['sh', '-c', 'rm -f /srv/vmplace/local/vmpx-* /srv/vmplace-csv/vmpx-*'])
-      .catch(() => undefined);
+    // this run's guests only (their names carry this process's pid): the disks made for them and
+    // the folders a move made for them on the target (`<storage>/<vm>/`), which the lab's hosts
+    // share with every later run (a leak here filled the disk of the machine CI runs on)
+    for (const vm of vms)
+      await d[h].exec
+        .run([
+          'find',
+          env.hosts[h].storage,
+          env.csvPath,
+          '-maxdepth',
+          '1',
+          '(',
+          '-name',
+          vm,
+          '-o',
+          '-name',
+          `${vm}-*`,
+          '-o',
+          '-name',
+          `${vm}.*`,
+          ')',
+          '-exec',
+          'rm',
+          '-rf',
+          '--',
+          '{}',
+          '+',
+        ])
+        .catch(() => undefined);
     await d[h].close();
   }
   await fs.rm(root, { recursive: true, force: true });
