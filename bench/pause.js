@@ -425,6 +425,7 @@ async function crossHost({
   pauseTransfer,
   inject,
   guestBulk,
+  guestCache,
   results,
   failures = [],
 }) {
@@ -452,7 +453,7 @@ async function crossHost({
       await d.hv1.define(
         lab.guestXml({
           name: vm,
-          disks: [{ target: 'vda', path: file }],
+          disks: [{ target: 'vda', path: file, ...(guestCache ? { cache: guestCache } : {}) }],
           serialLog,
           guest,
           ...bulkOf(size, guestBulk),
@@ -880,7 +881,7 @@ async function seedRun({ env, vm, d, where, from, to, injector, inject }) {
 }
 
 /** Same host, strategy live (blockcopy --pivot), storage a <-> b on the local lab. */
-async function sameHostLive({ guest, root, sizes, runs, inject, guestBulk, results }) {
+async function sameHostLive({ guest, root, sizes, runs, inject, guestBulk, guestCache, results }) {
   const { LibvirtDriver } = lab.dist('drivers/libvirt/driver');
   const base = fs.mkdtempSync(path.join(root, 'live-'));
   const dirs = { a: path.join(base, 'a'), b: path.join(base, 'b') };
@@ -904,7 +905,7 @@ async function sameHostLive({ guest, root, sizes, runs, inject, guestBulk, resul
       await drv.define(
         lab.guestXml({
           name: vm,
-          disks: [{ target: 'vda', path: file }],
+          disks: [{ target: 'vda', path: file, ...(guestCache ? { cache: guestCache } : {}) }],
           serialLog,
           guest,
           ...bulkOf(size, guestBulk),
@@ -982,7 +983,8 @@ const fmt = (x) => (typeof x === 'number' ? x.toFixed(0) : String(x));
  * topologies of the cross-host modes (nothing-shared, cluster; default both), baselines (floor,
  * seed; default both), maxPause ('1s'), quickMemory (policy.quickMemory of the quick runs: live,
  * paused, stateFile; default: vmplace's own), pauseTransfer (policy.pauseTransfer of the quick runs:
- * ssh, tcp; default: vmplace's own), inject (default true), guestBulk.
+ * ssh, tcp; default: vmplace's own), inject (default true), guestBulk, guestCache (the guest disks'
+ * libvirt cache mode, e.g. none; default: libvirt's).
  */
 async function pauseBench(opts) {
   const results = [];
@@ -1015,6 +1017,7 @@ async function pauseBench(opts) {
         pauseTransfer: opts.pauseTransfer,
         inject: opts.inject,
         guestBulk: opts.guestBulk ?? 0,
+        guestCache: opts.guestCache,
         results,
         failures,
       });
@@ -1028,6 +1031,7 @@ async function pauseBench(opts) {
         runs: opts.runs,
         inject: opts.inject,
         guestBulk: opts.guestBulk ?? 0,
+        guestCache: opts.guestCache,
         results,
       });
     }

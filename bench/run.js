@@ -122,6 +122,8 @@ async function main() {
           inject: !flag('no-inject'),
           // the guest's own filler writer (MiB/s per disk, vmplace.bulk), instead of or with injection
           guestBulk: Number(opt('guest-bulk', 0)),
+          // the guest disks' cache mode (libvirt <driver cache=…>: none, writethrough, …); libvirt's default when not given
+          ...(opt('guest-cache') ? { guestCache: opt('guest-cache') } : {}),
         }),
       );
     } else if (section === 'takeover') {

@@ -64,6 +64,8 @@ export interface GuestDisk {
   /** Image file on the host. */
   path: string;
   format?: DiskFormat;
+  /** libvirt's `<driver cache=…>` (QEMU's host page cache use); default: libvirt's own (writeback). */
+  cache?: 'none' | 'writeback' | 'writethrough' | 'directsync' | 'unsafe';
 }
 
 export interface GuestVmSpec {
@@ -131,7 +133,11 @@ export function guestDomainXml(spec: GuestVmSpec & { guest: GuestImage }): strin
         disk: spec.disks.map((d) => ({
           '@_type': 'file',
           '@_device': 'disk',
-          driver: { '@_name': 'qemu', '@_type': d.format ?? 'qcow2' },
+          driver: {
+            '@_name': 'qemu',
+            '@_type': d.format ?? 'qcow2',
+            ...(d.cache ? { '@_cache': d.cache } : {}),
+          },
           source: { '@_file': d.path },
           target: { '@_dev': d.target, '@_bus': 'virtio' },
         })),

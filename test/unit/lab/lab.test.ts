@@ -35,6 +35,13 @@ describe('guestDomainXml', () => {
     expect(xml).toContain('vmplace.rate=10 vmplace.maxseq=4095 vmplace.bulk=5 vmplace.bulkspan=448');
   });
 
+  it("sets a disk's cache mode only when asked (the benchmarks' --guest-cache)", () => {
+    expect(guestDomainXml(spec)).not.toContain('cache=');
+    const xml = guestDomainXml({ ...spec, disks: spec.disks.map((d) => ({ ...d, cache: 'none' as const })) });
+    expect(xml).toContain('<driver name="qemu" type="qcow2" cache="none"');
+    expect(xml).toContain('<driver name="qemu" type="raw" cache="none"');
+  });
+
   it('names every disk and the serial log, escaped, so domainFiles reads them back', () => {
     const xml = guestDomainXml(spec);
     expect(xml).toContain('&amp; &lt;odd&gt;');
