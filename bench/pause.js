@@ -619,31 +619,9 @@ async function crossHost({
     }
     for (const h of ['hv1', 'hv2']) {
       for (const vm of made)
+        // the disks made for it and the folder a move made for it on the target (<storage>/<vm>/)
         await d[h].exec
-          // the disks made for it and the folder a move made for it on the target (<storage>/<vm>/)
-          .run([
-            'find',
-            env.hosts[h].storage,
-            env.csvPath,
-            '-maxdepth',
-            '1',
-            '(',
-            '-name',
-            vm,
-            '-o',
-            '-name',
-            `${vm}-*`,
-            '-o',
-            '-name',
-            `${vm}.*`,
-            ')',
-            '-exec',
-            'rm',
-            '-rf',
-            '--',
-            '{}',
-            '+',
-          ])
+          .run(lab.labVmCleanupArgv([env.hosts[h].storage, env.csvPath], vm))
           .catch(() => undefined);
       await d[h].close();
     }

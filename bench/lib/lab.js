@@ -278,6 +278,7 @@ module.exports = {
   transferSsh: (from, to) => core().transferSsh(from, to),
   buildGuest: () => core().buildGuest(),
   guestXml,
+  labVmCleanupArgv: (dirs, vm) => core().labVmCleanupArgv(dirs, vm),
   /** Wait until the guest acknowledged `atLeast` records on `disk` (management-side path of the serial log). */
   waitForAcks: (serialLog, disk, atLeast = 3, timeoutMs = 120_000) =>
     core().waitForAcks(serialLog, { disk, atLeast, timeoutMs, pollMs: 200 }),

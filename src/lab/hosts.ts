@@ -268,6 +268,38 @@ spec: {host: ${v.host}, storage: ${v.storage}}
   return `${hostDoc('hv1')}---\n${hostDoc('hv2')}${clusterDoc}${vmDocs}`;
 }
 
+/**
+ * argv that removes what one lab guest left in the given storage directories of a host: the
+ * disks made for it (`VM-vda.qcow2`, `VM.serial.log`, …) and the folder a move made for it on
+ * the target (`<storage>/VM/`). Only entries named after this VM, never a glob over the lab's
+ * other runs' files (the lab's hosts keep their storage from run to run, on the disk CI runs on).
+ */
+export function labVmCleanupArgv(dirs: readonly string[], vm: string): string[] {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(vm)) throw new Error(`not a lab guest name: ${JSON.stringify(vm)}`);
+  return [
+    'find',
+    ...dirs,
+    '-maxdepth',
+    '1',
+    '(',
+    '-name',
+    vm,
+    '-o',
+    '-name',
+    `${vm}-*`,
+    '-o',
+    '-name',
+    `${vm}.*`,
+    ')',
+    '-exec',
+    'rm',
+    '-rf',
+    '--',
+    '{}',
+    '+',
+  ];
+}
+
 /** A libvirt driver for each lab host, allowed to write its local storage and the shared one. */
 export function labHostDrivers(env: HostsEnv): Record<LabHostName, LibvirtDriver> {
   const mk = (h: LabHostName): LibvirtDriver =>

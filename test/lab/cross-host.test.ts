@@ -19,6 +19,7 @@ import {
   hostProcesses,
   labHostDrivers,
   labTempDir,
+  labVmCleanupArgv,
   REPO_ROOT,
   setLink,
   twoHostManifests,
@@ -69,31 +70,7 @@ afterAll(async () => {
     // the folders a move made for them on the target (`<storage>/<vm>/`), which the lab's hosts
     // share with every later run (a leak here filled the disk of the machine CI runs on)
     for (const vm of vms)
-      await d[h].exec
-        .run([
-          'find',
-          env.hosts[h].storage,
-          env.csvPath,
-          '-maxdepth',
-          '1',
-          '(',
-          '-name',
-          vm,
-          '-o',
-          '-name',
-          `${vm}-*`,
-          '-o',
-          '-name',
-          `${vm}.*`,
-          ')',
-          '-exec',
-          'rm',
-          '-rf',
-          '--',
-          '{}',
-          '+',
-        ])
-        .catch(() => undefined);
+      await d[h].exec.run(labVmCleanupArgv([env.hosts[h].storage, env.csvPath], vm)).catch(() => undefined);
     await d[h].close();
   }
   await fs.rm(root, { recursive: true, force: true });

@@ -4,7 +4,15 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { domainFiles, guestDomainXml, parseAcks, parseHostsEnv, serialSince } from '../../../src/lab';
+import {
+  domainFiles,
+  guestDomainXml,
+  labVmCleanupArgv,
+  parseAcks,
+  parseHostsEnv,
+  serialSince,
+} from '../../../src/lab';
+import { execFileSync } from 'node:child_process';
 import { cleanupTmp, tmpDir } from '../../support/tmp';
 
 afterAll(cleanupTmp);
@@ -121,5 +129,32 @@ describe('parseHostsEnv', () => {
 
   it('refuses an env file with a key missing instead of guessing', () => {
     expect(() => parseHostsEnv(env.replace(/^HV2_ADDR=.*$/m, ''))).toThrow('HV2_ADDR missing');
+  });
+});
+
+describe('labVmCleanupArgv', () => {
+  it("removes one guest's disks and moved folder, never another guest's whose name it starts", async () => {
+    const root = tmpDir('vmplace-lab-clean-');
+    const [a, b] = [path.join(root, 'a'), path.join(root, 'b')];
+    for (const [dir, names] of [
+      [
+        a,
+        ['vmpx-big-7-vda.qcow2', 'vmpx-big-7.serial.log', 'vmpx-bigger-7-vda.qcow2', 'vmpx-big-70-vda.qcow2'],
+      ],
+      [b, ['vmpx-big-7/vmpx-big-7-vda.qcow2', 'vmpx-bigger-7/x.qcow2', 'other']],
+    ] as const) {
+      for (const n of names) {
+        await fs.mkdir(path.dirname(path.join(dir, n)), { recursive: true });
+        await fs.writeFile(path.join(dir, n), 'x');
+      }
+    }
+    execFileSync(labVmCleanupArgv([a, b], 'vmpx-big-7')[0]!, labVmCleanupArgv([a, b], 'vmpx-big-7').slice(1));
+    expect((await fs.readdir(a)).sort()).toEqual(['vmpx-big-70-vda.qcow2', 'vmpx-bigger-7-vda.qcow2']);
+    expect((await fs.readdir(b)).sort()).toEqual(['other', 'vmpx-bigger-7']);
+  });
+
+  it('refuses a name that is not a plain guest name (a find pattern or a path)', () => {
+    for (const bad of ['*', 'vm/..', '-delete', '', 'a b'])
+      expect(() => labVmCleanupArgv(['/x'], bad)).toThrow(/not a lab guest name/);
   });
 });
