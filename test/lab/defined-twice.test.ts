@@ -16,6 +16,7 @@ import {
   guestDomainXml,
   labHostDrivers,
   labTempDir,
+  labVmCleanupArgv,
   twoHostManifests,
   type HostsEnv,
   type LabHostName,
@@ -38,12 +39,10 @@ afterAll(async () => {
   for (const h of ['hv1', 'hv2'] as const) {
     await d[h].destroy(name).catch(() => undefined);
     await d[h].undefine(name).catch(() => undefined);
-    await d[h].exec
-      .run(['rm', '-f', path.posix.join(env.hosts[h].storage, `${name}-vda.qcow2`)])
-      .catch(() => undefined);
+    // its disk, the folder a move made for it, its serial log (`<csv>/<vm>.serial.log`)
+    await d[h].exec.run(labVmCleanupArgv([env.hosts[h].storage, env.csvPath], name)).catch(() => undefined);
     await d[h].close();
   }
-  await d.hv1.exec.run(['rm', '-rf', path.posix.join(env.csvPath, name)]).catch(() => undefined);
   await fs.rm(root, { recursive: true, force: true });
 });
 
