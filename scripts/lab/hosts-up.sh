@@ -36,6 +36,8 @@ done
   || { echo "hosts-up: --net must be the first three octets of a private /24, e.g. 10.231.0" >&2; exit 2; }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lab/detach.sh
+. "$HERE/detach.sh"
 STATE=${VMPLACE_HOSTS_STATE_DIR:-/run/vmplace-hosts/$PREFIX}
 DATA=${VMPLACE_HOSTS_DATA_DIR:-/var/lib/vmplace-hosts/$PREFIX}
 TIMEOUT_S=${VMPLACE_HOSTS_UP_TIMEOUT:-60}
@@ -223,10 +225,10 @@ for h in "${HOSTS[@]}"; do
   if [ -n "$(ip netns pids "$PREFIX-$h")" ]; then
     die "namespace $PREFIX-$h has processes not recorded as ours; run hosts-down.sh first"
   fi
-  # 9>&-: the host must not inherit (and hold forever) the lock of this script
-  setsid ip netns exec "$PREFIX-$h" unshare --mount --uts --propagation private \
+  # detached: the host must not hold this script's lock, or its caller's (detach.sh)
+  detach ip netns exec "$PREFIX-$h" unshare --mount --uts --propagation private \
     tini -s -- bash "$HERE/hosts/boot.sh" "$h" "${ADDR[$h]}" "$DATA/$h" "$DATA/csv" \
-    </dev/null >>"$LOGDIR/$h.log" 2>&1 9>&- &
+    </dev/null >>"$LOGDIR/$h.log" 2>&1
   pid=$!
   start=""
   for _ in $(seq 1 20); do start=$(proc_start "$pid"); [ -n "$start" ] && break; sleep 0.05; done

@@ -22,6 +22,8 @@ STATE_DIR=${VMPLACE_LAB_STATE_DIR:-/run/vmplace-lab}
 LOG_DIR=${VMPLACE_LAB_LOG_DIR:-/var/log/vmplace-lab}
 TIMEOUT_S=${VMPLACE_LAB_UP_TIMEOUT:-30}
 SUBREAPER=${VMPLACE_LAB_SUBREAPER:-1}
+# shellcheck source=scripts/lab/detach.sh
+. "$(dirname "$0")/detach.sh"
 
 log() { printf 'lab/up: %s\n' "$*" >&2; }
 die() { printf 'lab/up: error: %s\n' "$*" >&2; exit 1; }
@@ -73,15 +75,7 @@ start() {
   if alive "$name"; then log "$name already started by the lab (pid $(cat "$STATE_DIR/$name.pid"))"; return; fi
   local cmd=("$@")
   [ "$SUBREAPER" = 1 ] && cmd=(tini -s -- "$@")
-  # in a subshell that first closes every descriptor above 2 it inherited (a `flock` around this
-  # script, a test runner's pipes): the daemon would hold them for as long as it runs
-  (
-    for fd in /proc/$BASHPID/fd/*; do
-      fd=${fd##*/}
-      if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
-    done
-    exec setsid "${cmd[@]}" </dev/null >>"$LOG_DIR/$name.log" 2>&1
-  ) &
+  detach "${cmd[@]}" </dev/null >>"$LOG_DIR/$name.log" 2>&1
   local pid=$!
   local start=""
   for _ in 1 2 3 4 5 6 7 8 9 10; do start=$(proc_start "$pid"); [ -n "$start" ] && break; sleep 0.05; done
